@@ -1,0 +1,442 @@
+//! `ishare extract`: recreate an image's tree in a directory.
+//!
+//! Everything is created relative to directory file descriptors opened with
+//! `O_NOFOLLOW`, so no name in the image (the reader already refuses `/`, NUL and
+//! empty names; "." and ".." entries are skipped) and no symlink it creates can make
+//! us write outside the target directory.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use ishare_erofs::{ExtentKind, FileType, Image, Inode};
+use rustix::fs::{
+    self as rfs, AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
+};
+use rustix::io::Errno;
+
+use crate::DeviceArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    devices: DeviceArgs,
+    /// Extract into a directory that is not empty, replacing what is in the way.
+    #[arg(long)]
+    overwrite: bool,
+    /// Do not restore extended attributes.
+    #[arg(long)]
+    no_xattrs: bool,
+    /// The EROFS image.
+    image: PathBuf,
+    /// Target directory (created if missing).
+    dir: PathBuf,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let img = a.devices.open(&a.image)?;
+    prepare_target(&a.dir, a.overwrite)?;
+    let root_fd = rfs::open(
+        &a.dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("cannot open {}", a.dir.display()))?;
+    let mut x = Extractor {
+        img: &img,
+        root_fd: &root_fd,
+        xattrs: !a.no_xattrs,
+        as_root: rustix::process::geteuid().is_root(),
+        overwrite: a.overwrite,
+        links: HashMap::new(),
+        buf: vec![0; 1 << 20],
+    };
+    x.extract_tree()
+}
+
+fn prepare_target(dir: &Path, overwrite: bool) -> Result<()> {
+    match std::fs::read_dir(dir) {
+        Ok(mut it) => {
+            if !overwrite && it.next().is_some() {
+                bail!(
+                    "{} is not empty (use --overwrite to extract into it anyway)",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    }
+}
+
+struct Extractor<'a> {
+    img: &'a Image,
+    root_fd: &'a OwnedFd,
+    xattrs: bool,
+    as_root: bool,
+    overwrite: bool,
+    /// First path (relative to the target) extracted for each non-directory NID, to
+    /// recreate hard links.
+    links: HashMap<u64, Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+/// A directory still being filled: its fd, inode and path; metadata is applied
+/// when it is left, so its mtime survives the creation of its children.
+struct Pending {
+    fd: OwnedFd,
+    inode: Inode,
+    path: Vec<u8>,
+    entries: std::vec::IntoIter<ishare_erofs::DirEntry>,
+}
+
+fn show(path: &[u8]) -> String {
+    if path.is_empty() {
+        "/".into()
+    } else {
+        format!("/{}", String::from_utf8_lossy(path))
+    }
+}
+
+impl Extractor<'_> {
+    fn extract_tree(&mut self) -> Result<()> {
+        let img = self.img;
+        let root = img.root()?;
+        if !root.is_dir() {
+            bail!("{}: root inode {} is not a directory", img.name(), root.nid);
+        }
+        let root_fd = rustix::io::dup(self.root_fd)?;
+        self.apply_xattrs(root_fd.as_fd(), None, &root, b"")?;
+        let entries = img.read_dir(&root).map_err(|e| e.at_path("/"))?;
+        let mut seen_dirs = std::collections::HashSet::from([root.nid]);
+        let mut stack = vec![Pending {
+            fd: root_fd,
+            inode: root,
+            path: Vec::new(),
+            entries: entries.into_iter(),
+        }];
+        while let Some(top) = stack.last_mut() {
+            let Some(ent) = top.entries.next() else {
+                let done = stack.pop().expect("non-empty");
+                self.apply_meta(done.fd.as_fd(), None, &done.inode)
+                    .with_context(|| show(&done.path))?;
+                continue;
+            };
+            if ent.is_dot_or_dotdot() {
+                continue;
+            }
+            let mut path = top.path.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(&ent.name);
+            let shown = show(&path);
+            let inode = img.inode(ent.nid).map_err(|e| e.at_path(shown.clone()))?;
+            let parent = top.fd.as_fd();
+            if inode.is_dir() {
+                if !seen_dirs.insert(inode.nid) {
+                    bail!(
+                        "{}: {shown} (nid {}): corrupt image: directory reached twice (cycle or directory hard link)",
+                        img.name(),
+                        inode.nid
+                    );
+                }
+                let fd = self
+                    .make_dir(parent, &ent.name)
+                    .with_context(|| format!("cannot create directory {shown}"))?;
+                self.apply_xattrs(fd.as_fd(), None, &inode, &path)
+                    .with_context(|| shown.clone())?;
+                let entries = img.read_dir(&inode).map_err(|e| e.at_path(shown.clone()))?;
+                stack.push(Pending {
+                    fd,
+                    inode,
+                    path,
+                    entries: entries.into_iter(),
+                });
+            } else {
+                let parent = rustix::io::dup(parent)?;
+                self.extract_leaf(parent.as_fd(), &ent.name, &inode, &path)
+                    .with_context(|| format!("cannot extract {shown}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn make_dir(&self, parent: BorrowedFd, name: &[u8]) -> Result<OwnedFd> {
+        match rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => {}
+            Err(Errno::EXIST) if self.overwrite => {
+                // Reuse an existing directory, replace anything else.
+                let st = rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)?;
+                if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::Directory {
+                    rfs::unlinkat(parent, name, AtFlags::empty())?;
+                    rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700))?;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(rfs::openat(
+            parent,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?)
+    }
+
+    /// Removes `name` in `parent` when overwriting, so it can be created afresh.
+    fn clear(&self, parent: BorrowedFd, name: &[u8]) -> Result<()> {
+        if self.overwrite {
+            match rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => {
+                    let dir = rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory;
+                    if dir {
+                        remove_tree(parent, name)?;
+                    } else {
+                        rfs::unlinkat(parent, name, AtFlags::empty())?;
+                    }
+                }
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn extract_leaf(
+        &mut self,
+        parent: BorrowedFd,
+        name: &[u8],
+        inode: &Inode,
+        path: &[u8],
+    ) -> Result<()> {
+        self.clear(parent, name)?;
+        if let Some(first) = self.links.get(&inode.nid) {
+            // A hard link to something already extracted: resolve its parent beneath
+            // the target without following symlinks.
+            let (dir, base) = match first.iter().rposition(|&b| b == b'/') {
+                Some(i) => (&first[..i], &first[i + 1..]),
+                None => (&b"."[..], &first[..]),
+            };
+            let dfd = rfs::openat2(
+                self.root_fd,
+                dir,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+            )?;
+            rfs::linkat(&dfd, base, parent, name, AtFlags::empty())?;
+            return Ok(());
+        }
+        let perm = Mode::from_raw_mode(0o600);
+        match inode.file_type {
+            FileType::Regular => {
+                let fd = rfs::openat(
+                    parent,
+                    name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    perm,
+                )?;
+                self.copy_data(&fd, inode)?;
+                self.apply_xattrs(fd.as_fd(), None, inode, path)?;
+                self.apply_meta(fd.as_fd(), None, inode)?;
+            }
+            FileType::Symlink => {
+                let target = self.img.read_link(inode)?;
+                rfs::symlinkat(target.as_slice(), parent, name)?;
+                self.apply_xattrs(parent, Some(name), inode, path)?;
+                self.apply_meta(parent, Some(name), inode)?;
+            }
+            FileType::CharDevice | FileType::BlockDevice | FileType::Fifo | FileType::Socket => {
+                let ft = match inode.file_type {
+                    FileType::CharDevice => rfs::FileType::CharacterDevice,
+                    FileType::BlockDevice => rfs::FileType::BlockDevice,
+                    FileType::Fifo => rfs::FileType::Fifo,
+                    _ => rfs::FileType::Socket,
+                };
+                let (major, minor) = inode.device_numbers();
+                rfs::mknodat(parent, name, ft, perm, rfs::makedev(major, minor))?;
+                self.apply_xattrs(parent, Some(name), inode, path)?;
+                self.apply_meta(parent, Some(name), inode)?;
+            }
+            FileType::Directory => unreachable!("directories are handled by the walker"),
+        }
+        self.links.insert(inode.nid, path.to_vec());
+        Ok(())
+    }
+
+    /// Copies file data: mapped extents on the primary image with
+    /// `copy_file_range` (no copy through userspace), holes left sparse.
+    fn copy_data(&mut self, out: &OwnedFd, inode: &Inode) -> Result<()> {
+        let img = self.img;
+        let mut pos = 0;
+        while pos < inode.size {
+            let ext = img.map(inode, pos)?;
+            let end = ext.logical + ext.len;
+            match ext.kind {
+                ExtentKind::Hole => pos = end,
+                ExtentKind::Mapped { device, offset } => {
+                    let skip = pos - ext.logical;
+                    match img.device_file(device, offset + skip, end - pos)? {
+                        Some((src, mut off_in)) => {
+                            while pos < end {
+                                let mut off_out = pos;
+                                let want = usize::try_from(end - pos)
+                                    .unwrap_or(usize::MAX)
+                                    .min(1 << 30);
+                                let n = rfs::copy_file_range(
+                                    src,
+                                    Some(&mut off_in),
+                                    out,
+                                    Some(&mut off_out),
+                                    want,
+                                )?;
+                                if n == 0 {
+                                    bail!(
+                                        "{}: unexpected end of device at offset {off_in}",
+                                        img.name()
+                                    );
+                                }
+                                pos += n as u64;
+                            }
+                        }
+                        None => self.copy_buffered(out, inode, &mut pos, end)?,
+                    }
+                }
+                ExtentKind::Inline { .. } => self.copy_buffered(out, inode, &mut pos, end)?,
+            }
+        }
+        // Sets the size, which also covers a trailing hole.
+        rfs::ftruncate(out, inode.size)?;
+        Ok(())
+    }
+
+    fn copy_buffered(
+        &mut self,
+        out: &OwnedFd,
+        inode: &Inode,
+        pos: &mut u64,
+        end: u64,
+    ) -> Result<()> {
+        while *pos < end {
+            let n = ((end - *pos) as usize).min(self.buf.len());
+            let got = self.img.read_at(inode, *pos, &mut self.buf[..n])?;
+            if got == 0 {
+                bail!("{}: short read at offset {pos}", self.img.name());
+            }
+            write_all_at(out, &self.buf[..got], *pos)?;
+            *pos += got as u64;
+        }
+        Ok(())
+    }
+
+    fn apply_xattrs(
+        &self,
+        fd: BorrowedFd,
+        name: Option<&[u8]>,
+        inode: &Inode,
+        path: &[u8],
+    ) -> Result<()> {
+        if !self.xattrs || inode.xattr_isize == 0 {
+            return Ok(());
+        }
+        let list = self.img.xattrs(inode).map_err(|e| e.at_path(show(path)))?;
+        for x in list.iter().filter(|x| x.is_visible()) {
+            let res = match name {
+                None => rfs::fsetxattr(fd, x.name.as_slice(), &x.value, XattrFlags::empty()),
+                // No fd for symlinks and device nodes: go through this process's view
+                // of the parent directory fd, which cannot be redirected.
+                Some(n) => {
+                    let mut p = format!("/proc/self/fd/{}/", std::os::fd::AsRawFd::as_raw_fd(&fd))
+                        .into_bytes();
+                    p.extend_from_slice(n);
+                    rfs::lsetxattr(
+                        p.as_slice(),
+                        x.name.as_slice(),
+                        &x.value,
+                        XattrFlags::empty(),
+                    )
+                }
+            };
+            res.with_context(|| format!("cannot set xattr {}", String::from_utf8_lossy(&x.name)))?;
+        }
+        Ok(())
+    }
+
+    fn apply_meta(&self, fd: BorrowedFd, name: Option<&[u8]>, inode: &Inode) -> Result<()> {
+        let uid = rfs::Uid::from_raw(inode.uid);
+        let gid = rfs::Gid::from_raw(inode.gid);
+        let t = Timespec {
+            tv_sec: inode.mtime,
+            tv_nsec: inode.mtime_nsec.into(),
+        };
+        let times = Timestamps {
+            last_access: t,
+            last_modification: t,
+        };
+        let mode = Mode::from_raw_mode(u32::from(inode.permissions()));
+        match name {
+            None => {
+                if self.as_root {
+                    rfs::fchown(fd, Some(uid), Some(gid))?;
+                }
+                rfs::fchmod(fd, mode)?;
+                rfs::futimens(fd, &times)?;
+            }
+            Some(n) => {
+                if self.as_root {
+                    rfs::chownat(fd, n, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
+                }
+                if inode.file_type != FileType::Symlink {
+                    rfs::chmodat(fd, n, mode, AtFlags::empty())?;
+                }
+                rfs::utimensat(fd, n, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_all_at(fd: &OwnedFd, mut data: &[u8], mut pos: u64) -> Result<()> {
+    while !data.is_empty() {
+        let n = rustix::io::pwrite(fd, data, pos)?;
+        data = &data[n..];
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// Removes directory `name` in `parent` and everything under it, never following
+/// symlinks.
+fn remove_tree(parent: BorrowedFd, name: &[u8]) -> Result<()> {
+    let fd = rfs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut names = Vec::new();
+    for ent in rfs::Dir::read_from(&fd)? {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push((n.to_vec(), ent.file_type() == rfs::FileType::Directory));
+        }
+    }
+    for (n, is_dir) in names {
+        if is_dir {
+            remove_tree(fd.as_fd(), &n)?;
+        } else {
+            rfs::unlinkat(&fd, n.as_slice(), AtFlags::empty())?;
+        }
+    }
+    rfs::unlinkat(parent, name, AtFlags::REMOVEDIR)?;
+    Ok(())
+}

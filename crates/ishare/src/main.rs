@@ -1,0 +1,63 @@
+//! `ishare`: EROFS images with page cache sharing.
+
+mod dump;
+mod extract;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "ishare", version, about = "Build, read and share EROFS images")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Show the superblock, statistics, an inode, a directory or a file of an image.
+    Dump(dump::Args),
+    /// Recreate the image's tree in a directory.
+    Extract(extract::Args),
+}
+
+/// Extra devices, as `--device PATH` (repeatable), shared by the reading commands.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct DeviceArgs {
+    /// Extra device (blob) file of a multi-device image, in device table order.
+    #[arg(long = "device", value_name = "PATH")]
+    pub devices: Vec<PathBuf>,
+}
+
+impl DeviceArgs {
+    /// Opens an image with these devices.
+    pub fn open(&self, image: &std::path::Path) -> anyhow::Result<ishare_erofs::Image> {
+        let opts = ishare_erofs::OpenOptions {
+            devices: self.devices.clone(),
+        };
+        Ok(ishare_erofs::Image::open_with(image, &opts)?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Dump(a) => dump::run(a),
+        Cmd::Extract(a) => extract::run(a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A closed pipe (e.g. `ishare dump --cat | head`) is not an error.
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("ishare: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

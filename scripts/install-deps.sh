@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian bookworm machine:
+# Debian packages, and erofs-utils 1.9.4 built from Debian sid's source package
+# (bookworm only has 1.5, which lacks --xattr-inode-digest). The 1.9.4 build is
+# cached outside the repository, in $ISHARE_CACHE (default /var/cache/ishare).
+set -euo pipefail
+
+CACHE=${ISHARE_CACHE:-/var/cache/ishare}
+EU_VER=1.9.4
+EU_DIR=$CACHE/erofs-utils-$EU_VER
+export DEBIAN_FRONTEND=noninteractive
+
+need_apt=()
+for p in erofs-utils attr build-essential autoconf automake libtool pkg-config \
+    liblz4-dev liblzma-dev libzstd-dev libdeflate-dev zlib1g-dev uuid-dev \
+    libfuse3-dev libxxhash-dev libselinux1-dev dpkg-dev xz-utils zstd debootstrap \
+    qemu-system-x86 busybox-static cpio fuse3 squashfs-tools squashfuse; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_apt+=("$p")
+done
+
+# Debian sid as a low-priority suite: deb-src for erofs-utils 1.9.4, and the
+# Linux 7.2 packages the VM tests download. Pinned low so nothing is upgraded.
+sid_src=/etc/apt/sources.list.d/ishare-sid.sources
+if [ ! -f "$sid_src" ]; then
+  awk 'BEGIN{RS="";ORS="\n\n"} NR==1' /etc/apt/sources.list.d/debian.sources \
+    | sed -e 's/^Suites:.*/Suites: sid/' -e 's/^Types:.*/Types: deb deb-src/' >"$sid_src"
+  printf 'Package: *\nPin: release n=sid\nPin-Priority: 90\n' >/etc/apt/preferences.d/ishare-sid
+fi
+
+apt-get update -qq
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x "$EU_DIR/bin/mkfs.erofs" ]; then
+  work=$(mktemp -d)
+  (
+    cd "$work"
+    apt-get source -qq --download-only "erofs-utils=$EU_VER*" >/dev/null 2>&1 || apt-get source -qq --download-only erofs-utils
+    dpkg-source -x --no-check erofs-utils_*.dsc src >/dev/null
+    cd src
+    ./autogen.sh >/dev/null 2>&1
+    ./configure -q --prefix="$EU_DIR" --enable-fuse --with-libzstd --with-libdeflate \
+      --with-xxhash --enable-lzma >/dev/null
+    make -s -j"$(nproc)" >/dev/null 2>&1
+    make -s install >/dev/null
+  )
+  rm -rf "$work"
+fi
+"$EU_DIR/bin/mkfs.erofs" --version | head -1
