@@ -7,6 +7,7 @@
 
 #![deny(missing_docs)]
 
+mod check;
 mod data;
 mod dir;
 mod error;
@@ -16,6 +17,7 @@ mod inode;
 mod source;
 mod xattr;
 
+pub use check::{CheckOptions, CheckReport};
 pub use data::{Extent, ExtentKind};
 pub use dir::DirEntry;
 pub use error::{Error, ErrorKind, Location, Result};

@@ -169,7 +169,11 @@ pub fn value_str(img: &Image, x: &Xattr) -> String {
     let is_fp = img
         .fingerprint_prefix()
         .is_some_and(|p| p.full_name() == x.name);
-    if let Some(d) = x.value.strip_prefix(b"sha256:").filter(|d| is_fp && d.len() == 32) {
+    if let Some(d) = x
+        .value
+        .strip_prefix(b"sha256:")
+        .filter(|d| is_fp && d.len() == 32)
+    {
         return format!("sha256:{}", hex(d));
     }
     match std::str::from_utf8(&x.value) {

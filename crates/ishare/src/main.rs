@@ -2,6 +2,7 @@
 
 mod dump;
 mod extract;
+mod fsck;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ enum Cmd {
     Dump(dump::Args),
     /// Recreate the image's tree in a directory.
     Extract(extract::Args),
+    /// Check an image's consistency (and its fingerprints).
+    Fsck(fsck::Args),
 }
 
 /// Extra devices, as `--device PATH` (repeatable), shared by the reading commands.
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Dump(a) => dump::run(a),
         Cmd::Extract(a) => extract::run(a),
+        Cmd::Fsck(a) => fsck::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

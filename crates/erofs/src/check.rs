@@ -1,0 +1,210 @@
+//! A full consistency walk: every reachable inode, directory entry, xattr and data
+//! extent, with directory cycles detected and, optionally, fingerprints verified.
+//! It backs `ishare fsck`, the corruption tests and the fuzz target.
+
+use std::collections::HashSet;
+
+use sha2::{Digest, Sha256};
+
+use crate::data::ExtentKind;
+use crate::error::{ErrorKind, Result};
+use crate::image::Image;
+use crate::inode::{FileType, Inode};
+
+/// What [`Image::check`] does.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// Read the bytes of every mapped extent (not only check that they exist).
+    pub read_data: bool,
+    /// Recompute the SHA-256 of every regular file that has a `sha256:`
+    /// fingerprint and report a mismatch as corruption.
+    pub verify_fingerprints: bool,
+    /// Stop reading data after this many bytes in total (mapping goes on), so a
+    /// hostile image cannot make the walk read without end; `None` = no limit.
+    pub data_budget: Option<u64>,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        Self {
+            read_data: true,
+            verify_fingerprints: false,
+            data_budget: None,
+        }
+    }
+}
+
+/// Counts from a successful walk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Distinct inodes reached, the root included.
+    pub inodes: u64,
+    /// Directories.
+    pub directories: u64,
+    /// Regular files.
+    pub files: u64,
+    /// Bytes of regular file data (logical sizes).
+    pub file_bytes: u64,
+    /// Fingerprints recomputed and found equal.
+    pub fingerprints_verified: u64,
+    /// Regular non-empty files without a fingerprint, in an image that has them.
+    pub fingerprints_missing: u64,
+}
+
+impl Image {
+    /// Walks the whole image; the first problem found is returned as an error that
+    /// names the path.
+    pub fn check(&self, opts: &CheckOptions) -> Result<CheckReport> {
+        let mut report = CheckReport::default();
+        let mut budget = opts.data_budget.unwrap_or(u64::MAX);
+        let root = self.root().map_err(|e| e.at_path("/"))?;
+        if !root.is_dir() {
+            return Err(self.corrupt("root inode is not a directory").at_path("/"));
+        }
+        let mut seen = HashSet::from([root.nid]);
+        report.inodes = 1;
+        self.check_inode(&root).map_err(|e| e.at_path("/"))?;
+        let mut stack = vec![(root, String::from("/"))];
+        let mut buf = vec![0u8; 1 << 16];
+        while let Some((dir, path)) = stack.pop() {
+            report.directories += 1;
+            let entries = self.read_dir(&dir).map_err(|e| e.at_path(path.clone()))?;
+            for e in entries {
+                if e.is_dot_or_dotdot() {
+                    continue;
+                }
+                let sep = if path.ends_with('/') { "" } else { "/" };
+                let child = format!("{path}{sep}{}", String::from_utf8_lossy(&e.name));
+                let ino = self.inode(e.nid).map_err(|er| er.at_path(child.clone()))?;
+                if e.file_type != 0 && e.file_type != ino.file_type.dirent_type() {
+                    return Err(self
+                        .corrupt(format!(
+                            "directory entry type {} disagrees with the inode's {}",
+                            e.file_type,
+                            ino.file_type.name()
+                        ))
+                        .at_path(child));
+                }
+                if !seen.insert(e.nid) {
+                    if ino.is_dir() {
+                        return Err(self
+                            .corrupt("directory reached twice (a cycle or a directory hard link)")
+                            .at_path(child)
+                            .at_nid(e.nid));
+                    }
+                    continue; // another name of a hard-linked file
+                }
+                report.inodes += 1;
+                self.check_inode(&ino)
+                    .map_err(|er| er.at_path(child.clone()))?;
+                if ino.file_type == FileType::Regular {
+                    self.check_data(&ino, opts, &mut report, &mut budget, &mut buf)
+                        .map_err(|er| er.at_path(child.clone()))?;
+                }
+                if ino.is_dir() {
+                    stack.push((ino, child));
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn check_inode(&self, ino: &Inode) -> Result<()> {
+        let xattrs = self.xattrs(ino)?;
+        // Every stored name must pass the bloom filter, or the kernel would miss it.
+        if let Some(filter) = self.xattr_filter(ino)? {
+            for x in &xattrs {
+                let bit = crate::xattr::xattr_filter_bit(&x.name_after_prefix, x.base_index);
+                if filter & (1 << bit) != 0 {
+                    return Err(self
+                        .corrupt(format!(
+                            "xattr name filter hides {}",
+                            String::from_utf8_lossy(&x.name)
+                        ))
+                        .at_nid(ino.nid));
+                }
+            }
+        }
+        if ino.file_type == FileType::Symlink {
+            self.read_link(ino)?;
+        }
+        Ok(())
+    }
+
+    fn check_data(
+        &self,
+        ino: &Inode,
+        opts: &CheckOptions,
+        r: &mut CheckReport,
+        budget: &mut u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        r.files += 1;
+        r.file_bytes = r.file_bytes.saturating_add(ino.size);
+        let fp = if opts.verify_fingerprints && ino.size > 0 && self.fingerprint_prefix().is_some()
+        {
+            match self.fingerprint(ino)? {
+                Some(v) => {
+                    let digest = v
+                        .strip_prefix(b"sha256:")
+                        .filter(|d| d.len() == 32)
+                        .ok_or_else(|| {
+                            self.corrupt("fingerprint is not sha256: followed by 32 bytes")
+                                .at_nid(ino.nid)
+                        })?;
+                    Some((digest.to_vec(), Sha256::new()))
+                }
+                None => {
+                    r.fingerprints_missing += 1;
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut hasher = fp;
+        let mut pos = 0;
+        while pos < ino.size {
+            let ext = self.map(ino, pos)?;
+            if ext.len == 0 || ext.logical > pos {
+                return Err(self
+                    .corrupt(format!("mapping at {pos} makes no progress"))
+                    .at_nid(ino.nid));
+            }
+            let end = ext.logical + ext.len;
+            let read = opts.read_data && *budget > 0 || hasher.is_some();
+            match ext.kind {
+                ExtentKind::Hole if hasher.is_none() => pos = end,
+                ExtentKind::Mapped { device, offset } if !read => {
+                    self.device_file(device, offset + (pos - ext.logical), end - pos)?;
+                    pos = end;
+                }
+                _ => {
+                    while pos < end {
+                        let n = ((end - pos) as usize).min(buf.len());
+                        let got = self.read_at(ino, pos, &mut buf[..n])?;
+                        if got == 0 {
+                            return Err(self
+                                .err(ErrorKind::Corrupt("short read".into()))
+                                .at_nid(ino.nid));
+                        }
+                        if let Some((_, h)) = hasher.as_mut() {
+                            h.update(&buf[..got]);
+                        }
+                        *budget = budget.saturating_sub(got as u64);
+                        pos += got as u64;
+                    }
+                }
+            }
+        }
+        if let Some((want, h)) = hasher {
+            if h.finalize().as_slice() != want.as_slice() {
+                return Err(self
+                    .corrupt("content does not match its sha256 fingerprint")
+                    .at_nid(ino.nid));
+            }
+            r.fingerprints_verified += 1;
+        }
+        Ok(())
+    }
+}
