@@ -278,6 +278,14 @@ impl Image {
             let at = base
                 .and_then(|b| b.checked_add(offset))
                 .ok_or_else(|| self.corrupt("device address overflows"))?;
+            if at >= self.size {
+                // Blobs appended to the primary device are read in place, as the
+                // kernel does without device= options; otherwise the blob is needed.
+                return Err(self.err(ErrorKind::Unsupported(format!(
+                    "data lives on extra device {device} (tag {:?}), which was not given (use --device)",
+                    String::from_utf8_lossy(&d.info.tag)
+                ))));
+            }
             return Ok((primary.0, primary.1, primary.2, at));
         }
         self.extra(d, offset)
