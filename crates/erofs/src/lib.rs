@@ -17,6 +17,9 @@ mod inode;
 mod source;
 mod xattr;
 
+#[cfg(test)]
+mod tests;
+
 pub use check::{CheckOptions, CheckReport};
 pub use data::{Extent, ExtentKind};
 pub use dir::DirEntry;
