@@ -51,6 +51,7 @@ pub fn run(a: Args) -> Result<()> {
         overwrite: a.overwrite,
         links: HashMap::new(),
         buf: vec![0; 1 << 20],
+        zero_copy: true,
     };
     x.extract_tree()
 }
@@ -83,6 +84,8 @@ struct Extractor<'a> {
     /// recreate hard links.
     links: HashMap<u64, Vec<u8>>,
     buf: Vec<u8>,
+    /// `copy_file_range` works between the image and the target.
+    zero_copy: bool,
 }
 
 /// A directory still being filled: its fd, inode and path; metadata is applied
@@ -110,7 +113,9 @@ impl Extractor<'_> {
             bail!("{}: root inode {} is not a directory", img.name(), root.nid);
         }
         let root_fd = rustix::io::dup(self.root_fd)?;
-        self.apply_xattrs(root_fd.as_fd(), None, &root, b"")?;
+        // A default ACL on the target would be inherited by everything we create;
+        // the image root's own ACLs are applied when the walk leaves it.
+        clear_default_acl(&root_fd)?;
         let entries = img.read_dir(&root).map_err(|e| e.at_path("/"))?;
         let mut seen_dirs = std::collections::HashSet::from([root.nid]);
         let mut stack = vec![Pending {
@@ -122,6 +127,10 @@ impl Extractor<'_> {
         while let Some(top) = stack.last_mut() {
             let Some(ent) = top.entries.next() else {
                 let done = stack.pop().expect("non-empty");
+                // Directory xattrs last: a default ACL set earlier would be inherited
+                // by the children created since.
+                self.apply_xattrs(done.fd.as_fd(), None, &done.inode, &done.path)
+                    .with_context(|| show(&done.path))?;
                 self.apply_meta(done.fd.as_fd(), None, &done.inode)
                     .with_context(|| show(&done.path))?;
                 continue;
@@ -148,8 +157,6 @@ impl Extractor<'_> {
                 let fd = self
                     .make_dir(parent, &ent.name)
                     .with_context(|| format!("cannot create directory {shown}"))?;
-                self.apply_xattrs(fd.as_fd(), None, &inode, &path)
-                    .with_context(|| shown.clone())?;
                 let entries = img.read_dir(&inode).map_err(|e| e.at_path(shown.clone()))?;
                 stack.push(Pending {
                     fd,
@@ -179,12 +186,16 @@ impl Extractor<'_> {
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(rfs::openat(
+        let fd = rfs::openat(
             parent,
             name,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
-        )?)
+        )?;
+        if self.overwrite {
+            clear_default_acl(&fd)?;
+        }
+        Ok(fd)
     }
 
     /// Removes `name` in `parent` when overwriting, so it can be created afresh.
@@ -285,28 +296,24 @@ impl Extractor<'_> {
                 ExtentKind::Mapped { device, offset } => {
                     let skip = pos - ext.logical;
                     match img.device_file(device, offset + skip, end - pos)? {
-                        Some((src, mut off_in)) => {
+                        Some((src, mut off_in)) if self.zero_copy => {
                             while pos < end {
                                 let mut off_out = pos;
-                                let want = usize::try_from(end - pos)
-                                    .unwrap_or(usize::MAX)
-                                    .min(1 << 30);
-                                let n = rfs::copy_file_range(
-                                    src,
-                                    Some(&mut off_in),
-                                    out,
-                                    Some(&mut off_out),
-                                    want,
-                                )?;
-                                if n == 0 {
-                                    bail!(
-                                        "{}: unexpected end of device at offset {off_in}",
-                                        img.name()
-                                    );
+                                let want = usize::try_from(end - pos).unwrap_or(usize::MAX).min(1 << 30);
+                                match rfs::copy_file_range(src, Some(&mut off_in), out, Some(&mut off_out), want) {
+                                    Ok(0) => bail!("{}: unexpected end of device at offset {off_in}", img.name()),
+                                    Ok(n) => pos += n as u64,
+                                    // Across filesystems (or where unsupported) fall back
+                                    // to copying through memory, for the rest of the run.
+                                    Err(Errno::XDEV | Errno::NOSYS | Errno::OPNOTSUPP | Errno::INVAL) => {
+                                        self.zero_copy = false;
+                                        self.copy_buffered(out, inode, &mut pos, end)?;
+                                    }
+                                    Err(e) => return Err(e.into()),
                                 }
-                                pos += n as u64;
                             }
                         }
+                        Some(_) => self.copy_buffered(out, inode, &mut pos, end)?,
                         None => self.copy_buffered(out, inode, &mut pos, end)?,
                     }
                 }
@@ -411,6 +418,16 @@ fn write_all_at(fd: &OwnedFd, mut data: &[u8], mut pos: u64) -> Result<()> {
         pos += n as u64;
     }
     Ok(())
+}
+
+/// Removes the default ACL of a directory we are about to fill (an existing target
+/// or a directory reused by `--overwrite`), so the children do not inherit it; the
+/// image's own ACLs are applied when the directory is complete.
+fn clear_default_acl(dir: &OwnedFd) -> Result<()> {
+    match rfs::fremovexattr(dir, "system.posix_acl_default") {
+        Ok(()) | Err(Errno::NODATA | Errno::OPNOTSUPP) => Ok(()),
+        Err(e) => Err(e).context("cannot clear a default ACL"),
+    }
 }
 
 /// Removes directory `name` in `parent` and everything under it, never following
