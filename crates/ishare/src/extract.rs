@@ -299,13 +299,29 @@ impl Extractor<'_> {
                         Some((src, mut off_in)) if self.zero_copy => {
                             while pos < end {
                                 let mut off_out = pos;
-                                let want = usize::try_from(end - pos).unwrap_or(usize::MAX).min(1 << 30);
-                                match rfs::copy_file_range(src, Some(&mut off_in), out, Some(&mut off_out), want) {
-                                    Ok(0) => bail!("{}: unexpected end of device at offset {off_in}", img.name()),
+                                let want = usize::try_from(end - pos)
+                                    .unwrap_or(usize::MAX)
+                                    .min(1 << 30);
+                                match rfs::copy_file_range(
+                                    src,
+                                    Some(&mut off_in),
+                                    out,
+                                    Some(&mut off_out),
+                                    want,
+                                ) {
+                                    Ok(0) => bail!(
+                                        "{}: unexpected end of device at offset {off_in}",
+                                        img.name()
+                                    ),
                                     Ok(n) => pos += n as u64,
                                     // Across filesystems (or where unsupported) fall back
                                     // to copying through memory, for the rest of the run.
-                                    Err(Errno::XDEV | Errno::NOSYS | Errno::OPNOTSUPP | Errno::INVAL) => {
+                                    Err(
+                                        Errno::XDEV
+                                        | Errno::NOSYS
+                                        | Errno::OPNOTSUPP
+                                        | Errno::INVAL,
+                                    ) => {
                                         self.zero_copy = false;
                                         self.copy_buffered(out, inode, &mut pos, end)?;
                                     }
