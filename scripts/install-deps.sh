@@ -47,4 +47,11 @@ if [ ! -x "$EU_DIR/bin/mkfs.erofs" ]; then
   )
   rm -rf "$work"
 fi
+# --- VM tests (crates/ishare/tests/kernel_share.rs) ------------------------------------
+# Debian sid's Linux 7.2 (cloud-amd64): vmlinuz, config, erofs.ko and loop.ko, fetched once
+# into $CACHE/linux-7.2 by scripts/vm/fetch-linux.sh (idempotent; needs the sid suite set up
+# above). qemu-system-x86, busybox-static and build-essential (gcc and the static libc that
+# memtool.c is built with) are in the package list above.
+ISHARE_CACHE=$CACHE bash "$(dirname "${BASH_SOURCE[0]}")/vm/fetch-linux.sh"
+# --- end of VM tests ---------------------------------------------------------------------
 "$EU_DIR/bin/mkfs.erofs" --version | head -1

@@ -1,0 +1,377 @@
+//! EROFS page cache sharing (`inode_share`) measured in Debian sid's Linux 7.2 under QEMU.
+//!
+//! Run alone (as root, after `scripts/install-deps.sh`; about a minute on 2 cores, TCG):
+//!
+//!     cargo test -p ishare --test kernel_share -- --nocapture
+//!
+//! Four images are built with erofs-utils 1.9.4: two with `--xattr-inode-digest` holding the
+//! same 32 MiB pseudo-random file at different paths (next to different other files), and the
+//! same two trees without fingerprints. One VM boot runs every scenario of [`scenarios`] (see
+//! `vm/share.rs`: mount two images, drop caches, read file 1, read file 2, measure the growth
+//! of `Cached:` for each read, unmount); each test below checks one fact about the
+//! measurements. `--nocapture` prints the table of measurements.
+//!
+//! The images come from [`build_images`], which takes the mkfs as a closure: a later test can
+//! pass `ishare mkfs` instead of mkfs.erofs and reuse `vm::share::measure` unchanged.
+
+mod common;
+mod vm;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use vm::share::{Image, Measured, Method, Scenario, ShareImages, ShareRun};
+
+/// Size of the file both images hold.
+const BIG: u64 = 32 << 20;
+/// Where it is in each image.
+const PATH_A: &str = "usr/lib/libbig.so.1";
+const PATH_B: &str = "opt/other/copy-of-libbig";
+
+const KIB_PER_MIB: i64 = 1024;
+/// A read that fills the cache must add at least this much (the file is 32 MiB)...
+const FULL_MIN_KIB: i64 = 28 * KIB_PER_MIB;
+/// ... and at most this much (file data, plus directory and inode blocks, plus noise).
+const FULL_MAX_KIB: i64 = 40 * KIB_PER_MIB;
+/// A read served from another image's cached copy adds less than this.
+const SHARED_MAX_KIB: i64 = 4 * KIB_PER_MIB;
+
+const SHARE_D1: &str = "inode_share,domain_id=d1";
+const SHARE_D2: &str = "inode_share,domain_id=d2";
+
+/// Every scenario, in boot order. The first one is also where the checksums are taken.
+fn scenarios() -> Vec<Scenario> {
+    use Image::*;
+    use Method::*;
+    let s = |name, first, second, methods| Scenario {
+        name,
+        first,
+        second,
+        methods,
+    };
+    vec![
+        s(
+            "same_domain_read",
+            (DigestA, SHARE_D1),
+            (DigestB, SHARE_D1),
+            (Read, Read),
+        ),
+        s(
+            "other_domain_read",
+            (DigestA, SHARE_D1),
+            (DigestB, SHARE_D2),
+            (Read, Read),
+        ),
+        s(
+            "no_inode_share_read",
+            (DigestA, ""),
+            (DigestB, ""),
+            (Read, Read),
+        ),
+        s(
+            "same_domain_mmap",
+            (DigestA, SHARE_D1),
+            (DigestB, SHARE_D1),
+            (Mmap, Mmap),
+        ),
+        s(
+            "same_domain_read_mmap",
+            (DigestA, SHARE_D1),
+            (DigestB, SHARE_D1),
+            (Read, Mmap),
+        ),
+        s(
+            "same_domain_sendfile",
+            (DigestA, SHARE_D1),
+            (DigestB, SHARE_D1),
+            (Sendfile, Sendfile),
+        ),
+        s(
+            "same_domain_cat",
+            (DigestA, SHARE_D1),
+            (DigestB, SHARE_D1),
+            (BusyboxCat, BusyboxCat),
+        ),
+        s(
+            "same_domain_splice",
+            (DigestA, SHARE_D1),
+            (DigestB, SHARE_D1),
+            (Splice, Splice),
+        ),
+        s(
+            "no_digest_read",
+            (PlainA, SHARE_D1),
+            (PlainB, SHARE_D1),
+            (Read, Read),
+        ),
+    ]
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*).
+fn pseudo_random(len: u64, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len as usize + 8);
+    while (out.len() as u64) < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len as usize);
+    out
+}
+
+fn write(root: &Path, rel: &str, data: &[u8]) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, data).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+}
+
+/// Builds the four images of [`ShareImages`] in `dir` with `mkfs(source, image, digest)`,
+/// which must give the image page cache share fingerprints when `digest` is true.
+/// Returns the images and the SHA-256 of the shared file.
+fn build_images(dir: &Path, mkfs: &dyn Fn(&Path, &Path, bool)) -> (ShareImages, String) {
+    let big = pseudo_random(BIG, 0x1234_5678_9abc_def0);
+    let src_a = dir.join("src_a");
+    let src_b = dir.join("src_b");
+    write(&src_a, PATH_A, &big);
+    write(&src_a, "etc/a-only.conf", b"image a\n");
+    write(&src_a, "usr/lib/liba.so", &pseudo_random(300 << 10, 1));
+    write(&src_b, "etc/b-only.conf", b"image b, different\n");
+    write(&src_b, "opt/other/libb.so", &pseudo_random(700 << 10, 2));
+    write(&src_b, "opt/zz-first-is-not-big", &pseudo_random(5000, 3));
+    write(&src_b, PATH_B, &big);
+
+    let img = |name: &str| dir.join(name);
+    let images = ShareImages {
+        digest_a: img("digest_a.erofs"),
+        digest_b: img("digest_b.erofs"),
+        plain_a: img("plain_a.erofs"),
+        plain_b: img("plain_b.erofs"),
+        path_a: PATH_A.to_owned(),
+        path_b: PATH_B.to_owned(),
+    };
+    mkfs(&src_a, &images.digest_a, true);
+    mkfs(&src_b, &images.digest_b, true);
+    mkfs(&src_a, &images.plain_a, false);
+    mkfs(&src_b, &images.plain_b, false);
+    (images, hex(&Sha256::digest(&big)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// mkfs.erofs 1.9.4, with `--xattr-inode-digest` (default name `erofs.fingerprint.v1`) when
+/// `digest`.
+fn mkfs_erofs_194(src: &Path, image: &Path, digest: bool) {
+    let mut cmd = Command::new(common::mkfs_194());
+    if digest {
+        cmd.arg("--xattr-inode-digest");
+    }
+    cmd.arg(image).arg(src);
+    common::run(&mut cmd);
+}
+
+struct Shared {
+    run: ShareRun,
+    big_sha256: String,
+}
+
+/// Builds the images and boots once per test binary; every test reads the same run.
+fn shared_run() -> &'static Shared {
+    static RUN: OnceLock<Result<Shared, String>> = OnceLock::new();
+    let r = RUN.get_or_init(|| {
+        let t0 = Instant::now();
+        let dir = tempfile::Builder::new()
+            .prefix("ishare-kernel-share-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let (images, big_sha256) = build_images(dir.path(), &mkfs_erofs_194);
+        let t_images = t0.elapsed();
+        let run = vm::share::measure(&images, &scenarios()).map_err(|e| format!("{e:#}"))?;
+        eprintln!(
+            "Linux {} under QEMU: images built in {:.1?}, boot {:.1?}, VM total {:.1?}, \
+             all {:.1?}\n{}",
+            run.vm.kernel_version,
+            t_images,
+            run.vm.boot_time,
+            run.vm.total_time,
+            t0.elapsed(),
+            run.table()
+        );
+        // Statics are never dropped: remove the images now rather than leave them in /tmp.
+        drop(dir);
+        Ok(Shared { run, big_sha256 })
+    });
+    match r {
+        Ok(s) => s,
+        Err(e) => panic!("the Linux 7.2 VM run failed: {e}"),
+    }
+}
+
+fn describe(s: &Shared) -> String {
+    format!(
+        "\nmeasured (growth of Cached:):\n{}guest dmesg (erofs):\n{}",
+        s.run.table(),
+        s.run
+            .vm
+            .dmesg
+            .iter()
+            .filter(|l| l.contains("erofs") || l.contains("EROFS"))
+            .map(|l| format!("  {l}\n"))
+            .collect::<String>()
+    )
+}
+
+fn is_full(kib: i64) -> bool {
+    (FULL_MIN_KIB..=FULL_MAX_KIB).contains(&kib)
+}
+
+fn is_shared(kib: i64) -> bool {
+    kib < SHARED_MAX_KIB
+}
+
+/// Asserts: the first read fills the cache; the second is shared (or not).
+fn assert_pattern(name: &str, second_shared: bool, fact: &str) {
+    let s = shared_run();
+    let m: &Measured = s.run.get(name);
+    let ok = is_full(m.first_kib)
+        && if second_shared {
+            is_shared(m.second_kib)
+        } else {
+            is_full(m.second_kib)
+        };
+    assert!(
+        ok,
+        "{fact}: expected the first read to add {}..{} MiB and the second {}, got +{:.1} MiB \
+         then +{:.1} MiB{}",
+        FULL_MIN_KIB / KIB_PER_MIB,
+        FULL_MAX_KIB / KIB_PER_MIB,
+        if second_shared {
+            format!("< {} MiB (shared)", SHARED_MAX_KIB / KIB_PER_MIB)
+        } else {
+            format!(
+                "{}..{} MiB again (not shared)",
+                FULL_MIN_KIB / KIB_PER_MIB,
+                FULL_MAX_KIB / KIB_PER_MIB
+            )
+        },
+        m.first_kib as f64 / 1024.0,
+        m.second_kib as f64 / 1024.0,
+        describe(s)
+    );
+}
+
+#[test]
+fn read_shares_within_a_domain() {
+    assert_pattern(
+        "same_domain_read",
+        true,
+        "read(2) of the same file in two images mounted with inode_share,domain_id=d1 shares \
+         the page cache",
+    );
+    let s = shared_run();
+    assert!(
+        s.run
+            .vm
+            .dmesg
+            .iter()
+            .any(|l| l.contains("EXPERIMENTAL EROFS page cache share support in use")),
+        "Linux 7.2 did not log that page cache share is in use{}",
+        describe(s)
+    );
+}
+
+#[test]
+fn shared_reads_return_the_right_bytes() {
+    let s = shared_run();
+    let (a, b) = &s.run.sha256_shared;
+    assert_eq!(
+        (a.as_str(), b.as_str()),
+        (s.big_sha256.as_str(), s.big_sha256.as_str()),
+        "sha256sum of the shared file through image a and image b (in the VM) must equal the \
+         source's"
+    );
+}
+
+#[test]
+fn different_domains_do_not_share() {
+    assert_pattern(
+        "other_domain_read",
+        false,
+        "the same file in images mounted with domain_id=d1 and domain_id=d2 is cached twice",
+    );
+}
+
+#[test]
+fn without_inode_share_nothing_is_shared() {
+    assert_pattern(
+        "no_inode_share_read",
+        false,
+        "images with fingerprints mounted without inode_share are cached per image (control)",
+    );
+}
+
+#[test]
+fn mmap_shares_within_a_domain() {
+    assert_pattern(
+        "same_domain_mmap",
+        true,
+        "mmap of the same file in two images in one domain shares the page cache",
+    );
+    assert_pattern(
+        "same_domain_read_mmap",
+        true,
+        "read(2) through image a, then mmap through image b, in one domain: shared",
+    );
+}
+
+/// Linux 7.2 routes splice_read to `filemap_splice_read` on the opened (real) inode's own
+/// mapping, so sendfile/splice fill a per-image cache (Part 5 of the format notes). If this
+/// fails because the second read is now shared, a newer kernel forwards splice to the shared
+/// inode: update this test and the notes.
+#[test]
+fn sendfile_and_splice_do_not_share_on_linux_7_2() {
+    assert_pattern(
+        "same_domain_sendfile",
+        false,
+        "Linux 7.2 does NOT share the page cache on the sendfile(2) path (splice_read uses the \
+         real inode's mapping)",
+    );
+    assert_pattern(
+        "same_domain_cat",
+        false,
+        "Linux 7.2 does NOT share the page cache for busybox cat (sendfile)",
+    );
+    assert_pattern(
+        "same_domain_splice",
+        false,
+        "Linux 7.2 does NOT share the page cache on the splice(2) path",
+    );
+}
+
+#[test]
+fn image_without_fingerprints_mounts_unshared() {
+    assert_pattern(
+        "no_digest_read",
+        false,
+        "images without --xattr-inode-digest mount with inode_share,domain_id=d1 but are not \
+         shared",
+    );
+    let s = shared_run();
+    assert!(
+        s.run
+            .vm
+            .dmesg
+            .iter()
+            .any(|l| l.contains("Turning off inode_share")),
+        "Linux 7.2 did not log that it turned off inode_share for an image without \
+         fingerprints{}",
+        describe(s)
+    );
+}
