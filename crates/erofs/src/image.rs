@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use zerocopy::FromBytes;
 
@@ -122,6 +122,16 @@ pub struct Image {
     flatdev: bool,
     pub(crate) device_id_mask: u16,
     pub(crate) prefixes: Vec<LongPrefix>,
+    cache: Mutex<MetaCache>,
+}
+
+/// Number of metadata blocks kept in memory (direct-mapped by block number).
+const META_CACHE_BLOCKS: usize = 64;
+
+/// A few recently read metadata blocks: inodes, xattrs and directory blocks are
+/// small and clustered, so one block read serves many of them.
+struct MetaCache {
+    slots: Vec<Option<(u64, Box<[u8]>)>>,
 }
 
 impl std::fmt::Debug for Image {
@@ -178,6 +188,9 @@ impl Image {
             flatdev: devices.is_empty(),
             device_id_mask: 0,
             prefixes: Vec::new(),
+            cache: Mutex::new(MetaCache {
+                slots: vec![None; META_CACHE_BLOCKS],
+            }),
         };
         img.scan_devices(devices)?;
         img.prefixes = img.read_prefixes()?;
@@ -226,7 +239,29 @@ impl Image {
 
     /// Reads `buf.len()` bytes of the primary device at `offset`, checking bounds.
     pub(crate) fn read_meta(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_checked(&self.name, self.source.as_ref(), self.size, buf, offset)
+        let bs = u64::from(self.sb.block_size());
+        let (blk, off) = (offset / bs, (offset % bs) as usize);
+        let block_end = (blk + 1).saturating_mul(bs);
+        // Reads inside one whole block go through the cache; the rest read directly.
+        if off + buf.len() > bs as usize || block_end > self.size {
+            return read_checked(&self.name, self.source.as_ref(), self.size, buf, offset);
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut cache.slots[(blk % META_CACHE_BLOCKS as u64) as usize];
+        if slot.as_ref().is_none_or(|(b, _)| *b != blk) {
+            let mut data = vec![0u8; bs as usize].into_boxed_slice();
+            read_checked(
+                &self.name,
+                self.source.as_ref(),
+                self.size,
+                &mut data,
+                blk * bs,
+            )?;
+            *slot = Some((blk, data));
+        }
+        let (_, data) = slot.as_ref().expect("filled above");
+        buf.copy_from_slice(&data[off..off + buf.len()]);
+        Ok(())
     }
 
     /// Reads `len` bytes of metadata into a new buffer.

@@ -165,8 +165,7 @@ impl Extractor<'_> {
                     entries: entries.into_iter(),
                 });
             } else {
-                let parent = rustix::io::dup(parent)?;
-                self.extract_leaf(parent.as_fd(), &ent.name, &inode, &path)
+                self.extract_leaf(parent, &ent.name, &inode, &path)
                     .with_context(|| format!("cannot extract {shown}"))?;
             }
         }
@@ -288,9 +287,11 @@ impl Extractor<'_> {
     fn copy_data(&mut self, out: &OwnedFd, inode: &Inode) -> Result<()> {
         let img = self.img;
         let mut pos = 0;
+        let mut trailing_hole = false;
         while pos < inode.size {
             let ext = img.map(inode, pos)?;
             let end = ext.logical + ext.len;
+            trailing_hole = ext.kind == ExtentKind::Hole;
             match ext.kind {
                 ExtentKind::Hole => pos = end,
                 ExtentKind::Mapped { device, offset } => {
@@ -329,15 +330,16 @@ impl Extractor<'_> {
                                 }
                             }
                         }
-                        Some(_) => self.copy_buffered(out, inode, &mut pos, end)?,
-                        None => self.copy_buffered(out, inode, &mut pos, end)?,
+                        Some(_) | None => self.copy_buffered(out, inode, &mut pos, end)?,
                     }
                 }
                 ExtentKind::Inline { .. } => self.copy_buffered(out, inode, &mut pos, end)?,
             }
         }
-        // Sets the size, which also covers a trailing hole.
-        rfs::ftruncate(out, inode.size)?;
+        // Holes are not written: a file ending in one needs its size set.
+        if trailing_hole {
+            rfs::ftruncate(out, inode.size)?;
+        }
         Ok(())
     }
 
