@@ -49,6 +49,8 @@ pub struct CheckReport {
     pub fingerprints_verified: u64,
     /// Regular non-empty files without a fingerprint, in an image that has them.
     pub fingerprints_missing: u64,
+    /// Fingerprints left unverified because the data budget ran out.
+    pub fingerprints_unverified: u64,
 }
 
 impl Image {
@@ -69,6 +71,19 @@ impl Image {
         while let Some((dir, path)) = stack.pop() {
             report.directories += 1;
             let entries = self.read_dir(&dir).map_err(|e| e.at_path(path.clone()))?;
+            // Directory data counts against the budget too (after it was read, so a bad
+            // size is reported as such): many directory inodes can share one large
+            // directory's blocks.
+            if opts.data_budget.is_some() {
+                if budget < dir.size {
+                    return Err(self
+                        .err(ErrorKind::Unsupported(
+                            "check budget exhausted by directory data".into(),
+                        ))
+                        .at_path(path.clone()));
+                }
+                budget -= dir.size;
+            }
             for e in entries {
                 if e.is_dot_or_dotdot() {
                     continue;
@@ -172,7 +187,13 @@ impl Image {
                     .at_nid(ino.nid));
             }
             let end = ext.logical + ext.len;
-            let read = opts.read_data && *budget > 0 || hasher.is_some();
+            // Hashing reads holes too; past the budget, give up on this fingerprint
+            // rather than read without end.
+            if hasher.is_some() && end - pos > *budget {
+                hasher = None;
+                r.fingerprints_unverified += 1;
+            }
+            let read = (opts.read_data && end - pos <= *budget) || hasher.is_some();
             match ext.kind {
                 ExtentKind::Hole if hasher.is_none() => pos = end,
                 ExtentKind::Mapped { device, offset } if !read => {

@@ -157,9 +157,11 @@ impl Image {
             None => ExtentKind::Hole,
             Some((device, blk)) => ExtentKind::Mapped {
                 device,
+                // The whole extent must be addressable, so offset + skip never wraps.
                 offset: blk
                     .checked_mul(bs)
-                    .ok_or_else(|| self.corrupt("chunk address overflows"))?,
+                    .filter(|o| o.checked_add(len).is_some())
+                    .ok_or_else(|| self.corrupt(format!("chunk address {blk} overflows")))?,
             },
         };
         Ok(Extent { logical, len, kind })
