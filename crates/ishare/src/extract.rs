@@ -8,6 +8,9 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
 
 use anyhow::{Context, Result, bail};
 use ishare_erofs::{ExtentKind, FileType, Image, Inode};
@@ -25,6 +28,10 @@ pub struct Args {
     /// Extract into a directory that is not empty, replacing what is in the way.
     #[arg(long)]
     overwrite: bool,
+    /// Threads writing file contents and metadata (default: one per core; 1 does
+    /// everything in the walking thread).
+    #[arg(long)]
+    workers: Option<usize>,
     /// Do not restore extended attributes.
     #[arg(long)]
     no_xattrs: bool,
@@ -43,17 +50,58 @@ pub fn run(a: Args) -> Result<()> {
         Mode::empty(),
     )
     .with_context(|| format!("cannot open {}", a.dir.display()))?;
-    let mut x = Extractor {
-        img: &img,
-        root_fd: &root_fd,
-        xattrs: !a.no_xattrs,
-        as_root: rustix::process::geteuid().is_root(),
-        overwrite: a.overwrite,
-        links: HashMap::new(),
-        buf: vec![0; 1 << 20],
-        zero_copy: true,
-    };
-    x.extract_tree()
+    let zero_copy = AtomicBool::new(true);
+    let failed = Mutex::new(None);
+    let xattrs = !a.no_xattrs;
+    // The walker creates entries in order; file contents and metadata, most of the
+    // work, are spread over the other cores.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = a.workers.unwrap_or(cores).clamp(1, 64);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1024);
+    let rx = Mutex::new(rx);
+    std::thread::scope(|s| {
+        let jobs = if workers > 1 {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    let mut w = Writer::new(&img, xattrs, &zero_copy);
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(job) = job else { break };
+                        let mut first = failed.lock().unwrap_or_else(|e| e.into_inner());
+                        if first.is_some() {
+                            continue; // drain, so the walker never blocks
+                        }
+                        drop(first);
+                        if let Err(e) = w.finish_file(&job) {
+                            first = failed.lock().unwrap_or_else(|e| e.into_inner());
+                            first.get_or_insert(
+                                e.context(format!("cannot extract {}", show(&job.path))),
+                            );
+                        }
+                    }
+                });
+            }
+            Some(tx)
+        } else {
+            None
+        };
+        let mut x = Extractor {
+            img: &img,
+            root_fd: &root_fd,
+            overwrite: a.overwrite,
+            w: Writer::new(&img, xattrs, &zero_copy),
+            jobs,
+            failed: &failed,
+            links: HashMap::new(),
+        };
+        let res = x.extract_tree();
+        drop(x); // closes the channel: workers finish the queue and stop
+        res
+    })?;
+    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn prepare_target(dir: &Path, overwrite: bool) -> Result<()> {
@@ -77,15 +125,22 @@ fn prepare_target(dir: &Path, overwrite: bool) -> Result<()> {
 struct Extractor<'a> {
     img: &'a Image,
     root_fd: &'a OwnedFd,
-    xattrs: bool,
-    as_root: bool,
     overwrite: bool,
+    w: Writer<'a>,
+    /// Regular files go to worker threads, when there are any.
+    jobs: Option<SyncSender<Job>>,
+    /// The first error a worker hit.
+    failed: &'a Mutex<Option<anyhow::Error>>,
     /// First path (relative to the target) extracted for each non-directory NID, to
     /// recreate hard links.
     links: HashMap<u64, Vec<u8>>,
-    buf: Vec<u8>,
-    /// `copy_file_range` works between the image and the target.
-    zero_copy: bool,
+}
+
+/// A regular file created by the walker, for a worker to fill.
+struct Job {
+    fd: OwnedFd,
+    inode: Inode,
+    path: Vec<u8>,
 }
 
 /// A directory still being filled: its fd, inode and path; metadata is applied
@@ -125,13 +180,23 @@ impl Extractor<'_> {
             entries: entries.into_iter(),
         }];
         while let Some(top) = stack.last_mut() {
+            if self
+                .failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+            {
+                return Ok(()); // reported by the caller
+            }
             let Some(ent) = top.entries.next() else {
                 let done = stack.pop().expect("non-empty");
                 // Directory xattrs last: a default ACL set earlier would be inherited
                 // by the children created since.
-                self.apply_xattrs(done.fd.as_fd(), None, &done.inode, &done.path)
+                self.w
+                    .apply_xattrs(done.fd.as_fd(), None, &done.inode, &done.path)
                     .with_context(|| show(&done.path))?;
-                self.apply_meta(done.fd.as_fd(), None, &done.inode)
+                self.w
+                    .apply_meta(done.fd.as_fd(), None, &done.inode)
                     .with_context(|| show(&done.path))?;
                 continue;
             };
@@ -254,15 +319,23 @@ impl Extractor<'_> {
                         | OFlags::CLOEXEC,
                     perm,
                 )?;
-                self.copy_data(&fd, inode)?;
-                self.apply_xattrs(fd.as_fd(), None, inode, path)?;
-                self.apply_meta(fd.as_fd(), None, inode)?;
+                let job = Job {
+                    fd,
+                    inode: inode.clone(),
+                    path: path.to_vec(),
+                };
+                match &self.jobs {
+                    Some(tx) => tx
+                        .send(job)
+                        .map_err(|_| anyhow::anyhow!("extraction workers stopped"))?,
+                    None => self.w.finish_file(&job)?,
+                }
             }
             FileType::Symlink => {
                 let target = self.img.read_link(inode)?;
                 rfs::symlinkat(target.as_slice(), parent, name)?;
-                self.apply_xattrs(parent, Some(name), inode, path)?;
-                self.apply_meta(parent, Some(name), inode)?;
+                self.w.apply_xattrs(parent, Some(name), inode, path)?;
+                self.w.apply_meta(parent, Some(name), inode)?;
             }
             FileType::CharDevice | FileType::BlockDevice | FileType::Fifo | FileType::Socket => {
                 let ft = match inode.file_type {
@@ -273,18 +346,48 @@ impl Extractor<'_> {
                 };
                 let (major, minor) = inode.device_numbers();
                 rfs::mknodat(parent, name, ft, perm, rfs::makedev(major, minor))?;
-                self.apply_xattrs(parent, Some(name), inode, path)?;
-                self.apply_meta(parent, Some(name), inode)?;
+                self.w.apply_xattrs(parent, Some(name), inode, path)?;
+                self.w.apply_meta(parent, Some(name), inode)?;
             }
             FileType::Directory => unreachable!("directories are handled by the walker"),
         }
         self.links.insert(inode.nid, path.to_vec());
         Ok(())
     }
+}
+
+/// Writes file contents and metadata; one per thread.
+struct Writer<'a> {
+    img: &'a Image,
+    xattrs: bool,
+    as_root: bool,
+    /// `copy_file_range` works between the image and the target.
+    zero_copy: &'a AtomicBool,
+    buf: Vec<u8>,
+}
+
+impl<'a> Writer<'a> {
+    fn new(img: &'a Image, xattrs: bool, zero_copy: &'a AtomicBool) -> Self {
+        let as_root = rustix::process::geteuid().is_root();
+        Self {
+            img,
+            xattrs,
+            as_root,
+            zero_copy,
+            buf: vec![0; 1 << 20],
+        }
+    }
+
+    /// Contents, xattrs, owner, mode and times of a regular file just created.
+    fn finish_file(&mut self, job: &Job) -> Result<()> {
+        self.copy_data(&job.fd, &job.inode)?;
+        self.apply_xattrs(job.fd.as_fd(), None, &job.inode, &job.path)?;
+        self.apply_meta(job.fd.as_fd(), None, &job.inode)
+    }
 
     /// Copies file data: mapped extents on the primary image with
     /// `copy_file_range` (no copy through userspace), holes left sparse.
-    fn copy_data(&mut self, out: &OwnedFd, inode: &Inode) -> Result<()> {
+    pub fn copy_data(&mut self, out: &OwnedFd, inode: &Inode) -> Result<()> {
         let img = self.img;
         let mut pos = 0;
         let mut trailing_hole = false;
@@ -297,7 +400,7 @@ impl Extractor<'_> {
                 ExtentKind::Mapped { device, offset } => {
                     let skip = pos - ext.logical;
                     match img.device_file(device, offset + skip, end - pos)? {
-                        Some((src, mut off_in)) if self.zero_copy => {
+                        Some((src, mut off_in)) if self.zero_copy.load(Ordering::Relaxed) => {
                             while pos < end {
                                 let mut off_out = pos;
                                 let want = usize::try_from(end - pos)
@@ -323,7 +426,7 @@ impl Extractor<'_> {
                                         | Errno::OPNOTSUPP
                                         | Errno::INVAL,
                                     ) => {
-                                        self.zero_copy = false;
+                                        self.zero_copy.store(false, Ordering::Relaxed);
                                         self.copy_buffered(out, inode, &mut pos, end)?;
                                     }
                                     Err(e) => return Err(e.into()),
