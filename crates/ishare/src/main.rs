@@ -3,6 +3,7 @@
 mod dump;
 mod extract;
 mod fsck;
+mod mkfs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ enum Cmd {
     Extract(extract::Args),
     /// Check an image's consistency (and its fingerprints).
     Fsck(fsck::Args),
+    /// Build an EROFS image from a directory (fingerprints on by default).
+    Mkfs(Box<mkfs::Args>),
 }
 
 /// Extra devices, as `--device PATH` (repeatable), shared by the reading commands.
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Cmd::Dump(a) => dump::run(a),
         Cmd::Extract(a) => extract::run(a),
         Cmd::Fsck(a) => fsck::run(a),
+        Cmd::Mkfs(a) => mkfs::run(*a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

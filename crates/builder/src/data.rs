@@ -1,0 +1,153 @@
+//! Copying regular files into the image and hashing them, on all worker threads.
+//!
+//! Each file is streamed through a bounded buffer: full blocks go straight to their
+//! place in the image (`pwrite`, or `copy_file_range` when nothing needs hashing),
+//! the inline tail to its place right after the inode's metadata.
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::scan::{Kind, Tree};
+
+/// Largest read buffer per file.
+const BUF_SIZE: usize = 1 << 20;
+
+/// What the data pass needs.
+pub(crate) struct DataPass<'a> {
+    pub tree: &'a Tree,
+    pub layout: &'a Layout,
+    pub image: &'a File,
+    pub image_path: &'a Path,
+    pub block_size: u64,
+    /// Compute SHA-256 fingerprints.
+    pub hash: bool,
+}
+
+/// Copies every regular file; returns each node's SHA-256 (`None` for nodes that are
+/// not hashed).
+pub(crate) fn copy_all(pass: &DataPass<'_>) -> Result<Vec<Option<[u8; 32]>>> {
+    let files: Vec<usize> = (0..pass.tree.nodes.len())
+        .filter(|&i| {
+            matches!(pass.tree.nodes[i].kind, Kind::File) && pass.layout.inodes[i].size > 0
+        })
+        .collect();
+    let digests: Vec<(usize, Option<[u8; 32]>)> = files
+        .into_par_iter()
+        .map(|i| copy_one(pass, i).map(|d| (i, d)))
+        .collect::<Result<_>>()?;
+    let mut out = vec![None; pass.tree.nodes.len()];
+    for (i, d) in digests {
+        out[i] = d;
+    }
+    Ok(out)
+}
+
+fn open_source(path: &Path) -> Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    // O_NOATIME keeps the build from touching the source's atimes; it is refused
+    // for files the caller does not own unless privileged.
+    let fd = match rustix::fs::open(path, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(rustix::io::Errno::PERM) => rustix::fs::open(path, flags, Mode::empty()),
+        r => r,
+    }
+    .map_err(|e| Error::io(path, "open", e.into()))?;
+    Ok(File::from(fd))
+}
+
+fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
+    let n = &pass.tree.nodes[node];
+    let p = &pass.layout.inodes[node];
+    let src = open_source(&n.path)?;
+    let size = p.size;
+    let to_blocks = size - p.tail;
+    let dst_off = u64::from(p.startblk) * pass.block_size;
+    let short = || Error::Changed {
+        path: n.path.clone(),
+        what: format!("it is shorter than the {size} bytes it had"),
+    };
+    let write_err = |e| Error::io(pass.image_path, "write", e);
+    let mut tail = Vec::with_capacity(p.tail as usize);
+    let mut hasher = pass.hash.then(Sha256::new);
+    let mut pos = 0u64;
+    if hasher.is_none() && to_blocks > 0 {
+        pos = copy_range(&src, pass.image, dst_off, to_blocks).map_err(|e| match e {
+            CopyError::Src(e) => Error::io(&n.path, "read", e),
+            CopyError::Dst(e) => write_err(e),
+        })?;
+    }
+    let mut buf = vec![0u8; (size - pos).min(BUF_SIZE as u64) as usize];
+    while pos < size {
+        let want = (size - pos).min(buf.len() as u64) as usize;
+        let got = match src.read_at(&mut buf[..want], pos) {
+            Ok(0) => return Err(short()),
+            Ok(k) => k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(&n.path, "read", e)),
+        };
+        let chunk = &buf[..got];
+        if let Some(h) = hasher.as_mut() {
+            h.update(chunk);
+        }
+        // Split the chunk at the start of the inline tail.
+        let in_blocks = (to_blocks.saturating_sub(pos)).min(got as u64) as usize;
+        if in_blocks > 0 {
+            pass.image
+                .write_all_at(&chunk[..in_blocks], dst_off + pos)
+                .map_err(write_err)?;
+        }
+        tail.extend_from_slice(&chunk[in_blocks..]);
+        pos += got as u64;
+    }
+    if p.tail > 0 {
+        pass.image
+            .write_all_at(&tail, p.tail_off())
+            .map_err(write_err)?;
+    }
+    Ok(hasher.map(|h| h.finalize().into()))
+}
+
+enum CopyError {
+    Src(std::io::Error),
+    Dst(std::io::Error),
+}
+
+/// Copies `len` bytes from the start of `src` to `dst` at `dst_off` in the kernel.
+/// Returns how many bytes were copied: fewer than `len` when `copy_file_range` is
+/// not available here, and the caller copies the rest itself.
+fn copy_range(
+    src: &File,
+    dst: &File,
+    dst_off: u64,
+    len: u64,
+) -> std::result::Result<u64, CopyError> {
+    use rustix::io::Errno;
+    let (mut off_in, mut off_out) = (0u64, dst_off);
+    while off_in < len {
+        let want = usize::try_from(len - off_in)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
+            Ok(0) => break, // the source shrank: the read loop reports it
+            Ok(_) => {}
+            Err(Errno::INTR) => {}
+            Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP | Errno::PERM)
+                if off_in == 0 =>
+            {
+                break;
+            }
+            Err(e @ (Errno::NOSPC | Errno::FBIG | Errno::DQUOT)) => {
+                return Err(CopyError::Dst(e.into()));
+            }
+            Err(e) => return Err(CopyError::Src(e.into())),
+        }
+    }
+    Ok(off_in)
+}

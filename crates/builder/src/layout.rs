@@ -1,0 +1,355 @@
+//! Where everything goes: each inode's version (compact or extended) and data layout,
+//! its place in the metadata area, and its data blocks.
+//!
+//! The image is: the superblock (bytes 1024..1152), the shared xattrs, the long
+//! prefix table, then the metadata area (inodes, their inline xattrs, chunk maps and
+//! inline tails), then the data blocks in inode order. Nothing here depends on file
+//! contents, so the layout is fixed before any data is read.
+
+use std::collections::BTreeSet;
+
+use ishare_erofs::format::{
+    BLOCK_MAP_ENTRY_SIZE, CHUNK_FORMAT_BLKBITS_MASK, CHUNK_FORMAT_INDEXES, ChunkIndex,
+    INODE_CHUNK_BASED, INODE_FLAT_INLINE, INODE_FLAT_PLAIN, ISLOTBITS, InodeCompact, InodeExtended,
+};
+
+use crate::dir::DirLayout;
+use crate::error::{Error, Result};
+use crate::options::{BuildOptions, InodeVersion};
+use crate::scan::{Kind, Tree};
+use crate::xattr::Body;
+
+/// Inode slot size: inodes start at multiples of it.
+const SLOT: u64 = 1 << ISLOTBITS;
+/// Largest root NID the 16-bit superblock field holds.
+const MAX_ROOT_NID: u64 = u16::MAX as u64;
+/// "No data blocks" in a flat inode's start block, as mkfs.erofs writes it.
+pub(crate) const NULL_STARTBLK: u32 = u32::MAX;
+
+/// Chunk-based file details.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chunks {
+    /// `i_u` chunk format: chunk size shift over the block size, INDEXES flag.
+    pub format: u16,
+    /// Blocks per chunk.
+    pub blocks_per_chunk: u64,
+    /// Number of map entries.
+    pub count: u64,
+    /// Bytes per map entry (4 or 8).
+    pub unit: u64,
+}
+
+/// One inode, placed.
+#[derive(Debug, Clone)]
+pub(crate) struct Placed {
+    pub extended: bool,
+    /// `INODE_FLAT_PLAIN`, `INODE_FLAT_INLINE` or `INODE_CHUNK_BASED`.
+    pub layout: u16,
+    /// `i_size`.
+    pub size: u64,
+    /// Byte offset of the inode in the image.
+    pub off: u64,
+    /// Bytes of inode, xattrs and chunk map (the inline tail follows).
+    pub meta_len: u64,
+    /// Inline tail bytes.
+    pub tail: u64,
+    /// Data blocks.
+    pub nblocks: u64,
+    /// First data block, [`NULL_STARTBLK`] without data blocks.
+    pub startblk: u32,
+    pub chunks: Option<Chunks>,
+}
+
+impl Placed {
+    /// Byte offset of the inline tail.
+    pub(crate) fn tail_off(&self) -> u64 {
+        self.off + self.meta_len
+    }
+}
+
+/// The whole image's placement.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    pub inodes: Vec<Placed>,
+    /// `meta_blkaddr`.
+    pub meta_blkaddr: u32,
+    /// Total blocks.
+    pub blocks: u64,
+}
+
+impl Layout {
+    pub(crate) fn nid(&self, node: usize, bs: u64) -> u64 {
+        (self.inodes[node].off - u64::from(self.meta_blkaddr) * bs) >> ISLOTBITS
+    }
+}
+
+/// Metadata space allocator: a cursor, plus the unused ends of blocks that were left
+/// when an item had to start a new block, reused best-fit so small inodes fill them.
+struct MetaAlloc {
+    bs: u64,
+    cursor: u64,
+    /// (free bytes, start), each running to the end of its block.
+    gaps: BTreeSet<(u64, u64)>,
+}
+
+impl MetaAlloc {
+    fn take_gap(&mut self, need: u64) -> Option<u64> {
+        let &(len, start) = self.gaps.range((need, 0)..).next()?;
+        self.gaps.remove(&(len, start));
+        let rest = (start + need).next_multiple_of(SLOT);
+        let end = start + len;
+        if rest + SLOT <= end {
+            self.gaps.insert((end - rest, rest));
+        }
+        Some(start)
+    }
+
+    /// Places `need` bytes inside one block.
+    fn place_in_block(&mut self, need: u64) -> u64 {
+        debug_assert!(need <= self.bs);
+        if let Some(at) = self.take_gap(need) {
+            return at;
+        }
+        let at = self.cursor.next_multiple_of(SLOT);
+        let in_block = at % self.bs;
+        if in_block + need <= self.bs {
+            self.cursor = at + need;
+            return at;
+        }
+        let next = at - in_block + self.bs;
+        if next - at >= SLOT {
+            self.gaps.insert((next - at, at));
+        }
+        self.cursor = next + need;
+        next
+    }
+
+    /// Places `need` bytes inside one block when they fit one (as mkfs.erofs does,
+    /// so no reader has to stitch an inode or its xattrs together), else anywhere.
+    fn place(&mut self, need: u64) -> u64 {
+        if need <= self.bs {
+            return self.place_in_block(need);
+        }
+        let at = self.cursor.next_multiple_of(SLOT);
+        self.cursor = at + need;
+        at
+    }
+}
+
+/// Sizes of an inode's data before placement.
+struct Shape {
+    extended: bool,
+    size: u64,
+    /// Inline tail candidate (0 = none).
+    tail: u64,
+    /// Data blocks if the tail is inlined.
+    full_blocks: u64,
+    chunks: Option<Chunks>,
+}
+
+fn shape(
+    tree: &Tree,
+    node: usize,
+    dirs: &[Option<DirLayout>],
+    opts: &BuildOptions,
+    epoch: i64,
+) -> Result<Shape> {
+    let n = &tree.nodes[node];
+    let bs = u64::from(opts.block_size);
+    let bits = opts.block_size.trailing_zeros();
+    let (size, inline_ok) = match &n.kind {
+        Kind::Dir { .. } => (dirs[node].as_ref().map_or(0, |d| d.size), true),
+        Kind::Symlink(t) => (t.len() as u64, true),
+        Kind::File => (n.size, opts.inline_data),
+        Kind::Special => (0, false),
+    };
+    let fits_compact = size <= u64::from(u32::MAX)
+        && n.uid <= u32::from(u16::MAX)
+        && n.gid <= u32::from(u16::MAX)
+        && n.nlink <= u32::from(u16::MAX);
+    // Compact inodes carry no time of their own on kernels before 6.15 (they show
+    // the superblock epoch), so only inodes whose mtime is exactly the epoch are
+    // compact, as mkfs.erofs does; that keeps every kernel since 6.4 correct.
+    let same_time = n.mtime == epoch && n.mtime_nsec == 0;
+    let extended = match opts.inode_version {
+        InodeVersion::Extended => true,
+        InodeVersion::Auto => !(fits_compact && same_time),
+        InodeVersion::Compact if fits_compact => false,
+        InodeVersion::Compact => {
+            return Err(Error::Unrepresentable {
+                path: n.path.clone(),
+                what: "cannot be a compact inode (size, owner or link count too large)".into(),
+            });
+        }
+    };
+    let chunks = match (opts.chunk_size, &n.kind) {
+        (Some(cs), Kind::File) if size > 0 => {
+            let nblocks = size.div_ceil(bs);
+            // Data is one contiguous extent, so chunks can be as large as the
+            // largest power of two dividing its block count (mkfs.erofs merges
+            // chunks the same way), which keeps the map short.
+            let max_rel = u32::from(CHUNK_FORMAT_BLKBITS_MASK);
+            let rel = (cs.trailing_zeros() - bits).max(nblocks.trailing_zeros().min(max_rel));
+            let unit = if opts.chunk_indexes {
+                size_of::<ChunkIndex>()
+            } else {
+                BLOCK_MAP_ENTRY_SIZE
+            } as u64;
+            let mut format = rel as u16;
+            if opts.chunk_indexes {
+                format |= CHUNK_FORMAT_INDEXES;
+            }
+            Some(Chunks {
+                format,
+                blocks_per_chunk: 1 << rel,
+                count: size.div_ceil(bs << rel),
+                unit,
+            })
+        }
+        _ => None,
+    };
+    let (tail, full_blocks) = if chunks.is_some() || !inline_ok {
+        (0, size.div_ceil(bs))
+    } else {
+        (size % bs, size / bs)
+    };
+    Ok(Shape {
+        extended,
+        size,
+        tail,
+        full_blocks,
+        chunks,
+    })
+}
+
+/// Places every inode, starting the metadata area at byte `meta_start`.
+pub(crate) fn layout(
+    tree: &Tree,
+    bodies: &[Body],
+    dirs: &[Option<DirLayout>],
+    opts: &BuildOptions,
+    meta_start: u64,
+) -> Result<Layout> {
+    let bs = u64::from(opts.block_size);
+    let epoch = i64::try_from(opts.build_time).unwrap_or(i64::MAX);
+    let mut alloc = MetaAlloc {
+        bs,
+        cursor: meta_start,
+        gaps: BTreeSet::new(),
+    };
+    let mut inodes = Vec::with_capacity(tree.nodes.len());
+    for (node, body) in bodies.iter().enumerate() {
+        let s = shape(tree, node, dirs, opts, epoch)?;
+        let isize = if s.extended {
+            size_of::<InodeExtended>()
+        } else {
+            size_of::<InodeCompact>()
+        } as u64;
+        let mut meta_len = isize + u64::from(body.size);
+        if let Some(c) = &s.chunks {
+            meta_len = meta_len.next_multiple_of(c.unit) + c.count * c.unit;
+        }
+        let (layout, off, tail, nblocks) = if s.chunks.is_some() {
+            (INODE_CHUNK_BASED, alloc.place(meta_len), 0, s.full_blocks)
+        } else if s.tail > 0 && meta_len + s.tail <= bs {
+            // The inline tail must sit in the same block as the inode.
+            let off = alloc.place_in_block(meta_len + s.tail);
+            (INODE_FLAT_INLINE, off, s.tail, s.full_blocks)
+        } else {
+            let nblocks = s.full_blocks + u64::from(s.tail > 0);
+            (INODE_FLAT_PLAIN, alloc.place(meta_len), 0, nblocks)
+        };
+        inodes.push(Placed {
+            extended: s.extended,
+            layout,
+            size: s.size,
+            off,
+            meta_len,
+            tail,
+            nblocks,
+            startblk: NULL_STARTBLK,
+            chunks: s.chunks,
+        });
+    }
+
+    // The root NID must fit the superblock's 16 bits; NID 0 is avoided because
+    // inode number 0 means "no inode" to some programs.
+    let root_off = inodes[0].off;
+    let meta_base = if root_off >> ISLOTBITS <= MAX_ROOT_NID {
+        0
+    } else {
+        let base = meta_start / bs * bs;
+        if base == root_off { base - bs } else { base }
+    };
+    let meta_blkaddr = u32::try_from(meta_base / bs)
+        .map_err(|_| Error::TooLarge("metadata start beyond 2^32 blocks".into()))?;
+
+    let meta_size = alloc.cursor.next_multiple_of(bs);
+    let mut next = meta_size / bs;
+    for p in inodes.iter_mut() {
+        if p.nblocks > 0 {
+            p.startblk = u32::try_from(next)
+                .ok()
+                .filter(|&b| b != NULL_STARTBLK)
+                .ok_or_else(|| Error::TooLarge("more than 2^32 blocks".into()))?;
+            next += p.nblocks;
+        }
+    }
+    if next > u64::from(u32::MAX) {
+        return Err(Error::TooLarge(format!("{next} blocks, at most 2^32 - 1")));
+    }
+    Ok(Layout {
+        inodes,
+        meta_blkaddr,
+        blocks: next,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alloc(bs: u64, cursor: u64) -> MetaAlloc {
+        MetaAlloc {
+            bs,
+            cursor,
+            gaps: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn items_stay_inside_one_block_and_gaps_are_reused() {
+        let mut a = alloc(512, 1152);
+        // (size, expected offset)
+        let cases = [
+            (300, 1152),  // fits block 2 (1024..1536)
+            (200, 1536),  // 1152+300 -> 1472; 1472+200 crosses: new block, gap 1472..1536
+            (64, 1472),   // best fit: the 64-byte gap
+            (100, 1760),  // the cursor (1736) rounded up to a slot
+            (1000, 1888), // larger than a block: at the cursor, crossing blocks
+        ];
+        for (need, want) in cases {
+            let at = a.place(need);
+            assert_eq!(at, want, "placing {need}");
+            assert_eq!(at % SLOT, 0);
+            if need <= 512 {
+                assert_eq!(
+                    at / 512,
+                    (at + need - 1) / 512,
+                    "{need} bytes at {at} cross a block"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn gap_remainders_are_slot_aligned() {
+        let mut a = alloc(4096, 0);
+        a.place_in_block(4000); // cursor 4000
+        a.place_in_block(200); // new block; gap 4000..4096
+        assert_eq!(a.take_gap(40), Some(4000));
+        // 4040 rounds up to 4064, leaving 32 bytes.
+        assert_eq!(a.gaps.iter().copied().collect::<Vec<_>>(), vec![(32, 4064)]);
+        assert_eq!(a.take_gap(33), None);
+    }
+}

@@ -1,0 +1,25 @@
+//! Builds uncompressed EROFS images from a directory, with page-cache-share
+//! fingerprints (`--xattr-inode-digest` of mkfs.erofs) on by default.
+//!
+//! The build runs in phases: scan the source into memory (`scan`), plan xattrs
+//! (`xattr`) and directories (`dir`), place every inode and data block
+//! (`layout`), copy and hash file data on all workers (`data`), then serialize
+//! the metadata and commit the image (`writer`). The layout is fixed before any
+//! data is read, so the output depends only on the tree and the options.
+
+#![deny(missing_docs)]
+
+mod data;
+mod dir;
+mod error;
+mod layout;
+mod options;
+mod scan;
+mod writer;
+mod xattr;
+
+pub use error::{Error, Result};
+pub use options::{
+    BuildOptions, DEFAULT_FINGERPRINT_NAME, DEFAULT_XATTR_TOLERANCE, InodeVersion, TimePolicy,
+};
+pub use writer::{BuildReport, build};

@@ -1,0 +1,147 @@
+//! What a build does: the library's counterpart of `mkfs.erofs`'s options.
+
+use crate::error::{Error, Result};
+
+/// Default name of the page-cache-share fingerprint xattr, as erofs-utils 1.9.2+.
+pub const DEFAULT_FINGERPRINT_NAME: &str = "erofs.fingerprint.v1";
+
+/// Default xattr tolerance of `mkfs.erofs -x`: an xattr (name and value) carried by
+/// more than this many inodes is stored once, as a shared xattr.
+pub const DEFAULT_XATTR_TOLERANCE: i64 = 2;
+
+/// How inode timestamps relate to the build time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimePolicy {
+    /// Inodes keep their source mtimes (`--mkfs-time`, or no `-T`).
+    Keep,
+    /// Every inode gets the build time, nanoseconds 0 (`-T`).
+    Fixed,
+    /// Mtimes at or after the build time become the build time (`SOURCE_DATE_EPOCH`).
+    Clamp,
+}
+
+/// Which on-disk inode version to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InodeVersion {
+    /// Compact (32 bytes) where everything fits, extended (64 bytes) otherwise.
+    Auto,
+    /// Always compact; mtimes become the build time; an inode that cannot be
+    /// compact is an error (`-E force-inode-compact`).
+    Compact,
+    /// Always extended (`-E force-inode-extended`).
+    Extended,
+}
+
+/// Everything a build needs besides the source and image paths.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Block size in bytes: 512, 1024, 2048 or 4096.
+    pub block_size: u32,
+    /// Build time in seconds since the Unix epoch: the superblock epoch, the
+    /// reference of compact inode timestamps.
+    pub build_time: u64,
+    /// How inode mtimes relate to `build_time`.
+    pub time_policy: TimePolicy,
+    /// Volume UUID.
+    pub uuid: [u8; 16],
+    /// Volume label, at most 15 bytes.
+    pub label: Vec<u8>,
+    /// Owner of every inode, when set (`--force-uid`, `--all-root`).
+    pub force_uid: Option<u32>,
+    /// Group of every inode, when set (`--force-gid`, `--all-root`).
+    pub force_gid: Option<u32>,
+    /// Paths relative to the source root to leave out, with what is below them.
+    pub exclude_paths: Vec<Vec<u8>>,
+    /// Regular expressions; a relative path matching any is left out.
+    pub exclude_regexes: Vec<regex::bytes::Regex>,
+    /// Long xattr name prefixes (`--xattr-prefix`), in table order.
+    pub xattr_prefixes: Vec<Vec<u8>>,
+    /// `mkfs.erofs -x`: negative = no xattrs from the source; otherwise an xattr
+    /// carried by more than this many inodes becomes shared.
+    pub xattr_tolerance: i64,
+    /// Chunk size in bytes for chunk-based regular files (`--chunksize`).
+    pub chunk_size: Option<u64>,
+    /// 8-byte chunk indexes instead of a 4-byte block map.
+    pub chunk_indexes: bool,
+    /// Tail-pack regular files into their inode's block (`^noinline_data`).
+    pub inline_data: bool,
+    /// Inode version choice.
+    pub inode_version: InodeVersion,
+    /// Store the per-inode xattr name bloom filter.
+    pub xattr_name_filter: bool,
+    /// Store the superblock CRC32C.
+    pub sb_checksum: bool,
+    /// Name of the fingerprint xattr; `None` = no fingerprints.
+    pub fingerprint: Option<Vec<u8>>,
+    /// Threads for scanning, hashing and copying; 0 = one per CPU.
+    pub workers: usize,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            block_size: 4096,
+            build_time: 0,
+            time_policy: TimePolicy::Keep,
+            uuid: [0; 16],
+            label: Vec::new(),
+            force_uid: None,
+            force_gid: None,
+            exclude_paths: Vec::new(),
+            exclude_regexes: Vec::new(),
+            xattr_prefixes: Vec::new(),
+            xattr_tolerance: DEFAULT_XATTR_TOLERANCE,
+            chunk_size: None,
+            chunk_indexes: false,
+            inline_data: true,
+            inode_version: InodeVersion::Auto,
+            xattr_name_filter: false,
+            sb_checksum: true,
+            fingerprint: Some(DEFAULT_FINGERPRINT_NAME.as_bytes().to_vec()),
+            workers: 0,
+        }
+    }
+}
+
+impl BuildOptions {
+    /// log2 of the block size, after checking it.
+    pub(crate) fn blkszbits(&self) -> Result<u8> {
+        let bs = self.block_size;
+        if !bs.is_power_of_two() || !(512..=4096).contains(&bs) {
+            return Err(Error::BlockSize(u64::from(bs)));
+        }
+        Ok(bs.trailing_zeros() as u8)
+    }
+
+    /// Checks the options that do not depend on the source tree.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bits = self.blkszbits()?;
+        if self.label.len() > 15 {
+            return Err(Error::InvalidOption(format!(
+                "volume label {:?} is {} bytes long, at most 15 fit",
+                String::from_utf8_lossy(&self.label),
+                self.label.len()
+            )));
+        }
+        if let Some(cs) = self.chunk_size {
+            let max = 1u64
+                << (u32::from(bits) + u32::from(ishare_erofs::format::CHUNK_FORMAT_BLKBITS_MASK));
+            if !cs.is_power_of_two() || cs < u64::from(self.block_size) || cs > max {
+                return Err(Error::InvalidOption(format!(
+                    "chunk size {cs} must be a power of two from the block size ({}) to {max}",
+                    self.block_size
+                )));
+            }
+        }
+        let prefixes = self.xattr_prefixes.iter().chain(self.fingerprint.iter());
+        for p in prefixes {
+            if p.is_empty() || p.len() > usize::from(u8::MAX) || p.contains(&0) {
+                return Err(Error::InvalidOption(format!(
+                    "xattr name prefix {:?} must be 1 to 255 bytes without NUL",
+                    String::from_utf8_lossy(p)
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,317 @@
+//! Scanning the source directory into an in-memory tree of inodes.
+//!
+//! Directories are listed and their entries stat'ed in parallel, but every list is
+//! sorted by name bytes before anything depends on it, and inodes are numbered by a
+//! breadth-first walk of the sorted tree, so the result does not depend on the
+//! thread count or on the order in which the source file system lists entries.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use ishare_erofs::format::{NAME_LEN, encode_dev};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::options::{BuildOptions, TimePolicy};
+
+/// One inode of the tree.
+#[derive(Debug)]
+pub(crate) struct Node {
+    /// Source path, for reading data and for error messages.
+    pub path: PathBuf,
+    pub kind: Kind,
+    /// Mode with the file type bits.
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    /// Links inside the tree (directories: 2 + subdirectories).
+    pub nlink: u32,
+    /// Size of regular files (directories and symlinks get theirs later).
+    pub size: u64,
+    /// Device number of device nodes, in Linux `new_encode_dev` form.
+    pub rdev: u32,
+    /// Extended attributes (full name, value), sorted by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Kind {
+    /// Entries sorted by name, without "." and ".."; `parent` is the node of "..".
+    Dir {
+        entries: Vec<(Vec<u8>, usize)>,
+        parent: usize,
+    },
+    File,
+    Symlink(Vec<u8>),
+    /// Character or block device, fifo, socket.
+    Special,
+}
+
+/// The scanned tree; node 0 is the root, nodes are in breadth-first order.
+#[derive(Debug)]
+pub(crate) struct Tree {
+    pub nodes: Vec<Node>,
+}
+
+/// An entry as listed, before hard links are merged and inodes numbered.
+struct Raw {
+    name: Vec<u8>,
+    path: PathBuf,
+    meta: Metadata,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    target: Option<Vec<u8>>,
+    children: Vec<Raw>,
+}
+
+struct Ctx<'a> {
+    opts: &'a BuildOptions,
+}
+
+impl Ctx<'_> {
+    fn excluded(&self, rel: &[u8]) -> bool {
+        self.opts
+            .exclude_paths
+            .iter()
+            .any(|p| p.strip_prefix(b"/").unwrap_or(p) == rel)
+            || self.opts.exclude_regexes.iter().any(|r| r.is_match(rel))
+    }
+
+    fn read_entry(&self, name: Vec<u8>, path: PathBuf, rel: &[u8]) -> Result<Raw> {
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, "stat", e))?;
+        let xattrs = if self.opts.xattr_tolerance < 0 {
+            Vec::new()
+        } else {
+            read_xattrs(&path)?
+        };
+        let ft = meta.file_type();
+        let target = if ft.is_symlink() {
+            let t = std::fs::read_link(&path).map_err(|e| Error::io(&path, "read the link", e))?;
+            Some(t.into_os_string().into_vec())
+        } else {
+            None
+        };
+        let children = if ft.is_dir() {
+            self.scan_dir(&path, rel)?
+        } else {
+            Vec::new()
+        };
+        Ok(Raw {
+            name,
+            path,
+            meta,
+            xattrs,
+            target,
+            children,
+        })
+    }
+
+    /// Lists `dir` (relative path `rel`), sorted by name, recursively.
+    fn scan_dir(&self, dir: &Path, rel: &[u8]) -> Result<Vec<Raw>> {
+        let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, "list", e))?;
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for ent in rd {
+            let ent = ent.map_err(|e| Error::io(dir, "list", e))?;
+            let name = ent.file_name().into_vec();
+            if name.len() > NAME_LEN {
+                return Err(Error::NameTooLong {
+                    len: name.len(),
+                    path: dir.join(OsStr::from_bytes(&name)),
+                });
+            }
+            names.push(name);
+        }
+        names.sort_unstable();
+        names
+            .into_par_iter()
+            .filter_map(|name| {
+                let mut sub = rel.to_vec();
+                if !sub.is_empty() {
+                    sub.push(b'/');
+                }
+                sub.extend_from_slice(&name);
+                if self.excluded(&sub) {
+                    return None;
+                }
+                let path = dir.join(OsStr::from_bytes(&name));
+                Some(self.read_entry(name, path, &sub))
+            })
+            .collect()
+    }
+
+    fn node(&self, raw: &Raw, kind: Kind) -> Result<Node> {
+        let m = &raw.meta;
+        let mode = u16::try_from(m.mode()).map_err(|_| Error::Unrepresentable {
+            path: raw.path.clone(),
+            what: format!("mode {:#o} does not fit 16 bits", m.mode()),
+        })?;
+        let (mut mtime, mut mtime_nsec) = (m.mtime(), m.mtime_nsec() as u32);
+        let build = i64::try_from(self.opts.build_time).unwrap_or(i64::MAX);
+        match self.opts.time_policy {
+            TimePolicy::Keep => {}
+            TimePolicy::Fixed => (mtime, mtime_nsec) = (build, 0),
+            TimePolicy::Clamp if mtime >= build => (mtime, mtime_nsec) = (build, 0),
+            TimePolicy::Clamp => {}
+        }
+        let rdev = if matches!(kind, Kind::Special) {
+            let (major, minor) = (rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev()));
+            if major > 0xfff || minor > 0xf_ffff {
+                return Err(Error::Unrepresentable {
+                    path: raw.path.clone(),
+                    what: format!("device number {major}:{minor} does not fit 32 bits"),
+                });
+            }
+            encode_dev(major, minor)
+        } else {
+            0
+        };
+        Ok(Node {
+            path: raw.path.clone(),
+            kind,
+            mode,
+            uid: self.opts.force_uid.unwrap_or(m.uid()),
+            gid: self.opts.force_gid.unwrap_or(m.gid()),
+            mtime,
+            mtime_nsec,
+            nlink: 1,
+            size: if m.file_type().is_file() { m.size() } else { 0 },
+            rdev,
+            xattrs: raw.xattrs.clone(),
+        })
+    }
+}
+
+/// Scans `source` into a tree.
+pub(crate) fn scan(source: &Path, opts: &BuildOptions) -> Result<Tree> {
+    let ctx = Ctx { opts };
+    // A symlink given as the source stands for the directory it points to.
+    let source = match std::fs::symlink_metadata(source) {
+        Ok(m) if m.is_symlink() => {
+            std::fs::canonicalize(source).map_err(|e| Error::io(source, "resolve", e))?
+        }
+        _ => source.to_path_buf(),
+    };
+    let root = ctx.read_entry(Vec::new(), source.clone(), b"")?;
+    if !root.meta.is_dir() {
+        return Err(Error::Unrepresentable {
+            path: source,
+            what: "the source is not a directory".into(),
+        });
+    }
+    let mut nodes = vec![ctx.node(
+        &root,
+        Kind::Dir {
+            entries: Vec::new(),
+            parent: 0,
+        },
+    )?];
+    nodes[0].nlink = 2;
+    // Hard links: the first name in walk order gets the inode.
+    let mut links: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut queue = VecDeque::from([(0usize, root.children)]);
+    while let Some((dir, children)) = queue.pop_front() {
+        let mut entries = Vec::with_capacity(children.len());
+        for mut raw in children {
+            let ft = raw.meta.file_type();
+            let key = (raw.meta.dev(), raw.meta.ino());
+            if !ft.is_dir()
+                && raw.meta.nlink() > 1
+                && let Some(&idx) = links.get(&key)
+            {
+                let n = &mut nodes[idx];
+                n.nlink = n
+                    .nlink
+                    .checked_add(1)
+                    .ok_or_else(|| Error::Unrepresentable {
+                        path: raw.path.clone(),
+                        what: "too many hard links".into(),
+                    })?;
+                entries.push((raw.name, idx));
+                continue;
+            }
+            let kind = if ft.is_dir() {
+                Kind::Dir {
+                    entries: Vec::new(),
+                    parent: dir,
+                }
+            } else if ft.is_file() {
+                Kind::File
+            } else if ft.is_symlink() {
+                Kind::Symlink(raw.target.take().unwrap_or_default())
+            } else {
+                Kind::Special
+            };
+            let idx = nodes.len();
+            let mut node = ctx.node(&raw, kind)?;
+            if ft.is_dir() {
+                node.nlink = 2;
+                let parent = &mut nodes[dir];
+                parent.nlink =
+                    parent
+                        .nlink
+                        .checked_add(1)
+                        .ok_or_else(|| Error::Unrepresentable {
+                            path: parent.path.clone(),
+                            what: "too many subdirectories".into(),
+                        })?;
+                queue.push_back((idx, std::mem::take(&mut raw.children)));
+            } else if raw.meta.nlink() > 1 {
+                links.insert(key, idx);
+            }
+            nodes.push(node);
+            entries.push((raw.name, idx));
+        }
+        if let Kind::Dir { entries: e, .. } = &mut nodes[dir].kind {
+            *e = entries;
+        }
+    }
+    Ok(Tree { nodes })
+}
+
+/// Reads every xattr of `path` (not following symlinks), sorted by name. Xattrs that
+/// vanish between listing and reading are skipped, as mkfs.erofs does.
+fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    use rustix::io::Errno;
+    let err = |op, e: Errno| Error::io(path, op, std::io::Error::from(e));
+    // rustix reports at most the buffer's length, so sizes cannot be queried with
+    // an empty buffer: grow on ERANGE instead (Linux caps lists and values at 64 KiB).
+    let list = match grow(|buf| rustix::fs::llistxattr(path, buf)) {
+        Ok(l) => l,
+        Err(Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(err("list the xattrs of", e)),
+    };
+    let mut out = Vec::new();
+    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        match grow(|buf| rustix::fs::lgetxattr(path, name, buf)) {
+            Ok(value) => out.push((name.to_vec(), value)),
+            Err(Errno::NODATA) => {}
+            Err(e) => return Err(err("read an xattr of", e)),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Calls `f` with a buffer that doubles while `f` fails with ERANGE.
+fn grow(mut f: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> rustix::io::Result<Vec<u8>> {
+    const MAX: usize = 1 << 17;
+    let mut buf = vec![0u8; 256];
+    loop {
+        match f(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) if buf.len() < MAX => {
+                let n = buf.len() * 2;
+                buf.resize(n, 0);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! The build itself: scan, plan, copy data, serialize metadata, and commit the image
+//! by renaming a temporary file, so a failed build leaves nothing under the name.
+
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::Path;
+
+use ishare_erofs::FileType;
+use ishare_erofs::format::*;
+use zerocopy::IntoBytes;
+use zerocopy::little_endian::{U16, U32, U64};
+
+use crate::data::{DataPass, copy_all};
+use crate::dir::{DirEntry, DirLayout};
+use crate::error::{Error, Result};
+use crate::layout::{Layout, Placed, layout};
+use crate::options::BuildOptions;
+use crate::scan::{Kind, Node, Tree, scan};
+use crate::xattr::{FINGERPRINT_LEN, Prefixes};
+
+/// What a build produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildReport {
+    /// Inodes in the image.
+    pub inodes: u64,
+    /// Blocks in the image.
+    pub blocks: u64,
+    /// Image size in bytes.
+    pub image_size: u64,
+    /// Regular files (inodes).
+    pub files: u64,
+    /// Bytes of regular file data.
+    pub file_bytes: u64,
+    /// Files that got a fingerprint xattr.
+    pub fingerprints: u64,
+}
+
+/// The superblock is written without extension slots, as mkfs.erofs does.
+const SB_SIZE: u64 = SB_BASE_SIZE as u64;
+
+/// Worker stack size: room for the deepest trees a path can name (PATH_MAX).
+const SCAN_STACK_SIZE: usize = 64 << 20;
+
+/// Builds an EROFS image of directory `source` at `image`.
+pub fn build(source: &Path, image: &Path, opts: &BuildOptions) -> Result<BuildReport> {
+    opts.validate()?;
+    // The scan recurses once per directory level on the workers' stacks.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.workers)
+        .stack_size(SCAN_STACK_SIZE)
+        .build()
+        .map_err(|e| Error::InvalidOption(format!("cannot start {} workers: {e}", opts.workers)))?;
+    pool.install(|| build_in_pool(source, image, opts))
+}
+
+fn build_in_pool(source: &Path, image: &Path, opts: &BuildOptions) -> Result<BuildReport> {
+    let bits = opts.blkszbits()?;
+    let bs = u64::from(opts.block_size);
+    let mut tree = scan(source, opts)?;
+    let prefixes = Prefixes::new(opts)?;
+    let shared_start = SUPER_OFFSET + SB_SIZE;
+    let xplan = crate::xattr::plan(&mut tree, &prefixes, opts, shared_start)?;
+    let prefix_off = shared_start + xplan.shared_area.len() as u64;
+    let prefix_table = prefixes.serialize();
+    let meta_start = prefix_off + prefix_table.len() as u64;
+    let dirs = dir_layouts(&tree, opts.block_size as usize);
+    let lay = layout(&tree, &xplan.bodies, &dirs, opts, meta_start)?;
+
+    let out = create_temp(image)?;
+    let file = out.as_file();
+    let total = lay
+        .blocks
+        .checked_mul(bs)
+        .ok_or_else(|| Error::TooLarge("size overflows".into()))?;
+    file.set_len(total)
+        .map_err(|e| Error::io(out.path(), "resize", e))?;
+
+    let pass = DataPass {
+        tree: &tree,
+        layout: &lay,
+        image: file,
+        image_path: out.path(),
+        block_size: bs,
+        hash: prefixes.fingerprint.is_some(),
+    };
+    let digests = copy_all(&pass)?;
+
+    let mut report = BuildReport {
+        inodes: tree.nodes.len() as u64,
+        blocks: lay.blocks,
+        image_size: total,
+        ..Default::default()
+    };
+    let mut w = MetaWriter::new(file, out.path());
+    let mut buf = Vec::new();
+    for (i, node) in tree.nodes.iter().enumerate() {
+        let p = &lay.inodes[i];
+        let fp = digests[i].map(|d| {
+            let mut v = Vec::with_capacity(FINGERPRINT_LEN);
+            v.extend_from_slice(b"sha256:");
+            v.extend_from_slice(&d);
+            v
+        });
+        if matches!(node.kind, Kind::File) {
+            report.files += 1;
+            report.file_bytes += p.size;
+            report.fingerprints += u64::from(fp.is_some());
+        }
+        buf.clear();
+        inode_bytes(
+            &mut buf,
+            node,
+            p,
+            i,
+            &xplan.bodies[i],
+            fp.as_deref().unwrap_or_default(),
+        );
+        w.write(&buf, p.off)?;
+        // Directory and symlink contents; file data was copied above.
+        let content: Vec<Vec<u8>> = match &node.kind {
+            Kind::Dir { .. } => {
+                let d = dirs[i].as_ref().expect("directory layout");
+                (0..d.block_ends.len())
+                    .map(|b| d.block(b, bs as usize, |n| lay.nid(n, bs)))
+                    .collect()
+            }
+            Kind::Symlink(t) => t.chunks(bs as usize).map(<[u8]>::to_vec).collect(),
+            _ => Vec::new(),
+        };
+        for (b, block) in content.iter().enumerate() {
+            let b = b as u64;
+            if p.tail > 0 && b == p.size / bs {
+                w.write(block, p.tail_off())?;
+            } else {
+                w.write(block, (u64::from(p.startblk) + b) * bs)?;
+            }
+        }
+    }
+    w.write(&xplan.shared_area, shared_start)?;
+    w.write(&prefix_table, prefix_off)?;
+    let sb = superblock(opts, bits, &tree, &lay, &prefixes, &xplan, prefix_off);
+    w.write(&sb.as_bytes()[..SB_SIZE as usize], SUPER_OFFSET)?;
+    w.flush()?;
+    if opts.sb_checksum {
+        // The checksum covers the rest of the superblock's block, metadata included,
+        // so it is computed from the finished bytes.
+        let end = if bs > SUPER_OFFSET {
+            bs
+        } else {
+            SUPER_OFFSET + bs
+        };
+        let mut first = vec![0u8; end as usize];
+        file.read_exact_at(&mut first, 0)
+            .map_err(|e| Error::io(out.path(), "read back", e))?;
+        let crc = ishare_erofs::superblock_checksum(&first, bits).expect("block 0 was read");
+        w.write(&crc.to_le_bytes(), SUPER_OFFSET + 4)?;
+        w.flush()?;
+    }
+    commit(out, image)?;
+    Ok(report)
+}
+
+/// Writes metadata pieces at their offsets, merging adjacent ones into one write.
+struct MetaWriter<'a> {
+    file: &'a std::fs::File,
+    path: &'a Path,
+    buf: Vec<u8>,
+    start: u64,
+}
+
+impl<'a> MetaWriter<'a> {
+    const FLUSH_AT: usize = 1 << 20;
+
+    fn new(file: &'a std::fs::File, path: &'a Path) -> Self {
+        Self {
+            file,
+            path,
+            buf: Vec::new(),
+            start: 0,
+        }
+    }
+
+    fn write(&mut self, data: &[u8], off: u64) -> Result<()> {
+        if self.start + self.buf.len() as u64 != off || self.buf.len() >= Self::FLUSH_AT {
+            self.flush()?;
+            self.start = off;
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file
+            .write_all_at(&self.buf, self.start)
+            .map_err(|e| Error::io(self.path, "write", e))?;
+        self.start += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// Entries of every directory, sorted and split into blocks.
+fn dir_layouts(tree: &Tree, bs: usize) -> Vec<Option<DirLayout>> {
+    let ft = |n: usize| {
+        FileType::from_mode(tree.nodes[n].mode).map_or(FT_UNKNOWN, FileType::dirent_type)
+    };
+    tree.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| match &n.kind {
+            Kind::Dir { entries, parent } => {
+                let mut v = Vec::with_capacity(entries.len() + 2);
+                v.push(DirEntry {
+                    name: b".".to_vec(),
+                    node: i,
+                    file_type: FT_DIR,
+                });
+                v.push(DirEntry {
+                    name: b"..".to_vec(),
+                    node: *parent,
+                    file_type: FT_DIR,
+                });
+                v.extend(entries.iter().map(|(name, node)| DirEntry {
+                    name: name.clone(),
+                    node: *node,
+                    file_type: ft(*node),
+                }));
+                Some(DirLayout::new(v, bs))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Serializes an inode with its xattrs and chunk map.
+fn inode_bytes(
+    out: &mut Vec<u8>,
+    n: &Node,
+    p: &Placed,
+    index: usize,
+    body: &crate::xattr::Body,
+    fingerprint: &[u8],
+) {
+    let i_u = match (&n.kind, &p.chunks) {
+        (Kind::Special, _) => n.rdev,
+        (_, Some(c)) => u32::from(c.format),
+        _ => p.startblk,
+    };
+    // i_ino is informational (32-bit stat); the serial number, as mkfs.erofs.
+    let ino = U32::new((index as u32).wrapping_add(1));
+    if p.extended {
+        let d = InodeExtended {
+            i_format: U16::new(INODE_LAYOUT_EXTENDED | (p.layout << I_DATALAYOUT_BIT)),
+            i_xattr_icount: U16::new(body.icount()),
+            i_mode: U16::new(n.mode),
+            i_nb: U16::new(0),
+            i_size: U64::new(p.size),
+            i_u: U32::new(i_u),
+            i_ino: ino,
+            i_uid: U32::new(n.uid),
+            i_gid: U32::new(n.gid),
+            i_mtime: U64::new(n.mtime as u64),
+            i_mtime_nsec: U32::new(n.mtime_nsec),
+            i_nlink: U32::new(n.nlink),
+            i_reserved2: [0; 16],
+        };
+        out.extend_from_slice(d.as_bytes());
+    } else {
+        // Fits were checked by the layout; the mtime is the epoch, offset 0.
+        let d = InodeCompact {
+            i_format: U16::new(INODE_LAYOUT_COMPACT | (p.layout << I_DATALAYOUT_BIT)),
+            i_xattr_icount: U16::new(body.icount()),
+            i_mode: U16::new(n.mode),
+            i_nb: U16::new(n.nlink as u16),
+            i_size: U32::new(p.size as u32),
+            i_mtime: U32::new(0),
+            i_u: U32::new(i_u),
+            i_ino: ino,
+            i_uid: U16::new(n.uid as u16),
+            i_gid: U16::new(n.gid as u16),
+            i_reserved: U32::new(0),
+        };
+        out.extend_from_slice(d.as_bytes());
+    }
+    body.write(out, fingerprint);
+    if let Some(c) = &p.chunks {
+        out.resize((out.len() as u64).next_multiple_of(c.unit) as usize, 0);
+        for k in 0..c.count {
+            let blk = (u64::from(p.startblk) + k * c.blocks_per_chunk) as u32;
+            if c.format & CHUNK_FORMAT_INDEXES != 0 {
+                let idx = ChunkIndex {
+                    startblk_hi: U16::new(0),
+                    device_id: U16::new(0),
+                    startblk_lo: U32::new(blk),
+                };
+                out.extend_from_slice(idx.as_bytes());
+            } else {
+                out.extend_from_slice(&blk.to_le_bytes());
+            }
+        }
+    }
+    debug_assert_eq!(out.len() as u64, p.meta_len);
+}
+
+fn superblock(
+    opts: &BuildOptions,
+    bits: u8,
+    tree: &Tree,
+    lay: &Layout,
+    prefixes: &Prefixes,
+    xplan: &crate::xattr::Plan,
+    prefix_off: u64,
+) -> SuperBlock {
+    let bs = u64::from(opts.block_size);
+    let mut compat = FEATURE_COMPAT_MTIME;
+    let mut incompat = 0;
+    if opts.sb_checksum {
+        compat |= FEATURE_COMPAT_SB_CHKSUM;
+    }
+    if xplan.any_filter {
+        compat |= FEATURE_COMPAT_XATTR_FILTER;
+    }
+    if !prefixes.table.is_empty() {
+        // The table is plain bytes on the device (no packed or metabox inode here).
+        compat |= FEATURE_COMPAT_PLAIN_XATTR_PFX;
+        incompat |= FEATURE_INCOMPAT_XATTR_PREFIXES;
+    }
+    if prefixes.fingerprint.is_some() {
+        compat |= FEATURE_COMPAT_ISHARE_XATTRS;
+    }
+    if lay.inodes.iter().any(|p| p.chunks.is_some()) {
+        incompat |= FEATURE_INCOMPAT_CHUNKED_FILE;
+    }
+    let mut volume_name = [0u8; 16];
+    volume_name[..opts.label.len()].copy_from_slice(&opts.label);
+    SuperBlock {
+        magic: U32::new(SUPER_MAGIC_V1),
+        checksum: U32::new(0),
+        feature_compat: U32::new(compat),
+        blkszbits: bits,
+        sb_extslots: 0,
+        rootnid_2b: U16::new(lay.nid(0, bs) as u16),
+        inos: U64::new(tree.nodes.len() as u64),
+        epoch: U64::new(opts.build_time),
+        fixed_nsec: U32::new(0),
+        blocks_lo: U32::new(lay.blocks as u32),
+        meta_blkaddr: U32::new(lay.meta_blkaddr),
+        xattr_blkaddr: U32::new(0),
+        uuid: opts.uuid,
+        volume_name,
+        feature_incompat: U32::new(incompat),
+        u1: U16::new(0),
+        extra_devices: U16::new(0),
+        devt_slotoff: U16::new(0),
+        dirblkbits: 0,
+        xattr_prefix_count: prefixes.table.len() as u8,
+        xattr_prefix_start: U32::new((prefix_off / 4) as u32),
+        packed_nid: U64::new(0),
+        xattr_filter_reserved: 0,
+        ishare_xattr_prefix_id: prefixes.fingerprint.unwrap_or(0),
+        reserved: [0; 2],
+        build_time: U32::new(0),
+        rootnid_8b: U64::new(0),
+        reserved2: [0; 8],
+        metabox_nid: U64::new(0),
+        reserved3: [0; 8],
+    }
+}
+
+/// A temporary file next to `image`, so the final rename stays on one file system.
+fn create_temp(image: &Path) -> Result<tempfile::NamedTempFile> {
+    if let Ok(m) = std::fs::metadata(image)
+        && !m.is_file()
+    {
+        {
+            return Err(Error::InvalidOption(format!(
+                "{}: exists and is not a regular file (writing to devices is not supported yet)",
+                image.display()
+            )));
+        }
+    }
+    let dir = match image.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = image.file_name().unwrap_or_default().to_string_lossy();
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, "create a temporary file in", e))
+}
+
+/// Gives the image the usual permissions and moves it to its final name.
+fn commit(out: tempfile::NamedTempFile, image: &Path) -> Result<()> {
+    let umask = rustix::process::umask(rustix::fs::Mode::empty());
+    rustix::process::umask(umask);
+    let mode = 0o666 & !umask.bits();
+    out.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(out.path(), "set permissions of", e))?;
+    out.persist(image)
+        .map_err(|e| Error::io(image, "rename the finished image to", e.error))?;
+    Ok(())
+}

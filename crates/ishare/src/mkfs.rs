@@ -1,0 +1,320 @@
+//! `ishare mkfs`: build an uncompressed EROFS image from a directory, with
+//! page-cache-share fingerprints on by default. Options are named as mkfs.erofs's.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use ishare_builder::{BuildOptions, DEFAULT_FINGERPRINT_NAME, InodeVersion, TimePolicy};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Block size in bytes: 512, 1024, 2048 or 4096.
+    #[arg(short = 'b', value_name = "SIZE", default_value_t = 4096)]
+    block_size: u32,
+    /// Fixed timestamp (seconds since the epoch) for every inode and the build time.
+    #[arg(short = 'T', value_name = "SECONDS")]
+    timestamp: Option<u64>,
+    /// Use -T (or SOURCE_DATE_EPOCH) as the build time only; inodes keep their mtimes.
+    #[arg(long)]
+    mkfs_time: bool,
+    /// Volume UUID, or `clear` (all zeros) or `random` (the default).
+    #[arg(short = 'U', value_name = "UUID")]
+    uuid: Option<String>,
+    /// Volume label (at most 15 bytes).
+    #[arg(short = 'L', value_name = "LABEL")]
+    label: Option<OsString>,
+    /// Make every inode owned by root (uid and gid 0).
+    #[arg(long)]
+    all_root: bool,
+    /// Owner of every inode.
+    #[arg(long, value_name = "UID")]
+    force_uid: Option<u32>,
+    /// Group of every inode.
+    #[arg(long, value_name = "GID")]
+    force_gid: Option<u32>,
+    /// Leave out this path (relative to SOURCE) and everything below it; repeatable.
+    #[arg(long, value_name = "PATH")]
+    exclude_path: Vec<OsString>,
+    /// Leave out paths (relative to SOURCE) matching this regular expression; repeatable.
+    #[arg(long, value_name = "REGEX")]
+    exclude_regex: Vec<String>,
+    /// Add a long xattr name prefix; repeatable.
+    #[arg(long, value_name = "PREFIX")]
+    xattr_prefix: Vec<OsString>,
+    /// Xattr tolerance: negative = no xattrs from the source; otherwise an xattr
+    /// carried by more than N inodes is stored once as a shared xattr (default 2).
+    #[arg(short = 'x', value_name = "N", allow_negative_numbers = true)]
+    xattr_tolerance: Option<i64>,
+    /// Store regular files as chunks of SIZE bytes (a power of two, at least the block size).
+    #[arg(long, value_name = "SIZE")]
+    chunksize: Option<u64>,
+    /// Extended options, comma-separated (`^` negates): noinline_data,
+    /// force-inode-compact, force-inode-extended, force-chunk-indexes,
+    /// force-inode-blockmap, xattr-name-filter, nosbcrc, plain-xattr-prefixes.
+    #[arg(short = 'E', value_name = "OPTIONS")]
+    extended: Vec<String>,
+    /// Record each regular file's SHA-256 in xattr NAME (on by default).
+    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true,
+          default_missing_value = DEFAULT_FINGERPRINT_NAME)]
+    xattr_inode_digest: Option<OsString>,
+    /// Do not record fingerprints.
+    #[arg(long, conflicts_with = "xattr_inode_digest")]
+    no_xattr_inode_digest: bool,
+    /// Threads for scanning, hashing and copying (0 = one per CPU).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    workers: usize,
+    /// Print nothing on success.
+    #[arg(long)]
+    quiet: bool,
+    /// Compression (not supported yet).
+    #[arg(short = 'z', value_name = "ALGORITHM")]
+    compression: Option<String>,
+    /// The image file to create.
+    image: PathBuf,
+    /// The source directory.
+    source: PathBuf,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if let Some(z) = &a.compression {
+        bail!("-z {z}: compression is not supported yet; leave out -z for an uncompressed image");
+    }
+    let opts = options(&a)?;
+    let start = Instant::now();
+    let r = ishare_builder::build(&a.source, &a.image, &opts)
+        .with_context(|| format!("building {}", a.image.display()))?;
+    if !a.quiet {
+        println!(
+            "{}: {} inodes, {} blocks of {} bytes ({} bytes); {} files, {} bytes of data, {} fingerprints; {:.2}s",
+            a.image.display(),
+            r.inodes,
+            r.blocks,
+            opts.block_size,
+            r.image_size,
+            r.files,
+            r.file_bytes,
+            r.fingerprints,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn options(a: &Args) -> Result<BuildOptions> {
+    let mut o = BuildOptions {
+        block_size: a.block_size,
+        workers: a.workers,
+        force_uid: a.force_uid,
+        force_gid: a.force_gid,
+        ..BuildOptions::default()
+    };
+    // -T beats SOURCE_DATE_EPOCH; without either the build time is now.
+    let env_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => Some(
+            v.parse::<u64>()
+                .with_context(|| format!("SOURCE_DATE_EPOCH {v:?} is not a number of seconds"))?,
+        ),
+        Err(_) => None,
+    };
+    (o.build_time, o.time_policy) = match (a.timestamp, env_epoch) {
+        (Some(t), _) => (t, TimePolicy::Fixed),
+        (None, Some(t)) => (t, TimePolicy::Clamp),
+        (None, None) => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            (now.as_secs(), TimePolicy::Keep)
+        }
+    };
+    if a.mkfs_time {
+        o.time_policy = TimePolicy::Keep;
+    }
+    o.uuid = match a.uuid.as_deref() {
+        None | Some("random") => random_uuid()?,
+        Some("clear") => [0; 16],
+        Some(s) => parse_uuid(s).with_context(|| format!("-U {s}: not a UUID"))?,
+    };
+    if let Some(l) = &a.label {
+        o.label = l.clone().into_vec();
+    }
+    if a.all_root {
+        o.force_uid = Some(0);
+        o.force_gid = Some(0);
+    }
+    o.exclude_paths = a
+        .exclude_path
+        .iter()
+        .map(|p| p.clone().into_vec())
+        .collect();
+    o.exclude_regexes = a
+        .exclude_regex
+        .iter()
+        .map(|r| regex::bytes::Regex::new(r).with_context(|| format!("--exclude-regex {r:?}")))
+        .collect::<Result<_>>()?;
+    o.xattr_prefixes = a
+        .xattr_prefix
+        .iter()
+        .map(|p| p.clone().into_vec())
+        .collect();
+    if let Some(x) = a.xattr_tolerance {
+        o.xattr_tolerance = x;
+    }
+    o.chunk_size = a.chunksize;
+    o.fingerprint = if a.no_xattr_inode_digest {
+        None
+    } else {
+        Some(
+            a.xattr_inode_digest
+                .clone()
+                .map_or_else(|| DEFAULT_FINGERPRINT_NAME.into(), OsString::into_vec),
+        )
+    };
+    for e in &a.extended {
+        extended_options(&mut o, e)?;
+    }
+    Ok(o)
+}
+
+/// Applies one `-E` argument.
+fn extended_options(o: &mut BuildOptions, arg: &str) -> Result<()> {
+    for token in arg.split(',').filter(|t| !t.is_empty()) {
+        let (clear, key) = match token.strip_prefix('^') {
+            Some(k) => (true, k),
+            None => (false, token),
+        };
+        match key {
+            "noinline_data" => o.inline_data = clear,
+            "inline_data" => o.inline_data = !clear,
+            "force-inode-compact" => o.inode_version = InodeVersion::Compact,
+            "force-inode-extended" => o.inode_version = InodeVersion::Extended,
+            "force-chunk-indexes" => o.chunk_indexes = !clear,
+            "force-inode-blockmap" => o.chunk_indexes = clear,
+            "xattr-name-filter" => o.xattr_name_filter = !clear,
+            "nosbcrc" => o.sb_checksum = clear,
+            // The prefix table is always stored as plain bytes here.
+            "plain-xattr-prefixes" => {}
+            _ => bail!("-E {token}: unknown or unsupported extended option"),
+        }
+    }
+    Ok(())
+}
+
+fn random_uuid() -> Result<[u8; 16]> {
+    use std::io::Read;
+    let mut u = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut u))
+        .context("reading /dev/urandom for a random UUID")?;
+    u[6] = (u[6] & 0x0f) | 0x40; // version 4
+    u[8] = (u[8] & 0x3f) | 0x80; // RFC 4122 variant
+    Ok(u)
+}
+
+fn parse_uuid(s: &str) -> Result<[u8; 16]> {
+    let hex: Vec<u8> = s.bytes().filter(|&b| b != b'-').collect();
+    let dashes_ok = s.len() == 32
+        || (s.len() == 36 && [8, 13, 18, 23].iter().all(|&i| s.as_bytes()[i] == b'-'));
+    if hex.len() != 32 || !dashes_ok {
+        bail!("expected 32 hex digits, optionally as 8-4-4-4-12");
+    }
+    let mut u = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let p = std::str::from_utf8(pair)?;
+        u[i] = u8::from_str_radix(p, 16).with_context(|| format!("{p:?} is not hex"))?;
+    }
+    Ok(u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(args: &[&str]) -> Result<BuildOptions> {
+        let cli = Cli::try_parse_from(std::iter::once("mkfs").chain(args.iter().copied()))?;
+        options(&cli.args)
+    }
+
+    #[test]
+    fn fingerprints_on_by_default() {
+        let o = parse(&["img", "src"]).unwrap();
+        assert_eq!(
+            o.fingerprint.as_deref(),
+            Some(DEFAULT_FINGERPRINT_NAME.as_bytes())
+        );
+        let o = parse(&["--xattr-inode-digest=trusted.fp", "img", "src"]).unwrap();
+        assert_eq!(o.fingerprint.as_deref(), Some(&b"trusted.fp"[..]));
+        let o = parse(&["--xattr-inode-digest", "img", "src"]).unwrap();
+        assert_eq!(
+            o.fingerprint.as_deref(),
+            Some(DEFAULT_FINGERPRINT_NAME.as_bytes())
+        );
+        let o = parse(&["--no-xattr-inode-digest", "img", "src"]).unwrap();
+        assert_eq!(o.fingerprint, None);
+    }
+
+    #[test]
+    fn mkfs_erofs_spellings() {
+        let o = parse(&[
+            "-b512",
+            "-T",
+            "100",
+            "-Uclear",
+            "-Llabel",
+            "-x",
+            "-1",
+            "-Enoinline_data,nosbcrc",
+            "-E",
+            "force-inode-extended,^xattr-name-filter",
+            "--all-root",
+            "img",
+            "src",
+        ])
+        .unwrap();
+        assert_eq!(o.block_size, 512);
+        assert_eq!((o.build_time, o.time_policy), (100, TimePolicy::Fixed));
+        assert_eq!(o.uuid, [0; 16]);
+        assert_eq!(o.label, b"label");
+        assert_eq!(o.xattr_tolerance, -1);
+        assert!(!o.inline_data && !o.sb_checksum && !o.xattr_name_filter);
+        assert_eq!(o.inode_version, InodeVersion::Extended);
+        assert_eq!((o.force_uid, o.force_gid), (Some(0), Some(0)));
+        let o = parse(&["-T100", "--mkfs-time", "img", "src"]).unwrap();
+        assert_eq!((o.build_time, o.time_policy), (100, TimePolicy::Keep));
+        assert!(parse(&["-Eztailpacking", "img", "src"]).is_err());
+    }
+
+    #[test]
+    fn uuids() {
+        let u = parse_uuid("01234567-89ab-cdef-0123-456789ABCDEF").unwrap();
+        assert_eq!(u[0], 0x01);
+        assert_eq!(u[15], 0xef);
+        assert_eq!(parse_uuid("0123456789abcdef0123456789abcdef").unwrap(), u);
+        for bad in [
+            "",
+            "0123",
+            "01234567-89ab-cdef-0123-456789abcdeg",
+            "0-123456789abcdef0123456789abcdef",
+        ] {
+            assert!(parse_uuid(bad).is_err(), "{bad}");
+        }
+        let r = random_uuid().unwrap();
+        assert_eq!(r[6] >> 4, 4);
+    }
+
+    #[test]
+    fn compression_is_refused() {
+        let cli = Cli::try_parse_from(["mkfs", "-zlz4", "img", "src"]).unwrap();
+        let e = run(cli.args).unwrap_err().to_string();
+        assert!(e.contains("compression is not supported yet"), "{e}");
+    }
+}
