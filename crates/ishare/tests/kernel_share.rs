@@ -182,21 +182,74 @@ struct Shared {
     big_sha256: String,
 }
 
-/// Builds the images and boots once per test binary; every test reads the same run.
+/// `ishare mkfs` (fingerprints are its default).
+fn ishare_mkfs(src: &Path, image: &Path, digest: bool) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ishare"));
+    cmd.arg("mkfs").arg("--quiet");
+    if !digest {
+        cmd.arg("--no-xattr-inode-digest");
+    }
+    cmd.arg(image).arg(src);
+    common::run(&mut cmd);
+}
+
+/// Image a from `ishare mkfs`, image b from mkfs.erofs 1.9.4: they must share with each
+/// other exactly as two images of one tool do.
+fn mixed_mkfs(src: &Path, image: &Path, digest: bool) {
+    let name = image.file_name().unwrap().to_string_lossy();
+    if name.ends_with("_a.erofs") {
+        ishare_mkfs(src, image, digest)
+    } else {
+        mkfs_erofs_194(src, image, digest)
+    }
+}
+
+/// Which tool builds the images of a run.
+#[derive(Clone, Copy, Debug)]
+enum Builder {
+    ErofsUtils,
+    Ishare,
+    Mixed,
+}
+
+/// The scenarios repeated for images from `ishare mkfs` (the read paths are the kernel's,
+/// already covered with erofs-utils images).
+const BUILDER_SCENARIOS: &[&str] = &["same_domain_read", "other_domain_read", "no_digest_read"];
+
+/// Builds the images and boots once per builder; every test reads the same run.
 fn shared_run() -> &'static Shared {
-    static RUN: OnceLock<Result<Shared, String>> = OnceLock::new();
-    let r = RUN.get_or_init(|| {
+    run_for(Builder::ErofsUtils)
+}
+
+fn run_for(builder: Builder) -> &'static Shared {
+    static RUNS: [OnceLock<Result<Shared, String>>; 3] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let (mkfs, scenarios): (&dyn Fn(&Path, &Path, bool), Vec<Scenario>) = match builder {
+        Builder::ErofsUtils => (&mkfs_erofs_194, scenarios()),
+        Builder::Ishare | Builder::Mixed => (
+            if matches!(builder, Builder::Ishare) {
+                &ishare_mkfs
+            } else {
+                &mixed_mkfs
+            },
+            scenarios()
+                .into_iter()
+                .filter(|s| BUILDER_SCENARIOS.contains(&s.name))
+                .collect(),
+        ),
+    };
+    let r = RUNS[builder as usize].get_or_init(|| {
         let t0 = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("ishare-kernel-share-")
             .tempdir()
             .map_err(|e| e.to_string())?;
-        let (images, big_sha256) = build_images(dir.path(), &mkfs_erofs_194);
+        let (images, big_sha256) = build_images(dir.path(), mkfs);
         let t_images = t0.elapsed();
-        let run = vm::share::measure(&images, &scenarios()).map_err(|e| format!("{e:#}"))?;
+        let run = vm::share::measure(&images, &scenarios).map_err(|e| format!("{e:#}"))?;
         eprintln!(
-            "Linux {} under QEMU: images built in {:.1?}, boot {:.1?}, VM total {:.1?}, \
-             all {:.1?}\n{}",
+            "{builder:?} images, Linux {} under QEMU: images built in {:.1?}, boot {:.1?}, \
+             VM total {:.1?}, all {:.1?}\n{}",
             run.vm.kernel_version,
             t_images,
             run.vm.boot_time,
@@ -210,7 +263,7 @@ fn shared_run() -> &'static Shared {
     });
     match r {
         Ok(s) => s,
-        Err(e) => panic!("the Linux 7.2 VM run failed: {e}"),
+        Err(e) => panic!("the Linux 7.2 VM run ({builder:?} images) failed: {e}"),
     }
 }
 
@@ -238,7 +291,11 @@ fn is_shared(kib: i64) -> bool {
 
 /// Asserts: the first read fills the cache; the second is shared (or not).
 fn assert_pattern(name: &str, second_shared: bool, fact: &str) {
-    let s = shared_run();
+    assert_pattern_for(Builder::ErofsUtils, name, second_shared, fact)
+}
+
+fn assert_pattern_for(builder: Builder, name: &str, second_shared: bool, fact: &str) {
+    let s = run_for(builder);
     let m: &Measured = s.run.get(name);
     let ok = is_full(m.first_kib)
         && if second_shared {
@@ -373,5 +430,52 @@ fn image_without_fingerprints_mounts_unshared() {
         "Linux 7.2 did not log that it turned off inode_share for an image without \
          fingerprints{}",
         describe(s)
+    );
+}
+
+#[test]
+fn ishare_mkfs_images_share_within_a_domain_only() {
+    let b = Builder::Ishare;
+    assert_pattern_for(
+        b,
+        "same_domain_read",
+        true,
+        "two `ishare mkfs` images, one domain: shared",
+    );
+    assert_pattern_for(
+        b,
+        "other_domain_read",
+        false,
+        "two `ishare mkfs` images, two domains: not shared",
+    );
+    assert_pattern_for(
+        b,
+        "no_digest_read",
+        false,
+        "`ishare mkfs --no-xattr-inode-digest` images: not shared",
+    );
+    let s = run_for(b);
+    let (x, y) = &s.run.sha256_shared;
+    assert_eq!(
+        (x, y),
+        (&s.big_sha256, &s.big_sha256),
+        "shared bytes through `ishare mkfs` images"
+    );
+}
+
+#[test]
+fn ishare_mkfs_image_shares_with_an_erofs_utils_image() {
+    let b = Builder::Mixed;
+    assert_pattern_for(
+        b,
+        "same_domain_read",
+        true,
+        "an `ishare mkfs` image and a mkfs.erofs 1.9.4 image, one domain: shared",
+    );
+    assert_pattern_for(
+        b,
+        "other_domain_read",
+        false,
+        "the same two images, two domains: not shared",
     );
 }
