@@ -204,6 +204,9 @@ fn mixed_mkfs(src: &Path, image: &Path, digest: bool) {
     }
 }
 
+/// Builds `image` from `source`, with fingerprints when the flag is set.
+type MkfsFn = dyn Fn(&Path, &Path, bool);
+
 /// Which tool builds the images of a run.
 #[derive(Clone, Copy, Debug)]
 enum Builder {
@@ -224,7 +227,7 @@ fn shared_run() -> &'static Shared {
 fn run_for(builder: Builder) -> &'static Shared {
     static RUNS: [OnceLock<Result<Shared, String>>; 3] =
         [OnceLock::new(), OnceLock::new(), OnceLock::new()];
-    let (mkfs, scenarios): (&dyn Fn(&Path, &Path, bool), Vec<Scenario>) = match builder {
+    let (mkfs, scenarios): (&MkfsFn, Vec<Scenario>) = match builder {
         Builder::ErofsUtils => (&mkfs_erofs_194, scenarios()),
         Builder::Ishare | Builder::Mixed => (
             if matches!(builder, Builder::Ishare) {
