@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a built-in example: build an image with page-cache-share
-# fingerprints (mkfs.erofs 1.9.4 for now; `ishare mkfs` replaces it when it lands),
-# then inspect, check and extract it with ishare, and compare with the source.
+# fingerprints with `ishare mkfs`, show that its fingerprint equals the one
+# mkfs.erofs 1.9.4 writes (so the two share page cache under Linux 7.x
+# inode_share), then inspect, check and extract it, and compare with the source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,13 +22,17 @@ cp /bin/true "$src/usr/bin/true"
 ln "$src/usr/bin/true" "$src/usr/bin/also-true"
 setfattr -n user.origin -v demo "$src/etc/hostname"
 
-echo "== building $work/demo.erofs with mkfs.erofs --xattr-inode-digest"
-"$MKFS" --quiet --xattr-inode-digest -T 0 "$work/demo.erofs" "$src" >/dev/null
+echo "== ishare mkfs $work/demo.erofs (fingerprints are on by default)"
+"$ISHARE" mkfs "$work/demo.erofs" "$src"
+"$MKFS" --quiet --xattr-inode-digest "$work/erofs-utils.erofs" "$src" >/dev/null
 echo "== ishare dump -s"
 "$ISHARE" dump -s "$work/demo.erofs"
 echo "== ishare dump --path /usr/lib/libexample.so.1"
 "$ISHARE" dump --path /usr/lib/libexample.so.1 "$work/demo.erofs"
-echo "   sha256sum of the source: $(sha256sum "$src/usr/lib/libexample.so.1" | cut -d' ' -f1)"
+echo "   sha256sum of the source:  $(sha256sum "$src/usr/lib/libexample.so.1" | cut -d' ' -f1)"
+fp() { "$ISHARE" dump --json --path /usr/lib/libexample.so.1 "$1" | grep -o 'sha256:[0-9a-f]*'; }
+echo "   fingerprint in ishare's image:        $(fp "$work/demo.erofs")"
+echo "   fingerprint in mkfs.erofs 1.9.4's:    $(fp "$work/erofs-utils.erofs")"
 echo "== ishare fsck --xattr-inode-digest"
 "$ISHARE" fsck --xattr-inode-digest "$work/demo.erofs"
 echo "== ishare extract, then diff against the source"
