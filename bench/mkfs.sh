@@ -1,0 +1,304 @@
+#!/usr/bin/env bash
+# Benchmark: `ishare mkfs` against `mkfs.erofs` (erofs-utils 1.9.4), both with
+# --xattr-inode-digest, uncompressed, 4 KiB blocks, fixed UUID and build time,
+# on two Debian bookworm root filesystems (minbase, and minbase with a developer
+# package set). Images go to a tmpfs; cold runs drop the page cache first, warm
+# runs have the source tree cached. Every image is checked. See
+# bench/README.md. Run as root.
+#
+# Environment:
+#   ISHARE_CACHE  cache directory (default /var/cache/ishare)
+#   RUNS          runs per tool, worker count and mode (default 5)
+#   TREES         source trees to measure (default "minbase dev")
+#   SKIP_BUILD=1  do not run `cargo build --release -p ishare`
+#   ISHARE_BIN    ishare binary to time (default target/release/ishare)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${ISHARE_CACHE:-/var/cache/ishare}
+BENCH_NAME=mkfs.sh
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+RUNS=${RUNS:-5}
+TREES=${TREES:-minbase dev}
+# The larger tree: minbase plus interpreters, a compiler and kernel headers
+# (~600 MiB more, ~30k more files, most of them small).
+DEV_PACKAGES=python3,python3-pip,perl,openssl,curl,ca-certificates,git,build-essential,linux-headers-amd64
+UUID=0f3b1a2c-5d4e-4f60-8a7b-9c0d1e2f3a4b
+ISHARE_SRC=${ISHARE_BIN:-$ROOT/target/release/ishare}
+RESULTS=$ROOT/bench/results/mkfs.md
+# The same options for both tools: 4 KiB blocks, no compression (the default of
+# both), a fixed UUID, build time 0 while every inode keeps its own mtime, and a
+# SHA-256 fingerprint xattr (erofs.fingerprint.v1) on every regular file.
+OPTS=(--quiet -b 4096 -T 0 --mkfs-time -U "$UUID" --xattr-inode-digest)
+# Variants: TOOL:WORKERS, 0 = the tool's default (both use every core).
+VARIANTS=(ishare:0 mkfs:0 ishare:1 mkfs:1)
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (drop_caches, tmpfs, loop mounts)"
+for t in $TREES; do
+  case $t in minbase | dev) ;; *) die "unknown tree $t (TREES: minbase, dev)" ;; esac
+done
+
+# --- tools -------------------------------------------------------------------
+bench_tools time debootstrap attr
+bench_build
+[ -x "$ISHARE_SRC" ] || die "$ISHARE_SRC missing"
+
+# --- scratch space -------------------------------------------------------------
+WORK=$(mktemp -d /tmp/ishare-bench-mkfs.XXXXXX)
+# shellcheck disable=SC2317 # called by the trap
+cleanup() {
+  local m
+  for m in "$WORK"/mnt/m.*; do
+    if mountpoint -q "$m"; then umount "$m"; fi
+  done
+  if mountpoint -q "$WORK/mnt"; then umount "$WORK/mnt"; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+mkdir "$WORK/mnt" "$WORK/log" "$WORK/bin"
+mount -t tmpfs -o mode=0755 ishare-bench "$WORK/mnt"
+# Time a private copy: others may rebuild target/release/ishare meanwhile.
+ISHARE=$WORK/bin/ishare
+cp "$ISHARE_SRC" "$ISHARE"
+ishare_sha=$(sha256sum "$ISHARE" | cut -d' ' -f1)
+ishare_built=$(date -u -r "$ISHARE_SRC" '+%Y-%m-%d %H:%M UTC')
+
+# --- source trees (cached) -------------------------------------------------------
+src_of() { echo "$BENCH/rootfs-bookworm-$1"; }
+for t in $TREES; do
+  case $t in
+    minbase) bootstrap_rootfs "$(src_of "$t")" ;;
+    dev) bootstrap_rootfs "$(src_of "$t")" --include=$DEV_PACKAGES ;;
+  esac
+done
+
+# cmd TOOL WORKERS IMAGE SOURCE: the command line, in array CMD.
+cmd() {
+  local workers=()
+  [ "$2" = 0 ] || workers=(--workers="$2")
+  case $1 in
+    ishare) CMD=("$ISHARE" mkfs "${OPTS[@]}" "${workers[@]}" "$3" "$4") ;;
+    mkfs) CMD=("$MKFS" "${OPTS[@]}" "${workers[@]}" "$3" "$4") ;;
+  esac
+}
+
+# warm SOURCE: read every regular file (and stat everything) once.
+warm() { find "$1" -type f -print0 | xargs -0 -r cat >/dev/null; }
+
+# run TREE TOOL WORKERS MODE N: one timed build into the tmpfs. The previous
+# image is deleted first (not timed). The first image of each tool is kept as
+# the reference; every later one must be byte-identical to it.
+# Appends "wall user sys maxrss_kib" to $WORK/log/TREE.TOOL.WORKERS.MODE.
+run() {
+  local tree=$1 tool=$2 w=$3 mode=$4 n=$5 t0 t1 rc=0 src img
+  src=$(src_of "$tree")
+  img=$WORK/mnt/$tree.$tool.erofs
+  rm -f "$img"
+  cmd "$tool" "$w" "$img" "$src"
+  if [ "$mode" = cold ]; then drop_caches; else warm "$src"; fi
+  t0=$EPOCHREALTIME
+  /usr/bin/time -v -o "$WORK/log/time" "${CMD[@]}" >"$WORK/log/out" 2>&1 || rc=$?
+  t1=$EPOCHREALTIME
+  if [ "$rc" != 0 ]; then
+    echo "$BENCH_NAME: $tool failed ($tree, workers $w, $mode run $n, exit $rc): ${CMD[*]}" >&2
+    sed 's/^/    /' "$WORK/log/out" >&2
+    return 1
+  fi
+  awk -v t0="$t0" -v t1="$t1" -F': ' '
+    /User time/ { u = $2 } /System time/ { s = $2 } /Maximum resident/ { m = $2 }
+    END { printf "%.4f %s %s %s\n", t1 - t0, u, s, m }' "$WORK/log/time" >>"$WORK/log/$tree.$tool.$w.$mode"
+  if [ ! -e "$img.ref" ]; then
+    cp "$img" "$img.ref"
+  elif ! cmp -s "$img" "$img.ref"; then
+    echo "$tree: $tool (workers $w, $mode run $n) built an image that differs from its first one" >>"$WORK/log/$tree.irreproducible"
+  fi
+}
+
+# meta DIR: one line per entry: path, type, mode, owner, size (not for
+# directories: it depends on the layout), link count, mtime, symlink target;
+# device numbers; and the groups of hard-linked paths.
+meta() {
+  (cd "$1" && find . -printf '%p %y %m %U %G %s %n %T@ %l\n' | awk '$2 == "d" { $6 = "-" } 1' | LC_ALL=C sort)
+  (cd "$1" && find . \( -type b -o -type c \) -exec stat -c '%n rdev %t:%T' {} + | LC_ALL=C sort)
+  (cd "$1" && find . -type f -links +1 -printf '%i %p\n' | LC_ALL=C sort -k2 |
+    awk '{ g[$1] = g[$1] " " $2 } END { for (i in g) print "hardlinks" g[i] }' | LC_ALL=C sort)
+}
+# xattrs DIR: every xattr the kernel lists, one "path name=value" a line. It
+# does not list the fingerprints (erofs.fingerprint.v1 is in no xattr
+# namespace): both fscks verify those against the contents instead.
+xattrs() {
+  (cd "$1" || exit; getfattr -R -h -d -m - -e hex . 2>/dev/null || true) |
+    awk '/^# file: / { f = substr($0, 9); next } NF { print f, $0 }'
+}
+
+# check TREE: both reference images pass both fscks, which recompute every
+# file's SHA-256 against its fingerprint, with the same counts; mounted by the
+# kernel, their trees are identical to each other (content, metadata, xattrs)
+# and to the source. Sets VERDICT and FEATURES; 1 on a mismatch (details in
+# $WORK/log/TREE.diff).
+check() {
+  local tree=$1 src t img fail=0 d=$WORK/log/$1.diff
+  src=$(src_of "$tree")
+  : >"$d"
+  for t in ishare mkfs; do
+    img=$WORK/mnt/$tree.$t.erofs.ref
+    if ! "$FSCK" --xattr-inode-digest "$img" >>"$d" 2>&1; then
+      echo "fsck.erofs --xattr-inode-digest rejects the $t image" >>"$d"
+      fail=1
+    fi
+    if ! (cd "$WORK/mnt" && "$ISHARE" fsck --xattr-inode-digest "${img##*/}") >"$WORK/log/$tree.fsck.$t" 2>&1; then
+      cat "$WORK/log/$tree.fsck.$t" >>"$d"
+      echo "ishare fsck --xattr-inode-digest rejects the $t image" >>"$d"
+      fail=1
+    fi
+    sed -i "s/^${img##*/}: //" "$WORK/log/$tree.fsck.$t"
+    grep -q 'fingerprints: [1-9][0-9]* verified, 0 files without one' "$WORK/log/$tree.fsck.$t" || {
+      echo "the $t image has files without a fingerprint" >>"$d"
+      fail=1
+    }
+    mkdir "$WORK/mnt/m.$t"
+    mount -t erofs -o ro,loop "$img" "$WORK/mnt/m.$t"
+    meta "$WORK/mnt/m.$t" >"$WORK/log/$tree.meta.$t"
+    xattrs "$WORK/mnt/m.$t" >"$WORK/log/$tree.xattrs.$t"
+  done
+  # diff -r cannot compare device nodes and FIFOs: meta covers those.
+  diff -r --no-dereference "$WORK/mnt/m.ishare" "$WORK/mnt/m.mkfs" >"$WORK/log/diff.r" 2>&1 || true
+  if grep -Ev '^File .* while file .* is a (character special file|block special file|fifo|socket)$' \
+    "$WORK/log/diff.r" >>"$d"; then
+    fail=1
+  fi
+  for t in fsck meta xattrs; do
+    diff -u "$WORK/log/$tree.$t.ishare" "$WORK/log/$tree.$t.mkfs" >>"$d" || fail=1
+  done
+  # Against the source: the same metadata, and the same xattrs once the
+  # fingerprints are left out.
+  diff -u <(meta "$src") "$WORK/log/$tree.meta.ishare" >>"$d" || fail=1
+  diff -u <(xattrs "$src") "$WORK/log/$tree.xattrs.ishare" >>"$d" || fail=1
+  FEATURES="ishare: $("$ISHARE" dump -s "$WORK/mnt/$tree.ishare.erofs.ref" | sed -n 's/^Filesystem features: *//p');"
+  FEATURES+=" mkfs.erofs: $("$ISHARE" dump -s "$WORK/mnt/$tree.mkfs.erofs.ref" | sed -n 's/^Filesystem features: *//p')"
+  for t in ishare mkfs; do umount "$WORK/mnt/m.$t" && rmdir "$WORK/mnt/m.$t"; done
+  if [ "$fail" != 0 ]; then
+    VERDICT="MISMATCH (see the log above)"
+    return 1
+  fi
+  VERDICT="every run's image is byte-identical to the tool's first one; both pass \`fsck.erofs --xattr-inode-digest\` and \`ishare fsck --xattr-inode-digest\` ($(tail -n 1 "$WORK/log/$tree.fsck.ishare")); mounted, identical trees (content, type, mode, owner, size, link count, hard-link groups, mtime, device numbers, xattrs) with the same metadata and xattrs as the source"
+}
+
+# --- runs ----------------------------------------------------------------------
+declare -A failed=() load=() verdict=() features=()
+status=0
+for tree in $TREES; do
+  warn_if_busy
+  load_before=$(loadavg)
+  for mode in cold warm; do
+    for ((i = 1; i <= RUNS; i++)); do
+      for v in "${VARIANTS[@]}"; do
+        tool=${v%:*} w=${v#*:}
+        [ -z "${failed[$tree.$tool]:-}" ] || continue
+        log "$tree: $tool workers=$w $mode $i/$RUNS"
+        run "$tree" "$tool" "$w" "$mode" "$i" || failed[$tree.$tool]=$(grep -v '^\s*$' "$WORK/log/out" | tail -n 1)
+      done
+    done
+  done
+  load[$tree]="$load_before / $(loadavg)"
+  verdict[$tree]="not checked (a tool failed)"
+  if [ -z "${failed[$tree.ishare]:-}" ] && [ -z "${failed[$tree.mkfs]:-}" ]; then
+    log "$tree: checking the images"
+    if check "$tree"; then
+      log "$tree: $VERDICT"
+    else
+      head -n 60 "$WORK/log/$tree.diff" >&2
+      echo "$BENCH_NAME: $tree: MISMATCH between the images' trees or with the source (diff above)" >&2
+      status=1
+    fi
+    verdict[$tree]=$VERDICT
+    features[$tree]=${FEATURES:-?}
+  else
+    status=1
+  fi
+  if [ -s "$WORK/log/$tree.irreproducible" ]; then
+    cat "$WORK/log/$tree.irreproducible" >&2
+    verdict[$tree]="${verdict[$tree]}; NOT REPRODUCIBLE: $(tr '\n' ';' <"$WORK/log/$tree.irreproducible")"
+    status=1
+  fi
+  rm -f "$WORK"/mnt/"$tree".*.erofs
+done
+
+# --- report --------------------------------------------------------------------
+col() { awk -v c="$1" '{ print $c }' "$2" | median; }
+size_of() { stat -c %s "$WORK/mnt/$1.$2.erofs.ref" 2>/dev/null || echo 0; }
+row() {
+  local tree=$1 tool=$2 w=$3 label f=$WORK/log/$1.$2.$3 cold warm cpu rss size ratio
+  # shellcheck disable=SC2016 # Markdown code spans
+  case $tool in ishare) label='`ishare mkfs`' ;; mkfs) label='`mkfs.erofs`' ;; esac
+  if [ -n "${failed[$tree.$tool]:-}" ]; then
+    printf '| %s | %s | %s | FAILED | FAILED | - | - | - | - |\n' "$tree" "$label" "$w"
+    return
+  fi
+  cold=$(col 1 "$f.cold") warm=$(col 1 "$f.warm")
+  cpu=$(awk '{ print $2 + $3 }' "$f.warm" | median)
+  rss=$(cat "$f.cold" "$f.warm" | awk '$4 > m { m = $4 } END { printf "%.1f", m / 1024 }')
+  size=$(size_of "$tree" "$tool")
+  ratio=$(awk -v a="$size" -v b="$(size_of "$tree" mkfs)" 'BEGIN { if (b) printf "%.4f", a / b; else print "-" }')
+  printf '| %s | %s | %s | %.3f | %.3f | %.3f | %s | %s | %s |\n' \
+    "$tree" "$label" "${w/#0/default}" "$cold" "$warm" "$cpu" "$rss" "$size" "$ratio"
+}
+# target TREE: the issue's targets, with default workers.
+target() {
+  local tree=$1 mode w r s=""
+  [ -z "${failed[$tree.ishare]:-}" ] && [ -z "${failed[$tree.mkfs]:-}" ] || return 0
+  for w in 0 1; do
+    for mode in cold warm; do
+      r=$(awk -v a="$(col 1 "$WORK/log/$tree.ishare.$w.$mode")" -v b="$(col 1 "$WORK/log/$tree.mkfs.$w.$mode")" \
+        'BEGIN { printf "%.2f", a / b }')
+      s+="${s:+, }$mode"
+      [ "$w" = 0 ] || s+=" --workers=1"
+      s+=" $r"
+    done
+  done
+  echo "- $tree: wall time ishare / mkfs.erofs (target ≤ 1): $s; image size ishare / mkfs.erofs (target ≤ 1.005): $(awk -v a="$(size_of "$tree" ishare)" -v b="$(size_of "$tree" mkfs)" 'BEGIN { printf "%.4f", a / b }')"
+}
+mkdir -p "$(dirname "$RESULTS")"
+{
+  echo "# mkfs benchmark"
+  echo
+  echo "- options (both tools): \`${OPTS[*]}\`, plus \`--workers=1\` in the rows marked 1; no compression"
+  echo "- threads: \`ishare mkfs\` runs one worker thread per core by default, one with \`--workers=1\`; mkfs.erofs's \`--workers\` only sets its compression workers, so without \`-z\` it runs two threads whatever the value (the tree walk and the deferred-ops thread that writes inodes and data): its two rows per tree are the same build, and their spread shows the noise"
+  echo "- output: a tmpfs; median of $RUNS runs per tool, worker count and mode; cold = page cache dropped before each run, warm = source tree read just before; peak RSS is the maximum over all runs"
+  echo "- machine: Linux $(uname -r), $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, source trees on $(findmnt -no FSTYPE -T "$BENCH")"
+  echo "- ishare: $ISHARE_SRC (built $ishare_built, sha256 ${ishare_sha:0:16}…); work tree $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'); $(date -u +%Y-%m-%d)"
+  echo "- mkfs.erofs: $("$MKFS" -V 2>&1 | head -n 1)"
+  for tree in $TREES; do
+    src=$(src_of "$tree")
+    echo "- $tree: \`debootstrap $(cat "$src.options" 2>/dev/null || echo --variant=minbase) bookworm\`:" \
+      "$(find "$src" | wc -l) entries, $(find "$src" -type f | wc -l) regular files," \
+      "$(find "$src" -type f -printf '%i %s\n' | sort -u | awk '{ s += $2 } END { printf "%.1f", s / 1048576 }') MiB of file data (hard links counted once)"
+    echo "  - load average before / after the timed runs: ${load[$tree]:-?}"
+    echo "  - check: ${verdict[$tree]:-?}"
+    echo "  - superblock features: ${features[$tree]:-?}"
+  done
+  echo
+  echo "| tree | tool | workers | cold median (s) | warm median (s) | warm CPU user+sys median (s) | peak RSS (MiB) | image (bytes) | size / mkfs.erofs |"
+  echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  for tree in $TREES; do
+    for v in "${VARIANTS[@]}"; do row "$tree" "${v%:*}" "${v#*:}"; done
+  done
+  echo
+  echo "Targets (issue): ishare's wall time ≤ mkfs.erofs's, image size ≤ 1.005× mkfs.erofs's."
+  echo
+  for tree in $TREES; do target "$tree"; done
+  for k in "${!failed[@]}"; do
+    echo
+    echo "$k failed: \`${failed[$k]}\`"
+  done
+  echo
+  echo "Wall times of each run (s):"
+  echo
+  for f in "$WORK"/log/*.cold "$WORK"/log/*.warm; do
+    [ -e "$f" ] || continue
+    echo "- $(basename "$f"): $(awk '{ printf "%s ", $1 }' "$f")"
+  done
+} >"$RESULTS"
+cat "$RESULTS"
+exit "$status"
