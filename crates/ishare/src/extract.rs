@@ -136,6 +136,10 @@ struct Extractor<'a> {
     links: HashMap<u64, Vec<u8>>,
 }
 
+/// Smaller files are finished by the walker itself: handing them to a worker costs
+/// more than writing them.
+const WORKER_MIN_SIZE: u64 = 64 << 10;
+
 /// A regular file created by the walker, for a worker to fill.
 struct Job {
     fd: OwnedFd,
@@ -325,10 +329,10 @@ impl Extractor<'_> {
                     path: path.to_vec(),
                 };
                 match &self.jobs {
-                    Some(tx) => tx
+                    Some(tx) if inode.size >= WORKER_MIN_SIZE => tx
                         .send(job)
                         .map_err(|_| anyhow::anyhow!("extraction workers stopped"))?,
-                    None => self.w.finish_file(&job)?,
+                    _ => self.w.finish_file(&job)?,
                 }
             }
             FileType::Symlink => {
