@@ -65,32 +65,61 @@ fn open_source(path: &Path) -> Result<File> {
 fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
     let n = &pass.tree.nodes[node];
     let p = &pass.layout.inodes[node];
-    let src = open_source(&n.path)?;
+    // A file from a tar archive is a range of the archive; others are files.
+    let opened;
+    let (src, base, src_path) = match n.archive_offset {
+        Some(off) => {
+            let a = pass
+                .tree
+                .archive
+                .as_ref()
+                .expect("tar nodes have their archive");
+            (&a.file, off, &a.name)
+        }
+        None => {
+            opened = open_source(&n.path)?;
+            (&opened, 0, &n.path)
+        }
+    };
+    let read_err = |e: std::io::Error| match n.archive_offset {
+        Some(off) => Error::io(
+            src_path,
+            "read",
+            std::io::Error::new(
+                e.kind(),
+                format!("the data of entry {} at byte {off}: {e}", n.path.display()),
+            ),
+        ),
+        None => Error::io(&n.path, "read", e),
+    };
     let size = p.size;
     let to_blocks = size - p.tail;
     let dst_off = u64::from(p.startblk) * pass.block_size;
     let short = || Error::Changed {
-        path: n.path.clone(),
-        what: format!("it is shorter than the {size} bytes it had"),
+        path: src_path.clone(),
+        what: match n.archive_offset {
+            Some(_) => format!("it ends inside the data of entry {}", n.path.display()),
+            None => format!("it is shorter than the {size} bytes it had"),
+        },
     };
     let write_err = |e| Error::io(pass.image_path, "write", e);
     let mut tail = Vec::with_capacity(p.tail as usize);
     let mut hasher = pass.hash.then(Sha256::new);
     let mut pos = 0u64;
     if hasher.is_none() && to_blocks > 0 {
-        pos = copy_range(&src, pass.image, dst_off, to_blocks).map_err(|e| match e {
-            CopyError::Src(e) => Error::io(&n.path, "read", e),
+        pos = copy_range(src, base, pass.image, dst_off, to_blocks).map_err(|e| match e {
+            CopyError::Src(e) => read_err(e),
             CopyError::Dst(e) => write_err(e),
         })?;
     }
     let mut buf = vec![0u8; (size - pos).min(BUF_SIZE as u64) as usize];
     while pos < size {
         let want = (size - pos).min(buf.len() as u64) as usize;
-        let got = match src.read_at(&mut buf[..want], pos) {
+        let got = match src.read_at(&mut buf[..want], base + pos) {
             Ok(0) => return Err(short()),
             Ok(k) => k,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(&n.path, "read", e)),
+            Err(e) => return Err(read_err(e)),
         };
         let chunk = &buf[..got];
         if let Some(h) = hasher.as_mut() {
@@ -119,19 +148,21 @@ enum CopyError {
     Dst(std::io::Error),
 }
 
-/// Copies `len` bytes from the start of `src` to `dst` at `dst_off` in the kernel.
+/// Copies `len` bytes from `src` at `src_off` to `dst` at `dst_off` in the kernel.
 /// Returns how many bytes were copied: fewer than `len` when `copy_file_range` is
 /// not available here, and the caller copies the rest itself.
 fn copy_range(
     src: &File,
+    src_off: u64,
     dst: &File,
     dst_off: u64,
     len: u64,
 ) -> std::result::Result<u64, CopyError> {
     use rustix::io::Errno;
-    let (mut off_in, mut off_out) = (0u64, dst_off);
-    while off_in < len {
-        let want = usize::try_from(len - off_in)
+    let (mut off_in, mut off_out) = (src_off, dst_off);
+    let end = src_off + len;
+    while off_in < end {
+        let want = usize::try_from(end - off_in)
             .unwrap_or(usize::MAX)
             .min(1 << 30);
         match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
@@ -139,7 +170,7 @@ fn copy_range(
             Ok(_) => {}
             Err(Errno::INTR) => {}
             Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP | Errno::PERM)
-                if off_in == 0 =>
+                if off_in == src_off =>
             {
                 break;
             }
@@ -149,5 +180,5 @@ fn copy_range(
             Err(e) => return Err(CopyError::Src(e.into())),
         }
     }
-    Ok(off_in)
+    Ok(off_in - src_off)
 }

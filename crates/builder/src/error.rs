@@ -47,6 +47,15 @@ pub enum Error {
         /// What changed.
         what: String,
     },
+    /// A tar archive that is corrupt or truncated, or holds an entry that cannot be
+    /// in an image (a path escaping the root, a name too long, ...).
+    #[error("{}: {what}", archive.display())]
+    Tar {
+        /// The archive as given (or `<stdin>`).
+        archive: PathBuf,
+        /// What is wrong, with the entry's path and the byte offset of its header.
+        what: String,
+    },
     /// The image would exceed a limit of the on-disk format.
     #[error("image too large: {0}")]
     TooLarge(String),

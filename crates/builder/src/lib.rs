@@ -1,10 +1,11 @@
-//! Builds uncompressed EROFS images from a directory, with page-cache-share
-//! fingerprints (`--xattr-inode-digest` of mkfs.erofs) on by default.
+//! Builds uncompressed EROFS images from a directory or a tar archive, with
+//! page-cache-share fingerprints (`--xattr-inode-digest` of mkfs.erofs) on by default.
 //!
-//! The build runs in phases: scan the source into memory (`scan`), plan xattrs
-//! (`xattr`) and directories (`dir`), place every inode and data block
-//! (`layout`), copy and hash file data on all workers (`data`), then serialize
-//! the metadata and commit the image (`writer`). The layout is fixed before any
+//! The build runs in phases: scan the source into memory (`scan`; for tar input
+//! `tarball`, which indexes the archive and leaves each file's data where it is in
+//! it), plan xattrs (`xattr`) and directories (`dir`), place every inode and data
+//! block (`layout`), copy and hash file data on all workers (`data`), then
+//! serialize the metadata and commit the image (`writer`). The layout is fixed before any
 //! data is read, so the output depends only on the tree and the options.
 
 #![deny(missing_docs)]
@@ -15,6 +16,7 @@ mod error;
 mod layout;
 mod options;
 mod scan;
+mod tarball;
 mod writer;
 mod xattr;
 
@@ -22,4 +24,5 @@ pub use error::{Error, Result};
 pub use options::{
     BuildOptions, DEFAULT_FINGERPRINT_NAME, DEFAULT_XATTR_TOLERANCE, InodeVersion, TimePolicy,
 };
-pub use writer::{BuildReport, build};
+pub use tarball::TarInput;
+pub use writer::{BuildReport, build, build_tar};

@@ -75,6 +75,11 @@ pub struct BuildOptions {
     pub fingerprint: Option<Vec<u8>>,
     /// Threads for scanning, hashing and copying; 0 = one per CPU.
     pub workers: usize,
+    /// Tar input only (`--aufs`): convert OCI/AUFS whiteouts as erofs-utils does,
+    /// `.wh.NAME` to a 0:0 character device NAME (its directory gets an empty
+    /// `trusted.overlay.origin`) and `.wh..wh..opq` to `trusted.overlay.opaque=y`
+    /// on its directory.
+    pub aufs: bool,
 }
 
 impl Default for BuildOptions {
@@ -99,11 +104,32 @@ impl Default for BuildOptions {
             sb_checksum: true,
             fingerprint: Some(DEFAULT_FINGERPRINT_NAME.as_bytes().to_vec()),
             workers: 0,
+            aufs: false,
         }
     }
 }
 
 impl BuildOptions {
+    /// Whether the entry at `rel` (relative to the source root, no leading `/`) is
+    /// left out by `--exclude-path` or `--exclude-regex`.
+    pub(crate) fn excluded(&self, rel: &[u8]) -> bool {
+        self.exclude_paths
+            .iter()
+            .any(|p| p.strip_prefix(b"/").unwrap_or(p) == rel)
+            || self.exclude_regexes.iter().any(|r| r.is_match(rel))
+    }
+
+    /// An mtime after the time policy.
+    pub(crate) fn mtime(&self, mtime: i64, nsec: u32) -> (i64, u32) {
+        let build = i64::try_from(self.build_time).unwrap_or(i64::MAX);
+        match self.time_policy {
+            TimePolicy::Keep => (mtime, nsec),
+            TimePolicy::Fixed => (build, 0),
+            TimePolicy::Clamp if mtime >= build => (build, 0),
+            TimePolicy::Clamp => (mtime, nsec),
+        }
+    }
+
     /// log2 of the block size, after checking it.
     pub(crate) fn blkszbits(&self) -> Result<u8> {
         let bs = self.block_size;

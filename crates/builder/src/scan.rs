@@ -16,7 +16,7 @@ use ishare_erofs::format::{NAME_LEN, encode_dev};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::options::{BuildOptions, TimePolicy};
+use crate::options::BuildOptions;
 
 /// One inode of the tree.
 #[derive(Debug)]
@@ -38,6 +38,9 @@ pub(crate) struct Node {
     pub rdev: u32,
     /// Extended attributes (full name, value), sorted by name.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Regular files from a tar archive: where their data starts in it
+    /// ([`Tree::archive`]); `None` = read `path`.
+    pub archive_offset: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -57,6 +60,17 @@ pub(crate) enum Kind {
 #[derive(Debug)]
 pub(crate) struct Tree {
     pub nodes: Vec<Node>,
+    /// The (uncompressed) tar archive that holds the data of nodes with an
+    /// `archive_offset`.
+    pub archive: Option<Archive>,
+}
+
+/// An uncompressed tar archive, the data source of a tree built from tar input.
+#[derive(Debug)]
+pub(crate) struct Archive {
+    pub file: std::fs::File,
+    /// For messages: the archive as the user named it.
+    pub name: PathBuf,
 }
 
 /// An entry as listed, before hard links are merged and inodes numbered.
@@ -74,14 +88,6 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn excluded(&self, rel: &[u8]) -> bool {
-        self.opts
-            .exclude_paths
-            .iter()
-            .any(|p| p.strip_prefix(b"/").unwrap_or(p) == rel)
-            || self.opts.exclude_regexes.iter().any(|r| r.is_match(rel))
-    }
-
     fn read_entry(&self, name: Vec<u8>, path: PathBuf, rel: &[u8]) -> Result<Raw> {
         let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, "stat", e))?;
         let xattrs = if self.opts.xattr_tolerance < 0 {
@@ -135,7 +141,7 @@ impl Ctx<'_> {
                     sub.push(b'/');
                 }
                 sub.extend_from_slice(&name);
-                if self.excluded(&sub) {
+                if self.opts.excluded(&sub) {
                     return None;
                 }
                 let path = dir.join(OsStr::from_bytes(&name));
@@ -150,14 +156,7 @@ impl Ctx<'_> {
             path: raw.path.clone(),
             what: format!("mode {:#o} does not fit 16 bits", m.mode()),
         })?;
-        let (mut mtime, mut mtime_nsec) = (m.mtime(), m.mtime_nsec() as u32);
-        let build = i64::try_from(self.opts.build_time).unwrap_or(i64::MAX);
-        match self.opts.time_policy {
-            TimePolicy::Keep => {}
-            TimePolicy::Fixed => (mtime, mtime_nsec) = (build, 0),
-            TimePolicy::Clamp if mtime >= build => (mtime, mtime_nsec) = (build, 0),
-            TimePolicy::Clamp => {}
-        }
+        let (mtime, mtime_nsec) = self.opts.mtime(m.mtime(), m.mtime_nsec() as u32);
         let rdev = if matches!(kind, Kind::Special) {
             let (major, minor) = (rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev()));
             if major > 0xfff || minor > 0xf_ffff {
@@ -182,6 +181,7 @@ impl Ctx<'_> {
             size: if m.file_type().is_file() { m.size() } else { 0 },
             rdev,
             xattrs: raw.xattrs.clone(),
+            archive_offset: None,
         })
     }
 }
@@ -270,7 +270,10 @@ pub(crate) fn scan(source: &Path, opts: &BuildOptions) -> Result<Tree> {
             *e = entries;
         }
     }
-    Ok(Tree { nodes })
+    Ok(Tree {
+        nodes,
+        archive: None,
+    })
 }
 
 /// Reads every xattr of `path` (not following symlinks), sorted by name. Xattrs that

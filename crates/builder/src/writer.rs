@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::layout::{Layout, Placed, layout};
 use crate::options::BuildOptions;
 use crate::scan::{Kind, Node, Tree, scan};
+use crate::tarball::TarInput;
 use crate::xattr::{FINGERPRINT_LEN, Prefixes};
 
 /// What a build produced.
@@ -42,6 +43,27 @@ const SCAN_STACK_SIZE: usize = 64 << 20;
 
 /// Builds an EROFS image of directory `source` at `image`.
 pub fn build(source: &Path, image: &Path, opts: &BuildOptions) -> Result<BuildReport> {
+    in_pool(opts, || {
+        let tree = scan(source, opts)?;
+        finish(tree, image, opts)
+    })
+}
+
+/// Builds an EROFS image of a tar archive (`mkfs.erofs --tar=f`) at `image`.
+///
+/// The archive may be compressed with gzip, zstd or xz (detected by magic bytes).
+/// An uncompressed archive in a regular file is indexed in place and file data is
+/// copied from its ranges; any other input is first decompressed into an unnamed
+/// temporary file in the image's directory, which goes away with the build.
+pub fn build_tar(input: &TarInput, image: &Path, opts: &BuildOptions) -> Result<BuildReport> {
+    in_pool(opts, || {
+        let tree = crate::tarball::index(input, image, opts)?;
+        finish(tree, image, opts)
+    })
+}
+
+/// Runs `f` on a pool of `opts.workers` threads, after checking the options.
+fn in_pool<T: Send>(opts: &BuildOptions, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     opts.validate()?;
     // The scan recurses once per directory level on the workers' stacks.
     let pool = rayon::ThreadPoolBuilder::new()
@@ -49,13 +71,13 @@ pub fn build(source: &Path, image: &Path, opts: &BuildOptions) -> Result<BuildRe
         .stack_size(SCAN_STACK_SIZE)
         .build()
         .map_err(|e| Error::InvalidOption(format!("cannot start {} workers: {e}", opts.workers)))?;
-    pool.install(|| build_in_pool(source, image, opts))
+    pool.install(f)
 }
 
-fn build_in_pool(source: &Path, image: &Path, opts: &BuildOptions) -> Result<BuildReport> {
+/// Plans, writes and commits the image of a scanned tree.
+fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildReport> {
     let bits = opts.blkszbits()?;
     let bs = u64::from(opts.block_size);
-    let mut tree = scan(source, opts)?;
     let prefixes = Prefixes::new(opts)?;
     let shared_start = SUPER_OFFSET + SB_SIZE;
     let xplan = crate::xattr::plan(&mut tree, &prefixes, opts, shared_start)?;

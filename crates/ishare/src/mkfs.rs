@@ -1,5 +1,6 @@
-//! `ishare mkfs`: build an uncompressed EROFS image from a directory, with
-//! page-cache-share fingerprints on by default. Options are named as mkfs.erofs's.
+//! `ishare mkfs`: build an uncompressed EROFS image from a directory or a tar
+//! archive, with page-cache-share fingerprints on by default. Options are named as
+//! mkfs.erofs's.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -7,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use ishare_builder::{BuildOptions, DEFAULT_FINGERPRINT_NAME, InodeVersion, TimePolicy};
+use ishare_builder::{BuildOptions, DEFAULT_FINGERPRINT_NAME, InodeVersion, TarInput, TimePolicy};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -69,12 +70,21 @@ pub struct Args {
     /// Print nothing on success.
     #[arg(long)]
     quiet: bool,
+    /// SOURCE is a tar archive (`-` = standard input), uncompressed or compressed
+    /// with gzip, zstd or xz (detected). MODE `f` (full image) is the only one.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "f")]
+    tar: Option<String>,
+    /// With --tar: convert AUFS/OCI whiteouts as mkfs.erofs does (`.wh.NAME` to a
+    /// 0:0 character device, `.wh..wh..opq` to trusted.overlay.opaque=y).
+    #[arg(long, requires = "tar")]
+    aufs: bool,
     /// Compression (not supported yet).
     #[arg(short = 'z', value_name = "ALGORITHM")]
     compression: Option<String>,
     /// The image file to create.
     image: PathBuf,
-    /// The source directory.
+    /// The source directory; with --tar, the tar archive or `-` for standard input.
     source: PathBuf,
 }
 
@@ -84,8 +94,21 @@ pub fn run(a: Args) -> Result<()> {
     }
     let opts = options(&a)?;
     let start = Instant::now();
-    let r = ishare_builder::build(&a.source, &a.image, &opts)
-        .with_context(|| format!("building {}", a.image.display()))?;
+    let r = match a.tar.as_deref() {
+        None => ishare_builder::build(&a.source, &a.image, &opts),
+        Some("f") => {
+            let input = if a.source.as_os_str() == "-" {
+                TarInput::Stdin
+            } else {
+                TarInput::Path(a.source.clone())
+            };
+            ishare_builder::build_tar(&input, &a.image, &opts)
+        }
+        Some(m) => {
+            bail!("--tar={m}: only --tar=f (a full image holding the file data) is supported")
+        }
+    }
+    .with_context(|| format!("building {}", a.image.display()))?;
     if !a.quiet {
         println!(
             "{}: {} inodes, {} blocks of {} bytes ({} bytes); {} files, {} bytes of data, {} fingerprints; {:.2}s",
@@ -109,6 +132,7 @@ fn options(a: &Args) -> Result<BuildOptions> {
         workers: a.workers,
         force_uid: a.force_uid,
         force_gid: a.force_gid,
+        aufs: a.aufs,
         ..BuildOptions::default()
     };
     // -T beats SOURCE_DATE_EPOCH; without either the build time is now.
@@ -309,6 +333,19 @@ mod tests {
         }
         let r = random_uuid().unwrap();
         assert_eq!(r[6] >> 4, 4);
+    }
+
+    #[test]
+    fn tar_options() {
+        let cli = Cli::try_parse_from(["mkfs", "--tar=f", "--aufs", "img", "-"]).unwrap();
+        assert_eq!(cli.args.tar.as_deref(), Some("f"));
+        assert!(options(&cli.args).unwrap().aufs);
+        let cli = Cli::try_parse_from(["mkfs", "--tar", "img", "x.tar"]).unwrap();
+        assert_eq!(cli.args.tar.as_deref(), Some("f"));
+        assert!(Cli::try_parse_from(["mkfs", "--aufs", "img", "dir"]).is_err());
+        let cli = Cli::try_parse_from(["mkfs", "--tar=i", "img", "x.tar"]).unwrap();
+        let e = run(cli.args).unwrap_err().to_string();
+        assert!(e.contains("only --tar=f"), "{e}");
     }
 
     #[test]

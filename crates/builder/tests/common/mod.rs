@@ -54,6 +54,17 @@ pub fn fsck_194() -> PathBuf {
     eu194("fsck.erofs")
 }
 
+/// A program from PATH (tar, gzip, zstd, xz, ...); missing = a failure, never a skip.
+pub fn host_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is missing: run scripts/install-deps.sh (it installs it from Debian)")
+        })
+}
+
 pub fn fsck_15() -> PathBuf {
     require_tool(PathBuf::from("/usr/bin/fsck.erofs"))
 }
