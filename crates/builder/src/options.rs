@@ -67,7 +67,7 @@ pub struct BuildOptions {
     pub inline_data: bool,
     /// Inode version choice.
     pub inode_version: InodeVersion,
-    /// Store the per-inode xattr name bloom filter.
+    /// Store the per-inode xattr name bloom filter (`-E xattr-name-filter`, default on).
     pub xattr_name_filter: bool,
     /// Store the superblock CRC32C.
     pub sb_checksum: bool,
@@ -100,7 +100,8 @@ impl Default for BuildOptions {
             chunk_indexes: false,
             inline_data: true,
             inode_version: InodeVersion::Auto,
-            xattr_name_filter: false,
+            // On by default, as in mkfs.erofs 1.9 (`-E ^xattr-name-filter` turns it off).
+            xattr_name_filter: true,
             sb_checksum: true,
             fingerprint: Some(DEFAULT_FINGERPRINT_NAME.as_bytes().to_vec()),
             workers: 0,
