@@ -28,6 +28,8 @@ pub(crate) struct DataPass<'a> {
     pub block_size: u64,
     /// Compute SHA-256 fingerprints.
     pub hash: bool,
+    /// Progress receiver.
+    pub progress: Option<&'a dyn crate::options::Progress>,
 }
 
 /// Copies every regular file; returns each node's SHA-256 (`None` for nodes that are
@@ -38,10 +40,22 @@ pub(crate) fn copy_all(pass: &DataPass<'_>) -> Result<Vec<Option<[u8; 32]>>> {
             matches!(pass.tree.nodes[i].kind, Kind::File) && pass.layout.inodes[i].size > 0
         })
         .collect();
+    if let Some(p) = pass.progress {
+        p.start(files.iter().map(|&i| pass.layout.inodes[i].size).sum());
+    }
     let digests: Vec<(usize, Option<[u8; 32]>)> = files
         .into_par_iter()
-        .map(|i| copy_one(pass, i).map(|d| (i, d)))
+        .map(|i| {
+            let d = copy_one(pass, i)?;
+            if let Some(p) = pass.progress {
+                p.advance(pass.layout.inodes[i].size);
+            }
+            Ok((i, d))
+        })
         .collect::<Result<_>>()?;
+    if let Some(p) = pass.progress {
+        p.finish();
+    }
     let mut out = vec![None; pass.tree.nodes.len()];
     for (i, d) in digests {
         out[i] = d;

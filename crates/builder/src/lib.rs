@@ -22,7 +22,8 @@ mod xattr;
 
 pub use error::{Error, Result};
 pub use options::{
-    BuildOptions, DEFAULT_FINGERPRINT_NAME, DEFAULT_XATTR_TOLERANCE, InodeVersion, TimePolicy,
+    BuildOptions, DEFAULT_FINGERPRINT_NAME, DEFAULT_XATTR_TOLERANCE, InodeVersion, Progress,
+    TimePolicy,
 };
 pub use tarball::TarInput;
 pub use writer::{BuildReport, build, build_tar};

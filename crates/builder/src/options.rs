@@ -1,5 +1,7 @@
 //! What a build does: the library's counterpart of `mkfs.erofs`'s options.
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
 
 /// Default name of the page-cache-share fingerprint xattr, as erofs-utils 1.9.2+.
@@ -80,6 +82,18 @@ pub struct BuildOptions {
     /// `trusted.overlay.origin`) and `.wh..wh..opq` to `trusted.overlay.opaque=y`
     /// on its directory.
     pub aufs: bool,
+    /// Told how far the data pass is (for a progress bar).
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+/// Receives the progress of the data pass, which dominates a build's time.
+pub trait Progress: Send + Sync + std::fmt::Debug {
+    /// The pass starts: `total` bytes of file data will be copied.
+    fn start(&self, total: u64);
+    /// `bytes` more bytes were copied (called from worker threads).
+    fn advance(&self, bytes: u64);
+    /// The pass is over.
+    fn finish(&self);
 }
 
 impl Default for BuildOptions {
@@ -106,6 +120,7 @@ impl Default for BuildOptions {
             fingerprint: Some(DEFAULT_FINGERPRINT_NAME.as_bytes().to_vec()),
             workers: 0,
             aufs: false,
+            progress: None,
         }
     }
 }

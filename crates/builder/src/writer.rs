@@ -103,6 +103,7 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         image_path: out.path(),
         block_size: bs,
         hash: prefixes.fingerprint.is_some(),
+        progress: opts.progress.as_deref(),
     };
     let digests = copy_all(&pass)?;
 

@@ -92,7 +92,11 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(z) = &a.compression {
         bail!("-z {z}: compression is not supported yet; leave out -z for an uncompressed image");
     }
-    let opts = options(&a)?;
+    let mut opts = options(&a)?;
+    // A progress bar only for a person watching: on a terminal and not --quiet.
+    if !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        opts.progress = Some(std::sync::Arc::new(Bar(indicatif::ProgressBar::hidden())));
+    }
     let start = Instant::now();
     let r = match a.tar.as_deref() {
         None => ishare_builder::build(&a.source, &a.image, &opts),
@@ -124,6 +128,30 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The data pass's progress on standard error.
+#[derive(Debug)]
+struct Bar(indicatif::ProgressBar);
+
+impl ishare_builder::Progress for Bar {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+        self.0.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {bytes}/{total_bytes} [{wide_bar}] {binary_bytes_per_sec} {eta}",
+            )
+            .expect("valid template"),
+        );
+        self.0
+            .set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    }
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
 }
 
 fn options(a: &Args) -> Result<BuildOptions> {
