@@ -12,11 +12,14 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use ishare_erofs::format::{NAME_LEN, encode_dev};
+use ishare_erofs::format::{NAME_LEN, S_IFCHR, S_IFMT, encode_dev};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::options::BuildOptions;
+
+/// Marks an overlayfs directory as copied up (set on directories holding whiteouts).
+pub(crate) const OVL_ORIGIN: &[u8] = b"trusted.overlay.origin";
 
 /// One inode of the tree.
 #[derive(Debug)]
@@ -266,7 +269,19 @@ pub(crate) fn scan(source: &Path, opts: &BuildOptions) -> Result<Tree> {
             nodes.push(node);
             entries.push((raw.name, idx));
         }
-        if let Kind::Dir { entries: e, .. } = &mut nodes[dir].kind {
+        // As mkfs.erofs: a directory holding an overlayfs whiteout (a 0:0 character
+        // device) is marked copied-up, so overlayfs does not expose the whiteouts when
+        // it iterates the directory directly.
+        let whiteout = entries.iter().any(|&(_, i)| {
+            let n: &Node = &nodes[i];
+            matches!(n.kind, Kind::Special) && n.mode & S_IFMT == S_IFCHR && n.rdev == 0
+        });
+        let d = &mut nodes[dir];
+        if whiteout && !d.xattrs.iter().any(|(k, _)| k == OVL_ORIGIN) {
+            let at = d.xattrs.partition_point(|(k, _)| k.as_slice() < OVL_ORIGIN);
+            d.xattrs.insert(at, (OVL_ORIGIN.to_vec(), Vec::new()));
+        }
+        if let Kind::Dir { entries: e, .. } = &mut d.kind {
             *e = entries;
         }
     }

@@ -36,7 +36,7 @@ use ishare_erofs::format::{NAME_LEN, encode_dev};
 
 use crate::error::{Error, Result};
 use crate::options::BuildOptions;
-use crate::scan::{Archive, Kind, Node, Tree};
+use crate::scan::{Archive, Kind, Node, OVL_ORIGIN, Tree};
 
 /// Where a tar archive comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +69,6 @@ const S_IFIFO: u16 = 0o010000;
 const WH_PREFIX: &[u8] = b".wh.";
 const WH_OPAQUE: &[u8] = b".wh..wh..opq";
 const OVL_OPAQUE: &[u8] = b"trusted.overlay.opaque";
-const OVL_ORIGIN: &[u8] = b"trusted.overlay.origin";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Compression {
