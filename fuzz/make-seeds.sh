@@ -80,6 +80,17 @@ if [ $small = 1 ]; then
   mk194 chunkidx-512 -b512 --chunksize=4096 -Eforce-chunk-indexes
   mk194 chunkmap-512 -b512 --chunksize=512
   mk15 mkfs15-4k
+  # Compressed seeds (issue 4): one per algorithm and cluster layout, with a file of
+  # compressible text added to the tree (after the uncompressed seeds, which stay as
+  # they were).
+  for i in $(seq 1 150); do echo "erofs cluster $((i % 7)) extent page $((i % 3))"; done > "$tree/text.txt"
+  mk194 z-lz4hc-512 -b512 -zlz4hc --xattr-inode-digest
+  mk194 z-lzma-512 -b512 -zlzma -C2048
+  mk194 z-deflate-512-frag -b512 -zdeflate -C1024 -Efragments,dedupe
+  mk194 z-zstd-512-allfrag -b512 -zzstd -Eall-fragments
+  mk194 z-lz4-512-legacy -b512 -zlz4 -C1024 -Elegacy-compress
+  mk194 z-lz4hc-512-extents -b512 -zlz4hc -E48bit
+  mk194 z-lz4hc-1k-ztail -b1024 -zlz4hc -Eztailpacking
 else
   mk194 xattrs-4k "${xattr_opts[@]}"
   mk194 xattrs-512 -b512 "${xattr_opts[@]}"

@@ -12,6 +12,7 @@ use libfuzzer_sys::fuzz_target;
 /// Paths of the seed tree (`make-seeds.sh`), so mutations of the seeds reach them.
 const PATHS: &[&[u8]] = &[
     b"/big.bin",
+    b"/text.txt",
     b"/bigdir/entry-150",
     b"/bigdir/entry-15",
     b"/sub/subsub/deep",

@@ -200,6 +200,18 @@ impl Image {
                     self.device_file(device, offset + (pos - ext.logical), end - pos)?;
                     pos = end;
                 }
+                // Without reading, a pcluster must at least lie inside the image
+                // (fragments are checked when the packed inode is read).
+                ExtentKind::Compressed(p) if !read => {
+                    if p.inline {
+                        self.check_range(p.offset, u64::from(p.len))
+                            .map_err(|e| e.at_nid(ino.nid))?;
+                    } else {
+                        self.device_file(0, p.offset, u64::from(p.len))?;
+                    }
+                    pos = end;
+                }
+                ExtentKind::Fragment { .. } if !read => pos = end,
                 _ => {
                     while pos < end {
                         let n = ((end - pos) as usize).min(buf.len());

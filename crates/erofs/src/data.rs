@@ -3,10 +3,11 @@
 
 use zerocopy::FromBytes;
 
-use crate::error::{ErrorKind, Result};
+use crate::error::Result;
 use crate::format::*;
 use crate::image::Image;
 use crate::inode::{DataLayout, Inode};
+use crate::zmap::Pcluster;
 
 /// Where a run of file bytes lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,14 @@ pub enum ExtentKind {
     /// In the metadata area of the primary device at byte `offset` (inline tail).
     Inline {
         /// Byte offset on the primary device.
+        offset: u64,
+    },
+    /// Encoded in a pcluster (compressed inodes): read it with [`Image::read_at`].
+    Compressed(Pcluster),
+    /// In the packed inode (a fragment), from byte `offset` of its data: read it
+    /// with [`Image::read_at`].
+    Fragment {
+        /// Byte offset in the packed inode's data of the extent's first byte.
         offset: u64,
     },
 }
@@ -44,19 +53,31 @@ const MAX_CHUNKS_PER_MAP: u64 = 512;
 
 impl Image {
     /// Maps logical byte `pos` (< size) of `inode` to the extent that contains it.
+    ///
+    /// In compressed inodes, uncompressed pclusters show as `Mapped` or `Inline`
+    /// bytes, compressed ones as `Compressed` (with their whole decoded length), and
+    /// tails stored in the packed inode as `Fragment`.
     pub fn map(&self, inode: &Inode, pos: u64) -> Result<Extent> {
-        self.map_inner(inode, pos).map_err(|e| e.at_nid(inode.nid))
+        self.map_inner(inode, pos, false)
+            .map_err(|e| e.at_nid(inode.nid))
     }
 
-    fn map_inner(&self, inode: &Inode, pos: u64) -> Result<Extent> {
+    /// Like [`Image::map`], but every pcluster of a compressed inode, uncompressed
+    /// ones included, shows as `Compressed` (for listing extents, `dump -e`).
+    pub fn map_raw(&self, inode: &Inode, pos: u64) -> Result<Extent> {
+        self.map_inner(inode, pos, true)
+            .map_err(|e| e.at_nid(inode.nid))
+    }
+
+    fn map_inner(&self, inode: &Inode, pos: u64, raw: bool) -> Result<Extent> {
         if pos >= inode.size {
             return Err(self.corrupt(format!("map past end of file: {pos} >= {}", inode.size)));
         }
         let bs = u64::from(self.sb.block_size());
         match inode.layout {
-            DataLayout::CompressedFull | DataLayout::CompressedCompact => Err(self.err(
-                ErrorKind::Unsupported("compressed inode, not supported yet".into()),
-            )),
+            DataLayout::CompressedFull | DataLayout::CompressedCompact => {
+                self.map_compressed(inode, pos, raw)
+            }
             DataLayout::FlatPlain | DataLayout::FlatInline => {
                 let tail_inline = inode.layout == DataLayout::FlatInline;
                 if !tail_inline && inode.startblk == NULL_ADDR {
@@ -170,6 +191,11 @@ impl Image {
     /// Reads file bytes at `pos` into `buf`; returns the count read (short only at
     /// end of file).
     pub fn read_at(&self, inode: &Inode, pos: u64, buf: &mut [u8]) -> Result<usize> {
+        if inode.layout.is_compressed() {
+            return self
+                .read_compressed(inode, pos, buf)
+                .map_err(|e| e.at_nid(inode.nid));
+        }
         let want = (buf.len() as u64).min(inode.size.saturating_sub(pos)) as usize;
         let mut done = 0;
         while done < want {
@@ -186,6 +212,9 @@ impl Image {
                 ExtentKind::Inline { offset } => self
                     .read_meta(out, offset + skip)
                     .map_err(|e| e.at_nid(inode.nid))?,
+                ExtentKind::Compressed(_) | ExtentKind::Fragment { .. } => {
+                    unreachable!("only compressed inodes have these")
+                }
             }
             done += n;
         }

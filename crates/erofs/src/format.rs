@@ -460,3 +460,134 @@ pub const S_IFDIR: u16 = 0o040000;
 pub const S_IFCHR: u16 = 0o020000;
 /// Fifo.
 pub const S_IFIFO: u16 = 0o010000;
+
+// ---------------------------------------------------------------------------------------------
+// Compression (layouts COMPRESSED_FULL and COMPRESSED_COMPACT)
+// ---------------------------------------------------------------------------------------------
+
+/// Largest encoded size of a physical cluster (pcluster).
+pub const PCLUSTER_MAX_SIZE: u64 = 1024 * 1024;
+/// Largest decoded size of a physical cluster (one extent).
+pub const PCLUSTER_MAX_DSIZE: u64 = 12 * 1024 * 1024;
+
+/// Algorithm id: LZ4 (also LZ4HC output).
+pub const COMPRESSION_LZ4: u8 = 0;
+/// Algorithm id: MicroLZMA.
+pub const COMPRESSION_LZMA: u8 = 1;
+/// Algorithm id: raw DEFLATE.
+pub const COMPRESSION_DEFLATE: u8 = 2;
+/// Algorithm id: Zstandard.
+pub const COMPRESSION_ZSTD: u8 = 3;
+/// Number of algorithm ids.
+pub const COMPRESSION_MAX: u8 = 4;
+/// Bitmap of every known algorithm.
+pub const ALL_COMPR_ALGS: u16 = (1 << COMPRESSION_MAX) - 1;
+
+/// Largest MicroLZMA dictionary a config may ask for.
+pub const LZMA_MAX_DICT_SIZE: u32 = 8 * PCLUSTER_MAX_SIZE as u32;
+/// Largest Zstandard window (log2) a config may ask for: 1 MiB.
+pub const ZSTD_MAX_WINDOWLOG: u8 = 20;
+
+/// Map header advise (compact layout): 2-byte packs are used.
+pub const ADVISE_COMPACTED_2B: u16 = 0x0001;
+/// Map header advise (full layout): extent records instead of lcluster indexes.
+pub const ADVISE_EXTENTS: u16 = 0x0001;
+/// Map header advise: HEAD1 pclusters may span several blocks.
+pub const ADVISE_BIG_PCLUSTER_1: u16 = 0x0002;
+/// Map header advise: HEAD2 (and PLAIN) pclusters may span several blocks.
+pub const ADVISE_BIG_PCLUSTER_2: u16 = 0x0004;
+/// Map header advise: the tail pcluster is inline after the indexes (ztailpacking).
+pub const ADVISE_INLINE_PCLUSTER: u16 = 0x0008;
+/// Map header advise: uncompressed pclusters are stored rotated (interlaced).
+pub const ADVISE_INTERLACED_PCLUSTER: u16 = 0x0010;
+/// Map header advise: the tail extent is a fragment in the packed inode.
+pub const ADVISE_FRAGMENT_PCLUSTER: u16 = 0x0020;
+/// Map header advise: position of the extent record size code (extent layout).
+pub const ADVISE_EXTRECSZ_BIT: u16 = 1;
+/// Map header advise: mask of the extent record size code.
+pub const ADVISE_EXTRECSZ_MASK: u16 = 0x3;
+/// Bit of `h_clusterbits`: the whole file is a fragment in the packed inode.
+pub const FRAGMENT_INODE_BIT: u8 = 7;
+
+/// Lcluster type: head of an uncompressed (plain) pcluster.
+pub const LCLUSTER_TYPE_PLAIN: u8 = 0;
+/// Lcluster type: head of a pcluster compressed with the HEAD1 algorithm.
+pub const LCLUSTER_TYPE_HEAD1: u8 = 1;
+/// Lcluster type: continues the extent of an earlier head.
+pub const LCLUSTER_TYPE_NONHEAD: u8 = 2;
+/// Lcluster type: head of a pcluster compressed with the HEAD2 algorithm.
+pub const LCLUSTER_TYPE_HEAD2: u8 = 3;
+
+/// Full index `di_advise`: mask of the lcluster type.
+pub const LI_LCLUSTER_TYPE_MASK: u16 = 0x3;
+/// Full index `di_advise` (heads): the pcluster is only partially referenced.
+pub const LI_PARTIAL_REF: u16 = 1 << 15;
+/// Full index `di_advise` (heads): the pcluster is a hole.
+pub const LI_HOLE: u16 = 1 << 14;
+/// First NONHEAD `delta[0]`: flag that the rest is the pcluster's block count.
+pub const LI_D0_CBLKCNT: u16 = 1 << 11;
+
+/// Extent record `plen`: the pcluster is only partially referenced.
+pub const EXTENT_PLEN_PARTIAL: u32 = 1 << 27;
+/// Extent record `plen`: position of the format (0 = plain, n = algorithm n − 1).
+pub const EXTENT_PLEN_FMT_BIT: u32 = 28;
+/// Extent record `plen`: mask of the encoded length.
+pub const EXTENT_PLEN_MASK: u32 = ((PCLUSTER_MAX_SIZE as u32) << 1) - 1;
+
+/// The 8-byte map header of a compressed inode, at `round_up(inode end, 8)`.
+#[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct MapHeader {
+    /// 0x00: `h_fragmentoff`, or {reserved u16, `h_idata_size` u16}, or the low 32
+    /// bits of the extent count.
+    pub h_u: U32,
+    /// 0x04: `ADVISE_*` bits.
+    pub h_advise: U16,
+    /// 0x06: algorithm of HEAD1 (low nibble) and HEAD2 (high nibble) lclusters.
+    pub h_algorithmtype: u8,
+    /// 0x07: lcluster size shift over the block size (bits 0–3); bit 7: the whole
+    /// file is a fragment.
+    pub h_clusterbits: u8,
+}
+
+/// An 8-byte full (non-compact) lcluster index.
+#[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct LclusterIndex {
+    /// 0x00: type (bits 0–1) and `LI_*` flags.
+    pub di_advise: U16,
+    /// 0x02: where the extent starts inside this lcluster (heads).
+    pub di_clusterofs: U16,
+    /// 0x04: heads: start block of the pcluster; NONHEAD: `delta[0]` (low 16 bits,
+    /// distance back to the head) and `delta[1]` (high 16 bits, distance to the next
+    /// head).
+    pub di_u: U32,
+}
+
+/// A compressed extent record (extent layout; only the first 4, 8, 16 or 32 bytes
+/// are stored, per `ADVISE_EXTRECSZ`).
+#[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct ZExtentRecord {
+    /// 0x00: encoded length, `EXTENT_PLEN_PARTIAL` and the format.
+    pub plen: U32,
+    /// 0x04: physical byte offset (low 32 bits).
+    pub pstart_lo: U32,
+    /// 0x08: physical byte offset (high 32 bits).
+    pub pstart_hi: U32,
+    /// 0x0C: logical byte offset (low 32 bits).
+    pub lstart_lo: U32,
+    /// 0x10: logical byte offset (high 32 bits).
+    pub lstart_hi: U32,
+    /// 0x14: reserved.
+    pub reserved: [u8; 12],
+}
+
+/// Size of the map header plus the padding before full lcluster indexes.
+pub const FULL_INDEX_PAD: u64 = 8;
+
+const _: () = {
+    assert!(size_of::<MapHeader>() == 8);
+    assert!(size_of::<LclusterIndex>() == 8);
+    assert!(size_of::<ZExtentRecord>() == 32);
+};

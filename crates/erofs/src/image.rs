@@ -3,13 +3,16 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use zerocopy::FromBytes;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::*;
+use crate::inode::Inode;
 use crate::source::ReadAt;
+use crate::zdata::ZCache;
+use crate::zmap::CompressionInfo;
 
 /// An extra device (blob) of a multi-device image.
 #[derive(Debug, Clone)]
@@ -71,6 +74,8 @@ pub struct SuperInfo {
     pub ishare_xattr_prefix_id: Option<u8>,
     /// NID of the packed inode when it exists.
     pub packed_nid: Option<u64>,
+    /// Compression settings (algorithms and their configuration records).
+    pub compression: CompressionInfo,
 }
 
 impl SuperInfo {
@@ -123,6 +128,10 @@ pub struct Image {
     pub(crate) device_id_mask: u16,
     pub(crate) prefixes: Vec<LongPrefix>,
     cache: Mutex<MetaCache>,
+    /// The packed inode (fragments), read on first use.
+    pub(crate) packed: OnceLock<Inode>,
+    /// Recently decoded compressed extents.
+    pub(crate) zcache: Mutex<ZCache>,
 }
 
 /// Number of metadata blocks kept in memory (direct-mapped by block number).
@@ -191,7 +200,10 @@ impl Image {
             cache: Mutex::new(MetaCache {
                 slots: vec![None; META_CACHE_BLOCKS],
             }),
+            packed: OnceLock::new(),
+            zcache: Mutex::new(ZCache::default()),
         };
+        img.sb.compression = img.read_compression_info()?;
         img.scan_devices(devices)?;
         img.prefixes = img.read_prefixes()?;
         Ok(img)
@@ -610,5 +622,6 @@ fn read_superblock(name: &Arc<str>, src: &dyn ReadAt, size: u64) -> Result<Super
         sb_size,
         ishare_xattr_prefix_id: ishare,
         packed_nid,
+        compression: CompressionInfo::default(),
     })
 }

@@ -1,11 +1,14 @@
 //! Inodes: locating one by NID, decoding compact and extended inodes with the
 //! kernel's rules, and symlink targets.
 
+use std::sync::OnceLock;
+
 use zerocopy::FromBytes;
 
 use crate::error::{ErrorKind, Result};
 use crate::format::*;
 use crate::image::Image;
+use crate::zmap::ZInfo;
 
 /// How an inode's data is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +156,8 @@ pub struct Inode {
     pub(crate) startblk: u64,
     /// Chunk format bits (chunk-based layout).
     pub(crate) chunkformat: u16,
+    /// Compression state (compressed layouts), loaded on first use.
+    pub(crate) z: OnceLock<ZInfo>,
 }
 
 impl Inode {
@@ -171,6 +176,11 @@ impl Inode {
         (matches!(self.layout, DataLayout::FlatPlain | DataLayout::FlatInline)
             && self.startblk != NULL_ADDR)
             .then_some(self.startblk)
+    }
+
+    /// Blocks the compressed data occupies (compressed layouts only).
+    pub fn compressed_blocks(&self) -> Option<u64> {
+        self.layout.is_compressed().then_some(self.startblk)
     }
 
     /// Chunk size in bytes for chunk-based inodes.
@@ -267,6 +277,7 @@ impl Image {
                 inode_isize: 64,
                 startblk: u64::from(d.i_u.get()) | (u64::from(d.i_nb.get()) << 32),
                 chunkformat: d.i_u.get() as u16,
+                z: OnceLock::new(),
             }
         } else {
             let d = InodeCompact::read_from_bytes(&raw[..32]).expect("inode size");
@@ -297,6 +308,7 @@ impl Image {
                 inode_isize: 32,
                 startblk: u64::from(d.i_u.get()) | (hi << 32),
                 chunkformat: d.i_u.get() as u16,
+                z: OnceLock::new(),
             }
         };
         ino.file_type = FileType::from_mode(ino.mode)

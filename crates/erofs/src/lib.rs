@@ -3,12 +3,20 @@
 //! offset checked, so a corrupt image gives an [`Error`] naming the image, the
 //! inode or path and the problem, never a panic.
 //!
+//! Compressed inodes (LZ4, MicroLZMA, DEFLATE, Zstandard; full and compact indexes,
+//! extent records, big pclusters, ztailpacking, fragments, deduplicated pclusters) read
+//! like the others through [`Image::read_at`]: each extent is decoded whole, once, and
+//! corrupt compressed data is an error naming the inode and the pcluster. Each codec is
+//! a cargo feature (`lz4`, `lzma`, `deflate`, `zstd`, all on by default); without one,
+//! its data reads as [`ErrorKind::Unsupported`].
+//!
 //! I/O goes through [`ReadAt`], so images can be read from files or memory.
 
 #![deny(missing_docs)]
 
 mod check;
 mod data;
+mod decompress;
 mod dir;
 mod error;
 pub mod format;
@@ -16,6 +24,8 @@ mod image;
 mod inode;
 mod source;
 mod xattr;
+mod zdata;
+mod zmap;
 
 #[cfg(test)]
 mod tests;
@@ -30,3 +40,4 @@ pub use image::{
 pub use inode::{DataLayout, FileType, Inode};
 pub use source::ReadAt;
 pub use xattr::{Xattr, split_xattr_name, xattr_filter_bit};
+pub use zmap::{Algorithm, CompressionInfo, Pcluster};

@@ -302,6 +302,9 @@ impl Target {
                 offset + pos - ext.logical
             }
             ExtentKind::Hole => panic!("{path} has a hole at {pos}"),
+            ExtentKind::Compressed(_) | ExtentKind::Fragment { .. } => {
+                panic!("{path} is compressed at {pos}")
+            }
         }
     }
 
@@ -1114,14 +1117,17 @@ fn bad_inode_format_and_mode() {
                 &[&format!("data layout {layout}")],
             );
         }
+        // A compressed inode in an image without compression (as Linux 7.0+ says:
+        // "invalid in a plain filesystem").
         for layout in [INODE_COMPRESSED_FULL, INODE_COMPRESSED_COMPACT] {
             let f = (fmt & !(I_DATALAYOUT_MASK << I_DATALAYOUT_BIT)) | (layout << I_DATALAYOUT_BIT);
-            expect_err(
+            let e = expect_err(
                 "compressed",
                 edit(&|b| put_u16(b, loc, f)),
-                Nature::Unsupported,
-                &["compressed"],
+                Nature::Corrupt,
+                &["compressed inode in an image without compression"],
             );
+            assert_at(&e, "/small.txt");
         }
         for mode in [0o000644u16, 0o170644, 0o030644] {
             let e = expect_err(

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use ishare_erofs::{FileType, Image, Inode, Xattr};
+use ishare_erofs::{CompressionInfo, ExtentKind, FileType, Image, Inode, Xattr};
 use serde_json::{Value, json};
 
 use crate::DeviceArgs;
@@ -28,6 +28,9 @@ pub struct Args {
     /// List the directory's entries.
     #[arg(long)]
     ls: bool,
+    /// List the file's extents (logical and physical ranges, like `dump.erofs -e`).
+    #[arg(short = 'e', long = "extents")]
+    extents: bool,
     /// Write the file's contents to standard output.
     #[arg(long)]
     cat: bool,
@@ -45,6 +48,9 @@ pub fn run(a: Args) -> Result<()> {
     let target = a.nid.is_some() || a.path.is_some();
     if (a.ls || a.cat) && !target {
         bail!("--ls and --cat need --nid or --path");
+    }
+    if a.extents && !target {
+        bail!("-e needs --nid or --path");
     }
     let mut out = std::io::stdout().lock();
     if a.cat {
@@ -90,6 +96,14 @@ pub fn run(a: Args) -> Result<()> {
             doc.insert("inode".into(), v);
         } else {
             print_inode(&mut out, &v)?;
+        }
+        if a.extents {
+            let list = extents_json(&img, &inode)?;
+            if a.json {
+                doc.insert("extents".into(), Value::Array(list));
+            } else {
+                print_extents(&mut out, &describe(&a, &inode), &list)?;
+            }
         }
         if a.ls {
             if !inode.is_dir() {
@@ -228,6 +242,7 @@ fn superblock_json(img: &Image) -> Value {
         "extra_devices": devices,
         "xattr_prefixes": prefixes,
         "packed_nid": sb.packed_nid,
+        "compression": compression_json(&sb.compression),
         "fingerprint_xattr": img.fingerprint_prefix().map(|p| bytes_str(&p.full_name())),
         "ishare_xattr_prefix_id": sb.ishare_xattr_prefix_id,
     })
@@ -261,6 +276,22 @@ fn print_superblock(out: &mut impl Write, img: &Image, v: &Value) -> Result<()> 
         .map(plain)
         .collect();
     writeln!(out, "{:<46}{}", "Filesystem features:", feats.join(" "))?;
+    let c = &v["compression"];
+    if let Some(algs) = c["algorithms"].as_array().filter(|a| !a.is_empty()) {
+        let names: Vec<String> = algs.iter().map(plain).collect();
+        writeln!(out, "{:<46}{}", "Compression algorithms:", names.join(" "))?;
+        for (label, key) in [
+            ("LZ4 max distance", "lz4_max_distance"),
+            ("LZ4 max pcluster blocks", "lz4_max_pclusterblks"),
+            ("LZMA dictionary size", "lzma_dict_size"),
+            ("DEFLATE window bits", "deflate_windowbits"),
+            ("Zstandard window log", "zstd_windowlog"),
+        ] {
+            if !c[key].is_null() {
+                writeln!(out, "{:<46}{}", format!("{label}:"), plain(&c[key]))?;
+            }
+        }
+    }
     for (i, p) in img.long_prefixes().iter().enumerate() {
         writeln!(
             out,
@@ -303,6 +334,9 @@ fn stats_json(img: &Image) -> Result<Value> {
     let mut by_type: BTreeMap<&str, u64> = BTreeMap::new();
     let mut hist: BTreeMap<u32, u64> = BTreeMap::new();
     let (mut files_bytes, mut fingerprints, mut inodes) = (0u64, 0u64, 0u64);
+    // As dump.erofs counts: compressed files take their compressed blocks, the others
+    // their size; the packed inode (fragments) counts once.
+    let (mut compressed, mut uncompressed, mut stored) = (0u64, 0u64, 0u64);
     let mut seen = HashSet::new();
     let root = img.root()?;
     let mut stack = vec![(root, String::from("/"))];
@@ -323,6 +357,12 @@ fn stats_json(img: &Image) -> Result<Value> {
                 FileType::Directory => stack.push((ino, child)),
                 FileType::Regular => {
                     files_bytes += ino.size;
+                    stored += occupied(img, &ino);
+                    if ino.layout.is_compressed() {
+                        compressed += 1;
+                    } else {
+                        uncompressed += 1;
+                    }
                     // Bucket k holds sizes in [2^(k-1), 2^k); bucket 0 is empty files.
                     *hist.entry(64 - ino.size.leading_zeros()).or_default() += 1;
                     if img.fingerprint(&ino)?.is_some() {
@@ -344,8 +384,16 @@ fn stats_json(img: &Image) -> Result<Value> {
             json!({"from": lo, "to": hi, "files": n})
         })
         .collect();
+    if let Some(nid) = img.superblock().packed_nid {
+        stored += occupied(img, &img.inode(nid)?);
+    }
+    let ratio = (files_bytes > 0).then(|| 100.0 * stored as f64 / files_bytes as f64);
     Ok(json!({
         "inodes": inodes + 1,
+        "compressed_files": compressed,
+        "uncompressed_files": uncompressed,
+        "stored_file_bytes": stored,
+        "compression_ratio_percent": ratio.map(|r| (r * 100.0).round() / 100.0),
         "by_type": by_type,
         "regular_file_bytes": files_bytes,
         "image_bytes": img.size(),
@@ -368,6 +416,20 @@ fn print_stats(out: &mut impl Write, v: &Value) -> Result<()> {
         "{:<46}{}",
         "Regular file bytes:", v["regular_file_bytes"]
     )?;
+    writeln!(out, "{:<46}{}", "Compressed files:", v["compressed_files"])?;
+    writeln!(
+        out,
+        "{:<46}{}",
+        "Uncompressed files:", v["uncompressed_files"]
+    )?;
+    writeln!(
+        out,
+        "{:<46}{}",
+        "Stored file bytes:", v["stored_file_bytes"]
+    )?;
+    if let Some(r) = v["compression_ratio_percent"].as_f64() {
+        writeln!(out, "{:<46}{r:.2}%", "Compression ratio (stored/original):")?;
+    }
     writeln!(out, "{:<46}{}", "Image bytes:", v["image_bytes"])?;
     writeln!(
         out,
@@ -409,6 +471,17 @@ fn inode_json(img: &Image, ino: &Inode, path: Option<&str>) -> Result<Value> {
     let m = v.as_object_mut().expect("object");
     if let Some(b) = ino.start_block() {
         m.insert("start_block".into(), json!(b));
+    }
+    if let Some(blocks) = ino.compressed_blocks() {
+        m.insert("compressed_blocks".into(), json!(blocks));
+        let stored = occupied(img, ino);
+        if ino.size > 0 {
+            let r = 100.0 * stored as f64 / ino.size as f64;
+            m.insert(
+                "compression_ratio_percent".into(),
+                json!((r * 100.0).round() / 100.0),
+            );
+        }
     }
     if let Some(c) = ino.chunk_size(img.superblock().blkszbits) {
         m.insert("chunk_size".into(), json!(c));
@@ -462,6 +535,8 @@ fn print_inode(out: &mut impl Write, v: &Value) -> Result<()> {
     )?;
     for key in [
         "start_block",
+        "compressed_blocks",
+        "compression_ratio_percent",
         "chunk_size",
         "chunk_format",
         "rdev",
@@ -488,5 +563,104 @@ fn print_inode(out: &mut impl Write, v: &Value) -> Result<()> {
             )?;
         }
     }
+    Ok(())
+}
+
+/// Bytes a regular file occupies, as dump.erofs counts them: compressed blocks for
+/// compressed inodes, the size for the others.
+fn occupied(img: &Image, ino: &Inode) -> u64 {
+    match ino.compressed_blocks() {
+        Some(b) => b.saturating_mul(u64::from(img.superblock().block_size())),
+        None => ino.size,
+    }
+}
+
+fn compression_json(c: &CompressionInfo) -> Value {
+    let algs: Vec<&str> = c.algorithm_list().iter().map(|a| a.name()).collect();
+    json!({
+        "algorithms": algs,
+        "configs": c.has_configs,
+        "lz4_max_distance": (c.algorithms & 1 != 0).then_some(c.lz4_max_distance),
+        "lz4_max_pclusterblks": (c.algorithms & 1 != 0).then_some(c.lz4_max_pclusterblks),
+        "lzma_dict_size": c.lzma_dict_size,
+        "deflate_windowbits": c.deflate_windowbits,
+        "zstd_windowlog": c.zstd_windowlog,
+    })
+}
+
+/// Every extent of `ino`, from byte 0 to its size (compressed inodes: one per
+/// pcluster, with its full decoded length, as `dump.erofs -e` shows them).
+fn extents_json(img: &Image, ino: &Inode) -> Result<Vec<Value>> {
+    let mut list = Vec::new();
+    let mut pos = 0;
+    while pos < ino.size {
+        let e = img.map_raw(ino, pos)?;
+        let (physical, plen, kind) = match e.kind {
+            ExtentKind::Hole => (None, 0, json!({"type": "hole"})),
+            ExtentKind::Mapped { device, offset } => (
+                Some(offset),
+                e.len,
+                json!({"type": "mapped", "device": device}),
+            ),
+            ExtentKind::Inline { offset } => (Some(offset), e.len, json!({"type": "inline"})),
+            ExtentKind::Compressed(p) => (
+                Some(p.offset),
+                u64::from(p.len),
+                json!({
+                    "type": if p.inline { "inline-pcluster" } else { "pcluster" },
+                    "algorithm": p.algorithm.name(),
+                    "partial": p.partial,
+                }),
+            ),
+            ExtentKind::Fragment { offset } => (
+                None,
+                0,
+                json!({"type": "fragment", "packed_offset": offset}),
+            ),
+        };
+        let mut v = json!({
+            "logical": e.logical,
+            "length": e.len,
+            "physical": physical,
+            "physical_length": plen,
+        });
+        let m = v.as_object_mut().expect("object");
+        for (k, x) in kind.as_object().expect("object") {
+            m.insert(k.clone(), x.clone());
+        }
+        list.push(v);
+        pos = e.logical + e.len;
+    }
+    Ok(list)
+}
+
+fn print_extents(out: &mut impl Write, what: &str, list: &[Value]) -> Result<()> {
+    writeln!(
+        out,
+        " Ext:   logical offset   |  length :     physical offset    |  length"
+    )?;
+    for (i, e) in list.iter().enumerate() {
+        let la = e["logical"].as_u64().unwrap_or(0);
+        let len = e["length"].as_u64().unwrap_or(0);
+        let pa = e["physical"].as_u64().unwrap_or(0);
+        let plen = e["physical_length"].as_u64().unwrap_or(0);
+        let mut note = plain(&e["type"]);
+        if let Some(a) = e["algorithm"].as_str() {
+            note = format!("{note} {a}");
+        }
+        if e["partial"] == json!(true) {
+            note.push_str(" partial");
+        }
+        if let Some(o) = e["packed_offset"].as_u64() {
+            note = format!("{note} at {o} of the packed inode");
+        }
+        writeln!(
+            out,
+            "{i:4}: {la:8}..{:8} | {len:7} : {pa:10}..{:10} | {plen:7}  # {note}",
+            la + len,
+            pa + plen
+        )?;
+    }
+    writeln!(out, "{what}: {} extents found", list.len())?;
     Ok(())
 }

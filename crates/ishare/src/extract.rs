@@ -440,7 +440,10 @@ impl<'a> Writer<'a> {
                         Some(_) | None => self.copy_buffered(out, inode, &mut pos, end)?,
                     }
                 }
-                ExtentKind::Inline { .. } => self.copy_buffered(out, inode, &mut pos, end)?,
+                // Inline tails, compressed extents and fragments: through read_at.
+                ExtentKind::Inline { .. }
+                | ExtentKind::Compressed(_)
+                | ExtentKind::Fragment { .. } => self.copy_buffered(out, inode, &mut pos, end)?,
             }
         }
         // Holes are not written: a file ending in one needs its size set.

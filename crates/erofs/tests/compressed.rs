@@ -1,0 +1,413 @@
+//! Corrupted compressed images must give an error, never a panic, a hang or wrong data.
+//!
+//! Seed images are built with mkfs.erofs 1.9.4 from a small tree of compressible and
+//! incompressible files, one per algorithm and cluster layout, all with fingerprints
+//! (`--xattr-inode-digest`), so a check that verifies them catches every wrong byte a
+//! decoder could return from damaged input. Then:
+//!
+//! * targeted damage (zeroed pclusters, absurd map headers and indexes) gives errors
+//!   naming the inode and the problem;
+//! * random byte flips inside pclusters and inside map headers and indexes (bounded in
+//!   time, in a watchdog thread) give either an error or a check whose every fingerprint
+//!   still matches, never a panic or a hang.
+
+mod support;
+
+use std::fs;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ishare_erofs::{
+    Algorithm, CheckOptions, CheckReport, DataLayout, ErrorKind, ExtentKind, Image, Inode, Result,
+};
+use support::{Rng, fix_checksum, mkfs_194, open};
+
+/// The mkfs options of the seeds (all also get `--xattr-inode-digest`).
+const SEED_SPECS: &[(&str, &[&str])] = &[
+    ("lz4", &["-zlz4"]),
+    ("lz4hc-ztail", &["-zlz4hc", "-Eztailpacking"]),
+    ("lzma-c16", &["-zlzma", "-C16384"]),
+    (
+        "deflate-frag",
+        &["-zdeflate", "-C16384", "-Efragments,dedupe"],
+    ),
+    ("zstd-c64", &["-zzstd", "-C65536", "-Eztailpacking"]),
+    ("legacy-c16", &["-zlz4hc", "-C16384", "-Elegacy-compress"]),
+    ("extents-48bit", &["-zlz4hc", "-E48bit"]),
+    ("allfrag-b1024", &["-b1024", "-zlz4", "-Eall-fragments"]),
+];
+
+/// A small tree: text, a repeated pattern, zeros, random bytes, a mix, tiny files.
+fn make_tree(root: &Path) {
+    let mut rng = Rng::new(0xC0DE);
+    let text = |n: usize, rng: &mut Rng| -> Vec<u8> {
+        let words: [&[u8]; 8] = [
+            b"erofs ",
+            b"cluster ",
+            b"extent ",
+            b"page\n",
+            b"the ",
+            b"of ",
+            b"data ",
+            b"z ",
+        ];
+        let mut v = Vec::new();
+        while v.len() < n {
+            v.extend_from_slice(words[rng.below(8) as usize]);
+        }
+        v.truncate(n);
+        v
+    };
+    let w = |name: &str, data: &[u8]| fs::write(root.join(name), data).unwrap();
+    w("text", &text(90_000, &mut rng));
+    w("pattern", &b"abcdefgh".repeat(20_000));
+    w("zeros", &vec![0u8; 200_000]);
+    w("random", &rng.bytes(20_000));
+    let mut mixed = text(30_000, &mut rng);
+    mixed.extend(rng.bytes(9000));
+    mixed.extend(text(20_000, &mut rng));
+    w("mixed", &mixed);
+    w("small", &text(100, &mut rng));
+    w("tail", &text(4096 * 3 + 700, &mut rng));
+    let t = text(40_000, &mut rng);
+    w("copy-1", &t);
+    w("copy-2", &t[1000..]);
+}
+
+/// A seed image in memory.
+struct Seed {
+    name: &'static str,
+    bytes: Vec<u8>,
+}
+
+fn seeds() -> &'static [Seed] {
+    static SEEDS: OnceLock<Vec<Seed>> = OnceLock::new();
+    SEEDS.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("ishare-zcorrupt-")
+            .tempdir()
+            .unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir(&tree).unwrap();
+        make_tree(&tree);
+        SEED_SPECS
+            .iter()
+            .map(|(name, args)| {
+                let img = dir.path().join(format!("{name}.img"));
+                let out = Command::new(mkfs_194())
+                    .args(["--quiet", "-T0", "--xattr-inode-digest"])
+                    .args(*args)
+                    .arg(&img)
+                    .arg(&tree)
+                    .output()
+                    .expect("run mkfs.erofs (see scripts/install-deps.sh)");
+                assert!(
+                    out.status.success(),
+                    "mkfs.erofs {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                Seed {
+                    name,
+                    bytes: fs::read(&img).unwrap(),
+                }
+            })
+            .collect()
+    })
+}
+
+fn seed(name: &str) -> &'static Seed {
+    seeds().iter().find(|s| s.name == name).expect("seed")
+}
+
+fn opts() -> CheckOptions {
+    CheckOptions {
+        read_data: true,
+        verify_fingerprints: true,
+        data_budget: None,
+    }
+}
+
+fn check(bytes: Vec<u8>) -> Result<CheckReport> {
+    open("corrupt.img", bytes)?.check(&opts())
+}
+
+/// Every regular file of an image.
+fn files(img: &Image) -> Vec<(String, Inode)> {
+    let mut out = Vec::new();
+    let root = img.root().unwrap();
+    for e in img.read_dir(&root).unwrap() {
+        if e.is_dot_or_dotdot() {
+            continue;
+        }
+        let ino = img.inode(e.nid).unwrap();
+        if ino.file_type == ishare_erofs::FileType::Regular {
+            out.push((String::from_utf8(e.name).unwrap(), ino));
+        }
+    }
+    out
+}
+
+/// Byte ranges of the pclusters (compressed or not) of every file.
+fn pcluster_ranges(img: &Image) -> Vec<(u64, u64)> {
+    let mut r = Vec::new();
+    for (_, ino) in files(img) {
+        let mut pos = 0;
+        while pos < ino.size {
+            let e = img.map_raw(&ino, pos).unwrap();
+            if let ExtentKind::Compressed(p) = e.kind {
+                r.push((p.offset, p.offset + u64::from(p.len)));
+            }
+            pos = e.logical + e.len;
+        }
+    }
+    r.sort_unstable();
+    r.dedup();
+    r
+}
+
+/// Byte ranges of the map headers and indexes of the compressed files: from the end of
+/// the inode (with its xattrs) over 8 bytes per block of data, plus header and padding.
+fn index_ranges(img: &Image) -> Vec<(u64, u64)> {
+    let bs = u64::from(img.superblock().block_size());
+    files(img)
+        .into_iter()
+        .filter(|(_, ino)| ino.layout.is_compressed())
+        .map(|(_, ino)| {
+            let isize = if ino.extended { 64 } else { 32 };
+            let start = ino.location() + isize + u64::from(ino.xattr_isize);
+            let len = 16 + 8 * ino.size.div_ceil(bs).min(64);
+            (start.next_multiple_of(8), start.next_multiple_of(8) + len)
+        })
+        .collect()
+}
+
+#[test]
+fn seeds_check_and_cover_the_layouts() {
+    for s in seeds() {
+        let r = check(s.bytes.clone()).unwrap_or_else(|e| panic!("{}: {e}", s.name));
+        assert!(r.fingerprints_verified >= 9, "{}: {r:?}", s.name);
+        let img = open(s.name, s.bytes.clone()).unwrap();
+        let layouts: Vec<DataLayout> = files(&img).iter().map(|(_, i)| i.layout).collect();
+        // Whole-file fragments have full-layout inodes with no indexes.
+        let want = if ["legacy", "extents", "allfrag"]
+            .iter()
+            .any(|p| s.name.starts_with(p))
+        {
+            DataLayout::CompressedFull
+        } else {
+            DataLayout::CompressedCompact
+        };
+        assert!(layouts.contains(&want), "{}: {layouts:?}", s.name);
+    }
+    let img = open("x", seed("lzma-c16").bytes.clone()).unwrap();
+    let algs = img.superblock().compression.algorithm_list();
+    assert_eq!(algs, vec![Algorithm::Lzma]);
+    assert!(!pcluster_ranges(&img).is_empty());
+}
+
+/// A pcluster of zeros: no compressed data start.
+#[test]
+fn zeroed_pcluster() {
+    for s in seeds().iter().filter(|s| !s.name.starts_with("allfrag")) {
+        let img = open(s.name, s.bytes.clone()).unwrap();
+        let Some(&(a, b)) = pcluster_ranges(&img).iter().find(|(a, b)| {
+            // A compressed (not plain) pcluster.
+            files(&img).iter().any(|(_, ino)| {
+                let mut pos = 0;
+                while pos < ino.size {
+                    let e = img.map_raw(ino, pos).unwrap();
+                    if let ExtentKind::Compressed(p) = e.kind
+                        && p.offset == *a
+                        && p.offset + u64::from(p.len) == *b
+                        && p.algorithm != Algorithm::Plain
+                        && p.algorithm != Algorithm::Interlaced
+                    {
+                        return true;
+                    }
+                    pos = e.logical + e.len;
+                }
+                false
+            })
+        }) else {
+            panic!("{}: no compressed pcluster", s.name)
+        };
+        let mut bytes = s.bytes.clone();
+        bytes[a as usize..b as usize].fill(0);
+        fix_checksum(&mut bytes);
+        let e = check(bytes).expect_err("zeroed pcluster");
+        let msg = e.to_string();
+        assert!(
+            matches!(e.kind(), ErrorKind::Corrupt(_)),
+            "{}: {msg}",
+            s.name
+        );
+        assert!(
+            msg.contains("compressed data start not found") && msg.contains("nid "),
+            "{}: {msg}",
+            s.name
+        );
+    }
+}
+
+/// A named edit of image bytes.
+type Edit<'a> = (&'a str, &'a dyn Fn(&mut Vec<u8>));
+
+/// Absurd map headers: lcluster sizes, inline tail sizes and algorithms.
+#[test]
+fn absurd_map_headers() {
+    for name in ["lz4hc-ztail", "legacy-c16", "lzma-c16"] {
+        let s = seed(name);
+        let img = open(name, s.bytes.clone()).unwrap();
+        let (path, ino) = files(&img)
+            .into_iter()
+            .find(|(_, i)| i.layout.is_compressed() && i.size > 50_000)
+            .expect("a big compressed file");
+        let isize = if ino.extended { 64 } else { 32 };
+        let h = (ino.location() + isize + u64::from(ino.xattr_isize)).next_multiple_of(8) as usize;
+        let edits: [Edit; 4] = [
+            ("lcluster bits", &|b| b[h + 7] = 15),
+            ("algorithm", &|b| b[h + 6] = 0x0E),
+            ("inline size", &|b| {
+                b[h + 4] |= 0x08;
+                b[h + 2] = 0xFF;
+                b[h + 3] = 0xFF;
+            }),
+            ("big pclusters", &|b| b[h + 4] ^= 0x06),
+        ];
+        for (what, edit) in edits {
+            let mut bytes = s.bytes.clone();
+            edit(&mut bytes);
+            fix_checksum(&mut bytes);
+            match check(bytes) {
+                Err(e) => {
+                    assert!(
+                        e.is_corruption() || matches!(e.kind(), ErrorKind::Unsupported(_)),
+                        "{name} {what}: {e}"
+                    );
+                    assert!(e.to_string().contains("nid "), "{name} {what}: {e}");
+                }
+                // Some edits change nothing that matters (e.g. a flag the layout
+                // ignores); the fingerprints then still match.
+                Ok(r) => assert!(r.fingerprints_verified >= 9, "{name} {what} {path}"),
+            }
+        }
+    }
+}
+
+/// Huge block counts and addresses in full indexes are refused before any read.
+#[test]
+fn absurd_full_indexes() {
+    let s = seed("legacy-c16");
+    let img = open("x", s.bytes.clone()).unwrap();
+    let (_, ino) = files(&img)
+        .into_iter()
+        .find(|(_, i)| i.layout == DataLayout::CompressedFull && i.size > 50_000)
+        .expect("a big compressed file");
+    let isize = if ino.extended { 64 } else { 32 };
+    let first = (ino.location() + isize + u64::from(ino.xattr_isize)).next_multiple_of(8) + 16;
+    // lcluster 0 is the first head: its block address far past the image.
+    let mut b = s.bytes.clone();
+    b[first as usize + 4..first as usize + 8].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    let e = check(b).expect_err("address past the image");
+    assert!(e.is_corruption(), "{e}");
+    // lcluster 1: a CBLKCNT of 2047 blocks (8 MiB of 4 KiB blocks: more than 1 MiB).
+    let mut b = s.bytes.clone();
+    let at = first as usize + 8;
+    b[at..at + 2].copy_from_slice(&2u16.to_le_bytes()); // NONHEAD
+    b[at + 4..at + 6].copy_from_slice(&(0x800u16 | 0x7FF).to_le_bytes());
+    match check(b) {
+        Err(e) => assert!(e.is_corruption(), "{e}"),
+        Ok(r) => panic!("CBLKCNT 2047 accepted: {r:?}"),
+    }
+}
+
+/// Outcome counts of the random flips.
+#[derive(Debug, Default)]
+struct Tally {
+    iterations: u64,
+    ok: u64,
+    corrupt: u64,
+    unsupported: u64,
+    panics: Vec<String>,
+    silent: Vec<String>,
+}
+
+const FLIP_TIME: Duration = Duration::from_secs(16);
+const HANG_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[test]
+fn random_flips_in_pclusters_and_indexes() {
+    let started = Instant::now();
+    let seeds = seeds();
+    let (tx, rx) = mpsc::channel::<Option<Tally>>();
+    std::thread::spawn(move || {
+        let mut t = Tally::default();
+        let per_seed = FLIP_TIME / seeds.len() as u32;
+        for (si, s) in seeds.iter().enumerate() {
+            let img = open(s.name, s.bytes.clone()).unwrap();
+            let base = img.check(&opts()).unwrap().fingerprints_verified;
+            let lists: Vec<Vec<(u64, u64)>> = [pcluster_ranges(&img), index_ranges(&img)]
+                .into_iter()
+                .map(|l| l.into_iter().filter(|(a, b)| b > a).collect::<Vec<_>>())
+                .filter(|l| !l.is_empty())
+                .collect();
+            let t0 = Instant::now();
+            let mut i = 0u64;
+            while t0.elapsed() < per_seed && i < 2000 {
+                let mut rng = Rng::new(((si as u64) << 32 | i) + 1);
+                let ranges = &lists[rng.below(lists.len() as u64) as usize];
+                let (a, b) = ranges[rng.below(ranges.len() as u64) as usize];
+                let mut bytes = s.bytes.clone();
+                for _ in 0..1 + rng.below(4) {
+                    let at = (a + rng.below(b - a)) as usize;
+                    if at < bytes.len() {
+                        bytes[at] ^= 1 + rng.below(255) as u8;
+                    }
+                }
+                fix_checksum(&mut bytes);
+                if tx.send(None).is_err() {
+                    return;
+                }
+                match catch_unwind(AssertUnwindSafe(|| check(bytes))) {
+                    Ok(Ok(r)) if r.fingerprints_verified == base => t.ok += 1,
+                    Ok(Ok(r)) => t.silent.push(format!("{} flip {i}: {r:?}", s.name)),
+                    Ok(Err(e)) if e.is_corruption() => t.corrupt += 1,
+                    Ok(Err(e)) if matches!(e.kind(), ErrorKind::Unsupported(_)) => {
+                        t.unsupported += 1
+                    }
+                    Ok(Err(e)) => t.silent.push(format!("{} flip {i}: odd error {e}", s.name)),
+                    Err(p) => {
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        t.panics.push(format!("{} flip {i}: {msg}", s.name));
+                    }
+                }
+                t.iterations += 1;
+                i += 1;
+            }
+        }
+        let _ = tx.send(Some(t));
+    });
+    let t = loop {
+        match rx.recv_timeout(HANG_TIMEOUT) {
+            Ok(None) => {}
+            Ok(Some(t)) => break t,
+            Err(e) => panic!("a check of a flipped image hangs or died: {e:?}"),
+        }
+    };
+    println!("{t:?} in {:?}", started.elapsed());
+    assert!(t.panics.is_empty(), "panics:\n{}", t.panics.join("\n"));
+    assert!(
+        t.silent.is_empty(),
+        "wrong data or odd errors:\n{}",
+        t.silent.join("\n")
+    );
+    assert!(t.corrupt > t.iterations / 2, "{t:?}");
+}
