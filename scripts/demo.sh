@@ -2,7 +2,10 @@
 # The main job on a built-in example: build an image with page-cache-share
 # fingerprints with `ishare mkfs`, show that its fingerprint equals the one
 # mkfs.erofs 1.9.4 writes (so the two share page cache under Linux 7.x
-# inode_share), then inspect, check and extract it, and compare with the source.
+# inode_share), inspect, check and extract it; then build a second image holding
+# the same library at another path, mount both with `ishare mount -o
+# inode_share,domain_id=...`, read the library through each, and print how much
+# page cache each read added.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,10 +15,14 @@ ISHARE=$PWD/target/release/ishare
 MKFS=${ISHARE_CACHE:-/var/cache/ishare}/erofs-utils-1.9.4/bin/mkfs.erofs
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+cleanup() {
+  for m in "$work/m1" "$work/m2"; do mountpoint -q "$m" && "$ISHARE" umount "$m"; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
 src=$work/rootfs
 mkdir -p "$src/usr/lib" "$src/etc" "$src/usr/bin"
-head -c 3000000 /dev/urandom >"$src/usr/lib/libexample.so.1"
+head -c 64000000 /dev/urandom >"$src/usr/lib/libexample.so.1"
 ln -s libexample.so.1 "$src/usr/lib/libexample.so"
 echo "demo" >"$src/etc/hostname"
 cp /bin/true "$src/usr/bin/true"
@@ -38,3 +45,22 @@ echo "== ishare fsck --xattr-inode-digest"
 echo "== ishare extract, then diff against the source"
 "$ISHARE" extract "$work/demo.erofs" "$work/out"
 diff -r --no-dereference "$src" "$work/out" && echo "extracted tree equals the source"
+
+echo "== page cache sharing through ishare mount"
+mkdir -p "$work/src2/opt/app/lib" "$work/m1" "$work/m2"
+cp "$src/usr/lib/libexample.so.1" "$work/src2/opt/app/lib/libcopy.so"
+echo "another image" >"$work/src2/README"
+"$ISHARE" mkfs --quiet "$work/second.erofs" "$work/src2"
+opts="inode_share,domain_id=demo-$$,store=$work/store"
+"$ISHARE" mount -o "$opts" "$work/demo.erofs" "$work/m1"
+"$ISHARE" mount -o "$opts" "$work/second.erofs" "$work/m2"
+cached_kib() { awk '/^Cached:/ {print $2}' /proc/meminfo; }
+sync
+echo 3 >/proc/sys/vm/drop_caches
+a=$(cached_kib)
+cat "$work/m1/usr/lib/libexample.so.1" >/dev/null
+b=$(cached_kib)
+cat "$work/m2/opt/app/lib/libcopy.so" >/dev/null
+c=$(cached_kib)
+echo "read the 61 MiB library through image 1:                 page cache +$(((b - a) / 1024)) MiB"
+echo "read the same library, other path, through image 2:       page cache +$(((c - b) / 1024)) MiB"

@@ -4,6 +4,7 @@ mod dump;
 mod extract;
 mod fsck;
 mod mkfs;
+mod mount;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,10 @@ enum Cmd {
     Fsck(fsck::Args),
     /// Build an EROFS image from a directory (fingerprints on by default).
     Mkfs(Box<mkfs::Args>),
+    /// Mount an image over FUSE, sharing page cache across images (-o inode_share,domain_id=ID).
+    Mount(mount::Args),
+    /// Unmount an `ishare mount`.
+    Umount(mount::UmountArgs),
 }
 
 /// Extra devices, as `--device PATH` (repeatable), shared by the reading commands.
@@ -54,6 +59,8 @@ fn main() -> ExitCode {
         Cmd::Extract(a) => extract::run(a),
         Cmd::Fsck(a) => fsck::run(a),
         Cmd::Mkfs(a) => mkfs::run(*a),
+        Cmd::Mount(a) => mount::run(a),
+        Cmd::Umount(a) => mount::umount(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

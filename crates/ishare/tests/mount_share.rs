@@ -1,0 +1,976 @@
+//! `ishare mount`: FUSE mounts of EROFS images sharing page cache across images.
+//!
+//! * page cache growth (`Cached:` after `drop_caches`) when the same 64 MiB file is read
+//!   through two mounts of two images (different paths), for read(2), mmap and sendfile,
+//!   with kernel passthrough and with daemon reads; not shared across domains, nor
+//!   without `inode_share`;
+//! * the kernel's rules and our safety: same fingerprint with another size is not
+//!   shared; a lying fingerprint with `verify=on` never makes an image read another's
+//!   bytes (with `verify=off` it does, as in the kernel);
+//! * every path's lstat, xattrs, readdir order, symlink targets and contents through
+//!   `ishare mount` equal a kernel mount of the same image (flat and chunk-based);
+//! * beyond the kernel: an LZ4HC image shares with an uncompressed one;
+//! * unmounting one mount while another reads the shared file; kill -9 of the daemon in
+//!   the middle of preparing a shared object, then a new mount reads every byte right;
+//!   16 readers across 8 mounts racing the first preparation: right bytes, no hang;
+//! * the domain id appears in no store path, /proc/mounts line or daemon command line.
+//!
+//! Needs root, /dev/fuse, a C compiler (for `tests/vm/memtool.c`) and mkfs.erofs 1.9.4
+//! (`scripts/install-deps.sh`). The tests of this file run one at a time (they measure the
+//! whole machine's page cache).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::{CompareOpts, ErofsMount, SourceTree, TreeSpec, assert_trees_eq, run, snapshot};
+use sha2::{Digest, Sha256};
+
+const MIB: i64 = 1024;
+/// Size of the shared file in the page cache tests.
+const BIG: usize = 64 << 20;
+
+/// Serializes the tests of this file.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mounts
+// ---------------------------------------------------------------------------------------------
+
+/// An `ishare mount`, unmounted on drop.
+struct IshareMount {
+    dir: tempfile::TempDir,
+    /// The daemon when started with `-f`.
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let want = dir.to_str().unwrap();
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want) && l.contains(" - fuse.ishare "))
+}
+
+impl IshareMount {
+    /// `ishare mount -o OPTS IMAGE DIR` (detached); logs to a file next to the mount point.
+    fn new(image: &Path, opts: &str) -> IshareMount {
+        let dir = tempfile::Builder::new()
+            .prefix("ishare-mnt-")
+            .tempdir()
+            .unwrap();
+        let log = dir.path().with_extension("log");
+        let opts = format!("{opts},log={}", log.display());
+        run(Command::new(common::ishare_bin())
+            .args(["mount", "-o", &opts])
+            .arg(image)
+            .arg(dir.path()));
+        assert!(
+            is_mounted(dir.path()),
+            "not mounted after ishare mount returned"
+        );
+        IshareMount {
+            dir,
+            child: None,
+            log,
+        }
+    }
+
+    /// `ishare mount -f` as a child process, once its mount is visible.
+    fn foreground(image: &Path, opts: &str) -> IshareMount {
+        let dir = tempfile::Builder::new()
+            .prefix("ishare-mnt-")
+            .tempdir()
+            .unwrap();
+        let log = dir.path().with_extension("log");
+        let child = Command::new(common::ishare_bin())
+            .args(["mount", "-f", "-o", opts])
+            .arg(image)
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let m = IshareMount {
+            dir,
+            child: Some(child),
+            log,
+        };
+        let start = Instant::now();
+        while !is_mounted(m.path()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "ishare mount -f did not mount: {}",
+                m.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("foreground mount").id()
+    }
+}
+
+impl Drop for IshareMount {
+    fn drop(&mut self) {
+        use rustix::mount::{UnmountFlags, unmount};
+        if unmount(self.dir.path(), UnmountFlags::empty()).is_err() {
+            let _ = unmount(self.dir.path(), UnmountFlags::DETACH);
+        }
+        if let Some(mut c) = self.child.take() {
+            let start = Instant::now();
+            while c.try_wait().ok().flatten().is_none() {
+                if start.elapsed() > Duration::from_secs(10) {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if std::env::var_os("ISHARE_TEST_KEEP_LOGS").is_none() {
+            let _ = fs::remove_file(&self.log);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images
+// ---------------------------------------------------------------------------------------------
+
+/// Deterministic pseudo-random bytes (xorshift64*).
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        v.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+fn write(root: &Path, rel: &str, data: &[u8]) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, data).unwrap();
+}
+
+fn ishare_mkfs(image: &Path, src: &Path, extra: &[&str]) {
+    run(Command::new(common::ishare_bin())
+        .args(["mkfs", "--quiet"])
+        .args(extra)
+        .arg(image)
+        .arg(src));
+}
+
+fn sha256_file(p: &Path) -> [u8; 32] {
+    let mut f = fs::File::open(p).unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    h.finalize().into()
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    Sha256::digest(b).into()
+}
+
+/// Two images holding the same big file (and a small "warm-up" file) at different paths.
+struct Pair {
+    _dir: tempfile::TempDir,
+    img1: PathBuf,
+    img2: PathBuf,
+    big_sum: [u8; 32],
+}
+
+const BIG1: &str = "a/big";
+const BIG2: &str = "b/c/big-copy";
+
+fn pair(extra_mkfs: &[&str]) -> Pair {
+    let mkfs = |img: &Path, src: &Path| ishare_mkfs(img, src, extra_mkfs);
+    pair_with(&mkfs, &mkfs)
+}
+
+/// [`pair`] with the images built by `mkfs1` and `mkfs2` (image, source).
+fn pair_with(mkfs1: &dyn Fn(&Path, &Path), mkfs2: &dyn Fn(&Path, &Path)) -> Pair {
+    let dir = tempfile::tempdir().unwrap();
+    let big = pseudo_random(BIG, 1);
+    let warm = pseudo_random(300_000, 2);
+    let (s1, s2) = (dir.path().join("s1"), dir.path().join("s2"));
+    write(&s1, BIG1, &big);
+    write(&s1, "warm", &warm);
+    write(&s1, "only-in-1", b"one");
+    write(&s2, BIG2, &big);
+    write(&s2, "x/warm", &warm);
+    write(&s2, "only-in-2", b"two");
+    let (img1, img2) = (dir.path().join("1.erofs"), dir.path().join("2.erofs"));
+    mkfs1(&img1, &s1);
+    mkfs2(&img2, &s2);
+    fs::remove_dir_all(&s1).unwrap();
+    fs::remove_dir_all(&s2).unwrap();
+    Pair {
+        _dir: dir,
+        img1,
+        img2,
+        big_sum: sha256(&big),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Page cache measurement
+// ---------------------------------------------------------------------------------------------
+
+fn memtool() -> &'static Path {
+    static TOOL: OnceLock<PathBuf> = OnceLock::new();
+    TOOL.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("ishare-memtool-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("memtool");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/memtool.c");
+        run(Command::new("cc").args(["-O2", "-o"]).arg(&out).arg(&src));
+        out
+    })
+}
+
+/// A memory cgroup holding this test process, so every daemon and reader it starts is
+/// charged there and other processes on the machine do not disturb the measurement:
+/// (memory.stat file, the key of page cache bytes in it).
+fn meter() -> &'static Option<(PathBuf, &'static str)> {
+    static METER: OnceLock<Option<(PathBuf, &'static str)>> = OnceLock::new();
+    METER.get_or_init(|| {
+        let cg = fs::read_to_string("/proc/self/cgroup").ok()?;
+        let unified = Path::new("/sys/fs/cgroup/cgroup.controllers");
+        let (base, rel, key) = if fs::read_to_string(unified).is_ok_and(|c| c.contains("memory")) {
+            let rel = cg.lines().find_map(|l| l.strip_prefix("0::"))?;
+            (PathBuf::from("/sys/fs/cgroup"), rel.to_string(), "file")
+        } else {
+            let rel = cg.lines().find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                f.next()?;
+                let ctrl = f.next()?;
+                ctrl.split(',').any(|c| c == "memory").then(|| f.next())?
+            })?;
+            (
+                PathBuf::from("/sys/fs/cgroup/memory"),
+                rel.to_string(),
+                "cache",
+            )
+        };
+        let parent = base.join(rel.trim_start_matches('/'));
+        // Leftovers of earlier runs.
+        for e in fs::read_dir(&parent).ok()?.flatten() {
+            if e.file_name().as_bytes().starts_with(b"ishare-test-") {
+                let _ = fs::remove_dir(e.path());
+            }
+        }
+        let dir = parent.join(format!("ishare-test-{}", std::process::id()));
+        fs::create_dir(&dir).ok()?;
+        fs::write(dir.join("cgroup.procs"), std::process::id().to_string()).ok()?;
+        eprintln!("measuring page cache charged to {}", dir.display());
+        Some((dir.join("memory.stat"), key))
+    })
+}
+
+/// Page cache in KiB: charged to our cgroup (see [`meter`]), else `Cached:` of the machine.
+fn cached_kib() -> i64 {
+    if let Some((stat, key)) = meter() {
+        let s = fs::read_to_string(stat).unwrap();
+        let bytes: i64 = s
+            .lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {}", stat.display()));
+        return bytes / 1024;
+    }
+    let m = fs::read_to_string("/proc/meminfo").unwrap();
+    m.lines()
+        .find_map(|l| l.strip_prefix("Cached:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("Cached: in /proc/meminfo")
+}
+
+fn drop_caches() {
+    rustix::fs::sync();
+    fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+}
+
+/// Reads `file` through `how` (read, mmap, sendfile) with memtool; returns the growth of
+/// `Cached:` in KiB.
+fn grow(how: &str, file: &Path) -> i64 {
+    let before = cached_kib();
+    let out = run(Command::new(memtool()).arg(how).arg(file));
+    let after = cached_kib();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(" {BIG}")),
+        "memtool {how} {} did not read {BIG} bytes: {text}",
+        file.display()
+    );
+    after - before
+}
+
+/// Page cache growth of reading the big file through mount 1, then through mount 2.
+/// Both mounts first read their warm-up file, so code paths and metadata are in memory.
+fn measure(m1: &IshareMount, m2: &IshareMount, how: &str) -> (i64, i64) {
+    sha256_file(&m1.path().join("warm"));
+    sha256_file(&m2.path().join("x/warm"));
+    drop_caches();
+    let g1 = grow(how, &m1.path().join(BIG1));
+    let g2 = grow(how, &m2.path().join(BIG2));
+    (g1, g2)
+}
+
+fn is_full(kib: i64) -> bool {
+    kib > 48 * MIB
+}
+
+fn is_shared(kib: i64) -> bool {
+    kib < 16 * MIB
+}
+
+/// Runs `scenario` (which mounts and measures) up to three times until its growth pattern
+/// matches: other processes on the machine can add page cache meanwhile.
+fn assert_growth(name: &str, second_shared: bool, mut scenario: impl FnMut() -> (i64, i64)) {
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (g1, g2) = scenario();
+        seen.push(format!("first +{} MiB, second +{} MiB", g1 / MIB, g2 / MIB));
+        let ok = is_full(g1)
+            && if second_shared {
+                is_shared(g2)
+            } else {
+                is_full(g2)
+            };
+        if ok {
+            eprintln!("{name}: {}", seen.last().unwrap());
+            return;
+        }
+    }
+    panic!(
+        "{name}: expected the second read to add {} page cache; measured (64 MiB file): {}",
+        if second_shared {
+            "no"
+        } else {
+            "a full copy of"
+        },
+        seen.join("; ")
+    );
+}
+
+fn share_opts(store: &Path, domain: &str, extra: &str) -> String {
+    format!(
+        "inode_share,domain_id={domain},store={}{extra}",
+        store.display()
+    )
+}
+
+fn check_big(m: &IshareMount, rel: &str, want: &[u8; 32]) {
+    assert_eq!(
+        &sha256_file(&m.path().join(rel)),
+        want,
+        "wrong bytes in {rel} through {}\n{}",
+        m.path().display(),
+        m.log_text()
+    );
+}
+
+/// Mounts the pair with `opts1`/`opts2` (fresh store each time) and measures `how`.
+fn scenario(p: &Pair, how: &str, opts: &dyn Fn(&Path) -> (String, String)) -> (i64, i64) {
+    let store = tempfile::tempdir().unwrap();
+    let (o1, o2) = opts(store.path());
+    let m1 = IshareMount::new(&p.img1, &o1);
+    let m2 = IshareMount::new(&p.img2, &o2);
+    let g = measure(&m1, &m2, how);
+    check_big(&m1, BIG1, &p.big_sum);
+    check_big(&m2, BIG2, &p.big_sum);
+    g
+}
+
+fn same_domain(extra: &'static str) -> impl Fn(&Path) -> (String, String) {
+    move |s| (share_opts(s, "d1", extra), share_opts(s, "d1", extra))
+}
+
+#[test]
+fn read_shares_page_cache_within_a_domain() {
+    let _g = serial();
+    let p = pair(&[]);
+    assert_growth("read(2), passthrough", true, || {
+        scenario(&p, "read", &same_domain(""))
+    });
+}
+
+#[test]
+fn mmap_shares_page_cache_within_a_domain() {
+    let _g = serial();
+    let p = pair(&[]);
+    assert_growth("mmap, passthrough", true, || {
+        scenario(&p, "mmap", &same_domain(""))
+    });
+}
+
+#[test]
+fn sendfile_shares_page_cache_within_a_domain() {
+    let _g = serial();
+    let p = pair(&[]);
+    assert_growth("sendfile, passthrough", true, || {
+        scenario(&p, "sendfile", &same_domain(""))
+    });
+    assert_growth("splice, passthrough", true, || {
+        scenario(&p, "splice", &same_domain(""))
+    });
+}
+
+#[test]
+fn chunk_based_images_share() {
+    let _g = serial();
+    let p = pair(&["--chunksize", "65536"]);
+    assert_growth("read(2), chunk-based images", true, || {
+        scenario(&p, "read", &same_domain(""))
+    });
+}
+
+#[test]
+fn chunk_based_and_flat_images_share() {
+    let _g = serial();
+    let p = pair_with(
+        &|img, src| ishare_mkfs(img, src, &["--chunksize", "65536"]),
+        &|img, src| ishare_mkfs(img, src, &[]),
+    );
+    assert_growth("read(2), chunk-based and flat images", true, || {
+        scenario(&p, "read", &same_domain(""))
+    });
+}
+
+/// Beyond the kernel (which never shares a compressed file with a plain copy): objects
+/// hold decoded content, so an LZ4HC image and an uncompressed one share.
+#[test]
+fn compressed_and_uncompressed_images_share() {
+    let _g = serial();
+    let p = pair_with(
+        &|img, src| {
+            run(Command::new(common::mkfs_194())
+                .args(["--quiet", "-zlz4hc", "--xattr-inode-digest"])
+                .arg(img)
+                .arg(src));
+        },
+        &|img, src| ishare_mkfs(img, src, &[]),
+    );
+    assert_growth("read(2), LZ4HC and uncompressed images", true, || {
+        scenario(&p, "read", &same_domain(""))
+    });
+}
+
+#[test]
+fn daemon_reads_share_without_passthrough() {
+    let _g = serial();
+    let p = pair(&[]);
+    assert_growth("read(2), passthrough=off", true, || {
+        scenario(&p, "read", &same_domain(",passthrough=off"))
+    });
+    // Without passthrough, mmap and splice fill each mount's own FUSE page cache (the
+    // file is direct_io for read(2) only): measured and shown, not shared.
+    for how in ["mmap", "sendfile"] {
+        let (g1, g2) = scenario(&p, how, &same_domain(",passthrough=off"));
+        eprintln!(
+            "{how}, passthrough=off (not shared by design): first +{} MiB, second +{} MiB",
+            g1 / MIB,
+            g2 / MIB
+        );
+    }
+}
+
+#[test]
+fn different_domains_do_not_share() {
+    let _g = serial();
+    let p = pair(&[]);
+    assert_growth("read(2), domains d1 and d2", false, || {
+        scenario(&p, "read", &|s| {
+            (share_opts(s, "d1", ""), share_opts(s, "d2", ""))
+        })
+    });
+}
+
+#[test]
+fn without_inode_share_nothing_is_shared() {
+    let _g = serial();
+    let p = pair(&[]);
+    assert_growth("read(2), no inode_share", false, || {
+        scenario(&p, "read", &|_| ("ro".into(), "ro".into()))
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sharing rules and verification
+// ---------------------------------------------------------------------------------------------
+
+/// Replaces the only occurrence of `from` in the image file with `to` (same length).
+fn patch_image(image: &Path, from: &[u8], to: &[u8]) {
+    assert_eq!(from.len(), to.len());
+    let mut data = fs::read(image).unwrap();
+    let hits: Vec<usize> = data
+        .windows(from.len())
+        .enumerate()
+        .filter(|(_, w)| *w == from)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "fingerprint bytes found {} times",
+        hits.len()
+    );
+    data[hits[0]..hits[0] + to.len()].copy_from_slice(to);
+    fs::write(image, data).unwrap();
+}
+
+fn fp_value(content: &[u8]) -> Vec<u8> {
+    let mut v = b"sha256:".to_vec();
+    v.extend_from_slice(&sha256(content));
+    v
+}
+
+/// An honest image with `honest` at "f", and one with `liar` at "g" whose fingerprint
+/// claims `honest`'s content (patched in place; superblock checksum off).
+fn liar_images(dir: &Path, honest: &[u8], liar: &[u8]) -> (PathBuf, PathBuf) {
+    let (s1, s2) = (dir.join("h"), dir.join("l"));
+    write(&s1, "f", honest);
+    write(&s2, "g", liar);
+    let (i1, i2) = (dir.join("honest.erofs"), dir.join("liar.erofs"));
+    ishare_mkfs(&i1, &s1, &["-E", "nosbcrc"]);
+    ishare_mkfs(&i2, &s2, &["-E", "nosbcrc"]);
+    patch_image(&i2, &fp_value(liar), &fp_value(honest));
+    (i1, i2)
+}
+
+#[test]
+fn lying_fingerprints_never_serve_another_images_bytes_with_verify() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let honest = pseudo_random(1 << 20, 10);
+    let liar = pseudo_random(1 << 20, 11);
+    let (hi, li) = liar_images(dir.path(), &honest, &liar);
+    let store = tempfile::tempdir().unwrap();
+    let opts = share_opts(store.path(), "d", "");
+
+    // The liar first: its object is refused, so it serves its own bytes.
+    let ml = IshareMount::new(&li, &opts);
+    assert_eq!(fs::read(ml.path().join("g")).unwrap(), liar);
+    let mh = IshareMount::new(&hi, &opts);
+    assert_eq!(fs::read(mh.path().join("f")).unwrap(), honest);
+    // A new liar mount once the honest object exists: still its own bytes.
+    let ml2 = IshareMount::new(&li, &opts);
+    assert_eq!(fs::read(ml2.path().join("g")).unwrap(), liar);
+    for m in [&ml, &ml2] {
+        let log = m.log_text();
+        assert!(
+            log.contains(&format!(
+                "{}: /g: content does not match its sha256 fingerprint",
+                li.display()
+            )),
+            "no warning naming the image and path in {}:\n{log}",
+            m.log.display()
+        );
+    }
+    // The honest one is shared (its object exists and is verified).
+    let objects = store_files(store.path());
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(fs::read(&objects[0]).unwrap(), honest);
+
+    // verify=off trusts fingerprints as the kernel does: the liar reads the honest bytes.
+    let trusting = IshareMount::new(&li, &share_opts(store.path(), "d", ",verify=off"));
+    assert_eq!(fs::read(trusting.path().join("g")).unwrap(), honest);
+}
+
+#[test]
+fn same_fingerprint_with_another_size_is_not_shared() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let honest = pseudo_random(1 << 20, 20);
+    let longer = pseudo_random((1 << 20) + 4096, 21);
+    let (hi, li) = liar_images(dir.path(), &honest, &longer);
+    let store = tempfile::tempdir().unwrap();
+    // verify=off: only the size rule can keep them apart.
+    let opts = share_opts(store.path(), "d", ",verify=off");
+    let mh = IshareMount::new(&hi, &opts);
+    assert_eq!(fs::read(mh.path().join("f")).unwrap(), honest);
+    let ml = IshareMount::new(&li, &opts);
+    assert_eq!(fs::read(ml.path().join("g")).unwrap(), longer);
+    let log = ml.log_text();
+    assert!(
+        log.contains("/g: same fingerprint as a shared file of another size"),
+        "no size warning:\n{log}"
+    );
+}
+
+/// Regular files under `dir`, recursively, excluding the passthrough probe and lock files.
+fn store_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if e.file_name() != "passthrough-probe"
+                && !e.file_name().as_bytes().ends_with(b".lock")
+            {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_domain_id_stays_secret() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("s");
+    write(&src, "f", &pseudo_random(100_000, 30));
+    let img = dir.path().join("i.erofs");
+    ishare_mkfs(&img, &src, &[]);
+    let store = tempfile::tempdir().unwrap();
+    let secret = "Sup3rSecretDomain";
+    let m = IshareMount::new(&img, &share_opts(store.path(), secret, ""));
+    fs::read(m.path().join("f")).unwrap();
+    let mounts = fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains(secret), "/proc/mounts shows the domain id");
+    let line = mounts
+        .lines()
+        .find(|l| l.contains(m.path().to_str().unwrap()))
+        .expect("mount line");
+    assert!(
+        line.contains("fuse.ishare") && line.contains(" ro,"),
+        "{line}"
+    );
+    for f in store_files(store.path()) {
+        assert!(!f.to_string_lossy().contains(secret), "{f:?}");
+    }
+    assert!(
+        !m.log_text().contains(secret),
+        "the log shows the domain id"
+    );
+    for p in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = fs::read(p.path().join("cmdline"))
+            && cmd
+                .windows(b"--daemon-child".len())
+                .any(|w| w == b"--daemon-child")
+        {
+            assert!(
+                !cmd.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "a daemon's command line shows the domain id"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata equals a kernel mount
+// ---------------------------------------------------------------------------------------------
+
+/// Everything lstat shows, per path, plus each directory's entry order.
+fn stat_tree(root: &Path) -> BTreeMap<Vec<u8>, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let p = root.join(&rel);
+        let md = fs::symlink_metadata(&p).unwrap();
+        let mut line = format!(
+            "ino={} mode={:o} nlink={} uid={} gid={} size={} blocks={} rdev={} mtime={}.{} ctime={}.{} atime={}.{}",
+            md.ino(),
+            md.mode(),
+            md.nlink(),
+            md.uid(),
+            md.gid(),
+            md.size(),
+            md.blocks(),
+            md.rdev(),
+            md.mtime(),
+            md.mtime_nsec(),
+            md.ctime(),
+            md.ctime_nsec(),
+            md.atime(),
+            md.atime_nsec()
+        );
+        if md.is_dir() {
+            let names: Vec<_> = fs::read_dir(&p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            line.push_str(&format!(" entries={names:?}"));
+            for n in names {
+                stack.push(rel.join(n));
+            }
+        }
+        out.insert(rel.as_os_str().as_bytes().to_vec(), line);
+    }
+    out
+}
+
+fn statfs_line(p: &Path) -> String {
+    let s = rustix::fs::statfs(p).unwrap();
+    format!(
+        "bsize={} blocks={} bfree={} bavail={} files={} ffree={} namelen={}",
+        s.f_bsize, s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree, s.f_namelen
+    )
+}
+
+fn assert_same_as_kernel(image: &Path, opts: &str) {
+    let kernel = ErofsMount::new(image, &[]);
+    let ours = IshareMount::new(image, opts);
+    assert_trees_eq(
+        "kernel mount",
+        &snapshot(kernel.path()),
+        "ishare mount",
+        &snapshot(ours.path()),
+        &CompareOpts::EXACT,
+    );
+    let (a, b) = (stat_tree(kernel.path()), stat_tree(ours.path()));
+    let diffs: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .take(20)
+        .map(|(k, v)| {
+            format!(
+                "{}:\n  kernel {v}\n  ishare {}",
+                String::from_utf8_lossy(k),
+                b.get(k).map_or("(missing)", |s| s.as_str())
+            )
+        })
+        .collect();
+    assert!(
+        diffs.is_empty() && a.len() == b.len(),
+        "lstat differs ({} vs {} paths):\n{}\n{}",
+        a.len(),
+        b.len(),
+        diffs.join("\n"),
+        ours.log_text()
+    );
+    // statfs: everything but the type (FUSE) and the fsid.
+    assert_eq!(statfs_line(kernel.path()), statfs_line(ours.path()));
+}
+
+#[test]
+fn metadata_equals_a_kernel_mount() {
+    let _g = serial();
+    let src = SourceTree::new(&TreeSpec::small());
+    let dir = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let shared = share_opts(store.path(), "d", "");
+    let flat = dir.path().join("flat.erofs");
+    ishare_mkfs(&flat, src.path(), &[]);
+    assert_same_as_kernel(&flat, "ro");
+    assert_same_as_kernel(&flat, &shared);
+    let chunked = dir.path().join("chunked.erofs");
+    ishare_mkfs(&chunked, src.path(), &["--chunksize", "8192"]);
+    assert_same_as_kernel(&chunked, &shared);
+    // mkfs.erofs 1.9.4: LZ4HC-compressed (read through the reader's decompression).
+    let lz4 = dir.path().join("lz4.erofs");
+    run(Command::new(common::mkfs_194())
+        .args(["--quiet", "-zlz4hc", "--xattr-inode-digest"])
+        .arg(&lz4)
+        .arg(src.path()));
+    assert_same_as_kernel(&lz4, "ro");
+    assert_same_as_kernel(&lz4, &shared);
+    // mkfs.erofs 1.9.4 with its own fingerprints, chunk indexes.
+    let eu = dir.path().join("eu.erofs");
+    run(Command::new(common::mkfs_194())
+        .args([
+            "--quiet",
+            "--xattr-inode-digest",
+            "--chunksize=4096",
+            "-Eforce-chunk-indexes",
+        ])
+        .arg(&eu)
+        .arg(src.path()));
+    assert_same_as_kernel(&eu, &shared);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifetime
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn unmounting_one_mount_while_another_reads_the_shared_file() {
+    let _g = serial();
+    let p = pair(&[]);
+    let store = tempfile::tempdir().unwrap();
+    let opts = share_opts(store.path(), "d", "");
+    let m1 = IshareMount::new(&p.img1, &opts);
+    let m2 = IshareMount::new(&p.img2, &opts);
+    check_big(&m1, BIG1, &p.big_sum);
+    let mut f = fs::File::open(m2.path().join(BIG2)).unwrap();
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    let mut unmounted = false;
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        total += n;
+        if total >= BIG / 2 && !unmounted {
+            run(Command::new(common::ishare_bin())
+                .arg("umount")
+                .arg(m1.path()));
+            assert!(!is_mounted(m1.path()));
+            drop_caches();
+            unmounted = true;
+        }
+    }
+    assert!(unmounted);
+    assert_eq!(<[u8; 32]>::from(h.finalize()), p.big_sum);
+    check_big(&m2, BIG2, &p.big_sum);
+}
+
+#[test]
+fn kill_during_materialization_then_remount_reads_every_byte() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let big = pseudo_random(256 << 20, 40);
+    let src = dir.path().join("s");
+    write(&src, "big", &big);
+    let img = dir.path().join("i.erofs");
+    ishare_mkfs(&img, &src, &[]);
+    drop(big);
+    let want = sha256_file(&src.join("big"));
+    let store = tempfile::tempdir().unwrap();
+    let opts = share_opts(store.path(), "d", "");
+    for delay_ms in [30u64, 150] {
+        drop_caches();
+        let m = IshareMount::foreground(&img, &opts);
+        let path = m.path().join("big");
+        let reader = std::thread::spawn(move || fs::read(path).map(|d| d.len()));
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(m.pid() as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        // The reader gets an error (or, if preparation was fast, the whole file).
+        let _ = reader.join().unwrap();
+        drop(m);
+        // Whatever the store holds under final names is complete and right.
+        let objects = store_files(store.path());
+        eprintln!(
+            "kill -9 {delay_ms} ms into the first open: {} objects in the store",
+            objects.len()
+        );
+        for f in objects {
+            assert_eq!(sha256_file(&f), want, "damaged object {}", f.display());
+        }
+    }
+    let m = IshareMount::foreground(&img, &opts);
+    assert_eq!(sha256_file(&m.path().join("big")), want);
+    // The daemon publishes the object in the background and waits for it on exit.
+    drop(m);
+    let objects = store_files(store.path());
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    // No temporary files stay behind (O_TMPFILE) or they are named .tmp.*.
+    assert!(
+        objects
+            .iter()
+            .all(|o| !o.file_name().unwrap().as_bytes().starts_with(b".tmp.")),
+        "{objects:?}"
+    );
+}
+
+/// 16 readers across 8 mounts (two images, one domain) for a bounded time: opens,
+/// random preads and whole reads of the shared file, all racing the first preparation
+/// of its object; every byte must be right and nothing may hang.
+#[test]
+fn concurrent_readers_across_mounts() {
+    use std::os::unix::fs::FileExt;
+    let _g = serial();
+    let p = pair(&[]);
+    let big = std::sync::Arc::new(pseudo_random(BIG, 1));
+    let store = tempfile::tempdir().unwrap();
+    let opts = share_opts(store.path(), "d1", "");
+    let mounts: Vec<IshareMount> = (0..8)
+        .map(|i| IshareMount::new(if i % 2 == 0 { &p.img1 } else { &p.img2 }, &opts))
+        .collect();
+    let files: Vec<PathBuf> = mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| m.path().join(if i % 2 == 0 { BIG1 } else { BIG2 }))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for t in 0..16usize {
+        let (file, big, tx) = (files[t % 8].clone(), big.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let mut x = (t as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut ops = 0u64;
+            let res = (|| -> Result<u64, String> {
+                while Instant::now() < deadline {
+                    let f = fs::File::open(&file).map_err(|e| e.to_string())?;
+                    for _ in 0..32 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let len = (x % (1 << 20)) as usize + 1;
+                        let off = (x >> 20) as usize % (BIG - len);
+                        let mut buf = vec![0u8; len];
+                        f.read_exact_at(&mut buf, off as u64)
+                            .map_err(|e| format!("{}: {e}", file.display()))?;
+                        if buf[..] != big[off..off + len] {
+                            return Err(format!("{}: wrong bytes at {off}+{len}", file.display()));
+                        }
+                        ops += 1;
+                    }
+                }
+                Ok(ops)
+            })();
+            let _ = tx.send(res);
+        });
+    }
+    drop(tx);
+    let mut total = 0;
+    for _ in 0..16 {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(n)) => total += n,
+            Ok(Err(e)) => panic!("reader failed: {e}"),
+            Err(_) => panic!("a reader hung (no answer 60 s after the deadline)"),
+        }
+    }
+    eprintln!("16 readers, 8 mounts: {total} verified preads");
+    for (i, m) in mounts.iter().enumerate() {
+        check_big(m, if i % 2 == 0 { BIG1 } else { BIG2 }, &p.big_sum);
+    }
+}

@@ -1,0 +1,58 @@
+//! `ishare mount`: EROFS images served over FUSE, read-only, with the page cache of
+//! identical files shared across images as Linux 7.0's `inode_share` does, on any
+//! kernel with FUSE (passthrough from 6.9).
+//!
+//! # Semantics (the kernel's)
+//!
+//! With `-o inode_share,domain_id=ID` (both required, as in the kernel), a regular file
+//! whose fingerprint xattr value is 1 byte to one block long reads its data from one
+//! object per key (domain, fingerprint value); everything else (stat, xattrs, nlink,
+//! times, inode numbers, directories, symlinks, devices) stays per image, exactly as a
+//! kernel mount shows it. An image without `COMPAT_ISHARE_XATTRS` mounts unshared with
+//! a notice. A file whose key already has an object of another size is not shared
+//! (warning).
+//!
+//! # Beyond the kernel
+//!
+//! * `verify=on` (default): a `sha256:` fingerprint is checked against the file's own
+//!   content before the file is shared, both when its object is created and when an
+//!   existing object is used, so an image lying about a fingerprint reads its own bytes
+//!   (warning naming image and path) and never poisons other images. Fingerprints that
+//!   are not `sha256:` cannot be checked and are not shared under `verify=on`. Objects
+//!   created with `verify=off` live under other names and are never used by
+//!   `verify=on` mounts.
+//! * The domain id is a secret: store paths derive from a keyed hash of it (see
+//!   [`store`]); it is in no log line, mount option or daemon command line.
+//! * Image pages read to copy or serve file data are dropped again
+//!   (`POSIX_FADV_DONTNEED`), so neither sharing nor unshared reads leave a second cached
+//!   copy under the image file.
+//!
+//! # How data reaches readers
+//!
+//! Shared files' objects are materialized on first open (copied from the image and
+//! hashed, then published atomically; see [`store`]). Then:
+//!
+//! * with kernel FUSE passthrough (CAP_SYS_ADMIN, Linux 6.9+; `passthrough=auto|on`),
+//!   the open passes through to the object file: read, mmap, splice/sendfile all use
+//!   the object's page cache, shared by every mount of the domain;
+//! * without it (`passthrough=off`, or not available), the file is opened `direct_io`
+//!   and the daemon reads the object (buffered): read(2) shares the object's cache;
+//!   mmap and splice fill the mount's own FUSE cache (not shared).
+//!
+//! Unshared files are read from the image and cached by FUSE (`keep_cache`).
+//!
+//! # Modules
+//!
+//! * [`options`]: the `-o` options;
+//! * [`store`]: the per-domain content-addressed object store;
+//! * [`share`]: which files share and preparing their objects (with verification);
+//! * [`fs`]: the FUSE filesystem;
+//! * [`daemon`]: mounting and the mode decision;
+//! * [`logger`]: the daemon's log.
+
+pub mod daemon;
+pub mod fs;
+pub mod logger;
+pub mod options;
+pub mod share;
+pub mod store;

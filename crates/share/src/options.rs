@@ -1,0 +1,262 @@
+//! `ishare mount -o OPTIONS`: the kernel's EROFS option names where they exist
+//! (`inode_share`, `domain_id=`, `device=`, `ro`), plus ours (`store=`, `verify=`,
+//! `passthrough=`, `allow_other`, `threads=`, `log=`).
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Where shared objects live unless `store=DIR` says otherwise. Everything in it can
+/// be rebuilt from the images (a cache in the FHS sense), hence `/var/cache`.
+pub const DEFAULT_STORE: &str = "/var/cache/ishare/store";
+
+/// Environment variable that may hold the domain id instead of `-o domain_id=`, so the
+/// id stays off command lines (which every user can read in `/proc/PID/cmdline`).
+pub const DOMAIN_ID_ENV: &str = "ISHARE_DOMAIN_ID";
+
+/// The trusted domain of `inode_share`. A secret: its `Debug` never shows it, and it
+/// is wiped (best effort) when dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DomainId(Vec<u8>);
+
+impl DomainId {
+    /// Wraps the id bytes.
+    pub fn new(id: impl Into<Vec<u8>>) -> Self {
+        DomainId(id.into())
+    }
+
+    /// The id bytes (used only as a hash key).
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DomainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DomainId(<secret>)")
+    }
+}
+
+impl Drop for DomainId {
+    fn drop(&mut self) {
+        self.0.fill(0);
+    }
+}
+
+/// `passthrough=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passthrough {
+    /// Use kernel FUSE passthrough when the kernel and our privileges allow it.
+    Auto,
+    /// Require passthrough; the mount fails without it.
+    On,
+    /// Never use passthrough: the daemon serves every read.
+    Off,
+}
+
+/// Parsed mount options.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// `inode_share`: share the page cache of files with equal fingerprints.
+    pub inode_share: bool,
+    /// `domain_id=ID`: the trusted domain (required with `inode_share`).
+    pub domain_id: Option<DomainId>,
+    /// `device=PATH` (repeatable): extra devices in device table order.
+    pub devices: Vec<PathBuf>,
+    /// `store=DIR`.
+    pub store: PathBuf,
+    /// `verify=on|off`: check `sha256:` fingerprints against the content before sharing.
+    pub verify: bool,
+    /// `passthrough=auto|on|off`.
+    pub passthrough: Passthrough,
+    /// `allow_other`: let every user access the mount (FUSE restricts it to the mounter
+    /// otherwise).
+    pub allow_other: bool,
+    /// `threads=N`: FUSE worker threads.
+    pub threads: usize,
+    /// `log=FILE`: where a detached daemon writes its log (default: syslog's `/dev/log`
+    /// when present, else nowhere).
+    pub log: Option<PathBuf>,
+    /// `dev`/`nodev`, `suid`/`nosuid`, `exec`/`noexec` (defaults as `mount -t erofs`).
+    pub dev: bool,
+    /// See `dev`.
+    pub suid: bool,
+    /// See `dev`.
+    pub exec: bool,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            inode_share: false,
+            domain_id: None,
+            devices: Vec::new(),
+            store: PathBuf::from(DEFAULT_STORE),
+            verify: true,
+            passthrough: Passthrough::Auto,
+            allow_other: false,
+            threads: default_threads(),
+            log: None,
+            dev: true,
+            suid: true,
+            exec: true,
+        }
+    }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+
+fn on_off(name: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "on" | "1" | "yes" | "true" => Ok(true),
+        "off" | "0" | "no" | "false" => Ok(false),
+        _ => Err(format!("{name}={v}: expected on or off")),
+    }
+}
+
+impl MountOptions {
+    /// Parses comma-separated option lists (each `-o` argument is one list).
+    /// `env_domain` is the value of [`DOMAIN_ID_ENV`], used when no `domain_id=` is given.
+    pub fn parse<S: AsRef<str>>(lists: &[S], env_domain: Option<Vec<u8>>) -> Result<Self, String> {
+        let mut o = MountOptions::default();
+        for list in lists {
+            for opt in list.as_ref().split(',').filter(|s| !s.is_empty()) {
+                let (name, value) = match opt.split_once('=') {
+                    Some((n, v)) => (n, Some(v)),
+                    None => (opt, None),
+                };
+                let need = || value.ok_or_else(|| format!("option {name} needs a value"));
+                let flag = |v: Option<&str>| match v {
+                    None => Ok(()),
+                    Some(_) => Err(format!("option {name} takes no value")),
+                };
+                match name {
+                    "inode_share" => {
+                        flag(value)?;
+                        o.inode_share = true;
+                    }
+                    "domain_id" => {
+                        let v = need()?;
+                        if v.is_empty() {
+                            return Err("domain_id must not be empty".into());
+                        }
+                        o.domain_id = Some(DomainId::new(v.as_bytes()));
+                    }
+                    "device" => o.devices.push(PathBuf::from(need()?)),
+                    "store" => {
+                        let v = need()?;
+                        if v.is_empty() {
+                            return Err("store must not be empty".into());
+                        }
+                        o.store = PathBuf::from(v);
+                    }
+                    "verify" => o.verify = on_off(name, need()?)?,
+                    "passthrough" => {
+                        o.passthrough = match need()? {
+                            "auto" => Passthrough::Auto,
+                            "on" => Passthrough::On,
+                            "off" => Passthrough::Off,
+                            v => return Err(format!("passthrough={v}: expected auto, on or off")),
+                        }
+                    }
+                    "allow_other" => {
+                        flag(value)?;
+                        o.allow_other = true;
+                    }
+                    "threads" => {
+                        let v = need()?;
+                        o.threads = v
+                            .parse()
+                            .ok()
+                            .filter(|n| (1..=256).contains(n))
+                            .ok_or_else(|| format!("threads={v}: expected 1 to 256"))?;
+                    }
+                    "log" => o.log = Some(PathBuf::from(need()?)),
+                    "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" => {
+                        flag(value)?;
+                        let on = !name.starts_with("no");
+                        match name.trim_start_matches("no") {
+                            "dev" => o.dev = on,
+                            "suid" => o.suid = on,
+                            _ => o.exec = on,
+                        }
+                    }
+                    // Accepted for compatibility with `mount -t erofs` option lists: EROFS
+                    // is always read-only and always shows user xattrs and ACLs.
+                    "ro" | "defaults" | "user_xattr" | "acl" | "noatime" | "relatime"
+                    | "nodiratime" => flag(value)?,
+                    "rw" => return Err("EROFS images are read-only: rw is not possible".into()),
+                    _ => return Err(format!("unknown mount option {name:?}")),
+                }
+            }
+        }
+        if o.domain_id.is_none()
+            && let Some(env) = env_domain.filter(|v| !v.is_empty())
+        {
+            o.domain_id = Some(DomainId::new(env));
+        }
+        // The kernel: "domain_id is needed when inode_ishare is on".
+        if o.inode_share && o.domain_id.is_none() {
+            return Err(format!(
+                "inode_share needs domain_id=ID (or {DOMAIN_ID_ENV} in the environment), as the kernel requires"
+            ));
+        }
+        Ok(o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kernel_and_own_options() {
+        let o = MountOptions::parse(
+            &[
+                "ro,inode_share,domain_id=abc",
+                "device=/a,device=/b,store=/s,verify=off,passthrough=off,allow_other,threads=3",
+            ],
+            None,
+        )
+        .unwrap();
+        assert!(o.inode_share);
+        assert_eq!(o.domain_id.as_ref().unwrap().expose(), b"abc");
+        assert_eq!(o.devices, [PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(o.store, PathBuf::from("/s"));
+        assert!(!o.verify);
+        assert_eq!(o.passthrough, Passthrough::Off);
+        assert!(o.allow_other);
+        assert_eq!(o.threads, 3);
+        assert!(
+            !format!("{o:?}").contains("abc"),
+            "the domain id leaks through Debug"
+        );
+    }
+
+    #[test]
+    fn inode_share_needs_domain_id() {
+        let e = MountOptions::parse(&["inode_share"], None).unwrap_err();
+        assert!(e.contains("domain_id"), "{e}");
+        let o = MountOptions::parse(&["inode_share"], Some(b"env".to_vec())).unwrap();
+        assert_eq!(o.domain_id.unwrap().expose(), b"env");
+        assert!(MountOptions::parse(&["domain_id="], None).is_err());
+    }
+
+    #[test]
+    fn refuses_bad_options() {
+        for bad in [
+            "rw",
+            "bogus",
+            "verify=maybe",
+            "threads=0",
+            "passthrough=x",
+            "inode_share=1",
+        ] {
+            assert!(MountOptions::parse(&[bad], None).is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! The content-addressed object store behind page cache sharing.
+//!
+//! One directory per trusted domain; one object file per sharing key (domain,
+//! fingerprint value). Every mount process of the domain opens the same object file,
+//! so the kernel keeps one page cache for it, whichever image and path a file comes
+//! from.
+//!
+//! ```text
+//! STORE/v1/<domain tag>/<2 hex>/<object name>        verified against its sha256: fingerprint
+//! STORE/v1/<domain tag>/<2 hex>/<object name>.u      not verified (verify=off, or no sha256:)
+//! ```
+//!
+//! Names come from a keyed hash: `K = HMAC-SHA256(domain_id, "ishare store v1")`, the
+//! domain tag is the first 128 bits of `HMAC(K, "domain")` in hex, an object name is
+//! `HMAC(K, "object" 0 fingerprint)` in hex. Without the domain id nothing in the store
+//! reveals the domain, nor links an object to a fingerprint (which for `sha256:`
+//! fingerprints would tell whose files are where).
+//!
+//! Objects are published atomically: written to an unnamed `O_TMPFILE` (or a
+//! `.tmp.*` file when the filesystem lacks it) in the object's directory, synced,
+//! then linked under the final name with `linkat`, which fails if a concurrent mount
+//! published first (its object is then used). A crash at any point leaves no partial
+//! object under a final name. Directories are `0700`.
+
+use std::ffi::OsStr;
+use std::fs::{DirBuilder, File};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hmac::{Hmac, Mac};
+use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+use sha2::Sha256;
+
+use crate::options::DomainId;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Layout version directory under the store root.
+const VERSION_DIR: &str = "v1";
+
+/// Suffix of objects published without verification.
+const UNVERIFIED_SUFFIX: &str = ".u";
+
+/// Prefix of named temporary files (only when `O_TMPFILE` is unavailable).
+pub const TMP_PREFIX: &str = ".tmp.";
+
+/// An object file, open read-only.
+#[derive(Debug)]
+pub struct Object {
+    /// The open object file.
+    pub file: File,
+    /// Its size.
+    pub size: u64,
+    /// Its content was checked against a `sha256:` fingerprint when published.
+    pub verified: bool,
+}
+
+/// The store directory of one domain.
+pub struct Store {
+    root: PathBuf,
+    dir: PathBuf,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).finish()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.key.fill(0);
+    }
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn mkdir_private(path: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
+/// A temporary object being written; removed unless published.
+#[derive(Debug)]
+pub struct TmpObject {
+    /// The file to write the content into.
+    pub file: File,
+    dir: OwnedFd,
+    /// Name of a named temporary file; `None` for `O_TMPFILE`.
+    named: Option<String>,
+    name: String,
+}
+
+impl TmpObject {
+    /// A read-only open file of the same inode (through `/proc/self/fd`; a duplicate
+    /// of the writable one if that fails).
+    pub fn reopen_read_only(&self) -> io::Result<File> {
+        let proc = format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&self.file)
+        );
+        File::open(proc).or_else(|_| self.file.try_clone())
+    }
+}
+
+impl Drop for TmpObject {
+    fn drop(&mut self) {
+        if let Some(n) = self.named.take() {
+            let _ = rustix::fs::unlinkat(&self.dir, n.as_str(), AtFlags::empty());
+        }
+    }
+}
+
+/// What [`Store::publish`] did.
+#[derive(Debug)]
+pub enum Published {
+    /// Our object is now in the store.
+    Ours(Object),
+    /// Another process published first; its object.
+    Theirs(Object),
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// An exclusive lock on preparing one object (`flock` on `<name>.lock`): mounts of a
+/// domain wait for the one preparing an object instead of preparing it again. The
+/// kernel releases it when its holder dies.
+#[derive(Debug)]
+pub struct ObjectLock {
+    _fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl ObjectLock {
+    /// Releases the lock after the object was published (the lock file goes; anyone
+    /// still waiting on it finds the object once they get it).
+    pub fn release_published(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Store {
+    /// Opens (creating as needed) the store directory of `domain` under `root`.
+    pub fn open(root: &Path, domain: &DomainId) -> io::Result<Store> {
+        let key = hmac(domain.expose(), &[b"ishare store v1"]);
+        let tag = hex(&hmac(&key, &[b"domain"])[..16]);
+        let dir = root.join(VERSION_DIR).join(tag);
+        mkdir_private(&dir)?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            dir,
+            key,
+        })
+    }
+
+    /// The store root (shown in logs; it reveals nothing about the domain).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The domain's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The object name of a fingerprint value (hex of a keyed hash).
+    pub fn object_name(&self, fingerprint: &[u8]) -> String {
+        hex(&hmac(&self.key, &[b"object", &[0], fingerprint]))
+    }
+
+    fn object_dir(&self, name: &str) -> PathBuf {
+        self.dir.join(&name[..2])
+    }
+
+    fn final_name(name: &str, verified: bool) -> String {
+        if verified {
+            name.to_owned()
+        } else {
+            format!("{name}{UNVERIFIED_SUFFIX}")
+        }
+    }
+
+    /// Path of an object (for tests and tools).
+    pub fn object_path(&self, fingerprint: &[u8], verified: bool) -> PathBuf {
+        let name = self.object_name(fingerprint);
+        self.object_dir(&name)
+            .join(Self::final_name(&name, verified))
+    }
+
+    fn open_object(path: &Path, verified: bool) -> io::Result<Option<Object>> {
+        match File::open(path) {
+            Ok(file) => {
+                let size = file.metadata()?.len();
+                Ok(Some(Object {
+                    file,
+                    size,
+                    verified,
+                }))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The published object of `fingerprint`: the verified one, else (unless
+    /// `verified_only`) an unverified one.
+    pub fn lookup(&self, fingerprint: &[u8], verified_only: bool) -> io::Result<Option<Object>> {
+        if let Some(o) = Self::open_object(&self.object_path(fingerprint, true), true)? {
+            return Ok(Some(o));
+        }
+        if verified_only {
+            return Ok(None);
+        }
+        Self::open_object(&self.object_path(fingerprint, false), false)
+    }
+
+    /// Waits for and takes the preparation lock of `fingerprint`'s object.
+    pub fn lock(&self, fingerprint: &[u8]) -> io::Result<ObjectLock> {
+        let name = self.object_name(fingerprint);
+        let odir = self.object_dir(&name);
+        mkdir_private(&odir)?;
+        let path = odir.join(format!("{name}.lock"));
+        let fd = rustix::fs::open(
+            &path,
+            OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive)?;
+        Ok(ObjectLock { _fd: fd, path })
+    }
+
+    /// A new temporary object for `fingerprint`, in the directory it will be
+    /// published in (so publishing is a link within one directory).
+    pub fn create_tmp(&self, fingerprint: &[u8]) -> io::Result<TmpObject> {
+        let name = self.object_name(fingerprint);
+        let odir = self.object_dir(&name);
+        mkdir_private(&odir)?;
+        let dir = rustix::fs::open(
+            &odir,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mode = Mode::from_raw_mode(0o444);
+        match rustix::fs::openat(
+            &dir,
+            ".",
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+            mode,
+        ) {
+            Ok(fd) => {
+                return Ok(TmpObject {
+                    file: File::from(fd),
+                    dir,
+                    named: None,
+                    name,
+                });
+            }
+            Err(e)
+                if e == rustix::io::Errno::OPNOTSUPP
+                    || e == rustix::io::Errno::ISDIR
+                    || e == rustix::io::Errno::INVAL => {}
+            Err(e) => return Err(e.into()),
+        }
+        let tmp = format!(
+            "{TMP_PREFIX}{name}.{}.{}",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let fd = rustix::fs::openat(
+            &dir,
+            tmp.as_str(),
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC,
+            mode,
+        )?;
+        Ok(TmpObject {
+            file: File::from(fd),
+            dir,
+            named: Some(tmp),
+            name,
+        })
+    }
+
+    /// Makes a fully written temporary object durable and visible under its final
+    /// name. With `replace`, an existing object of that name is replaced (it was found
+    /// damaged); otherwise an existing one wins and is returned.
+    pub fn publish(
+        &self,
+        mut tmp: TmpObject,
+        verified: bool,
+        replace: bool,
+    ) -> io::Result<Published> {
+        rustix::fs::fdatasync(&tmp.file)?;
+        let final_name = Self::final_name(&tmp.name, verified);
+        // Give an O_TMPFILE a temporary name first when it must replace an object
+        // (linkat never replaces).
+        if tmp.named.is_none() && replace {
+            let n = format!(
+                "{TMP_PREFIX}{}.{}.{}",
+                tmp.name,
+                std::process::id(),
+                TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+            );
+            link_tmpfile(&tmp.file, &tmp.dir, &n)?;
+            tmp.named = Some(n);
+        }
+        let res = match (&tmp.named, replace) {
+            (Some(n), true) => {
+                rustix::fs::renameat(&tmp.dir, n.as_str(), &tmp.dir, final_name.as_str())
+                    .map(|()| tmp.named = None)
+            }
+            (Some(n), false) => rustix::fs::linkat(
+                &tmp.dir,
+                n.as_str(),
+                &tmp.dir,
+                final_name.as_str(),
+                AtFlags::empty(),
+            ),
+            (None, _) => link_tmpfile(&tmp.file, &tmp.dir, &final_name),
+        };
+        let path = self.object_dir(&tmp.name).join(&final_name);
+        match res {
+            Ok(()) => {
+                rustix::fs::fsync(&tmp.dir)?;
+                // Reopen read-only: the object is served through read-only opens only.
+                let obj = Self::open_object(&path, verified)?
+                    .ok_or_else(|| io::Error::other("object vanished after publishing"))?;
+                Ok(Published::Ours(obj))
+            }
+            Err(e) if e == rustix::io::Errno::EXIST => {
+                let obj = Self::open_object(&path, verified)?.ok_or_else(|| {
+                    io::Error::other("object vanished after a concurrent publish")
+                })?;
+                Ok(Published::Theirs(obj))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Links an `O_TMPFILE` file into `dir` as `name`: `AT_EMPTY_PATH` (needs
+/// CAP_DAC_READ_SEARCH), else through `/proc/self/fd`.
+fn link_tmpfile(file: &File, dir: &OwnedFd, name: &str) -> rustix::io::Result<()> {
+    match rustix::fs::linkat(file.as_fd(), "", dir, name, AtFlags::EMPTY_PATH) {
+        Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::PERM => {
+            let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(file));
+            rustix::fs::linkat(
+                CWD,
+                OsStr::from_bytes(proc.as_bytes()),
+                dir,
+                name,
+                AtFlags::SYMLINK_FOLLOW,
+            )
+        }
+        r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+
+    fn store(dir: &Path, domain: &str) -> Store {
+        Store::open(dir, &DomainId::new(domain)).unwrap()
+    }
+
+    #[test]
+    fn names_hide_the_domain_and_differ_per_domain() {
+        let t = tempfile::tempdir().unwrap();
+        let a = store(t.path(), "secret-domain-a");
+        let b = store(t.path(), "secret-domain-b");
+        assert_ne!(a.dir(), b.dir());
+        assert_ne!(a.object_name(b"fp"), b.object_name(b"fp"));
+        assert_ne!(a.object_name(b"fp"), a.object_name(b"fq"));
+        for p in [a.dir(), &a.object_path(b"fp", true)] {
+            assert!(!p.to_string_lossy().contains("secret"), "{p:?}");
+        }
+        let mode = std::fs::metadata(a.dir()).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn publish_is_atomic_and_first_wins() {
+        let t = tempfile::tempdir().unwrap();
+        let s = store(t.path(), "d");
+        assert!(s.lookup(b"fp", false).unwrap().is_none());
+        let mut t1 = s.create_tmp(b"fp").unwrap();
+        let mut t2 = s.create_tmp(b"fp").unwrap();
+        t1.file.write_all(b"first").unwrap();
+        t2.file.write_all(b"second").unwrap();
+        // Nothing is visible before publishing.
+        assert!(s.lookup(b"fp", false).unwrap().is_none());
+        let Published::Ours(o1) = s.publish(t1, true, false).unwrap() else {
+            panic!("first publish lost")
+        };
+        assert_eq!(o1.size, 5);
+        let Published::Theirs(o2) = s.publish(t2, true, false).unwrap() else {
+            panic!("second publish won")
+        };
+        let mut buf = [0u8; 5];
+        o2.file.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"first");
+        // Replacing works, and no temporary files stay behind.
+        let mut t3 = s.create_tmp(b"fp").unwrap();
+        t3.file.write_all(b"third!").unwrap();
+        let Published::Ours(o3) = s.publish(t3, true, true).unwrap() else {
+            panic!("replace lost")
+        };
+        assert_eq!(o3.size, 6);
+        let obj_dir = s.object_path(b"fp", true).parent().unwrap().to_path_buf();
+        let names: Vec<_> = std::fs::read_dir(obj_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        // Unverified objects live under another name; lookup prefers verified ones.
+        let mut t4 = s.create_tmp(b"other").unwrap();
+        t4.file.write_all(b"x").unwrap();
+        s.publish(t4, false, false).unwrap();
+        assert!(s.lookup(b"other", true).unwrap().is_none());
+        assert!(!s.lookup(b"other", false).unwrap().unwrap().verified);
+        assert!(s.lookup(b"fp", false).unwrap().unwrap().verified);
+    }
+
+    #[test]
+    fn an_unpublished_temporary_leaves_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let s = store(t.path(), "d");
+        {
+            let mut tmp = s.create_tmp(b"fp").unwrap();
+            tmp.file.write_all(b"partial").unwrap();
+        }
+        let obj_dir = s.object_path(b"fp", true).parent().unwrap().to_path_buf();
+        assert_eq!(std::fs::read_dir(obj_dir).unwrap().count(), 0);
+    }
+}
