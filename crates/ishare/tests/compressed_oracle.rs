@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{
-    CompareOpts, ErofsMount, SourceTree, Tmpfs, TreeSpec, assert_trees_eq, run, snapshot,
+    CompareOpts, ErofsMount, Rng, SourceTree, Tmpfs, TreeSpec, assert_trees_eq, run, snapshot,
 };
 use ishare_erofs::Image;
 
@@ -110,27 +110,10 @@ fn spec() -> TreeSpec {
     }
 }
 
-/// Deterministic splitmix64.
-struct Rng(u64);
-
+/// More of what these tests need from the shared splitmix64 generator.
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
     fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next() % n }
-    }
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(len + 8);
-        while v.len() < len {
-            v.extend_from_slice(&self.next().to_le_bytes());
-        }
-        v.truncate(len);
-        v
     }
     /// Compressible text: words from a small vocabulary.
     fn text(&mut self, len: usize) -> Vec<u8> {
