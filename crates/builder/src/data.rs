@@ -30,6 +30,9 @@ pub(crate) struct DataPass<'a> {
     pub hash: bool,
     /// Progress receiver.
     pub progress: Option<&'a dyn crate::options::Progress>,
+    /// Compressed files (by node), whose encoded blocks are in `spill`.
+    pub zfiles: &'a [Option<crate::compress::file::ZFile>],
+    pub spill: Option<&'a File>,
 }
 
 /// Copies every regular file; returns each node's SHA-256 (`None` for nodes that are
@@ -46,7 +49,10 @@ pub(crate) fn copy_all(pass: &DataPass<'_>) -> Result<Vec<Option<[u8; 32]>>> {
     let digests: Vec<(usize, Option<[u8; 32]>)> = files
         .into_par_iter()
         .map(|i| {
-            let d = copy_one(pass, i)?;
+            let d = match &pass.zfiles[i] {
+                Some(z) => copy_compressed(pass, i, z)?,
+                None => copy_one(pass, i)?,
+            };
             if let Some(p) = pass.progress {
                 p.advance(pass.layout.inodes[i].size);
             }
@@ -76,46 +82,108 @@ fn open_source(path: &Path) -> Result<File> {
     Ok(File::from(fd))
 }
 
-fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
-    let n = &pass.tree.nodes[node];
-    let p = &pass.layout.inodes[node];
-    // A file from a tar archive is a range of the archive; others are files.
-    let opened;
-    let (src, base, src_path) = match n.archive_offset {
-        Some(off) => {
-            let a = pass
-                .tree
-                .archive
-                .as_ref()
-                .expect("tar nodes have their archive");
-            (&a.file, off, &a.name)
+/// Where a regular file's data is read from: its own file, or its range of the tar
+/// archive; read errors name the file (or the archive, entry and offset).
+pub(crate) struct Source<'a> {
+    own: Option<File>,
+    tree: &'a Tree,
+    node: usize,
+    /// Offset of the data in the file read.
+    pub base: u64,
+}
+
+impl<'a> Source<'a> {
+    pub(crate) fn open(tree: &'a Tree, node: usize) -> Result<Self> {
+        let n = &tree.nodes[node];
+        let (own, base) = match n.archive_offset {
+            Some(off) => (None, off),
+            None => (Some(open_source(&n.path)?), 0),
+        };
+        Ok(Self {
+            own,
+            tree,
+            node,
+            base,
+        })
+    }
+
+    /// The file the data is in.
+    pub(crate) fn file(&self) -> &File {
+        match &self.own {
+            Some(f) => f,
+            None => {
+                &self
+                    .tree
+                    .archive
+                    .as_ref()
+                    .expect("tar nodes have their archive")
+                    .file
+            }
         }
-        None => {
-            opened = open_source(&n.path)?;
-            (&opened, 0, &n.path)
+    }
+
+    /// The path that read errors name.
+    pub(crate) fn path(&self) -> &Path {
+        match &self.own {
+            Some(_) => &self.tree.nodes[self.node].path,
+            None => &self.tree.archive.as_ref().expect("archive").name,
         }
-    };
-    let read_err = |e: std::io::Error| match n.archive_offset {
-        Some(off) => Error::io(
-            src_path,
-            "read",
-            std::io::Error::new(
-                e.kind(),
-                format!("the data of entry {} at byte {off}: {e}", n.path.display()),
+    }
+
+    pub(crate) fn read_err(&self, e: std::io::Error) -> Error {
+        let n = &self.tree.nodes[self.node];
+        match n.archive_offset {
+            Some(off) => Error::io(
+                self.path(),
+                "read",
+                std::io::Error::new(
+                    e.kind(),
+                    format!("the data of entry {} at byte {off}: {e}", n.path.display()),
+                ),
             ),
-        ),
-        None => Error::io(&n.path, "read", e),
-    };
+            None => Error::io(&n.path, "read", e),
+        }
+    }
+
+    /// The error for data that ends before the size the scan saw.
+    pub(crate) fn short(&self, size: u64) -> Error {
+        let n = &self.tree.nodes[self.node];
+        Error::Changed {
+            path: self.path().to_path_buf(),
+            what: match n.archive_offset {
+                Some(_) => format!("it ends inside the data of entry {}", n.path.display()),
+                None => format!("it is shorter than the {size} bytes it had"),
+            },
+        }
+    }
+
+    /// Reads `buf.len()` bytes at file offset `pos` (of a file of `size` bytes).
+    pub(crate) fn read_exact_at(&self, buf: &mut [u8], pos: u64, size: u64) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self
+                .file()
+                .read_at(&mut buf[done..], self.base + pos + done as u64)
+            {
+                Ok(0) => return Err(self.short(size)),
+                Ok(k) => done += k,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.read_err(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
+    let p = &pass.layout.inodes[node];
+    let source = Source::open(pass.tree, node)?;
+    let (src, base) = (source.file(), source.base);
+    let read_err = |e| source.read_err(e);
     let size = p.size;
     let to_blocks = size - p.tail;
     let dst_off = u64::from(p.startblk) * pass.block_size;
-    let short = || Error::Changed {
-        path: src_path.clone(),
-        what: match n.archive_offset {
-            Some(_) => format!("it ends inside the data of entry {}", n.path.display()),
-            None => format!("it is shorter than the {size} bytes it had"),
-        },
-    };
+    let short = || source.short(size);
     let write_err = |e| Error::io(pass.image_path, "write", e);
     let mut tail = Vec::with_capacity(p.tail as usize);
     let mut hasher = pass.hash.then(Sha256::new);
@@ -155,6 +223,44 @@ fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
             .map_err(write_err)?;
     }
     Ok(hasher.map(|h| h.finalize().into()))
+}
+
+/// Copies a compressed file's encoded blocks from the spill file, and its inline
+/// tail; its digest was taken while compressing.
+fn copy_compressed(
+    pass: &DataPass<'_>,
+    node: usize,
+    z: &crate::compress::file::ZFile,
+) -> Result<Option<[u8; 32]>> {
+    let p = &pass.layout.inodes[node];
+    let spill = pass.spill.expect("compressed files have a spill file");
+    let mut left = p.nblocks * pass.block_size;
+    let mut dst = u64::from(p.startblk) * pass.block_size;
+    let mut buf = Vec::new();
+    for &(off, len) in &z.pieces {
+        let n = len.min(left);
+        if n == 0 {
+            break;
+        }
+        let copied = copy_range(spill, off, pass.image, dst, n).unwrap_or(0);
+        if copied < n {
+            buf.resize((n - copied) as usize, 0);
+            spill
+                .read_exact_at(&mut buf, off + copied)
+                .and_then(|()| pass.image.write_all_at(&buf, dst + copied))
+                .map_err(|e| Error::io(pass.image_path, "write", e))?;
+        }
+        left -= n;
+        dst += n;
+    }
+    if let (Some(t), Some(zp)) = (&z.inline, &p.z)
+        && zp.inline
+    {
+        pass.image
+            .write_all_at(&t.data, p.tail_off())
+            .map_err(|e| Error::io(pass.image_path, "write", e))?;
+    }
+    Ok(z.digest)
 }
 
 enum CopyError {

@@ -13,6 +13,8 @@ use ishare_erofs::format::{
     INODE_CHUNK_BASED, INODE_FLAT_INLINE, INODE_FLAT_PLAIN, ISLOTBITS, InodeCompact, InodeExtended,
 };
 
+use crate::compress::file::ZFile;
+
 use crate::dir::DirLayout;
 use crate::error::{Error, Result};
 use crate::options::{BuildOptions, InodeVersion};
@@ -58,7 +60,23 @@ pub(crate) struct Placed {
     /// First data block, [`NULL_STARTBLK`] without data blocks.
     pub startblk: u32,
     pub chunks: Option<Chunks>,
+    /// Compressed files: whether the last pcluster is inline (`tail` bytes of it).
+    pub z: Option<ZPlaced>,
 }
+
+/// How a compressed file is placed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ZPlaced {
+    /// The tail extent is stored inline after the map.
+    pub inline: bool,
+    /// Byte offset of the map (header and indexes), 8-aligned.
+    pub map_off: u64,
+}
+
+/// Placeholder first block for sizing a map before the layout knows the real one:
+/// any value at least the largest block count the compact form looks back over
+/// gives the same form and size.
+pub(crate) const PROVISIONAL_STARTBLK: u32 = 1 << 24;
 
 impl Placed {
     /// Byte offset of the inline tail.
@@ -227,6 +245,7 @@ pub(crate) fn layout(
     tree: &Tree,
     bodies: &[Body],
     dirs: &[Option<DirLayout>],
+    zfiles: &[Option<ZFile>],
     opts: &BuildOptions,
     meta_start: u64,
 ) -> Result<Layout> {
@@ -249,6 +268,44 @@ pub(crate) fn layout(
         if let Some(c) = &s.chunks {
             meta_len = meta_len.next_multiple_of(c.unit) + c.count * c.unit;
         }
+        if let Some(z) = &zfiles[node] {
+            // Inode and xattrs, the map at the next multiple of 8, then the inline tail.
+            let map_rel = (isize + u64::from(body.size)).next_multiple_of(8);
+            let inline = z.inline.as_ref().map_or(0, |t| t.data.len() as u64);
+            let map_len = |use_inline| {
+                crate::compress::zmap(z, use_inline, PROVISIONAL_STARTBLK, opts, map_rel)
+                    .bytes
+                    .len() as u64
+            };
+            let with_inline = map_rel + map_len(true);
+            let (use_inline, meta_len, off) = if inline > 0 && with_inline + inline <= bs {
+                (
+                    true,
+                    with_inline,
+                    alloc.place_in_block(with_inline + inline),
+                )
+            } else {
+                let m = map_rel + map_len(false);
+                (false, m, alloc.place(m))
+            };
+            inodes.push(Placed {
+                extended: s.extended,
+                layout: crate::compress::zmap(z, use_inline, PROVISIONAL_STARTBLK, opts, map_rel)
+                    .layout,
+                size: s.size,
+                off,
+                meta_len,
+                tail: if use_inline { inline } else { 0 },
+                nblocks: z.blocks(use_inline),
+                startblk: NULL_STARTBLK,
+                chunks: None,
+                z: Some(ZPlaced {
+                    inline: use_inline,
+                    map_off: off + map_rel,
+                }),
+            });
+            continue;
+        }
         let (layout, off, tail, nblocks) = if s.chunks.is_some() {
             (INODE_CHUNK_BASED, alloc.place(meta_len), 0, s.full_blocks)
         } else if s.tail > 0 && meta_len + s.tail <= bs {
@@ -269,6 +326,7 @@ pub(crate) fn layout(
             nblocks,
             startblk: NULL_STARTBLK,
             chunks: s.chunks,
+            z: None,
         });
     }
 

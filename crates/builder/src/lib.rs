@@ -1,4 +1,4 @@
-//! Builds uncompressed EROFS images from a directory or a tar archive, with
+//! Builds EROFS images (uncompressed or compressed) from a directory or a tar archive, with
 //! page-cache-share fingerprints (`--xattr-inode-digest` of mkfs.erofs) on by default.
 //!
 //! The build runs in phases: scan the source into memory (`scan`; for tar input
@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+mod compress;
 mod data;
 mod dir;
 mod error;
@@ -20,6 +21,7 @@ mod tarball;
 mod writer;
 mod xattr;
 
+pub use compress::{Algorithm, Compression, Compressor};
 pub use error::{Error, Result};
 pub use options::{
     BuildOptions, DEFAULT_FINGERPRINT_NAME, DEFAULT_XATTR_TOLERANCE, InodeVersion, Progress,

@@ -82,6 +82,8 @@ pub struct BuildOptions {
     /// `trusted.overlay.origin`) and `.wh..wh..opq` to `trusted.overlay.opaque=y`
     /// on its directory.
     pub aufs: bool,
+    /// Compress regular files (`-z`); `None` = no compression.
+    pub compression: Option<crate::Compression>,
     /// Told how far the data pass is (for a progress bar).
     pub progress: Option<Arc<dyn Progress>>,
 }
@@ -120,6 +122,7 @@ impl Default for BuildOptions {
             fingerprint: Some(DEFAULT_FINGERPRINT_NAME.as_bytes().to_vec()),
             workers: 0,
             aufs: false,
+            compression: None,
             progress: None,
         }
     }
@@ -174,6 +177,9 @@ impl BuildOptions {
                     self.block_size
                 )));
             }
+        }
+        if let Some(c) = &self.compression {
+            c.validate(self.block_size)?;
         }
         let prefixes = self.xattr_prefixes.iter().chain(self.fingerprint.iter());
         for p in prefixes {

@@ -9,6 +9,10 @@ use ishare_erofs::format::*;
 use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32, U64};
 
+use crate::compress::file::Spill;
+use crate::compress::{
+    LZ4_MAX_DISTANCE, algorithms_bitmap, compr_cfgs, compress_files, uses_cfgs, zmap,
+};
 use crate::data::{DataPass, copy_all};
 use crate::dir::{DirEntry, DirLayout};
 use crate::error::{Error, Result};
@@ -79,16 +83,30 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
     let bits = opts.blkszbits()?;
     let bs = u64::from(opts.block_size);
     let prefixes = Prefixes::new(opts)?;
-    let shared_start = SUPER_OFFSET + SB_SIZE;
+    let zcfgs = opts
+        .compression
+        .as_ref()
+        .map(|c| compr_cfgs(c, opts.block_size))
+        .unwrap_or_default();
+    let shared_start = SUPER_OFFSET + SB_SIZE + zcfgs.len() as u64;
     let xplan = crate::xattr::plan(&mut tree, &prefixes, opts, shared_start)?;
     let prefix_off = shared_start + xplan.shared_area.len() as u64;
     let prefix_table = prefixes.serialize();
     let meta_start = prefix_off + prefix_table.len() as u64;
     let dirs = dir_layouts(&tree, opts.block_size as usize);
-    let lay = layout(&tree, &xplan.bodies, &dirs, opts, meta_start)?;
 
     let out = create_temp(image)?;
     let file = out.as_file();
+    let (zfiles, spill) = match &opts.compression {
+        Some(cfg) => {
+            let dir = out.path().parent().unwrap_or(Path::new("."));
+            let spill = Spill::new(dir)?;
+            let z = compress_files(&tree, cfg, opts, &spill, prefixes.fingerprint.is_some())?;
+            (z, Some(spill))
+        }
+        None => (vec![None; tree.nodes.len()], None),
+    };
+    let lay = layout(&tree, &xplan.bodies, &dirs, &zfiles, opts, meta_start)?;
     let total = lay
         .blocks
         .checked_mul(bs)
@@ -104,8 +122,11 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         block_size: bs,
         hash: prefixes.fingerprint.is_some(),
         progress: opts.progress.as_deref(),
+        zfiles: &zfiles,
+        spill: spill.as_ref().map(|s| &s.file),
     };
     let digests = copy_all(&pass)?;
+    drop(spill);
 
     let mut report = BuildReport {
         inodes: tree.nodes.len() as u64,
@@ -137,6 +158,13 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
             &xplan.bodies[i],
             fp.as_deref().unwrap_or_default(),
         );
+        if let (Some(z), Some(zp)) = (&zfiles[i], &p.z) {
+            buf.resize((zp.map_off - p.off) as usize, 0);
+            let map = zmap(z, zp.inline, p.startblk, opts, zp.map_off);
+            debug_assert_eq!(map.layout, p.layout);
+            buf.extend_from_slice(&map.bytes);
+            debug_assert_eq!(buf.len() as u64, p.meta_len);
+        }
         w.write(&buf, p.off)?;
         // Directory and symlink contents; file data was copied above.
         let content: Vec<Vec<u8>> = match &node.kind {
@@ -158,6 +186,7 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
             }
         }
     }
+    w.write(&zcfgs, SUPER_OFFSET + SB_SIZE)?;
     w.write(&xplan.shared_area, shared_start)?;
     w.write(&prefix_table, prefix_off)?;
     let sb = superblock(opts, bits, &tree, &lay, &prefixes, &xplan, prefix_off);
@@ -266,6 +295,8 @@ fn inode_bytes(
     let i_u = match (&n.kind, &p.chunks) {
         (Kind::Special, _) => n.rdev,
         (_, Some(c)) => u32::from(c.format),
+        // Compressed: the blocks the data takes (st_blocks).
+        _ if p.z.is_some() => p.nblocks as u32,
         _ => p.startblk,
     };
     // i_ino is informational (32-bit stat); the serial number, as mkfs.erofs.
@@ -321,7 +352,7 @@ fn inode_bytes(
             }
         }
     }
-    debug_assert_eq!(out.len() as u64, p.meta_len);
+    debug_assert!(p.z.is_some() || out.len() as u64 == p.meta_len);
 }
 
 fn superblock(
@@ -353,6 +384,20 @@ fn superblock(
     if lay.inodes.iter().any(|p| p.chunks.is_some()) {
         incompat |= FEATURE_INCOMPAT_CHUNKED_FILE;
     }
+    let mut u1 = 0;
+    if let Some(c) = &opts.compression {
+        incompat |= FEATURE_INCOMPAT_LZ4_0PADDING;
+        if uses_cfgs(c, opts.block_size) {
+            // Also BIG_PCLUSTER (the same bit).
+            incompat |= FEATURE_INCOMPAT_COMPR_CFGS;
+            u1 = algorithms_bitmap(c);
+        } else {
+            u1 = LZ4_MAX_DISTANCE;
+        }
+        if lay.inodes.iter().any(|p| p.z.is_some_and(|z| z.inline)) {
+            incompat |= FEATURE_INCOMPAT_ZTAILPACKING;
+        }
+    }
     let mut volume_name = [0u8; 16];
     volume_name[..opts.label.len()].copy_from_slice(&opts.label);
     SuperBlock {
@@ -371,7 +416,7 @@ fn superblock(
         uuid: opts.uuid,
         volume_name,
         feature_incompat: U32::new(incompat),
-        u1: U16::new(0),
+        u1: U16::new(u1),
         extra_devices: U16::new(0),
         devt_slotoff: U16::new(0),
         dirblkbits: 0,

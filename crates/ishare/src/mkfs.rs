@@ -1,6 +1,6 @@
-//! `ishare mkfs`: build an uncompressed EROFS image from a directory or a tar
-//! archive, with page-cache-share fingerprints on by default. Options are named as
-//! mkfs.erofs's.
+//! `ishare mkfs`: build an EROFS image, uncompressed or compressed (`-z`), from a
+//! directory or a tar archive, with page-cache-share fingerprints on by default.
+//! Options are named as mkfs.erofs's.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use ishare_builder::{BuildOptions, DEFAULT_FINGERPRINT_NAME, InodeVersion, TarInput, TimePolicy};
+use ishare_builder::{
+    BuildOptions, Compression, DEFAULT_FINGERPRINT_NAME, InodeVersion, TarInput, TimePolicy,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -54,7 +56,8 @@ pub struct Args {
     chunksize: Option<u64>,
     /// Extended options, comma-separated (`^` negates): noinline_data,
     /// force-inode-compact, force-inode-extended, force-chunk-indexes,
-    /// force-inode-blockmap, xattr-name-filter, nosbcrc, plain-xattr-prefixes.
+    /// force-inode-blockmap, xattr-name-filter, nosbcrc, plain-xattr-prefixes;
+    /// with -z: ztailpacking, legacy-compress.
     #[arg(short = 'E', value_name = "OPTIONS")]
     extended: Vec<String>,
     /// Record each regular file's SHA-256 in xattr NAME (on by default).
@@ -79,9 +82,16 @@ pub struct Args {
     /// 0:0 character device, `.wh..wh..opq` to trusted.overlay.opaque=y).
     #[arg(long, requires = "tar")]
     aufs: bool,
-    /// Compression (not supported yet).
+    /// Compress files: ALG[,LEVEL] or ALG[,level=N][,dictsize=N] with ALG one of
+    /// lz4, lz4hc, lzma, deflate, zstd; a second algorithm after `:`.
     #[arg(short = 'z', value_name = "ALGORITHM")]
     compression: Option<String>,
+    /// Largest physical cluster in bytes (a multiple of the block size; default one block).
+    #[arg(short = 'C', value_name = "SIZE")]
+    pcluster_size: Option<u32>,
+    /// Largest decompressed extent in bytes.
+    #[arg(long, value_name = "BYTES")]
+    max_extent_bytes: Option<u64>,
     /// The image file to create.
     image: PathBuf,
     /// The source directory; with --tar, the tar archive or `-` for standard input.
@@ -89,9 +99,6 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    if let Some(z) = &a.compression {
-        bail!("-z {z}: compression is not supported yet; leave out -z for an uncompressed image");
-    }
     let mut opts = options(&a)?;
     // A progress bar only for a person watching: on a terminal and not --quiet.
     if !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -224,14 +231,36 @@ fn options(a: &Args) -> Result<BuildOptions> {
                 .map_or_else(|| DEFAULT_FINGERPRINT_NAME.into(), OsString::into_vec),
         )
     };
+    let mut z = ZFlags::default();
     for e in &a.extended {
-        extended_options(&mut o, e)?;
+        extended_options(&mut o, &mut z, e)?;
+    }
+    match &a.compression {
+        Some(spec) => {
+            let mut c = Compression::parse(spec, o.block_size)?;
+            c.pcluster_size = a.pcluster_size.unwrap_or(o.block_size);
+            c.ztailpacking = z.ztailpacking;
+            c.legacy_indexes = z.legacy_compress;
+            c.max_extent_bytes = a.max_extent_bytes;
+            o.compression = Some(c);
+        }
+        None if a.pcluster_size.is_some() || a.max_extent_bytes.is_some() => {
+            bail!("-C and --max-extent-bytes need compression (-z)")
+        }
+        None => {}
     }
     Ok(o)
 }
 
+/// `-E` options that only matter with compression.
+#[derive(Debug, Default)]
+struct ZFlags {
+    ztailpacking: bool,
+    legacy_compress: bool,
+}
+
 /// Applies one `-E` argument.
-fn extended_options(o: &mut BuildOptions, arg: &str) -> Result<()> {
+fn extended_options(o: &mut BuildOptions, z: &mut ZFlags, arg: &str) -> Result<()> {
     for token in arg.split(',').filter(|t| !t.is_empty()) {
         let (clear, key) = match token.strip_prefix('^') {
             Some(k) => (true, k),
@@ -248,6 +277,11 @@ fn extended_options(o: &mut BuildOptions, arg: &str) -> Result<()> {
             "nosbcrc" => o.sb_checksum = clear,
             // The prefix table is always stored as plain bytes here.
             "plain-xattr-prefixes" => {}
+            "ztailpacking" => z.ztailpacking = !clear,
+            "legacy-compress" => z.legacy_compress = !clear,
+            "fragments" | "all-fragments" | "dedupe" => {
+                bail!("-E {key}: not supported yet (compressed images are built without it)")
+            }
             _ => bail!("-E {token}: unknown or unsupported extended option"),
         }
     }
@@ -342,7 +376,7 @@ mod tests {
         assert_eq!((o.force_uid, o.force_gid), (Some(0), Some(0)));
         let o = parse(&["-T100", "--mkfs-time", "img", "src"]).unwrap();
         assert_eq!((o.build_time, o.time_policy), (100, TimePolicy::Keep));
-        assert!(parse(&["-Eztailpacking", "img", "src"]).is_err());
+        assert!(parse(&["-Efragments", "img", "src"]).is_err());
     }
 
     #[test]
@@ -377,9 +411,18 @@ mod tests {
     }
 
     #[test]
-    fn compression_is_refused() {
-        let cli = Cli::try_parse_from(["mkfs", "-zlz4", "img", "src"]).unwrap();
-        let e = run(cli.args).unwrap_err().to_string();
-        assert!(e.contains("compression is not supported yet"), "{e}");
+    fn compression_options() {
+        let o = parse(&["-zlz4hc,12", "-C65536", "-Eztailpacking", "img", "src"]).unwrap();
+        let c = o.compression.unwrap();
+        assert_eq!(c.algorithms[0].level, Some(12));
+        assert_eq!(c.pcluster_size, 65536);
+        assert!(c.ztailpacking && !c.legacy_indexes);
+        for bad in [
+            &["-zlz5", "img", "src"][..],
+            &["-zzstd,23", "img", "src"],
+            &["-C65536", "img", "src"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

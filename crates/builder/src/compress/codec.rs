@@ -1,0 +1,228 @@
+//! The five compressors, each in "fixed output" mode: fill a pcluster of a given
+//! size with as much input as fits, and say how much that was.
+
+use super::ffi;
+use super::{Algorithm, Compressor};
+use crate::error::{Error, Result};
+
+/// One worker's compressor.
+#[derive(Debug)]
+pub(crate) struct Encoder {
+    inner: Inner,
+    /// Scratch output for the compressors without a fixed-output mode.
+    scratch: Vec<u8>,
+}
+
+enum Inner {
+    Lz4,
+    Lz4Hc(ffi::Lz4Hc, i32),
+    Lzma(ffi::MicroLzma),
+    Deflate(flate2::Compress),
+    Zstd(zstd::bulk::Compressor<'static>),
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Inner::Lz4 => "lz4",
+            Inner::Lz4Hc(..) => "lz4hc",
+            Inner::Lzma(_) => "lzma",
+            Inner::Deflate(_) => "deflate",
+            Inner::Zstd(_) => "zstd",
+        })
+    }
+}
+
+impl Encoder {
+    /// A compressor for `c`, whose dictionary/window was resolved by
+    /// [`Compressor::dict_size`].
+    pub(crate) fn new(c: &Compressor, pcluster_max: u32) -> Result<Self> {
+        let level = c.effective_level();
+        let fail = |what: &str| Error::InvalidOption(format!("{}: {what}", c.algorithm.name()));
+        let inner = match c.algorithm {
+            Algorithm::Lz4 => Inner::Lz4,
+            Algorithm::Lz4hc => Inner::Lz4Hc(
+                ffi::Lz4Hc::new().ok_or_else(|| fail("cannot allocate the LZ4HC state"))?,
+                level,
+            ),
+            Algorithm::Lzma => {
+                // mkfs.erofs levels: 0-9, or 100-109 for the "extreme" presets.
+                const EXTREME: u32 = 0x8000_0000;
+                let preset = if level >= 100 {
+                    (level - 100) as u32 | EXTREME
+                } else {
+                    level as u32
+                };
+                Inner::Lzma(
+                    ffi::MicroLzma::new(preset, c.dict_size(pcluster_max))
+                        .ok_or_else(|| fail("liblzma refused the preset"))?,
+                )
+            }
+            Algorithm::Deflate => Inner::Deflate(flate2::Compress::new(
+                flate2::Compression::new(level as u32),
+                false,
+            )),
+            Algorithm::Zstd => {
+                use zstd::zstd_safe::CParameter;
+                let mut z = zstd::bulk::Compressor::new(level)
+                    .map_err(|e| fail(&format!("cannot create a context: {e}")))?;
+                let wlog = c.dict_size(pcluster_max).trailing_zeros();
+                z.set_parameter(CParameter::WindowLog(wlog))
+                    .map_err(|e| fail(&format!("window log {wlog}: {e}")))?;
+                // No checksum (the kernel does not check one) and no content size
+                // field, which the extent length already gives.
+                z.set_parameter(CParameter::ChecksumFlag(false))
+                    .and_then(|()| z.set_parameter(CParameter::ContentSizeFlag(false)))
+                    .map_err(|e| fail(&e.to_string()))?;
+                Inner::Zstd(z)
+            }
+        };
+        Ok(Self {
+            inner,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Compresses the longest prefix of `src` whose encoding fits in `dst`; returns
+    /// (input consumed, encoded bytes at the start of `dst`). (0, 0) when not even a
+    /// small prefix fits.
+    pub(crate) fn dest_size(&mut self, src: &[u8], dst: &mut [u8]) -> Result<(usize, usize)> {
+        match &mut self.inner {
+            Inner::Lz4 => Ok(ffi::lz4_dest_size(src, dst)),
+            Inner::Lz4Hc(state, level) => Ok(state.dest_size(src, dst, *level)),
+            Inner::Lzma(m) => m
+                .dest_size(src, dst)
+                .ok_or_else(|| Error::InvalidOption("lzma: the MicroLZMA encoder failed".into())),
+            Inner::Deflate(z) => Ok(search(src, dst, &mut self.scratch, |s, out| {
+                z.reset();
+                match z.compress(s, out, flate2::FlushCompress::Finish) {
+                    Ok(flate2::Status::StreamEnd) => Some(z.total_out() as usize),
+                    _ => None,
+                }
+            })),
+            Inner::Zstd(z) => Ok(search(src, dst, &mut self.scratch, |s, out| {
+                z.compress_to_buffer(s, out).ok()
+            })),
+        }
+    }
+}
+
+/// Fixed-output compression by search, for compressors that can only compress a
+/// whole input: find the longest prefix whose encoding fits, guessing each next
+/// length from the last ratio, as erofs-utils does for zstd and libdeflate.
+/// `compress(input, out)` returns the encoded size, or `None` if it does not fit.
+fn search(
+    src: &[u8],
+    dst: &mut [u8],
+    scratch: &mut Vec<u8>,
+    mut compress: impl FnMut(&[u8], &mut [u8]) -> Option<usize>,
+) -> (usize, usize) {
+    let cap = dst.len();
+    // Some room past the target, so an attempt that overshoots a little still
+    // tells its size and the next guess can be close.
+    scratch.resize(cap + cap / 8 + 64, 0);
+    let (mut lo, mut lo_size) = (0usize, 0usize); // longest prefix known to fit
+    let mut hi = src.len() + 1; // shortest prefix known not to fit
+    let mut m = cap.saturating_mul(4);
+    loop {
+        m = m.max(lo + 1).min(hi - 1);
+        if m <= lo {
+            break;
+        }
+        match compress(&src[..m], scratch) {
+            Some(n) if n <= cap => {
+                dst[..n].copy_from_slice(&scratch[..n]);
+                (lo, lo_size) = (m, n);
+                // Done when everything fits or the pcluster is (nearly) full.
+                if hi <= lo + 1 || n + 1 >= cap {
+                    break;
+                }
+                m = (cap as u128 * m as u128 / n.max(1) as u128) as usize;
+            }
+            Some(n) => {
+                hi = m;
+                if hi <= lo + 1 {
+                    break;
+                }
+                // Shrink in proportion, staying inside the known bounds.
+                let guess = (cap as u128 * m as u128 / n as u128) as usize;
+                m = if guess > lo && guess < hi {
+                    guess
+                } else {
+                    lo + (hi - lo) / 2
+                };
+            }
+            None => {
+                hi = m;
+                if hi <= lo + 1 {
+                    break;
+                }
+                m = lo + (hi - lo) / 2;
+            }
+        }
+    }
+    (lo, lo_size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(len: usize) -> Vec<u8> {
+        // Text-like data with repeats, compressible about 3x.
+        let words = [
+            &b"erofs "[..],
+            b"page ",
+            b"cache ",
+            b"share ",
+            b"fingerprint\n",
+        ];
+        let mut v = Vec::with_capacity(len);
+        let mut x = 12345u32;
+        while v.len() < len {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            v.extend_from_slice(words[(x >> 16) as usize % words.len()]);
+            if x % 7 == 0 {
+                v.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        v.truncate(len);
+        v
+    }
+
+    #[test]
+    fn every_codec_fills_a_pcluster_and_reports_its_input() {
+        let src = sample(1 << 20);
+        for alg in Algorithm::ALL {
+            let c = Compressor {
+                algorithm: alg,
+                level: None,
+                dict_size: None,
+            };
+            let mut e = Encoder::new(&c, 16384).unwrap();
+            for cap in [4096usize, 16384] {
+                let mut dst = vec![0u8; cap];
+                let (used, n) = e.dest_size(&src, &mut dst).unwrap();
+                assert!(n <= cap, "{alg:?}: {n} > {cap}");
+                assert!(used > cap, "{alg:?}: only {used} bytes in {cap}");
+                // Nearly full: the search stops within a few percent.
+                assert!(n * 100 >= cap * 90, "{alg:?}: {n} of {cap}");
+            }
+        }
+    }
+
+    #[test]
+    fn search_takes_all_of_a_short_input() {
+        let src = sample(3000);
+        let c = Compressor {
+            algorithm: Algorithm::Zstd,
+            level: None,
+            dict_size: None,
+        };
+        let mut e = Encoder::new(&c, 4096).unwrap();
+        let mut dst = vec![0u8; 4096];
+        let (used, n) = e.dest_size(&src, &mut dst).unwrap();
+        assert_eq!(used, 3000);
+        assert!(n < 3000);
+    }
+}

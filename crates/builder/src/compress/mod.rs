@@ -1,0 +1,485 @@
+//! Compressed files: the algorithms and their settings (`-z`, `-C`, `-E
+//! ztailpacking`, `--max-extent-bytes`, `-E legacy-compress`), compressing a file into
+//! fixed-size pclusters (`file`), and the lcluster indexes that map them (`index`).
+
+mod codec;
+mod ffi;
+pub(crate) mod file;
+pub(crate) mod index;
+
+use ishare_erofs::format::{
+    COMPRESSION_DEFLATE, COMPRESSION_LZ4, COMPRESSION_LZMA, COMPRESSION_ZSTD, LZMA_MAX_DICT_SIZE,
+    PCLUSTER_MAX_SIZE,
+};
+
+use crate::error::{Error, Result};
+use crate::options::BuildOptions;
+use crate::scan::{Kind, Tree};
+use file::{Spill, ZFile};
+use index::{Ext, Map, MapSpec};
+
+/// `lz4_max_distance` of the superblock when there are no compression configs: the
+/// LZ4 format's (and mkfs.erofs's) 64 KiB window.
+pub(crate) const LZ4_MAX_DISTANCE: u16 = 65535;
+
+/// Whether the image needs compression config records (and the COMPR_CFGS /
+/// BIG_PCLUSTER bit): any algorithm but LZ4, or pclusters over one block.
+pub(crate) fn uses_cfgs(c: &Compression, block_size: u32) -> bool {
+    c.pcluster_size > block_size
+        || c.algorithms
+            .iter()
+            .any(|a| a.algorithm.id() != ishare_erofs::format::COMPRESSION_LZ4)
+}
+
+/// `available_compr_algs`.
+pub(crate) fn algorithms_bitmap(c: &Compression) -> u16 {
+    c.algorithms
+        .iter()
+        .fold(0, |m, a| m | 1 << a.algorithm.id())
+}
+
+/// The compression config records that follow the superblock (each a 16-bit length
+/// then the record), in algorithm id order; empty when none are needed.
+pub(crate) fn compr_cfgs(c: &Compression, bs: u32) -> Vec<u8> {
+    if !uses_cfgs(c, bs) {
+        return Vec::new();
+    }
+    let bitmap = algorithms_bitmap(c);
+    let dict = |id: u8| {
+        c.algorithms
+            .iter()
+            .filter(|a| a.algorithm.id() == id)
+            .map(|a| a.dict_size(c.pcluster_size))
+            .max()
+            .unwrap_or(0)
+    };
+    let mut out = Vec::new();
+    for id in 0..ishare_erofs::format::COMPRESSION_MAX {
+        if bitmap & 1 << id == 0 {
+            continue;
+        }
+        let mut rec = Vec::new();
+        match id {
+            ishare_erofs::format::COMPRESSION_LZ4 => {
+                rec.extend_from_slice(&LZ4_MAX_DISTANCE.to_le_bytes());
+                rec.extend_from_slice(&((c.pcluster_size / bs) as u16).to_le_bytes());
+                rec.resize(14, 0);
+            }
+            ishare_erofs::format::COMPRESSION_LZMA => {
+                rec.extend_from_slice(&dict(id).to_le_bytes());
+                rec.resize(14, 0);
+            }
+            ishare_erofs::format::COMPRESSION_DEFLATE => {
+                rec.push(dict(id).ilog2() as u8);
+                rec.resize(6, 0);
+            }
+            _ => {
+                rec.push(0);
+                rec.push((dict(id).ilog2() - 10) as u8);
+                rec.resize(6, 0);
+            }
+        }
+        out.extend_from_slice(&(rec.len() as u16).to_le_bytes());
+        out.extend_from_slice(&rec);
+    }
+    out
+}
+
+/// Compresses every regular file that may gain from it; `None` for the others and
+/// for files whose compressed form saves nothing (they are stored uncompressed).
+pub(crate) fn compress_files(
+    tree: &Tree,
+    cfg: &Compression,
+    opts: &BuildOptions,
+    spill: &Spill,
+    hash: bool,
+) -> Result<Vec<Option<ZFile>>> {
+    let bs = u64::from(opts.block_size);
+    let nodes: Vec<usize> = (0..tree.nodes.len())
+        .filter(|&i| {
+            let n = &tree.nodes[i];
+            // A file of one block or less only gains when its tail can be inline.
+            matches!(n.kind, Kind::File) && n.size > 0 && (n.size > bs || cfg.ztailpacking)
+        })
+        .collect();
+    let progress = opts.progress.as_deref();
+    if let Some(p) = progress {
+        p.start(nodes.iter().map(|&i| tree.nodes[i].size).sum());
+    }
+    let pass = file::Pass {
+        tree,
+        cfg,
+        block_size: opts.block_size,
+        hash,
+        spill,
+        progress,
+    };
+    let files = file::compress_all(&pass, &nodes)?;
+    if let Some(p) = progress {
+        p.finish();
+    }
+    let mut out = vec![None; tree.nodes.len()];
+    for (node, z) in nodes.into_iter().zip(files) {
+        let size = tree.nodes[node].size;
+        // Kept only if blocks, inline tail and map take less than the data itself
+        // (mkfs.erofs's rule, with the full-index map size).
+        let inline = z.inline.as_ref().map_or(0, |t| t.data.len() as u64);
+        let cost = z.blocks(inline > 0) * bs + inline + index::full_size(size.div_ceil(bs));
+        if cost < size {
+            out[node] = Some(z);
+        }
+    }
+    Ok(out)
+}
+
+/// The map of compressed file `z` whose data starts at block `startblk`, for a map
+/// at byte `map_pos` (only its value modulo 32 matters).
+pub(crate) fn zmap(
+    z: &ZFile,
+    use_inline: bool,
+    startblk: u32,
+    opts: &BuildOptions,
+    map_pos: u64,
+) -> Map {
+    let c = opts.compression.as_ref().expect("compressed build");
+    let n = z.extents.len() - if use_inline { z.fallback } else { 0 };
+    let mut blk = startblk;
+    let mut exts: Vec<Ext> = z.extents[..n]
+        .iter()
+        .map(|e| {
+            let x = Ext {
+                len: u64::from(e.len),
+                typ: if e.compressed {
+                    ishare_erofs::format::LCLUSTER_TYPE_HEAD1
+                } else {
+                    ishare_erofs::format::LCLUSTER_TYPE_PLAIN
+                },
+                blkaddr: blk,
+                blocks: e.blocks,
+                inline: false,
+            };
+            blk = blk.wrapping_add(e.blocks);
+            x
+        })
+        .collect();
+    let mut inline_size = 0;
+    if use_inline && let Some(t) = &z.inline {
+        inline_size = t.data.len() as u16;
+        exts.push(Ext {
+            len: u64::from(t.len),
+            typ: if t.compressed {
+                ishare_erofs::format::LCLUSTER_TYPE_HEAD1
+            } else {
+                ishare_erofs::format::LCLUSTER_TYPE_PLAIN
+            },
+            blkaddr: blk,
+            blocks: 1,
+            inline: true,
+        });
+    }
+    index::encode(
+        &MapSpec {
+            exts: &exts,
+            blkszbits: opts.block_size.trailing_zeros(),
+            big_pcluster: c.pcluster_size > opts.block_size,
+            allow_compact: !c.legacy_indexes,
+            // HEAD2 is not used without compress hints; its nibble stays 0 as in
+            // mkfs.erofs.
+            algorithmtype: c.algorithms[0].algorithm.id(),
+            inline_size,
+            interlaced: false,
+        },
+        map_pos,
+    )
+}
+
+/// A compression algorithm, by its mkfs.erofs name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// LZ4 (`lz4`).
+    Lz4,
+    /// LZ4 high compression (`lz4hc`), decoded as LZ4.
+    Lz4hc,
+    /// MicroLZMA (`lzma`).
+    Lzma,
+    /// Raw DEFLATE (`deflate`).
+    Deflate,
+    /// Zstandard (`zstd`).
+    Zstd,
+}
+
+impl Algorithm {
+    /// Every algorithm.
+    pub const ALL: [Algorithm; 5] = [
+        Algorithm::Lz4,
+        Algorithm::Lz4hc,
+        Algorithm::Lzma,
+        Algorithm::Deflate,
+        Algorithm::Zstd,
+    ];
+
+    /// mkfs.erofs's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Lz4 => "lz4",
+            Algorithm::Lz4hc => "lz4hc",
+            Algorithm::Lzma => "lzma",
+            Algorithm::Deflate => "deflate",
+            Algorithm::Zstd => "zstd",
+        }
+    }
+
+    /// The on-disk algorithm id.
+    pub fn id(self) -> u8 {
+        match self {
+            Algorithm::Lz4 | Algorithm::Lz4hc => COMPRESSION_LZ4,
+            Algorithm::Lzma => COMPRESSION_LZMA,
+            Algorithm::Deflate => COMPRESSION_DEFLATE,
+            Algorithm::Zstd => COMPRESSION_ZSTD,
+        }
+    }
+
+    /// Valid levels and the default, as mkfs.erofs 1.9.
+    fn levels(self) -> (&'static [std::ops::RangeInclusive<i32>], i32) {
+        match self {
+            Algorithm::Lz4 => (&[0..=0], 0),
+            Algorithm::Lz4hc => (&[0..=12], 9),
+            Algorithm::Lzma => (&[0..=9, 100..=109], 6),
+            Algorithm::Deflate => (&[0..=9], 1),
+            Algorithm::Zstd => (&[1..=22], 3),
+        }
+    }
+}
+
+impl std::str::FromStr for Algorithm {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| {
+                Error::InvalidOption(format!(
+                    "unknown compression algorithm {s:?} (known: lz4, lz4hc, lzma, deflate, zstd)"
+                ))
+            })
+    }
+}
+
+/// One algorithm with its settings (one `:`-separated part of `-z`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compressor {
+    /// The algorithm.
+    pub algorithm: Algorithm,
+    /// Level; `None` = the algorithm's default.
+    pub level: Option<i32>,
+    /// Dictionary (LZMA) or window (Zstandard, DEFLATE) size; `None` = automatic.
+    pub dict_size: Option<u32>,
+}
+
+impl Compressor {
+    /// Parses `ALG[,LEVEL]`, `ALG[,level=N][,dictsize=N]` (mkfs.erofs's forms).
+    pub fn parse(spec: &str) -> Result<Self> {
+        let bad = |m: String| Error::InvalidOption(format!("-z {spec}: {m}"));
+        let mut parts = spec.split(',');
+        let algorithm: Algorithm = parts.next().unwrap_or_default().parse()?;
+        let mut c = Compressor {
+            algorithm,
+            level: None,
+            dict_size: None,
+        };
+        for (i, p) in parts.enumerate() {
+            let num = |v: &str| {
+                v.parse::<i64>()
+                    .map_err(|_| bad(format!("{v:?} is not a number")))
+            };
+            if let Some(v) = p.strip_prefix("level=") {
+                c.level = Some(num(v)? as i32);
+            } else if let Some(v) = p.strip_prefix("dictsize=") {
+                let n = parse_size(v).ok_or_else(|| bad(format!("bad dictionary size {v:?}")))?;
+                c.dict_size = Some(
+                    u32::try_from(n).map_err(|_| bad(format!("dictionary size {n} too large")))?,
+                );
+            } else if i == 0 && p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() {
+                c.level = Some(num(p)? as i32);
+            } else {
+                return Err(bad(format!("unknown option {p:?}")));
+            }
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let a = self.algorithm;
+        let (ranges, _) = a.levels();
+        if let Some(l) = self.level
+            && !ranges.iter().any(|r| r.contains(&l))
+        {
+            let r: Vec<String> = ranges
+                .iter()
+                .map(|r| format!("{}-{}", r.start(), r.end()))
+                .collect();
+            return Err(Error::InvalidOption(format!(
+                "invalid {} compression level {l} (valid: {})",
+                a.name(),
+                r.join(", ")
+            )));
+        }
+        if let Some(d) = self.dict_size {
+            let ok = match a {
+                Algorithm::Lzma => (4096..=LZMA_MAX_DICT_SIZE).contains(&d),
+                Algorithm::Zstd => {
+                    d.is_power_of_two() && (1024..=PCLUSTER_MAX_SIZE as u32).contains(&d)
+                }
+                // The DEFLATE encoder always uses the full 32 KiB window.
+                Algorithm::Deflate => d == 32768,
+                Algorithm::Lz4 | Algorithm::Lz4hc => false,
+            };
+            if !ok {
+                return Err(Error::InvalidOption(format!(
+                    "invalid {} dictionary size {d}",
+                    a.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn effective_level(&self) -> i32 {
+        self.level.unwrap_or(self.algorithm.levels().1)
+    }
+
+    /// The dictionary/window size used, as mkfs.erofs chooses it by default: LZMA
+    /// four times the largest pcluster (32 KiB to 8 MiB), Zstandard eight times
+    /// (power of two, at most 1 MiB), DEFLATE 32 KiB.
+    pub(crate) fn dict_size(&self, pcluster_max: u32) -> u32 {
+        if let Some(d) = self.dict_size {
+            return d;
+        }
+        match self.algorithm {
+            Algorithm::Lzma => (pcluster_max.saturating_mul(4)).clamp(32768, LZMA_MAX_DICT_SIZE),
+            Algorithm::Zstd => {
+                let d = pcluster_max.saturating_mul(8).min(PCLUSTER_MAX_SIZE as u32);
+                1 << d.ilog2()
+            }
+            Algorithm::Deflate => 32768,
+            Algorithm::Lz4 | Algorithm::Lz4hc => 0,
+        }
+    }
+}
+
+/// Compression settings of a build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compression {
+    /// Algorithms in `-z` order: the first compresses every file; a second (HEAD2)
+    /// is reserved for `--compress-hints`.
+    pub algorithms: Vec<Compressor>,
+    /// Largest pcluster in bytes (`-C`), a multiple of the block size.
+    pub pcluster_size: u32,
+    /// Inline each file's last pcluster after its inode when it fits (`-E ztailpacking`).
+    pub ztailpacking: bool,
+    /// Full lcluster indexes instead of compact ones (`-E legacy-compress`).
+    pub legacy_indexes: bool,
+    /// Largest decompressed extent (`--max-extent-bytes`); `None` = no limit
+    /// besides the kernel's.
+    pub max_extent_bytes: Option<u64>,
+}
+
+impl Compression {
+    /// `-z` with its defaults: one pcluster per block, compact indexes.
+    pub fn parse(spec: &str, block_size: u32) -> Result<Self> {
+        let algorithms = spec
+            .split(':')
+            .map(Compressor::parse)
+            .collect::<Result<Vec<_>>>()?;
+        if algorithms.len() > 2 {
+            return Err(Error::InvalidOption(format!(
+                "-z {spec}: at most two algorithms (HEAD1 and HEAD2)"
+            )));
+        }
+        Ok(Self {
+            algorithms,
+            pcluster_size: block_size,
+            ztailpacking: false,
+            legacy_indexes: false,
+            max_extent_bytes: None,
+        })
+    }
+
+    pub(crate) fn validate(&self, block_size: u32) -> Result<()> {
+        let p = self.pcluster_size;
+        if p == 0 || p % block_size != 0 || u64::from(p) > PCLUSTER_MAX_SIZE {
+            return Err(Error::InvalidOption(format!(
+                "pcluster size {p} must be a multiple of the block size ({block_size}) up to {PCLUSTER_MAX_SIZE}"
+            )));
+        }
+        if self.algorithms.is_empty() {
+            return Err(Error::InvalidOption("no compression algorithm".into()));
+        }
+        for c in &self.algorithms {
+            c.validate()?;
+        }
+        if let Some(m) = self.max_extent_bytes
+            && m < u64::from(block_size)
+        {
+            return Err(Error::InvalidOption(format!(
+                "--max-extent-bytes {m} must be at least the block size ({block_size})"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `123`, `4k`, `1M`, `2G`, `0x1000`.
+pub(crate) fn parse_size(s: &str) -> Option<u64> {
+    let (num, mul) = match s.as_bytes().last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 1u64 << 10),
+        b'm' | b'M' => (&s[..s.len() - 1], 1 << 20),
+        b'g' | b'G' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n = match num.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok()?,
+        None => num.parse().ok()?,
+    };
+    n.checked_mul(mul)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mkfs_erofs_forms() {
+        let c = Compression::parse("lz4hc,12:lzma,level=109,dictsize=1M", 4096).unwrap();
+        assert_eq!(c.algorithms[0].algorithm, Algorithm::Lz4hc);
+        assert_eq!(c.algorithms[0].level, Some(12));
+        assert_eq!(c.algorithms[1].level, Some(109));
+        assert_eq!(c.algorithms[1].dict_size, Some(1 << 20));
+        for bad in [
+            "lz5",
+            "lz4hc,13",
+            "zstd,0",
+            "lzma,10",
+            "zstd,dictsize=3000",
+            "lz4,x=1",
+        ] {
+            let e = Compression::parse(bad, 4096).unwrap_err().to_string();
+            assert!(e.contains("compression") || e.contains(bad), "{bad}: {e}");
+        }
+        assert!(Compression::parse("lz4:lz4hc:zstd", 4096).is_err());
+    }
+
+    #[test]
+    fn default_dictionaries_follow_the_pcluster_size() {
+        let c = |a| Compressor {
+            algorithm: a,
+            level: None,
+            dict_size: None,
+        };
+        assert_eq!(c(Algorithm::Lzma).dict_size(4096), 32768);
+        assert_eq!(c(Algorithm::Lzma).dict_size(65536), 262144);
+        assert_eq!(c(Algorithm::Zstd).dict_size(4096), 32768);
+        assert_eq!(c(Algorithm::Zstd).dict_size(1 << 20), 1 << 20);
+    }
+}
