@@ -16,7 +16,7 @@ pub(crate) struct Encoder {
 enum Inner {
     Lz4,
     Lz4Hc(ffi::Lz4Hc, i32),
-    Lzma(ffi::MicroLzma),
+    Lzma(Box<ffi::MicroLzma>),
     Deflate(flate2::Compress),
     Zstd(zstd::bulk::Compressor<'static>),
 }
@@ -53,10 +53,10 @@ impl Encoder {
                 } else {
                     level as u32
                 };
-                Inner::Lzma(
+                Inner::Lzma(Box::new(
                     ffi::MicroLzma::new(preset, c.dict_size(pcluster_max))
                         .ok_or_else(|| fail("liblzma refused the preset"))?,
-                )
+                ))
             }
             Algorithm::Deflate => Inner::Deflate(flate2::Compress::new(
                 flate2::Compression::new(level as u32),
@@ -182,7 +182,7 @@ mod tests {
         while v.len() < len {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
             v.extend_from_slice(words[(x >> 16) as usize % words.len()]);
-            if x % 7 == 0 {
+            if x.is_multiple_of(7) {
                 v.extend_from_slice(&x.to_le_bytes());
             }
         }

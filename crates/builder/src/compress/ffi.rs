@@ -98,12 +98,16 @@ impl Drop for Lz4Hc {
     }
 }
 
-/// MicroLZMA encoder settings (liblzma's `lzma_options_lzma`).
+/// A MicroLZMA encoder: settings plus one liblzma stream, kept across pclusters
+/// because re-initializing a stream of the same kind reuses its memory (the match
+/// finder's tables), which a new stream per pcluster would allocate and clear.
 pub(crate) struct MicroLzma {
     opts: liblzma_sys::lzma_options_lzma,
+    strm: liblzma_sys::lzma_stream,
 }
 
-// SAFETY: the options hold no pointer besides a null preset dictionary.
+// SAFETY: the stream's state is owned by this value and used through `&mut self`
+// only; the options hold no pointer besides a null preset dictionary.
 unsafe impl Send for MicroLzma {}
 
 impl std::fmt::Debug for MicroLzma {
@@ -125,19 +129,20 @@ impl MicroLzma {
             return None;
         }
         opts.dict_size = dict_size;
-        Some(Self { opts })
+        Some(Self {
+            opts,
+            // SAFETY: an all-zero lzma_stream is LZMA_STREAM_INIT.
+            strm: unsafe { std::mem::zeroed() },
+        })
     }
 
     /// As [`lz4_dest_size`], with MicroLZMA; `None` on an encoder error.
     pub(crate) fn dest_size(&mut self, src: &[u8], dst: &mut [u8]) -> Option<(usize, usize)> {
         use liblzma_sys as x;
-        // SAFETY: an all-zero lzma_stream is LZMA_STREAM_INIT.
-        let mut strm: x::lzma_stream = unsafe { std::mem::zeroed() };
-        // SAFETY: `strm` is initialised; the encoder's state is freed by lzma_end below.
-        let ret = unsafe { x::lzma_microlzma_encoder(&mut strm, &self.opts) };
-        if ret != x::lzma_ret_LZMA_OK {
-            // SAFETY: lzma_end accepts a stream whose init failed.
-            unsafe { x::lzma_end(&mut strm) };
+        let strm = &mut self.strm;
+        // SAFETY: `strm` is LZMA_STREAM_INIT or a stream this encoder used before;
+        // liblzma re-initializes it in place (freed by lzma_end in drop).
+        if unsafe { x::lzma_microlzma_encoder(strm, &self.opts) } != x::lzma_ret_LZMA_OK {
             return None;
         }
         strm.next_in = src.as_ptr();
@@ -145,11 +150,21 @@ impl MicroLzma {
         strm.next_out = dst.as_mut_ptr();
         strm.avail_out = dst.len();
         // SAFETY: next_in/avail_in describe `src`, next_out/avail_out describe `dst`,
-        // both borrowed for this block; liblzma stays inside them.
-        let ret = unsafe { x::lzma_code(&mut strm, x::lzma_action_LZMA_FINISH) };
+        // both borrowed for this call; liblzma stays inside them.
+        let ret = unsafe { x::lzma_code(strm, x::lzma_action_LZMA_FINISH) };
         let (consumed, written) = (strm.total_in as usize, strm.total_out as usize);
-        // SAFETY: frees the encoder; `strm` is not used afterwards.
-        unsafe { x::lzma_end(&mut strm) };
+        // Leave no pointers to the borrowed buffers behind.
+        strm.next_in = std::ptr::null();
+        strm.avail_in = 0;
+        strm.next_out = std::ptr::null_mut();
+        strm.avail_out = 0;
         (ret == x::lzma_ret_LZMA_STREAM_END).then_some((consumed, written))
+    }
+}
+
+impl Drop for MicroLzma {
+    fn drop(&mut self) {
+        // SAFETY: frees the encoder state (a no-op for a never-used stream).
+        unsafe { liblzma_sys::lzma_end(&mut self.strm) };
     }
 }

@@ -246,7 +246,7 @@ fn segment(
     let mut head = 0usize;
     while head < len {
         let rem = len - head;
-        let lstart = (start + head as u64) as u64;
+        let lstart = start + head as u64;
         // Under a block and no ztailpacking: compressing cannot save a block.
         if rem <= bs && !tailpack {
             raw(&mut out, &mut extents, &input[head..], lstart, bs);
@@ -283,9 +283,18 @@ fn segment(
                 fallback = 1;
                 break;
             }
-            let k = rem.min(bs);
-            raw(&mut out, &mut extents, &input[head..head + k], lstart, bs);
-            head += k;
+            // As many blocks as the attempt covered (up to a pcluster), so data
+            // that does not compress is not tried again block by block.
+            let nblk = (used.min(pcluster).min(rem) / bs).max(1);
+            for _ in 0..nblk {
+                let k = (len - head).min(bs);
+                if k == 0 {
+                    break;
+                }
+                let l = start + head as u64;
+                raw(&mut out, &mut extents, &input[head..head + k], l, bs);
+                head += k;
+            }
             continue;
         }
         put_compressed(&mut out, &mut extents, &dst[..n], lstart, used, bs);

@@ -408,7 +408,7 @@ impl Compression {
 
     pub(crate) fn validate(&self, block_size: u32) -> Result<()> {
         let p = self.pcluster_size;
-        if p == 0 || p % block_size != 0 || u64::from(p) > PCLUSTER_MAX_SIZE {
+        if p == 0 || !p.is_multiple_of(block_size) || u64::from(p) > PCLUSTER_MAX_SIZE {
             return Err(Error::InvalidOption(format!(
                 "pcluster size {p} must be a multiple of the block size ({block_size}) up to {PCLUSTER_MAX_SIZE}"
             )));
@@ -465,7 +465,8 @@ mod tests {
             "lz4,x=1",
         ] {
             let e = Compression::parse(bad, 4096).unwrap_err().to_string();
-            assert!(e.contains("compression") || e.contains(bad), "{bad}: {e}");
+            let alg = bad.split(',').next().unwrap();
+            assert!(e.contains(alg), "{bad}: {e}");
         }
         assert!(Compression::parse("lz4:lz4hc:zstd", 4096).is_err());
     }
