@@ -1,10 +1,12 @@
 //! `ishare`: EROFS images with page cache sharing.
 
+mod doctor;
 mod dump;
 mod extract;
 mod fsck;
 mod mkfs;
 mod mount;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +34,11 @@ enum Cmd {
     Mount(mount::Args),
     /// Unmount an `ishare mount`.
     Umount(mount::UmountArgs),
+    /// Inspect (stat) or clean up (gc) the object store of `ishare mount -o inode_share`.
+    Store(store::Args),
+    /// Tell what this host supports (EROFS, FUSE, passthrough, the store) and the mode
+    /// `ishare mount` will run in.
+    Doctor(doctor::Args),
 }
 
 /// Extra devices, as `--device PATH` (repeatable), shared by the reading commands.
@@ -61,6 +68,8 @@ fn main() -> ExitCode {
         Cmd::Mkfs(a) => mkfs::run(*a),
         Cmd::Mount(a) => mount::run(a),
         Cmd::Umount(a) => mount::umount(a),
+        Cmd::Store(a) => store::run(a),
+        Cmd::Doctor(a) => doctor::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

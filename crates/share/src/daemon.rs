@@ -59,7 +59,8 @@ pub fn has_cap_sys_admin() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
 }
 
-fn stack_depth_for(store: &Path) -> u32 {
+/// The FUSE `max_stack_depth` that backing files on `store`'s filesystem need.
+pub(crate) fn stack_depth_for(store: &Path) -> u32 {
     match rustix::fs::statfs(store) {
         Ok(st) => {
             #[allow(clippy::unnecessary_cast)] // c_long on some targets
@@ -213,13 +214,7 @@ pub fn mount(image: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
 }
 
 fn probe_passthrough(session: &Session<ImageFs>, store: &Store) -> io::Result<()> {
-    let probe = store.dir().join("passthrough-probe");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&probe)?;
+    let f = store.probe_file()?;
     // The id stays registered until the connection ends (fuser can close only ids it
     // wraps itself); it pins one empty file.
     BackingId::create_raw(session, &f).map(|_| ())

@@ -48,11 +48,19 @@
 //! * [`share`]: which files share and preparing their objects (with verification);
 //! * [`fs`]: the FUSE filesystem;
 //! * [`daemon`]: mounting and the mode decision;
-//! * [`logger`]: the daemon's log.
+//! * [`logger`]: the daemon's log;
+//! * [`admin`]: `ishare store stat` and `ishare store gc`;
+//! * [`doctor`]: `ishare doctor`, what the host supports;
+//! * [`error`]: the error type of `admin` and `doctor`.
 
+pub mod admin;
 pub mod daemon;
+pub mod doctor;
+pub mod error;
 pub mod fs;
 pub mod logger;
 pub mod options;
 pub mod share;
 pub mod store;
+
+pub use error::{Error, Result};

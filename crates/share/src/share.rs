@@ -173,6 +173,9 @@ impl Sharing {
             };
             if existing.is_none() {
                 lock = Some(l);
+            } else {
+                // Published while we waited: the lock file is of no use any more.
+                l.release_published();
             }
         }
         let decision = match existing {

@@ -21,18 +21,35 @@
 //! then linked under the final name with `linkat`, which fails if a concurrent mount
 //! published first (its object is then used). A crash at any point leaves no partial
 //! object under a final name. Directories are `0700`.
+//!
+//! # Which objects are in use
+//!
+//! A mount process holds a shared `flock` on every object file it serves from (and on
+//! its temporary objects while it writes them), taken right after opening the file and
+//! held for as long as the file is open, so the kernel drops it when the process dies.
+//! `ishare store gc` takes `LOCK_EX | LOCK_NB` on an object before unlinking it, and
+//! leaves it if that fails. The exclusive lock is held only from the check until the
+//! unlink, so a mount opening the object meanwhile waits for it briefly; having got its
+//! shared lock, the mount checks that the path still names the file it opened, and
+//! looks again (finding the next object, or none and preparing one) when it does not.
+//! Either way it never serves from a file that gc is about to remove, and a file that
+//! is removed while open keeps its data until closed, so removing objects (or the
+//! whole store) never changes what a live mount reads.
+//!
+//! Preparation locks (`<name>.lock`) follow the same rule: whoever removes a lock file
+//! holds it exclusively, and whoever gets it checks it is still in place.
 
 use std::ffi::OsStr;
 use std::fs::{DirBuilder, File};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hmac::{Hmac, Mac};
-use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+use rustix::fs::{AtFlags, CWD, FlockOperation, Mode, OFlags};
 use sha2::Sha256;
 
 use crate::options::DomainId;
@@ -40,13 +57,24 @@ use crate::options::DomainId;
 type HmacSha256 = Hmac<Sha256>;
 
 /// Layout version directory under the store root.
-const VERSION_DIR: &str = "v1";
+pub(crate) const VERSION_DIR: &str = "v1";
 
 /// Suffix of objects published without verification.
-const UNVERIFIED_SUFFIX: &str = ".u";
+pub(crate) const UNVERIFIED_SUFFIX: &str = ".u";
+
+/// Suffix of preparation lock files.
+pub(crate) const LOCK_SUFFIX: &str = ".lock";
+
+/// Name of the file in a domain directory that mounts probe FUSE passthrough with.
+pub(crate) const PROBE_NAME: &str = "passthrough-probe";
 
 /// Prefix of named temporary files (only when `O_TMPFILE` is unavailable).
 pub const TMP_PREFIX: &str = ".tmp.";
+
+/// How often opening a file that keeps being removed or replaced under us is retried
+/// (each retry means another process made progress: published, collected or released
+/// it; the bound only guards against bugs).
+const RETRIES: usize = 1000;
 
 /// An object file, open read-only.
 #[derive(Debug)]
@@ -94,6 +122,36 @@ fn mkdir_private(path: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(path)
 }
 
+/// Runs `op` on a file in `dir`, creating `dir` first. `ishare store gc` removes empty
+/// directories, possibly right between our mkdir and `op`: then `dir` is created again
+/// and `op` retried.
+fn in_dir<T>(dir: &Path, mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let mut tries = 0;
+    loop {
+        match mkdir_private(dir).and_then(|()| op()) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tries < RETRIES => tries += 1,
+            r => return r,
+        }
+    }
+}
+
+/// True when `path` still names the file open as `fd` (not removed or replaced since
+/// it was opened).
+fn still_at(fd: impl AsFd, path: &Path) -> io::Result<bool> {
+    let open = rustix::fs::fstat(fd)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(now) => Ok(now.dev() == open.st_dev && now.ino() == open.st_ino),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Marks a file used by this process (see the module documentation): a shared `flock`,
+/// released when the last descriptor of this open file goes.
+fn hold_shared(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::fs::flock(fd, FlockOperation::LockShared)?)
+}
+
 /// A temporary object being written; removed unless published.
 #[derive(Debug)]
 pub struct TmpObject {
@@ -107,13 +165,16 @@ pub struct TmpObject {
 
 impl TmpObject {
     /// A read-only open file of the same inode (through `/proc/self/fd`; a duplicate
-    /// of the writable one if that fails).
+    /// of the writable one if that fails), marked in use like an object: it is served
+    /// from before it is published and after.
     pub fn reopen_read_only(&self) -> io::Result<File> {
         let proc = format!(
             "/proc/self/fd/{}",
             std::os::fd::AsRawFd::as_raw_fd(&self.file)
         );
-        File::open(proc).or_else(|_| self.file.try_clone())
+        let f = File::open(proc).or_else(|_| self.file.try_clone())?;
+        hold_shared(&f)?;
+        Ok(f)
     }
 }
 
@@ -146,8 +207,8 @@ pub struct ObjectLock {
 }
 
 impl ObjectLock {
-    /// Releases the lock after the object was published (the lock file goes; anyone
-    /// still waiting on it finds the object once they get it).
+    /// Releases the lock once the object is published: the lock file goes (while still
+    /// held, so that anyone waiting on it notices, takes a new one and finds the object).
     pub fn release_published(self) {
         let _ = std::fs::remove_file(&self.path);
     }
@@ -201,19 +262,32 @@ impl Store {
             .join(Self::final_name(&name, verified))
     }
 
+    /// Opens a published object and marks it in use by this process (see the module
+    /// documentation).
     fn open_object(path: &Path, verified: bool) -> io::Result<Option<Object>> {
-        match File::open(path) {
-            Ok(file) => {
-                let size = file.metadata()?.len();
-                Ok(Some(Object {
-                    file,
-                    size,
-                    verified,
-                }))
+        for _ in 0..RETRIES {
+            let file = match File::open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            // Waits only while gc holds the object to unlink it.
+            hold_shared(&file)?;
+            // Collected or replaced while we waited: look again.
+            if !still_at(&file, path)? {
+                continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            let size = file.metadata()?.len();
+            return Ok(Some(Object {
+                file,
+                size,
+                verified,
+            }));
         }
+        Err(io::Error::other(format!(
+            "{} keeps being replaced",
+            path.display()
+        )))
     }
 
     /// The published object of `fingerprint`: the verified one, else (unless
@@ -232,15 +306,43 @@ impl Store {
     pub fn lock(&self, fingerprint: &[u8]) -> io::Result<ObjectLock> {
         let name = self.object_name(fingerprint);
         let odir = self.object_dir(&name);
-        mkdir_private(&odir)?;
-        let path = odir.join(format!("{name}.lock"));
-        let fd = rustix::fs::open(
-            &path,
-            OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )?;
-        rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive)?;
-        Ok(ObjectLock { _fd: fd, path })
+        let path = odir.join(format!("{name}{LOCK_SUFFIX}"));
+        for _ in 0..RETRIES {
+            let fd = in_dir(&odir, || {
+                Ok(rustix::fs::open(
+                    &path,
+                    OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )?)
+            })?;
+            rustix::fs::flock(&fd, FlockOperation::LockExclusive)?;
+            // The holder we waited for (or gc) removed the file: a lock on it excludes
+            // nobody any more, take the one now in its place.
+            if still_at(&fd, &path)? {
+                return Ok(ObjectLock { _fd: fd, path });
+            }
+        }
+        Err(io::Error::other(format!(
+            "{} keeps being replaced",
+            path.display()
+        )))
+    }
+
+    /// A file in the domain's directory to probe FUSE passthrough with (it lies on the
+    /// objects' filesystem, whose stacking depth matters). Marked in use like an object,
+    /// so gc removes it only once no mount of the domain holds it.
+    pub fn probe_file(&self) -> io::Result<File> {
+        let path = self.dir.join(PROBE_NAME);
+        let f = in_dir(&self.dir, || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&path)
+        })?;
+        hold_shared(&f)?;
+        Ok(f)
     }
 
     /// A new temporary object for `fingerprint`, in the directory it will be
@@ -248,12 +350,15 @@ impl Store {
     pub fn create_tmp(&self, fingerprint: &[u8]) -> io::Result<TmpObject> {
         let name = self.object_name(fingerprint);
         let odir = self.object_dir(&name);
-        mkdir_private(&odir)?;
-        let dir = rustix::fs::open(
-            &odir,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        // The directory cannot go away once we hold it open and it holds our lock file
+        // (or, when replacing, the object in use): gc removes empty directories only.
+        let dir = in_dir(&odir, || {
+            Ok(rustix::fs::open(
+                &odir,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?)
+        })?;
         let mode = Mode::from_raw_mode(0o444);
         match rustix::fs::openat(
             &dir,
@@ -262,6 +367,7 @@ impl Store {
             mode,
         ) {
             Ok(fd) => {
+                hold_shared(&fd)?;
                 return Ok(TmpObject {
                     file: File::from(fd),
                     dir,
@@ -286,6 +392,9 @@ impl Store {
             OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC,
             mode,
         )?;
+        // gc removes a named temporary only when nobody holds it (and it is old enough
+        // to rule out the moment between creating and locking it).
+        hold_shared(&fd)?;
         Ok(TmpObject {
             file: File::from(fd),
             dir,

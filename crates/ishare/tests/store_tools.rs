@@ -1,0 +1,655 @@
+//! `ishare store stat`, `ishare store gc` and `ishare doctor` against live
+//! `ishare mount`s:
+//!
+//! * stat counts the objects of several mounts per domain (tags only, never the ids),
+//!   verified and unverified, which are in use, by how many mounts, and the bytes
+//!   sharing saves;
+//! * gc removes what no live mount holds and skips what one does; a mount reading
+//!   while gc runs reads the right bytes, and after its unmount gc removes its objects;
+//!   removing the whole store under a live mount changes nothing it reads, and a new
+//!   mount prepares the object again;
+//! * `gc --max-size` removes the least recently used unused objects first and stops
+//!   once the store fits;
+//! * `doctor --json` parses, finds FUSE usable here, and predicts the mode a mount
+//!   then logs; a store that cannot be used makes it exit 1.
+//!
+//! Needs root and /dev/fuse (CI has both).
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{Rng, run, run_unchecked};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const MIB: usize = 1 << 20;
+
+/// An `ishare mount -f` child process, unmounted (and waited for) on drop.
+struct Mount {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+fn is_mounted(dir: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let want = dir.to_str().unwrap();
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want) && l.contains(" - fuse.ishare "))
+}
+
+impl Mount {
+    /// Foreground mounts: the daemon is our child, so an unmount can wait until it has
+    /// exited and released its hold on the store (gc right after must see that).
+    fn new(image: &Path, opts: &str) -> Mount {
+        let dir = tempfile::Builder::new()
+            .prefix("ishare-mnt-")
+            .tempdir()
+            .unwrap();
+        let log = dir.path().with_extension("log");
+        let child = Command::new(common::ishare_bin())
+            .args(["mount", "-f", "-o", opts])
+            .arg(image)
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut m = Mount {
+            dir,
+            child: Some(child),
+            log,
+        };
+        let start = Instant::now();
+        while !is_mounted(m.path()) {
+            if let Some(st) = m.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("ishare mount -f exited ({st}): {}", m.log_text());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "ishare mount -f did not mount: {}",
+                m.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Unmounts and waits for the daemon to exit.
+    fn unmount(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        use rustix::mount::{UnmountFlags, unmount};
+        if unmount(self.dir.path(), UnmountFlags::empty()).is_err() {
+            let _ = unmount(self.dir.path(), UnmountFlags::DETACH);
+        }
+        if let Some(mut c) = self.child.take() {
+            let start = Instant::now();
+            while c.try_wait().unwrap().is_none() {
+                if start.elapsed() > Duration::from_secs(20) {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("the mount daemon did not exit after unmount");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = fs::remove_file(&self.log);
+    }
+}
+
+fn write(root: &Path, rel: &str, data: &[u8]) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, data).unwrap();
+}
+
+/// An image built by `ishare mkfs` (fingerprints on) from `files`.
+fn image(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    let src = dir.join(format!("{name}.src"));
+    for (rel, data) in files {
+        write(&src, rel, data);
+    }
+    let img = dir.join(format!("{name}.erofs"));
+    run(Command::new(common::ishare_bin())
+        .args(["mkfs", "--quiet"])
+        .arg(&img)
+        .arg(&src));
+    fs::remove_dir_all(&src).unwrap();
+    img
+}
+
+fn share_opts(store: &Path, domain: &str, extra: &str) -> String {
+    format!(
+        "inode_share,domain_id={domain},store={}{extra}",
+        store.display()
+    )
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    Sha256::digest(b).into()
+}
+
+fn read_is(m: &Mount, rel: &str, want: &[u8]) {
+    let got = fs::read(m.path().join(rel)).unwrap();
+    assert!(
+        got == want,
+        "wrong bytes in {rel} through {}\n{}",
+        m.path().display(),
+        m.log_text()
+    );
+}
+
+/// `ishare ARGS --json`, which must succeed; its output parsed.
+fn json(args: &[&str]) -> Value {
+    let out = run(Command::new(common::ishare_bin()).args(args).arg("--json"));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ishare {args:?} --json printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn stat(store: &Path) -> Value {
+    json(&["store", "stat", "--store", store.to_str().unwrap()])
+}
+
+fn gc(store: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["store", "gc", "--store", store.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    json(&args)
+}
+
+fn n(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number {key} in {v:#}"))
+}
+
+/// Mounts publish objects in the background: waits until stat shows `objects`.
+fn stat_when(store: &Path, objects: u64) -> Value {
+    let start = Instant::now();
+    loop {
+        let v = stat(store);
+        if n(&v, "objects") == objects || start.elapsed() > Duration::from_secs(20) {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Object files under the store (final names only: 64 hex, maybe with `.u`).
+fn object_files(store: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![store.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else if name.trim_end_matches(".u").len() == 64 && !name.ends_with(".lock") {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn stat_counts_the_objects_of_several_mounts() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(1);
+    let shared = rng.bytes(4 * MIB);
+    let only1 = rng.bytes(100_000);
+    let only2 = rng.bytes(200_000);
+    let img1 = image(dir.path(), "1", &[("shared", &shared), ("only1", &only1)]);
+    let img2 = image(
+        dir.path(),
+        "2",
+        &[("d/shared-copy", &shared), ("only2", &only2)],
+    );
+    let store = tempfile::tempdir().unwrap();
+    let (d1, d2) = ("Secret-Domain-One", "Secret-Domain-Two");
+    let m1 = Mount::new(&img1, &share_opts(store.path(), d1, ""));
+    let m2 = Mount::new(&img2, &share_opts(store.path(), d1, ""));
+    // Another domain, unverified: its own object of the same content.
+    let m3 = Mount::new(&img1, &share_opts(store.path(), d2, ",verify=off"));
+    read_is(&m1, "shared", &shared);
+    read_is(&m1, "only1", &only1);
+    read_is(&m2, "d/shared-copy", &shared);
+    read_is(&m2, "only2", &only2);
+    read_is(&m3, "shared", &shared);
+
+    let v = stat_when(store.path(), 4);
+    let text = v.to_string();
+    for secret in [d1, d2] {
+        assert!(!text.contains(secret), "stat shows a domain id: {v:#}");
+    }
+    assert_eq!(n(&v, "objects"), 4, "{v:#}");
+    assert_eq!((n(&v, "verified"), n(&v, "unverified")), (3, 1), "{v:#}");
+    let bytes = (2 * shared.len() + only1.len() + only2.len()) as u64;
+    assert_eq!(n(&v, "bytes"), bytes, "{v:#}");
+    assert_eq!(n(&v, "in_use_objects"), 4, "{v:#}");
+    assert_eq!(n(&v, "mounts"), 3, "{v:#}");
+    // Only the shared file of domain 1 is held by two mounts.
+    assert_eq!(n(&v, "bytes_saved"), shared.len() as u64, "{v:#}");
+    assert_eq!(n(&v, "tmp_files"), 0, "{v:#}");
+    let domains = v["domains"].as_array().unwrap();
+    assert_eq!(domains.len(), 2, "{v:#}");
+    let mut per: Vec<(u64, u64, u64, u64)> = domains
+        .iter()
+        .map(|d| {
+            let tag = d["tag"].as_str().unwrap();
+            assert!(
+                tag.len() == 32 && tag.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{tag}"
+            );
+            (
+                n(d, "objects"),
+                n(d, "unverified"),
+                n(d, "mounts"),
+                n(d, "bytes_saved"),
+            )
+        })
+        .collect();
+    per.sort();
+    assert_eq!(per, [(1, 1, 1, 0), (3, 0, 2, shared.len() as u64)], "{v:#}");
+
+    // Human-readable output names the same figures.
+    let out = run(Command::new(common::ishare_bin())
+        .args(["store", "stat", "--store"])
+        .arg(store.path()));
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        human.contains("4 objects (3 verified, 1 unverified)") && human.contains("by 3 mounts"),
+        "{human}"
+    );
+
+    // Once a mount is gone, its objects are no longer in use.
+    m3.unmount();
+    let v = stat(store.path());
+    assert_eq!((n(&v, "in_use_objects"), n(&v, "mounts")), (3, 2), "{v:#}");
+    drop((m1, m2));
+    let v = stat(store.path());
+    assert_eq!(
+        (
+            n(&v, "objects"),
+            n(&v, "in_use_objects"),
+            n(&v, "bytes_saved")
+        ),
+        (4, 0, 0),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn gc_removes_unused_objects_and_skips_held_ones() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(2);
+    let a = rng.bytes(MIB);
+    let b = rng.bytes(2 * MIB);
+    let img_a = image(dir.path(), "a", &[("a", &a)]);
+    let img_b = image(dir.path(), "b", &[("b", &b)]);
+    let store = tempfile::tempdir().unwrap();
+    let ma = Mount::new(&img_a, &share_opts(store.path(), "d", ""));
+    let mb = Mount::new(&img_b, &share_opts(store.path(), "d", ""));
+    read_is(&ma, "a", &a);
+    read_is(&mb, "b", &b);
+    stat_when(store.path(), 2);
+
+    // Both in use: nothing goes, not even in a dry run.
+    let r = gc(store.path(), &["--dry-run"]);
+    assert_eq!(
+        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
+        (0, 2),
+        "{r:#}"
+    );
+    let r = gc(store.path(), &[]);
+    assert_eq!(
+        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
+        (0, 2),
+        "{r:#}"
+    );
+    assert_eq!(object_files(store.path()).len(), 2);
+
+    mb.unmount();
+    // A dry run tells, and removes nothing.
+    let r = gc(store.path(), &["--dry-run"]);
+    assert_eq!(
+        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
+        (1, 1),
+        "{r:#}"
+    );
+    assert_eq!(object_files(store.path()).len(), 2);
+    let r = gc(store.path(), &[]);
+    assert_eq!(
+        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
+        (1, 1),
+        "{r:#}"
+    );
+    assert!(n(&r, "removed_bytes") >= b.len() as u64, "{r:#}");
+    assert!(r["errors"].as_array().unwrap().is_empty(), "{r:#}");
+    let left = object_files(store.path());
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        fs::read(&left[0]).unwrap(),
+        a,
+        "gc removed the object in use"
+    );
+    // The mount still reads, after its pages are gone too.
+    drop_caches();
+    read_is(&ma, "a", &a);
+
+    // A new mount of b prepares its object again.
+    let mb = Mount::new(&img_b, &share_opts(store.path(), "d", ""));
+    read_is(&mb, "b", &b);
+    stat_when(store.path(), 2);
+    drop(mb);
+    ma.unmount();
+    let r = gc(store.path(), &[]);
+    assert_eq!(
+        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
+        (2, 0),
+        "{r:#}"
+    );
+    assert_eq!(n(&r, "size_after"), 0, "{r:#}");
+    // Lock, probe files and directories went too: only the empty layout directory is left.
+    let v1: Vec<_> = fs::read_dir(store.path().join("v1")).unwrap().collect();
+    assert!(v1.is_empty(), "{v1:?}");
+    let v = stat(store.path());
+    assert_eq!((n(&v, "objects"), n(&v, "lock_files")), (0, 0), "{v:#}");
+}
+
+fn drop_caches() {
+    rustix::fs::sync();
+    fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+}
+
+/// Reads `path` in 1 MiB pieces, calling `midway` once after half of it.
+fn read_with_pause(path: &Path, midway: impl FnOnce()) -> [u8; 32] {
+    let mut f = fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; MIB];
+    let (mut total, mut midway) = (0, Some(midway));
+    loop {
+        let k = f.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        total += k;
+        if total >= len / 2
+            && let Some(m) = midway.take()
+        {
+            m();
+        }
+    }
+    assert!(midway.is_none(), "never got half way");
+    h.finalize().into()
+}
+
+#[test]
+fn gc_while_a_mount_reads_then_after_its_unmount() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let big = Rng(3).bytes(32 * MIB);
+    let img = image(dir.path(), "i", &[("big", &big)]);
+    let store = tempfile::tempdir().unwrap();
+    let m = Mount::new(&img, &share_opts(store.path(), "d", ""));
+    // The first open prepares the object; it is published in the background.
+    read_is(&m, "big", &big);
+    stat_when(store.path(), 1);
+    drop_caches();
+    let sum = read_with_pause(&m.path().join("big"), || {
+        let r = gc(store.path(), &[]);
+        assert_eq!(n(&r, "removed_objects"), 0, "{r:#}");
+        assert_eq!(n(&r, "in_use_objects"), 1, "{r:#}");
+        let r = gc(store.path(), &["--max-size", "0"]);
+        assert_eq!(n(&r, "removed_objects"), 0, "{r:#}");
+        drop_caches();
+    });
+    assert_eq!(sum, sha256(&big));
+    read_is(&m, "big", &big);
+    assert_eq!(object_files(store.path()).len(), 1);
+    m.unmount();
+    let r = gc(store.path(), &[]);
+    assert_eq!(
+        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
+        (1, 0),
+        "{r:#}"
+    );
+    assert!(object_files(store.path()).is_empty());
+}
+
+/// Removing the store (every object, every directory) under a live mount: the mount
+/// keeps reading its objects, which live on while open, also from disk once their
+/// pages are dropped; a new mount prepares the object again.
+#[test]
+fn removing_the_store_under_a_live_mount_changes_nothing_it_reads() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let big = Rng(4).bytes(32 * MIB);
+    let img1 = image(dir.path(), "1", &[("big", &big)]);
+    let img2 = image(dir.path(), "2", &[("x/big2", &big)]);
+    let store = tempfile::tempdir().unwrap();
+    let m1 = Mount::new(&img1, &share_opts(store.path(), "d", ""));
+    read_is(&m1, "big", &big);
+    stat_when(store.path(), 1);
+    let sum = read_with_pause(&m1.path().join("big"), || {
+        fs::remove_dir_all(store.path().join("v1")).unwrap();
+        drop_caches();
+    });
+    assert_eq!(sum, sha256(&big));
+    // New opens through the same mount use the same (removed) object.
+    read_is(&m1, "big", &big);
+    // Another mount finds no object and prepares one.
+    let m2 = Mount::new(&img2, &share_opts(store.path(), "d", ""));
+    read_is(&m2, "x/big2", &big);
+    let v = stat_when(store.path(), 1);
+    assert_eq!((n(&v, "objects"), n(&v, "in_use_objects")), (1, 1), "{v:#}");
+    read_is(&m1, "big", &big);
+}
+
+/// Sets an object's atime and mtime `age` before now.
+fn age(path: &Path, age: Duration) {
+    let t = SystemTime::now() - age;
+    let f = fs::File::options().write(true).open(path).unwrap();
+    f.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))
+        .unwrap();
+}
+
+#[test]
+fn gc_max_size_removes_least_recently_used_first() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(5);
+    let files: Vec<Vec<u8>> = (0..4).map(|_| rng.bytes(MIB)).collect();
+    let names = ["f0", "f1", "f2", "f3"];
+    let entries: Vec<(&str, &[u8])> = names
+        .iter()
+        .zip(&files)
+        .map(|(n, d)| (*n, d.as_slice()))
+        .collect();
+    let img = image(dir.path(), "all", &entries);
+    let img0 = image(dir.path(), "zero", &[("only-f0", &files[0])]);
+    let store = tempfile::tempdir().unwrap();
+    let m = Mount::new(&img, &share_opts(store.path(), "d", ""));
+    for (n, d) in names.iter().zip(&files) {
+        read_is(&m, n, d);
+    }
+    stat_when(store.path(), 4);
+    m.unmount();
+    // Which object holds which file: by content. Then f0 is made the least recently
+    // used, f3 the most.
+    let objects = object_files(store.path());
+    assert_eq!(objects.len(), 4);
+    let mut by_file: Vec<PathBuf> = Vec::new();
+    for d in &files {
+        let o = objects
+            .iter()
+            .find(|o| fs::read(o).unwrap() == *d)
+            .expect("an object per file")
+            .clone();
+        by_file.push(o);
+    }
+    let age_all = || {
+        for (i, o) in by_file.iter().enumerate() {
+            age(o, Duration::from_secs(3600 * (10 - i as u64)));
+        }
+    };
+    age_all();
+    let du: u64 = by_file
+        .iter()
+        .map(|o| fs::metadata(o).unwrap().blocks() * 512)
+        .sum();
+    assert_eq!(du, 4 * MIB as u64, "objects take more than their size here");
+
+    // f0, the oldest, is in use: skipped; f1 and f2 go; then 2 MiB fit in 2600 KiB.
+    let m0 = Mount::new(&img0, &share_opts(store.path(), "d", ""));
+    read_is(&m0, "only-f0", &files[0]);
+    // (Reading it made it the most recently used: make it the oldest again.)
+    age_all();
+    let r = gc(store.path(), &["--max-size", "2600K"]);
+    assert_eq!(n(&r, "removed_objects"), 2, "{r:#}");
+    assert_eq!(n(&r, "in_use_objects"), 1, "{r:#}");
+    assert_eq!(n(&r, "kept_objects"), 1, "{r:#}");
+    assert_eq!(n(&r, "size_after"), 2 * MIB as u64, "{r:#}");
+    let exists: Vec<bool> = by_file.iter().map(|o| o.exists()).collect();
+    assert_eq!(exists, [true, false, false, true], "{r:#}");
+
+    // A size it already fits: nothing goes.
+    let r = gc(store.path(), &["--max-size", "2M"]);
+    assert_eq!(
+        (n(&r, "removed_objects"), n(&r, "kept_objects")),
+        (0, 1),
+        "{r:#}"
+    );
+    // Bad sizes are refused.
+    let out = run_unchecked(
+        Command::new(common::ishare_bin())
+            .args(["store", "gc", "--max-size", "2X", "--store"])
+            .arg(store.path()),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid size"));
+    assert!(by_file[3].exists());
+    drop(m0);
+}
+
+#[test]
+fn doctor_reports_fuse_and_predicts_the_mount_mode() {
+    common::require_root();
+    let store_parent = tempfile::tempdir().unwrap();
+    let store = store_parent.path().join("store");
+    let v = json(&["doctor", "--store", store.to_str().unwrap()]);
+    assert_eq!(v["ready"], true, "{v:#}");
+    assert_eq!(v["fuse"]["device"], true, "{v:#}");
+    assert_eq!(v["fuse"]["openable"], true, "{v:#}");
+    assert_eq!(v["fuse"]["mounted"], true, "{v:#}");
+    assert_eq!(v["store"]["exists"], false, "{v:#}");
+    assert_eq!(v["store"]["writable"], true, "{v:#}");
+    assert!(
+        v["kernel"]["release"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty())
+    );
+    let checks = v["checks"].as_array().unwrap();
+    for name in [
+        "kernel",
+        "erofs",
+        "fuse_device",
+        "fuse_mount",
+        "passthrough",
+        "store",
+    ] {
+        let c = checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no check {name}: {v:#}"));
+        assert!(
+            ["ok", "warn", "no"].contains(&c["status"].as_str().unwrap()),
+            "{c}"
+        );
+    }
+    // Probing left nothing behind: no store, no test mount.
+    assert!(!store.exists(), "doctor created the store");
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !info.contains("ishare-doctor"),
+        "a test mount stayed:\n{info}"
+    );
+
+    // The mode it predicts is the one a mount logs.
+    let mode = v["mode"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = Rng(6).bytes(100_000);
+    let img = image(dir.path(), "i", &[("f", &data)]);
+    let m = Mount::new(&img, &share_opts(&store, "d", ""));
+    read_is(&m, "f", &data);
+    let log = m.log_text();
+    let logged = if log.contains("kernel FUSE passthrough to store objects") {
+        "passthrough"
+    } else if log.contains("daemon reads from store objects") {
+        "direct_io"
+    } else {
+        panic!("no mode in the mount's log:\n{log}")
+    };
+    assert_eq!(mode, logged, "doctor: {v:#}\nmount log:\n{log}");
+    // As root with CAP_SYS_ADMIN on Linux 6.9+ (CI), that is passthrough.
+    if v["passthrough"]["cap_sys_admin"] == true && v["passthrough"]["offered"] == true {
+        assert_eq!(mode, "passthrough", "{v:#}");
+    }
+    drop(m);
+
+    // Human-readable lines, exit 0.
+    let out = run(Command::new(common::ishare_bin())
+        .args(["doctor", "--store"])
+        .arg(&store));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ok") && l.contains("fuse_device")),
+        "{text}"
+    );
+
+    // A store that cannot be used (a file where the directory should be): exit 1.
+    let file = store_parent.path().join("a-file");
+    fs::write(&file, b"x").unwrap();
+    let out = run_unchecked(
+        Command::new(common::ishare_bin())
+            .args(["doctor", "--json", "--store"])
+            .arg(&file),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ready"], false, "{v:#}");
+    assert_eq!(v["mode"], "unavailable", "{v:#}");
+}
