@@ -375,6 +375,68 @@ fn zstd() {
     ]);
 }
 
+/// `--compress-hints`: per-file pcluster sizes and algorithms, and files left
+/// uncompressed, as mkfs.erofs reads the file.
+#[test]
+fn compress_hints() {
+    require_root();
+    let tmp = Tmpfs::new();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write_tree(&src, 4096);
+    let mut o = options(&case!("hints", 4096, "lz4hc:lzma", 4096, false, false));
+    let z = o.compression.as_mut().unwrap();
+    z.parse_hints(
+        "# per-file settings\n\n16384 1 ^text/\n0 ^mixed/\n65536\tzeros\n",
+        "hints",
+    )
+    .unwrap();
+    let img_path = tmp.path().join("hints.img");
+    build(&src, &img_path, &o).unwrap();
+    let mnt = LoopMount::new(&img_path).unwrap();
+    let d = diff(&snapshot(&src), &snapshot(mnt.path()));
+    drop(mnt);
+    assert!(d.is_empty(), "kernel mount differs:\n{}", d.join("\n"));
+    run(Command::new(fsck_194())
+        .arg("--xattr-inode-digest")
+        .arg(&img_path))
+    .unwrap();
+    let img = Image::open(&img_path).unwrap();
+    random_reads(&img, &src, 4096).unwrap();
+    let first = |p: &str| {
+        let ino = img.lookup_path(p.as_bytes()).unwrap();
+        let e = img.map(&ino, 0).unwrap();
+        (ino.layout, e.kind)
+    };
+    // text/: lzma (index 1) in pclusters of up to 16 KiB.
+    match first("/text/t11_1048576") {
+        (DataLayout::CompressedCompact, ExtentKind::Compressed(pc)) => {
+            assert_eq!(pc.algorithm, ishare_erofs::Algorithm::Lzma);
+            assert!(pc.len > 4096 && pc.len <= 16384, "{pc:?}");
+        }
+        other => panic!("text file: {other:?}"),
+    }
+    // mixed/: not compressed at all.
+    assert!(matches!(
+        first("/mixed/m0_100").0,
+        DataLayout::FlatPlain | DataLayout::FlatInline
+    ));
+    // zeros: lz4hc (index 0) with 64 KiB pclusters allowed; dup/: the defaults.
+    for p in ["/zeros/z_9M", "/dup/a"] {
+        match first(p) {
+            (_, ExtentKind::Compressed(pc)) => {
+                assert_eq!(pc.algorithm, ishare_erofs::Algorithm::Lz4, "{p}")
+            }
+            other => panic!("{p}: {other:?}"),
+        }
+    }
+    let mut bad = Compression::parse("lz4", 4096).unwrap();
+    let e = bad.parse_hints("4096 1 x\n", "h").unwrap_err().to_string();
+    assert!(e.contains("h:1") && e.contains("index 1"), "{e}");
+    let e = bad.parse_hints("4096 (\n", "h").unwrap_err().to_string();
+    assert!(e.contains("invalid pattern"), "{e}");
+}
+
 /// 1 and 3 workers give the same bytes.
 #[test]
 fn reproducible() {

@@ -92,6 +92,10 @@ pub struct Args {
     /// Largest decompressed extent in bytes.
     #[arg(long, value_name = "BYTES")]
     max_extent_bytes: Option<u64>,
+    /// Per-file compression: lines of `PCLUSTER_SIZE [ALGORITHM_INDEX] REGEX` (first
+    /// match on the path relative to SOURCE wins; size 0 = do not compress).
+    #[arg(long, value_name = "FILE")]
+    compress_hints: Option<PathBuf>,
     /// The image file to create.
     image: PathBuf,
     /// The source directory; with --tar, the tar archive or `-` for standard input.
@@ -242,10 +246,18 @@ fn options(a: &Args) -> Result<BuildOptions> {
             c.ztailpacking = z.ztailpacking;
             c.legacy_indexes = z.legacy_compress;
             c.max_extent_bytes = a.max_extent_bytes;
+            if let Some(h) = &a.compress_hints {
+                let text = std::fs::read_to_string(h)
+                    .with_context(|| format!("--compress-hints {}", h.display()))?;
+                c.parse_hints(&text, &h.display().to_string())?;
+            }
             o.compression = Some(c);
         }
-        None if a.pcluster_size.is_some() || a.max_extent_bytes.is_some() => {
-            bail!("-C and --max-extent-bytes need compression (-z)")
+        None if a.pcluster_size.is_some()
+            || a.max_extent_bytes.is_some()
+            || a.compress_hints.is_some() =>
+        {
+            bail!("-C, --max-extent-bytes and --compress-hints need compression (-z)")
         }
         None => {}
     }

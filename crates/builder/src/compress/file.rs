@@ -67,6 +67,8 @@ pub(crate) struct ZFile {
     pub fallback: usize,
     /// SHA-256 of the content (fingerprints).
     pub digest: Option<[u8; 32]>,
+    /// Index of its algorithm in the `-z` list.
+    pub algorithm: usize,
 }
 
 impl ZFile {
@@ -115,8 +117,16 @@ pub(crate) struct Pass<'a> {
 }
 
 enum Work {
-    Segment { node: usize, seg: u64, last: bool },
-    Hash { node: usize },
+    Segment {
+        node: usize,
+        seg: u64,
+        last: bool,
+        pcluster: u32,
+        alg: usize,
+    },
+    Hash {
+        node: usize,
+    },
 }
 
 struct SegOut {
@@ -127,10 +137,11 @@ struct SegOut {
     digest: Option<[u8; 32]>,
 }
 
-/// Compresses the regular files `nodes`; returns their results in the same order.
-pub(crate) fn compress_all(pass: &Pass<'_>, nodes: &[usize]) -> Result<Vec<ZFile>> {
+/// Compresses the regular files `nodes` (node, pcluster size, algorithm index);
+/// returns their results in the same order.
+pub(crate) fn compress_all(pass: &Pass<'_>, nodes: &[(usize, u32, usize)]) -> Result<Vec<ZFile>> {
     let mut work = Vec::new();
-    for &node in nodes {
+    for &(node, pcluster, alg) in nodes {
         let size = pass.tree.nodes[node].size;
         let segs = size.div_ceil(SEGMENT_SIZE).max(1);
         for seg in 0..segs {
@@ -138,6 +149,8 @@ pub(crate) fn compress_all(pass: &Pass<'_>, nodes: &[usize]) -> Result<Vec<ZFile
                 node,
                 seg,
                 last: seg + 1 == segs,
+                pcluster,
+                alg,
             });
         }
         if segs > 1 && pass.hash {
@@ -145,23 +158,28 @@ pub(crate) fn compress_all(pass: &Pass<'_>, nodes: &[usize]) -> Result<Vec<ZFile
         }
     }
     let threads = rayon::current_num_threads();
+    let nalg = pass.cfg.algorithms.len();
+    // One encoder per worker thread and algorithm, created on first use.
     let mut encoders: Vec<std::sync::Mutex<Option<Encoder>>> = Vec::new();
-    encoders.resize_with(threads + 1, || std::sync::Mutex::new(None));
+    encoders.resize_with((threads + 1) * nalg, || std::sync::Mutex::new(None));
+    let max_pcluster = pass.cfg.max_pcluster();
     let results: Vec<(usize, SegOut)> = work
         .into_par_iter()
         .map(|w| match w {
-            Work::Segment { node, seg, last } => {
-                // One encoder per worker thread, created on first use.
-                let slot = rayon::current_thread_index().unwrap_or(threads);
+            Work::Segment {
+                node,
+                seg,
+                last,
+                pcluster,
+                alg,
+            } => {
+                let slot = rayon::current_thread_index().unwrap_or(threads) * nalg + alg;
                 let mut guard = encoders[slot].lock().expect("encoder lock");
                 if guard.is_none() {
-                    *guard = Some(Encoder::new(
-                        &pass.cfg.algorithms[0],
-                        pass.cfg.pcluster_size,
-                    )?);
+                    *guard = Some(Encoder::new(&pass.cfg.algorithms[alg], max_pcluster)?);
                 }
                 let enc = guard.as_mut().expect("encoder");
-                let out = segment(pass, enc, node, seg, last)?;
+                let out = segment(pass, enc, node, seg, last, pcluster)?;
                 Ok((node, out))
             }
             Work::Hash { node } => Ok((
@@ -179,8 +197,11 @@ pub(crate) fn compress_all(pass: &Pass<'_>, nodes: &[usize]) -> Result<Vec<ZFile
 
     let mut files = Vec::with_capacity(nodes.len());
     let mut it = results.into_iter().peekable();
-    for &node in nodes {
-        let mut z = ZFile::default();
+    for &(node, _, alg) in nodes {
+        let mut z = ZFile {
+            algorithm: alg,
+            ..ZFile::default()
+        };
         while let Some((_, s)) = it.next_if(|(n, _)| *n == node) {
             z.extents.extend_from_slice(&s.extents);
             if s.piece.1 > 0 {
@@ -221,6 +242,7 @@ fn segment(
     node: usize,
     seg: u64,
     last: bool,
+    pcluster: u32,
 ) -> Result<SegOut> {
     let size = pass.tree.nodes[node].size;
     let start = seg * SEGMENT_SIZE;
@@ -231,7 +253,7 @@ fn segment(
     let digest = (last && seg == 0 && pass.hash).then(|| Sha256::digest(&input).into());
 
     let bs = pass.block_size as usize;
-    let pcluster = pass.cfg.pcluster_size as usize;
+    let pcluster = pcluster as usize;
     let max_extent = pass
         .cfg
         .max_extent_bytes

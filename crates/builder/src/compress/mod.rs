@@ -25,7 +25,7 @@ pub(crate) const LZ4_MAX_DISTANCE: u16 = 65535;
 /// Whether the image needs compression config records (and the COMPR_CFGS /
 /// BIG_PCLUSTER bit): any algorithm but LZ4, or pclusters over one block.
 pub(crate) fn uses_cfgs(c: &Compression, block_size: u32) -> bool {
-    c.pcluster_size > block_size
+    c.max_pcluster() > block_size
         || c.algorithms
             .iter()
             .any(|a| a.algorithm.id() != ishare_erofs::format::COMPRESSION_LZ4)
@@ -49,7 +49,7 @@ pub(crate) fn compr_cfgs(c: &Compression, bs: u32) -> Vec<u8> {
         c.algorithms
             .iter()
             .filter(|a| a.algorithm.id() == id)
-            .map(|a| a.dict_size(c.pcluster_size))
+            .map(|a| a.dict_size(c.max_pcluster()))
             .max()
             .unwrap_or(0)
     };
@@ -62,7 +62,7 @@ pub(crate) fn compr_cfgs(c: &Compression, bs: u32) -> Vec<u8> {
         match id {
             ishare_erofs::format::COMPRESSION_LZ4 => {
                 rec.extend_from_slice(&LZ4_MAX_DISTANCE.to_le_bytes());
-                rec.extend_from_slice(&((c.pcluster_size / bs) as u16).to_le_bytes());
+                rec.extend_from_slice(&((c.max_pcluster() / bs) as u16).to_le_bytes());
                 rec.resize(14, 0);
             }
             ishare_erofs::format::COMPRESSION_LZMA => {
@@ -95,16 +95,30 @@ pub(crate) fn compress_files(
     hash: bool,
 ) -> Result<Vec<Option<ZFile>>> {
     let bs = u64::from(opts.block_size);
-    let nodes: Vec<usize> = (0..tree.nodes.len())
-        .filter(|&i| {
+    let rel = if cfg.hints.is_empty() {
+        Vec::new()
+    } else {
+        relative_paths(tree)
+    };
+    let settings = |i: usize| {
+        rel.get(i)
+            .map_or((cfg.pcluster_size, 0), |r| cfg.settings_for(r))
+    };
+    let nodes: Vec<(usize, u32, usize)> = (0..tree.nodes.len())
+        .filter_map(|i| {
             let n = &tree.nodes[i];
+            let (pcluster, alg) = settings(i);
             // A file of one block or less only gains when its tail can be inline.
-            matches!(n.kind, Kind::File) && n.size > 0 && (n.size > bs || cfg.ztailpacking)
+            (matches!(n.kind, Kind::File)
+                && n.size > 0
+                && pcluster > 0
+                && (n.size > bs || cfg.ztailpacking))
+                .then_some((i, pcluster, alg))
         })
         .collect();
     let progress = opts.progress.as_deref();
     if let Some(p) = progress {
-        p.start(nodes.iter().map(|&i| tree.nodes[i].size).sum());
+        p.start(nodes.iter().map(|&(i, ..)| tree.nodes[i].size).sum());
     }
     let pass = file::Pass {
         tree,
@@ -119,7 +133,7 @@ pub(crate) fn compress_files(
         p.finish();
     }
     let mut out = vec![None; tree.nodes.len()];
-    for (node, z) in nodes.into_iter().zip(files) {
+    for ((node, ..), z) in nodes.into_iter().zip(files) {
         let size = tree.nodes[node].size;
         // Kept only if blocks, inline tail and map take less than the data itself
         // (mkfs.erofs's rule, with the full-index map size).
@@ -130,6 +144,31 @@ pub(crate) fn compress_files(
         }
     }
     Ok(out)
+}
+
+/// Each node's path relative to the source root, without a leading `/` (a hard-linked
+/// file gets the first name the walk meets), for matching compress hints.
+fn relative_paths(tree: &Tree) -> Vec<Vec<u8>> {
+    let mut rel: Vec<Option<Vec<u8>>> = vec![None; tree.nodes.len()];
+    rel[0] = Some(Vec::new());
+    // Nodes are in breadth-first order, so a directory's path is known before its
+    // entries'.
+    for (i, n) in tree.nodes.iter().enumerate() {
+        if let Kind::Dir { entries, .. } = &n.kind {
+            let base = rel[i].clone().unwrap_or_default();
+            for (name, child) in entries {
+                if rel[*child].is_none() {
+                    let mut p = base.clone();
+                    if !p.is_empty() {
+                        p.push(b'/');
+                    }
+                    p.extend_from_slice(name);
+                    rel[*child] = Some(p);
+                }
+            }
+        }
+    }
+    rel.into_iter().map(Option::unwrap_or_default).collect()
 }
 
 /// The map of compressed file `z` whose data starts at block `startblk`, for a map
@@ -181,11 +220,10 @@ pub(crate) fn zmap(
         &MapSpec {
             exts: &exts,
             blkszbits: opts.block_size.trailing_zeros(),
-            big_pcluster: c.pcluster_size > opts.block_size,
+            big_pcluster: c.max_pcluster() > opts.block_size,
             allow_compact: !c.legacy_indexes,
-            // HEAD2 is not used without compress hints; its nibble stays 0 as in
-            // mkfs.erofs.
-            algorithmtype: c.algorithms[0].algorithm.id(),
+            // Each file uses one algorithm, as HEAD1 (mkfs.erofs writes no HEAD2).
+            algorithmtype: c.algorithms[z.algorithm].algorithm.id(),
             inline_size,
             interlaced: false,
         },
@@ -383,7 +421,32 @@ pub struct Compression {
     /// Largest decompressed extent (`--max-extent-bytes`); `None` = no limit
     /// besides the kernel's.
     pub max_extent_bytes: Option<u64>,
+    /// Per-file settings (`--compress-hints`): the first hint whose pattern matches a
+    /// file's path (relative to the source root) decides its pcluster size and
+    /// algorithm.
+    pub hints: Vec<Hint>,
 }
+
+/// One line of a `--compress-hints` file: `PCLUSTER_SIZE [ALGORITHM_INDEX] REGEX`.
+#[derive(Debug, Clone)]
+pub struct Hint {
+    /// Pcluster size in bytes; 0 = store matching files uncompressed.
+    pub pcluster_size: u32,
+    /// Index into [`Compression::algorithms`].
+    pub algorithm: usize,
+    /// Extended regular expression, searched in the relative path.
+    pub pattern: regex::bytes::Regex,
+}
+
+impl PartialEq for Hint {
+    fn eq(&self, o: &Self) -> bool {
+        self.pcluster_size == o.pcluster_size
+            && self.algorithm == o.algorithm
+            && self.pattern.as_str() == o.pattern.as_str()
+    }
+}
+
+impl Eq for Hint {}
 
 impl Compression {
     /// `-z` with its defaults: one pcluster per block, compact indexes.
@@ -403,7 +466,66 @@ impl Compression {
             ztailpacking: false,
             legacy_indexes: false,
             max_extent_bytes: None,
+            hints: Vec::new(),
         })
+    }
+
+    /// Reads a `--compress-hints` file (mkfs.erofs's format: `#` comments, then per
+    /// line a pcluster size, an optional algorithm index into `-z`'s list, and a
+    /// regular expression to the end of the line).
+    pub fn parse_hints(&mut self, text: &str, file: &str) -> Result<()> {
+        for (i, line) in text.lines().enumerate() {
+            let bad = |m: String| Error::InvalidOption(format!("{file}:{}: {m}", i + 1));
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let line = line.trim_start();
+            let (size, rest) = line.split_once([' ', '\t']).unwrap_or((line, ""));
+            let pcluster_size = size
+                .parse::<u32>()
+                .map_err(|_| bad(format!("{size:?} is not a pcluster size")))?;
+            let rest = rest.trim_start_matches([' ', '\t']);
+            let (algorithm, pattern) = match rest.split_once([' ', '\t']) {
+                Some((a, p)) if a.bytes().all(|b| b.is_ascii_digit()) => {
+                    let n: usize = a.parse().map_err(|_| bad(format!("bad index {a:?}")))?;
+                    if n >= self.algorithms.len() {
+                        return Err(bad(format!(
+                            "algorithm index {n}, but -z names {} algorithm(s)",
+                            self.algorithms.len()
+                        )));
+                    }
+                    (n, p.trim_start_matches([' ', '\t']))
+                }
+                _ => (0, rest),
+            };
+            if pattern.is_empty() {
+                return Err(bad("no pattern".into()));
+            }
+            let pattern = regex::bytes::Regex::new(pattern)
+                .map_err(|e| bad(format!("invalid pattern {pattern:?}: {e}")))?;
+            self.hints.push(Hint {
+                pcluster_size,
+                algorithm,
+                pattern,
+            });
+        }
+        Ok(())
+    }
+
+    /// Pcluster size and algorithm index for a file at `rel` (0 = not compressed).
+    pub(crate) fn settings_for(&self, rel: &[u8]) -> (u32, usize) {
+        self.hints
+            .iter()
+            .find(|h| h.pattern.is_match(rel))
+            .map_or((self.pcluster_size, 0), |h| (h.pcluster_size, h.algorithm))
+    }
+
+    /// The largest pcluster any file may use.
+    pub(crate) fn max_pcluster(&self) -> u32 {
+        self.hints
+            .iter()
+            .map(|h| h.pcluster_size)
+            .fold(self.pcluster_size, u32::max)
     }
 
     pub(crate) fn validate(&self, block_size: u32) -> Result<()> {
@@ -415,6 +537,15 @@ impl Compression {
         }
         if self.algorithms.is_empty() {
             return Err(Error::InvalidOption("no compression algorithm".into()));
+        }
+        for h in &self.hints {
+            let p = h.pcluster_size;
+            if p != 0 && (!p.is_multiple_of(block_size) || u64::from(p) > PCLUSTER_MAX_SIZE) {
+                return Err(Error::InvalidOption(format!(
+                    "compress hint {:?}: pcluster size {p} must be a multiple of the block size ({block_size}) up to {PCLUSTER_MAX_SIZE}",
+                    h.pattern.as_str()
+                )));
+            }
         }
         for c in &self.algorithms {
             c.validate()?;
