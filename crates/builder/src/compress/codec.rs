@@ -133,8 +133,10 @@ fn search(
             Some(n) if n <= cap => {
                 dst[..n].copy_from_slice(&scratch[..n]);
                 (lo, lo_size) = (m, n);
-                // Done when everything fits or the pcluster is (nearly) full.
-                if hi <= lo + 1 || n + 1 >= cap {
+                // Done when everything fits or the pcluster is within 1/64 of full:
+                // each further probe compresses the whole input again for at most
+                // that much gain.
+                if hi <= lo + 1 || n + cap / 64 >= cap {
                     break;
                 }
                 m = (cap as u128 * m as u128 / n.max(1) as u128) as usize;
