@@ -12,8 +12,11 @@
 #
 # Environment:
 #   ISHARE_CACHE  cache directory (default /var/cache/ishare)
-#   RUNS          timed runs per tool for warm, cold and meta (default 5)
+#   RUNS          timed runs per tool or mode of the cold and meta parts (default 5)
 #   MEM_RUNS      runs per tool of the memory part (default 3)
+#   MEM_TOOLS     tools of the memory part (default "ishare ishare-noverify kernel")
+#   WARM_RUNS     timed runs per tool of the warm part (default 9: it is fast and noisy)
+#   IMAGES        a subset of the family for the memory part (default: all ten)
 #   PARTS         which parts, in order (default "memory warm cold meta")
 #   SKIP_BUILD=1  do not run `cargo build --release -p ishare`
 #   ISHARE_BIN    ishare binary (default $CARGO_TARGET_DIR/release/ishare, or
@@ -27,6 +30,8 @@ BENCH_NAME=mount.sh
 . "$ROOT/bench/lib.sh"
 RUNS=${RUNS:-5}
 MEM_RUNS=${MEM_RUNS:-3}
+MEM_TOOLS=${MEM_TOOLS:-ishare ishare-noverify kernel}
+WARM_RUNS=${WARM_RUNS:-9}
 PARTS=${PARTS:-memory warm cold meta}
 SUITE=bookworm
 DATA=$BENCH/mount
@@ -358,6 +363,8 @@ mem_run() {
     mnt=$WORK/mnt/$tool.$i
     if [ "$tool" = ishare ]; then
       ishare_mount "$DATA/$name.erofs" "$mnt" "$store"
+    elif [ "$tool" = ishare-noverify ]; then
+      ishare_mount "$DATA/$name.erofs" "$mnt" "$store" verify=off
     else
       kernel_mount "$DATA/$name.erofs" "$mnt"
     fi
@@ -375,7 +382,7 @@ mem_run() {
   done
   t1=$(now)
   c1=$(cached_bytes)
-  if [ "$tool" = ishare ]; then
+  if [ "$tool" != kernel ]; then
     p1=0 p2=0 p3=0
     for mnt in "${!DAEMON[@]}"; do
       pid=${DAEMON[$mnt]}
@@ -408,7 +415,7 @@ mem_run() {
       die "the store has $objects objects, the images $UNIQUE_N distinct fingerprints"
     fi
     rm -rf "$store" "$WORK"/log/daemon."$tool".*
-    [ "$kept" = 0 ] || echo "$n $emfile $unpub $objects $obytes $named" >>"$WORK/log/mem.emfile"
+    [ "$kept" = 0 ] || echo "$tool $n $emfile $unpub $objects $obytes $named" >>"$WORK/log/mem.emfile"
   else
     local devs=()
     for i in "${!NAMES[@]}"; do devs+=("$(findmnt -rno SOURCE -M "$WORK/mnt/$tool.$i")"); done
@@ -444,7 +451,7 @@ if want memory; then
   done | awk '{ b += $1; p += $2 } END { printf "%.0f %.0f\n", b, p }')
   mem_load_before=$(loadavg)
   for ((r = 1; r <= MEM_RUNS; r++)); do
-    for tool in ishare kernel; do
+    for tool in $MEM_TOOLS; do
       for _ in 1 2 3; do
         log "memory $tool $r/$MEM_RUNS (load $(load1))"
         mem_run "$tool" "$r"
@@ -460,31 +467,41 @@ if want memory; then
   out "| image | made as | entries | regular files | file data (MiB) | image (MiB) |"
   out "| --- | --- | ---: | ---: | ---: | ---: |"
   for name in "${NAMES[@]}"; do
-  tree=$BENCH/rootfs-$SUITE-$name
+    tree=$BENCH/rootfs-$SUITE-$name
     m=$DATA/$name.manifest
     out "| $name | ${RECIPE[$name]} | $(find "$tree" | wc -l) | $(grep -cv '^#' "$m") | $(grep -v '^#' "$m" | awk '!s[$3]++ { b += $2 } END { printf "%.1f", b / 1048576 }') | $(mib "$(stat -c %s "$DATA/$name.erofs")") |"
   done
   out
-  out "- unique content: $UNIQUE_N distinct fingerprints (non-empty files), $(mib "$UNIQUE_B") MiB ($(mib "$UNIQUE_P") MiB in whole 4 KiB pages); all ten images hold $(mib "$ALL_B") MiB ($(mib "$ALL_P") MiB in pages), $(ratio "$ALL_B" "$UNIQUE_B")× the unique content"
-  out "- \`ishare mount -o inode_share,domain_id=…\` (verify=on, passthrough), a fresh store per run, against \`mount -t erofs -o loop,ro\`; caches dropped after mounting, then SHA-256 (\`openssl dgst -sha256\`) of every regular file through each mount in turn, checked against the source trees"
+  out "- unique content: $UNIQUE_N distinct fingerprints (non-empty files), $(mib "$UNIQUE_B") MiB ($(mib "$UNIQUE_P") MiB in whole 4 KiB pages); all ${#NAMES[@]} images hold $(mib "$ALL_B") MiB ($(mib "$ALL_P") MiB in pages), $(ratio "$ALL_B" "$UNIQUE_B")× the unique content"
+  out "- ishare: \`ishare mount -o inode_share,domain_id=…\` (verify=on, passthrough), a fresh store per run; ishare-noverify: the same with verify=off (objects copied without hashing, existing objects used without hashing the image's copy); kernel: \`mount -t erofs -o loop,ro\`; caches dropped after mounting, then SHA-256 (\`openssl dgst -sha256\`) of every regular file through each mount in turn, checked against the source trees"
   out "- accounted page cache: ishare: pages of the files the mount daemons hold open (store objects and images), each once; kernel: pages of the image files (the loop devices read them through the page cache), of the loop devices (metadata) and of every file of every mount. meminfo: growth of \`Cached:\` − \`Shmem:\` (tmpfs left out), which includes directories and whatever else runs on the machine"
   out "- load average before / after: $mem_load_before / $mem_load_after"
   out
-  out "| tool | page cache growth (MiB) | ÷ unique content | ÷ unique content in pages | meminfo Cached growth (MiB) | ÷ unique content | read time (s) | 1-min load |"
-  out "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-  for tool in ishare kernel; do
+  # Metadata blocks (inodes, xattrs, directories, inline tails) as the kernel read
+  # them through its loop devices: every image's own, whatever shares file data.
+  META_B=
+  [ ! -s "$WORK/log/mem.kernel" ] || META_B=$(awk '{ print $6 }' "$WORK/log/mem.kernel" | median)
+  out "| tool | page cache growth (MiB) | ÷ unique content | ÷ unique content in pages | ÷ (unique content in pages + metadata) | meminfo Cached growth (MiB) | ÷ unique content | read time (s) | mount daemons' RSS (MiB) | 1-min load |"
+  out "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  for tool in $MEM_TOOLS; do
     f=$WORK/log/mem.$tool
     acc=$(awk '{ print $2 }' "$f" | median)
     mi=$(awk '{ print $3 }' "$f" | median)
     rt=$(awk '{ print $4 }' "$f" | median)
-    out "| $tool | $(mib "$acc") | $(ratio "$acc" "$UNIQUE_B") | $(ratio "$acc" "$UNIQUE_P") | $(mib "$mi") | $(ratio "$mi" "$UNIQUE_B") | $(printf %.1f "$rt") | $(awk '{ print $1 }' "$f" | range) |"
+    rss=-
+    [ "$tool" = kernel ] || rss=$(awk '{ print $8 }' "$f" | median | awk '{ printf "%.0f", $1 / 1024 }')
+    floor=-
+    [ -z "$META_B" ] || floor=$(ratio "$acc" "$(awk -v a="$UNIQUE_P" -v b="$META_B" 'BEGIN { printf "%.0f", a + b }')")
+    out "| $tool | $(mib "$acc") | $(ratio "$acc" "$UNIQUE_B") | $(ratio "$acc" "$UNIQUE_P") | $floor | $(mib "$mi") | $(ratio "$mi" "$UNIQUE_B") | $(printf %.1f "$rt") | $rss | $(awk '{ print $1 }' "$f" | range) |"
   done
+  out
+  [ -z "$META_B" ] || out "Metadata: $(mib "$META_B") MiB, the pages of the kernel's loop devices (the metadata blocks of all ${#NAMES[@]} images: inodes, xattrs, directories, inline file tails). Unique content in pages plus that ($(mib "$(awk -v a="$UNIQUE_P" -v b="$META_B" 'BEGIN { printf "%.0f", a + b }')") MiB) is what a page cache holds that keeps one copy of each distinct file and every image's metadata."
   out
   out "Every run (medians above): accounted MiB = parts; meminfo MiB; read time; load:"
   out
-  for tool in ishare kernel; do
+  for tool in $MEM_TOOLS; do
     while read -r l a m t p1 p2 p3 rss; do
-      if [ "$tool" = ishare ]; then
+      if [ "$tool" != kernel ]; then
         parts="images $(mib "$p1") + objects $(mib "$p2") + files served unshared $(mib "$p3"); daemons' RSS $(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }') MiB"
       else
         parts="image files $(mib "$p1") + loop devices $(mib "$p2") + mounted files $(mib "$p3")"
@@ -493,11 +510,11 @@ if want memory; then
     done <"$WORK/log/mem.$tool"
   done
   out
-  while read -r r emfile unpub objects obytes named; do
+  while read -r tool r emfile unpub objects obytes named; do
     if [ "$emfile" != 0 ] || [ "$unpub" != 0 ]; then
-      out "- ishare run $r: the daemons ran out of file descriptors (EMFILE, limit $(ulimit -Sn)): $emfile files served unshared (from the FUSE mount's own page cache), $unpub objects prepared but not published (private to their mount); the store ended with $objects objects for $UNIQUE_N distinct fingerprints"
+      out "- $tool run $r: the daemons ran out of file descriptors (EMFILE, limit $(ulimit -Sn)): $emfile files served unshared (from the FUSE mount's own page cache), $unpub objects prepared but not published (private to their mount); the store ended with $objects objects for $UNIQUE_N distinct fingerprints"
     else
-      out "- ishare run $r: every file shared; the store ended with $objects objects, one per distinct fingerprint"
+      out "- $tool run $r: every file shared; the store ended with $objects objects, one per distinct fingerprint"
     fi
     out "  (store: $(mib "$obytes") MiB in objects; pages of the store's files found by name after the reads: $(mib "$named") MiB)"
   done <"$WORK/log/mem.emfile"
@@ -515,7 +532,7 @@ dd_time() {
 }
 
 if want warm; then
-  log "warm: 1 GiB sequential read, $RUNS runs per tool"
+  log "warm: 1 GiB sequential read, $WARM_RUNS runs per tool"
   I=$WORK/mnt/warm.ishare K=$WORK/mnt/warm.kernel
   ishare_mount "$BIG_IMG" "$I" "$WORK/store.warm"
   kernel_mount "$BIG_IMG" "$K"
@@ -523,7 +540,7 @@ if want warm; then
   check_file "$I/big.bin" "$BIG_SHA" "ishare mount"
   check_file "$K/big.bin" "$BIG_SHA" "kernel mount"
   warm_load_before=$(loadavg)
-  for ((r = 1; r <= RUNS; r++)); do
+  for ((r = 1; r <= WARM_RUNS; r++)); do
     # Alternate which tool goes first.
     if ((r % 2)); then order="ishare kernel"; else order="kernel ishare"; fi
     for tool in $order; do
@@ -552,7 +569,7 @@ if want warm; then
   umount "$K"
   out "## 2. Warm sequential read of a 1 GiB file (incompressible), \`dd bs=1M\`"
   out
-  out "- the same image (\`ishare mkfs\`, 1 GiB + 256 MiB of AES-CTR keystream) through \`ishare mount -o inode_share\` (passthrough to the store object) and a kernel loop mount; the first read (ishare: preparing the object) is not timed; before each timed run the file is read once more (\`cat\`), so it is cached; $RUNS runs each, alternating; content checked before and after"
+  out "- the same image (\`ishare mkfs\`, 1 GiB + 256 MiB of AES-CTR keystream) through \`ishare mount -o inode_share\` (passthrough to the store object) and a kernel loop mount; the first read (ishare: preparing the object) is not timed; before each timed run the file is read once more (\`cat\`), so it is cached; $WARM_RUNS runs each, alternating; content checked before and after"
   out "- load average before / after: $warm_load_before / $warm_load_after"
   out
   out "| tool | median (MiB/s) | runs (MiB/s) | 1-min load |"
@@ -745,6 +762,6 @@ mkdir -p "$(dirname "$RESULTS")"
 if [ "$PARTS" = "memory warm cold meta" ] && [ -z "$IMAGES" ]; then
   cp "$WORK/results.md" "$RESULTS"
 else
-  cp "$WORK/results.md" "${RESULTS%.md}-$(echo "$PARTS${IMAGES:+ images $IMAGES}" | tr ' ' '-').md"
+  cp "$WORK/results.md" "${RESULTS%.md}-$(echo "$PARTS${IMAGES:+ ${#NAMES[@]} images}" | tr ' ' '-').md"
 fi
 cat "$WORK/results.md"
