@@ -191,11 +191,6 @@ impl Image {
     /// Reads file bytes at `pos` into `buf`; returns the count read (short only at
     /// end of file).
     pub fn read_at(&self, inode: &Inode, pos: u64, buf: &mut [u8]) -> Result<usize> {
-        if inode.layout.is_compressed() {
-            return self
-                .read_compressed(inode, pos, buf)
-                .map_err(|e| e.at_nid(inode.nid));
-        }
         let want = (buf.len() as u64).min(inode.size.saturating_sub(pos)) as usize;
         let mut done = 0;
         while done < want {
@@ -203,22 +198,55 @@ impl Image {
             let ext = self.map(inode, at)?;
             let skip = at - ext.logical;
             let n = ((ext.len - skip) as usize).min(want - done);
-            let out = &mut buf[done..done + n];
-            match ext.kind {
-                ExtentKind::Hole => out.fill(0),
-                ExtentKind::Mapped { device, offset } => self
-                    .read_device(device, offset + skip, out)
-                    .map_err(|e| e.at_nid(inode.nid))?,
-                ExtentKind::Inline { offset } => self
-                    .read_meta(out, offset + skip)
-                    .map_err(|e| e.at_nid(inode.nid))?,
-                ExtentKind::Compressed(_) | ExtentKind::Fragment { .. } => {
-                    unreachable!("only compressed inodes have these")
-                }
-            }
+            self.read_extent(inode, &ext, skip, &mut buf[done..done + n])?;
             done += n;
         }
         Ok(done)
+    }
+
+    /// Reads bytes `skip..skip + out.len()` of extent `ext` of `inode` (as
+    /// [`Image::map`] or [`Image::map_raw`] returned it) into `out`, without mapping
+    /// again.
+    ///
+    /// For reading whole files in order: map at the current position, read the whole
+    /// extent (`skip` 0, `out.len() == ext.len`), move on to its end. A compressed
+    /// extent read whole is decoded once, straight into `out`, with a per-thread
+    /// buffer for the pcluster; read in parts, it is decoded once into a small cache
+    /// of recently decoded extents that the following parts are copied from.
+    ///
+    /// # Panics
+    ///
+    /// If `skip + out.len()` is past the end of the extent (`ext.len`).
+    pub fn read_extent(
+        &self,
+        inode: &Inode,
+        ext: &Extent,
+        skip: u64,
+        out: &mut [u8],
+    ) -> Result<()> {
+        assert!(
+            skip.checked_add(out.len() as u64)
+                .is_some_and(|end| end <= ext.len),
+            "read_extent: {skip}+{} is past the extent's {} bytes",
+            out.len(),
+            ext.len
+        );
+        let at = |offset: u64| {
+            offset
+                .checked_add(skip)
+                .ok_or_else(|| self.corrupt(format!("extent offset {offset} overflows")))
+        };
+        match ext.kind {
+            ExtentKind::Hole => {
+                out.fill(0);
+                Ok(())
+            }
+            ExtentKind::Mapped { device, offset } => self.read_device(device, at(offset)?, out),
+            ExtentKind::Inline { offset } => self.read_meta(out, at(offset)?),
+            ExtentKind::Compressed(p) => self.read_pcluster(ext, &p, skip, out),
+            ExtentKind::Fragment { offset } => self.read_fragment(inode, at(offset)?, out),
+        }
+        .map_err(|e| e.at_nid(inode.nid))
     }
 
     /// Reads a whole file into memory; for small files (symlinks, tests).

@@ -8,6 +8,11 @@
 //! very old LZ4 images); the padding must end inside the first block, as the kernel
 //! requires. Each codec is a cargo feature (all on by default); a codec compiled out
 //! gives [`DecodeError::Unsupported`].
+//!
+//! The decoders are the C libraries fsck.erofs uses: liblz4 (`lz4-sys`), liblzma
+//! (`liblzma-sys`), libdeflate (`libdeflater`, a safe wrapper) and libzstd (`zstd`).
+//! The calls into liblz4 and liblzma are the reader's only `unsafe` code, all in this
+//! file: each passes one input and one output slice, with their lengths.
 
 use crate::zmap::Algorithm;
 
@@ -87,68 +92,63 @@ fn not_built(name: &str, feature: &str) -> DecodeError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// LZ4
+// LZ4 (liblz4)
 // ---------------------------------------------------------------------------------------------
 
-/// The decoded size of an LZ4 block, by walking its sequences without decoding;
-/// `None` if the block is malformed or decodes to more than `limit`.
 #[cfg(feature = "lz4")]
-fn lz4_decoded_len(src: &[u8], limit: usize) -> Option<usize> {
-    let ext = |src: &[u8], i: &mut usize, mut n: usize| -> Option<usize> {
-        loop {
-            let b = *src.get(*i)?;
-            *i += 1;
-            n = n.checked_add(usize::from(b))?;
-            if b != 255 {
-                return Some(n);
-            }
-        }
-    };
-    let (mut i, mut total) = (0usize, 0usize);
-    loop {
-        let token = *src.get(i)?;
-        i += 1;
-        let mut lit = usize::from(token >> 4);
-        if lit == 15 {
-            lit = ext(src, &mut i, lit)?;
-        }
-        i = i.checked_add(lit).filter(|&i| i <= src.len())?;
-        total = total.checked_add(lit).filter(|&t| t <= limit)?;
-        if i == src.len() {
-            return Some(total);
-        }
-        i = i.checked_add(2).filter(|&i| i <= src.len())?;
-        let mut ml = usize::from(token & 15);
-        if ml == 15 {
-            ml = ext(src, &mut i, ml)?;
-        }
-        total = total.checked_add(ml + 4).filter(|&t| t <= limit)?;
-    }
+#[allow(unsafe_code)]
+unsafe extern "C" {
+    // Not declared by lz4-sys, which links the static liblz4 (1.10) that defines it.
+    fn LZ4_decompress_safe_partial(
+        src: *const std::ffi::c_char,
+        dst: *mut std::ffi::c_char,
+        src_size: std::ffi::c_int,
+        target_output_size: std::ffi::c_int,
+        dst_capacity: std::ffi::c_int,
+    ) -> std::ffi::c_int;
 }
 
+/// liblz4's safe decoders, as the kernel and fsck.erofs use them: the whole block
+/// into exactly `out`, or (partially referenced pcluster) its first `out.len()`
+/// bytes. Both check every offset and length against the buffers they are given;
+/// corrupt input gives a negative result, never an access outside them.
 #[cfg(feature = "lz4")]
+#[allow(unsafe_code)]
 fn lz4(src: &[u8], out: &mut [u8], partial: bool) -> Result<(), DecodeError> {
+    use std::ffi::c_int;
     let n = out.len();
-    let bad = |e: lz4_flex::block::DecompressError| corrupt(format!("lz4: {e}"));
-    if !partial {
-        let got = lz4_flex::block::decompress_into(src, out).map_err(bad)?;
-        if got != n {
-            return Err(corrupt(format!("lz4 stream ends after {got} of {n} bytes")));
+    // A pcluster is at most 1 MiB and an extent at most 12 MiB (checked when mapping);
+    // refuse anything else rather than truncate the lengths.
+    let (Ok(src_len), Ok(cap)) = (c_int::try_from(src.len()), c_int::try_from(n)) else {
+        return Err(corrupt("lz4: pcluster or extent too large"));
+    };
+    let got = if partial {
+        // SAFETY: `src` is readable for `src_len` bytes and `out` writable for `cap`
+        // bytes, both borrowed for the call; liblz4 reads and writes only inside them
+        // (target_output_size == dst_capacity: it stops once `out` is full).
+        unsafe {
+            LZ4_decompress_safe_partial(
+                src.as_ptr().cast(),
+                out.as_mut_ptr().cast(),
+                src_len,
+                cap,
+                cap,
+            )
         }
-        return Ok(());
+    } else {
+        // SAFETY: as above; a stream that would write past `cap` bytes is an error.
+        unsafe {
+            lz4_sys::LZ4_decompress_safe(src.as_ptr().cast(), out.as_mut_ptr().cast(), src_len, cap)
+        }
+    };
+    match usize::try_from(got) {
+        Err(_) if partial => Err(corrupt("lz4: corrupt compressed data")),
+        Err(_) => Err(corrupt(
+            "lz4: corrupt compressed data, or a stream that goes on past its extent",
+        )),
+        Ok(got) if got != n => Err(corrupt(format!("lz4 stream ends after {got} of {n} bytes"))),
+        Ok(_) => Ok(()),
     }
-    // The extent is a prefix of the pcluster: decode all of it (bounded), then cut.
-    let limit = crate::format::PCLUSTER_MAX_DSIZE as usize;
-    let total = lz4_decoded_len(src, limit)
-        .filter(|&t| t >= n)
-        .ok_or_else(|| corrupt("lz4 stream is malformed or shorter than its extent"))?;
-    let mut tmp = vec![0u8; total];
-    let got = lz4_flex::block::decompress_into(src, &mut tmp).map_err(bad)?;
-    if got < n {
-        return Err(corrupt(format!("lz4 stream ends after {got} of {n} bytes")));
-    }
-    out.copy_from_slice(&tmp[..n]);
-    Ok(())
 }
 
 #[cfg(not(feature = "lz4"))]
@@ -217,39 +217,67 @@ fn lzma(_: &[u8], _: &mut [u8], _: bool) -> Result<(), DecodeError> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// DEFLATE (miniz_oxide)
+// DEFLATE (libdeflate)
 // ---------------------------------------------------------------------------------------------
 
 #[cfg(feature = "deflate")]
 fn deflate(src: &[u8], out: &mut [u8], partial: bool) -> Result<(), DecodeError> {
-    use miniz_oxide::inflate::TINFLStatus;
-    use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
+    use libdeflater::{DecompressionError, Decompressor};
     use std::cell::RefCell;
     thread_local! {
-        static STATE: RefCell<Box<DecompressorOxide>> = RefCell::new(Box::default());
+        static STATE: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
     }
     let n = out.len();
-    // Raw DEFLATE (no zlib header), all input at once, the extent as the window.
-    let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
-    let (status, written) = STATE.with(|s| {
+    STATE.with(|s| {
         let mut s = s.borrow_mut();
-        s.init();
-        let (status, _, written) = decompress(&mut s, src, out, 0, flags);
-        (status, written)
-    });
-    match status {
-        TINFLStatus::Done if written == n => Ok(()),
-        TINFLStatus::HasMoreOutput if partial && written == n => Ok(()),
-        TINFLStatus::HasMoreOutput => Err(corrupt("deflate stream goes on past its extent")),
-        TINFLStatus::Done | TINFLStatus::NeedsMoreInput | TINFLStatus::FailedCannotMakeProgress => {
-            Err(corrupt(format!(
-                "deflate stream ends after {written} of {n} bytes"
-            )))
+        let d = s.get_or_insert_with(Decompressor::new);
+        // Raw DEFLATE (no zlib header), whole buffers: libdeflate decodes the stream
+        // up to its final block, failing when it does not fit in the output.
+        if !partial {
+            return match d.deflate_decompress(src, out) {
+                Ok(got) if got == n => Ok(()),
+                Ok(got) => Err(corrupt(format!(
+                    "deflate stream ends after {got} of {n} bytes"
+                ))),
+                Err(DecompressionError::InsufficientSpace) => {
+                    Err(corrupt("deflate stream goes on past its extent"))
+                }
+                Err(DecompressionError::BadData) => {
+                    Err(corrupt("deflate: corrupt compressed data"))
+                }
+            };
         }
-        other => Err(corrupt(format!(
-            "deflate: corrupt compressed data ({other:?})"
-        ))),
-    }
+        // The extent is a prefix of the pcluster's data, whose full length is not
+        // recorded: decode into a larger buffer, doubling it (as fsck.erofs does) up to
+        // the largest extent, then keep the prefix.
+        let limit = crate::format::PCLUSTER_MAX_DSIZE as usize;
+        let mut cap = n.saturating_mul(2).clamp(4096, limit);
+        loop {
+            let mut tmp = vec![0u8; cap];
+            match d.deflate_decompress(src, &mut tmp) {
+                Ok(got) if got >= n => {
+                    out.copy_from_slice(&tmp[..n]);
+                    return Ok(());
+                }
+                Ok(got) => {
+                    return Err(corrupt(format!(
+                        "deflate stream ends after {got} of {n} bytes"
+                    )));
+                }
+                Err(DecompressionError::InsufficientSpace) if cap < limit => {
+                    cap = cap.saturating_mul(2).min(limit);
+                }
+                Err(DecompressionError::InsufficientSpace) => {
+                    return Err(corrupt(format!(
+                        "deflate stream decodes to more than {limit} bytes"
+                    )));
+                }
+                Err(DecompressionError::BadData) => {
+                    return Err(corrupt("deflate: corrupt compressed data"));
+                }
+            }
+        }
+    })
 }
 
 #[cfg(not(feature = "deflate"))]
@@ -407,15 +435,12 @@ mod tests {
         let c = padded(&lz4_flex::block::compress(&data));
         ok(Algorithm::Lz4, &c, &data, false);
         ok(Algorithm::Lz4, &c, &data[..7777], true);
-        assert_eq!(
-            lz4_decoded_len(&lz4_flex::block::compress(&data), 1 << 20),
-            Some(data.len())
-        );
+        ok(Algorithm::Lz4, &c, &data[..1], true);
         // Full decoding of a prefix: the stream goes on past the extent.
         bad(Algorithm::Lz4, &c, 7777, false, "lz4");
         // Longer than the stream.
         bad(Algorithm::Lz4, &c, data.len() + 1, false, "lz4");
-        bad(Algorithm::Lz4, &c, data.len() + 1, true, "shorter");
+        bad(Algorithm::Lz4, &c, data.len() + 1, true, "ends after");
         bad(
             Algorithm::Lz4,
             &vec![0u8; 4096],
@@ -436,9 +461,15 @@ mod tests {
     #[test]
     fn deflate_full_partial_and_corrupt() {
         let data = text(30_000);
-        let c = padded(&miniz_oxide::deflate::compress_to_vec(&data, 6));
+        let mut z = libdeflater::Compressor::new(libdeflater::CompressionLvl::default());
+        let mut raw = vec![0u8; z.deflate_compress_bound(data.len())];
+        let len = z.deflate_compress(&data, &mut raw).unwrap();
+        let c = padded(&raw[..len]);
         ok(Algorithm::Deflate, &c, &data, false);
         ok(Algorithm::Deflate, &c, &data[..1234], true);
+        // A prefix much shorter than the stream: the buffer is doubled several times.
+        ok(Algorithm::Deflate, &c, &data[..10], true);
+        bad(Algorithm::Deflate, &c, data.len() + 1, true, "ends after");
         bad(Algorithm::Deflate, &c, 1234, false, "past its extent");
         bad(Algorithm::Deflate, &c, data.len() + 10, false, "ends after");
         let n = c.len();

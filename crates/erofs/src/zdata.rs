@@ -3,16 +3,25 @@
 //! decoded extents, so sequential reads in small pieces decode each extent once);
 //! plain pclusters are read in place; fragments come from the packed inode.
 //!
-//! Memory per read is bounded by one pcluster (≤ 1 MiB) plus one extent (≤ 12 MiB).
+//! Memory per read is bounded by one pcluster (≤ 1 MiB, in a buffer each thread
+//! keeps for the next read) plus one extent (≤ 12 MiB).
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::data::{Extent, ExtentKind};
 use crate::decompress::{DecodeError, decode};
 use crate::error::{ErrorKind, Result};
+use crate::format::{PCLUSTER_MAX_DSIZE, PCLUSTER_MAX_SIZE};
 use crate::image::Image;
 use crate::inode::Inode;
-use crate::zmap::{Algorithm, Pcluster, ZExtent, ZPlace};
+use crate::zmap::{Algorithm, Pcluster, ZPlace};
+
+thread_local! {
+    /// The pcluster being decoded, reused by the thread's next decode (so neither
+    /// allocated nor zeroed each time); never more than [`PCLUSTER_MAX_SIZE`].
+    static INPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Decoded bytes kept at most (an extent larger than this is still kept alone).
 const ZCACHE_BYTES: usize = 16 << 20;
@@ -87,43 +96,29 @@ impl Image {
         })
     }
 
-    /// `read_at` for compressed inodes.
-    pub(crate) fn read_compressed(&self, inode: &Inode, pos: u64, buf: &mut [u8]) -> Result<usize> {
-        let want = (buf.len() as u64).min(inode.size.saturating_sub(pos)) as usize;
-        let mut done = 0;
-        while done < want {
-            let at = pos + done as u64;
-            let e = self.zmap(inode, at)?;
-            let skip = at - e.la;
-            let n = ((e.llen - skip) as usize).min(want - done);
-            let out = &mut buf[done..done + n];
-            match e.place {
-                ZPlace::Hole => out.fill(0),
-                ZPlace::Fragment { offset } => {
-                    let off = offset.checked_add(skip).ok_or_else(|| {
-                        self.corrupt(format!("fragment offset {offset} overflows"))
-                    })?;
-                    self.read_fragment(inode, off, out)?;
-                }
-                ZPlace::Pcluster(p) if p.algorithm == Algorithm::Plain => {
-                    if p.inline {
-                        self.read_meta(out, p.offset + skip)?;
-                    } else {
-                        self.read_device(0, p.offset + skip, out)?;
-                    }
-                }
-                ZPlace::Pcluster(p) => {
-                    if skip == 0 && n as u64 == e.llen {
-                        self.decode_extent(&e, &p, out)?;
-                    } else {
-                        let data = self.decoded(&e, &p)?;
-                        out.copy_from_slice(&data[skip as usize..skip as usize + n]);
-                    }
-                }
-            }
-            done += n;
+    /// Reads bytes `skip..skip + out.len()` of compressed extent `ext` (pcluster
+    /// `p`): decoded straight into `out` when that is the whole extent, else through
+    /// the cache.
+    pub(crate) fn read_pcluster(
+        &self,
+        ext: &Extent,
+        p: &Pcluster,
+        skip: u64,
+        out: &mut [u8],
+    ) -> Result<()> {
+        // Mapping checks these; an extent made up by the caller is checked here.
+        if u64::from(p.len) > PCLUSTER_MAX_SIZE || ext.len > PCLUSTER_MAX_DSIZE {
+            return Err(self.corrupt(format!(
+                "pcluster of {} bytes for an extent of {} bytes is too large",
+                p.len, ext.len
+            )));
         }
-        Ok(done)
+        if skip == 0 && out.len() as u64 == ext.len {
+            return self.decode_extent(ext.logical, p, out);
+        }
+        let data = self.decoded(ext, p)?;
+        out.copy_from_slice(&data[skip as usize..skip as usize + out.len()]);
+        Ok(())
     }
 
     /// The packed inode, read once.
@@ -140,7 +135,7 @@ impl Image {
     }
 
     /// Fills `out` from byte `offset` of the packed inode.
-    fn read_fragment(&self, inode: &Inode, offset: u64, out: &mut [u8]) -> Result<()> {
+    pub(crate) fn read_fragment(&self, inode: &Inode, offset: u64, out: &mut [u8]) -> Result<()> {
         if Some(inode.nid) == self.sb.packed_nid {
             return Err(self.corrupt("fragment inside the packed inode itself"));
         }
@@ -157,11 +152,11 @@ impl Image {
     }
 
     /// The decoded bytes of extent `e`, from the cache or decoded now.
-    fn decoded(&self, e: &ZExtent, p: &Pcluster) -> Result<Arc<Vec<u8>>> {
+    fn decoded(&self, e: &Extent, p: &Pcluster) -> Result<Arc<Vec<u8>>> {
         let key = ZKey {
             pcluster: *p,
-            llen: e.llen,
-            blkoff: e.la % u64::from(self.sb.block_size()),
+            llen: e.len,
+            blkoff: e.logical % u64::from(self.sb.block_size()),
         };
         let hit = self
             .zcache
@@ -171,9 +166,9 @@ impl Image {
         if let Some(d) = hit {
             return Ok(d);
         }
-        // llen is at most PCLUSTER_MAX_DSIZE (checked when mapping).
-        let mut data = vec![0u8; e.llen as usize];
-        self.decode_extent(e, p, &mut data)?;
+        // The length is at most PCLUSTER_MAX_DSIZE (checked by the caller).
+        let mut data = vec![0u8; e.len as usize];
+        self.decode_extent(e.logical, p, &mut data)?;
         let data = Arc::new(data);
         self.zcache
             .lock()
@@ -182,29 +177,61 @@ impl Image {
         Ok(data)
     }
 
-    /// Reads pcluster `p` and decodes extent `e` into `out` (its whole length).
-    fn decode_extent(&self, e: &ZExtent, p: &Pcluster, out: &mut [u8]) -> Result<()> {
-        let bs = u64::from(self.sb.block_size());
-        let mut input = vec![0u8; p.len as usize];
-        if p.inline {
-            self.read_meta(&mut input, p.offset)?;
-        } else {
-            self.read_device(0, p.offset, &mut input)?;
+    /// Reads pcluster `p` (at most [`PCLUSTER_MAX_SIZE`] bytes) and decodes the
+    /// extent starting at logical byte `la` into `out` (its whole length).
+    fn decode_extent(&self, la: u64, p: &Pcluster, out: &mut [u8]) -> Result<()> {
+        // The thread's buffer, unless it is in use (it never is: nothing below
+        // decodes) or gone (thread exit).
+        let done = INPUT
+            .try_with(|b| {
+                b.try_borrow_mut()
+                    .ok()
+                    .map(|mut buf| self.decode_with(la, p, out, &mut buf))
+            })
+            .ok()
+            .flatten();
+        match done {
+            Some(r) => r,
+            None => self.decode_with(la, p, out, &mut Vec::new()),
         }
+    }
+
+    /// [`Image::decode_extent`] with `buf` for the pcluster.
+    fn decode_with(&self, la: u64, p: &Pcluster, out: &mut [u8], buf: &mut Vec<u8>) -> Result<()> {
+        let len = p.len as usize;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let input = &mut buf[..len];
+        if p.inline {
+            self.read_meta(input, p.offset)?;
+        } else {
+            self.read_device(0, p.offset, input)?;
+        }
+        self.decode_pcluster(la, p, input, out)
+    }
+
+    /// Decodes `input`, the whole pcluster `p`, into `out`: the extent at `la`.
+    fn decode_pcluster(&self, la: u64, p: &Pcluster, input: &[u8], out: &mut [u8]) -> Result<()> {
+        let bs = u64::from(self.sb.block_size());
         let first_block = (bs - p.offset % bs) as usize;
         decode(
             p.algorithm,
-            &input,
+            input,
             out,
             p.partial,
             first_block,
-            (e.la % bs) as usize,
+            (la % bs) as usize,
             bs as usize,
         )
         .map_err(|err| {
             let what = format!(
                 "{} pcluster at byte {} ({} bytes) of the extent at {}+{}",
-                p.algorithm, p.offset, p.len, e.la, e.llen
+                p.algorithm,
+                p.offset,
+                p.len,
+                la,
+                out.len()
             );
             match err {
                 DecodeError::Corrupt(m) => self.corrupt(format!("{what}: {m}")),

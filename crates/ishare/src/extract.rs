@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 
 use anyhow::{Context, Result, bail};
-use ishare_erofs::{ExtentKind, FileType, Image, Inode};
+use ishare_erofs::{Extent, ExtentKind, FileType, Image, Inode};
 use rustix::fs::{
     self as rfs, AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
 };
@@ -431,19 +431,19 @@ impl<'a> Writer<'a> {
                                         | Errno::INVAL,
                                     ) => {
                                         self.zero_copy.store(false, Ordering::Relaxed);
-                                        self.copy_buffered(out, inode, &mut pos, end)?;
+                                        self.copy_buffered(out, inode, &ext, &mut pos)?;
                                     }
                                     Err(e) => return Err(e.into()),
                                 }
                             }
                         }
-                        Some(_) | None => self.copy_buffered(out, inode, &mut pos, end)?,
+                        Some(_) | None => self.copy_buffered(out, inode, &ext, &mut pos)?,
                     }
                 }
-                // Inline tails, compressed extents and fragments: through read_at.
+                // Inline tails, compressed extents and fragments: through memory.
                 ExtentKind::Inline { .. }
                 | ExtentKind::Compressed(_)
-                | ExtentKind::Fragment { .. } => self.copy_buffered(out, inode, &mut pos, end)?,
+                | ExtentKind::Fragment { .. } => self.copy_buffered(out, inode, &ext, &mut pos)?,
             }
         }
         // Holes are not written: a file ending in one needs its size set.
@@ -453,21 +453,31 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
+    /// Copies extent `ext` from `pos` to its end through the buffer, without mapping
+    /// it again. A compressed extent is read whole, so that it is decoded once,
+    /// straight into the buffer (grown to the extent's length, which the reader
+    /// bounds to 12 MiB).
     fn copy_buffered(
         &mut self,
         out: &OwnedFd,
         inode: &Inode,
+        ext: &Extent,
         pos: &mut u64,
-        end: u64,
     ) -> Result<()> {
+        let end = ext.logical + ext.len;
+        if let ExtentKind::Compressed(_) = ext.kind
+            && *pos == ext.logical
+            && let Ok(len) = usize::try_from(ext.len)
+            && len > self.buf.len()
+        {
+            self.buf.resize(len, 0);
+        }
         while *pos < end {
             let n = ((end - *pos) as usize).min(self.buf.len());
-            let got = self.img.read_at(inode, *pos, &mut self.buf[..n])?;
-            if got == 0 {
-                bail!("{}: short read at offset {pos}", self.img.name());
-            }
-            write_all_at(out, &self.buf[..got], *pos)?;
-            *pos += got as u64;
+            let buf = &mut self.buf[..n];
+            self.img.read_extent(inode, ext, *pos - ext.logical, buf)?;
+            write_all_at(out, buf, *pos)?;
+            *pos += n as u64;
         }
         Ok(())
     }

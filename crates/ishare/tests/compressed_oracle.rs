@@ -498,6 +498,10 @@ configs! {
     all_fragments_deflate = Config::new(&["-zdeflate", "-C16384", "-Eall-fragments"]);
     dedupe = Config::new(&["-zlz4hc", "-Ededupe"]).extents().dump(&["dedupe"]);
     dedupe_c64 = Config::new(&["-zlzma", "-C65536", "-Ededupe"]).extents().fingerprints();
+    // Partially referenced pclusters through libdeflate, which decodes whole streams
+    // only (the prefix is cut from a larger buffer) and through zstd.
+    dedupe_deflate = Config::new(&["-zdeflate", "-C16384", "-Ededupe"]).extents();
+    dedupe_zstd = Config::new(&["-zzstd", "-Ededupe"]).extents();
     legacy = Config::new(&["-zlz4hc", "-Elegacy-compress"]).extents();
     legacy_c16_ztail = Config::new(&["-zzstd", "-C16384", "-Elegacy-compress,ztailpacking"])
         .extents();
