@@ -42,6 +42,9 @@ struct ZKey {
 pub(crate) struct ZCache {
     entries: Vec<(ZKey, Arc<Vec<u8>>)>,
     bytes: usize,
+    /// The buffer of an evicted extent that no reader held any more, for the next
+    /// decode (so that it is neither allocated nor zeroed again).
+    spare: Option<Vec<u8>>,
 }
 
 impl ZCache {
@@ -62,9 +65,29 @@ impl ZCache {
         {
             let (_, old) = self.entries.remove(0);
             self.bytes -= old.len();
+            if let Ok(v) = Arc::try_unwrap(old) {
+                self.spare = Some(v);
+            }
         }
         self.bytes += data.len();
         self.entries.push((key, data));
+    }
+
+    /// A buffer of `len` bytes to decode an extent into: the spare one if its
+    /// capacity fits (it may hold old bytes: a successful decode overwrites them
+    /// all), else a new one.
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        match self.spare.take() {
+            Some(mut v) if (len..=len.max(64 << 10) * 2).contains(&v.capacity()) => {
+                if v.len() >= len {
+                    v.truncate(len);
+                } else {
+                    v.resize(len, 0);
+                }
+                v
+            }
+            _ => vec![0u8; len],
+        }
     }
 }
 
@@ -167,7 +190,11 @@ impl Image {
             return Ok(d);
         }
         // The length is at most PCLUSTER_MAX_DSIZE (checked by the caller).
-        let mut data = vec![0u8; e.len as usize];
+        let mut data = self
+            .zcache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .buffer(e.len as usize);
         self.decode_extent(e.logical, p, &mut data)?;
         let data = Arc::new(data);
         self.zcache

@@ -209,6 +209,65 @@ fn seeds_check_and_cover_the_layouts() {
     assert!(!pcluster_ranges(&img).is_empty());
 }
 
+/// Reading whole files extent by extent (`map` + `read_extent`, the way `ishare
+/// extract` does) gives the bytes `read_at` gives in small pieces (which go through
+/// the decoded-extent cache and its recycled buffers); so do parts of extents. An
+/// extent made up with an absurd pcluster is an error, not a huge allocation.
+#[test]
+fn read_extent_matches_read_at() {
+    for s in seeds() {
+        let img = open(s.name, s.bytes.clone()).unwrap();
+        let mut compressed = 0;
+        for (name, ino) in files(&img) {
+            let mut whole = Vec::new();
+            let mut pos = 0;
+            while pos < ino.size {
+                let e = img.map(&ino, pos).unwrap();
+                assert_eq!(e.logical, pos, "{}: {name}", s.name);
+                compressed += usize::from(matches!(e.kind, ExtentKind::Compressed(_)));
+                let mut buf = vec![0xAAu8; e.len as usize];
+                img.read_extent(&ino, &e, 0, &mut buf).unwrap();
+                // The second half of the extent on its own.
+                let half = e.len / 2;
+                let mut tail = vec![0x55u8; (e.len - half) as usize];
+                img.read_extent(&ino, &e, half, &mut tail).unwrap();
+                assert!(tail == buf[half as usize..], "{}: {name} at {pos}", s.name);
+                whole.extend_from_slice(&buf);
+                pos += e.len;
+            }
+            let mut pieces = vec![0u8; ino.size as usize];
+            for (i, chunk) in pieces.chunks_mut(777).enumerate() {
+                let got = img.read_at(&ino, i as u64 * 777, chunk).unwrap();
+                assert_eq!(got, chunk.len());
+            }
+            assert!(
+                whole == pieces,
+                "{}: {name}: read_extent and read_at differ",
+                s.name
+            );
+        }
+        if !s.name.starts_with("allfrag") {
+            assert!(compressed > 0, "{}: no compressed extent", s.name);
+        }
+        // A made-up extent: a 2 GiB pcluster, never read or allocated.
+        let (_, ino) = files(&img).into_iter().find(|(_, i)| i.size > 0).unwrap();
+        let e = img.map(&ino, 0).unwrap();
+        let bogus = ishare_erofs::Extent {
+            kind: ExtentKind::Compressed(ishare_erofs::Pcluster {
+                offset: 0,
+                len: u32::MAX / 2,
+                inline: false,
+                algorithm: Algorithm::Lz4,
+                partial: false,
+            }),
+            ..e
+        };
+        let mut buf = vec![0u8; e.len as usize];
+        let err = img.read_extent(&ino, &bogus, 0, &mut buf).unwrap_err();
+        assert!(err.is_corruption(), "{}: {err}", s.name);
+    }
+}
+
 /// A pcluster of zeros: no compressed data start.
 #[test]
 fn zeroed_pcluster() {
