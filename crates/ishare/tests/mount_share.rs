@@ -89,12 +89,25 @@ impl IshareMount {
 
     /// `ishare mount -f` as a child process, once its mount is visible.
     fn foreground(image: &Path, opts: &str) -> IshareMount {
+        Self::foreground_under(&[], image, opts)
+    }
+
+    /// [`IshareMount::foreground`], run by the command `wrapper` (such as `prlimit`).
+    fn foreground_under(wrapper: &[&str], image: &Path, opts: &str) -> IshareMount {
         let dir = tempfile::Builder::new()
             .prefix("ishare-mnt-")
             .tempdir()
             .unwrap();
         let log = dir.path().with_extension("log");
-        let child = Command::new(common::ishare_bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(common::ishare_bin());
+                c
+            }
+            None => Command::new(common::ishare_bin()),
+        };
+        let child = cmd
             .args(["mount", "-f", "-o", opts])
             .arg(image)
             .arg(dir.path())
@@ -857,6 +870,50 @@ fn unmounting_one_mount_while_another_reads_the_shared_file() {
     assert!(unmounted);
     assert_eq!(<[u8; 32]>::from(h.finalize()), p.big_sum);
     check_big(&m2, BIG2, &p.big_sum);
+}
+
+/// Three times more shared files than the daemon may open (a hard limit of 128
+/// descriptors): every file is still shared and reads right, as a mount keeps an
+/// object open only while one of its files is open.
+#[test]
+fn more_shared_files_than_the_open_file_limit() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("s");
+    let files: Vec<(String, Vec<u8>)> = (0..400)
+        .map(|i| {
+            (
+                format!("d{}/f{i}", i % 7),
+                pseudo_random(100 + i * 37, 1000 + i as u64),
+            )
+        })
+        .collect();
+    for (rel, data) in &files {
+        write(&src, rel, data);
+    }
+    let img = dir.path().join("i.erofs");
+    ishare_mkfs(&img, &src, &[]);
+    let store = tempfile::tempdir().unwrap();
+    let opts = share_opts(store.path(), "d", "");
+    let m = IshareMount::foreground_under(&["prlimit", "--nofile=128:128", "--"], &img, &opts);
+    // Some files held open at once, the others opened and closed one by one.
+    let held: Vec<fs::File> = files[..20]
+        .iter()
+        .map(|(rel, _)| fs::File::open(m.path().join(rel)).unwrap())
+        .collect();
+    for (rel, data) in &files {
+        assert_eq!(&fs::read(m.path().join(rel)).unwrap(), data, "{rel}");
+    }
+    drop(held);
+    // Read again: the objects are opened anew, not prepared again.
+    for (rel, data) in files.iter().step_by(13) {
+        assert_eq!(&fs::read(m.path().join(rel)).unwrap(), data, "{rel}");
+    }
+    let log = m.log_text();
+    drop(m);
+    assert!(!log.contains("unshared"), "files went unshared:\n{log}");
+    let objects = store_files(store.path());
+    assert_eq!(objects.len(), files.len(), "one object per distinct file");
 }
 
 #[test]

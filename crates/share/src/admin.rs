@@ -754,7 +754,7 @@ mod tests {
     fn publish(s: &Store, fp: &[u8], data: &[u8], verified: bool) {
         let mut t = s.create_tmp(fp).unwrap();
         t.file.write_all(data).unwrap();
-        let Published::Ours(_) = s.publish(t, verified, false).unwrap() else {
+        let Published::Ours(_) = s.publish(t, verified, false, false).unwrap() else {
             panic!("not published")
         };
     }

@@ -87,9 +87,28 @@ fn absolute(p: &Path) -> io::Result<PathBuf> {
     std::path::absolute(p)
 }
 
+/// Raises the soft limit on open files to the hard one, as the kernel allows any
+/// process to: a mount holds a descriptor per object in use by its open files (and the
+/// kernel FUSE passthrough one per file opened through it), and systemd's default
+/// soft limit of 1,024 is low for busy images.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: lim.maximum,
+                maximum: lim.maximum,
+            },
+        );
+    }
+}
+
 /// Opens `image`, mounts it on `mountpoint` and returns once the kernel has
 /// initialized the connection (requests then queue until [`Mounted::run`]).
 pub fn mount(image: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result<Mounted> {
+    raise_fd_limit();
     let image = absolute(image)?;
     let mountpoint = absolute(mountpoint)?;
     let devices = opts
@@ -113,7 +132,7 @@ pub fn mount(image: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
             let root = absolute(&opts.store)?;
             let store = Store::open(&root, domain)
                 .map_err(|e| err(format!("store {}: {e}", root.display())))?;
-            sharing = Some(Arc::new(Sharing::new(store, opts.verify)));
+            sharing = Some(Arc::new(Sharing::new(store, opts.verify)?));
         }
     }
 

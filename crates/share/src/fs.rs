@@ -10,22 +10,25 @@
 //! * Xattrs: what Linux shows (user., trusted., security., POSIX ACLs); hidden ones
 //!   (such as the fingerprint) are neither listed nor readable; `trusted.` names are
 //!   listed for root only, as the kernel lists them only to CAP_SYS_ADMIN.
-//! * Regular files: unshared ones are read from the image through the reader and
-//!   cached by FUSE (`keep_cache`); shared ones pass through to their store object
-//!   (kernel FUSE passthrough: read, mmap, splice all act on the object's page cache)
-//!   or, without passthrough, are opened `direct_io` and read by the daemon from the
-//!   object, so the object's page cache is the only copy for reads (mmap of such a
-//!   file fills the mount's own cache).
+//! * Regular files: unshared ones are read from the image through the reader (data
+//!   blocks with `O_DIRECT`) and cached by FUSE (`keep_cache`); shared ones pass
+//!   through to their store object (kernel FUSE passthrough: read, mmap, splice all
+//!   act on the object's page cache) or, without passthrough, are opened `direct_io`
+//!   and read by the daemon from the object, so the object's page cache is the only
+//!   copy for reads (mmap of such a file fills the mount's own cache).
+//! * A mount keeps the objects it has used open (marking them in use for `ishare store
+//!   gc`) up to half its open file limit; past that, an object stays open only while
+//!   a file is open from it (with passthrough, the kernel holds it), so a mount never
+//!   runs out of descriptors, whatever the number of files in the image.
 //! * Errors from the reader are EIO with a log line naming the image and the path.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
-use std::num::NonZeroU64;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
@@ -35,8 +38,8 @@ use fuser::{
 };
 use ishare_erofs::{DirEntry, ExtentKind, FileType, Image, Inode};
 use log::{error, warn};
-use rustix::fs::Advice;
 
+use crate::direct::{AlignedBuf, DirectReader};
 use crate::share::{Decision, Sharing};
 use crate::store::Object;
 
@@ -60,11 +63,22 @@ pub struct PassthroughState {
     pub stack_depth: AtomicU64,
 }
 
-/// How one regular file is served, decided at its first open.
+/// How one regular file is served.
+#[derive(Debug)]
+enum Served {
+    /// Not decided yet (never opened).
+    Undecided,
+    /// From the image.
+    Unshared,
+    /// From a store object: the object while some open of this mount uses it.
+    Shared(Weak<Object>),
+}
+
+/// A regular file opened at least once.
 #[derive(Debug)]
 struct FileState {
     inode: Inode,
-    decision: Decision,
+    served: Mutex<Served>,
 }
 
 /// One image served over FUSE.
@@ -79,8 +93,11 @@ pub struct ImageFs {
     /// Passthrough wanted at all (sharing on and `passthrough` not `off`).
     want_passthrough: bool,
     stack_depth: u32,
-    files: Mutex<HashMap<u64, Arc<OnceLock<FileState>>>>,
+    files: Mutex<HashMap<u64, Arc<FileState>>>,
     backing: Mutex<HashMap<u64, (BackingId, u64)>>,
+    /// Objects of open files the daemon reads from (no passthrough), by file handle.
+    handles: Mutex<HashMap<u64, Arc<Object>>>,
+    direct: DirectReader,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_fh: AtomicU64,
     /// Parent and name of every inode looked up, for paths in log lines.
@@ -122,6 +139,8 @@ impl ImageFs {
             stack_depth,
             files: Mutex::new(HashMap::new()),
             backing: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            direct: DirectReader::default(),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(2),
             names: Mutex::new(HashMap::new()),
@@ -235,22 +254,54 @@ impl ImageFs {
         self.attr(inode, self.node(inode.nid))
     }
 
-    fn file_state(&self, nid: u64) -> Result<Arc<OnceLock<FileState>>, Errno> {
-        let cell = {
-            let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-            files.entry(nid).or_default().clone()
-        };
-        if cell.get().is_none() {
-            let inode = self.inode(nid)?;
-            cell.get_or_init(|| {
-                let decision = match &self.sharing {
-                    Some(s) => s.decide(&self.img, &inode, &|| self.path(nid)),
-                    None => Decision::Unshared,
-                };
-                FileState { inode, decision }
-            });
+    fn file_state(&self, nid: u64) -> Result<Arc<FileState>, Errno> {
+        if let Some(st) = self
+            .files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&nid)
+        {
+            return Ok(st.clone());
         }
-        Ok(cell)
+        let inode = self.inode(nid)?;
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(files
+            .entry(nid)
+            .or_insert_with(|| {
+                Arc::new(FileState {
+                    inode,
+                    served: Mutex::new(Served::Undecided),
+                })
+            })
+            .clone())
+    }
+
+    /// The object a file is served from, or `None` when it is served from the image;
+    /// decides at the first open, and opens the object again when no open file of
+    /// this mount holds it any more.
+    fn shared_object(&self, nid: u64, state: &FileState) -> Option<Arc<Object>> {
+        let sharing = self.sharing.as_ref()?;
+        let mut served = state.served.lock().unwrap_or_else(|e| e.into_inner());
+        let checked = match &*served {
+            Served::Unshared => return None,
+            Served::Shared(obj) => match obj.upgrade() {
+                Some(o) => return Some(o),
+                None => true,
+            },
+            Served::Undecided => false,
+        };
+        match sharing.decide(&self.img, &self.direct, &state.inode, checked, &|| {
+            self.path(nid)
+        }) {
+            Decision::Shared(o) => {
+                *served = Served::Shared(Arc::downgrade(&o));
+                Some(o)
+            }
+            Decision::Unshared => {
+                *served = Served::Unshared;
+                None
+            }
+        }
     }
 
     fn visible_xattrs(&self, req: &Request, nid: u64) -> Result<Vec<NameValue>, Errno> {
@@ -267,13 +318,29 @@ impl ImageFs {
             .collect())
     }
 
-    fn open_passthrough(&self, nid: u64, obj: &Object, reply: ReplyOpen) -> Option<ReplyOpen> {
+    /// Opens a shared file with passthrough to its object; gives the reply back when
+    /// passthrough fails (the mount then reads objects in the daemon).
+    fn open_passthrough(&self, nid: u64, state: &FileState, reply: ReplyOpen) -> Option<ReplyOpen> {
         let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((id, count)) = backing.get_mut(&nid) {
             *count += 1;
             reply.opened_passthrough(FileHandle(FH_PASSTHROUGH), FopenFlags::empty(), id);
             return None;
         }
+        drop(backing);
+        let Some(obj) = self.shared_object(nid, state) else {
+            reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+            return None;
+        };
+        let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((id, count)) = backing.get_mut(&nid) {
+            // Another open registered it meanwhile.
+            *count += 1;
+            reply.opened_passthrough(FileHandle(FH_PASSTHROUGH), FopenFlags::empty(), id);
+            return None;
+        }
+        // The kernel holds the object file (and with it the flock marking it in use)
+        // from here until the last open of it is released; `obj` closes when dropped.
         match reply.open_backing(&obj.file) {
             Ok(id) => {
                 reply.opened_passthrough(FileHandle(FH_PASSTHROUGH), FopenFlags::empty(), &id);
@@ -290,6 +357,22 @@ impl ImageFs {
                 }
                 Some(reply)
             }
+        }
+    }
+
+    /// Opens a file read by the daemon: from its object when shared (no FUSE cache,
+    /// so the object's page cache is the only copy), else from the image.
+    fn open_daemon(&self, nid: u64, state: &FileState, reply: ReplyOpen) {
+        match self.shared_object(nid, state) {
+            Some(obj) => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                self.handles
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(fh, obj);
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+            }
+            None => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
         }
     }
 }
@@ -388,34 +471,26 @@ impl Filesystem for ImageFs {
         if flags.0 & O_ACCMODE_WRITE != 0 {
             return reply.error(Errno::EROFS);
         }
-        let cell = match self.file_state(nid) {
-            Ok(c) => c,
+        let state = match self.file_state(nid) {
+            Ok(s) => s,
             Err(e) => return reply.error(e),
         };
-        let state = cell.get().expect("initialized by file_state");
-        match &state.decision {
-            Decision::Shared(obj) => {
-                let reply = if self.passthrough.active.load(Ordering::Relaxed) {
-                    match self.open_passthrough(nid, obj, reply) {
-                        None => return,
-                        Some(r) => r,
-                    }
-                } else {
-                    reply
-                };
-                // Daemon reads from the object; no FUSE page cache, so the object's
-                // cache is the only copy.
-                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
+        let reply = if self.sharing.is_some() && self.passthrough.active.load(Ordering::Relaxed) {
+            match self.open_passthrough(nid, &state, reply) {
+                None => return,
+                Some(r) => r,
             }
-            Decision::Unshared => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-        }
+        } else {
+            reply
+        };
+        self.open_daemon(nid, &state, reply);
     }
 
     fn read(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
@@ -423,25 +498,31 @@ impl Filesystem for ImageFs {
         reply: ReplyData,
     ) {
         let nid = self.nid(ino);
-        let cell = match self.file_state(nid) {
-            Ok(c) => c,
+        let state = match self.file_state(nid) {
+            Ok(s) => s,
             Err(e) => return reply.error(e),
         };
-        let state = cell.get().expect("initialized by file_state");
         let n = (u64::from(size)).min(state.inode.size.saturating_sub(offset)) as usize;
-        let mut buf = vec![0u8; n];
-        let res = match &state.decision {
-            Decision::Shared(obj) => obj
-                .file
-                .read_exact_at(&mut buf, offset)
-                .map(|()| n)
-                .map_err(|e| self.eio(nid, "cannot read the shared object", e)),
-            Decision::Unshared => self
-                .read_unshared(&state.inode, offset, &mut buf)
+        let obj = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh.0)
+            .cloned();
+        let res = match obj {
+            Some(obj) => {
+                let mut buf = vec![0u8; n];
+                obj.file
+                    .read_exact_at(&mut buf, offset)
+                    .map(|()| buf)
+                    .map_err(|e| self.eio(nid, "cannot read the shared object", e))
+            }
+            None => self
+                .read_unshared(&state.inode, offset, n)
                 .map_err(|e| self.eio(nid, "cannot read", e)),
         };
         match res {
-            Ok(got) => reply.data(&buf[..got]),
+            Ok(buf) => reply.data(&buf),
             Err(e) => reply.error(e),
         }
     }
@@ -467,7 +548,13 @@ impl Filesystem for ImageFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if fh.0 == FH_PASSTHROUGH {
+        if fh.0 != FH_PASSTHROUGH {
+            // Closes the object unless another open file uses it.
+            self.handles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&fh.0);
+        } else {
             let nid = self.nid(ino);
             let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((_, count)) = backing.get_mut(&nid) {
@@ -651,43 +738,42 @@ impl Filesystem for ImageFs {
 }
 
 impl ImageFs {
-    /// Reads file data from the image. Data blocks read from image files are dropped
-    /// from the image file's page cache again: FUSE caches the file's pages, a second
-    /// copy under the image file would only double the memory.
-    fn read_unshared(&self, inode: &Inode, pos: u64, buf: &mut [u8]) -> Result<usize, String> {
+    /// Reads `n` bytes of file data from the image at `pos`. Data blocks come past the
+    /// image file's page cache (see [`crate::direct`]): FUSE caches the file's pages, a
+    /// second copy under the image file would only double the memory.
+    fn read_unshared(&self, inode: &Inode, pos: u64, n: usize) -> Result<Vec<u8>, String> {
         let err = |e: ishare_erofs::Error| e.to_string();
-        let want = (buf.len() as u64).min(inode.size.saturating_sub(pos)) as usize;
+        let mut out = vec![0u8; n];
         let mut done = 0;
-        while done < want {
+        let mut direct = AlignedBuf::default();
+        while done < n {
             let at = pos + done as u64;
             let ext = self.img.map(inode, at).map_err(err)?;
             let skip = at - ext.logical;
-            let n = ((ext.len - skip) as usize).min(want - done);
-            let out = &mut buf[done..done + n];
+            let len = ((ext.len - skip) as usize).min(n - done);
+            let dst = &mut out[done..done + len];
             let mut handled = false;
-            if let ExtentKind::Mapped { device, offset } = ext.kind {
-                let src = self
+            if let ExtentKind::Mapped { device, offset } = ext.kind
+                && let Some((f, off)) = self
                     .img
-                    .device_file(device, offset + skip, n as u64)
-                    .map_err(err)?;
-                if let Some((f, off)) = src {
-                    f.read_exact_at(out, off).map_err(|e| {
-                        format!(
-                            "{}: read of {n} bytes at offset {off} failed: {e}",
-                            self.img.name()
-                        )
-                    })?;
-                    // The extent on the device: [off - skip, off - skip + ext.len).
-                    drop_behind(f, off - skip, off - skip + ext.len, off + n as u64);
-                    handled = true;
-                }
+                    .device_file(device, offset + skip, len as u64)
+                    .map_err(err)?
+            {
+                self.direct.read(f, off, len, &mut direct).map_err(|e| {
+                    format!(
+                        "{}: read of {len} bytes at offset {off} failed: {e}",
+                        self.img.name()
+                    )
+                })?;
+                dst.copy_from_slice(direct.as_slice());
+                handled = true;
             }
             if !handled {
-                self.img.read_at(inode, at, out).map_err(err)?;
+                self.img.read_at(inode, at, dst).map_err(err)?;
             }
-            done += n;
+            done += len;
         }
-        Ok(done)
+        Ok(out)
     }
 
     fn dir_entries(&self, fh: FileHandle) -> Option<Arc<Vec<DirEntry>>> {
@@ -701,23 +787,6 @@ impl ImageFs {
 
 /// `O_WRONLY | O_RDWR`.
 const O_ACCMODE_WRITE: i32 = 0o3;
-
-/// Drops the image file's cached pages of one file extent `[start, end)` behind
-/// position `upto`: whole 2 MiB windows only (the page cache holds large folios, which
-/// DONTNEED drops only when the range covers them), going back 8 MiB, never outside the
-/// extent (other files' pages stay).
-fn drop_behind(f: &std::fs::File, start: u64, end: u64, upto: u64) {
-    const WINDOW: u64 = 2 << 20;
-    let hi = if upto >= end {
-        end
-    } else {
-        upto / WINDOW * WINDOW
-    };
-    let lo = hi.saturating_sub(4 * WINDOW).max(start);
-    if let Some(len) = NonZeroU64::new(hi.saturating_sub(lo)) {
-        let _ = rustix::fs::fadvise(f, lo, Some(len), Advice::DontNeed);
-    }
-}
 
 fn dirent_kind(t: u8) -> fuser::FileType {
     use ishare_erofs::format::*;

@@ -23,9 +23,8 @@
 //!   `verify=on` mounts.
 //! * The domain id is a secret: store paths derive from a keyed hash of it (see
 //!   [`store`]); it is in no log line, mount option or daemon command line.
-//! * Image pages read to copy or serve file data are dropped again
-//!   (`POSIX_FADV_DONTNEED`), so neither sharing nor unshared reads leave a second cached
-//!   copy under the image file.
+//! * Image file data is read with `O_DIRECT` (see [`direct`]), so neither sharing nor
+//!   unshared reads leave a second cached copy under the image file.
 //!
 //! # How data reaches readers
 //!
@@ -45,21 +44,25 @@
 //!
 //! * [`options`]: the `-o` options;
 //! * [`store`]: the per-domain content-addressed object store;
+//! * [`publish`]: publishing prepared objects in the background;
 //! * [`share`]: which files share and preparing their objects (with verification);
 //! * [`fs`]: the FUSE filesystem;
 //! * [`daemon`]: mounting and the mode decision;
 //! * [`logger`]: the daemon's log;
 //! * [`admin`]: `ishare store stat` and `ishare store gc`;
 //! * [`doctor`]: `ishare doctor`, what the host supports;
+//! * [`direct`]: reading image data past the page cache;
 //! * [`error`]: the error type of `admin` and `doctor`.
 
 pub mod admin;
 pub mod daemon;
+pub mod direct;
 pub mod doctor;
 pub mod error;
 pub mod fs;
 pub mod logger;
 pub mod options;
+pub mod publish;
 pub mod share;
 pub mod store;
 

@@ -5,16 +5,17 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use ishare_erofs::{ExtentKind, FileType, Image, Inode};
 use log::{debug, warn};
 use sha2::{Digest, Sha256};
 
-use crate::store::{Object, ObjectLock, Published, Store};
+use crate::direct::{AlignedBuf, DirectReader};
+use crate::publish::{Job, Publisher};
+use crate::store::{Object, ObjectLock, Store};
 
 /// Bytes per read while copying or hashing a file.
 const CHUNK: usize = 4 << 20;
@@ -41,7 +42,45 @@ pub struct Stats {
     pub mismatches: AtomicU64,
 }
 
-type Slot = Arc<Mutex<Option<Arc<Object>>>>;
+/// Per fingerprint value: serializes preparing its object in this process, and finds
+/// the object while the mount still holds it. (Held weakly: past the budget of
+/// [`Kept`], a mount keeps an object open only while it serves from it, so the number
+/// of descriptors stays bounded whatever the number of files in the image.)
+type Slot = Arc<Mutex<Weak<Object>>>;
+
+/// Objects kept open, by address, with their order of arrival.
+#[derive(Debug, Default)]
+struct Kept {
+    objects: HashMap<usize, Arc<Object>>,
+    order: std::collections::VecDeque<usize>,
+    budget: usize,
+}
+
+impl Kept {
+    /// Keeps `obj` open, closing the oldest kept object beyond the budget.
+    fn keep(&mut self, obj: &Arc<Object>) {
+        let key = Arc::as_ptr(obj) as usize;
+        if self.budget == 0 || self.objects.contains_key(&key) {
+            return;
+        }
+        if self.order.len() >= self.budget
+            && let Some(old) = self.order.pop_front()
+        {
+            self.objects.remove(&old);
+        }
+        self.objects.insert(key, obj.clone());
+        self.order.push_back(key);
+    }
+}
+
+/// How many objects a mount keeps open once their files are closed: half of what it
+/// may open, less a reserve for open files, FUSE and the store.
+fn keep_budget() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1 << 20);
+    (soft / 2).saturating_sub(64).min(1 << 20) as usize
+}
 
 /// How an object is prepared.
 enum Prepare {
@@ -56,10 +95,13 @@ enum Prepare {
 pub struct Sharing {
     store: Arc<Store>,
     verify: bool,
-    /// Background publications still running (joined before the daemon exits).
-    pending: Mutex<Vec<std::thread::JoinHandle<()>>>,
-    /// One slot per fingerprint value: serializes preparing it in this process and
-    /// remembers its object.
+    /// Publishes prepared objects in the background.
+    publisher: Publisher,
+    /// Objects kept open after their files are closed, oldest first: a mount marks
+    /// the objects it has used as in use (see [`crate::store`]) as long as it may
+    /// hold that many descriptors.
+    kept: Mutex<Kept>,
+    /// One slot per fingerprint value.
     slots: Mutex<HashMap<Vec<u8>, Slot>>,
     unverifiable_noted: AtomicBool,
     /// Counters.
@@ -79,15 +121,20 @@ fn reader_err(e: ishare_erofs::Error) -> io::Error {
 
 impl Sharing {
     /// Sharing through `store`; `verify` checks `sha256:` fingerprints.
-    pub fn new(store: Store, verify: bool) -> Self {
-        Sharing {
-            store: Arc::new(store),
+    pub fn new(store: Store, verify: bool) -> io::Result<Self> {
+        let store = Arc::new(store);
+        Ok(Sharing {
+            publisher: Publisher::new(store.clone())?,
+            store,
             verify,
-            pending: Mutex::new(Vec::new()),
+            kept: Mutex::new(Kept {
+                budget: keep_budget(),
+                ..Kept::default()
+            }),
             slots: Mutex::new(HashMap::new()),
             unverifiable_noted: AtomicBool::new(false),
             stats: Stats::default(),
-        }
+        })
     }
 
     /// The store.
@@ -97,10 +144,7 @@ impl Sharing {
 
     /// Waits for objects still being synced and linked into the store.
     pub fn wait_published(&self) {
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        for h in pending {
-            let _ = h.join();
-        }
+        self.publisher.finish();
     }
 
     /// The sharing key's fingerprint of `inode` if it takes part in sharing, as the
@@ -117,9 +161,18 @@ impl Sharing {
         }
     }
 
-    /// Decides how `inode` is served, preparing its shared object if needed. `path`
-    /// names the file in log lines.
-    pub fn decide(&self, img: &Image, inode: &Inode, path: &dyn Fn() -> String) -> Decision {
+    /// Decides how `inode` is served, preparing its shared object if needed. `checked`
+    /// says this mount has already found the file's content to match its fingerprint
+    /// (it is being shared again after its object was closed). `path` names the file
+    /// in log lines.
+    pub fn decide(
+        &self,
+        img: &Image,
+        direct: &DirectReader,
+        inode: &Inode,
+        checked: bool,
+        path: &dyn Fn() -> String,
+    ) -> Decision {
         let Some(fp) = Self::fingerprint(img, inode) else {
             debug!(
                 "{}: {}: no usable fingerprint; unshared",
@@ -153,8 +206,8 @@ impl Sharing {
             );
             Decision::Unshared
         };
-        let mut existing = match &*guard {
-            Some(o) => Some(o.clone()),
+        let mut existing = match guard.upgrade() {
+            Some(o) => Some(o),
             None => match self.store.lookup(&fp, self.verify) {
                 Ok(o) => o.map(Arc::new),
                 Err(e) => return cannot_open(e),
@@ -180,8 +233,8 @@ impl Sharing {
         }
         let decision = match existing {
             Some(obj) if obj.size == inode.size => {
-                if self.verify {
-                    match check_content(img, inode, &sha.expect("checked above")) {
+                if self.verify && !checked {
+                    match check_content(img, direct, inode, &sha.expect("checked above")) {
                         Ok(true) => {}
                         Ok(false) => {
                             self.stats.mismatches.fetch_add(1, Ordering::Relaxed);
@@ -209,7 +262,7 @@ impl Sharing {
                     obj.size,
                     inode.size
                 );
-                self.materialize(img, inode, &fp, sha, Prepare::Replace, path)
+                self.materialize(img, direct, inode, &fp, sha, Prepare::Replace, path)
             }
             Some(obj) => {
                 warn!(
@@ -222,12 +275,16 @@ impl Sharing {
                 return Decision::Unshared;
             }
             None => match lock {
-                Some(l) => self.materialize(img, inode, &fp, sha, Prepare::New(l), path),
+                Some(l) => self.materialize(img, direct, inode, &fp, sha, Prepare::New(l), path),
                 None => unreachable!("locked when no object exists"),
             },
         };
         if let Decision::Shared(obj) = &decision {
-            *guard = Some(obj.clone());
+            *guard = Arc::downgrade(obj);
+            self.kept
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keep(obj);
             self.stats.shared.fetch_add(1, Ordering::Relaxed);
         }
         decision
@@ -235,9 +292,11 @@ impl Sharing {
 
     /// Copies `inode` from the image into a new object (hashing it when verifying)
     /// and publishes it.
+    #[allow(clippy::too_many_arguments)]
     fn materialize(
         &self,
         img: &Image,
+        direct: &DirectReader,
         inode: &Inode,
         fp: &[u8],
         sha: Option<[u8; 32]>,
@@ -253,7 +312,7 @@ impl Sharing {
         let res = (|| -> io::Result<Option<Object>> {
             let tmp = self.store.create_tmp(fp)?;
             let want = if self.verify { sha } else { None };
-            let digest = transfer(img, inode, Some(&tmp.file), want.is_some())?;
+            let digest = transfer(img, direct, inode, Some(&tmp.file), want.is_some())?;
             if let (Some(want), Some(got)) = (want, digest)
                 && want != got
             {
@@ -268,35 +327,14 @@ impl Sharing {
                 size: inode.size,
                 verified: want.is_some(),
             };
-            let store = self.store.clone();
-            let (shown, size) = (format!("{image}: {}", path()), inode.size);
-            let verified = want.is_some();
-            let handle = std::thread::Builder::new()
-                .name("publish".into())
-                .spawn(move || {
-                    match store.publish(tmp, verified, replace) {
-                        Ok(Published::Ours(_)) => debug!(
-                            "{shown}: published a shared object of {size} bytes, {:.1?} after its first open",
-                            started.elapsed()
-                        ),
-                        Ok(Published::Theirs(_)) => debug!(
-                            "{shown}: another mount published the object first; this mount keeps its copy"
-                        ),
-                        Err(e) => {
-                            warn!(
-                                "{shown}: cannot publish its shared object in {}: {e}",
-                                store.root().display()
-                            );
-                            return;
-                        }
-                    }
-                    if let Some(l) = lock {
-                        l.release_published();
-                    }
-                })?;
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending.retain(|h| !h.is_finished());
-            pending.push(handle);
+            self.publisher.submit(Job {
+                tmp,
+                verified: want.is_some(),
+                replace,
+                lock,
+                shown: format!("{image}: {}", path()),
+                started,
+            });
             Ok(Some(obj))
         })();
         match res {
@@ -335,201 +373,172 @@ impl Sharing {
 }
 
 /// True when the file's content hashes to `want`.
-fn check_content(img: &Image, inode: &Inode, want: &[u8; 32]) -> io::Result<bool> {
-    Ok(transfer(img, inode, None, true)?.is_some_and(|d| &d == want))
+fn check_content(
+    img: &Image,
+    direct: &DirectReader,
+    inode: &Inode,
+    want: &[u8; 32],
+) -> io::Result<bool> {
+    Ok(transfer(img, direct, inode, None, true)?.is_some_and(|d| &d == want))
 }
 
-/// A piece of file content in order.
-enum Piece {
-    Data(u64, Vec<u8>),
+/// How a file's content is read: by whole extents, in chunks of at most [`CHUNK`].
+struct Chunks<'a> {
+    img: &'a Image,
+    direct: &'a DirectReader,
+    inode: &'a Inode,
+    pos: u64,
+}
+
+/// One chunk of content: data at a position, or a run of zeros (a hole).
+enum Chunk {
+    Data(u64, AlignedBuf),
     Hole(u64),
 }
 
-/// Streams the content of `inode` from the image into `out` (holes stay holes),
-/// hashing it when `hash`; returns the SHA-256. Image pages read on the way are
-/// dropped from the page cache (`POSIX_FADV_DONTNEED`), so preparing an object does
-/// not leave a second cached copy of the file behind.
+impl Chunks<'_> {
+    /// The next chunk, read into `buf` (a recycled buffer) if it is data.
+    fn next(&mut self, mut buf: AlignedBuf) -> io::Result<Option<Chunk>> {
+        let (img, inode) = (self.img, self.inode);
+        if self.pos >= inode.size {
+            return Ok(None);
+        }
+        let at = self.pos;
+        let ext = img.map(inode, at).map_err(reader_err)?;
+        let skip = at - ext.logical;
+        let n = (ext.len - skip).min(CHUNK as u64);
+        self.pos += n;
+        let n_usize = n as usize;
+        if let ExtentKind::Hole = ext.kind {
+            return Ok(Some(Chunk::Hole(n)));
+        }
+        if let ExtentKind::Mapped { device, offset } = ext.kind
+            && let Some((f, off)) = img
+                .device_file(device, offset + skip, n)
+                .map_err(reader_err)?
+        {
+            self.direct.read(f, off, n_usize, &mut buf)?;
+        } else {
+            // Inline tails and compressed extents, through the reader.
+            img.read_at(inode, at, buf.unaligned(n_usize))
+                .map_err(reader_err)?;
+        }
+        Ok(Some(Chunk::Data(at, buf)))
+    }
+}
+
+fn hash_chunk(h: &mut Sha256, chunk: &Chunk) {
+    match chunk {
+        Chunk::Data(_, buf) => h.update(buf.as_slice()),
+        Chunk::Hole(len) => {
+            let mut left = *len;
+            while left > 0 {
+                let n = left.min(ZEROS.len() as u64) as usize;
+                h.update(&ZEROS[..n]);
+                left -= n as u64;
+            }
+        }
+    }
+}
+
+/// Zeros hashed in place of holes.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// Streams the content of `inode` into `out` (holes stay holes), hashing it when
+/// `hash`; returns the SHA-256. Image data is read past the page cache (see
+/// [`crate::direct`]), so preparing an object leaves no second copy behind. Large files
+/// go through a pipeline (reading, hashing, writing on three threads), as the cold
+/// first read of a shared file waits for all of it.
 fn transfer(
     img: &Image,
+    direct: &DirectReader,
     inode: &Inode,
     out: Option<&File>,
     hash: bool,
 ) -> io::Result<Option<[u8; 32]>> {
-    if !hash && let Some(out) = out {
-        copy_plain(img, inode, out)?;
-        return Ok(None);
-    }
-    // Reading and hashing/writing overlap: a reader thread fills buffers.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Piece>>(2);
-    let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let mut chunks = Chunks {
+        img,
+        direct,
+        inode,
+        pos: 0,
+    };
     let mut hasher = hash.then(Sha256::new);
-    std::thread::scope(|s| -> io::Result<()> {
-        s.spawn(move || {
-            if let Err(e) = read_pieces(img, inode, &tx, &back_rx) {
-                let _ = tx.send(Err(e));
-            }
-        });
-        let zeros = vec![0u8; CHUNK];
-        for piece in rx {
-            match piece? {
-                Piece::Data(pos, buf) => {
-                    if let Some(h) = hasher.as_mut() {
-                        h.update(&buf);
-                    }
-                    if let Some(out) = out {
-                        out.write_all_at(&buf, pos)?;
-                    }
-                    let _ = back_tx.send(buf);
-                }
-                Piece::Hole(mut len) => {
-                    if let Some(h) = hasher.as_mut() {
-                        while len > 0 {
-                            let n = len.min(CHUNK as u64);
-                            h.update(&zeros[..n as usize]);
-                            len -= n;
-                        }
-                    }
-                }
-            }
+    let write = |chunk: &Chunk| -> io::Result<()> {
+        if let (Some(out), Chunk::Data(pos, buf)) = (out, chunk) {
+            out.write_all_at(buf.as_slice(), *pos)?;
         }
         Ok(())
-    })?;
+    };
+    if inode.size <= CHUNK as u64 {
+        let mut buf = AlignedBuf::default();
+        while let Some(chunk) = chunks.next(buf)? {
+            if let Some(h) = hasher.as_mut() {
+                hash_chunk(h, &chunk);
+            }
+            write(&chunk)?;
+            buf = match chunk {
+                Chunk::Data(_, b) => b,
+                Chunk::Hole(_) => AlignedBuf::default(),
+            };
+        }
+    } else {
+        use std::sync::mpsc::{channel, sync_channel};
+        let (read_tx, read_rx) = sync_channel::<io::Result<Chunk>>(2);
+        let (write_tx, write_rx) = sync_channel::<Chunk>(2);
+        let (back_tx, back_rx) = channel::<AlignedBuf>();
+        std::thread::scope(|s| -> io::Result<()> {
+            s.spawn(move || {
+                let mut buf = AlignedBuf::default();
+                loop {
+                    match chunks.next(buf) {
+                        Ok(None) => return,
+                        Ok(Some(c)) => {
+                            if read_tx.send(Ok(c)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = read_tx.send(Err(e));
+                            return;
+                        }
+                    }
+                    buf = back_rx.try_recv().unwrap_or_default();
+                }
+            });
+            let writer = s.spawn(move || -> io::Result<()> {
+                for chunk in write_rx {
+                    write(&chunk)?;
+                    if let Chunk::Data(_, b) = chunk {
+                        let _ = back_tx.send(b);
+                    }
+                }
+                Ok(())
+            });
+            let mut res = Ok(());
+            for chunk in read_rx {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        res = Err(e);
+                        break;
+                    }
+                };
+                if let Some(h) = hasher.as_mut() {
+                    hash_chunk(h, &chunk);
+                }
+                if write_tx.send(chunk).is_err() {
+                    break;
+                }
+            }
+            drop(write_tx);
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("writer panicked")));
+            res.and(written)
+        })?;
+    }
     if let Some(out) = out {
         out.set_len(inode.size)?;
     }
     Ok(hasher.map(|h| h.finalize().into()))
-}
-
-fn read_pieces(
-    img: &Image,
-    inode: &Inode,
-    tx: &std::sync::mpsc::SyncSender<io::Result<Piece>>,
-    recycled: &std::sync::mpsc::Receiver<Vec<u8>>,
-) -> io::Result<()> {
-    let mut pos = 0u64;
-    // Image ranges read, dropped from the cache once more at the end: pages still in
-    // flight or in per-CPU LRU batches when their chunk was dropped stay otherwise.
-    let mut read_ranges: Vec<(&File, u64, u64)> = Vec::new();
-    let res = (|| -> io::Result<()> {
-        while pos < inode.size {
-            let ext = img.map(inode, pos).map_err(reader_err)?;
-            let skip = pos - ext.logical;
-            let len = ext.len - skip;
-            if ext.kind == ExtentKind::Hole {
-                if tx.send(Ok(Piece::Hole(len))).is_err() {
-                    return Ok(());
-                }
-                pos += len;
-                continue;
-            }
-            let mut done = 0u64;
-            while done < len {
-                let n = (len - done).min(CHUNK as u64) as usize;
-                let mut buf = recycled.try_recv().unwrap_or_default();
-                buf.resize(n, 0);
-                let at = pos + done;
-                match ext.kind {
-                    ExtentKind::Mapped { device, offset } => {
-                        let dev_off = offset + skip + done;
-                        match img
-                            .device_file(device, dev_off, n as u64)
-                            .map_err(reader_err)?
-                        {
-                            Some((f, off)) => {
-                                f.read_exact_at(&mut buf, off)?;
-                                drop_cache(f, off, n as u64);
-                                match read_ranges.last_mut() {
-                                    Some((lf, lo, ll))
-                                        if std::ptr::eq(*lf, f) && *lo + *ll == off =>
-                                    {
-                                        *ll += n as u64
-                                    }
-                                    _ => read_ranges.push((f, off, n as u64)),
-                                }
-                            }
-                            None => {
-                                img.read_at(inode, at, &mut buf).map_err(reader_err)?;
-                            }
-                        }
-                    }
-                    _ => {
-                        img.read_at(inode, at, &mut buf).map_err(reader_err)?;
-                    }
-                }
-                if tx.send(Ok(Piece::Data(at, buf))).is_err() {
-                    return Ok(());
-                }
-                done += n as u64;
-            }
-            pos += len;
-        }
-        Ok(())
-    })();
-    for (f, off, len) in read_ranges {
-        drop_cache(f, off, len);
-    }
-    res
-}
-
-/// Copies without looking at the bytes: `copy_file_range` from the image (a
-/// reflink or an in-kernel copy), falling back to read and write.
-fn copy_plain(img: &Image, inode: &Inode, out: &File) -> io::Result<()> {
-    let mut pos = 0u64;
-    let mut buf = Vec::new();
-    while pos < inode.size {
-        let ext = img.map(inode, pos).map_err(reader_err)?;
-        let skip = pos - ext.logical;
-        let len = ext.len - skip;
-        match ext.kind {
-            ExtentKind::Hole => {}
-            ExtentKind::Mapped { device, offset } => {
-                let src = img
-                    .device_file(device, offset + skip, len)
-                    .map_err(reader_err)?;
-                let mut copied = 0u64;
-                if let Some((f, off)) = src {
-                    let (mut from, mut to) = (off, pos);
-                    while copied < len {
-                        let want = (len - copied).min(1 << 30) as usize;
-                        match rustix::fs::copy_file_range(
-                            f,
-                            Some(&mut from),
-                            out,
-                            Some(&mut to),
-                            want,
-                        ) {
-                            Ok(0) => break,
-                            Ok(n) => copied += n as u64,
-                            Err(_) => break,
-                        }
-                    }
-                    drop_cache(f, off, copied);
-                }
-                // What copy_file_range did not do (no file, or refused): read and write.
-                while copied < len {
-                    let n = (len - copied).min(CHUNK as u64) as usize;
-                    buf.resize(n, 0);
-                    img.read_at(inode, pos + copied, &mut buf)
-                        .map_err(reader_err)?;
-                    out.write_all_at(&buf, pos + copied)?;
-                    copied += n as u64;
-                }
-            }
-            // Inline tails and (issue 4) compressed extents and fragments: read_at.
-            _ => {
-                buf.resize(len as usize, 0);
-                img.read_at(inode, pos, &mut buf).map_err(reader_err)?;
-                out.write_all_at(&buf, pos)?;
-            }
-        }
-        pos += len;
-    }
-    out.set_len(inode.size)
-}
-
-/// Drops image pages we read only to copy or hash them.
-fn drop_cache(f: &File, off: u64, len: u64) {
-    if let Some(len) = NonZeroU64::new(len) {
-        let _ = rustix::fs::fadvise(f, off, Some(len), rustix::fs::Advice::DontNeed);
-    }
 }

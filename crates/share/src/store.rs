@@ -403,16 +403,23 @@ impl Store {
         })
     }
 
-    /// Makes a fully written temporary object durable and visible under its final
-    /// name. With `replace`, an existing object of that name is replaced (it was found
-    /// damaged); otherwise an existing one wins and is returned.
+    /// Makes a fully written temporary object durable (unless the caller `synced` its
+    /// filesystem since it was written) and visible under its final name. With
+    /// `replace`, an existing object of that name is replaced (it was found damaged);
+    /// otherwise an existing one wins and is returned.
     pub fn publish(
         &self,
         mut tmp: TmpObject,
         verified: bool,
         replace: bool,
+        synced: bool,
     ) -> io::Result<Published> {
-        rustix::fs::fdatasync(&tmp.file)?;
+        // The data must be on disk before the name: after a crash a name never
+        // stands for incomplete content. The name itself need not be durable (the
+        // directory is not synced): an object lost in a crash is prepared again.
+        if !synced {
+            rustix::fs::fdatasync(&tmp.file)?;
+        }
         let final_name = Self::final_name(&tmp.name, verified);
         // Give an O_TMPFILE a temporary name first when it must replace an object
         // (linkat never replaces).
@@ -443,7 +450,6 @@ impl Store {
         let path = self.object_dir(&tmp.name).join(&final_name);
         match res {
             Ok(()) => {
-                rustix::fs::fsync(&tmp.dir)?;
                 // Reopen read-only: the object is served through read-only opens only.
                 let obj = Self::open_object(&path, verified)?
                     .ok_or_else(|| io::Error::other("object vanished after publishing"))?;
@@ -518,11 +524,11 @@ mod tests {
         t2.file.write_all(b"second").unwrap();
         // Nothing is visible before publishing.
         assert!(s.lookup(b"fp", false).unwrap().is_none());
-        let Published::Ours(o1) = s.publish(t1, true, false).unwrap() else {
+        let Published::Ours(o1) = s.publish(t1, true, false, false).unwrap() else {
             panic!("first publish lost")
         };
         assert_eq!(o1.size, 5);
-        let Published::Theirs(o2) = s.publish(t2, true, false).unwrap() else {
+        let Published::Theirs(o2) = s.publish(t2, true, false, false).unwrap() else {
             panic!("second publish won")
         };
         let mut buf = [0u8; 5];
@@ -531,7 +537,7 @@ mod tests {
         // Replacing works, and no temporary files stay behind.
         let mut t3 = s.create_tmp(b"fp").unwrap();
         t3.file.write_all(b"third!").unwrap();
-        let Published::Ours(o3) = s.publish(t3, true, true).unwrap() else {
+        let Published::Ours(o3) = s.publish(t3, true, true, false).unwrap() else {
             panic!("replace lost")
         };
         assert_eq!(o3.size, 6);
@@ -544,7 +550,7 @@ mod tests {
         // Unverified objects live under another name; lookup prefers verified ones.
         let mut t4 = s.create_tmp(b"other").unwrap();
         t4.file.write_all(b"x").unwrap();
-        s.publish(t4, false, false).unwrap();
+        s.publish(t4, false, false, false).unwrap();
         assert!(s.lookup(b"other", true).unwrap().is_none());
         assert!(!s.lookup(b"other", false).unwrap().unwrap().verified);
         assert!(s.lookup(b"fp", false).unwrap().unwrap().verified);
