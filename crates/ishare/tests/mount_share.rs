@@ -626,6 +626,38 @@ fn lying_fingerprints_never_serve_another_images_bytes_with_verify() {
     assert_eq!(fs::read(trusting.path().join("g")).unwrap(), honest);
 }
 
+/// A liar and the honest file in one image, the liar opened first: its copy serves
+/// it while being checked, but never the honest file, which waits for the check and
+/// then gets its own object; closing and reopening the liar keeps its own bytes.
+#[test]
+fn a_liar_in_the_same_image_never_serves_the_honest_file() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let honest = pseudo_random(8 << 20, 12);
+    let liar = pseudo_random(8 << 20, 13);
+    let src = dir.path().join("s");
+    write(&src, "f", &honest);
+    write(&src, "g", &liar);
+    let img = dir.path().join("i.erofs");
+    ishare_mkfs(&img, &src, &["-E", "nosbcrc"]);
+    patch_image(&img, &fp_value(&liar), &fp_value(&honest));
+    for extra in ["", ",passthrough=off"] {
+        let store = tempfile::tempdir().unwrap();
+        // In the foreground: dropping it waits for the daemon, and so for publishing.
+        let m = IshareMount::foreground(&img, &share_opts(store.path(), "d", extra));
+        let g = fs::File::open(m.path().join("g")).unwrap();
+        assert_eq!(fs::read(m.path().join("f")).unwrap(), honest, "{extra}");
+        assert_eq!(fs::read(m.path().join("g")).unwrap(), liar, "{extra}");
+        drop(g);
+        assert_eq!(fs::read(m.path().join("g")).unwrap(), liar, "{extra}");
+        assert_eq!(fs::read(m.path().join("f")).unwrap(), honest, "{extra}");
+        drop(m);
+        let objects = store_files(store.path());
+        assert_eq!(objects.len(), 1, "{objects:?}");
+        assert_eq!(fs::read(&objects[0]).unwrap(), honest);
+    }
+}
+
 #[test]
 fn same_fingerprint_with_another_size_is_not_shared() {
     let _g = serial();

@@ -40,6 +40,7 @@ use ishare_erofs::{DirEntry, ExtentKind, FileType, Image, Inode};
 use log::{error, warn};
 
 use crate::direct::{AlignedBuf, DirectReader};
+use crate::publish::Verdict;
 use crate::share::{Decision, Sharing};
 use crate::store::Object;
 
@@ -70,8 +71,10 @@ enum Served {
     Undecided,
     /// From the image.
     Unshared,
-    /// From a store object: the object while some open of this mount uses it.
+    /// From a store object: the object while this mount holds it.
     Shared(Weak<Object>),
+    /// From a copy of its own content, shared once the check passes.
+    Own(Weak<Object>, Arc<Verdict>),
 }
 
 /// A regular file opened at least once.
@@ -288,6 +291,16 @@ impl ImageFs {
                 Some(o) => return Some(o),
                 None => true,
             },
+            // Its own copy is right for it whatever the check says.
+            Served::Own(obj, verdict) => match (obj.upgrade(), verdict.get()) {
+                (Some(o), _) => return Some(o),
+                (None, Some(true)) => true,
+                (None, Some(false)) => {
+                    *served = Served::Unshared;
+                    return None;
+                }
+                (None, None) => false,
+            },
             Served::Undecided => false,
         };
         match sharing.decide(&self.img, &self.direct, &state.inode, checked, &|| {
@@ -295,6 +308,10 @@ impl ImageFs {
         }) {
             Decision::Shared(o) => {
                 *served = Served::Shared(Arc::downgrade(&o));
+                Some(o)
+            }
+            Decision::Own(o, verdict) => {
+                *served = Served::Own(Arc::downgrade(&o), verdict);
                 Some(o)
             }
             Decision::Unshared => {
@@ -759,12 +776,15 @@ impl ImageFs {
                     .device_file(device, offset + skip, len as u64)
                     .map_err(err)?
             {
-                self.direct.read(f, off, len, &mut direct).map_err(|e| {
-                    format!(
-                        "{}: read of {len} bytes at offset {off} failed: {e}",
-                        self.img.name()
-                    )
-                })?;
+                let extent_end = off + (ext.len - skip);
+                self.direct
+                    .read(f, off, len, extent_end, &mut direct)
+                    .map_err(|e| {
+                        format!(
+                            "{}: read of {len} bytes at offset {off} failed: {e}",
+                            self.img.name()
+                        )
+                    })?;
                 dst.copy_from_slice(direct.as_slice());
                 handled = true;
             }

@@ -1,13 +1,17 @@
-//! Publishing prepared objects in the background, in batches.
+//! Checking and publishing prepared objects in the background, in batches.
 //!
-//! A prepared object is served at once from its unpublished file; making it durable
-//! and linking it under its name waits for the disk, so one thread per mount does
-//! that behind the readers. Objects queued together are made durable with one
+//! A prepared object is a copy of one file's content, served to that file at once
+//! from its unpublished file. Checking it against its `sha256:` fingerprint (SHA-256
+//! runs at half the speed the disk reads here), making it durable and linking it
+//! under its name happen on one thread per mount, behind the readers; no other file
+//! gets the object before it is published, so verification still comes before
+//! sharing. Objects queued together are made durable with one
 //! `syncfs` instead of one `fdatasync` each (opening thousands of small files would
 //! otherwise queue thousands of journal commits). The queue is bounded by the open
 //! file limit: every queued object holds descriptors until it is linked, and a full
 //! queue makes the next preparation wait instead of running out of them.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -15,18 +19,54 @@ use std::time::Instant;
 
 use log::{debug, warn};
 
+use crate::share::{Stats, hash_file};
 use crate::store::{ObjectLock, Published, Store, TmpObject};
 
 /// Most objects queued at once.
 const MAX_QUEUE: u64 = 256;
+
+/// The outcome of checking a prepared object: not yet, it matched, it did not.
+#[derive(Debug, Default)]
+pub struct Verdict(AtomicU8);
+
+const PENDING: u8 = 0;
+const MATCHED: u8 = 1;
+const MISMATCHED: u8 = 2;
+
+impl Verdict {
+    /// `None` while the check runs (or was never made: the daemon stopped first),
+    /// then whether the content matched its fingerprint.
+    pub fn get(&self) -> Option<bool> {
+        match self.0.load(Ordering::Acquire) {
+            PENDING => None,
+            v => Some(v == MATCHED),
+        }
+    }
+
+    fn set(&self, matched: bool) {
+        let v = if matched { MATCHED } else { MISMATCHED };
+        self.0.store(v, Ordering::Release);
+    }
+}
+
+/// What a prepared object is checked against.
+#[derive(Debug)]
+pub struct Check {
+    /// The SHA-256 its content must have.
+    pub want: [u8; 32],
+    /// Where the outcome goes.
+    pub verdict: Arc<Verdict>,
+}
 
 /// An object to publish.
 #[derive(Debug)]
 pub struct Job {
     /// The written, complete object.
     pub tmp: TmpObject,
-    /// Checked against a `sha256:` fingerprint.
-    pub verified: bool,
+    /// Its size.
+    pub size: u64,
+    /// Check before publishing (published as verified), or publish unverified.
+    pub check: Option<Check>,
     /// Replaces a damaged object of the same name.
     pub replace: bool,
     /// The preparation lock, released once published.
@@ -50,7 +90,7 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     /// A publisher into `store`.
-    pub fn new(store: Arc<Store>) -> std::io::Result<Publisher> {
+    pub fn new(store: Arc<Store>, stats: Arc<Stats>) -> std::io::Result<Publisher> {
         // Each queued object holds three descriptors (file, directory, lock); keep the
         // queue to a small share of what the process may open.
         let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
@@ -60,7 +100,7 @@ impl Publisher {
         let (tx, rx) = sync_channel(bound);
         let handle = std::thread::Builder::new()
             .name("publish".into())
-            .spawn(move || run(&store, &rx, bound))?;
+            .spawn(move || run(&store, &stats, &rx, bound))?;
         Ok(Publisher {
             queue: Mutex::new(Some((tx, handle))),
         })
@@ -90,14 +130,22 @@ impl Publisher {
     }
 }
 
-fn run(store: &Store, rx: &Receiver<Job>, bound: usize) {
+fn run(store: &Store, stats: &Stats, rx: &Receiver<Job>, bound: usize) {
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < bound {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(job) = next {
+            if let Some(job) = check(job, stats) {
+                batch.push(job);
             }
+            next = if batch.len() < bound {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if batch.is_empty() {
+            continue;
         }
         let synced = if batch.len() > 1 {
             match rustix::fs::syncfs(&batch[0].tmp.file) {
@@ -111,26 +159,56 @@ fn run(store: &Store, rx: &Receiver<Job>, bound: usize) {
             false
         };
         for job in batch {
-            publish(store, job, synced);
+            publish(store, stats, job, synced);
         }
     }
 }
 
-fn publish(store: &Store, job: Job, synced: bool) {
+/// Checks a prepared object against its fingerprint; `None` (dropping it, and with it
+/// the preparation lock) when it does not match or cannot be read.
+fn check(job: Job, stats: &Stats) -> Option<Job> {
+    let Some(c) = &job.check else {
+        return Some(job);
+    };
+    let matched = match hash_file(&job.tmp.file, job.size) {
+        Ok(got) => got == c.want,
+        Err(e) => {
+            warn!("{}: cannot check its copy: {e}; not shared", job.shown);
+            false
+        }
+    };
+    c.verdict.set(matched);
+    if matched {
+        return Some(job);
+    }
+    stats.mismatches.fetch_add(1, Ordering::Relaxed);
+    warn!(
+        "{}: content does not match its sha256 fingerprint; served from its own copy, \
+         not shared",
+        job.shown
+    );
+    None
+}
+
+fn publish(store: &Store, stats: &Stats, job: Job, synced: bool) {
     let Job {
         tmp,
-        verified,
+        size,
+        check,
         replace,
         lock,
         shown,
         started,
     } = job;
-    match store.publish(tmp, verified, replace, synced) {
-        Ok(Published::Ours(o)) => debug!(
-            "{shown}: published a shared object of {} bytes, {:.1?} after its first open",
-            o.size,
-            started.elapsed()
-        ),
+    match store.publish(tmp, check.is_some(), replace, synced) {
+        Ok(Published::Ours(_)) => {
+            stats.published.fetch_add(1, Ordering::Relaxed);
+            stats.published_bytes.fetch_add(size, Ordering::Relaxed);
+            debug!(
+                "{shown}: published a shared object of {size} bytes, {:.1?} after its first open",
+                started.elapsed()
+            )
+        }
         Ok(Published::Theirs(_)) => {
             debug!("{shown}: another mount published the object first; this mount keeps its copy")
         }

@@ -14,7 +14,7 @@ use log::{debug, warn};
 use sha2::{Digest, Sha256};
 
 use crate::direct::{AlignedBuf, DirectReader};
-use crate::publish::{Job, Publisher};
+use crate::publish::{Check, Job, Publisher, Verdict};
 use crate::store::{Object, ObjectLock, Store};
 
 /// Bytes per read while copying or hashing a file.
@@ -27,6 +27,10 @@ pub enum Decision {
     Unshared,
     /// From a store object shared by every file with its key.
     Shared(Arc<Object>),
+    /// From a new object copied from this file, served to it at once while the
+    /// copy is checked against the fingerprint in the background; shared with other
+    /// files only once the check passes (see [`Verdict`]).
+    Own(Arc<Object>, Arc<Verdict>),
 }
 
 /// Counters for the log and tests.
@@ -105,7 +109,7 @@ pub struct Sharing {
     slots: Mutex<HashMap<Vec<u8>, Slot>>,
     unverifiable_noted: AtomicBool,
     /// Counters.
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
 }
 
 /// The digest of a `sha256:` fingerprint (the 7 ASCII bytes and 32 raw bytes that
@@ -123,8 +127,9 @@ impl Sharing {
     /// Sharing through `store`; `verify` checks `sha256:` fingerprints.
     pub fn new(store: Store, verify: bool) -> io::Result<Self> {
         let store = Arc::new(store);
+        let stats = Arc::new(Stats::default());
         Ok(Sharing {
-            publisher: Publisher::new(store.clone())?,
+            publisher: Publisher::new(store.clone(), stats.clone())?,
             store,
             verify,
             kept: Mutex::new(Kept {
@@ -133,7 +138,7 @@ impl Sharing {
             }),
             slots: Mutex::new(HashMap::new()),
             unverifiable_noted: AtomicBool::new(false),
-            stats: Stats::default(),
+            stats,
         })
     }
 
@@ -279,19 +284,30 @@ impl Sharing {
                 None => unreachable!("locked when no object exists"),
             },
         };
-        if let Decision::Shared(obj) = &decision {
-            *guard = Arc::downgrade(obj);
-            self.kept
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .keep(obj);
-            self.stats.shared.fetch_add(1, Ordering::Relaxed);
+        match &decision {
+            Decision::Shared(obj) => {
+                *guard = Arc::downgrade(obj);
+                self.keep(obj);
+            }
+            // Not for other files until checked: the slot stays empty, so they look
+            // in the store, waiting for the preparation lock the check holds.
+            Decision::Own(obj, _) => self.keep(obj),
+            Decision::Unshared => {}
         }
         decision
     }
 
-    /// Copies `inode` from the image into a new object (hashing it when verifying)
-    /// and publishes it.
+    fn keep(&self, obj: &Arc<Object>) {
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keep(obj);
+        self.stats.shared.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Copies `inode` from the image into a new object and publishes it in the
+    /// background, after checking it against its `sha256:` fingerprint when verifying
+    /// (the copy is this file's own content, so it serves this file meanwhile).
     #[allow(clippy::too_many_arguments)]
     fn materialize(
         &self,
@@ -309,56 +325,46 @@ impl Sharing {
         };
         let image = img.name();
         let started = std::time::Instant::now();
-        let res = (|| -> io::Result<Option<Object>> {
+        let res = (|| -> io::Result<Decision> {
             let tmp = self.store.create_tmp(fp)?;
-            let want = if self.verify { sha } else { None };
-            let digest = transfer(img, direct, inode, Some(&tmp.file), want.is_some())?;
-            if let (Some(want), Some(got)) = (want, digest)
-                && want != got
-            {
-                return Ok(None);
-            }
-            // Serve the complete, checked content right away from the unpublished file
-            // (same inode, so same page cache, as the object it becomes); syncing it and
-            // linking it under its name (which waits for the disk) goes on in the
-            // background. A crash before the link leaves nothing behind.
-            let obj = Object {
+            copy_content(img, direct, inode, &tmp.file)?;
+            // Served right away from the unpublished file (same inode, so same page
+            // cache, as the object it becomes); checking, syncing and linking it under
+            // its name go on in the background. A crash before the link leaves nothing.
+            let obj = Arc::new(Object {
                 file: tmp.reopen_read_only()?,
                 size: inode.size,
-                verified: want.is_some(),
+                verified: false,
+            });
+            let want = if self.verify { sha } else { None };
+            let check = want.map(|want| Check {
+                want,
+                verdict: Arc::new(Verdict::default()),
+            });
+            let decision = match &check {
+                Some(c) => Decision::Own(obj, c.verdict.clone()),
+                None => Decision::Shared(obj),
             };
             self.publisher.submit(Job {
                 tmp,
-                verified: want.is_some(),
+                size: inode.size,
+                check,
                 replace,
                 lock,
                 shown: format!("{image}: {}", path()),
                 started,
             });
-            Ok(Some(obj))
+            Ok(decision)
         })();
         match res {
-            Ok(Some(obj)) => {
-                self.stats.published.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .published_bytes
-                    .fetch_add(obj.size, Ordering::Relaxed);
+            Ok(decision) => {
                 debug!(
-                    "{image}: {}: prepared a shared object of {} bytes in {:.1?}",
+                    "{image}: {}: copied {} bytes into a new object in {:.1?}",
                     path(),
-                    obj.size,
+                    inode.size,
                     started.elapsed()
                 );
-                Decision::Shared(Arc::new(obj))
-            }
-            Ok(None) => {
-                self.stats.mismatches.fetch_add(1, Ordering::Relaxed);
-                warn!(
-                    "{image}: {}: content does not match its sha256 fingerprint; \
-                     served from the image, unshared",
-                    path()
-                );
-                Decision::Unshared
+                decision
             }
             Err(e) => {
                 warn!(
@@ -372,173 +378,111 @@ impl Sharing {
     }
 }
 
-/// True when the file's content hashes to `want`.
+/// True when the file's content, as its image holds it, hashes to `want`.
 fn check_content(
     img: &Image,
     direct: &DirectReader,
     inode: &Inode,
     want: &[u8; 32],
 ) -> io::Result<bool> {
-    Ok(transfer(img, direct, inode, None, true)?.is_some_and(|d| &d == want))
+    Ok(&hash_content(img, direct, inode)? == want)
 }
 
-/// How a file's content is read: by whole extents, in chunks of at most [`CHUNK`].
-struct Chunks<'a> {
-    img: &'a Image,
-    direct: &'a DirectReader,
-    inode: &'a Inode,
-    pos: u64,
-}
-
-/// One chunk of content: data at a position, or a run of zeros (a hole).
-enum Chunk {
-    Data(u64, AlignedBuf),
-    Hole(u64),
-}
-
-impl Chunks<'_> {
-    /// The next chunk, read into `buf` (a recycled buffer) if it is data.
-    fn next(&mut self, mut buf: AlignedBuf) -> io::Result<Option<Chunk>> {
-        let (img, inode) = (self.img, self.inode);
-        if self.pos >= inode.size {
-            return Ok(None);
-        }
-        let at = self.pos;
-        let ext = img.map(inode, at).map_err(reader_err)?;
-        let skip = at - ext.logical;
-        let n = (ext.len - skip).min(CHUNK as u64);
-        self.pos += n;
-        let n_usize = n as usize;
-        if let ExtentKind::Hole = ext.kind {
-            return Ok(Some(Chunk::Hole(n)));
-        }
-        if let ExtentKind::Mapped { device, offset } = ext.kind
-            && let Some((f, off)) = img
-                .device_file(device, offset + skip, n)
-                .map_err(reader_err)?
-        {
-            self.direct.read(f, off, n_usize, &mut buf)?;
-        } else {
+/// Copies the content of `inode` into `out` (holes stay holes), leaving no image
+/// pages cached (see [`crate::direct`]).
+fn copy_content(img: &Image, direct: &DirectReader, inode: &Inode, out: &File) -> io::Result<()> {
+    let mut pos = 0u64;
+    let mut buf = AlignedBuf::default();
+    while pos < inode.size {
+        let ext = img.map(inode, pos).map_err(reader_err)?;
+        let skip = pos - ext.logical;
+        let len = ext.len - skip;
+        let mapped = match ext.kind {
+            ExtentKind::Hole => {
+                pos += len;
+                continue;
+            }
+            ExtentKind::Mapped { device, offset } => img
+                .device_file(device, offset + skip, len)
+                .map_err(reader_err)?,
+            _ => None,
+        };
+        match mapped {
+            Some((f, off)) => direct.copy(f, off, len, out, pos)?,
             // Inline tails and compressed extents, through the reader.
-            img.read_at(inode, at, buf.unaligned(n_usize))
-                .map_err(reader_err)?;
-        }
-        Ok(Some(Chunk::Data(at, buf)))
-    }
-}
-
-fn hash_chunk(h: &mut Sha256, chunk: &Chunk) {
-    match chunk {
-        Chunk::Data(_, buf) => h.update(buf.as_slice()),
-        Chunk::Hole(len) => {
-            let mut left = *len;
-            while left > 0 {
-                let n = left.min(ZEROS.len() as u64) as usize;
-                h.update(&ZEROS[..n]);
-                left -= n as u64;
+            None => {
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(CHUNK as u64);
+                    img.read_at(inode, pos + done, buf.unaligned(n as usize))
+                        .map_err(reader_err)?;
+                    out.write_all_at(buf.as_slice(), pos + done)?;
+                    done += n;
+                }
             }
         }
+        pos += len;
+    }
+    out.set_len(inode.size)
+}
+
+/// The SHA-256 of the content of `inode` as its image holds it, leaving no image
+/// pages cached.
+fn hash_content(img: &Image, direct: &DirectReader, inode: &Inode) -> io::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut pos = 0u64;
+    let mut buf = AlignedBuf::default();
+    while pos < inode.size {
+        let ext = img.map(inode, pos).map_err(reader_err)?;
+        let skip = pos - ext.logical;
+        let n = (ext.len - skip).min(CHUNK as u64);
+        let mapped = match ext.kind {
+            ExtentKind::Hole => {
+                hash_zeros(&mut h, n);
+                pos += n;
+                continue;
+            }
+            ExtentKind::Mapped { device, offset } => img
+                .device_file(device, offset + skip, n)
+                .map_err(reader_err)?
+                .map(|(f, off)| (f, off, off + (ext.len - skip))),
+            _ => None,
+        };
+        match mapped {
+            Some((f, off, end)) => direct.read(f, off, n as usize, end, &mut buf)?,
+            None => {
+                img.read_at(inode, pos, buf.unaligned(n as usize))
+                    .map_err(reader_err)?;
+            }
+        }
+        h.update(buf.as_slice());
+        pos += n;
+    }
+    Ok(h.finalize().into())
+}
+
+/// The SHA-256 of the first `size` bytes of `f` (a prepared object: its pages were
+/// just written, so this reads the page cache).
+pub(crate) fn hash_file(f: &File, size: u64) -> io::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; (CHUNK as u64).min(size) as usize];
+    let mut pos = 0u64;
+    while pos < size {
+        let n = (size - pos).min(buf.len() as u64) as usize;
+        f.read_exact_at(&mut buf[..n], pos)?;
+        h.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(h.finalize().into())
+}
+
+fn hash_zeros(h: &mut Sha256, mut len: u64) {
+    while len > 0 {
+        let n = len.min(ZEROS.len() as u64) as usize;
+        h.update(&ZEROS[..n]);
+        len -= n as u64;
     }
 }
 
 /// Zeros hashed in place of holes.
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-
-/// Streams the content of `inode` into `out` (holes stay holes), hashing it when
-/// `hash`; returns the SHA-256. Image data is read past the page cache (see
-/// [`crate::direct`]), so preparing an object leaves no second copy behind. Large files
-/// go through a pipeline (reading, hashing, writing on three threads), as the cold
-/// first read of a shared file waits for all of it.
-fn transfer(
-    img: &Image,
-    direct: &DirectReader,
-    inode: &Inode,
-    out: Option<&File>,
-    hash: bool,
-) -> io::Result<Option<[u8; 32]>> {
-    let mut chunks = Chunks {
-        img,
-        direct,
-        inode,
-        pos: 0,
-    };
-    let mut hasher = hash.then(Sha256::new);
-    let write = |chunk: &Chunk| -> io::Result<()> {
-        if let (Some(out), Chunk::Data(pos, buf)) = (out, chunk) {
-            out.write_all_at(buf.as_slice(), *pos)?;
-        }
-        Ok(())
-    };
-    if inode.size <= CHUNK as u64 {
-        let mut buf = AlignedBuf::default();
-        while let Some(chunk) = chunks.next(buf)? {
-            if let Some(h) = hasher.as_mut() {
-                hash_chunk(h, &chunk);
-            }
-            write(&chunk)?;
-            buf = match chunk {
-                Chunk::Data(_, b) => b,
-                Chunk::Hole(_) => AlignedBuf::default(),
-            };
-        }
-    } else {
-        use std::sync::mpsc::{channel, sync_channel};
-        let (read_tx, read_rx) = sync_channel::<io::Result<Chunk>>(2);
-        let (write_tx, write_rx) = sync_channel::<Chunk>(2);
-        let (back_tx, back_rx) = channel::<AlignedBuf>();
-        std::thread::scope(|s| -> io::Result<()> {
-            s.spawn(move || {
-                let mut buf = AlignedBuf::default();
-                loop {
-                    match chunks.next(buf) {
-                        Ok(None) => return,
-                        Ok(Some(c)) => {
-                            if read_tx.send(Ok(c)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            let _ = read_tx.send(Err(e));
-                            return;
-                        }
-                    }
-                    buf = back_rx.try_recv().unwrap_or_default();
-                }
-            });
-            let writer = s.spawn(move || -> io::Result<()> {
-                for chunk in write_rx {
-                    write(&chunk)?;
-                    if let Chunk::Data(_, b) = chunk {
-                        let _ = back_tx.send(b);
-                    }
-                }
-                Ok(())
-            });
-            let mut res = Ok(());
-            for chunk in read_rx {
-                let chunk = match chunk {
-                    Ok(c) => c,
-                    Err(e) => {
-                        res = Err(e);
-                        break;
-                    }
-                };
-                if let Some(h) = hasher.as_mut() {
-                    hash_chunk(h, &chunk);
-                }
-                if write_tx.send(chunk).is_err() {
-                    break;
-                }
-            }
-            drop(write_tx);
-            let written = writer
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("writer panicked")));
-            res.and(written)
-        })?;
-    }
-    if let Some(out) = out {
-        out.set_len(inode.size)?;
-    }
-    Ok(hasher.map(|h| h.finalize().into()))
-}
