@@ -390,7 +390,12 @@ mem_run() {
     done
     # Every file the daemons hold in the images' directory and the store, once each.
     read -r p1 _ _ < <(daemon_files "$DATA/" | "$PAGECACHE")
-    read -r p2 _ _ < <(daemon_files "$store/" | "$PAGECACHE")
+    # Objects: those the daemons hold (unpublished ones too) and every published one
+    # (a daemon keeps only so many open once their files are closed), each once.
+    read -r p2 _ _ < <({
+      daemon_files "$store/"
+      find "$store" -type f -print0
+    } | "$PAGECACHE")
     # Files a daemon served unshared because it ran out of file descriptors: their
     # pages are in the FUSE mount's own page cache (no passthrough for them).
     local list=$WORK/log/unshared emfile unpub objects obytes
@@ -474,7 +479,7 @@ if want memory; then
   out
   out "- unique content: $UNIQUE_N distinct fingerprints (non-empty files), $(mib "$UNIQUE_B") MiB ($(mib "$UNIQUE_P") MiB in whole 4 KiB pages); all ${#NAMES[@]} images hold $(mib "$ALL_B") MiB ($(mib "$ALL_P") MiB in pages), $(ratio "$ALL_B" "$UNIQUE_B")× the unique content"
   out "- ishare: \`ishare mount -o inode_share,domain_id=…\` (verify=on, passthrough), a fresh store per run; ishare-noverify: the same with verify=off (objects copied without hashing, existing objects used without hashing the image's copy); kernel: \`mount -t erofs -o loop,ro\`; caches dropped after mounting, then SHA-256 (\`openssl dgst -sha256\`) of every regular file through each mount in turn, checked against the source trees"
-  out "- accounted page cache: ishare: pages of the files the mount daemons hold open (store objects and images), each once; kernel: pages of the image files (the loop devices read them through the page cache), of the loop devices (metadata) and of every file of every mount. meminfo: growth of \`Cached:\` − \`Shmem:\` (tmpfs left out), which includes directories and whatever else runs on the machine"
+  out "- accounted page cache: ishare: pages of the images the mount daemons hold open and of the store objects (held open or published), each once; kernel: pages of the image files (the loop devices read them through the page cache), of the loop devices (metadata) and of every file of every mount. meminfo: growth of \`Cached:\` − \`Shmem:\` (tmpfs left out), which includes directories and whatever else runs on the machine"
   out "- load average before / after: $mem_load_before / $mem_load_after"
   out
   # Metadata blocks (inodes, xattrs, directories, inline tails) as the kernel read
