@@ -8,9 +8,10 @@ use std::sync::atomic::Ordering;
 
 use fuser::{BackingId, Config, MountOption, Session, SessionACL};
 use ishare_erofs::format::FEATURE_COMPAT_ISHARE_XATTRS;
-use ishare_erofs::{Image, OpenOptions};
+use ishare_erofs::{Image, ReadAt};
 use log::{info, warn};
 
+use crate::direct::DirectSource;
 use crate::fs::{ImageFs, PassthroughState};
 use crate::options::{MountOptions, Passthrough};
 use crate::share::Sharing;
@@ -87,6 +88,21 @@ fn absolute(p: &Path) -> io::Result<PathBuf> {
     std::path::absolute(p)
 }
 
+/// Opens the image and its extra devices as [`DirectSource`]s: the daemon's metadata
+/// reads bypass the page cache.
+fn open_image(image: &Path, devices: &[PathBuf]) -> io::Result<Image> {
+    let open = |p: &Path| -> io::Result<(Arc<str>, Box<dyn ReadAt>)> {
+        let src = DirectSource::open(p).map_err(|e| err(format!("{}: {e}", p.display())))?;
+        Ok((p.display().to_string().into(), Box::new(src)))
+    };
+    let (name, src) = open(image)?;
+    let devices = devices
+        .iter()
+        .map(|d| open(d))
+        .collect::<io::Result<Vec<_>>>()?;
+    Image::from_source(name, src, devices).map_err(|e| err(e.to_string()))
+}
+
 /// Raises the soft limit on open files to the hard one, as the kernel allows any
 /// process to: a mount holds a descriptor per object in use by its open files (and the
 /// kernel FUSE passthrough one per file opened through it), and systemd's default
@@ -116,7 +132,7 @@ pub fn mount(image: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result
         .iter()
         .map(|d| absolute(d))
         .collect::<io::Result<Vec<_>>>()?;
-    let img = Image::open_with(&image, &OpenOptions { devices }).map_err(|e| err(e.to_string()))?;
+    let img = open_image(&image, &devices)?;
     let shown = image.display().to_string();
     img.root().map_err(|e| err(e.to_string()))?;
 

@@ -182,6 +182,112 @@ impl DirectReader {
     }
 }
 
+/// Bytes per cached window of [`DirectSource`]: inodes, xattrs and directories
+/// cluster in the metadata area, so one read serves many lookups.
+const WINDOW: u64 = 128 << 10;
+
+/// Windows [`DirectSource`] keeps (2 MiB per image).
+const WINDOWS: usize = 16;
+
+/// An image file as the reader library sees it: metadata (and compressed or inline
+/// data) read with `O_DIRECT` through a few cached windows, so that a mount keeps its
+/// own small cache instead of page cache under every image: with file data shared,
+/// the images' metadata was most of what the mounts added (measured: 330 MiB for ten
+/// images, half as much as all their distinct content). FUSE caches attributes and
+/// entries; the windows serve the reader's bursts.
+pub struct DirectSource {
+    /// Buffered: the reader's [`ishare_erofs::ReadAt::as_file`], for [`DirectReader`],
+    /// and the fallback without `O_DIRECT`.
+    file: File,
+    direct: Option<(File, usize)>,
+    size: u64,
+    /// Most recently used last.
+    windows: Mutex<Vec<(u64, Arc<AlignedBuf>)>>,
+}
+
+impl std::fmt::Debug for DirectSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectSource").finish_non_exhaustive()
+    }
+}
+
+impl DirectSource {
+    /// Opens `path`.
+    pub fn open(path: &std::path::Path) -> io::Result<DirectSource> {
+        let file = File::open(path)?;
+        let size = file.metadata()?.len();
+        Ok(DirectSource {
+            direct: open_direct(&file).ok(),
+            file,
+            size,
+            windows: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The window starting at `start`, read if not cached.
+    fn window(&self, direct: &File, align: usize, start: u64) -> io::Result<Arc<AlignedBuf>> {
+        {
+            let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = w.iter().position(|(s, _)| *s == start) {
+                let hit = w.remove(i);
+                let buf = hit.1.clone();
+                w.push(hit);
+                return Ok(buf);
+            }
+        }
+        let len = WINDOW.min(self.size.saturating_sub(start)) as usize;
+        let mut buf = AlignedBuf::default();
+        read_direct(direct, align, start, len, &mut buf)?;
+        let buf = Arc::new(buf);
+        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if w.len() >= WINDOWS {
+            w.remove(0);
+        }
+        w.push((start, buf.clone()));
+        Ok(buf)
+    }
+}
+
+impl ishare_erofs::ReadAt for DirectSource {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.size)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        let Some((direct, align)) = &self.direct else {
+            FileExt::read_exact_at(&self.file, buf, offset)?;
+            drop_cache(&self.file, offset, buf.len() as u64);
+            return Ok(());
+        };
+        if buf.len() as u64 > WINDOW {
+            // Large reads (compressed clusters): past the windows.
+            let mut tmp = AlignedBuf::default();
+            read_direct(direct, *align, offset, buf.len(), &mut tmp)?;
+            buf.copy_from_slice(tmp.as_slice());
+            return Ok(());
+        }
+        let mut pos = offset;
+        while pos < end {
+            let start = pos / WINDOW * WINDOW;
+            let w = self.window(direct, *align, start)?;
+            let from = (pos - start) as usize;
+            let n = ((end - pos) as usize).min(w.as_slice().len() - from);
+            let at = (pos - offset) as usize;
+            buf[at..at + n].copy_from_slice(&w.as_slice()[from..from + n]);
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.size)
+    }
+
+    fn as_file(&self) -> Option<&File> {
+        Some(&self.file)
+    }
+}
+
 /// A new open file description of `f` (so flags and readahead state are its own).
 fn reopen(f: &File, flags: OFlags) -> io::Result<File> {
     let path = format!("/proc/self/fd/{}", f.as_raw_fd());
@@ -309,6 +415,41 @@ mod tests {
             let mut copied = vec![0u8; data.len() - 77];
             out.read_exact_at(&mut copied, 5).unwrap();
             assert!(copied == data[77..], "{dir:?}: copy differs");
+        }
+    }
+
+    /// The source returns the same bytes as the file for reads within, across and
+    /// beyond windows, refuses reads past the end, and caches nothing in the page
+    /// cache where O_DIRECT works.
+    #[test]
+    fn source_reads_like_the_file() {
+        use ishare_erofs::ReadAt;
+        let data = pattern(5 * WINDOW as usize + 777);
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.write_all(&data).unwrap();
+        tmp.as_file().sync_all().unwrap();
+        drop_cache(tmp.as_file(), 0, data.len() as u64);
+        let src = DirectSource::open(tmp.path()).unwrap();
+        assert_eq!(src.size().unwrap(), data.len() as u64);
+        let w = WINDOW as usize;
+        for (off, len) in [
+            (0, 1),
+            (100, 4096),
+            (w - 10, 20),
+            (w * 2 - 1, w + 2),
+            (3, 2 * w + 5),
+            (data.len() - 777, 777),
+            (data.len() - 1, 1),
+            (7, 0),
+        ] {
+            let mut buf = vec![0u8; len];
+            src.read_exact_at(&mut buf, off as u64).unwrap();
+            assert!(buf == data[off..off + len], "{off}+{len}");
+        }
+        let mut buf = vec![0u8; 2];
+        assert!(src.read_exact_at(&mut buf, data.len() as u64 - 1).is_err());
+        if src.direct.is_some() && cached(tmp.path()) != 0 {
+            panic!("the source left pages in the page cache");
         }
     }
 
