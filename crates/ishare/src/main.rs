@@ -8,7 +8,8 @@ mod mkfs;
 mod mount;
 mod store;
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -59,8 +60,62 @@ impl DeviceArgs {
     }
 }
 
+/// Called as `mount.fuse.ishare` or `mount.ishare` (a link to this program in
+/// `/sbin`), `mount -t fuse.ishare IMAGE DIR -o OPTIONS` runs us with mount(8)'s helper
+/// arguments, `SOURCE TARGET [-sfnv] [-o OPTIONS] [-t TYPE]`: the `ishare mount`
+/// command line they stand for; `None` when called under another name, or to do
+/// nothing (`-f`, fake).
+fn mount_helper_args(argv: Vec<OsString>) -> Option<Result<Vec<OsString>, String>> {
+    let name = Path::new(argv.first()?).file_name()?.to_str()?;
+    if name != "mount.fuse.ishare" && name != "mount.ishare" {
+        return None;
+    }
+    let mut out: Vec<OsString> = vec!["ishare".into(), "mount".into()];
+    let mut places = Vec::new();
+    let mut it = argv.into_iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("-o") => {
+                let Some(v) = it.next() else {
+                    return Some(Err("-o needs a value".into()));
+                };
+                // mount(8) adds `rw` unless told `ro`; the mount is read-only
+                // either way, as a kernel EROFS mount is.
+                let v = v.to_string_lossy();
+                let kept: Vec<&str> = v.split(',').filter(|o| *o != "rw").collect();
+                if !kept.is_empty() {
+                    out.extend(["-o".into(), kept.join(",").into()]);
+                }
+            }
+            // The type, already known; sloppy, no mtab, verbose: nothing to do.
+            Some("-t") => {
+                it.next();
+            }
+            Some("-s" | "-n" | "-v") => {}
+            Some("-f") => return Some(Ok(Vec::new())),
+            Some(o) if o.starts_with('-') => {
+                return Some(Err(format!("unknown mount helper option {o}")));
+            }
+            _ => places.push(a),
+        }
+    }
+    if places.len() != 2 {
+        return Some(Err("usage: mount.fuse.ishare IMAGE DIR [-o OPTIONS]".into()));
+    }
+    out.extend(places);
+    Some(Ok(out))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match mount_helper_args(std::env::args_os().collect()) {
+        None => Cli::parse(),
+        Some(Ok(args)) if args.is_empty() => return ExitCode::SUCCESS,
+        Some(Ok(args)) => Cli::parse_from(args),
+        Some(Err(e)) => {
+            eprintln!("mount.fuse.ishare: {e}");
+            return ExitCode::from(32); // mount(8)'s "mount failure"
+        }
+    };
     let res = match cli.cmd {
         Cmd::Dump(a) => dump::run(a),
         Cmd::Extract(a) => extract::run(a),

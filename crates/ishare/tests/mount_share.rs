@@ -829,6 +829,53 @@ fn assert_same_as_kernel(image: &Path, opts: &str) {
     assert_eq!(statfs_line(kernel.path()), statfs_line(ours.path()));
 }
 
+/// Linked as `mount.fuse.ishare`, the binary takes mount(8)'s helper arguments
+/// (`SOURCE TARGET -n -o rw,OPTIONS`, as `mount -t fuse.ishare` passes them; `rw` is
+/// dropped, the mount is read-only as a kernel EROFS mount is): the mount shares like
+/// `ishare mount`; `-f` (fake) does nothing; bad arguments exit 32.
+#[test]
+fn works_as_a_mount_helper() {
+    let _g = serial();
+    let p = pair(&[]);
+    let bin = tempfile::tempdir().unwrap();
+    let helper = bin.path().join("mount.fuse.ishare");
+    std::os::unix::fs::symlink(common::ishare_bin(), &helper).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = share_opts(store.path(), "d", "");
+    let fake = Command::new(&helper)
+        .arg(&p.img1)
+        .arg(dir.path())
+        .args(["-f", "-o", &opts])
+        .status()
+        .unwrap();
+    assert!(
+        fake.success() && !is_mounted(dir.path()),
+        "-f mounted or failed"
+    );
+    let bad = Command::new(&helper).arg(&p.img1).status().unwrap();
+    assert_eq!(bad.code(), Some(32));
+    run(Command::new(&helper).arg(&p.img1).arg(dir.path()).args([
+        "-n",
+        "-o",
+        &format!("rw,{opts}"),
+    ]));
+    assert!(is_mounted(dir.path()), "the helper did not mount");
+    let m = IshareMount {
+        dir,
+        child: None,
+        log: PathBuf::from("/nonexistent"),
+    };
+    check_big(&m, BIG1, &p.big_sum);
+    drop(m);
+    // The detached daemon publishes the object in the background.
+    let start = Instant::now();
+    while store_files(store.path()).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(20), "nothing shared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn metadata_equals_a_kernel_mount() {
     let _g = serial();
