@@ -152,7 +152,15 @@ impl DirectReader {
             // Whatever readahead brought in of the rest of the extent.
             drop_cache(&t.bulk, off, extent_end.saturating_sub(off));
             match read_direct(direct, *align, off, len, buf) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if end >= extent_end {
+                        // Readahead still in flight at the drop above (its pages were
+                        // locked, so the drop skipped them) has landed by now.
+                        let from = extent_end.saturating_sub(2 * BULK);
+                        drop_cache(&t.bulk, from, extent_end - from);
+                    }
+                    return Ok(());
+                }
                 // Alignment rules we did not meet (odd devices): buffered instead.
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {}
                 Err(e) => return Err(e),
