@@ -163,9 +163,26 @@ pub(crate) fn compress_all(pass: &Pass<'_>, nodes: &[(usize, u32, usize)]) -> Re
     let mut encoders: Vec<std::sync::Mutex<Option<Encoder>>> = Vec::new();
     encoders.resize_with((threads + 1) * nalg, || std::sync::Mutex::new(None));
     let max_pcluster = pass.cfg.max_pcluster();
-    let results: Vec<(usize, SegOut)> = work
+    // Largest work first: a 16 MiB segment takes a core for a good part of a second
+    // with the slower algorithms, and one met last leaves the other cores idle.
+    // (Results are put back in work order below, so the image does not change.)
+    let cost = |w: &Work| match *w {
+        Work::Segment { node, seg, .. } => {
+            (pass.tree.nodes[node].size - seg * SEGMENT_SIZE).min(SEGMENT_SIZE)
+        }
+        // Hashing is an order of magnitude faster than compressing.
+        Work::Hash { node } => pass.tree.nodes[node].size / 16,
+    };
+    let mut order: Vec<(u64, usize, Work)> = work
+        .into_iter()
+        .enumerate()
+        .map(|(i, w)| (cost(&w), i, w))
+        .collect();
+    order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let done: Vec<(usize, (usize, SegOut))> = order
         .into_par_iter()
-        .map(|w| match w {
+        .with_max_len(1)
+        .map(|(_, i, w)| match w {
             Work::Segment {
                 node,
                 seg,
@@ -180,20 +197,31 @@ pub(crate) fn compress_all(pass: &Pass<'_>, nodes: &[(usize, u32, usize)]) -> Re
                 }
                 let enc = guard.as_mut().expect("encoder");
                 let out = segment(pass, enc, node, seg, last, pcluster)?;
-                Ok((node, out))
+                Ok((i, (node, out)))
             }
             Work::Hash { node } => Ok((
-                node,
-                SegOut {
-                    extents: Vec::new(),
-                    piece: (0, 0),
-                    inline: None,
-                    fallback: 0,
-                    digest: Some(hash_file(pass, node)?),
-                },
+                i,
+                (
+                    node,
+                    SegOut {
+                        extents: Vec::new(),
+                        piece: (0, 0),
+                        inline: None,
+                        fallback: 0,
+                        digest: Some(hash_file(pass, node)?),
+                    },
+                ),
             )),
         })
         .collect::<Result<_>>()?;
+    let mut results: Vec<Option<(usize, SegOut)>> = Vec::new();
+    results.resize_with(done.len(), || None);
+    for (i, r) in done {
+        results[i] = Some(r);
+    }
+    let results = results
+        .into_iter()
+        .map(|r| r.expect("every work item done"));
 
     let mut files = Vec::with_capacity(nodes.len());
     let mut it = results.into_iter().peekable();
