@@ -679,6 +679,34 @@ fn same_fingerprint_with_another_size_is_not_shared() {
     );
 }
 
+/// As the kernel: an image without `COMPAT_ISHARE_XATTRS` mounts with `inode_share`,
+/// unshared, and says so; nothing goes into the store.
+#[test]
+fn an_image_without_fingerprints_mounts_unshared_with_a_notice() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let data = pseudo_random(300 << 10, 30);
+    write(&src, "f", &data);
+    let image = dir.path().join("plain.erofs");
+    ishare_mkfs(&image, &src, &["--no-xattr-inode-digest"]);
+    let store = tempfile::tempdir().unwrap();
+    // In the foreground, so that the notice, logged while mounting, lands in the log.
+    let m = IshareMount::foreground(&image, &share_opts(store.path(), "d", ""));
+    assert_eq!(fs::read(m.path().join("f")).unwrap(), data);
+    let log = m.log_text();
+    assert!(
+        log.contains("ishare xattrs not found; turning off inode_share"),
+        "no notice:\n{log}"
+    );
+    assert!(
+        log.contains("unshared (the image has no fingerprints)"),
+        "{log}"
+    );
+    drop(m);
+    assert!(store_files(store.path()).is_empty());
+}
+
 /// Regular files under `dir`, recursively, excluding the passthrough probe and lock files.
 fn store_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
