@@ -192,10 +192,13 @@ impl DirectReader {
 
 /// Bytes per cached window of [`DirectSource`]: inodes, xattrs and directories
 /// cluster in the metadata area, so one read serves many lookups.
-const WINDOW: u64 = 128 << 10;
+const WINDOW: u64 = 256 << 10;
 
-/// Windows [`DirectSource`] keeps (2 MiB per image).
-const WINDOWS: usize = 16;
+/// Windows [`DirectSource`] keeps (8 MiB per image). A walk of the whole tree (`find`)
+/// goes depth first over an image laid out breadth first; with 16 windows of 128 KiB
+/// it read the 15 MiB metadata area of minbase 5 times over and took twice as long
+/// (measured: 573 reads and 0.17 s, against 58 reads and 0.08 s; the kernel 0.07 s).
+const WINDOWS: usize = 32;
 
 /// An image file as the reader library sees it: metadata (and compressed or inline
 /// data) read with `O_DIRECT` through a few cached windows, so that a mount keeps its
