@@ -143,10 +143,10 @@ fn search(
             Some(n) if n <= cap => {
                 dst[..n].copy_from_slice(&scratch[..n]);
                 (lo, lo_size) = (m, n);
-                // Done when everything fits or the pcluster is within 1/64 of full:
+                // Done when everything fits or the pcluster is within 1/32 of full:
                 // each further probe compresses the whole input again for at most
-                // that much gain.
-                if hi <= lo + 1 || n + cap / 64 >= cap {
+                // that much gain (1/64 measured 5% more CPU for 0.3% smaller images).
+                if hi <= lo + 1 || n + cap / 32 >= cap {
                     break;
                 }
                 m = (cap as u128 * m as u128 / n.max(1) as u128) as usize;
