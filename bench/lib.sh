@@ -39,33 +39,9 @@ bench_build() {
   die "cargo build failed (set SKIP_BUILD=1 or ISHARE_BIN to time an existing binary)"
 }
 
-# bootstrap_rootfs DIR [DEBOOTSTRAP_OPTION...]: `debootstrap --variant=minbase
-# [options] bookworm DIR` from the mirror in /etc/apt/sources.list.d/debian.sources,
-# once: DIR is a cache. The options are recorded in DIR.options; a DIR made with
-# other options is bootstrapped again. Apt's downloaded archives are removed.
-bootstrap_rootfs() {
-  local dir=$1 mirror
-  shift
-  local options="--variant=minbase${*:+ $*}"
-  if [ -d "$dir" ]; then
-    # A rootfs from before the options were recorded is the plain minbase one.
-    if [ ! -e "$dir.options" ] && [ "$options" = --variant=minbase ]; then return 0; fi
-    if [ "$(cat "$dir.options" 2>/dev/null)" = "$options" ]; then return 0; fi
-    log "$dir was bootstrapped with other options: bootstrapping it again"
-    rm -rf "$dir"
-  fi
-  mirror=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
-  log "debootstrap $options bookworm from $mirror (cached in $dir)"
-  mkdir -p "$(dirname "$dir")"
-  rm -rf "$dir.tmp"
-  # shellcheck disable=SC2086 # the options are words
-  debootstrap $options bookworm "$dir.tmp" "$mirror" >"$dir.log" 2>&1 ||
-    die "debootstrap failed, see $dir.log"
-  # Drop apt's downloaded archives: they are not part of an installed system.
-  rm -f "$dir.tmp"/var/cache/apt/archives/*.deb
-  echo "$options" >"$dir.options"
-  mv "$dir.tmp" "$dir"
-}
+# bootstrap_rootfs DIR [DEBOOTSTRAP_OPTION...] (shared with scripts/install-deps.sh).
+# shellcheck source=scripts/rootfs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/rootfs.sh"
 
 # median: the median of the numbers on stdin, one a line.
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian bookworm machine:
 # Debian packages, and erofs-utils 1.9.4 built from Debian sid's source package
-# (bookworm only has 1.5, which lacks --xattr-inode-digest). The 1.9.4 build is
-# cached outside the repository, in $ISHARE_CACHE (default /var/cache/ishare).
+# (bookworm only has 1.5, which lacks --xattr-inode-digest), and a Debian bookworm
+# minbase root filesystem (debootstrap). The 1.9.4 build and the tree are cached
+# outside the repository, in $ISHARE_CACHE (default /var/cache/ishare).
 set -euo pipefail
 
 CACHE=${ISHARE_CACHE:-/var/cache/ishare}
@@ -47,6 +48,14 @@ if [ ! -x "$EU_DIR/bin/mkfs.erofs" ]; then
   )
   rm -rf "$work"
 fi
+# --- minbase tree (crates/ishare/tests/minbase_compressed.rs) ---------------------------
+# A Debian bookworm minbase root filesystem, bootstrapped once (debootstrap is in the package
+# list above) into the benchmarks' cache with bench/lib.sh's conventions (DIR.options), so
+# the benchmarks and that test use the same tree.
+# shellcheck source=scripts/rootfs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/rootfs.sh"
+bootstrap_rootfs "$CACHE/bench/rootfs-bookworm-minbase"
+# --- end of minbase tree -----------------------------------------------------------------
 # --- VM tests (crates/ishare/tests/kernel_share.rs) ------------------------------------
 # Debian sid's Linux 7.2 (cloud-amd64): vmlinuz, config, erofs.ko and loop.ko, fetched once
 # into $CACHE/linux-7.2 by scripts/vm/fetch-linux.sh (idempotent; needs the sid suite set up
