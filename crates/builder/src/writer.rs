@@ -96,7 +96,9 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
     let prefix_table = prefixes.serialize();
     // With fragments the table is the start of the packed inode's data, as
     // mkfs.erofs stores it; otherwise plain bytes before the metadata.
-    let frags = opts.compression.as_ref().is_some_and(|c| c.fragments);
+    let frags = opts.compression.as_ref().is_some_and(|c| c.fragments)
+        && !opts.plain_xattr_prefixes
+        && !prefix_table.is_empty();
     let plain_prefixes = if frags { &[][..] } else { &prefix_table[..] };
     let meta_start = prefix_off + plain_prefixes.len() as u64;
     let real_nodes = tree.nodes.len();
@@ -108,7 +110,8 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         Some(cfg) => {
             let spill = Spill::new(dir)?;
             let mut z = compress_files(&tree, cfg, opts, &spill, prefixes.fingerprint.is_some())?;
-            let packed = merge(&tree, &mut z, cfg, &spill, &prefix_table, dir, bs)?;
+            let in_packed = if frags { &prefix_table[..] } else { &[][..] };
+            let packed = merge(&tree, &mut z, cfg, &spill, in_packed, dir, bs)?;
             (z, Some(spill), packed)
         }
         None => (vec![None; tree.nodes.len()], None, None),

@@ -313,8 +313,7 @@ fn extended_options(o: &mut BuildOptions, z: &mut ZFlags, arg: &str) -> Result<(
             "force-inode-blockmap" => o.chunk_indexes = clear,
             "xattr-name-filter" => o.xattr_name_filter = !clear,
             "nosbcrc" => o.sb_checksum = clear,
-            // The prefix table is always stored as plain bytes here.
-            "plain-xattr-prefixes" => {}
+            "plain-xattr-prefixes" => o.plain_xattr_prefixes = !clear,
             "ztailpacking" => z.ztailpacking = !clear,
             "legacy-compress" => z.legacy_compress = !clear,
             "fragments" => {

@@ -117,7 +117,7 @@ impl Dedupe {
     /// Looks for the nearest position in `start..=head` (of `input`) where an indexed
     /// extent's data starts and runs on past `head`.
     pub(crate) fn find(
-        &self,
+        &mut self,
         tree: &Tree,
         alg: usize,
         input: &[u8],
@@ -133,37 +133,58 @@ impl Dedupe {
         if cur < start {
             return Ok(None);
         }
+        // Indexed data read back in this call (runs of equal windows hit the same
+        // items again and again).
+        let mut cache: HashMap<u32, Vec<u8>> = HashMap::new();
+        let mut cached = 0usize;
         let mut h = rolling(&input[cur..cur + w]);
         loop {
             let b = Self::bit(h);
             if self.filter[b / 64] & (1 << (b % 64)) != 0
                 && let Some(ids) = self.buckets.get(&h)
             {
-                let window = &input[cur..cur + w];
-                let wh = xxhash_rust::xxh3::xxh3_64(window);
-                let hit = ids
-                    .iter()
-                    .map(|&i| &self.items[i as usize])
-                    .find(|(_, x, _)| *x == wh);
-                if let Some(&(_, _, item)) = hit
-                    && (!item.compressed || item.alg == alg)
-                {
-                    let n = (item.len as usize).min(end - cur);
-                    let mut theirs = vec![0u8; n];
-                    let size = tree.nodes[item.node].size;
-                    Source::open(tree, item.node)?.read_exact_at(&mut theirs, item.lstart, size)?;
-                    let same = theirs
-                        .iter()
-                        .zip(&input[cur..cur + n])
-                        .take_while(|(a, b)| a == b)
-                        .count();
-                    if same >= w && same > head - cur {
-                        return Ok(Some(Match {
-                            cur,
-                            len: same,
-                            item,
-                        }));
+                for &id in ids {
+                    let (_, _, item) = self.items[id as usize];
+                    if item.compressed && item.alg != alg {
+                        continue;
                     }
+                    if !cache.contains_key(&id) {
+                        if cached > CACHE_BYTES {
+                            cache.clear();
+                            cached = 0;
+                        }
+                        let mut data = vec![0u8; item.len as usize];
+                        let size = tree.nodes[item.node].size;
+                        Source::open(tree, item.node)?.read_exact_at(
+                            &mut data,
+                            item.lstart,
+                            size,
+                        )?;
+                        cached += data.len();
+                        cache.insert(id, data);
+                    }
+                    let theirs = &cache[&id];
+                    // It must cover `head` too: first the byte there, then the
+                    // window, then backwards from `head`, so that in long runs of
+                    // equal data a difference just before `head` is seen at once.
+                    let need = head - cur + 1;
+                    let n = theirs.len().min(end - cur);
+                    if need > n || theirs[need - 1] != input[head] {
+                        break;
+                    }
+                    if theirs[..w] != input[cur..cur + w] {
+                        continue;
+                    }
+                    let from = w.min(need);
+                    if !same_backwards(&theirs[from..need], &input[cur + from..cur + need]) {
+                        break;
+                    }
+                    let more = common_prefix(&theirs[need..n], &input[cur + need..cur + n]);
+                    return Ok(Some(Match {
+                        cur,
+                        len: need + more,
+                        item,
+                    }));
                 }
             }
             if cur == start {
@@ -175,6 +196,36 @@ impl Dedupe {
             cur -= 1;
         }
     }
+}
+
+/// Indexed data kept in memory by one lookup before it starts over.
+const CACHE_BYTES: usize = 64 << 20;
+
+/// Whether `a == b`, comparing from the end in 64-byte steps.
+fn same_backwards(a: &[u8], b: &[u8]) -> bool {
+    debug_assert_eq!(a.len(), b.len());
+    let mut end = a.len();
+    while end > 0 {
+        let s = end.saturating_sub(64);
+        if a[s..end] != b[s..end] {
+            return false;
+        }
+        end = s;
+    }
+    true
+}
+
+/// Length of the common prefix of `a` and `b`.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 64 <= n && a[i..i + 64] == b[i..i + 64] {
+        i += 64;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
 }
 
 #[cfg(test)]

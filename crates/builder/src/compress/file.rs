@@ -560,7 +560,19 @@ fn segment(
             break;
         }
         let take = rem.min(max_extent);
-        let (used, n) = enc.dest_size(&input[head..head + take], &mut dst)?;
+        let (mut used, mut n) = enc.dest_size(&input[head..head + take], &mut dst)?;
+        if tailpack && used == rem && n > bs && n % bs != 0 && n.next_multiple_of(bs) < used {
+            // The last extent ends in a partly filled block: if a block less holds
+            // most of it and the rest is smaller than what that saves, the rest can
+            // go inline (mkfs.erofs's recompression of the trailing extent).
+            let first = dst[..n].to_vec();
+            let (u2, n2) = enc.dest_size(&input[head..head + take], &mut dst[..n / bs * bs])?;
+            if u2 > 0 && n2 > 0 && n2 + (used - u2) < n.next_multiple_of(bs) {
+                (used, n) = (u2, n2);
+            } else {
+                dst[..n].copy_from_slice(&first);
+            }
+        }
         if frag && used == rem && n < pcluster {
             // The rest compresses into less than a pcluster: a fragment.
             tail = Some(head);
