@@ -90,6 +90,8 @@ pub(crate) struct Frag {
     pub spill: Option<u64>,
     /// Byte offset in the packed inode's data, set by the merge.
     pub offset: u64,
+    /// It is the end of node `suffix_of`'s fragment (found before compressing).
+    pub suffix_of: Option<usize>,
 }
 
 /// A file, compressed.
@@ -307,6 +309,7 @@ pub(crate) fn compress_all(pass: &Pass<'_>, nodes: &[(usize, u32, usize)]) -> Re
                     pcluster,
                     alg,
                     blk_base: 0,
+                    matched: None,
                 };
                 Ok((node, segment(pass, enc, &seg, None)?))
             }
@@ -347,6 +350,7 @@ pub(crate) fn compress_dedupe(
                 pcluster,
                 alg,
                 blk_base,
+                matched: None,
             };
             let r = segment(pass, enc, &s, Some(&mut dd))?;
             for e in &r.extents {
@@ -390,11 +394,187 @@ pub(crate) fn whole_fragment(pass: &Pass<'_>, node: usize, alg: usize) -> Result
             len: size,
             spill: None,
             offset: 0,
+            suffix_of: None,
         }),
         digest,
         algorithm: alg,
         ..ZFile::default()
     })
+}
+
+/// `-E all-fragments`: every file goes whole into the packed inode, except that, as
+/// in mkfs.erofs, a file whose end equals the end of an earlier one's fragment (the
+/// longest such match, up to 256 KiB) is compressed up to there and keeps only that
+/// end as its fragment (or, if the match is the whole file, is that end). Files are
+/// grouped by a hash of their last 64 bytes (only files in one group can match);
+/// groups are processed in parallel, each in node order.
+pub(crate) fn compress_all_fragments(
+    pass: &Pass<'_>,
+    nodes: &[(usize, u32, usize)],
+) -> Result<Vec<ZFile>> {
+    let tofh: Vec<Option<u64>> = nodes
+        .par_iter()
+        .map(|&(node, ..)| {
+            let size = pass.tree.nodes[node].size;
+            if size <= TAIL_HASH_LEN {
+                return Ok(None);
+            }
+            let mut b = [0u8; TAIL_HASH_LEN as usize];
+            Source::open(pass.tree, node)?.read_exact_at(&mut b, size - TAIL_HASH_LEN, size)?;
+            Ok(Some(xxhash_rust::xxh3::xxh3_64(&b)))
+        })
+        .collect::<Result<_>>()?;
+    let mut groups: std::collections::HashMap<u64, Vec<usize>> = Default::default();
+    for (k, h) in tofh.iter().enumerate() {
+        if let Some(h) = h {
+            groups.entry(*h).or_default().push(k);
+        }
+    }
+    let mut jobs: Vec<Vec<usize>> = Vec::new();
+    for (k, h) in tofh.iter().enumerate() {
+        match h.and_then(|h| groups.get(&h)) {
+            Some(g) if g[0] == k => jobs.push(g.clone()),
+            Some(_) => {}
+            None => jobs.push(vec![k]),
+        }
+    }
+    let results: Vec<Vec<(usize, ZFile)>> = jobs
+        .into_par_iter()
+        .map(|members| fragment_group(pass, nodes, &members))
+        .collect::<Result<_>>()?;
+    let mut all: Vec<(usize, ZFile)> = results.into_iter().flatten().collect();
+    all.sort_by_key(|(k, _)| *k);
+    Ok(all.into_iter().map(|(_, z)| z).collect())
+}
+
+/// Bytes of a fragment's end kept to match later files against (mkfs.erofs's).
+const MATCH_KEEP: u64 = 256 << 10;
+/// Fragments match only when their last this many bytes are equal.
+const TAIL_HASH_LEN: u64 = 64;
+
+fn fragment_group(
+    pass: &Pass<'_>,
+    nodes: &[(usize, u32, usize)],
+    members: &[usize],
+) -> Result<Vec<(usize, ZFile)>> {
+    let mut out = Vec::with_capacity(members.len());
+    // Earlier fragments of the group: their node, last bytes, and where they are in
+    // their file (start, length).
+    let mut cands: Vec<(usize, Vec<u8>, u64, u64)> = Vec::new();
+    let mut encoders: Vec<Option<Encoder>> = Vec::new();
+    encoders.resize_with(pass.cfg.algorithms.len(), || None);
+    for &k in members {
+        let (node, pcluster, alg) = nodes[k];
+        if members.len() == 1 {
+            out.push((k, whole_fragment(pass, node, alg)?));
+            continue;
+        }
+        let size = pass.tree.nodes[node].size;
+        let keep = size.min(MATCH_KEEP);
+        let mut end = vec![0u8; keep as usize];
+        Source::open(pass.tree, node)?.read_exact_at(&mut end, size - keep, size)?;
+        let mut best = (0u64, 0usize);
+        for (cn, cd, cstart, clen) in &cands {
+            let mut l = end
+                .iter()
+                .rev()
+                .zip(cd.iter().rev())
+                .take_while(|(a, b)| a == b)
+                .count() as u64;
+            if l == keep.min(cd.len() as u64) && l < size.min(*clen) {
+                // All in memory matched: go on comparing the files themselves.
+                l = longer_match(pass, (node, 0, size), (*cn, *cstart, *clen), l)?;
+            }
+            if l > best.0 {
+                best = (l, *cn);
+            }
+        }
+        let (m, mnode) = best;
+        if m == 0 {
+            out.push((k, whole_fragment(pass, node, alg)?));
+            cands.push((node, end, 0, size));
+            continue;
+        }
+        if m >= size {
+            let mut z = whole_fragment(pass, node, alg)?;
+            if let Some(f) = z.frag.as_mut() {
+                f.suffix_of = Some(mnode);
+            }
+            out.push((k, z));
+            continue;
+        }
+        if encoders[alg].is_none() {
+            encoders[alg] = Some(Encoder::new(
+                &pass.cfg.algorithms[alg],
+                pass.cfg.max_pcluster(),
+            )?);
+        }
+        let enc = encoders[alg].as_mut().expect("encoder");
+        let segs = size.div_ceil(SEGMENT_SIZE).max(1);
+        let mut results = Vec::with_capacity(segs as usize + 1);
+        for seg in 0..segs {
+            let last = seg + 1 == segs;
+            let s = Seg {
+                node,
+                seg,
+                last,
+                pcluster,
+                alg,
+                blk_base: 0,
+                matched: last.then_some((m.min(SEGMENT_SIZE) as usize, mnode)),
+            };
+            results.push((node, segment(pass, enc, &s, None)?));
+        }
+        if segs > 1 && pass.hash {
+            results.push((node, SegOut::digest(hash_file(pass, node)?)));
+        }
+        let z = assemble(&[(node, pcluster, alg)], results)
+            .pop()
+            .expect("one file");
+        if let Some(f) = &z.frag
+            && f.suffix_of.is_none()
+            && f.len > TAIL_HASH_LEN
+        {
+            let n = f.len.min(keep) as usize;
+            cands.push((node, end[end.len() - n..].to_vec(), f.lstart, f.len));
+        }
+        out.push((k, z));
+    }
+    Ok(out)
+}
+
+/// How far back from their ends `a` (node, fragment start, fragment length) and `b`
+/// stay equal, given that their last `known` bytes are.
+fn longer_match(
+    pass: &Pass<'_>,
+    a: (usize, u64, u64),
+    b: (usize, u64, u64),
+    known: u64,
+) -> Result<u64> {
+    const STEP: u64 = 64 << 10;
+    let sa = Source::open(pass.tree, a.0)?;
+    let sb = Source::open(pass.tree, b.0)?;
+    let (size_a, size_b) = (pass.tree.nodes[a.0].size, pass.tree.nodes[b.0].size);
+    let max = a.2.min(b.2);
+    let mut l = known;
+    let mut x = vec![0u8; STEP as usize];
+    let mut y = vec![0u8; STEP as usize];
+    while l < max {
+        let n = (max - l).min(STEP) as usize;
+        sa.read_exact_at(&mut x[..n], a.1 + a.2 - l - n as u64, size_a)?;
+        sb.read_exact_at(&mut y[..n], b.1 + b.2 - l - n as u64, size_b)?;
+        let same = x[..n]
+            .iter()
+            .rev()
+            .zip(y[..n].iter().rev())
+            .take_while(|(p, q)| p == q)
+            .count();
+        l += same as u64;
+        if same < n {
+            break;
+        }
+    }
+    Ok(l)
 }
 
 fn hash_file(pass: &Pass<'_>, node: usize) -> Result<[u8; 32]> {
@@ -421,6 +601,8 @@ struct Seg {
     alg: usize,
     /// Own blocks of the file's earlier segments (dedupe index addresses).
     blk_base: u32,
+    /// Last segment: its last `matched.0` bytes end node `matched.1`'s fragment.
+    matched: Option<(usize, usize)>,
 }
 
 /// Output of a segment being built: encoded blocks and the extents over them.
@@ -531,36 +713,55 @@ fn segment(
     let mut deduped = false;
     // Own blocks so far (dedupe index addresses).
     let mut own_blocks = s.blk_base;
+    // With a matched end (mkfs.erofs's deduplicated fragment), the data before it is
+    // compressed first; its last piece is then compressed together with the matched
+    // bytes into a pcluster sized to it, until what is left lies within the match
+    // (it becomes the end of that fragment) or fits a pcluster (a new fragment).
+    let (matched, matched_node) = s.matched.filter(|_| frag).unwrap_or((0, 0));
+    let mut fixing = false;
+    let mut limit = len - matched.min(len);
+    let mut pc = pcluster;
+    let mut shared = false;
     let mut head = 0usize;
     while head < len {
+        if head >= limit {
+            // The data before the match ended on a pcluster boundary.
+            tail = Some(head);
+            shared = true;
+            break;
+        }
         if let Some(dd) = dd.as_deref_mut() {
             head = dedupe_at(
                 pass,
                 dd,
                 s.alg,
-                &input,
+                &input[..limit],
                 head,
                 start,
                 &mut b.extents,
                 &mut deduped,
             )?;
-            if head >= len {
-                break;
+            if head >= limit {
+                continue;
             }
         }
-        let rem = len - head;
+        let rem = limit - head;
         let lstart = start + head as u64;
-        if frag && rem <= pcluster {
+        if frag && rem <= pc {
+            if matched > 0 && !fixing {
+                (pc, fixing, limit) = (rem.next_multiple_of(bs), true, len);
+                continue;
+            }
             tail = Some(head);
             break;
         }
         // Under a block and no ztailpacking: compressing cannot save a block.
         if rem <= bs && !tailpack {
-            b.raw(&input[head..], lstart);
+            b.raw(&input[head..limit], lstart);
             break;
         }
         let take = rem.min(max_extent);
-        let (mut used, mut n) = enc.dest_size(&input[head..head + take], &mut dst)?;
+        let (mut used, mut n) = enc.dest_size(&input[head..head + take], &mut dst[..pc])?;
         if tailpack && used == rem && n > bs && n % bs != 0 && n.next_multiple_of(bs) < used {
             // The last extent ends in a partly filled block: if a block less holds
             // most of it and the rest is smaller than what that saves, the rest can
@@ -573,10 +774,16 @@ fn segment(
                 dst[..n].copy_from_slice(&first);
             }
         }
-        if frag && used == rem && n < pcluster {
-            // The rest compresses into less than a pcluster: a fragment.
-            tail = Some(head);
-            break;
+        if frag && used == rem && n < pc {
+            if matched > 0 && !fixing && n % bs != 0 {
+                (pc, fixing, limit) = (n.next_multiple_of(bs), true, len);
+                continue;
+            }
+            if matched == 0 || fixing {
+                // The rest compresses into less than a pcluster: a fragment.
+                tail = Some(head);
+                break;
+            }
         }
         let is_tail = tailpack && used == rem;
         if is_tail && n < bs && n < used {
@@ -609,14 +816,15 @@ fn segment(
             }
             // As many blocks as the attempt covered (up to a pcluster), so data
             // that does not compress is not tried again block by block; one with
-            // dedupe, which looks for a match before every block.
-            let nblk = if dd.is_some() {
+            // dedupe, which looks for a match before every block, or while fitting
+            // the data before a matched end.
+            let nblk = if dd.is_some() || fixing {
                 1
             } else {
-                (used.min(pcluster).min(rem) / bs).max(1)
+                (used.min(pc).min(rem) / bs).max(1)
             };
             for _ in 0..nblk {
-                let k = (len - head).min(bs);
+                let k = (limit - head).min(bs);
                 if k == 0 {
                     break;
                 }
@@ -635,31 +843,48 @@ fn segment(
                 own_blocks = own_blocks.wrapping_add(1);
                 head += k;
             }
-            continue;
+        } else {
+            b.compressed(&dst[..n], lstart, used);
+            if let Some(dd) = dd.as_deref_mut() {
+                index(
+                    dd,
+                    s,
+                    &input[head..head + used],
+                    lstart,
+                    b.extents.last(),
+                    own_blocks,
+                );
+            }
+            own_blocks = own_blocks.wrapping_add(b.extents.last().map_or(0, |e| e.blocks));
+            head += used;
         }
-        b.compressed(&dst[..n], lstart, used);
-        if let Some(dd) = dd.as_deref_mut() {
-            index(
-                dd,
-                s,
-                &input[head..head + used],
-                lstart,
-                b.extents.last(),
-                own_blocks,
-            );
+        if fixing {
+            let left = len - head;
+            if left <= matched {
+                tail = Some(head);
+                shared = true;
+                break;
+            }
+            pc = pcluster.min((left - matched).next_multiple_of(bs));
         }
-        own_blocks = own_blocks.wrapping_add(b.extents.last().map_or(0, |e| e.blocks));
-        head += used;
     }
     if let Some(p) = pass.progress {
         p.advance(len as u64);
     }
     let frag = match tail {
+        Some(h) if shared => Some(Frag {
+            lstart: start + h as u64,
+            len: (len - h) as u64,
+            spill: None,
+            offset: 0,
+            suffix_of: Some(matched_node),
+        }),
         Some(h) => Some(Frag {
             lstart: start + h as u64,
             len: (len - h) as u64,
             spill: Some(pass.spill.put(&input[h..])?),
             offset: 0,
+            suffix_of: None,
         }),
         None => None,
     };

@@ -123,6 +123,8 @@ pub(crate) fn merge(
     let mut seen: HashMap<Key, Vec<(usize, u32, u64)>> = HashMap::new();
     let mut a = Vec::new();
     let mut b = Vec::new();
+    // Where each node's fragment ends in the packed inode, once placed.
+    let mut frag_end: Vec<Option<u64>> = vec![None; zfiles.len()];
     for (node, slot) in zfiles.iter_mut().enumerate() {
         let Some(z) = slot.as_mut() else { continue };
         if share_pclusters && z.inline.is_none() {
@@ -163,7 +165,17 @@ pub(crate) fn merge(
             }
         }
         if let Some(f) = z.frag.as_mut() {
-            f.offset = place(&mut pk, tree, node, f, spill)?;
+            // Its end may have been matched with an earlier fragment's before
+            // compressing.
+            let matched = f
+                .suffix_of
+                .and_then(|o| frag_end.get(o).copied().flatten())
+                .and_then(|end| end.checked_sub(f.len));
+            f.offset = match matched {
+                Some(off) => off,
+                None => place(&mut pk, tree, node, f, spill)?,
+            };
+            frag_end[node] = Some(f.offset + f.len);
         }
     }
     if pk.len == 0 {

@@ -139,11 +139,10 @@ pub(crate) fn compress_files(
         pcluster_hashes: cfg.fragments && !cfg.dedupe,
     };
     let files: Vec<Option<ZFile>> = if cfg.all_fragments {
-        use rayon::prelude::*;
-        nodes
-            .par_iter()
-            .map(|&(i, _, alg)| file::whole_fragment(&pass, i, alg).map(Some))
-            .collect::<Result<_>>()?
+        file::compress_all_fragments(&pass, &nodes)?
+            .into_iter()
+            .map(Some)
+            .collect()
     } else if cfg.dedupe {
         file::compress_dedupe(&pass, &nodes)?
     } else {
