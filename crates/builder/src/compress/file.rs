@@ -17,6 +17,11 @@
 //! less than one) is not compressed here: it becomes the file's tail fragment, kept
 //! in the spill file until the merge (`frag`) puts it in the packed inode.
 //!
+//! With all-fragments, files go whole into the packed inode; those whose end equals
+//! the end of an earlier one's fragment are compressed up to a pcluster boundary
+//! within the matched part and keep only the rest as their fragment (see
+//! [`compress_all_fragments`]).
+//!
 //! With dedupe, files are compressed one after another in node order: before each
 //! new extent, the data ahead is looked up among the starts of every extent written
 //! so far (`dedupe`), and a match becomes an extent that reuses that pcluster.
