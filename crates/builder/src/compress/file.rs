@@ -208,6 +208,10 @@ enum Work {
     Hash {
         node: usize,
     },
+    /// Files (by index in the node list) ending with the same 64 bytes.
+    Group {
+        members: Vec<usize>,
+    },
 }
 
 struct SegOut {
@@ -283,15 +287,46 @@ fn assemble(nodes: &[(usize, u32, usize)], results: Vec<(usize, SegOut)>) -> Vec
 
 /// Compresses the regular files `nodes` (node, pcluster size, algorithm index) on
 /// all workers; returns their results in the same order.
+///
+/// With fragments, files whose last 64 bytes are the same are compressed one after
+/// another in node order (different such groups in parallel), each after looking for
+/// the longest end it shares with an earlier one's fragment, as mkfs.erofs does
+/// (its workers serialize files by the same hash).
 pub(crate) fn compress_all(pass: &Pass<'_>, nodes: &[(usize, u32, usize)]) -> Result<Vec<ZFile>> {
-    let work = work_list(pass, nodes);
+    let groups = if pass.fragments {
+        end_groups(pass, nodes)?
+    } else {
+        Vec::new()
+    };
+    let mut grouped = vec![false; nodes.len()];
+    for g in &groups {
+        for &k in g {
+            grouped[k] = true;
+        }
+    }
+    let singles: Vec<(usize, u32, usize)> = nodes
+        .iter()
+        .zip(&grouped)
+        .filter(|(_, g)| !**g)
+        .map(|(n, _)| *n)
+        .collect();
+    let mut work = work_list(pass, &singles);
+    work.extend(groups.into_iter().map(|members| Work::Group { members }));
     let threads = rayon::current_num_threads();
     let nalg = pass.cfg.algorithms.len();
     // One encoder per worker thread and algorithm, created on first use.
     let mut encoders: Vec<std::sync::Mutex<Option<Encoder>>> = Vec::new();
     encoders.resize_with((threads + 1) * nalg, || std::sync::Mutex::new(None));
     let max_pcluster = pass.cfg.max_pcluster();
-    let results: Vec<(usize, SegOut)> = work
+    let with_encoder = |alg: usize, f: &mut dyn FnMut(&mut Encoder) -> Result<()>| {
+        let slot = rayon::current_thread_index().unwrap_or(threads) * nalg + alg;
+        let mut guard = encoders[slot].lock().expect("encoder lock");
+        if guard.is_none() {
+            *guard = Some(Encoder::new(&pass.cfg.algorithms[alg], max_pcluster)?);
+        }
+        f(guard.as_mut().expect("encoder"))
+    };
+    let results: Vec<Out> = work
         .into_par_iter()
         .map(|w| match w {
             Work::Segment {
@@ -301,12 +336,6 @@ pub(crate) fn compress_all(pass: &Pass<'_>, nodes: &[(usize, u32, usize)]) -> Re
                 pcluster,
                 alg,
             } => {
-                let slot = rayon::current_thread_index().unwrap_or(threads) * nalg + alg;
-                let mut guard = encoders[slot].lock().expect("encoder lock");
-                if guard.is_none() {
-                    *guard = Some(Encoder::new(&pass.cfg.algorithms[alg], max_pcluster)?);
-                }
-                let enc = guard.as_mut().expect("encoder");
                 let seg = Seg {
                     node,
                     seg,
@@ -316,17 +345,52 @@ pub(crate) fn compress_all(pass: &Pass<'_>, nodes: &[(usize, u32, usize)]) -> Re
                     blk_base: 0,
                     matched: None,
                 };
-                Ok((node, segment(pass, enc, &seg, None)?))
+                let mut out = None;
+                with_encoder(alg, &mut |enc| {
+                    out = Some(segment(pass, enc, &seg, None)?);
+                    Ok(())
+                })?;
+                Ok(Out::Seg(node, out.expect("compressed")))
             }
-            Work::Hash { node } => Ok((node, SegOut::digest(hash_file(pass, node)?))),
+            Work::Hash { node } => Ok(Out::Seg(node, SegOut::digest(hash_file(pass, node)?))),
+            Work::Group { members } => Ok(Out::Files(fragment_group(
+                pass,
+                nodes,
+                &members,
+                &with_encoder,
+            )?)),
         })
         .collect::<Result<_>>()?;
-    Ok(assemble(nodes, results))
+    let mut segs = Vec::new();
+    let mut files: Vec<Option<ZFile>> = vec![None; nodes.len()];
+    for r in results {
+        match r {
+            Out::Seg(node, s) => segs.push((node, s)),
+            Out::Files(v) => {
+                for (k, z) in v {
+                    files[k] = Some(z);
+                }
+            }
+        }
+    }
+    let mut singles = assemble(&singles, segs).into_iter();
+    Ok(files
+        .into_iter()
+        .map(|z| z.unwrap_or_else(|| singles.next().expect("one result per file")))
+        .collect())
+}
+
+enum Out {
+    Seg(usize, SegOut),
+    /// Files of a group, by their index in the node list.
+    Files(Vec<(usize, ZFile)>),
 }
 
 /// Compresses the files one after another, deduplicating against everything
 /// written before; a file that does not gain is dropped (`None`) together with
-/// what it added to the dedupe index.
+/// what it added to the dedupe index. With fragments, each file's end is first
+/// matched against earlier fragments ending the same way (as mkfs.erofs, which
+/// compresses in one thread with dedupe).
 pub(crate) fn compress_dedupe(
     pass: &Pass<'_>,
     nodes: &[(usize, u32, usize)],
@@ -336,10 +400,23 @@ pub(crate) fn compress_dedupe(
     let mut encoders: Vec<Option<Encoder>> = Vec::new();
     encoders.resize_with(pass.cfg.algorithms.len(), || None);
     let mut dd = Dedupe::new(pass.block_size as usize);
+    let mut cands: std::collections::HashMap<u64, Vec<Cand>> = Default::default();
     let mut out = Vec::with_capacity(nodes.len());
     for &(node, pcluster, alg) in nodes {
         let size = pass.tree.nodes[node].size;
         let mark = dd.mark();
+        let tofh = if pass.fragments {
+            end_hash(pass, node)?
+        } else {
+            None
+        };
+        let (matched, end) = match tofh.and_then(|h| cands.get(&h)) {
+            Some(c) => {
+                let (m, end) = match_end(pass, node, c)?;
+                (m, Some(end))
+            }
+            None => ((0, 0), None),
+        };
         let segs = size.div_ceil(SEGMENT_SIZE).max(1);
         let mut results = Vec::with_capacity(segs as usize + 1);
         let mut blk_base = 0u32;
@@ -348,14 +425,16 @@ pub(crate) fn compress_dedupe(
                 encoders[alg] = Some(Encoder::new(&pass.cfg.algorithms[alg], max_pcluster)?);
             }
             let enc = encoders[alg].as_mut().expect("encoder");
+            let last = seg + 1 == segs;
             let s = Seg {
                 node,
                 seg,
-                last: seg + 1 == segs,
+                last,
                 pcluster,
                 alg,
                 blk_base,
-                matched: None,
+                matched: (last && matched.0 > 0)
+                    .then_some((matched.0.min(SEGMENT_SIZE) as usize, matched.1)),
             };
             let r = segment(pass, enc, &s, Some(&mut dd))?;
             for e in &r.extents {
@@ -372,6 +451,11 @@ pub(crate) fn compress_dedupe(
             .pop()
             .expect("one file");
         if worth_keeping(&z, size, bs) {
+            if let Some(h) = tofh
+                && let Some(c) = own_fragment(pass, node, &z, end)?
+            {
+                cands.entry(h).or_default().push(c);
+            }
             out.push(Some(z));
         } else {
             dd.rollback(mark);
@@ -409,43 +493,46 @@ pub(crate) fn whole_fragment(pass: &Pass<'_>, node: usize, alg: usize) -> Result
 
 /// `-E all-fragments`: every file goes whole into the packed inode, except that, as
 /// in mkfs.erofs, a file whose end equals the end of an earlier one's fragment (the
-/// longest such match, up to 256 KiB) is compressed up to there and keeps only that
-/// end as its fragment (or, if the match is the whole file, is that end). Files are
-/// grouped by a hash of their last 64 bytes (only files in one group can match);
-/// groups are processed in parallel, each in node order.
+/// longest such match) is compressed up to there and keeps only that end as its
+/// fragment (or, if the match is the whole file, is that end). Files are grouped by
+/// a hash of their last 64 bytes (only files in one group can match); groups are
+/// processed in parallel, each in node order.
 pub(crate) fn compress_all_fragments(
     pass: &Pass<'_>,
     nodes: &[(usize, u32, usize)],
 ) -> Result<Vec<ZFile>> {
-    let tofh: Vec<Option<u64>> = nodes
-        .par_iter()
-        .map(|&(node, ..)| {
-            let size = pass.tree.nodes[node].size;
-            if size <= TAIL_HASH_LEN {
-                return Ok(None);
-            }
-            let mut b = [0u8; TAIL_HASH_LEN as usize];
-            Source::open(pass.tree, node)?.read_exact_at(&mut b, size - TAIL_HASH_LEN, size)?;
-            Ok(Some(xxhash_rust::xxh3::xxh3_64(&b)))
-        })
-        .collect::<Result<_>>()?;
-    let mut groups: std::collections::HashMap<u64, Vec<usize>> = Default::default();
-    for (k, h) in tofh.iter().enumerate() {
-        if let Some(h) = h {
-            groups.entry(*h).or_default().push(k);
-        }
-    }
+    let groups = end_groups(pass, nodes)?;
+    let mut grouped = vec![false; nodes.len()];
     let mut jobs: Vec<Vec<usize>> = Vec::new();
-    for (k, h) in tofh.iter().enumerate() {
-        match h.and_then(|h| groups.get(&h)) {
-            Some(g) if g[0] == k => jobs.push(g.clone()),
-            Some(_) => {}
-            None => jobs.push(vec![k]),
+    for g in groups {
+        for &k in &g {
+            grouped[k] = true;
         }
+        jobs.push(g);
     }
+    jobs.extend((0..nodes.len()).filter(|&k| !grouped[k]).map(|k| vec![k]));
+    let threads = rayon::current_num_threads();
+    let nalg = pass.cfg.algorithms.len();
+    let mut encoders: Vec<std::sync::Mutex<Option<Encoder>>> = Vec::new();
+    encoders.resize_with((threads + 1) * nalg, || std::sync::Mutex::new(None));
+    let max_pcluster = pass.cfg.max_pcluster();
+    let with_encoder = |alg: usize, f: &mut dyn FnMut(&mut Encoder) -> Result<()>| {
+        let slot = rayon::current_thread_index().unwrap_or(threads) * nalg + alg;
+        let mut guard = encoders[slot].lock().expect("encoder lock");
+        if guard.is_none() {
+            *guard = Some(Encoder::new(&pass.cfg.algorithms[alg], max_pcluster)?);
+        }
+        f(guard.as_mut().expect("encoder"))
+    };
     let results: Vec<Vec<(usize, ZFile)>> = jobs
         .into_par_iter()
-        .map(|members| fragment_group(pass, nodes, &members))
+        .map(|members| {
+            if let [k] = members[..] {
+                let (node, _, alg) = nodes[k];
+                return Ok(vec![(k, whole_fragment(pass, node, alg)?)]);
+            }
+            fragment_group(pass, nodes, &members, &with_encoder)
+        })
         .collect::<Result<_>>()?;
     let mut all: Vec<(usize, ZFile)> = results.into_iter().flatten().collect();
     all.sort_by_key(|(k, _)| *k);
@@ -457,50 +544,130 @@ const MATCH_KEEP: u64 = 256 << 10;
 /// Fragments match only when their last this many bytes are equal.
 const TAIL_HASH_LEN: u64 = 64;
 
+/// An earlier fragment a file may end like.
+struct Cand {
+    node: usize,
+    /// Its last bytes (up to [`MATCH_KEEP`]).
+    data: Vec<u8>,
+    /// Where it is in its file.
+    lstart: u64,
+    len: u64,
+}
+
+/// xxh3 of a file's last 64 bytes (`None` for files no longer than that).
+fn end_hash(pass: &Pass<'_>, node: usize) -> Result<Option<u64>> {
+    let size = pass.tree.nodes[node].size;
+    if size <= TAIL_HASH_LEN {
+        return Ok(None);
+    }
+    let mut b = [0u8; TAIL_HASH_LEN as usize];
+    Source::open(pass.tree, node)?.read_exact_at(&mut b, size - TAIL_HASH_LEN, size)?;
+    Ok(Some(xxhash_rust::xxh3::xxh3_64(&b)))
+}
+
+/// The files (by index in `nodes`) that end with the same 64 bytes as another, in
+/// groups in node order.
+fn end_groups(pass: &Pass<'_>, nodes: &[(usize, u32, usize)]) -> Result<Vec<Vec<usize>>> {
+    let tofh: Vec<Option<u64>> = nodes
+        .par_iter()
+        .map(|&(node, ..)| end_hash(pass, node))
+        .collect::<Result<_>>()?;
+    let mut groups: std::collections::HashMap<u64, Vec<usize>> = Default::default();
+    for (k, h) in tofh.iter().enumerate() {
+        if let Some(h) = h {
+            groups.entry(*h).or_default().push(k);
+        }
+    }
+    let mut out: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
+    out.sort_by_key(|g| g[0]);
+    Ok(out)
+}
+
+/// The longest end of `node` that ends one of `cands` ((length, that node), 0 for
+/// none), and the file's last bytes.
+fn match_end(pass: &Pass<'_>, node: usize, cands: &[Cand]) -> Result<((u64, usize), Vec<u8>)> {
+    let size = pass.tree.nodes[node].size;
+    let keep = size.min(MATCH_KEEP);
+    let mut end = vec![0u8; keep as usize];
+    Source::open(pass.tree, node)?.read_exact_at(&mut end, size - keep, size)?;
+    let mut best = (0u64, 0usize);
+    for c in cands {
+        let mut l = end
+            .iter()
+            .rev()
+            .zip(c.data.iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count() as u64;
+        if l == keep.min(c.data.len() as u64) && l < size.min(c.len) {
+            // All in memory matched: go on comparing the files themselves.
+            l = longer_match(pass, (node, 0, size), (c.node, c.lstart, c.len), l)?;
+        }
+        if l > best.0 {
+            best = (l, c.node);
+        }
+    }
+    Ok((best, end))
+}
+
+/// The candidate that `z`'s own fragment (if any, and longer than 64 bytes) makes
+/// for later files; `end` holds the file's last bytes when already read.
+fn own_fragment(
+    pass: &Pass<'_>,
+    node: usize,
+    z: &ZFile,
+    end: Option<Vec<u8>>,
+) -> Result<Option<Cand>> {
+    let Some(f) = &z.frag else { return Ok(None) };
+    if f.suffix_of.is_some() || f.len <= TAIL_HASH_LEN {
+        return Ok(None);
+    }
+    let size = pass.tree.nodes[node].size;
+    let n = f.len.min(MATCH_KEEP);
+    let data = match end {
+        Some(e) if e.len() as u64 >= n => e[e.len() - n as usize..].to_vec(),
+        _ => {
+            let mut d = vec![0u8; n as usize];
+            Source::open(pass.tree, node)?.read_exact_at(&mut d, size - n, size)?;
+            d
+        }
+    };
+    Ok(Some(Cand {
+        node,
+        data,
+        lstart: f.lstart,
+        len: f.len,
+    }))
+}
+
+type WithEncoder<'e> =
+    dyn Fn(usize, &mut dyn FnMut(&mut Encoder) -> Result<()>) -> Result<()> + Sync + 'e;
+
+/// Compresses a group of files ending the same way, in node order, each after
+/// matching its end against the earlier ones' fragments.
 fn fragment_group(
     pass: &Pass<'_>,
     nodes: &[(usize, u32, usize)],
     members: &[usize],
+    with_encoder: &WithEncoder<'_>,
 ) -> Result<Vec<(usize, ZFile)>> {
+    let whole = pass.cfg.all_fragments;
     let mut out = Vec::with_capacity(members.len());
-    // Earlier fragments of the group: their node, last bytes, and where they are in
-    // their file (start, length).
-    let mut cands: Vec<(usize, Vec<u8>, u64, u64)> = Vec::new();
-    let mut encoders: Vec<Option<Encoder>> = Vec::new();
-    encoders.resize_with(pass.cfg.algorithms.len(), || None);
+    let mut cands: Vec<Cand> = Vec::new();
     for &k in members {
         let (node, pcluster, alg) = nodes[k];
-        if members.len() == 1 {
-            out.push((k, whole_fragment(pass, node, alg)?));
-            continue;
-        }
         let size = pass.tree.nodes[node].size;
-        let keep = size.min(MATCH_KEEP);
-        let mut end = vec![0u8; keep as usize];
-        Source::open(pass.tree, node)?.read_exact_at(&mut end, size - keep, size)?;
-        let mut best = (0u64, 0usize);
-        for (cn, cd, cstart, clen) in &cands {
-            let mut l = end
-                .iter()
-                .rev()
-                .zip(cd.iter().rev())
-                .take_while(|(a, b)| a == b)
-                .count() as u64;
-            if l == keep.min(cd.len() as u64) && l < size.min(*clen) {
-                // All in memory matched: go on comparing the files themselves.
-                l = longer_match(pass, (node, 0, size), (*cn, *cstart, *clen), l)?;
-            }
-            if l > best.0 {
-                best = (l, *cn);
-            }
-        }
-        let (m, mnode) = best;
-        if m == 0 {
+        let ((m, mnode), end) = match_end(pass, node, &cands)?;
+        if whole && m == 0 {
             out.push((k, whole_fragment(pass, node, alg)?));
-            cands.push((node, end, 0, size));
+            cands.push(Cand {
+                node,
+                data: end,
+                lstart: 0,
+                len: size,
+            });
             continue;
         }
-        if m >= size {
+        if whole && m >= size {
             let mut z = whole_fragment(pass, node, alg)?;
             if let Some(f) = z.frag.as_mut() {
                 f.suffix_of = Some(mnode);
@@ -508,13 +675,6 @@ fn fragment_group(
             out.push((k, z));
             continue;
         }
-        if encoders[alg].is_none() {
-            encoders[alg] = Some(Encoder::new(
-                &pass.cfg.algorithms[alg],
-                pass.cfg.max_pcluster(),
-            )?);
-        }
-        let enc = encoders[alg].as_mut().expect("encoder");
         let segs = size.div_ceil(SEGMENT_SIZE).max(1);
         let mut results = Vec::with_capacity(segs as usize + 1);
         for seg in 0..segs {
@@ -526,9 +686,12 @@ fn fragment_group(
                 pcluster,
                 alg,
                 blk_base: 0,
-                matched: last.then_some((m.min(SEGMENT_SIZE) as usize, mnode)),
+                matched: (last && m > 0).then_some((m.min(SEGMENT_SIZE) as usize, mnode)),
             };
-            results.push((node, segment(pass, enc, &s, None)?));
+            with_encoder(alg, &mut |enc| {
+                results.push((node, segment(pass, enc, &s, None)?));
+                Ok(())
+            })?;
         }
         if segs > 1 && pass.hash {
             results.push((node, SegOut::digest(hash_file(pass, node)?)));
@@ -536,12 +699,8 @@ fn fragment_group(
         let z = assemble(&[(node, pcluster, alg)], results)
             .pop()
             .expect("one file");
-        if let Some(f) = &z.frag
-            && f.suffix_of.is_none()
-            && f.len > TAIL_HASH_LEN
-        {
-            let n = f.len.min(keep) as usize;
-            cands.push((node, end[end.len() - n..].to_vec(), f.lstart, f.len));
+        if let Some(c) = own_fragment(pass, node, &z, Some(end))? {
+            cands.push(c);
         }
         out.push((k, z));
     }
