@@ -225,23 +225,25 @@ fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
     Ok(hasher.map(|h| h.finalize().into()))
 }
 
-/// Copies a compressed file's encoded blocks from the spill file, and its inline
-/// tail; its digest was taken while compressing.
+/// Copies a compressed file's own encoded blocks from the spill file (not those it
+/// shares with other files), and its inline tail; its digest was taken while
+/// compressing.
 fn copy_compressed(
     pass: &DataPass<'_>,
     node: usize,
     z: &crate::compress::file::ZFile,
 ) -> Result<Option<[u8; 32]>> {
+    use crate::compress::file::At;
     let p = &pass.layout.inodes[node];
     let spill = pass.spill.expect("compressed files have a spill file");
-    let mut left = p.nblocks * pass.block_size;
-    let mut dst = u64::from(p.startblk) * pass.block_size;
+    let use_inline = p.z.is_some_and(|zp| zp.inline);
+    let bs = pass.block_size;
+    let mut dst = u64::from(p.startblk) * bs;
+    // Consecutive spill ranges are copied in one go.
+    let mut run: Option<(u64, u64)> = None;
     let mut buf = Vec::new();
-    for &(off, len) in &z.pieces {
-        let n = len.min(left);
-        if n == 0 {
-            break;
-        }
+    let mut flush = |run: (u64, u64), dst: u64| -> Result<()> {
+        let (off, n) = run;
         let copied = copy_range(spill, off, pass.image, dst, n).unwrap_or(0);
         if copied < n {
             buf.resize((n - copied) as usize, 0);
@@ -250,12 +252,27 @@ fn copy_compressed(
                 .and_then(|()| pass.image.write_all_at(&buf, dst + copied))
                 .map_err(|e| Error::io(pass.image_path, "write", e))?;
         }
-        left -= n;
-        dst += n;
+        Ok(())
+    };
+    for e in z.used(use_inline) {
+        let At::Own { spill: off, .. } = e.at else {
+            continue;
+        };
+        let n = u64::from(e.blocks) * bs;
+        run = match run {
+            Some((o, l)) if o + l == off => Some((o, l + n)),
+            Some(r) => {
+                flush(r, dst)?;
+                dst += r.1;
+                Some((off, n))
+            }
+            None => Some((off, n)),
+        };
     }
-    if let (Some(t), Some(zp)) = (&z.inline, &p.z)
-        && zp.inline
-    {
+    if let Some(r) = run {
+        flush(r, dst)?;
+    }
+    if let (Some(t), true) = (&z.inline, use_inline) {
         pass.image
             .write_all_at(&t.data, p.tail_off())
             .map_err(|e| Error::io(pass.image_path, "write", e))?;

@@ -257,6 +257,9 @@ pub(crate) fn layout(
         gaps: BTreeSet::new(),
     };
     let mut inodes = Vec::with_capacity(tree.nodes.len());
+    // Pclusters shared with other files: their address does not change the map's
+    // form (such maps use full indexes).
+    let provisional = |_| PROVISIONAL_STARTBLK;
     for (node, body) in bodies.iter().enumerate() {
         let s = shape(tree, node, dirs, opts, epoch)?;
         let isize = if s.extended {
@@ -273,9 +276,16 @@ pub(crate) fn layout(
             let map_rel = (isize + u64::from(body.size)).next_multiple_of(8);
             let inline = z.inline.as_ref().map_or(0, |t| t.data.len() as u64);
             let map_len = |use_inline| {
-                crate::compress::zmap(z, use_inline, PROVISIONAL_STARTBLK, opts, map_rel)
-                    .bytes
-                    .len() as u64
+                crate::compress::zmap(
+                    z,
+                    use_inline,
+                    PROVISIONAL_STARTBLK,
+                    &provisional,
+                    opts,
+                    map_rel,
+                )
+                .bytes
+                .len() as u64
             };
             let with_inline = map_rel + map_len(true);
             let (use_inline, meta_len, off) = if inline > 0 && with_inline + inline <= bs {
@@ -290,8 +300,15 @@ pub(crate) fn layout(
             };
             inodes.push(Placed {
                 extended: s.extended,
-                layout: crate::compress::zmap(z, use_inline, PROVISIONAL_STARTBLK, opts, map_rel)
-                    .layout,
+                layout: crate::compress::zmap(
+                    z,
+                    use_inline,
+                    PROVISIONAL_STARTBLK,
+                    &provisional,
+                    opts,
+                    map_rel,
+                )
+                .layout,
                 size: s.size,
                 off,
                 meta_len,

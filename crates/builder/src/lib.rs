@@ -21,7 +21,7 @@ mod tarball;
 mod writer;
 mod xattr;
 
-pub use compress::{Algorithm, Compression, Compressor};
+pub use compress::{Algorithm, Compression, Compressor, parse_size};
 pub use error::{Error, Result};
 pub use options::{
     BuildOptions, DEFAULT_FINGERPRINT_NAME, DEFAULT_XATTR_TOLERANCE, InodeVersion, Progress,

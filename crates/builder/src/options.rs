@@ -73,6 +73,9 @@ pub struct BuildOptions {
     pub xattr_name_filter: bool,
     /// Store the superblock CRC32C.
     pub sb_checksum: bool,
+    /// Keep the long xattr prefix table as plain bytes even when a packed inode
+    /// could hold it (`-E plain-xattr-prefixes`; matters with fragments).
+    pub plain_xattr_prefixes: bool,
     /// Name of the fingerprint xattr; `None` = no fingerprints.
     pub fingerprint: Option<Vec<u8>>,
     /// Threads for scanning, hashing and copying; 0 = one per CPU.
@@ -119,6 +122,7 @@ impl Default for BuildOptions {
             // On by default, as in mkfs.erofs 1.9 (`-E ^xattr-name-filter` turns it off).
             xattr_name_filter: true,
             sb_checksum: true,
+            plain_xattr_prefixes: false,
             fingerprint: Some(DEFAULT_FINGERPRINT_NAME.as_bytes().to_vec()),
             workers: 0,
             aufs: false,

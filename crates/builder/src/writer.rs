@@ -10,8 +10,10 @@ use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32, U64};
 
 use crate::compress::file::Spill;
+use crate::compress::frag::merge;
 use crate::compress::{
-    LZ4_MAX_DISTANCE, algorithms_bitmap, compr_cfgs, compress_files, uses_cfgs, zmap,
+    LZ4_MAX_DISTANCE, algorithms_bitmap, compr_cfgs, compress_files, compress_packed, uses_cfgs,
+    zmap,
 };
 use crate::data::{DataPass, copy_all};
 use crate::dir::{DirEntry, DirLayout};
@@ -89,23 +91,39 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         .map(|c| compr_cfgs(c, opts.block_size))
         .unwrap_or_default();
     let shared_start = SUPER_OFFSET + SB_SIZE + zcfgs.len() as u64;
-    let xplan = crate::xattr::plan(&mut tree, &prefixes, opts, shared_start)?;
+    let mut xplan = crate::xattr::plan(&mut tree, &prefixes, opts, shared_start)?;
     let prefix_off = shared_start + xplan.shared_area.len() as u64;
     let prefix_table = prefixes.serialize();
-    let meta_start = prefix_off + prefix_table.len() as u64;
-    let dirs = dir_layouts(&tree, opts.block_size as usize);
+    // With fragments the table is the start of the packed inode's data, as
+    // mkfs.erofs stores it; otherwise plain bytes before the metadata.
+    let frags = opts.compression.as_ref().is_some_and(|c| c.fragments)
+        && !opts.plain_xattr_prefixes
+        && !prefix_table.is_empty();
+    let plain_prefixes = if frags { &[][..] } else { &prefix_table[..] };
+    let meta_start = prefix_off + plain_prefixes.len() as u64;
+    let real_nodes = tree.nodes.len();
 
     let out = create_temp(image)?;
     let file = out.as_file();
-    let (zfiles, spill) = match &opts.compression {
+    let dir = out.path().parent().unwrap_or(Path::new("."));
+    let (mut zfiles, spill, packed) = match &opts.compression {
         Some(cfg) => {
-            let dir = out.path().parent().unwrap_or(Path::new("."));
             let spill = Spill::new(dir)?;
-            let z = compress_files(&tree, cfg, opts, &spill, prefixes.fingerprint.is_some())?;
-            (z, Some(spill))
+            let mut z = compress_files(&tree, cfg, opts, &spill, prefixes.fingerprint.is_some())?;
+            let in_packed = if frags { &prefix_table[..] } else { &[][..] };
+            let packed = merge(&tree, &mut z, cfg, &spill, in_packed, dir, bs)?;
+            (z, Some(spill), packed)
         }
-        None => (vec![None; tree.nodes.len()], None),
+        None => (vec![None; tree.nodes.len()], None, None),
     };
+    if let (Some(pk), Some(cfg), Some(spill)) = (&packed, &opts.compression, &spill) {
+        // The packed inode comes last, after every inode of the tree.
+        tree.nodes.push(pk.node(opts.build_time));
+        xplan.bodies.push(crate::xattr::Body::default());
+        zfiles.push(compress_packed(&tree, real_nodes, cfg, opts, spill)?);
+    }
+    let packed_node = packed.as_ref().map(|_| real_nodes);
+    let dirs = dir_layouts(&tree, opts.block_size as usize);
     let lay = layout(&tree, &xplan.bodies, &dirs, &zfiles, opts, meta_start)?;
     let total = lay
         .blocks
@@ -127,6 +145,7 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
     };
     let digests = copy_all(&pass)?;
     drop(spill);
+    drop(packed);
 
     let mut report = BuildReport {
         inodes: tree.nodes.len() as u64,
@@ -144,7 +163,7 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
             v.extend_from_slice(&d);
             v
         });
-        if matches!(node.kind, Kind::File) {
+        if matches!(node.kind, Kind::File) && i < real_nodes {
             report.files += 1;
             report.file_bytes += p.size;
             report.fingerprints += u64::from(fp.is_some());
@@ -160,7 +179,8 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         );
         if let (Some(z), Some(zp)) = (&zfiles[i], &p.z) {
             buf.resize((zp.map_off - p.off) as usize, 0);
-            let map = zmap(z, zp.inline, p.startblk, opts, zp.map_off);
+            let start_of = |n: usize| lay.inodes[n].startblk;
+            let map = zmap(z, zp.inline, p.startblk, &start_of, opts, zp.map_off);
             buf.extend_from_slice(&map.bytes);
             // The form (so the size) cannot depend on where the data starts (see
             // PROVISIONAL_STARTBLK); writing past the placed length would corrupt the
@@ -193,8 +213,21 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
     }
     w.write(&zcfgs, SUPER_OFFSET + SB_SIZE)?;
     w.write(&xplan.shared_area, shared_start)?;
-    w.write(&prefix_table, prefix_off)?;
-    let sb = superblock(opts, bits, &tree, &lay, &prefixes, &xplan, prefix_off);
+    w.write(plain_prefixes, prefix_off)?;
+    let sb = superblock(
+        opts,
+        bits,
+        &tree,
+        &lay,
+        &prefixes,
+        &xplan,
+        Packing {
+            prefix_off: if frags { 0 } else { prefix_off },
+            plain_prefixes: !frags,
+            packed_nid: packed_node.map(|n| lay.nid(n, bs)),
+            dedupe: zfiles.iter().flatten().any(|z| z.dedupe),
+        },
+    );
     w.write(&sb.as_bytes()[..SB_SIZE as usize], SUPER_OFFSET)?;
     w.flush()?;
     if opts.sb_checksum {
@@ -360,6 +393,16 @@ fn inode_bytes(
     debug_assert!(p.z.is_some() || out.len() as u64 == p.meta_len);
 }
 
+/// Where the superblock's packed-inode related fields come from.
+struct Packing {
+    /// Byte offset of the long prefix table: in the image, or in the packed inode.
+    prefix_off: u64,
+    plain_prefixes: bool,
+    packed_nid: Option<u64>,
+    /// Some pcluster is shared or partly referenced.
+    dedupe: bool,
+}
+
 fn superblock(
     opts: &BuildOptions,
     bits: u8,
@@ -367,7 +410,7 @@ fn superblock(
     lay: &Layout,
     prefixes: &Prefixes,
     xplan: &crate::xattr::Plan,
-    prefix_off: u64,
+    pk: Packing,
 ) -> SuperBlock {
     let bs = u64::from(opts.block_size);
     let mut compat = FEATURE_COMPAT_MTIME;
@@ -379,9 +422,14 @@ fn superblock(
         compat |= FEATURE_COMPAT_XATTR_FILTER;
     }
     if !prefixes.table.is_empty() {
-        // The table is plain bytes on the device (no packed or metabox inode here).
-        compat |= FEATURE_COMPAT_PLAIN_XATTR_PFX;
+        if pk.plain_prefixes {
+            compat |= FEATURE_COMPAT_PLAIN_XATTR_PFX;
+        }
         incompat |= FEATURE_INCOMPAT_XATTR_PREFIXES;
+    }
+    // Also DEDUPE (the same bit).
+    if pk.packed_nid.is_some() || pk.dedupe {
+        incompat |= FEATURE_INCOMPAT_FRAGMENTS;
     }
     if prefixes.fingerprint.is_some() {
         compat |= FEATURE_COMPAT_ISHARE_XATTRS;
@@ -426,8 +474,8 @@ fn superblock(
         devt_slotoff: U16::new(0),
         dirblkbits: 0,
         xattr_prefix_count: prefixes.table.len() as u8,
-        xattr_prefix_start: U32::new((prefix_off / 4) as u32),
-        packed_nid: U64::new(0),
+        xattr_prefix_start: U32::new((pk.prefix_off / 4) as u32),
+        packed_nid: U64::new(pk.packed_nid.unwrap_or(0)),
         xattr_filter_reserved: 0,
         ishare_xattr_prefix_id: prefixes.fingerprint.unwrap_or(0),
         reserved: [0; 2],

@@ -166,8 +166,13 @@ fn options(c: &Case) -> BuildOptions {
 
 /// Reads ranges at pseudo-random offsets of every regular file through our reader.
 fn random_reads(img: &Image, src_dir: &Path, bs: usize) -> Result<(), String> {
+    let _ = src_dir;
+    reads_of(img, &files(bs))
+}
+
+fn reads_of(img: &Image, files: &[(String, Vec<u8>)]) -> Result<(), String> {
     let mut x = 0x1234_5678_9abc_def1u64;
-    for (p, data) in files(bs) {
+    for (p, data) in files {
         let ino = img
             .lookup_path(format!("/{p}").as_bytes())
             .map_err(|e| format!("{p}: {e}"))?;
@@ -187,7 +192,6 @@ fn random_reads(img: &Image, src_dir: &Path, bs: usize) -> Result<(), String> {
             }
         }
     }
-    let _ = src_dir;
     Ok(())
 }
 
@@ -437,32 +441,6 @@ fn compress_hints() {
     assert!(e.contains("invalid pattern"), "{e}");
 }
 
-/// 1 and 3 workers give the same bytes.
-#[test]
-fn reproducible() {
-    require_root();
-    let tmp = Tmpfs::new();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
-    write_tree(&src, 4096);
-    for c in [
-        case!("r-lz4hc", 4096, "lz4hc", 16384, true, false),
-        case!("r-zstd", 4096, "zstd", 4096, false, false),
-    ] {
-        let mut o = options(&c);
-        let (a, b) = (tmp.path().join("a.img"), tmp.path().join("b.img"));
-        o.workers = 1;
-        build(&src, &a, &o).unwrap();
-        o.workers = 3;
-        build(&src, &b, &o).unwrap();
-        assert!(
-            fs::read(&a).unwrap() == fs::read(&b).unwrap(),
-            "{}: images differ",
-            c.name
-        );
-    }
-}
-
 /// Bad settings are refused with a message naming them.
 #[test]
 fn bad_options() {
@@ -478,4 +456,423 @@ fn bad_options() {
     let e = build(tmp.path(), &img, &o).unwrap_err().to_string();
     assert!(e.contains("--max-extent-bytes"), "{e}");
     assert!(!img.exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// Fragments and dedupe
+// ---------------------------------------------------------------------------------------
+
+/// A tree where content repeats: many small files (with duplicates), files sharing
+/// their last bytes (shorter and longer than a pcluster), identical whole files, and
+/// the same blocks inside different files at aligned and unaligned offsets; plus the
+/// tree of the other tests without its two files of long zero runs (mkfs.erofs
+/// needs minutes for those with `-E dedupe`; the other suites cover them).
+fn dup_files(bs: usize) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = files(bs)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with("zeros/") && !p.starts_with("big/"))
+        .collect();
+    for i in 0..400usize {
+        // 150 distinct small files, most of them present two or three times.
+        let j = i % 150;
+        let size = 1 + (j * 37) % 3000;
+        let data = if j % 5 == 4 {
+            pseudo_random(&(j as u32).to_le_bytes(), size)
+        } else {
+            text(1000 + j as u64, size)
+        };
+        v.push((format!("small/d{}/s{i}", i % 7), data));
+    }
+    let short_tail = text(77, 3000);
+    let long_tail = text(78, 60_000);
+    for i in 0..6u64 {
+        let mut a = text(2000 + i, 20_000 + 7000 * i as usize);
+        a.extend_from_slice(&short_tail);
+        v.push((format!("tails/short{i}"), a));
+        let mut b = mixed(3000 + i, 15_000 + 5000 * i as usize, 2500);
+        b.extend_from_slice(&long_tail);
+        v.push((format!("tails/long{i}"), b));
+    }
+    for i in 0..4 {
+        v.push((format!("copies/text{i}"), text(31, 300_000)));
+        v.push((format!("copies/mixed{i}"), mixed(5, 100_000, 3000)));
+        v.push((format!("copies/small{i}"), text(32, 700)));
+    }
+    let base = text(55, 256 << 10);
+    let cat = |parts: &[&[u8]]| parts.concat();
+    v.push(("blocks/b0".into(), base.clone()));
+    v.push((
+        "blocks/b1".into(),
+        cat(&[&pseudo_random(b"b1", 1000), &base]),
+    ));
+    v.push((
+        "blocks/b2".into(),
+        cat(&[
+            &pseudo_random(b"b2", 2 * bs),
+            &base[..128 << 10],
+            &pseudo_random(b"b2x", 5000),
+        ]),
+    ));
+    v.push((
+        "blocks/b3".into(),
+        cat(&[&base[64 << 10..], &text(56, 40_000)]),
+    ));
+    v
+}
+
+fn write_dup_tree(root: &Path) {
+    fs::create_dir(root).unwrap();
+    for (p, data) in dup_files(4096) {
+        let p = root.join(p);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, data).unwrap();
+    }
+    std::os::unix::fs::symlink("copies/small0", root.join("link")).unwrap();
+    fs::write(root.join("empty"), b"").unwrap();
+}
+
+struct DCase {
+    name: &'static str,
+    z: &'static str,
+    pcluster: u32,
+    /// `-E` options as mkfs.erofs spells them.
+    e: &'static str,
+}
+
+fn doptions(c: &DCase) -> BuildOptions {
+    let mut z = Compression::parse(c.z, 4096).unwrap();
+    z.pcluster_size = c.pcluster;
+    for o in c.e.split(',') {
+        match o {
+            "ztailpacking" => z.ztailpacking = true,
+            "fragments" => z.fragments = true,
+            "all-fragments" => (z.fragments, z.all_fragments) = (true, true),
+            "dedupe" => z.dedupe = true,
+            "" => {}
+            _ => panic!("unknown -E {o}"),
+        }
+    }
+    BuildOptions {
+        block_size: 4096,
+        build_time: T0 as u64,
+        time_policy: TimePolicy::Keep,
+        uuid: [9; 16],
+        workers: 2,
+        compression: Some(z),
+        ..BuildOptions::default()
+    }
+}
+
+/// What fragments and dedupe made of the image.
+#[derive(Debug, Default)]
+struct DShape {
+    /// Files whose whole content is one fragment.
+    whole_fragments: u64,
+    /// Files with pclusters and a tail fragment.
+    tail_fragments: u64,
+    /// Distinct fragment offsets (fragments stored once are shared by several files).
+    fragment_offsets: u64,
+    fragments: u64,
+    /// Compressed or plain pcluster extents, and how many distinct pclusters.
+    pcluster_extents: u64,
+    distinct_pclusters: u64,
+    partial: u64,
+    nonempty_files: u64,
+}
+
+fn dshape(img: &Image, files: &[(String, Vec<u8>)]) -> Result<DShape, String> {
+    let mut s = DShape::default();
+    let mut frag_offsets = std::collections::HashSet::new();
+    let mut pclusters = std::collections::HashSet::new();
+    for (p, data) in files {
+        if data.is_empty() {
+            continue;
+        }
+        s.nonempty_files += 1;
+        let ino = img
+            .lookup_path(format!("/{p}").as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut pos = 0;
+        while pos < data.len() as u64 {
+            let e = img
+                .map(&ino, pos)
+                .map_err(|e| format!("{p} at {pos}: {e}"))?;
+            match e.kind {
+                ExtentKind::Fragment { offset } => {
+                    s.fragments += 1;
+                    if e.logical == 0 {
+                        s.whole_fragments += 1;
+                    } else {
+                        s.tail_fragments += 1;
+                    }
+                    // Where the file's last byte is in the packed inode.
+                    frag_offsets.insert(offset + e.len);
+                }
+                ExtentKind::Compressed(pc) if !pc.inline => {
+                    s.pcluster_extents += 1;
+                    pclusters.insert(pc.offset);
+                    s.partial += u64::from(pc.partial);
+                }
+                _ => {}
+            }
+            pos = e.logical + e.len;
+        }
+    }
+    s.fragment_offsets = frag_offsets.len() as u64;
+    s.distinct_pclusters = pclusters.len() as u64;
+    Ok(s)
+}
+
+/// mkfs.erofs 1.9.4 with the same options on the same tree: its image size and shape.
+fn mkfs_erofs(c: &DCase, src: &Path, img: &Path) -> Result<(u64, DShape), String> {
+    let mut cmd = Command::new(mkfs_194());
+    cmd.args(["--quiet", "--xattr-inode-digest", "-Uclear"])
+        .arg(format!("-T{T0}"))
+        .arg("--mkfs-time")
+        .arg(format!("-z{}", c.z))
+        .arg(format!("-C{}", c.pcluster));
+    if !c.e.is_empty() {
+        cmd.arg(format!("-E{}", c.e));
+    }
+    run(cmd.arg(img).arg(src))?;
+    let n = fs::metadata(img).map_err(|e| e.to_string())?.len();
+    let shape = dshape(
+        &Image::open(img).map_err(|e| e.to_string())?,
+        &dup_files(4096),
+    )?;
+    let _ = fs::remove_file(img);
+    Ok((n, shape))
+}
+
+fn dcheck(c: &DCase, tmp: &Path) -> Result<String, String> {
+    let src_dir = tmp.join("dsrc");
+    let files = dup_files(4096);
+    if !src_dir.exists() {
+        write_dup_tree(&src_dir);
+    }
+    let src = snapshot(&src_dir);
+    let o = doptions(c);
+    let img_path = tmp.join(format!("{}.img", c.name));
+    build(&src_dir, &img_path, &o).map_err(|e| format!("build: {e}"))?;
+    let size = fs::metadata(&img_path).unwrap().len();
+
+    // (1) the kernel
+    let mnt = LoopMount::new(&img_path)?;
+    let got = snapshot(mnt.path());
+    drop(mnt);
+    let d = diff(&src, &got);
+    if !d.is_empty() {
+        return Err(format!("kernel mount differs:\n{}", d.join("\n")));
+    }
+    // (2) fsck.erofs (it warns that the packed inode has no digest, as for its own)
+    run(Command::new(fsck_194())
+        .arg("--xattr-inode-digest")
+        .arg(&img_path))?;
+    // (3) our reader
+    let img = Image::open(&img_path).map_err(|e| e.to_string())?;
+    reads_of(&img, &files)?;
+    let r = img
+        .check(&ishare_erofs::CheckOptions {
+            verify_fingerprints: true,
+            ..Default::default()
+        })
+        .map_err(|e| format!("check: {e}"))?;
+    let nonempty = files.iter().filter(|(_, d)| !d.is_empty()).count() as u64;
+    if r.fingerprints_missing != 0 || r.fingerprints_verified != nonempty {
+        return Err(format!("fingerprints: {r:?}"));
+    }
+    // (4) the features are used
+    let s = dshape(&img, &files)?;
+    let sb = img.superblock();
+    let frags = c.e.contains("fragments");
+    let dedupe = c.e.contains("dedupe");
+    let mut bad = Vec::new();
+    if frags {
+        if sb.packed_nid.is_none()
+            || !sb.has_incompat(ishare_erofs::format::FEATURE_INCOMPAT_FRAGMENTS)
+        {
+            bad.push("no packed inode or FRAGMENTS bit".to_string());
+        }
+        // The long prefix table (fingerprint name) lives in the packed inode.
+        if sb.has_compat(ishare_erofs::format::FEATURE_COMPAT_PLAIN_XATTR_PFX) {
+            bad.push("plain prefix table despite fragments".into());
+        }
+        if s.fragment_offsets >= s.fragments {
+            bad.push("no fragment is stored once for several files".into());
+        }
+        if c.e.contains("all-fragments") {
+            // Every file is in the packed inode, whole, or (where its end matched an
+            // earlier fragment, as mkfs.erofs does) from a pcluster boundary on.
+            if s.fragments != s.nonempty_files || s.whole_fragments + 20 < s.nonempty_files {
+                bad.push("all-fragments left files outside the packed inode".into());
+            }
+        } else if s.whole_fragments < 150 || s.tail_fragments < 10 {
+            bad.push("too few whole-file or tail fragments".into());
+        }
+    } else if sb.packed_nid.is_some() || s.fragments > 0 {
+        bad.push("fragments without -E fragments".into());
+    }
+    if !c.e.contains("all-fragments") && (frags || dedupe) {
+        // Identical pclusters are written once (with fragments, exact copies; with
+        // dedupe, also at other offsets).
+        if s.distinct_pclusters >= s.pcluster_extents {
+            bad.push("no pcluster is shared".into());
+        }
+    }
+    // mkfs.erofs's image for the same options, for the record and to compare with.
+    let (theirs, ts) = mkfs_erofs(c, &src_dir, &tmp.join("theirs.img"))?;
+    if dedupe {
+        if !sb.has_incompat(ishare_erofs::format::FEATURE_INCOMPAT_DEDUPE) {
+            bad.push("no DEDUPE bit".into());
+        }
+        if s.partial == 0 && ts.partial > 0 {
+            bad.push("no partially referenced pcluster, where mkfs.erofs has some".into());
+        }
+    } else if s.partial > 0 {
+        bad.push("partial references without dedupe".into());
+    }
+    // (5) smaller than without the option
+    let plain = DCase {
+        name: "plain",
+        z: c.z,
+        pcluster: c.pcluster,
+        e: if c.e.contains("ztailpacking") {
+            "ztailpacking"
+        } else {
+            ""
+        },
+    };
+    let plain_path = tmp.join("plain.img");
+    build(&src_dir, &plain_path, &doptions(&plain)).map_err(|e| format!("build: {e}"))?;
+    let plain_size = fs::metadata(&plain_path).unwrap().len();
+    let _ = fs::remove_file(&plain_path);
+    if size >= plain_size {
+        bad.push(format!(
+            "{size} bytes, not smaller than {plain_size} without the options"
+        ));
+    }
+    if !bad.is_empty() {
+        return Err(format!("{}: {s:?}", bad.join("; ")));
+    }
+    let _ = fs::remove_file(&img_path);
+    Ok(format!(
+        "{:<28} ishare {size:>9} B, mkfs.erofs 1.9.4 {theirs:>9} B ({:.4}x), without the \
+         options {plain_size:>9} B\n  ours:   {s:?}\n  theirs: {ts:?}",
+        c.name,
+        size as f64 / theirs as f64
+    ))
+}
+
+fn dsuite(cases: &[DCase]) {
+    require_root();
+    let tmp = Tmpfs::new();
+    let mut failures = Vec::new();
+    for c in cases {
+        match dcheck(c, tmp.path()) {
+            Ok(line) => eprintln!("{line}"),
+            Err(e) => failures.push(format!("[{}] {e}", c.name)),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+macro_rules! dcase {
+    ($name:expr, $z:expr, $pc:expr, $e:expr) => {
+        DCase {
+            name: $name,
+            z: $z,
+            pcluster: $pc,
+            e: $e,
+        }
+    };
+}
+
+#[test]
+fn fragments() {
+    dsuite(&[
+        dcase!("frag-lz4hc", "lz4hc", 4096, "fragments"),
+        dcase!(
+            "frag-lz4hc-C64k-tail",
+            "lz4hc",
+            65536,
+            "fragments,ztailpacking"
+        ),
+        dcase!("frag-zstd-C16k", "zstd", 16384, "fragments"),
+        dcase!("frag-lzma-tail", "lzma", 4096, "fragments,ztailpacking"),
+    ]);
+}
+
+#[test]
+fn all_fragments() {
+    dsuite(&[
+        dcase!("allfrag-lz4hc", "lz4hc", 4096, "all-fragments"),
+        dcase!("allfrag-deflate-C16k", "deflate", 16384, "all-fragments"),
+    ]);
+}
+
+#[test]
+fn dedupe() {
+    dsuite(&[
+        dcase!("dedupe-lz4hc", "lz4hc", 4096, "dedupe"),
+        dcase!(
+            "dedupe-lz4hc-C64k-tail",
+            "lz4hc",
+            65536,
+            "dedupe,ztailpacking"
+        ),
+        dcase!("dedupe-lzma-C16k", "lzma", 16384, "dedupe"),
+    ]);
+}
+
+#[test]
+fn fragments_dedupe() {
+    dsuite(&[
+        dcase!(
+            "frag-dedupe-lz4hc-tail",
+            "lz4hc",
+            4096,
+            "fragments,dedupe,ztailpacking"
+        ),
+        dcase!(
+            "frag-dedupe-zstd-C16k-tail",
+            "zstd",
+            16384,
+            "fragments,dedupe,ztailpacking"
+        ),
+    ]);
+}
+
+/// 1 and 3 workers give the same bytes (on the tree with repeated content).
+#[test]
+fn reproducible() {
+    require_root();
+    let tmp = Tmpfs::new();
+    let src = tmp.path().join("src");
+    write_dup_tree(&src);
+    let mut cases = Vec::new();
+    for c in [
+        case!("r-lz4hc", 4096, "lz4hc", 16384, true, false),
+        case!("r-zstd", 4096, "zstd", 4096, false, false),
+    ] {
+        cases.push((c.name, options(&c)));
+    }
+    for c in [
+        dcase!("r-frag", "lz4hc", 16384, "fragments,ztailpacking"),
+        dcase!("r-allfrag", "lz4", 4096, "all-fragments"),
+        dcase!("r-dedupe", "lz4hc", 4096, "dedupe"),
+        dcase!("r-frag-dedupe", "zstd", 4096, "fragments,dedupe"),
+    ] {
+        cases.push((c.name, doptions(&c)));
+    }
+    for (name, mut o) in cases {
+        let (a, b) = (tmp.path().join("a.img"), tmp.path().join("b.img"));
+        o.workers = 1;
+        build(&src, &a, &o).unwrap();
+        o.workers = 3;
+        build(&src, &b, &o).unwrap();
+        assert!(
+            fs::read(&a).unwrap() == fs::read(&b).unwrap(),
+            "{name}: images differ"
+        );
+    }
 }

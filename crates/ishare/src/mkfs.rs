@@ -57,7 +57,8 @@ pub struct Args {
     /// Extended options, comma-separated (`^` negates): noinline_data,
     /// force-inode-compact, force-inode-extended, force-chunk-indexes,
     /// force-inode-blockmap, xattr-name-filter, nosbcrc, plain-xattr-prefixes;
-    /// with -z: ztailpacking, legacy-compress.
+    /// with -z: ztailpacking, legacy-compress, fragments[=SIZE], all-fragments,
+    /// dedupe.
     #[arg(short = 'E', value_name = "OPTIONS")]
     extended: Vec<String>,
     /// Record each regular file's SHA-256 in xattr NAME (on by default).
@@ -245,6 +246,10 @@ fn options(a: &Args) -> Result<BuildOptions> {
             c.pcluster_size = a.pcluster_size.unwrap_or(o.block_size);
             c.ztailpacking = z.ztailpacking;
             c.legacy_indexes = z.legacy_compress;
+            c.fragments = z.fragments || z.all_fragments;
+            c.all_fragments = z.all_fragments;
+            c.packed_pcluster_size = z.packed_pcluster;
+            c.dedupe = z.dedupe;
             c.max_extent_bytes = a.max_extent_bytes;
             if let Some(h) = &a.compress_hints {
                 let text = std::fs::read_to_string(h)
@@ -259,6 +264,9 @@ fn options(a: &Args) -> Result<BuildOptions> {
         {
             bail!("-C, --max-extent-bytes and --compress-hints need compression (-z)")
         }
+        None if z.fragments || z.all_fragments || z.dedupe => {
+            bail!("-E fragments, all-fragments and dedupe need compression (-z)")
+        }
         None => {}
     }
     Ok(o)
@@ -269,6 +277,11 @@ fn options(a: &Args) -> Result<BuildOptions> {
 struct ZFlags {
     ztailpacking: bool,
     legacy_compress: bool,
+    fragments: bool,
+    all_fragments: bool,
+    /// `fragments=SIZE`: the packed inode's pcluster size.
+    packed_pcluster: Option<u32>,
+    dedupe: bool,
 }
 
 /// Applies one `-E` argument.
@@ -278,6 +291,19 @@ fn extended_options(o: &mut BuildOptions, z: &mut ZFlags, arg: &str) -> Result<(
             Some(k) => (true, k),
             None => (false, token),
         };
+        let (key, value) = match key.split_once('=') {
+            Some((k, v)) if k == "fragments" || k == "all-fragments" => (k, Some(v)),
+            _ => (key, None),
+        };
+        if let Some(v) = value {
+            if clear {
+                bail!("-E {token}: a negated option takes no value");
+            }
+            let n = ishare_builder::parse_size(v)
+                .and_then(|n| u32::try_from(n).ok())
+                .with_context(|| format!("-E {token}: bad pcluster size {v:?}"))?;
+            z.packed_pcluster = Some(n);
+        }
         match key {
             "noinline_data" => o.inline_data = clear,
             "inline_data" => o.inline_data = !clear,
@@ -287,13 +313,17 @@ fn extended_options(o: &mut BuildOptions, z: &mut ZFlags, arg: &str) -> Result<(
             "force-inode-blockmap" => o.chunk_indexes = clear,
             "xattr-name-filter" => o.xattr_name_filter = !clear,
             "nosbcrc" => o.sb_checksum = clear,
-            // The prefix table is always stored as plain bytes here.
-            "plain-xattr-prefixes" => {}
+            "plain-xattr-prefixes" => o.plain_xattr_prefixes = !clear,
             "ztailpacking" => z.ztailpacking = !clear,
             "legacy-compress" => z.legacy_compress = !clear,
-            "fragments" | "all-fragments" | "dedupe" => {
-                bail!("-E {key}: not supported yet (compressed images are built without it)")
+            "fragments" => {
+                z.fragments = !clear;
+                if clear {
+                    z.all_fragments = false;
+                }
             }
+            "all-fragments" => z.all_fragments = !clear,
+            "dedupe" => z.dedupe = !clear,
             _ => bail!("-E {token}: unknown or unsupported extended option"),
         }
     }
@@ -388,7 +418,9 @@ mod tests {
         assert_eq!((o.force_uid, o.force_gid), (Some(0), Some(0)));
         let o = parse(&["-T100", "--mkfs-time", "img", "src"]).unwrap();
         assert_eq!((o.build_time, o.time_policy), (100, TimePolicy::Keep));
+        // Fragments and dedupe are compression options.
         assert!(parse(&["-Efragments", "img", "src"]).is_err());
+        assert!(parse(&["-Ededupe", "img", "src"]).is_err());
     }
 
     #[test]
@@ -429,8 +461,17 @@ mod tests {
         assert_eq!(c.algorithms[0].level, Some(12));
         assert_eq!(c.pcluster_size, 65536);
         assert!(c.ztailpacking && !c.legacy_indexes);
+        let o = parse(&["-zlz4hc", "-Efragments=16k,dedupe", "img", "src"]).unwrap();
+        let c = o.compression.unwrap();
+        assert!(c.fragments && !c.all_fragments && c.dedupe);
+        assert_eq!(c.packed_pcluster_size, Some(16384));
+        let o = parse(&["-zlz4", "-Eall-fragments", "img", "src"]).unwrap();
+        let c = o.compression.unwrap();
+        assert!(c.fragments && c.all_fragments && !c.dedupe);
         for bad in [
             &["-zlz5", "img", "src"][..],
+            &["-zlz4", "-Efragments=x", "img", "src"],
+            &["-zlz4", "-Ededupe=1", "img", "src"],
             &["-zzstd,23", "img", "src"],
             &["-C65536", "img", "src"],
         ] {

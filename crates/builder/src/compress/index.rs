@@ -25,6 +25,10 @@ pub(crate) struct Ext {
     pub blocks: u32,
     /// Stored inline after the indexes: its address is not checked.
     pub inline: bool,
+    /// The tail fragment (in the packed inode): its address is not checked.
+    pub fragment: bool,
+    /// Only a prefix of the pcluster's data is this extent's (`LI_PARTIAL_REF`).
+    pub partial: bool,
 }
 
 /// A legacy (full) index entry before encoding.
@@ -38,6 +42,7 @@ struct Entry {
     blkaddr: u32,
     /// Heads whose block address the compact form must reproduce.
     check: bool,
+    partial: bool,
 }
 
 fn entries(exts: &[Ext], bits: u32, big_pcluster: bool) -> Vec<Entry> {
@@ -50,7 +55,8 @@ fn entries(exts: &[Ext], bits: u32, big_pcluster: bool) -> Vec<Entry> {
             lo: ofs as u16,
             d1: 0,
             blkaddr: e.blkaddr,
-            check: !e.inline,
+            check: !e.inline && !e.fragment,
+            partial: e.partial,
         };
         let mut count = e.len;
         let mut d1 = (ofs + count) >> bits;
@@ -76,6 +82,7 @@ fn entries(exts: &[Ext], bits: u32, big_pcluster: bool) -> Vec<Entry> {
                     d1: d1.min(u64::from(u16::MAX)) as u16,
                     blkaddr: 0,
                     check: false,
+                    partial: false,
                 }
             };
             v.push(entry);
@@ -97,6 +104,7 @@ fn entries(exts: &[Ext], bits: u32, big_pcluster: bool) -> Vec<Entry> {
             d1: 0,
             blkaddr: 0,
             check: false,
+            partial: false,
         });
     }
     v
@@ -114,6 +122,11 @@ pub(crate) struct MapSpec<'a> {
     /// Inline tail bytes (0 = none).
     pub inline_size: u16,
     pub interlaced: bool,
+    /// Offset of the tail fragment in the packed inode (the last extent is it).
+    pub fragmentoff: Option<u64>,
+    /// Full indexes even where compact ones would do (deduplicated files, as
+    /// mkfs.erofs; partial references and fragment offsets past 4 GiB need them).
+    pub force_full: bool,
 }
 
 /// The map (header and indexes), and the inode layout it needs.
@@ -136,14 +149,24 @@ pub(crate) fn encode(spec: &MapSpec<'_>, map_pos: u64) -> Map {
     if spec.interlaced {
         advise |= ADVISE_INTERLACED_PCLUSTER;
     }
+    if spec.fragmentoff.is_some() {
+        advise |= ADVISE_FRAGMENT_PCLUSTER;
+    }
+    let h_u = match spec.fragmentoff {
+        Some(off) => off as u32,
+        None => u32::from(spec.inline_size) << 16,
+    };
     let header = |advise: u16| MapHeader {
-        h_u: U32::new(u32::from(spec.inline_size) << 16),
+        h_u: U32::new(h_u),
         h_advise: U16::new(advise),
         h_algorithmtype: spec.algorithmtype,
         h_clusterbits: 0,
     };
     // Lclusters are one block, so lclusterbits = blkszbits <= 12 allow 2-byte packs.
-    if spec.allow_compact && bits <= 14 {
+    let full_needed = spec.force_full
+        || ents.iter().any(|e| e.partial)
+        || spec.fragmentoff.is_some_and(|o| o >> 32 != 0);
+    if spec.allow_compact && bits <= 14 && !full_needed {
         let mut a = advise;
         if bits <= 12 {
             a |= ADVISE_COMPACTED_2B;
@@ -172,8 +195,9 @@ pub(crate) fn encode(spec: &MapSpec<'_>, map_pos: u64) -> Map {
         } else {
             e.blkaddr
         };
+        let partial = if e.partial { LI_PARTIAL_REF } else { 0 };
         let di = LclusterIndex {
-            di_advise: U16::new(u16::from(e.typ)),
+            di_advise: U16::new(u16::from(e.typ) | partial),
             di_clusterofs: U16::new(if e.typ == LCLUSTER_TYPE_NONHEAD {
                 0
             } else {
@@ -232,6 +256,7 @@ fn compact(ents: &[Entry], ebase: u64, bits: u32, advise: u16, big: bool) -> Opt
                     d1: 0,
                     blkaddr: 0,
                     check: false,
+                    partial: false,
                 })
             })
             .collect();

@@ -3,8 +3,10 @@
 //! fixed-size pclusters (`file`), and the lcluster indexes that map them (`index`).
 
 mod codec;
+mod dedupe;
 mod ffi;
 pub(crate) mod file;
+pub(crate) mod frag;
 pub(crate) mod index;
 
 use ishare_erofs::format::{
@@ -108,11 +110,12 @@ pub(crate) fn compress_files(
         .filter_map(|i| {
             let n = &tree.nodes[i];
             let (pcluster, alg) = settings(i);
-            // A file of one block or less only gains when its tail can be inline.
+            // A file of one block or less only gains when its tail can be inline or
+            // in the packed inode.
             (matches!(n.kind, Kind::File)
                 && n.size > 0
                 && pcluster > 0
-                && (n.size > bs || cfg.ztailpacking))
+                && (n.size > bs || cfg.ztailpacking || cfg.fragments))
                 .then_some((i, pcluster, alg))
         })
         .collect();
@@ -127,23 +130,69 @@ pub(crate) fn compress_files(
         hash,
         spill,
         progress,
+        fragments: cfg.fragments,
+        // The end of a file goes to the packed inode rather than inline.
+        tailpacking: cfg.ztailpacking && !cfg.fragments,
+        interlaced: cfg.interlaced(),
+        // Identical pclusters are found by their hashes when fragments are on
+        // (mkfs.erofs's multithreaded path); dedupe finds them by content.
+        pcluster_hashes: cfg.fragments && !cfg.dedupe,
     };
-    let files = file::compress_all(&pass, &nodes)?;
+    let files: Vec<Option<ZFile>> = if cfg.all_fragments {
+        file::compress_all_fragments(&pass, &nodes)?
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else if cfg.dedupe {
+        file::compress_dedupe(&pass, &nodes)?
+    } else {
+        file::compress_all(&pass, &nodes)?
+            .into_iter()
+            .zip(&nodes)
+            .map(|(z, &(i, ..))| file::worth_keeping(&z, tree.nodes[i].size, bs).then_some(z))
+            .collect()
+    };
     if let Some(p) = progress {
         p.finish();
     }
     let mut out = vec![None; tree.nodes.len()];
     for ((node, ..), z) in nodes.into_iter().zip(files) {
-        let size = tree.nodes[node].size;
-        // Kept only if blocks, inline tail and map take less than the data itself
-        // (mkfs.erofs's rule, with the full-index map size).
-        let inline = z.inline.as_ref().map_or(0, |t| t.data.len() as u64);
-        let cost = z.blocks(inline > 0) * bs + inline + index::full_size(size.div_ceil(bs));
-        if cost < size {
-            out[node] = Some(z);
-        }
+        out[node] = z;
     }
     Ok(out)
+}
+
+/// Compresses the packed inode (node `node`, whose data is the packed file) as
+/// mkfs.erofs does: its own pcluster size, ztailpacking if asked, no fragments of
+/// its own, no dedupe. `None` if that saves nothing.
+pub(crate) fn compress_packed(
+    tree: &Tree,
+    node: usize,
+    cfg: &Compression,
+    opts: &BuildOptions,
+    spill: &Spill,
+) -> Result<Option<ZFile>> {
+    let bs = u64::from(opts.block_size);
+    let size = tree.nodes[node].size;
+    if size <= bs && !cfg.ztailpacking {
+        return Ok(None);
+    }
+    let pass = file::Pass {
+        tree,
+        cfg,
+        block_size: opts.block_size,
+        hash: false,
+        spill,
+        progress: None,
+        fragments: false,
+        tailpacking: cfg.ztailpacking,
+        interlaced: cfg.interlaced(),
+        pcluster_hashes: false,
+    };
+    let z = file::compress_all(&pass, &[(node, cfg.packed_pcluster(), 0)])?
+        .pop()
+        .expect("one file");
+    Ok(file::worth_keeping(&z, size, bs).then_some(z))
 }
 
 /// Each node's path relative to the source root, without a leading `/` (a hard-linked
@@ -172,33 +221,62 @@ fn relative_paths(tree: &Tree) -> Vec<Vec<u8>> {
 }
 
 /// The map of compressed file `z` whose data starts at block `startblk`, for a map
-/// at byte `map_pos` (only its value modulo 32 matters).
+/// at byte `map_pos` (only its value modulo 32 matters); `start_of(node)` gives the
+/// first data block of another file whose pclusters `z` reuses.
 pub(crate) fn zmap(
     z: &ZFile,
     use_inline: bool,
     startblk: u32,
+    start_of: &dyn Fn(usize) -> u32,
     opts: &BuildOptions,
     map_pos: u64,
 ) -> Map {
+    use ishare_erofs::format::{
+        FULL_INDEX_PAD, INODE_COMPRESSED_FULL, LCLUSTER_TYPE_HEAD1, LCLUSTER_TYPE_PLAIN,
+    };
     let c = opts.compression.as_ref().expect("compressed build");
-    let n = z.extents.len() - if use_inline { z.fallback } else { 0 };
+    let used = z.used(use_inline);
+    if let Some(f) = &z.frag
+        && used.is_empty()
+        && f.lstart == 0
+    {
+        // The whole file is a fragment: the header, read as one little-endian u64
+        // with bit 63 set, is its offset in the packed inode.
+        let mut bytes = (f.offset | 1 << 63).to_le_bytes().to_vec();
+        bytes.resize(8 + FULL_INDEX_PAD as usize, 0);
+        return Map {
+            bytes,
+            layout: INODE_COMPRESSED_FULL,
+        };
+    }
+    let typ = |compressed: bool| {
+        if compressed {
+            LCLUSTER_TYPE_HEAD1
+        } else {
+            LCLUSTER_TYPE_PLAIN
+        }
+    };
     let mut blk = startblk;
-    let mut exts: Vec<Ext> = z.extents[..n]
+    let mut exts: Vec<Ext> = used
         .iter()
         .map(|e| {
-            let x = Ext {
+            let blkaddr = match e.at {
+                file::At::Own { .. } => {
+                    let b = blk;
+                    blk = blk.wrapping_add(e.blocks);
+                    b
+                }
+                file::At::Shared { node, blk } => start_of(node).wrapping_add(blk),
+            };
+            Ext {
                 len: u64::from(e.len),
-                typ: if e.compressed {
-                    ishare_erofs::format::LCLUSTER_TYPE_HEAD1
-                } else {
-                    ishare_erofs::format::LCLUSTER_TYPE_PLAIN
-                },
-                blkaddr: blk,
+                typ: typ(e.compressed),
+                blkaddr,
                 blocks: e.blocks,
                 inline: false,
-            };
-            blk = blk.wrapping_add(e.blocks);
-            x
+                fragment: false,
+                partial: e.partial,
+            }
         })
         .collect();
     let mut inline_size = 0;
@@ -206,14 +284,25 @@ pub(crate) fn zmap(
         inline_size = t.data.len() as u16;
         exts.push(Ext {
             len: u64::from(t.len),
-            typ: if t.compressed {
-                ishare_erofs::format::LCLUSTER_TYPE_HEAD1
-            } else {
-                ishare_erofs::format::LCLUSTER_TYPE_PLAIN
-            },
+            typ: typ(t.compressed),
             blkaddr: blk,
             blocks: 1,
             inline: true,
+            fragment: false,
+            partial: false,
+        });
+    }
+    if let Some(f) = &z.frag {
+        // A HEAD1 lcluster with no blocks; in full indexes its address holds the
+        // high 32 bits of the fragment offset.
+        exts.push(Ext {
+            len: f.len,
+            typ: LCLUSTER_TYPE_HEAD1,
+            blkaddr: (f.offset >> 32) as u32,
+            blocks: 0,
+            inline: false,
+            fragment: true,
+            partial: false,
         });
     }
     index::encode(
@@ -225,7 +314,9 @@ pub(crate) fn zmap(
             // Each file uses one algorithm, as HEAD1 (mkfs.erofs writes no HEAD2).
             algorithmtype: c.algorithms[z.algorithm].algorithm.id(),
             inline_size,
-            interlaced: false,
+            interlaced: c.interlaced(),
+            fragmentoff: z.frag.map(|f| f.offset),
+            force_full: z.dedupe,
         },
         map_pos,
     )
@@ -425,6 +516,19 @@ pub struct Compression {
     /// file's path (relative to the source root) decides its pcluster size and
     /// algorithm.
     pub hints: Vec<Hint>,
+    /// Store the end of each compressed file that would otherwise take a last,
+    /// partly filled pcluster (and small files whole) in the packed inode, itself
+    /// compressed (`-E fragments`); identical tails are stored once, and so are
+    /// identical pclusters.
+    pub fragments: bool,
+    /// Store every compressed file whole in the packed inode (`-E all-fragments`;
+    /// implies `fragments`).
+    pub all_fragments: bool,
+    /// Pcluster size of the packed inode (`-E fragments=SIZE`); `None` = `pcluster_size`.
+    pub packed_pcluster_size: Option<u32>,
+    /// Reuse pclusters already written whose data starts the same way, also in part
+    /// (`-E dedupe`; files are then compressed one after another).
+    pub dedupe: bool,
 }
 
 /// One line of a `--compress-hints` file: `PCLUSTER_SIZE [ALGORITHM_INDEX] REGEX`.
@@ -467,7 +571,22 @@ impl Compression {
             legacy_indexes: false,
             max_extent_bytes: None,
             hints: Vec::new(),
+            fragments: false,
+            all_fragments: false,
+            packed_pcluster_size: None,
+            dedupe: false,
         })
+    }
+
+    /// Whether uncompressed pclusters are stored rotated to their offset in the
+    /// lcluster (mkfs.erofs does so with fragments, unless deduplicating).
+    pub(crate) fn interlaced(&self) -> bool {
+        self.fragments && !self.dedupe
+    }
+
+    /// Pcluster size of the packed inode.
+    pub(crate) fn packed_pcluster(&self) -> u32 {
+        self.packed_pcluster_size.unwrap_or(self.pcluster_size)
     }
 
     /// Reads a `--compress-hints` file (mkfs.erofs's format: `#` comments, then per
@@ -550,6 +669,20 @@ impl Compression {
         for c in &self.algorithms {
             c.validate()?;
         }
+        if let Some(p) = self.packed_pcluster_size
+            && (p == 0 || !p.is_multiple_of(block_size) || p > self.max_pcluster())
+        {
+            return Err(Error::InvalidOption(format!(
+                "-E fragments={p}: the packed inode's pcluster size must be a multiple of the \
+                 block size ({block_size}) up to the largest pcluster ({})",
+                self.max_pcluster()
+            )));
+        }
+        if self.all_fragments && !self.fragments {
+            return Err(Error::InvalidOption(
+                "all-fragments implies fragments: set both".into(),
+            ));
+        }
         if let Some(m) = self.max_extent_bytes
             && m < u64::from(block_size)
         {
@@ -561,8 +694,8 @@ impl Compression {
     }
 }
 
-/// `123`, `4k`, `1M`, `2G`, `0x1000`.
-pub(crate) fn parse_size(s: &str) -> Option<u64> {
+/// Parses a size as mkfs.erofs does: `123`, `4k`, `1M`, `2G`, `0x1000`.
+pub fn parse_size(s: &str) -> Option<u64> {
     let (num, mul) = match s.as_bytes().last()? {
         b'k' | b'K' => (&s[..s.len() - 1], 1u64 << 10),
         b'm' | b'M' => (&s[..s.len() - 1], 1 << 20),
