@@ -15,6 +15,8 @@
 #   Z             compress with this -z algorithm (e.g. lz4hc, lzma, zstd, or
 #                 lzma,level=9); unset = uncompressed
 #   C             with Z: -C pcluster size in bytes (default 4096)
+#   E             with Z: extended options for both tools (e.g. fragments, dedupe,
+#                 ztailpacking; -E's comma-separated form)
 #   MODES         "cold warm" (default uncompressed) or "warm" (default with Z)
 #   VARIANTS      TOOL:WORKERS list (default "ishare:0 mkfs:0 ishare:1 mkfs:1",
 #                 with Z "ishare:0 mkfs:0")
@@ -51,6 +53,10 @@ OPTS=(--quiet -b 4096 -T 0 --mkfs-time -U "$UUID" --xattr-inode-digest)
 if [ -n "$Z" ]; then
   OPTS+=(-z "$Z" -C "$C")
   RESULTS=$ROOT/bench/results/mkfs-z-${Z//[^a-z0-9=]/_}-C$C.md
+  if [ -n "${E:-}" ]; then
+    OPTS+=(-E "$E")
+    RESULTS=${RESULTS%.md}-E${E//[^a-z0-9=]/_}.md
+  fi
 fi
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (drop_caches, tmpfs, loop mounts)"
