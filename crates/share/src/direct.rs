@@ -25,6 +25,7 @@ use std::io;
 use std::num::NonZeroU64;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, StatxFlags};
@@ -100,6 +101,9 @@ struct Twin {
     direct: Option<(File, usize)>,
     /// Buffered, with its own readahead state.
     bulk: File,
+    /// Buffered reads happened since the last drop at an extent's end: only then can
+    /// readahead have left pages behind (short extents never read buffered).
+    buffered: AtomicBool,
 }
 
 /// By device and inode number of the reader library's descriptor: its twins.
@@ -129,6 +133,7 @@ impl DirectReader {
         let t = Arc::new(Twin {
             direct: open_direct(f).ok(),
             bulk,
+            buffered: Default::default(),
         });
         twins.insert((md.dev(), md.ino()), t.clone());
         Ok(t)
@@ -153,7 +158,7 @@ impl DirectReader {
             drop_cache(&t.bulk, off, extent_end.saturating_sub(off));
             match read_direct(direct, *align, off, len, buf) {
                 Ok(()) => {
-                    if end >= extent_end {
+                    if end >= extent_end && t.buffered.swap(false, Ordering::Relaxed) {
                         // Readahead still in flight at the drop above (its pages were
                         // locked, so the drop skipped them) has landed by now.
                         let from = extent_end.saturating_sub(2 * BULK);
@@ -166,6 +171,7 @@ impl DirectReader {
                 Err(e) => return Err(e),
             }
         }
+        t.buffered.store(true, Ordering::Relaxed);
         t.bulk.read_exact_at(buf.unaligned(len), off)?;
         let from = off.saturating_sub(BEHIND);
         drop_cache(&t.bulk, from, end - from);
