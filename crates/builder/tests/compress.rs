@@ -165,6 +165,31 @@ fn options(c: &Case) -> BuildOptions {
 }
 
 /// Reads ranges at pseudo-random offsets of every regular file through our reader.
+/// (1) The host kernel's mount of the image equals `src`; (2) fsck.erofs 1.9.4
+/// accepts it, fingerprints included.
+fn kernel_and_fsck(src: &Tree, img_path: &Path) -> Result<(), String> {
+    let mnt = LoopMount::new(img_path)?;
+    let got = snapshot(mnt.path());
+    drop(mnt);
+    let d = diff(src, &got);
+    if !d.is_empty() {
+        return Err(format!("kernel mount differs:\n{}", d.join("\n")));
+    }
+    run(Command::new(fsck_194())
+        .arg("--xattr-inode-digest")
+        .arg(img_path))?;
+    Ok(())
+}
+
+/// Our reader's check of the whole image, fingerprints verified.
+fn verify(img: &Image) -> Result<ishare_erofs::CheckReport, String> {
+    img.check(&ishare_erofs::CheckOptions {
+        verify_fingerprints: true,
+        ..Default::default()
+    })
+    .map_err(|e| format!("check: {e}"))
+}
+
 fn random_reads(img: &Image, src_dir: &Path, bs: usize) -> Result<(), String> {
     let _ = src_dir;
     reads_of(img, &files(bs))
@@ -250,27 +275,11 @@ fn check(c: &Case, tmp: &Path) -> Result<(), String> {
     let img_path = tmp.join(format!("{}.img", c.name));
     build(&src_dir, &img_path, &o).map_err(|e| format!("build: {e}"))?;
 
-    // (1) the kernel
-    let mnt = LoopMount::new(&img_path)?;
-    let got = snapshot(mnt.path());
-    drop(mnt);
-    let d = diff(&src, &got);
-    if !d.is_empty() {
-        return Err(format!("kernel mount differs:\n{}", d.join("\n")));
-    }
-    // (2) fsck.erofs
-    run(Command::new(fsck_194())
-        .arg("--xattr-inode-digest")
-        .arg(&img_path))?;
+    kernel_and_fsck(&src, &img_path)?;
     // (3) our reader
     let img = Image::open(&img_path).map_err(|e| e.to_string())?;
     random_reads(&img, &src_dir, c.bs as usize)?;
-    let r = img
-        .check(&ishare_erofs::CheckOptions {
-            verify_fingerprints: true,
-            ..Default::default()
-        })
-        .map_err(|e| format!("check: {e}"))?;
+    let r = verify(&img)?;
     if r.fingerprints_missing != 0 || r.fingerprints_verified != files(c.bs as usize).len() as u64 {
         return Err(format!("fingerprints: {r:?}"));
     }
@@ -656,27 +665,12 @@ fn dcheck(c: &DCase, tmp: &Path) -> Result<String, String> {
     build(&src_dir, &img_path, &o).map_err(|e| format!("build: {e}"))?;
     let size = fs::metadata(&img_path).unwrap().len();
 
-    // (1) the kernel
-    let mnt = LoopMount::new(&img_path)?;
-    let got = snapshot(mnt.path());
-    drop(mnt);
-    let d = diff(&src, &got);
-    if !d.is_empty() {
-        return Err(format!("kernel mount differs:\n{}", d.join("\n")));
-    }
-    // (2) fsck.erofs (it warns that the packed inode has no digest, as for its own)
-    run(Command::new(fsck_194())
-        .arg("--xattr-inode-digest")
-        .arg(&img_path))?;
+    // (fsck.erofs warns that the packed inode has no digest, as for its own.)
+    kernel_and_fsck(&src, &img_path)?;
     // (3) our reader
     let img = Image::open(&img_path).map_err(|e| e.to_string())?;
     reads_of(&img, &files)?;
-    let r = img
-        .check(&ishare_erofs::CheckOptions {
-            verify_fingerprints: true,
-            ..Default::default()
-        })
-        .map_err(|e| format!("check: {e}"))?;
+    let r = verify(&img)?;
     let nonempty = files.iter().filter(|(_, d)| !d.is_empty()).count() as u64;
     if r.fingerprints_missing != 0 || r.fingerprints_verified != nonempty {
         return Err(format!("fingerprints: {r:?}"));

@@ -312,20 +312,9 @@ pub(crate) fn compress_all(pass: &Pass<'_>, nodes: &[(usize, u32, usize)]) -> Re
         .collect();
     let mut work = work_list(pass, &singles);
     work.extend(groups.into_iter().map(|members| Work::Group { members }));
-    let threads = rayon::current_num_threads();
-    let nalg = pass.cfg.algorithms.len();
-    // One encoder per worker thread and algorithm, created on first use.
-    let mut encoders: Vec<std::sync::Mutex<Option<Encoder>>> = Vec::new();
-    encoders.resize_with((threads + 1) * nalg, || std::sync::Mutex::new(None));
-    let max_pcluster = pass.cfg.max_pcluster();
-    let with_encoder = |alg: usize, f: &mut dyn FnMut(&mut Encoder) -> Result<()>| {
-        let slot = rayon::current_thread_index().unwrap_or(threads) * nalg + alg;
-        let mut guard = encoders[slot].lock().expect("encoder lock");
-        if guard.is_none() {
-            *guard = Some(Encoder::new(&pass.cfg.algorithms[alg], max_pcluster)?);
-        }
-        f(guard.as_mut().expect("encoder"))
-    };
+    let pool = EncoderPool::new(pass.cfg);
+    let with_encoder =
+        |alg: usize, f: &mut dyn FnMut(&mut Encoder) -> Result<()>| pool.with(alg, f);
     let run = |w: Work| -> Result<Out> {
         match w {
             Work::Segment {
@@ -532,19 +521,9 @@ pub(crate) fn compress_all_fragments(
         jobs.push(g);
     }
     jobs.extend((0..nodes.len()).filter(|&k| !grouped[k]).map(|k| vec![k]));
-    let threads = rayon::current_num_threads();
-    let nalg = pass.cfg.algorithms.len();
-    let mut encoders: Vec<std::sync::Mutex<Option<Encoder>>> = Vec::new();
-    encoders.resize_with((threads + 1) * nalg, || std::sync::Mutex::new(None));
-    let max_pcluster = pass.cfg.max_pcluster();
-    let with_encoder = |alg: usize, f: &mut dyn FnMut(&mut Encoder) -> Result<()>| {
-        let slot = rayon::current_thread_index().unwrap_or(threads) * nalg + alg;
-        let mut guard = encoders[slot].lock().expect("encoder lock");
-        if guard.is_none() {
-            *guard = Some(Encoder::new(&pass.cfg.algorithms[alg], max_pcluster)?);
-        }
-        f(guard.as_mut().expect("encoder"))
-    };
+    let pool = EncoderPool::new(pass.cfg);
+    let with_encoder =
+        |alg: usize, f: &mut dyn FnMut(&mut Encoder) -> Result<()>| pool.with(alg, f);
     let results: Vec<Vec<(usize, ZFile)>> = jobs
         .into_par_iter()
         .map(|members| {
@@ -658,6 +637,42 @@ fn own_fragment(
         lstart: f.lstart,
         len: f.len,
     }))
+}
+
+/// One encoder per worker thread and algorithm, created on first use.
+struct EncoderPool<'a> {
+    cfg: &'a Compression,
+    threads: usize,
+    encoders: Vec<std::sync::Mutex<Option<Encoder>>>,
+}
+
+impl<'a> EncoderPool<'a> {
+    fn new(cfg: &'a Compression) -> Self {
+        let threads = rayon::current_num_threads();
+        let mut encoders = Vec::new();
+        encoders.resize_with((threads + 1) * cfg.algorithms.len(), || {
+            std::sync::Mutex::new(None)
+        });
+        EncoderPool {
+            cfg,
+            threads,
+            encoders,
+        }
+    }
+
+    /// Runs `f` with this thread's encoder for algorithm `alg`.
+    fn with(&self, alg: usize, f: &mut dyn FnMut(&mut Encoder) -> Result<()>) -> Result<()> {
+        let thread = rayon::current_thread_index().unwrap_or(self.threads);
+        let slot = thread * self.cfg.algorithms.len() + alg;
+        let mut guard = self.encoders[slot].lock().expect("encoder lock");
+        if guard.is_none() {
+            *guard = Some(Encoder::new(
+                &self.cfg.algorithms[alg],
+                self.cfg.max_pcluster(),
+            )?);
+        }
+        f(guard.as_mut().expect("encoder"))
+    }
 }
 
 type WithEncoder<'e> =
