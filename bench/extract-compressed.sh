@@ -20,11 +20,9 @@
 #                 work tree's, from git describe)
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE=${ISHARE_CACHE:-/var/cache/ishare}
 BENCH_NAME=extract-compressed.sh
 # shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 RUNS=${RUNS:-5}
 ALGS=${ALGS:-lz4hc lzma deflate zstd}
 PCLUSTERS=${PCLUSTERS:-default 65536}
@@ -59,20 +57,7 @@ bench_build
 bootstrap_rootfs "$ROOTFS"
 
 # --- scratch space -------------------------------------------------------------
-WORK=$(mktemp -d /tmp/ishare-bench-z.XXXXXX)
-# shellcheck disable=SC2317 # called by the trap
-cleanup() {
-  if mountpoint -q "$WORK/mnt"; then umount "$WORK/mnt"; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-mkdir "$WORK/mnt" "$WORK/log" "$WORK/bin"
-mount -t tmpfs -o mode=0755 ishare-bench "$WORK/mnt"
-# Time a private copy: others may rebuild target/release/ishare meanwhile.
-ISHARE=$WORK/bin/ishare
-cp "$ISHARE_SRC" "$ISHARE"
-ishare_sha=$(sha256sum "$ISHARE" | cut -d' ' -f1)
-ishare_built=$(date -u -r "$ISHARE_SRC" '+%Y-%m-%d %H:%M UTC')
+scratch_tmpfs ishare-bench-z
 
 # --- images (rebuilt every run) ------------------------------------------------
 # Fixed UUID and build time, so the same tree gives the same images;
@@ -106,7 +91,7 @@ cmd() {
 # afterwards (tmpfs: no allocator slowdown after deletions, unlike ext4).
 # Appends "wall user sys maxrss_kib" to $WORK/log/KEY.VARIANT.MODE.
 run() {
-  local key=$1 v=$2 mode=$3 n=$4 t0 t1 rc=0 img out=$WORK/mnt/out
+  local key=$1 v=$2 mode=$3 n=$4 rc=0 img out=$WORK/mnt/out
   img=$(image_of "$key")
   rm -rf "$out"
   cmd "$v" "$img" "$out"
@@ -116,18 +101,9 @@ run() {
   else
     cat "$img" >/dev/null
   fi
-  t0=$EPOCHREALTIME
-  /usr/bin/time -v -o "$WORK/log/time" "${CMD[@]}" >"$WORK/log/out" 2>&1 || rc=$?
-  t1=$EPOCHREALTIME
+  timed "$v ($key, $mode run $n)" "$WORK/log/$key.$v.$mode" "$WORK/log/out" "${CMD[@]}" || rc=$?
   rm -rf "$out"
-  if [ "$rc" != 0 ]; then
-    echo "$BENCH_NAME: $v failed ($key, $mode run $n, exit $rc): ${CMD[*]}" >&2
-    sed 's/^/    /' "$WORK/log/out" >&2
-    return 1
-  fi
-  awk -v t0="$t0" -v t1="$t1" -F': ' '
-    /User time/ { u = $2 } /System time/ { s = $2 } /Maximum resident/ { m = $2 }
-    END { printf "%.4f %s %s %s\n", t1 - t0, u, s, m }' "$WORK/log/time" >>"$WORK/log/$key.$v.$mode"
+  return "$rc"
 }
 
 load_before=$(loadavg)
@@ -147,15 +123,6 @@ done
 load_after=$(loadavg)
 
 # --- correctness: both tools' trees must be identical, and like the source -------
-# meta DIR: one line per entry: path, type, mode, owner, size (not for
-# directories: it depends on the filesystem), link count, mtime, symlink target,
-# and device numbers.
-meta() {
-  (cd "$1" && find . -printf '%p %y %m %U %G %s %n %T@ %l\n' | awk '$2 == "d" { $6 = "-" } 1' | LC_ALL=C sort)
-  (cd "$1" && find . \( -type b -o -type c \) -exec stat -c '%n rdev %t:%T' {} + | LC_ALL=C sort)
-}
-xattrs() { (cd "$1" || exit 1; getfattr -R -h -d -m - -e hex . 2>/dev/null || true); }
-
 meta "$ROOTFS" | grep -v '^\. ' >"$WORK/log/meta.source"
 declare -A verdict=()
 mismatch=0
@@ -171,23 +138,10 @@ for key in "${KEYS[@]}"; do
   for t in ishare fsck; do
     cmd "$t" "$(image_of "$key")" "$WORK/mnt/cmp/$t"
     "${CMD[@]}" >/dev/null
-    meta "$WORK/mnt/cmp/$t" >"$WORK/log/meta.$t"
-    xattrs "$WORK/mnt/cmp/$t" >"$WORK/log/xattrs.$t"
   done
-  fail=0
   d=$WORK/log/diff.$key
-  # diff -r cannot compare device nodes and FIFOs: meta covers those.
-  diff -r --no-dereference "$A" "$B" >"$d.r" 2>&1 || true
-  if grep -Ev '^File .* while file .* is a (character special file|block special file|fifo|socket)$' \
-    "$d.r" >"$d"; then
-    fail=1
-  fi
-  for f in meta xattrs; do
-    diff -u "$WORK/log/$f.ishare" "$WORK/log/$f.fsck" >>"$d" || fail=1
-  done
-  # And against the source tree (the root directory is left out: here it is
-  # the mount point or a scratch directory).
-  diff -u "$WORK/log/meta.source" <(grep -v '^\. ' "$WORK/log/meta.ishare") >>"$d" || fail=1
+  fail=0
+  compare_extracted "$A" "$B" "$WORK/log/meta.source" "$d" || fail=1
   if [ "$fail" != 0 ]; then
     echo "$BENCH_NAME: $key: MISMATCH between the extracted trees or with the source rootfs:" >&2
     head -n 40 "$d" >&2
@@ -257,23 +211,13 @@ mkdir -p "$(dirname "$RESULTS")"
         "${verdict[$key]}"
     done
   done
-  for k in "${!failed[@]}"; do
-    echo
-    echo "$k failed: \`${failed[$k]}\`"
-  done
   echo
   echo "Images:"
   echo
   for key in "${KEYS[@]}"; do
     echo "- $key: $(stat -c %s "$(image_of "$key")") bytes, sha256 $(sha256sum "$(image_of "$key")" | cut -d' ' -f1)"
   done
-  echo
-  echo "Wall times of each run (s):"
-  echo
-  for f in "$WORK"/log/*.warm "$WORK"/log/*.cold; do
-    [ -e "$f" ] || continue
-    echo "- $(basename "$f"): $(awk '{ printf "%s ", $1 }' "$f")"
-  done
+  report_failures_and_runs
 } >"$RESULTS"
 cat "$RESULTS"
 [ ${#failed[@]} = 0 ] || die "${!failed[*]} failed"

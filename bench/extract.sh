@@ -13,11 +13,9 @@
 #   ISHARE_BIN    ishare binary to time (default target/release/ishare)
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE=${ISHARE_CACHE:-/var/cache/ishare}
 BENCH_NAME=extract.sh
 # shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 RUNS=${RUNS:-5}
 SUITE=bookworm
 ROOTFS=$BENCH/rootfs-$SUITE-minbase
@@ -54,11 +52,7 @@ if [ "$TARGET_FS" = tmpfs ]; then
 else
   WORK=$(mktemp -d "$BENCH/scratch.XXXXXX")
 fi
-cleanup() {
-  if mountpoint -q "$WORK/mnt"; then umount "$WORK/mnt"; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap scratch_cleanup EXIT
 mkdir "$WORK/mnt" "$WORK/log"
 if [ "$TARGET_FS" = tmpfs ]; then
   mount -t tmpfs -o mode=0755 ishare-bench "$WORK/mnt"
@@ -80,7 +74,7 @@ cmd() {
 # (recently_deleted() in __ext4_new_inode), which would be measured instead.
 # Appends "wall user sys maxrss_kib" to $WORK/log/TOOL.MODE.
 run() {
-  local tool=$1 mode=$2 n=$3 t0 t1 rc=0
+  local tool=$1 mode=$2 n=$3
   cmd "$tool" "$WORK/mnt/out.$tool.$mode.$n"
   sync
   if [ "$mode" = cold ]; then
@@ -88,17 +82,7 @@ run() {
   else
     cat "$IMAGE" >/dev/null
   fi
-  t0=$EPOCHREALTIME
-  /usr/bin/time -v -o "$WORK/log/time" "${CMD[@]}" >"$WORK/log/out.$tool" 2>&1 || rc=$?
-  t1=$EPOCHREALTIME
-  if [ "$rc" != 0 ]; then
-    echo "extract.sh: $tool failed ($mode run $n, exit $rc): ${CMD[*]}" >&2
-    sed 's/^/    /' "$WORK/log/out.$tool" >&2
-    return 1
-  fi
-  awk -v t0="$t0" -v t1="$t1" -F': ' '
-    /User time/ { u = $2 } /System time/ { s = $2 } /Maximum resident/ { m = $2 }
-    END { printf "%.4f %s %s %s\n", t1 - t0, u, s, m }' "$WORK/log/time" >>"$WORK/log/$tool.$mode"
+  timed "$tool ($mode run $n)" "$WORK/log/$tool.$mode" "$WORK/log/out.$tool" "${CMD[@]}"
 }
 
 load_before=$(loadavg)
@@ -120,15 +104,6 @@ done
 load_after=$(loadavg)
 
 # --- correctness: both tools' trees must be identical ---------------------------
-# meta DIR: one line per entry: path, type, mode, owner, size (not for
-# directories: it depends on the filesystem), link count, mtime, symlink target,
-# and device numbers.
-meta() {
-  (cd "$1" && find . -printf '%p %y %m %U %G %s %n %T@ %l\n' | awk '$2 == "d" { $6 = "-" } 1' | LC_ALL=C sort)
-  (cd "$1" && find . \( -type b -o -type c \) -exec stat -c '%n rdev %t:%T' {} + | LC_ALL=C sort)
-}
-xattrs() { (cd "$1" && getfattr -R -h -d -m - -e hex . 2>/dev/null || true); }
-
 A=$WORK/mnt/cmp/ishare B=$WORK/mnt/cmp/fsck
 mkdir -p "$WORK/mnt/cmp"
 verdict="not checked"
@@ -137,25 +112,9 @@ if [ ${#failed[@]} = 0 ]; then
   for t in ishare fsck; do
     cmd "$t" "$WORK/mnt/cmp/$t"
     "${CMD[@]}" >/dev/null
-    meta "$WORK/mnt/cmp/$t" >"$WORK/log/meta.$t"
-    xattrs "$WORK/mnt/cmp/$t" >"$WORK/log/xattrs.$t"
   done
-  fail=0
-  # diff -r cannot compare device nodes and FIFOs: meta covers those.
-  diff -r --no-dereference "$A" "$B" >"$WORK/log/diff.r" 2>&1 || true
-  if grep -Ev '^File .* while file .* is a (character special file|block special file|fifo|socket)$' \
-    "$WORK/log/diff.r" >"$WORK/log/diff"; then
-    fail=1
-  fi
-  for f in meta xattrs; do
-    diff -u "$WORK/log/$f.ishare" "$WORK/log/$f.fsck" >>"$WORK/log/diff" || fail=1
-  done
-  # And against the source tree (the root directory is left out: here it is
-  # the mount point or a scratch directory).
-  if ! diff -u <(meta "$ROOTFS" | grep -v '^\. ') <(grep -v '^\. ' "$WORK/log/meta.ishare") >>"$WORK/log/diff"; then
-    fail=1
-  fi
-  if [ "$fail" != 0 ]; then
+  meta "$ROOTFS" | grep -v '^\. ' >"$WORK/log/meta.source"
+  if ! compare_extracted "$A" "$B" "$WORK/log/meta.source" "$WORK/log/diff"; then
     head -n 60 "$WORK/log/diff" >&2
     die "MISMATCH between the extracted trees or with the source rootfs (diff above)"
   fi
@@ -201,17 +160,7 @@ mkdir -p "$(dirname "$RESULTS")"
   row ishare '`ishare extract`'
   # shellcheck disable=SC2016
   row fsck '`fsck.erofs --extract --preserve --xattrs`'
-  for t in "${!failed[@]}"; do
-    echo
-    echo "$t failed: \`${failed[$t]}\`"
-  done
-  echo
-  echo "Wall times of each run (s):"
-  echo
-  for f in "$WORK"/log/*.cold "$WORK"/log/*.warm; do
-    [ -e "$f" ] || continue
-    echo "- $(basename "$f"): $(awk '{ printf "%s ", $1 }' "$f")"
-  done
+  report_failures_and_runs
 } >"$RESULTS"
 cat "$RESULTS"
 [ ${#failed[@]} = 0 ] || die "${!failed[*]} failed"

@@ -1,8 +1,10 @@
-# Shell helpers shared by the benchmarks (extract.sh, mkfs.sh). Source it after
-# setting BENCH_NAME (used in messages), ROOT (the repository) and CACHE
-# (${ISHARE_CACHE:-/var/cache/ishare}).
+# Shell helpers shared by the benchmarks. Source it after setting BENCH_NAME
+# (used in messages); it sets ROOT (the repository), CACHE
+# (${ISHARE_CACHE:-/var/cache/ishare}) and the erofs-utils paths.
 # shellcheck shell=bash
 
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${ISHARE_CACHE:-/var/cache/ishare}
 BENCH=${BENCH:-$CACHE/bench}
 EU_BIN=${EU_BIN:-$CACHE/erofs-utils-1.9.4/bin}
 MKFS=$EU_BIN/mkfs.erofs
@@ -57,4 +59,102 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 warn_if_busy() {
   awk '$1 > 0.5 { exit 1 }' /proc/loadavg ||
     warn "load average $(loadavg): other work will skew the timings"
+}
+
+# scratch_tmpfs PREFIX: a scratch directory WORK=/tmp/PREFIX.XXXXXX with a tmpfs
+# on WORK/mnt, WORK/log and WORK/bin, removed on exit (after umounting the
+# mounts found under it), and a private copy ISHARE of the binary ISHARE_SRC:
+# others may rebuild target/release/ishare meanwhile. Sets ishare_sha and
+# ishare_built for the report.
+scratch_tmpfs() {
+  WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+  trap scratch_cleanup EXIT
+  mkdir "$WORK/mnt" "$WORK/log" "$WORK/bin"
+  mount -t tmpfs -o mode=0755 ishare-bench "$WORK/mnt"
+  ISHARE=$WORK/bin/ishare
+  cp "$ISHARE_SRC" "$ISHARE"
+  # shellcheck disable=SC2034 # read by the sourcing script
+  ishare_sha=$(sha256sum "$ISHARE" | cut -d' ' -f1)
+  # shellcheck disable=SC2034
+  ishare_built=$(date -u -r "$ISHARE_SRC" '+%Y-%m-%d %H:%M UTC')
+}
+
+# shellcheck disable=SC2317 # called by the trap
+scratch_cleanup() {
+  local m
+  for m in $(findmnt -rno TARGET | grep -F "$WORK/" | sort -r); do
+    umount "$m" 2>/dev/null || umount -l "$m"
+  done
+  rm -rf "$WORK"
+}
+
+# timed WHAT LOG OUT CMD...: runs CMD under /usr/bin/time with its output in OUT
+# and appends "wall user sys maxrss_kib" to LOG; on failure prints OUT with
+# WHAT (the run's description) and returns 1.
+timed() {
+  local what=$1 log=$2 out=$3 t0 t1 rc=0
+  shift 3
+  t0=$EPOCHREALTIME
+  /usr/bin/time -v -o "$WORK/log/time" "$@" >"$out" 2>&1 || rc=$?
+  t1=$EPOCHREALTIME
+  if [ "$rc" != 0 ]; then
+    echo "$BENCH_NAME: $what failed (exit $rc): $*" >&2
+    sed 's/^/    /' "$out" >&2
+    return 1
+  fi
+  awk -v t0="$t0" -v t1="$t1" -F': ' '
+    /User time/ { u = $2 } /System time/ { s = $2 } /Maximum resident/ { m = $2 }
+    END { printf "%.4f %s %s %s\n", t1 - t0, u, s, m }' "$WORK/log/time" >>"$log"
+}
+
+# report_failures_and_runs: the report's tail, in Markdown: each failed run's
+# last output line (associative array failed, key -> line) and the wall time of
+# each run, one line per log file ($WORK/log/*.cold, *.warm).
+report_failures_and_runs() {
+  local k f
+  # shellcheck disable=SC2154 # the sourcing script's
+  for k in "${!failed[@]}"; do
+    echo
+    echo "$k failed: \`${failed[$k]}\`"
+  done
+  echo
+  echo "Wall times of each run (s):"
+  echo
+  for f in "$WORK"/log/*.cold "$WORK"/log/*.warm; do
+    [ -e "$f" ] || continue
+    echo "- $(basename "$f"): $(awk '{ printf "%s ", $1 }' "$f")"
+  done
+}
+
+# meta DIR: one line per entry: path, type, mode, owner, size (not for
+# directories: it depends on the filesystem), link count, mtime, symlink target,
+# and device numbers.
+meta() {
+  (cd "$1" && find . -printf '%p %y %m %U %G %s %n %T@ %l\n' | awk '$2 == "d" { $6 = "-" } 1' | LC_ALL=C sort)
+  (cd "$1" && find . \( -type b -o -type c \) -exec stat -c '%n rdev %t:%T' {} + | LC_ALL=C sort)
+}
+xattrs() { (cd "$1" || exit 1; getfattr -R -h -d -m - -e hex . 2>/dev/null || true); }
+
+# compare_extracted A B SOURCE_META DIFF: whether the trees extracted into A
+# (ishare) and B (fsck.erofs) are identical (contents, meta, xattrs) and A has
+# the metadata SOURCE_META (meta of the source, root line left out: here it is
+# the mount point or a scratch directory). Differences go to DIFF; returns 1
+# when there are any.
+compare_extracted() {
+  local a=$1 b=$2 source_meta=$3 d=$4 t fail=0
+  for t in "$a" "$b"; do
+    meta "$t" >"$t.meta"
+    xattrs "$t" >"$t.xattrs"
+  done
+  # diff -r cannot compare device nodes and FIFOs: meta covers those.
+  diff -r --no-dereference "$a" "$b" >"$d.r" 2>&1 || true
+  if grep -Ev '^File .* while file .* is a (character special file|block special file|fifo|socket)$' \
+    "$d.r" >"$d"; then
+    fail=1
+  fi
+  for t in meta xattrs; do
+    diff -u "$a.$t" "$b.$t" >>"$d" || fail=1
+  done
+  diff -u "$source_meta" <(grep -v '^\. ' "$a.meta") >>"$d" || fail=1
+  return "$fail"
 }

@@ -22,11 +22,9 @@
 #                 with Z "ishare:0 mkfs:0")
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE=${ISHARE_CACHE:-/var/cache/ishare}
 BENCH_NAME=mkfs.sh
 # shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 Z=${Z:-}
 C=${C:-4096}
 if [ -n "$Z" ]; then
@@ -70,24 +68,7 @@ bench_build
 [ -x "$ISHARE_SRC" ] || die "$ISHARE_SRC missing"
 
 # --- scratch space -------------------------------------------------------------
-WORK=$(mktemp -d /tmp/ishare-bench-mkfs.XXXXXX)
-# shellcheck disable=SC2317 # called by the trap
-cleanup() {
-  local m
-  for m in "$WORK"/mnt/m.*; do
-    if mountpoint -q "$m"; then umount "$m"; fi
-  done
-  if mountpoint -q "$WORK/mnt"; then umount "$WORK/mnt"; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-mkdir "$WORK/mnt" "$WORK/log" "$WORK/bin"
-mount -t tmpfs -o mode=0755 ishare-bench "$WORK/mnt"
-# Time a private copy: others may rebuild target/release/ishare meanwhile.
-ISHARE=$WORK/bin/ishare
-cp "$ISHARE_SRC" "$ISHARE"
-ishare_sha=$(sha256sum "$ISHARE" | cut -d' ' -f1)
-ishare_built=$(date -u -r "$ISHARE_SRC" '+%Y-%m-%d %H:%M UTC')
+scratch_tmpfs ishare-bench-mkfs
 
 # --- source trees (cached) -------------------------------------------------------
 src_of() { echo "$BENCH/rootfs-bookworm-$1"; }
@@ -116,23 +97,13 @@ warm() { find "$1" -type f -print0 | xargs -0 -r cat >/dev/null; }
 # the reference; every later one must be byte-identical to it.
 # Appends "wall user sys maxrss_kib" to $WORK/log/TREE.TOOL.WORKERS.MODE.
 run() {
-  local tree=$1 tool=$2 w=$3 mode=$4 n=$5 t0 t1 rc=0 src img
+  local tree=$1 tool=$2 w=$3 mode=$4 n=$5 src img
   src=$(src_of "$tree")
   img=$WORK/mnt/$tree.$tool.erofs
   rm -f "$img"
   cmd "$tool" "$w" "$img" "$src"
   if [ "$mode" = cold ]; then drop_caches; else warm "$src"; fi
-  t0=$EPOCHREALTIME
-  /usr/bin/time -v -o "$WORK/log/time" "${CMD[@]}" >"$WORK/log/out" 2>&1 || rc=$?
-  t1=$EPOCHREALTIME
-  if [ "$rc" != 0 ]; then
-    echo "$BENCH_NAME: $tool failed ($tree, workers $w, $mode run $n, exit $rc): ${CMD[*]}" >&2
-    sed 's/^/    /' "$WORK/log/out" >&2
-    return 1
-  fi
-  awk -v t0="$t0" -v t1="$t1" -F': ' '
-    /User time/ { u = $2 } /System time/ { s = $2 } /Maximum resident/ { m = $2 }
-    END { printf "%.4f %s %s %s\n", t1 - t0, u, s, m }' "$WORK/log/time" >>"$WORK/log/$tree.$tool.$w.$mode"
+  timed "$tool ($tree, workers $w, $mode run $n)" "$WORK/log/$tree.$tool.$w.$mode" "$WORK/log/out" "${CMD[@]}" || return 1
   if [ ! -e "$img.ref" ]; then
     cp "$img" "$img.ref"
   elif ! cmp -s "$img" "$img.ref"; then
@@ -325,17 +296,7 @@ mkdir -p "$(dirname "$RESULTS")"
   echo "Targets (issue): ishare's wall time ≤ mkfs.erofs's, image size ≤ $SIZE_TARGET× mkfs.erofs's."
   echo
   for tree in $TREES; do target "$tree"; done
-  for k in "${!failed[@]}"; do
-    echo
-    echo "$k failed: \`${failed[$k]}\`"
-  done
-  echo
-  echo "Wall times of each run (s):"
-  echo
-  for f in "$WORK"/log/*.cold "$WORK"/log/*.warm; do
-    [ -e "$f" ] || continue
-    echo "- $(basename "$f"): $(awk '{ printf "%s ", $1 }' "$f")"
-  done
+  report_failures_and_runs
 } >"$RESULTS"
 cat "$RESULTS"
 exit "$status"

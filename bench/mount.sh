@@ -23,11 +23,9 @@
 #                 target/release/ishare)
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE=${ISHARE_CACHE:-/var/cache/ishare}
 BENCH_NAME=mount.sh
 # shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 RUNS=${RUNS:-5}
 MEM_RUNS=${MEM_RUNS:-3}
 MEM_TOOLS=${MEM_TOOLS:-ishare ishare-noverify kernel}
