@@ -14,7 +14,7 @@ use log::{info, warn};
 use crate::direct::DirectSource;
 use crate::fs::{ImageFs, PassthroughState};
 use crate::options::{MountOptions, Passthrough};
-use crate::share::Sharing;
+use crate::sharing::Sharing;
 use crate::store::Store;
 
 /// `statfs` magic numbers of stacking filesystems (the backing file of a FUSE

@@ -41,7 +41,7 @@ use log::{error, warn};
 
 use crate::direct::{AlignedBuf, DirectReader};
 use crate::publish::Verdict;
-use crate::share::{Decision, Sharing};
+use crate::sharing::{Decision, Sharing};
 use crate::store::Object;
 
 /// An xattr name and value.

@@ -55,6 +55,7 @@
 //! * [`error`]: the error type of `admin` and `doctor`.
 
 pub mod admin;
+pub mod content;
 pub mod daemon;
 pub mod direct;
 pub mod doctor;
@@ -63,7 +64,8 @@ pub mod fs;
 pub mod logger;
 pub mod options;
 pub mod publish;
-pub mod share;
+pub mod sharing;
+pub mod stats;
 pub mod store;
 
 pub use error::{Error, Result};
