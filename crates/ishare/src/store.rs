@@ -1,11 +1,13 @@
 //! `ishare store stat` and `ishare store gc`: the object store behind
-//! `ishare mount -o inode_share` (logic in `ishare_share::admin`).
+//! `ishare mount -o inode_share` (logic in `ishare_share::store`).
 
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use ishare_share::admin::{self, Counts, GcOptions, human_bytes};
 use ishare_share::options::DEFAULT_STORE;
+use ishare_share::store::gc::{self, GcOptions};
+use ishare_share::store::stat::{self, Counts};
+use ishare_share::units::human_bytes;
 use serde_json::{Value, json};
 
 #[derive(clap::Args, Debug)]
@@ -51,7 +53,7 @@ struct GcArgs {
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    admin::parse_size(s).map_err(|e| e.to_string())
+    ishare_share::units::parse_size(s).map_err(|e| e.to_string())
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -98,7 +100,7 @@ fn counts_line(c: &Counts) -> String {
 }
 
 fn stat(a: StatArgs) -> Result<()> {
-    let inv = admin::inventory(&a.store)?;
+    let inv = stat::inventory(&a.store)?;
     if a.json {
         let mut v = json!({
             "store": inv.root,
@@ -164,7 +166,7 @@ fn gc(a: GcArgs) -> Result<()> {
         max_size: a.max_size,
         dry_run: a.dry_run,
     };
-    let r = admin::gc(&a.store, &opts)?;
+    let r = gc::gc(&a.store, &opts)?;
     if a.json {
         let v = json!({
             "store": r.root,

@@ -25,8 +25,8 @@ use fuser::{
 use rustix::fs::{Access, AtFlags, CWD, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::admin::human_bytes;
 use crate::daemon::{has_cap_sys_admin, stack_depth_for};
+use crate::units::human_bytes;
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

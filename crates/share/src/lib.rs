@@ -54,7 +54,6 @@
 //! * [`direct`]: reading image data past the page cache;
 //! * [`error`]: the error type of `admin` and `doctor`.
 
-pub mod admin;
 pub mod content;
 pub mod daemon;
 pub mod direct;
@@ -67,5 +66,6 @@ pub mod publish;
 pub mod sharing;
 pub mod stats;
 pub mod store;
+pub mod units;
 
 pub use error::{Error, Result};
