@@ -499,8 +499,8 @@ fn link_tmpfile(file: &File, dir: &OwnedFd, name: &str) -> rustix::io::Result<()
 pub(crate) mod tests {
     use std::fs;
     use std::io::Write;
-    use std::time::Duration;
     use std::os::unix::fs::FileExt;
+    use std::time::Duration;
 
     use super::*;
 
