@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +24,8 @@ use fuser::{
 use rustix::fs::{Access, AtFlags, CWD, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::daemon::{has_cap_sys_admin, stack_depth_for};
+use crate::mount::{has_cap_sys_admin, stack_depth_for};
+use crate::mountinfo::filesystem_of;
 use crate::units::human_bytes;
 
 /// The outcome of one check.
@@ -255,52 +255,6 @@ fn module_installed(release: &str, name: &str) -> bool {
             })
         })
     })
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-/// The type of the filesystem holding `path` (canonical): the mount with the longest
-/// mount point containing it in `/proc/self/mountinfo` (the last one of equal length,
-/// as later mounts cover earlier ones).
-fn filesystem_of(path: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let p = path.as_os_str().as_bytes();
-    let mut best: Option<(usize, String)> = None;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let (Some(mp), Some(fstype)) = (fields.get(4), fields.get(sep + 1)) else {
-            continue;
-        };
-        let mp = unescape(mp);
-        let inside = mp == b"/"
-            || p == mp.as_slice()
-            || (p.starts_with(&mp) && p.get(mp.len()) == Some(&b'/'));
-        if inside && best.as_ref().is_none_or(|(len, _)| mp.len() >= *len) {
-            best = Some((mp.len(), fstype.to_string()));
-        }
-    }
-    best.map(|(_, t)| t)
 }
 
 /// Examines the store directory; returns an `O_TMPFILE` opened there (a file on the
@@ -772,13 +726,6 @@ mod tests {
         assert!(enabled(&c, "CONFIG_EROFS_FS"));
         assert!(!enabled(&c, "CONFIG_EROFS_FS_ZIP_ZSTD"));
         assert_eq!(c.get("CONFIG_X").map(String::as_str), Some("s"));
-    }
-
-    #[test]
-    fn mountinfo_escapes_and_longest_prefix() {
-        assert_eq!(unescape("/a\\040b"), b"/a b");
-        // The root is always some filesystem.
-        assert!(filesystem_of(Path::new("/")).is_some());
     }
 
     #[test]

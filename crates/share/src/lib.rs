@@ -61,11 +61,14 @@ pub mod doctor;
 pub mod error;
 pub mod fs;
 pub mod logger;
+pub mod mount;
+pub mod mountinfo;
 pub mod options;
 pub mod publish;
 pub mod sharing;
 pub mod stats;
 pub mod store;
+pub mod umount;
 pub mod units;
 
 pub use error::{Error, Result};

@@ -34,6 +34,7 @@ use ishare_erofs::{DirEntry, ExtentKind, Image, Inode};
 use log::{error, warn};
 
 use crate::direct::{AlignedBuf, DirectReader};
+use crate::error::Error;
 use crate::publish::Verdict;
 use crate::sharing::{Decision, Sharing};
 use crate::store::Object;
@@ -346,8 +347,8 @@ impl ImageFs {
     /// Reads `n` bytes of file data from the image at `pos`. Data blocks come past the
     /// image file's page cache (see [`crate::direct`]): FUSE caches the file's pages, a
     /// second copy under the image file would only double the memory.
-    fn read_unshared(&self, inode: &Inode, pos: u64, n: usize) -> Result<Vec<u8>, String> {
-        let err = |e: ishare_erofs::Error| e.to_string();
+    fn read_unshared(&self, inode: &Inode, pos: u64, n: usize) -> Result<Vec<u8>, Error> {
+        let err = Error::Image;
         let mut out = vec![0u8; n];
         let mut done = 0;
         let mut direct = AlignedBuf::default();
@@ -367,11 +368,11 @@ impl ImageFs {
                 let extent_end = off + (ext.len - skip);
                 self.direct
                     .read(f, off, len, extent_end, &mut direct)
-                    .map_err(|e| {
-                        format!(
-                            "{}: read of {len} bytes at offset {off} failed: {e}",
-                            self.img.name()
-                        )
+                    .map_err(|error| Error::ImageRead {
+                        image: self.img.name().to_string(),
+                        len,
+                        offset: off,
+                        error,
                     })?;
                 dst.copy_from_slice(direct.as_slice());
                 handled = true;
