@@ -1,5 +1,5 @@
-//! `ishare mount` and `ishare umount` (the daemon, its launch and unmounting are in
-//! `ishare_share::daemon` and `ishare_share::umount`).
+//! `ishare mount` and `ishare umount` (the daemon, its launch and unmounting are
+//! `ishare_share`'s).
 //!
 //! Without `-f` the command starts the daemon as a child process of its own
 //! executable (`ishare mount --daemon-child IMAGE MOUNTPOINT`, options on its standard
@@ -10,8 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use ishare_share::daemon;
-use ishare_share::options::{MountOptions, domain_from_env};
+use ishare_share::{MountOptions, domain_from_env};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -44,14 +43,14 @@ pub struct UmountArgs {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    ishare_share::logger::init();
+    ishare_share::init_logging();
     if args.daemon_child {
-        return Ok(daemon::run_detached(&args.image, &args.mountpoint)?);
+        return Ok(ishare_share::run_detached(&args.image, &args.mountpoint)?);
     }
     // Check the options before anything else, in the launcher.
     let opts = MountOptions::parse(&args.options, domain_from_env())?;
     if args.foreground {
-        return Ok(daemon::run_foreground(
+        return Ok(ishare_share::run_foreground(
             &args.image,
             &args.mountpoint,
             &opts,
@@ -64,7 +63,7 @@ pub fn run(args: Args) -> Result<()> {
         .arg("--daemon-child")
         .arg(&args.image)
         .arg(&args.mountpoint);
-    Ok(daemon::launch_detached(
+    Ok(ishare_share::launch_detached(
         child,
         &args.options,
         domain_from_env(),
@@ -72,5 +71,5 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 pub fn umount(args: UmountArgs) -> Result<()> {
-    Ok(ishare_share::umount::unmount(&args.mountpoint, args.lazy)?)
+    Ok(ishare_share::unmount(&args.mountpoint, args.lazy)?)
 }

@@ -30,7 +30,7 @@ use crate::units::human_bytes;
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub enum CheckStatus {
     /// Supported.
     Ok,
     /// Missing, with a fallback (or only informative).
@@ -39,25 +39,25 @@ pub enum Status {
     No,
 }
 
-impl Status {
+impl CheckStatus {
     /// "ok", "warn" or "no".
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Ok => "ok",
-            Status::Warn => "warn",
-            Status::No => "no",
+            CheckStatus::Ok => "ok",
+            CheckStatus::Warn => "warn",
+            CheckStatus::No => "no",
         }
     }
 }
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
+pub struct HostCheck {
     /// Short stable name (`kernel`, `erofs`, `erofs_compressors`, `erofs_inode_share`,
     /// `fuse_device`, `fuse_mount`, `passthrough`, `store`).
     pub name: &'static str,
     /// The outcome.
-    pub status: Status,
+    pub status: CheckStatus,
     /// `ishare mount` cannot work (with `-o inode_share`, for the store) without it.
     pub required: bool,
     /// What was found.
@@ -66,7 +66,7 @@ pub struct Check {
 
 /// The kernel's EROFS.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Erofs {
+pub struct ErofsSupport {
     /// `erofs` is in `/proc/filesystems`.
     pub registered: bool,
     /// Not registered, but a module for it is installed (`mount -t erofs` loads it).
@@ -83,7 +83,7 @@ pub struct Erofs {
 
 /// FUSE.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fuse {
+pub struct FuseSupport {
     /// `/dev/fuse` exists.
     pub device: bool,
     /// Opening `/dev/fuse` read-write failed with this (`None`: it opened).
@@ -98,7 +98,7 @@ pub struct Fuse {
 
 /// FUSE passthrough (Linux 6.9+, CAP_SYS_ADMIN).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Passthrough {
+pub struct PassthroughSupport {
     /// `CONFIG_FUSE_PASSTHROUGH`, when the configuration is known.
     pub config: Option<bool>,
     /// This process has CAP_SYS_ADMIN.
@@ -112,7 +112,7 @@ pub struct Passthrough {
     pub stack_depth: u32,
 }
 
-impl Passthrough {
+impl PassthroughSupport {
     /// A mount would use passthrough.
     pub fn usable(&self) -> bool {
         self.cap_sys_admin && self.offered == Some(true) && matches!(self.backing, Some(Ok(())))
@@ -121,7 +121,7 @@ impl Passthrough {
 
 /// The store directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Store {
+pub struct StoreCheck {
     /// The store root asked about.
     pub path: PathBuf,
     /// It exists.
@@ -165,7 +165,7 @@ impl MountMode {
 
 /// Everything `ishare doctor` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
+pub struct HostReport {
     /// `uname -r`.
     pub kernel_release: String,
     /// Its major and minor version.
@@ -173,31 +173,31 @@ pub struct Report {
     /// Where the kernel configuration was read from.
     pub kernel_config: Option<String>,
     /// The kernel's EROFS.
-    pub erofs: Erofs,
+    pub erofs: ErofsSupport,
     /// FUSE.
-    pub fuse: Fuse,
+    pub fuse: FuseSupport,
     /// FUSE passthrough.
-    pub passthrough: Passthrough,
+    pub passthrough: PassthroughSupport,
     /// The store.
-    pub store: Store,
+    pub store: StoreCheck,
     /// The resulting mode.
     pub mode: MountMode,
     /// One line per check, in order.
-    pub checks: Vec<Check>,
+    pub checks: Vec<HostCheck>,
 }
 
-impl Report {
+impl HostReport {
     /// Everything `ishare mount` needs is there.
     pub fn ready(&self) -> bool {
         !self
             .checks
             .iter()
-            .any(|c| c.required && c.status == Status::No)
+            .any(|c| c.required && c.status == CheckStatus::No)
     }
 }
 
 /// Parses "6.18.44-foo" into (6, 18).
-pub fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
+pub(crate) fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
     let mut it = release.split(|c: char| !c.is_ascii_digit());
     let major = it.next()?.parse().ok()?;
     let minor = it.next()?.parse().ok()?;
@@ -206,7 +206,7 @@ pub fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
 
 /// Parses a kernel configuration: `CONFIG_X=value` lines (`# CONFIG_X is not set` and
 /// comments are left out).
-pub fn parse_kernel_config(text: &str) -> HashMap<String, String> {
+pub(crate) fn parse_kernel_config(text: &str) -> HashMap<String, String> {
     text.lines()
         .filter(|l| l.starts_with("CONFIG_"))
         .filter_map(|l| l.split_once('='))
@@ -259,9 +259,9 @@ fn module_installed(release: &str, name: &str) -> bool {
 
 /// Examines the store directory; returns an `O_TMPFILE` opened there (a file on the
 /// store's filesystem for the passthrough probe, gone once closed) when it works.
-fn examine_store(path: &Path) -> (Store, Option<OwnedFd>) {
+fn examine_store(path: &Path) -> (StoreCheck, Option<OwnedFd>) {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut st = Store {
+    let mut st = StoreCheck {
         path: path.clone(),
         exists: false,
         examined: None,
@@ -412,7 +412,7 @@ fn probe_mount(
 }
 
 /// Examines the host, with `store` as the store directory.
-pub fn examine(store: &Path) -> Report {
+pub fn examine_host(store: &Path) -> HostReport {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
@@ -422,7 +422,7 @@ pub fn examine(store: &Path) -> Report {
     let fss = filesystems();
     let mut checks = Vec::new();
     let mut check = |name, status, required, detail: String| {
-        checks.push(Check {
+        checks.push(HostCheck {
             name,
             status,
             required,
@@ -433,9 +433,9 @@ pub fn examine(store: &Path) -> Report {
     check(
         "kernel",
         if version.is_some() {
-            Status::Ok
+            CheckStatus::Ok
         } else {
-            Status::Warn
+            CheckStatus::Warn
         },
         false,
         format!(
@@ -448,7 +448,7 @@ pub fn examine(store: &Path) -> Report {
     );
 
     // The kernel's EROFS: informative (ishare mount reads images in userspace).
-    let erofs = Erofs {
+    let erofs = ErofsSupport {
         registered: fss.iter().any(|f| f == "erofs"),
         module: module_installed(&release, "erofs"),
         config: cfg.and_then(|c| c.get("CONFIG_EROFS_FS").cloned()),
@@ -478,9 +478,9 @@ pub fn examine(store: &Path) -> Report {
     check(
         "erofs",
         if erofs_there {
-            Status::Ok
+            CheckStatus::Ok
         } else {
-            Status::Warn
+            CheckStatus::Warn
         },
         false,
         if erofs.registered {
@@ -496,41 +496,44 @@ pub fn examine(store: &Path) -> Report {
         },
     );
     let (status, detail) = match (&erofs.compressors, erofs_there) {
-        (_, false) => (Status::Warn, "none (no kernel EROFS)".to_string()),
+        (_, false) => (CheckStatus::Warn, "none (no kernel EROFS)".to_string()),
         (None, true) => (
-            Status::Warn,
+            CheckStatus::Warn,
             "unknown (the kernel configuration is not published)".to_string(),
         ),
         (Some(v), true) if v.is_empty() => (
-            Status::Warn,
+            CheckStatus::Warn,
             "none: CONFIG_EROFS_FS_ZIP is off (the kernel reads uncompressed images only)"
                 .to_string(),
         ),
-        (Some(v), true) => (Status::Ok, format!("kernel EROFS decodes {}", v.join(", "))),
+        (Some(v), true) => (
+            CheckStatus::Ok,
+            format!("kernel EROFS decodes {}", v.join(", ")),
+        ),
     };
     check("erofs_compressors", status, false, detail);
     let vshow = version.map_or("this kernel".to_string(), |(a, b)| format!("Linux {a}.{b}"));
     let (status, detail) = match erofs.inode_share {
         Some(true) if erofs_there => (
-            Status::Ok,
+            CheckStatus::Ok,
             "the kernel's own inode_share (CONFIG_EROFS_FS_PAGE_CACHE_SHARE) is on".to_string(),
         ),
-        Some(_) | None if !erofs_there => (Status::No, "no kernel EROFS".to_string()),
+        Some(_) | None if !erofs_there => (CheckStatus::No, "no kernel EROFS".to_string()),
         Some(_) => (
-            Status::No,
+            CheckStatus::No,
             format!(
                 "{vshow} has no inode_share of its own (Linux 7.0+ with CONFIG_EROFS_FS_PAGE_CACHE_SHARE); ishare mount -o inode_share provides it"
             ),
         ),
         None => (
-            Status::Warn,
+            CheckStatus::Warn,
             "unknown whether the kernel has inode_share (configuration not published)".to_string(),
         ),
     };
     check("erofs_inode_share", status, false, detail);
 
     // FUSE: required.
-    let mut fuse = Fuse {
+    let mut fuse = FuseSupport {
         device: Path::new("/dev/fuse").exists(),
         open_error: None,
         mounter: None,
@@ -544,9 +547,9 @@ pub fn examine(store: &Path) -> Report {
     check(
         "fuse_device",
         if fuse.open_error.is_none() {
-            Status::Ok
+            CheckStatus::Ok
         } else {
-            Status::No
+            CheckStatus::No
         },
         true,
         match &fuse.open_error {
@@ -573,7 +576,7 @@ pub fn examine(store: &Path) -> Report {
 
     let (store, tmpfile) = examine_store(store);
     let depth = stack_depth_for(store.examined.as_deref().unwrap_or(Path::new("/")));
-    let mut pt = Passthrough {
+    let mut pt = PassthroughSupport {
         config: cfg.map(|c| enabled(c, "CONFIG_FUSE_PASSTHROUGH")),
         cap_sys_admin: cap,
         offered: None,
@@ -603,14 +606,20 @@ pub fn examine(store: &Path) -> Report {
         }
     }
     let (status, detail) = match (&fuse.mounter, &fuse.mount_error, fuse.mounted) {
-        (Some(m), None, true) => (Status::Ok, format!("a test mount worked (through {m})")),
-        (Some(m), Some(e), _) => (Status::No, format!("a test mount through {m} failed: {e}")),
+        (Some(m), None, true) => (
+            CheckStatus::Ok,
+            format!("a test mount worked (through {m})"),
+        ),
+        (Some(m), Some(e), _) => (
+            CheckStatus::No,
+            format!("a test mount through {m} failed: {e}"),
+        ),
         (None, _, _) => (
-            Status::No,
+            CheckStatus::No,
             "no CAP_SYS_ADMIN for mount(2) and no fusermount3 (install fuse3)".to_string(),
         ),
         _ => (
-            Status::No,
+            CheckStatus::No,
             "not tried: /dev/fuse cannot be opened".to_string(),
         ),
     };
@@ -618,7 +627,7 @@ pub fn examine(store: &Path) -> Report {
 
     let (status, detail) = if pt.usable() {
         (
-            Status::Ok,
+            CheckStatus::Ok,
             format!(
                 "kernel FUSE passthrough works for this process (CAP_SYS_ADMIN; backing file on the store's filesystem accepted, max_stack_depth {depth})"
             ),
@@ -641,12 +650,12 @@ pub fn examine(store: &Path) -> Report {
                 _ => "unknown".to_string(),
             }
         };
-        (Status::Warn, format!("no FUSE passthrough: {why}"))
+        (CheckStatus::Warn, format!("no FUSE passthrough: {why}"))
     };
     check("passthrough", status, false, detail);
 
     let (status, detail) = match &store.error {
-        Some(e) => (Status::No, format!("{}: {e}", store.path.display())),
+        Some(e) => (CheckStatus::No, format!("{}: {e}", store.path.display())),
         None => {
             let mut d = format!(
                 "{}: {}",
@@ -676,9 +685,9 @@ pub fn examine(store: &Path) -> Report {
             }
             (
                 if store.o_tmpfile == Some(true) {
-                    Status::Ok
+                    CheckStatus::Ok
                 } else {
-                    Status::Warn
+                    CheckStatus::Warn
                 },
                 d,
             )
@@ -686,7 +695,10 @@ pub fn examine(store: &Path) -> Report {
     };
     check("store", status, true, detail);
 
-    let mode = if let Some(c) = checks.iter().find(|c| c.required && c.status == Status::No) {
+    let mode = if let Some(c) = checks
+        .iter()
+        .find(|c| c.required && c.status == CheckStatus::No)
+    {
         MountMode::Unavailable(format!("{}: {}", c.name, c.detail))
     } else if pt.usable() {
         MountMode::Passthrough
@@ -698,7 +710,7 @@ pub fn examine(store: &Path) -> Report {
             .unwrap_or_default();
         MountMode::DirectIo(why)
     };
-    Report {
+    HostReport {
         kernel_release: release,
         kernel_version: version,
         kernel_config: config.map(|(_, src)| src),

@@ -199,6 +199,9 @@ impl Drop for TmpObject {
 
 /// What [`Store::publish`] did.
 #[derive(Debug)]
+// The object is for callers that serve from it (tests do); the publisher only needs to
+// know who won.
+#[cfg_attr(not(test), allow(dead_code))]
 pub enum Published {
     /// Our object is now in the store.
     Ours(Object),
@@ -245,6 +248,7 @@ impl Store {
     }
 
     /// The domain's directory.
+    #[cfg(test)]
     pub fn dir(&self) -> &Path {
         &self.dir
     }
