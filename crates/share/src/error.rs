@@ -10,8 +10,9 @@ use std::io;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 
-/// What went wrong.
+/// What went wrong. (Non-exhaustive: the node daemon will add its own cases.)
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// An I/O operation on a path failed.
     #[error("{}: {error}", path.display())]
