@@ -54,12 +54,13 @@
 //!
 //! Everything else is private to the crate.
 //!
-//! # Modules (lower ones first; none imports one above it)
+//! # Modules (lower ones first; none imports one listed after it)
 //!
-//! * `options`: the `-o` options;
 //! * `error`: the error type;
+//! * `options`: the `-o` options;
 //! * `units`: byte counts for people;
 //! * `mountinfo`: `/proc/self/mountinfo`, read in one place;
+//! * `logger`: the daemon's log;
 //! * `direct`: reading image data past the page cache;
 //! * `stats`: a mount's sharing counters;
 //! * `store`: the per-domain content-addressed object store, with `stat` and `gc`;
@@ -68,10 +69,9 @@
 //! * `sharing`: which files share and preparing their objects (with verification);
 //! * `fs`: the FUSE filesystem;
 //! * `mount`: mounting an image and the mode decision;
-//! * `logger`: the daemon's log;
+//! * `umount`: unmounting;
 //! * `daemon`: the mount daemon as a process (foreground, or detached with a
 //!   launcher), signals;
-//! * `umount`: unmounting;
 //! * `doctor`: `ishare doctor`, what the host supports.
 
 mod content;

@@ -15,7 +15,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rustix::fs::{Mode, OFlags};
 
@@ -24,6 +24,7 @@ use crate::units::human_bytes;
 
 mod probe;
 
+pub use probe::StoreCheck;
 use probe::{
     enabled, examine_store, filesystems, kernel_config, module_installed, parse_kernel_version,
     probe_mount,
@@ -118,28 +119,6 @@ impl PassthroughSupport {
     pub fn usable(&self) -> bool {
         self.cap_sys_admin && self.offered == Some(true) && matches!(self.backing, Some(Ok(())))
     }
-}
-
-/// The store directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreCheck {
-    /// The store root asked about.
-    pub path: PathBuf,
-    /// It exists.
-    pub exists: bool,
-    /// The directory examined: the store, or its nearest existing parent (where a
-    /// mount would create it).
-    pub examined: Option<PathBuf>,
-    /// Filesystem type (from `/proc/self/mountinfo`).
-    pub filesystem: Option<String>,
-    /// Bytes available to this user.
-    pub free_bytes: Option<u64>,
-    /// This process may create files there.
-    pub writable: bool,
-    /// `O_TMPFILE` works there (`None`: could not be tried).
-    pub o_tmpfile: Option<bool>,
-    /// What is wrong, when something is.
-    pub error: Option<String>,
 }
 
 /// How `ishare mount -o inode_share` serves shared files on this host.

@@ -18,7 +18,27 @@ use rustix::io::Errno;
 
 use crate::mountinfo::filesystem_of;
 
-use super::StoreCheck;
+/// The store directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreCheck {
+    /// The store root asked about.
+    pub path: PathBuf,
+    /// It exists.
+    pub exists: bool,
+    /// The directory examined: the store, or its nearest existing parent (where a
+    /// mount would create it).
+    pub examined: Option<PathBuf>,
+    /// Filesystem type (from `/proc/self/mountinfo`).
+    pub filesystem: Option<String>,
+    /// Bytes available to this user.
+    pub free_bytes: Option<u64>,
+    /// This process may create files there.
+    pub writable: bool,
+    /// `O_TMPFILE` works there (`None`: could not be tried).
+    pub o_tmpfile: Option<bool>,
+    /// What is wrong, when something is.
+    pub error: Option<String>,
+}
 
 /// Parses "6.18.44-foo" into (6, 18).
 pub(super) fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
