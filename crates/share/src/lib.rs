@@ -45,7 +45,7 @@
 //! What a command line, a node daemon or a snapshotter needs, at the crate root:
 //!
 //! * mounting: [`MountOptions`] (parsed from `-o` lists by [`MountOptions::parse`]),
-//!   [`mount`] (returns a [`Mounted`] to [`Mounted::run`]), and the daemon process
+//!   [`mount()`] (returns a [`Mounted`] to [`Mounted::run`]), and the daemon process
 //!   around it: [`run_foreground`], [`launch_detached`] and [`run_detached`];
 //!   [`unmount`];
 //! * the store: [`inventory`] (`ishare store stat`) and [`gc`] (`ishare store gc`);

@@ -1,6 +1,7 @@
 //! Which files share a backing object, and preparing those objects: the kernel's
 //! `inode_share` rules (regular files whose fingerprint value is 1 byte to one block
-//! long; equal sizes) plus verification of `sha256:` fingerprints against content.
+//! long; equal sizes) plus verification of `sha256:` fingerprints against content (the
+//! hashing is in [`crate::content`], publishing in [`crate::publish`]).
 
 use std::collections::HashMap;
 use std::io;
