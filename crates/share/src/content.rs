@@ -13,6 +13,7 @@ use ishare_erofs::{ExtentKind, Image, Inode};
 use sha2::{Digest, Sha256};
 
 use crate::direct::{AlignedBuf, DirectReader};
+use crate::error::{Error, Result};
 
 /// Bytes per read while copying or hashing a file.
 const CHUNK: usize = 4 << 20;
@@ -24,8 +25,8 @@ pub(crate) fn sha256_digest(fp: &[u8]) -> Option<[u8; 32]> {
         .and_then(|d| <[u8; 32]>::try_from(d).ok())
 }
 
-fn reader_err(e: ishare_erofs::Error) -> io::Error {
-    io::Error::other(e.to_string())
+fn reader_err(e: ishare_erofs::Error) -> Error {
+    Error::Image(e)
 }
 
 /// True when the file's content, as its image holds it, hashes to `want`.
@@ -34,7 +35,7 @@ pub(crate) fn check_content(
     direct: &DirectReader,
     inode: &Inode,
     want: &[u8; 32],
-) -> io::Result<bool> {
+) -> Result<bool> {
     Ok(&hash_content(img, direct, inode)? == want)
 }
 
@@ -45,7 +46,7 @@ pub(crate) fn copy_content(
     direct: &DirectReader,
     inode: &Inode,
     out: &File,
-) -> io::Result<()> {
+) -> Result<()> {
     let mut pos = 0u64;
     let mut buf = AlignedBuf::default();
     while pos < inode.size {
@@ -78,12 +79,12 @@ pub(crate) fn copy_content(
         }
         pos += len;
     }
-    out.set_len(inode.size)
+    Ok(out.set_len(inode.size)?)
 }
 
 /// The SHA-256 of the content of `inode` as its image holds it, leaving no image
 /// pages cached.
-fn hash_content(img: &Image, direct: &DirectReader, inode: &Inode) -> io::Result<[u8; 32]> {
+fn hash_content(img: &Image, direct: &DirectReader, inode: &Inode) -> Result<[u8; 32]> {
     let mut h = Sha256::new();
     let mut pos = 0u64;
     let mut buf = AlignedBuf::default();

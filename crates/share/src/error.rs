@@ -3,8 +3,9 @@
 //!
 //! Each message is complete as shown: a variant that wraps another error prints it and
 //! does not also offer it as its `source` (so `anyhow`'s `{:#}` does not print it
-//! twice). Internal steps that only log their failures (preparing and publishing
-//! objects, FUSE requests) keep `io::Result`.
+//! twice). The store's file operations (and the publisher on top of them) keep
+//! `io::Result`: everything they do is file I/O, and their failures are logged, never
+//! returned to a caller of the crate.
 
 use std::io;
 use std::path::PathBuf;

@@ -13,6 +13,7 @@ use log::{debug, warn};
 
 use crate::content::{check_content, copy_content, sha256_digest};
 use crate::direct::DirectReader;
+use crate::error::Result;
 use crate::publish::{Check, Job, Publisher, Verdict};
 use crate::stats::Stats;
 use crate::store::{Object, ObjectLock, Store};
@@ -298,7 +299,7 @@ impl Sharing {
         };
         let image = img.name();
         let started = std::time::Instant::now();
-        let res = (|| -> io::Result<Decision> {
+        let res = (|| -> Result<Decision> {
             let tmp = self.store.create_tmp(fp)?;
             copy_content(img, direct, inode, &tmp.file)?;
             // Served right away from the unpublished file (same inode, so same page
