@@ -1,12 +1,11 @@
 //! `ishare doctor`: what the host supports and which mode `ishare mount` will run in
-//! (probing in `ishare_share::doctor`). Exits 1 when something `ishare mount` needs is
+//! (probing in `ishare_share::examine_host`). Exits 1 when something `ishare mount` needs is
 //! missing.
 
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use ishare_share::doctor::{self, MountMode};
-use ishare_share::options::DEFAULT_STORE;
+use ishare_share::{DEFAULT_STORE, MountMode};
 use serde_json::json;
 
 #[derive(clap::Args, Debug)]
@@ -20,7 +19,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let r = doctor::examine(&a.store);
+    let r = ishare_share::examine_host(&a.store);
     let why = match &r.mode {
         MountMode::Passthrough => None,
         MountMode::DirectIo(w) | MountMode::Unavailable(w) => Some(w.clone()),

@@ -1,11 +1,10 @@
 //! `ishare store stat` and `ishare store gc`: the object store behind
-//! `ishare mount -o inode_share` (logic in `ishare_share::admin`).
+//! `ishare mount -o inode_share` (logic in `ishare_share::inventory` and `ishare_share::gc`).
 
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use ishare_share::admin::{self, Counts, GcOptions, human_bytes};
-use ishare_share::options::DEFAULT_STORE;
+use ishare_share::{Counts, DEFAULT_STORE, GcOptions, human_bytes};
 use serde_json::{Value, json};
 
 #[derive(clap::Args, Debug)]
@@ -51,7 +50,7 @@ struct GcArgs {
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    admin::parse_size(s).map_err(|e| e.to_string())
+    ishare_share::parse_size(s).map_err(|e| e.to_string())
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -98,7 +97,7 @@ fn counts_line(c: &Counts) -> String {
 }
 
 fn stat(a: StatArgs) -> Result<()> {
-    let inv = admin::inventory(&a.store)?;
+    let inv = ishare_share::inventory(&a.store)?;
     if a.json {
         let mut v = json!({
             "store": inv.root,
@@ -164,7 +163,7 @@ fn gc(a: GcArgs) -> Result<()> {
         max_size: a.max_size,
         dry_run: a.dry_run,
     };
-    let r = admin::gc(&a.store, &opts)?;
+    let r = ishare_share::gc(&a.store, &opts)?;
     if a.json {
         let v = json!({
             "store": r.root,

@@ -1,274 +1,215 @@
-//! Mounting an image: opening it, deciding the sharing and passthrough mode,
-//! mounting the FUSE session, and running it until unmounted.
+//! The mount daemon as a process: started in the foreground, or detached by a
+//! launcher, and serving one mount until it is unmounted.
+//!
+//! Detached, the launcher ([`launch_detached`]) starts the daemon as a child process
+//! (the command is the caller's: `ishare mount --daemon-child IMAGE MOUNTPOINT`) and
+//! hands it the options on its standard input, so the domain id never shows in its
+//! command line or environment. The daemon ([`run_detached`]) leaves the launcher's
+//! session, mounts, and answers on its standard output with one line: `ready`, or
+//! `error: MESSAGE`; the launcher returns once it has that line. Then the daemon changes
+//! to `/` and points its standard streams at the log (`log=FILE`, else syslog, else
+//! nowhere), so nothing holds the launcher's output open.
+//!
+//! SIGTERM, SIGINT and SIGHUP unmount (lazily, so a busy mount goes away once no
+//! longer used); the daemon exits when its session ends.
 
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-use fuser::{BackingId, Config, MountOption, Session, SessionACL};
-use ishare_erofs::format::FEATURE_COMPAT_ISHARE_XATTRS;
-use ishare_erofs::{Image, ReadAt};
-use log::{info, warn};
+use log::info;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use crate::direct::DirectSource;
-use crate::fs::{ImageFs, PassthroughState};
-use crate::options::{MountOptions, Passthrough};
-use crate::share::Sharing;
-use crate::store::Store;
+use crate::error::{Error, Result};
+use crate::logger;
+use crate::mount::{Mounted, mount};
+use crate::options::{DOMAIN_ID_ENV, MountOptions};
+use crate::umount::detach;
 
-/// `statfs` magic numbers of stacking filesystems (the backing file of a FUSE
-/// passthrough counts one level deeper on them).
-const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
-const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
-const ECRYPTFS_SUPER_MAGIC: i64 = 0xf15f;
-
-/// A mounted image, not yet serving.
-pub struct Mounted {
-    session: Session<ImageFs>,
-    sharing: Option<Arc<Sharing>>,
-    mountpoint: PathBuf,
-    /// How files are served.
-    pub mode: String,
-    /// "IMAGE on MOUNTPOINT: mode", for the log.
-    pub summary: String,
+/// What the launcher hands the daemon on its standard input: the `-o` lists and the
+/// domain id of the launcher's environment, as NUL-terminated records tagged `o` and
+/// `d` (neither arguments nor environment values can hold a NUL).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Handoff {
+    options: Vec<String>,
+    env_domain: Option<Vec<u8>>,
 }
 
-impl std::fmt::Debug for Mounted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mounted")
-            .field("mountpoint", &self.mountpoint)
-            .field("mode", &self.mode)
-            .finish()
+impl Handoff {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for o in &self.options {
+            out.push(b'o');
+            out.extend_from_slice(o.as_bytes());
+            out.push(0);
+        }
+        if let Some(d) = &self.env_domain {
+            out.push(b'd');
+            out.extend_from_slice(d);
+            out.push(0);
+        }
+        out
     }
-}
 
-fn err(msg: impl Into<String>) -> io::Error {
-    io::Error::other(msg.into())
-}
-
-/// True when this process holds CAP_SYS_ADMIN (needed for FUSE passthrough).
-pub fn has_cap_sys_admin() -> bool {
-    const CAP_SYS_ADMIN: u32 = 21;
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
-}
-
-/// The FUSE `max_stack_depth` that backing files on `store`'s filesystem need.
-pub(crate) fn stack_depth_for(store: &Path) -> u32 {
-    match rustix::fs::statfs(store) {
-        Ok(st) => {
-            #[allow(clippy::unnecessary_cast)] // c_long on some targets
-            let t = st.f_type as i64;
-            if [
-                OVERLAYFS_SUPER_MAGIC,
-                FUSE_SUPER_MAGIC,
-                ECRYPTFS_SUPER_MAGIC,
-            ]
-            .contains(&t)
-            {
-                2
-            } else {
-                1
+    fn decode(input: &[u8]) -> Result<Handoff> {
+        let bad = |why: &str| Error::Handoff(why.to_string());
+        let mut h = Handoff::default();
+        if input.is_empty() {
+            return Ok(h);
+        }
+        let Some(body) = input.strip_suffix(&[0]) else {
+            return Err(bad("unterminated record"));
+        };
+        for rec in body.split(|b| *b == 0) {
+            match rec.split_first() {
+                Some((b'o', v)) => h.options.push(
+                    String::from_utf8(v.to_vec()).map_err(|_| bad("an option is not UTF-8"))?,
+                ),
+                Some((b'd', v)) => h.env_domain = Some(v.to_vec()),
+                _ => return Err(bad("unknown record")),
             }
         }
-        Err(_) => 1,
+        Ok(h)
     }
 }
 
-/// Resolves a relative path against the current directory (the daemon later
-/// changes to `/`).
-fn absolute(p: &Path) -> io::Result<PathBuf> {
-    std::path::absolute(p)
+/// Starts `daemon` (a command that calls [`run_detached`]) with the mount options
+/// `lists` and `env_domain` (the launcher's [`DOMAIN_ID_ENV`]), and waits until the
+/// mount is ready or the daemon reports why it is not.
+pub fn launch_detached(
+    mut daemon: Command,
+    lists: &[String],
+    env_domain: Option<Vec<u8>>,
+) -> Result<()> {
+    let mut child = daemon
+        .env_remove(DOMAIN_ID_ENV)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(Error::Launch)?;
+    let mut handoff = Handoff {
+        options: lists.to_vec(),
+        env_domain,
+    }
+    .encode();
+    {
+        let mut stdin = child.stdin.take().expect("piped");
+        let res = stdin.write_all(&handoff).and_then(|()| stdin.flush());
+        handoff.fill(0);
+        res?;
+    }
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    if line.trim_end() == "ready" {
+        return Ok(());
+    }
+    let status = child.wait()?;
+    match line.trim_end().strip_prefix("error: ") {
+        Some(msg) => Err(Error::Daemon(msg.to_string())),
+        None => Err(Error::DaemonExited(status)),
+    }
 }
 
-/// Opens the image and its extra devices as [`DirectSource`]s: the daemon's metadata
-/// reads bypass the page cache.
-fn open_image(image: &Path, devices: &[PathBuf]) -> io::Result<Image> {
-    let open = |p: &Path| -> io::Result<(Arc<str>, Box<dyn ReadAt>)> {
-        let src = DirectSource::open(p).map_err(|e| err(format!("{}: {e}", p.display())))?;
-        Ok((p.display().to_string().into(), Box::new(src)))
+/// The detached daemon's side of [`launch_detached`]: reads the options from standard
+/// input, mounts `image` on `mountpoint`, tells the launcher, and serves until
+/// unmounted. When mounting fails it reports the error to the launcher and exits the
+/// process with status 1 (the launcher shows the error; nobody else should).
+pub fn run_detached(image: &Path, mountpoint: &Path) -> Result<()> {
+    let mut input = Vec::new();
+    std::io::stdin().read_to_end(&mut input)?;
+    let decoded = Handoff::decode(&input);
+    input.fill(0);
+    let mut handoff = decoded?;
+    let mut out = std::io::stdout();
+    let res = (|| -> Result<_> {
+        let opts = MountOptions::parse(&handoff.options, handoff.env_domain.take())?;
+        // Leave the launcher's session (no terminal signals reach the daemon).
+        let _ = rustix::process::setsid();
+        let mounted = mount(image, mountpoint, &opts)?;
+        Ok((mounted, opts))
+    })();
+    let (mounted, opts) = match res {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = writeln!(out, "error: {}", with_sources(&e));
+            std::process::exit(1);
+        }
     };
-    let (name, src) = open(image)?;
-    let devices = devices
-        .iter()
-        .map(|d| open(d))
-        .collect::<io::Result<Vec<_>>>()?;
-    Image::from_source(name, src, devices).map_err(|e| err(e.to_string()))
+    // From now on nothing may hold the launcher's output open.
+    let target = logger::detached_target(opts.log.as_deref())?;
+    let sink = match &target {
+        logger::Target::File(f) => f.try_clone()?,
+        _ => std::fs::OpenOptions::new().write(true).open("/dev/null")?,
+    };
+    let _ = std::env::set_current_dir("/");
+    writeln!(out, "ready")?;
+    out.flush()?;
+    rustix::stdio::dup2_stdout(&sink).map_err(std::io::Error::from)?;
+    rustix::stdio::dup2_stderr(&sink).map_err(std::io::Error::from)?;
+    let null_in = std::fs::File::open("/dev/null")?;
+    rustix::stdio::dup2_stdin(&null_in).map_err(std::io::Error::from)?;
+    logger::set_target(target);
+    info!("{}", mounted.summary);
+    serve(mounted)
 }
 
-/// Raises the soft limit on open files to the hard one, as the kernel allows any
-/// process to: a mount holds a descriptor per object in use by its open files (and the
-/// kernel FUSE passthrough one per file opened through it), and systemd's default
-/// soft limit of 1,024 is low for busy images.
-fn raise_fd_limit() {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let lim = getrlimit(Resource::Nofile);
-    if lim.current != lim.maximum {
-        let _ = setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: lim.maximum,
-                maximum: lim.maximum,
+/// Mounts `image` on `mountpoint` and serves it from this process until unmounted
+/// (logging to standard error).
+pub fn run_foreground(image: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<()> {
+    let mounted = mount(image, mountpoint, opts)?;
+    info!("{}", mounted.summary);
+    serve(mounted)
+}
+
+/// Serves until unmounted; SIGTERM, SIGINT and SIGHUP unmount (lazily).
+fn serve(mounted: Mounted) -> Result<()> {
+    let mountpoint = mounted.mountpoint().to_path_buf();
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                info!("signal {sig}: unmounting {}", mountpoint.display());
+                detach(&mountpoint);
+            }
+        })?;
+    mounted.run()?;
+    info!("unmounted");
+    Ok(())
+}
+
+/// `e` and its sources, as `anyhow` shows an error with `{:#}` ("outer: inner").
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handoff_round_trips() {
+        for h in [
+            Handoff::default(),
+            Handoff {
+                options: vec!["ro,inode_share".into(), String::new(), "a=b\nc".into()],
+                env_domain: Some(b"s3cret".to_vec()),
             },
-        );
-    }
-}
-
-/// Opens `image`, mounts it on `mountpoint` and returns once the kernel has
-/// initialized the connection (requests then queue until [`Mounted::run`]).
-pub fn mount(image: &Path, mountpoint: &Path, opts: &MountOptions) -> io::Result<Mounted> {
-    raise_fd_limit();
-    let image = absolute(image)?;
-    let mountpoint = absolute(mountpoint)?;
-    let devices = opts
-        .devices
-        .iter()
-        .map(|d| absolute(d))
-        .collect::<io::Result<Vec<_>>>()?;
-    let img = open_image(&image, &devices)?;
-    let shown = image.display().to_string();
-    img.root().map_err(|e| err(e.to_string()))?;
-
-    let mut sharing = None;
-    if opts.inode_share {
-        if !img.superblock().has_compat(FEATURE_COMPAT_ISHARE_XATTRS) {
-            info!("{shown}: on-disk ishare xattrs not found; turning off inode_share");
-        } else {
-            let domain = opts
-                .domain_id
-                .as_ref()
-                .expect("checked by the option parser");
-            let root = absolute(&opts.store)?;
-            let store = Store::open(&root, domain)
-                .map_err(|e| err(format!("store {}: {e}", root.display())))?;
-            sharing = Some(Arc::new(Sharing::new(store, opts.verify)?));
+            Handoff {
+                options: vec![],
+                env_domain: Some(Vec::new()),
+            },
+        ] {
+            assert_eq!(Handoff::decode(&h.encode()).unwrap(), h);
         }
-    }
-
-    let mut want_pt = sharing.is_some() && opts.passthrough != Passthrough::Off;
-    let mut why_not = String::new();
-    if want_pt && !has_cap_sys_admin() {
-        if opts.passthrough == Passthrough::On {
-            return Err(err(
-                "passthrough=on: FUSE passthrough needs CAP_SYS_ADMIN, which this process lacks",
-            ));
-        }
-        want_pt = false;
-        why_not = "no CAP_SYS_ADMIN".into();
-    }
-    let depth = sharing
-        .as_ref()
-        .map_or(1, |s| stack_depth_for(s.store().root()));
-    let pt = Arc::new(PassthroughState::default());
-    let fs = ImageFs::new(img, sharing.clone(), want_pt, depth, pt.clone());
-
-    let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::FSName(shown.clone()),
-        MountOption::CUSTOM("subtype=ishare".into()),
-        MountOption::RO,
-        MountOption::DefaultPermissions,
-        if opts.dev {
-            MountOption::Dev
-        } else {
-            MountOption::NoDev
-        },
-        if opts.suid {
-            MountOption::Suid
-        } else {
-            MountOption::NoSuid
-        },
-        if opts.exec {
-            MountOption::Exec
-        } else {
-            MountOption::NoExec
-        },
-    ];
-    config.acl = if opts.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    config.n_threads = Some(opts.threads);
-    config.clone_fd = true;
-    let session = Session::new(fs, &mountpoint, &config)
-        .map_err(|e| err(format!("cannot mount {}: {e}", mountpoint.display())))?;
-
-    if want_pt && !pt.active.load(Ordering::Relaxed) {
-        why_not = "the kernel offers no FUSE passthrough (Linux before 6.9, or CONFIG_FUSE_PASSTHROUGH off)".into();
-    }
-    if pt.active.load(Ordering::Relaxed) {
-        // Probe with a file in the store: privileges and stacking depth both show.
-        if let Err(e) = probe_passthrough(&session, sharing.as_ref().expect("sharing").store()) {
-            pt.active.store(false, Ordering::Relaxed);
-            why_not = format!("opening a backing file failed: {e}");
-        }
-    }
-    if opts.passthrough == Passthrough::On && !pt.active.load(Ordering::Relaxed) {
-        return Err(err(format!("passthrough=on, but {why_not}")));
-    }
-    let mode = match &sharing {
-        None if opts.inode_share => "unshared (the image has no fingerprints)".to_string(),
-        None => "unshared (no inode_share)".to_string(),
-        Some(s) => {
-            let how = if pt.active.load(Ordering::Relaxed) {
-                format!(
-                    "kernel FUSE passthrough to store objects (max_stack_depth {})",
-                    pt.stack_depth.load(Ordering::Relaxed)
-                )
-            } else if opts.passthrough == Passthrough::Off {
-                "daemon reads from store objects (passthrough=off)".to_string()
-            } else {
-                format!("daemon reads from store objects (no passthrough: {why_not})")
-            };
-            format!(
-                "page cache sharing on, store {}, verify={}, {how}",
-                s.store().root().display(),
-                if opts.verify { "on" } else { "off" }
-            )
-        }
-    };
-    let summary = format!("{shown} on {}: {mode}", mountpoint.display());
-    if !why_not.is_empty() && opts.passthrough == Passthrough::Auto && sharing.is_some() {
-        warn!("{shown}: no FUSE passthrough ({why_not}); shared files are read by the daemon");
-    }
-    Ok(Mounted {
-        session,
-        sharing,
-        mountpoint,
-        mode,
-        summary,
-    })
-}
-
-fn probe_passthrough(session: &Session<ImageFs>, store: &Store) -> io::Result<()> {
-    let f = store.probe_file()?;
-    // The id stays registered until the connection ends (fuser can close only ids it
-    // wraps itself); it pins one empty file.
-    BackingId::create_raw(session, &f).map(|_| ())
-}
-
-impl Mounted {
-    /// The mount point (absolute).
-    pub fn mountpoint(&self) -> &Path {
-        &self.mountpoint
-    }
-
-    /// Serves requests until the file system is unmounted.
-    /// Serves requests until the file system is unmounted, then waits for shared
-    /// objects still being published.
-    pub fn run(self) -> io::Result<()> {
-        let res = self.session.run();
-        if let Some(s) = &self.sharing {
-            s.wait_published();
-        }
-        res
+        assert!(Handoff::decode(b"oro").is_err());
+        assert!(Handoff::decode(b"xro\0").is_err());
     }
 }

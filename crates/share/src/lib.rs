@@ -22,14 +22,14 @@
 //!   created with `verify=off` live under other names and are never used by
 //!   `verify=on` mounts.
 //! * The domain id is a secret: store paths derive from a keyed hash of it (see
-//!   [`store`]); it is in no log line, mount option or daemon command line.
-//! * Image file data is read with `O_DIRECT` (see [`direct`]), so neither sharing nor
+//!   `store`); it is in no log line, mount option or daemon command line.
+//! * Image file data is read with `O_DIRECT` (see `direct`), so neither sharing nor
 //!   unshared reads leave a second cached copy under the image file.
 //!
 //! # How data reaches readers
 //!
 //! Shared files' objects are materialized on first open (copied from the image and
-//! hashed, then published atomically; see [`store`]). Then:
+//! hashed, then published atomically; see `store`). Then:
 //!
 //! * with kernel FUSE passthrough (CAP_SYS_ADMIN, Linux 6.9+; `passthrough=auto|on`),
 //!   the open passes through to the object file: read, mmap, splice/sendfile all use
@@ -40,30 +40,69 @@
 //!
 //! Unshared files are read from the image and cached by FUSE (`keep_cache`).
 //!
-//! # Modules
+//! # The public face
 //!
-//! * [`options`]: the `-o` options;
-//! * [`store`]: the per-domain content-addressed object store;
-//! * [`publish`]: publishing prepared objects in the background;
-//! * [`share`]: which files share and preparing their objects (with verification);
-//! * [`fs`]: the FUSE filesystem;
-//! * [`daemon`]: mounting and the mode decision;
-//! * [`logger`]: the daemon's log;
-//! * [`admin`]: `ishare store stat` and `ishare store gc`;
-//! * [`doctor`]: `ishare doctor`, what the host supports;
-//! * [`direct`]: reading image data past the page cache;
-//! * [`error`]: the error type of `admin` and `doctor`.
+//! What a command line, a node daemon or a snapshotter needs, at the crate root:
+//!
+//! * mounting: [`MountOptions`] (parsed from `-o` lists by [`MountOptions::parse`]),
+//!   [`mount()`] (returns a [`Mounted`] to [`Mounted::run`]), and the daemon process
+//!   around it: [`run_foreground`], [`launch_detached`] and [`run_detached`];
+//!   [`unmount`];
+//! * the store: [`inventory`] (`ishare store stat`) and [`gc`] (`ishare store gc`);
+//! * the host: [`examine_host`] (`ishare doctor`);
+//! * one [`Error`] type for all of it.
+//!
+//! Everything else is private to the crate.
+//!
+//! # Modules (lower ones first; none imports one listed after it)
+//!
+//! * `error`: the error type;
+//! * `options`: the `-o` options;
+//! * `units`: byte counts for people;
+//! * `mountinfo`: `/proc/self/mountinfo`, read in one place;
+//! * `logger`: the daemon's log;
+//! * `direct`: reading image data past the page cache;
+//! * `stats`: a mount's sharing counters;
+//! * `store`: the per-domain content-addressed object store, with `stat` and `gc`;
+//! * `content`: copying and hashing a file's content, `sha256:` fingerprints;
+//! * `publish`: checking and publishing prepared objects in the background;
+//! * `sharing`: which files share and preparing their objects (with verification);
+//! * `fs`: the FUSE filesystem;
+//! * `mount`: mounting an image and the mode decision;
+//! * `umount`: unmounting;
+//! * `daemon`: the mount daemon as a process (foreground, or detached with a
+//!   launcher), signals;
+//! * `doctor`: `ishare doctor`, what the host supports.
 
-pub mod admin;
-pub mod daemon;
-pub mod direct;
-pub mod doctor;
-pub mod error;
-pub mod fs;
-pub mod logger;
-pub mod options;
-pub mod publish;
-pub mod share;
-pub mod store;
+mod content;
+mod daemon;
+mod direct;
+mod doctor;
+mod error;
+mod fs;
+mod logger;
+mod mount;
+mod mountinfo;
+mod options;
+mod publish;
+mod sharing;
+mod stats;
+mod store;
+mod umount;
+mod units;
 
+pub use daemon::{launch_detached, run_detached, run_foreground};
+pub use doctor::{
+    CheckStatus, ErofsSupport, FuseSupport, HostCheck, HostReport, MountMode, PassthroughSupport,
+    StoreCheck, examine_host,
+};
 pub use error::{Error, Result};
+pub use logger::init as init_logging;
+pub use mount::{Mounted, mount};
+pub use options::{
+    DEFAULT_STORE, DOMAIN_ID_ENV, DomainId, MountOptions, Passthrough, domain_from_env,
+};
+pub use store::gc::{GcOptions, GcReport, TMP_MIN_AGE, gc};
+pub use store::stat::{Counts, DomainStats, Inventory, inventory};
+pub use umount::unmount;
+pub use units::{human_bytes, parse_size};

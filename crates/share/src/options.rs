@@ -3,7 +3,10 @@
 //! `passthrough=`, `allow_other`, `threads=`, `log=`).
 
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+
+use crate::error::{Error, Result};
 
 /// Where shared objects live unless `store=DIR` says otherwise. Everything in it can
 /// be rebuilt from the images (a cache in the FHS sense), hence `/var/cache`.
@@ -110,18 +113,27 @@ fn default_threads() -> usize {
         .clamp(2, 8)
 }
 
-fn on_off(name: &str, v: &str) -> Result<bool, String> {
+/// The value of [`DOMAIN_ID_ENV`] in this process's environment.
+pub fn domain_from_env() -> Option<Vec<u8>> {
+    std::env::var_os(DOMAIN_ID_ENV).map(|v| v.as_bytes().to_vec())
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::BadOption(msg.into())
+}
+
+fn on_off(name: &str, v: &str) -> Result<bool> {
     match v {
         "on" | "1" | "yes" | "true" => Ok(true),
         "off" | "0" | "no" | "false" => Ok(false),
-        _ => Err(format!("{name}={v}: expected on or off")),
+        _ => Err(bad(format!("{name}={v}: expected on or off"))),
     }
 }
 
 impl MountOptions {
     /// Parses comma-separated option lists (each `-o` argument is one list).
     /// `env_domain` is the value of [`DOMAIN_ID_ENV`], used when no `domain_id=` is given.
-    pub fn parse<S: AsRef<str>>(lists: &[S], env_domain: Option<Vec<u8>>) -> Result<Self, String> {
+    pub fn parse<S: AsRef<str>>(lists: &[S], env_domain: Option<Vec<u8>>) -> Result<Self> {
         let mut o = MountOptions::default();
         for list in lists {
             for opt in list.as_ref().split(',').filter(|s| !s.is_empty()) {
@@ -129,10 +141,10 @@ impl MountOptions {
                     Some((n, v)) => (n, Some(v)),
                     None => (opt, None),
                 };
-                let need = || value.ok_or_else(|| format!("option {name} needs a value"));
+                let need = || value.ok_or_else(|| bad(format!("option {name} needs a value")));
                 let flag = |v: Option<&str>| match v {
                     None => Ok(()),
-                    Some(_) => Err(format!("option {name} takes no value")),
+                    Some(_) => Err(bad(format!("option {name} takes no value"))),
                 };
                 match name {
                     "inode_share" => {
@@ -142,7 +154,7 @@ impl MountOptions {
                     "domain_id" => {
                         let v = need()?;
                         if v.is_empty() {
-                            return Err("domain_id must not be empty".into());
+                            return Err(bad("domain_id must not be empty"));
                         }
                         o.domain_id = Some(DomainId::new(v.as_bytes()));
                     }
@@ -150,7 +162,7 @@ impl MountOptions {
                     "store" => {
                         let v = need()?;
                         if v.is_empty() {
-                            return Err("store must not be empty".into());
+                            return Err(bad("store must not be empty"));
                         }
                         o.store = PathBuf::from(v);
                     }
@@ -160,7 +172,11 @@ impl MountOptions {
                             "auto" => Passthrough::Auto,
                             "on" => Passthrough::On,
                             "off" => Passthrough::Off,
-                            v => return Err(format!("passthrough={v}: expected auto, on or off")),
+                            v => {
+                                return Err(bad(format!(
+                                    "passthrough={v}: expected auto, on or off"
+                                )));
+                            }
                         }
                     }
                     "allow_other" => {
@@ -173,7 +189,7 @@ impl MountOptions {
                             .parse()
                             .ok()
                             .filter(|n| (1..=256).contains(n))
-                            .ok_or_else(|| format!("threads={v}: expected 1 to 256"))?;
+                            .ok_or_else(|| bad(format!("threads={v}: expected 1 to 256")))?;
                     }
                     "log" => o.log = Some(PathBuf::from(need()?)),
                     "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" => {
@@ -189,8 +205,8 @@ impl MountOptions {
                     // is always read-only and always shows user xattrs and ACLs.
                     "ro" | "defaults" | "user_xattr" | "acl" | "noatime" | "relatime"
                     | "nodiratime" => flag(value)?,
-                    "rw" => return Err("EROFS images are read-only: rw is not possible".into()),
-                    _ => return Err(format!("unknown mount option {name:?}")),
+                    "rw" => return Err(bad("EROFS images are read-only: rw is not possible")),
+                    _ => return Err(bad(format!("unknown mount option {name:?}"))),
                 }
             }
         }
@@ -201,9 +217,9 @@ impl MountOptions {
         }
         // The kernel: "domain_id is needed when inode_ishare is on".
         if o.inode_share && o.domain_id.is_none() {
-            return Err(format!(
+            return Err(bad(format!(
                 "inode_share needs domain_id=ID (or {DOMAIN_ID_ENV} in the environment), as the kernel requires"
-            ));
+            )));
         }
         Ok(o)
     }
@@ -240,7 +256,7 @@ mod tests {
     #[test]
     fn inode_share_needs_domain_id() {
         let e = MountOptions::parse(&["inode_share"], None).unwrap_err();
-        assert!(e.contains("domain_id"), "{e}");
+        assert!(e.to_string().contains("domain_id"), "{e}");
         let o = MountOptions::parse(&["inode_share"], Some(b"env".to_vec())).unwrap();
         assert_eq!(o.domain_id.unwrap().expose(), b"env");
         assert!(MountOptions::parse(&["domain_id="], None).is_err());

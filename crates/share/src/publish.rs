@@ -19,7 +19,8 @@ use std::time::Instant;
 
 use log::{debug, warn};
 
-use crate::share::{Stats, hash_file};
+use crate::content::hash_file;
+use crate::stats::Stats;
 use crate::store::{ObjectLock, Published, Store, TmpObject};
 
 /// Most objects queued at once.

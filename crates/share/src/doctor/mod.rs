@@ -9,28 +9,30 @@
 //! support (compressors, `inode_share`) is read from its configuration when the kernel
 //! publishes it (`/proc/config.gz`, `/boot/config-RELEASE`), and is only informative:
 //! `ishare mount` reads images itself.
+//!
+//! This module holds the report and the verdicts; `probe` finds the facts.
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
 
-use fuser::{
-    BackingId, Config, Filesystem, InitFlags, KernelConfig, MountOption, Request, Session,
+use rustix::fs::{Mode, OFlags};
+
+use crate::mount::{has_cap_sys_admin, stack_depth_for};
+use crate::units::human_bytes;
+
+mod probe;
+
+pub use probe::StoreCheck;
+use probe::{
+    enabled, examine_store, filesystems, kernel_config, module_installed, parse_kernel_version,
+    probe_mount,
 };
-use rustix::fs::{Access, AtFlags, CWD, Mode, OFlags};
-use rustix::io::Errno;
-
-use crate::admin::human_bytes;
-use crate::daemon::{has_cap_sys_admin, stack_depth_for};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub enum CheckStatus {
     /// Supported.
     Ok,
     /// Missing, with a fallback (or only informative).
@@ -39,25 +41,25 @@ pub enum Status {
     No,
 }
 
-impl Status {
+impl CheckStatus {
     /// "ok", "warn" or "no".
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Ok => "ok",
-            Status::Warn => "warn",
-            Status::No => "no",
+            CheckStatus::Ok => "ok",
+            CheckStatus::Warn => "warn",
+            CheckStatus::No => "no",
         }
     }
 }
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
+pub struct HostCheck {
     /// Short stable name (`kernel`, `erofs`, `erofs_compressors`, `erofs_inode_share`,
     /// `fuse_device`, `fuse_mount`, `passthrough`, `store`).
     pub name: &'static str,
     /// The outcome.
-    pub status: Status,
+    pub status: CheckStatus,
     /// `ishare mount` cannot work (with `-o inode_share`, for the store) without it.
     pub required: bool,
     /// What was found.
@@ -66,7 +68,7 @@ pub struct Check {
 
 /// The kernel's EROFS.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Erofs {
+pub struct ErofsSupport {
     /// `erofs` is in `/proc/filesystems`.
     pub registered: bool,
     /// Not registered, but a module for it is installed (`mount -t erofs` loads it).
@@ -83,7 +85,7 @@ pub struct Erofs {
 
 /// FUSE.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fuse {
+pub struct FuseSupport {
     /// `/dev/fuse` exists.
     pub device: bool,
     /// Opening `/dev/fuse` read-write failed with this (`None`: it opened).
@@ -98,7 +100,7 @@ pub struct Fuse {
 
 /// FUSE passthrough (Linux 6.9+, CAP_SYS_ADMIN).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Passthrough {
+pub struct PassthroughSupport {
     /// `CONFIG_FUSE_PASSTHROUGH`, when the configuration is known.
     pub config: Option<bool>,
     /// This process has CAP_SYS_ADMIN.
@@ -112,33 +114,11 @@ pub struct Passthrough {
     pub stack_depth: u32,
 }
 
-impl Passthrough {
+impl PassthroughSupport {
     /// A mount would use passthrough.
     pub fn usable(&self) -> bool {
         self.cap_sys_admin && self.offered == Some(true) && matches!(self.backing, Some(Ok(())))
     }
-}
-
-/// The store directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Store {
-    /// The store root asked about.
-    pub path: PathBuf,
-    /// It exists.
-    pub exists: bool,
-    /// The directory examined: the store, or its nearest existing parent (where a
-    /// mount would create it).
-    pub examined: Option<PathBuf>,
-    /// Filesystem type (from `/proc/self/mountinfo`).
-    pub filesystem: Option<String>,
-    /// Bytes available to this user.
-    pub free_bytes: Option<u64>,
-    /// This process may create files there.
-    pub writable: bool,
-    /// `O_TMPFILE` works there (`None`: could not be tried).
-    pub o_tmpfile: Option<bool>,
-    /// What is wrong, when something is.
-    pub error: Option<String>,
 }
 
 /// How `ishare mount -o inode_share` serves shared files on this host.
@@ -165,7 +145,7 @@ impl MountMode {
 
 /// Everything `ishare doctor` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
+pub struct HostReport {
     /// `uname -r`.
     pub kernel_release: String,
     /// Its major and minor version.
@@ -173,292 +153,31 @@ pub struct Report {
     /// Where the kernel configuration was read from.
     pub kernel_config: Option<String>,
     /// The kernel's EROFS.
-    pub erofs: Erofs,
+    pub erofs: ErofsSupport,
     /// FUSE.
-    pub fuse: Fuse,
+    pub fuse: FuseSupport,
     /// FUSE passthrough.
-    pub passthrough: Passthrough,
+    pub passthrough: PassthroughSupport,
     /// The store.
-    pub store: Store,
+    pub store: StoreCheck,
     /// The resulting mode.
     pub mode: MountMode,
     /// One line per check, in order.
-    pub checks: Vec<Check>,
+    pub checks: Vec<HostCheck>,
 }
 
-impl Report {
+impl HostReport {
     /// Everything `ishare mount` needs is there.
     pub fn ready(&self) -> bool {
         !self
             .checks
             .iter()
-            .any(|c| c.required && c.status == Status::No)
+            .any(|c| c.required && c.status == CheckStatus::No)
     }
-}
-
-/// Parses "6.18.44-foo" into (6, 18).
-pub fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
-    let mut it = release.split(|c: char| !c.is_ascii_digit());
-    let major = it.next()?.parse().ok()?;
-    let minor = it.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
-/// Parses a kernel configuration: `CONFIG_X=value` lines (`# CONFIG_X is not set` and
-/// comments are left out).
-pub fn parse_kernel_config(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter(|l| l.starts_with("CONFIG_"))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect()
-}
-
-/// The running kernel's configuration and where it came from.
-fn kernel_config(release: &str) -> Option<(HashMap<String, String>, String)> {
-    if let Ok(f) = File::open("/proc/config.gz") {
-        let mut text = String::new();
-        if flate2::read::GzDecoder::new(f)
-            .read_to_string(&mut text)
-            .is_ok()
-        {
-            return Some((parse_kernel_config(&text), "/proc/config.gz".into()));
-        }
-    }
-    let boot = format!("/boot/config-{release}");
-    let text = std::fs::read_to_string(&boot).ok()?;
-    Some((parse_kernel_config(&text), boot))
-}
-
-fn enabled(config: &HashMap<String, String>, key: &str) -> bool {
-    config.get(key).is_some_and(|v| v == "y" || v == "m")
-}
-
-/// The file systems in `/proc/filesystems`.
-fn filesystems() -> Vec<String> {
-    std::fs::read_to_string("/proc/filesystems")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
-        .collect()
-}
-
-/// An installed module for `name` (modules.dep lists `.../name.ko[.xz|.zst|.gz]`).
-fn module_installed(release: &str, name: &str) -> bool {
-    let dep = format!("/lib/modules/{release}/modules.dep");
-    std::fs::read_to_string(dep).is_ok_and(|t| {
-        t.lines().any(|l| {
-            l.split(':').next().is_some_and(|m| {
-                m.rsplit('/')
-                    .next()
-                    .is_some_and(|f| f.split('.').next() == Some(name))
-            })
-        })
-    })
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-/// The type of the filesystem holding `path` (canonical): the mount with the longest
-/// mount point containing it in `/proc/self/mountinfo` (the last one of equal length,
-/// as later mounts cover earlier ones).
-fn filesystem_of(path: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let p = path.as_os_str().as_bytes();
-    let mut best: Option<(usize, String)> = None;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let (Some(mp), Some(fstype)) = (fields.get(4), fields.get(sep + 1)) else {
-            continue;
-        };
-        let mp = unescape(mp);
-        let inside = mp == b"/"
-            || p == mp.as_slice()
-            || (p.starts_with(&mp) && p.get(mp.len()) == Some(&b'/'));
-        if inside && best.as_ref().is_none_or(|(len, _)| mp.len() >= *len) {
-            best = Some((mp.len(), fstype.to_string()));
-        }
-    }
-    best.map(|(_, t)| t)
-}
-
-/// Examines the store directory; returns an `O_TMPFILE` opened there (a file on the
-/// store's filesystem for the passthrough probe, gone once closed) when it works.
-fn examine_store(path: &Path) -> (Store, Option<OwnedFd>) {
-    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut st = Store {
-        path: path.clone(),
-        exists: false,
-        examined: None,
-        filesystem: None,
-        free_bytes: None,
-        writable: false,
-        o_tmpfile: None,
-        error: None,
-    };
-    let mut dir = path.as_path();
-    let md = loop {
-        match std::fs::metadata(dir) {
-            Ok(md) => break md,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match dir.parent() {
-                Some(p) => dir = p,
-                None => {
-                    st.error = Some(format!("{}: {e}", path.display()));
-                    return (st, None);
-                }
-            },
-            Err(e) => {
-                st.error = Some(format!("{}: {e}", dir.display()));
-                return (st, None);
-            }
-        }
-    };
-    st.exists = dir == path;
-    if !md.is_dir() {
-        st.error = Some(format!("{}: not a directory", dir.display()));
-        return (st, None);
-    }
-    let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    st.examined = Some(dir.to_path_buf());
-    st.filesystem = filesystem_of(&canonical);
-    if let Ok(vfs) = rustix::fs::statvfs(dir) {
-        st.free_bytes = Some(vfs.f_bavail.saturating_mul(vfs.f_frsize));
-    }
-    st.writable = rustix::fs::accessat(
-        CWD,
-        dir,
-        Access::WRITE_OK | Access::EXEC_OK,
-        AtFlags::EACCESS,
-    )
-    .is_ok();
-    let mut tmp = None;
-    match rustix::fs::open(
-        dir,
-        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    ) {
-        Ok(fd) => {
-            st.o_tmpfile = Some(true);
-            st.writable = true;
-            tmp = Some(fd);
-        }
-        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => st.o_tmpfile = Some(false),
-        Err(Errno::ACCESS | Errno::PERM | Errno::ROFS) => {
-            st.writable = false;
-        }
-        Err(e) => st.error = Some(format!("{}: O_TMPFILE: {e}", dir.display())),
-    }
-    if !st.writable && st.error.is_none() {
-        st.error = Some(format!(
-            "{}: this user cannot create files there",
-            dir.display()
-        ));
-    }
-    (st, tmp)
-}
-
-/// A FUSE file system that only answers `init`, noting whether the kernel offers
-/// passthrough and asking for it.
-#[derive(Debug)]
-struct ProbeFs {
-    depth: u32,
-    offered: Arc<AtomicBool>,
-}
-
-impl Filesystem for ProbeFs {
-    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        if config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH) {
-            self.offered.store(true, Ordering::Relaxed);
-            if let Err(max) = config.set_max_stack_depth(self.depth) {
-                let _ = config.set_max_stack_depth(max);
-            }
-            let _ = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH);
-        }
-        Ok(())
-    }
-}
-
-/// A temporary mount point, removed on drop.
-struct TmpDir(PathBuf);
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-/// Mounts [`ProbeFs`], then registers `backing` (a file on the store's filesystem) as a
-/// passthrough backing file, as `ishare mount` does with objects: (offered, backing).
-fn probe_mount(
-    depth: u32,
-    backing: &dyn std::os::fd::AsFd,
-) -> io::Result<(bool, Result<(), String>)> {
-    let dir = std::env::temp_dir().join(format!(
-        "ishare-doctor-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-    ));
-    std::fs::create_dir(&dir)?;
-    let dir = TmpDir(dir);
-    let offered = Arc::new(AtomicBool::new(false));
-    let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::FSName("ishare-doctor".into()),
-        MountOption::RO,
-        MountOption::NoDev,
-        MountOption::NoSuid,
-        MountOption::NoExec,
-    ];
-    let fs = ProbeFs {
-        depth,
-        offered: offered.clone(),
-    };
-    // Returns once the kernel's INIT is answered; dropping it unmounts.
-    let session = Session::new(fs, &dir.0, &config)?;
-    let offered = offered.load(Ordering::Relaxed);
-    let backing = if offered {
-        // The id stays registered until the connection ends, right below.
-        BackingId::create_raw(&session, backing)
-            .map(|_| ())
-            .map_err(|e| match e.raw_os_error() {
-                Some(1) => {
-                    "the kernel refused the backing file: no CAP_SYS_ADMIN (EPERM)".to_string()
-                }
-                _ => format!("the kernel refused the backing file: {e}"),
-            })
-    } else {
-        Err("the kernel does not offer FUSE passthrough (Linux before 6.9, or CONFIG_FUSE_PASSTHROUGH off)".into())
-    };
-    drop(session);
-    Ok((offered, backing))
 }
 
 /// Examines the host, with `store` as the store directory.
-pub fn examine(store: &Path) -> Report {
+pub fn examine_host(store: &Path) -> HostReport {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
@@ -468,7 +187,7 @@ pub fn examine(store: &Path) -> Report {
     let fss = filesystems();
     let mut checks = Vec::new();
     let mut check = |name, status, required, detail: String| {
-        checks.push(Check {
+        checks.push(HostCheck {
             name,
             status,
             required,
@@ -479,9 +198,9 @@ pub fn examine(store: &Path) -> Report {
     check(
         "kernel",
         if version.is_some() {
-            Status::Ok
+            CheckStatus::Ok
         } else {
-            Status::Warn
+            CheckStatus::Warn
         },
         false,
         format!(
@@ -494,7 +213,7 @@ pub fn examine(store: &Path) -> Report {
     );
 
     // The kernel's EROFS: informative (ishare mount reads images in userspace).
-    let erofs = Erofs {
+    let erofs = ErofsSupport {
         registered: fss.iter().any(|f| f == "erofs"),
         module: module_installed(&release, "erofs"),
         config: cfg.and_then(|c| c.get("CONFIG_EROFS_FS").cloned()),
@@ -524,9 +243,9 @@ pub fn examine(store: &Path) -> Report {
     check(
         "erofs",
         if erofs_there {
-            Status::Ok
+            CheckStatus::Ok
         } else {
-            Status::Warn
+            CheckStatus::Warn
         },
         false,
         if erofs.registered {
@@ -542,41 +261,44 @@ pub fn examine(store: &Path) -> Report {
         },
     );
     let (status, detail) = match (&erofs.compressors, erofs_there) {
-        (_, false) => (Status::Warn, "none (no kernel EROFS)".to_string()),
+        (_, false) => (CheckStatus::Warn, "none (no kernel EROFS)".to_string()),
         (None, true) => (
-            Status::Warn,
+            CheckStatus::Warn,
             "unknown (the kernel configuration is not published)".to_string(),
         ),
         (Some(v), true) if v.is_empty() => (
-            Status::Warn,
+            CheckStatus::Warn,
             "none: CONFIG_EROFS_FS_ZIP is off (the kernel reads uncompressed images only)"
                 .to_string(),
         ),
-        (Some(v), true) => (Status::Ok, format!("kernel EROFS decodes {}", v.join(", "))),
+        (Some(v), true) => (
+            CheckStatus::Ok,
+            format!("kernel EROFS decodes {}", v.join(", ")),
+        ),
     };
     check("erofs_compressors", status, false, detail);
     let vshow = version.map_or("this kernel".to_string(), |(a, b)| format!("Linux {a}.{b}"));
     let (status, detail) = match erofs.inode_share {
         Some(true) if erofs_there => (
-            Status::Ok,
+            CheckStatus::Ok,
             "the kernel's own inode_share (CONFIG_EROFS_FS_PAGE_CACHE_SHARE) is on".to_string(),
         ),
-        Some(_) | None if !erofs_there => (Status::No, "no kernel EROFS".to_string()),
+        Some(_) | None if !erofs_there => (CheckStatus::No, "no kernel EROFS".to_string()),
         Some(_) => (
-            Status::No,
+            CheckStatus::No,
             format!(
                 "{vshow} has no inode_share of its own (Linux 7.0+ with CONFIG_EROFS_FS_PAGE_CACHE_SHARE); ishare mount -o inode_share provides it"
             ),
         ),
         None => (
-            Status::Warn,
+            CheckStatus::Warn,
             "unknown whether the kernel has inode_share (configuration not published)".to_string(),
         ),
     };
     check("erofs_inode_share", status, false, detail);
 
     // FUSE: required.
-    let mut fuse = Fuse {
+    let mut fuse = FuseSupport {
         device: Path::new("/dev/fuse").exists(),
         open_error: None,
         mounter: None,
@@ -590,9 +312,9 @@ pub fn examine(store: &Path) -> Report {
     check(
         "fuse_device",
         if fuse.open_error.is_none() {
-            Status::Ok
+            CheckStatus::Ok
         } else {
-            Status::No
+            CheckStatus::No
         },
         true,
         match &fuse.open_error {
@@ -619,7 +341,7 @@ pub fn examine(store: &Path) -> Report {
 
     let (store, tmpfile) = examine_store(store);
     let depth = stack_depth_for(store.examined.as_deref().unwrap_or(Path::new("/")));
-    let mut pt = Passthrough {
+    let mut pt = PassthroughSupport {
         config: cfg.map(|c| enabled(c, "CONFIG_FUSE_PASSTHROUGH")),
         cap_sys_admin: cap,
         offered: None,
@@ -649,14 +371,20 @@ pub fn examine(store: &Path) -> Report {
         }
     }
     let (status, detail) = match (&fuse.mounter, &fuse.mount_error, fuse.mounted) {
-        (Some(m), None, true) => (Status::Ok, format!("a test mount worked (through {m})")),
-        (Some(m), Some(e), _) => (Status::No, format!("a test mount through {m} failed: {e}")),
+        (Some(m), None, true) => (
+            CheckStatus::Ok,
+            format!("a test mount worked (through {m})"),
+        ),
+        (Some(m), Some(e), _) => (
+            CheckStatus::No,
+            format!("a test mount through {m} failed: {e}"),
+        ),
         (None, _, _) => (
-            Status::No,
+            CheckStatus::No,
             "no CAP_SYS_ADMIN for mount(2) and no fusermount3 (install fuse3)".to_string(),
         ),
         _ => (
-            Status::No,
+            CheckStatus::No,
             "not tried: /dev/fuse cannot be opened".to_string(),
         ),
     };
@@ -664,7 +392,7 @@ pub fn examine(store: &Path) -> Report {
 
     let (status, detail) = if pt.usable() {
         (
-            Status::Ok,
+            CheckStatus::Ok,
             format!(
                 "kernel FUSE passthrough works for this process (CAP_SYS_ADMIN; backing file on the store's filesystem accepted, max_stack_depth {depth})"
             ),
@@ -687,12 +415,12 @@ pub fn examine(store: &Path) -> Report {
                 _ => "unknown".to_string(),
             }
         };
-        (Status::Warn, format!("no FUSE passthrough: {why}"))
+        (CheckStatus::Warn, format!("no FUSE passthrough: {why}"))
     };
     check("passthrough", status, false, detail);
 
     let (status, detail) = match &store.error {
-        Some(e) => (Status::No, format!("{}: {e}", store.path.display())),
+        Some(e) => (CheckStatus::No, format!("{}: {e}", store.path.display())),
         None => {
             let mut d = format!(
                 "{}: {}",
@@ -722,9 +450,9 @@ pub fn examine(store: &Path) -> Report {
             }
             (
                 if store.o_tmpfile == Some(true) {
-                    Status::Ok
+                    CheckStatus::Ok
                 } else {
-                    Status::Warn
+                    CheckStatus::Warn
                 },
                 d,
             )
@@ -732,7 +460,10 @@ pub fn examine(store: &Path) -> Report {
     };
     check("store", status, true, detail);
 
-    let mode = if let Some(c) = checks.iter().find(|c| c.required && c.status == Status::No) {
+    let mode = if let Some(c) = checks
+        .iter()
+        .find(|c| c.required && c.status == CheckStatus::No)
+    {
         MountMode::Unavailable(format!("{}: {}", c.name, c.detail))
     } else if pt.usable() {
         MountMode::Passthrough
@@ -744,7 +475,7 @@ pub fn examine(store: &Path) -> Report {
             .unwrap_or_default();
         MountMode::DirectIo(why)
     };
-    Report {
+    HostReport {
         kernel_release: release,
         kernel_version: version,
         kernel_config: config.map(|(_, src)| src),
@@ -754,43 +485,5 @@ pub fn examine(store: &Path) -> Report {
         store,
         mode,
         checks,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kernel_versions_and_configs_parse() {
-        assert_eq!(parse_kernel_version("6.18.44-fc-v782"), Some((6, 18)));
-        assert_eq!(parse_kernel_version("7.0-rc1"), Some((7, 0)));
-        assert_eq!(parse_kernel_version("garbage"), None);
-        let c = parse_kernel_config(
-            "# comment\nCONFIG_EROFS_FS=y\n# CONFIG_EROFS_FS_ZIP_ZSTD is not set\nCONFIG_X=\"s\"\n",
-        );
-        assert!(enabled(&c, "CONFIG_EROFS_FS"));
-        assert!(!enabled(&c, "CONFIG_EROFS_FS_ZIP_ZSTD"));
-        assert_eq!(c.get("CONFIG_X").map(String::as_str), Some("s"));
-    }
-
-    #[test]
-    fn mountinfo_escapes_and_longest_prefix() {
-        assert_eq!(unescape("/a\\040b"), b"/a b");
-        // The root is always some filesystem.
-        assert!(filesystem_of(Path::new("/")).is_some());
-    }
-
-    #[test]
-    fn a_missing_store_is_examined_at_its_parent() {
-        let t = tempfile::tempdir().unwrap();
-        let (st, tmp) = examine_store(&t.path().join("a/b/store"));
-        assert!(!st.exists);
-        assert_eq!(st.examined.as_deref(), Some(t.path()));
-        assert!(st.writable, "{st:?}");
-        assert!(st.o_tmpfile.is_some());
-        assert_eq!(tmp.is_some(), st.o_tmpfile == Some(true));
-        // Nothing was left behind.
-        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0);
     }
 }

@@ -1,24 +1,22 @@
 //! Which files share a backing object, and preparing those objects: the kernel's
 //! `inode_share` rules (regular files whose fingerprint value is 1 byte to one block
-//! long; equal sizes) plus verification of `sha256:` fingerprints against content.
+//! long; equal sizes) plus verification of `sha256:` fingerprints against content (the
+//! hashing is in [`crate::content`], publishing in [`crate::publish`]).
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use ishare_erofs::{ExtentKind, FileType, Image, Inode};
+use ishare_erofs::{FileType, Image, Inode};
 use log::{debug, warn};
-use sha2::{Digest, Sha256};
 
-use crate::direct::{AlignedBuf, DirectReader};
+use crate::content::{check_content, copy_content, sha256_digest};
+use crate::direct::DirectReader;
+use crate::error::Result;
 use crate::publish::{Check, Job, Publisher, Verdict};
+use crate::stats::Stats;
 use crate::store::{Object, ObjectLock, Store};
-
-/// Bytes per read while copying or hashing a file.
-const CHUNK: usize = 4 << 20;
 
 /// How one regular file is served.
 #[derive(Debug, Clone)]
@@ -31,19 +29,6 @@ pub enum Decision {
     /// copy is checked against the fingerprint in the background; shared with other
     /// files only once the check passes (see [`Verdict`]).
     Own(Arc<Object>, Arc<Verdict>),
-}
-
-/// Counters for the log and tests.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Files served from a shared object.
-    pub shared: AtomicU64,
-    /// Objects this process published.
-    pub published: AtomicU64,
-    /// Bytes this process wrote into published objects.
-    pub published_bytes: AtomicU64,
-    /// Files refused because their content does not match their fingerprint.
-    pub mismatches: AtomicU64,
 }
 
 /// Per fingerprint value: serializes preparing its object in this process, and finds
@@ -110,17 +95,6 @@ pub struct Sharing {
     unverifiable_noted: AtomicBool,
     /// Counters.
     pub stats: Arc<Stats>,
-}
-
-/// The digest of a `sha256:` fingerprint (the 7 ASCII bytes and 32 raw bytes that
-/// mkfs.erofs and `ishare mkfs` write).
-pub fn sha256_digest(fp: &[u8]) -> Option<[u8; 32]> {
-    fp.strip_prefix(b"sha256:")
-        .and_then(|d| <[u8; 32]>::try_from(d).ok())
-}
-
-fn reader_err(e: ishare_erofs::Error) -> io::Error {
-    io::Error::other(e.to_string())
 }
 
 impl Sharing {
@@ -325,7 +299,7 @@ impl Sharing {
         };
         let image = img.name();
         let started = std::time::Instant::now();
-        let res = (|| -> io::Result<Decision> {
+        let res = (|| -> Result<Decision> {
             let tmp = self.store.create_tmp(fp)?;
             copy_content(img, direct, inode, &tmp.file)?;
             // Served right away from the unpublished file (same inode, so same page
@@ -377,112 +351,3 @@ impl Sharing {
         }
     }
 }
-
-/// True when the file's content, as its image holds it, hashes to `want`.
-fn check_content(
-    img: &Image,
-    direct: &DirectReader,
-    inode: &Inode,
-    want: &[u8; 32],
-) -> io::Result<bool> {
-    Ok(&hash_content(img, direct, inode)? == want)
-}
-
-/// Copies the content of `inode` into `out` (holes stay holes), leaving no image
-/// pages cached (see [`crate::direct`]).
-fn copy_content(img: &Image, direct: &DirectReader, inode: &Inode, out: &File) -> io::Result<()> {
-    let mut pos = 0u64;
-    let mut buf = AlignedBuf::default();
-    while pos < inode.size {
-        let ext = img.map(inode, pos).map_err(reader_err)?;
-        let skip = pos - ext.logical;
-        let len = ext.len - skip;
-        let mapped = match ext.kind {
-            ExtentKind::Hole => {
-                pos += len;
-                continue;
-            }
-            ExtentKind::Mapped { device, offset } => img
-                .device_file(device, offset + skip, len)
-                .map_err(reader_err)?,
-            _ => None,
-        };
-        match mapped {
-            Some((f, off)) => direct.copy(f, off, len, out, pos)?,
-            // Inline tails and compressed extents, through the reader.
-            None => {
-                let mut done = 0;
-                while done < len {
-                    let n = (len - done).min(CHUNK as u64);
-                    img.read_at(inode, pos + done, buf.unaligned(n as usize))
-                        .map_err(reader_err)?;
-                    out.write_all_at(buf.as_slice(), pos + done)?;
-                    done += n;
-                }
-            }
-        }
-        pos += len;
-    }
-    out.set_len(inode.size)
-}
-
-/// The SHA-256 of the content of `inode` as its image holds it, leaving no image
-/// pages cached.
-fn hash_content(img: &Image, direct: &DirectReader, inode: &Inode) -> io::Result<[u8; 32]> {
-    let mut h = Sha256::new();
-    let mut pos = 0u64;
-    let mut buf = AlignedBuf::default();
-    while pos < inode.size {
-        let ext = img.map(inode, pos).map_err(reader_err)?;
-        let skip = pos - ext.logical;
-        let n = (ext.len - skip).min(CHUNK as u64);
-        let mapped = match ext.kind {
-            ExtentKind::Hole => {
-                hash_zeros(&mut h, n);
-                pos += n;
-                continue;
-            }
-            ExtentKind::Mapped { device, offset } => img
-                .device_file(device, offset + skip, n)
-                .map_err(reader_err)?
-                .map(|(f, off)| (f, off, off + (ext.len - skip))),
-            _ => None,
-        };
-        match mapped {
-            Some((f, off, end)) => direct.read(f, off, n as usize, end, &mut buf)?,
-            None => {
-                img.read_at(inode, pos, buf.unaligned(n as usize))
-                    .map_err(reader_err)?;
-            }
-        }
-        h.update(buf.as_slice());
-        pos += n;
-    }
-    Ok(h.finalize().into())
-}
-
-/// The SHA-256 of the first `size` bytes of `f` (a prepared object: its pages were
-/// just written, so this reads the page cache).
-pub(crate) fn hash_file(f: &File, size: u64) -> io::Result<[u8; 32]> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; (CHUNK as u64).min(size) as usize];
-    let mut pos = 0u64;
-    while pos < size {
-        let n = (size - pos).min(buf.len() as u64) as usize;
-        f.read_exact_at(&mut buf[..n], pos)?;
-        h.update(&buf[..n]);
-        pos += n as u64;
-    }
-    Ok(h.finalize().into())
-}
-
-fn hash_zeros(h: &mut Sha256, mut len: u64) {
-    while len > 0 {
-        let n = len.min(ZEROS.len() as u64) as usize;
-        h.update(&ZEROS[..n]);
-        len -= n as u64;
-    }
-}
-
-/// Zeros hashed in place of holes.
-static ZEROS: [u8; 64 << 10] = [0; 64 << 10];

@@ -38,6 +38,13 @@
 //!
 //! Preparation locks (`<name>.lock`) follow the same rule: whoever removes a lock file
 //! holds it exclusively, and whoever gets it checks it is still in place.
+//!
+//! # Modules
+//!
+//! * this one: names, opening, preparing and publishing objects (what mounts do);
+//! * [`scan`]: walking the store, what each file is and whether a mount holds it;
+//! * [`stat`]: `ishare store stat`;
+//! * [`gc`]: `ishare store gc`.
 
 use std::ffi::OsStr;
 use std::fs::{DirBuilder, File};
@@ -53,6 +60,10 @@ use rustix::fs::{AtFlags, CWD, FlockOperation, Mode, OFlags};
 use sha2::Sha256;
 
 use crate::options::DomainId;
+
+pub mod gc;
+mod scan;
+pub mod stat;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -188,6 +199,9 @@ impl Drop for TmpObject {
 
 /// What [`Store::publish`] did.
 #[derive(Debug)]
+// The object is for callers that serve from it (tests do); the publisher only needs to
+// know who won.
+#[cfg_attr(not(test), allow(dead_code))]
 pub enum Published {
     /// Our object is now in the store.
     Ours(Object),
@@ -234,6 +248,7 @@ impl Store {
     }
 
     /// The domain's directory.
+    #[cfg(test)]
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -485,14 +500,25 @@ fn link_tmpfile(file: &File, dir: &OwnedFd, name: &str) -> rustix::io::Result<()
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::fs;
     use std::io::Write;
     use std::os::unix::fs::FileExt;
+    use std::time::Duration;
 
     use super::*;
 
     fn store(dir: &Path, domain: &str) -> Store {
         Store::open(dir, &DomainId::new(domain)).unwrap()
+    }
+
+    /// Publishes `data` as the object of `fp`.
+    pub(crate) fn publish(s: &Store, fp: &[u8], data: &[u8], verified: bool) {
+        let mut t = s.create_tmp(fp).unwrap();
+        t.file.write_all(data).unwrap();
+        let Published::Ours(_) = s.publish(t, verified, false, false).unwrap() else {
+            panic!("not published")
+        };
     }
 
     #[test]
@@ -566,5 +592,42 @@ mod tests {
         }
         let obj_dir = s.object_path(b"fp", true).parent().unwrap().to_path_buf();
         assert_eq!(std::fs::read_dir(obj_dir).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_collected_object_stays_readable_where_it_is_open() {
+        use std::os::unix::fs::FileExt;
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path(), &DomainId::new("d")).unwrap();
+        publish(&s, b"a", b"content", true);
+        let obj = s.lookup(b"a", true).unwrap().unwrap();
+        // Removed behind the holder's back (rm -rf of the store).
+        fs::remove_dir_all(t.path().join(VERSION_DIR)).unwrap();
+        let mut buf = [0u8; 7];
+        obj.file.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"content");
+        assert!(s.lookup(b"a", true).unwrap().is_none());
+    }
+
+    #[test]
+    fn lookup_racing_gc_gets_the_object_or_none() {
+        // gc holds the object exclusively; a lookup waits, then finds it gone.
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path(), &DomainId::new("d")).unwrap();
+        publish(&s, b"a", b"content", true);
+        let path = s.object_path(b"a", true);
+        let f = fs::File::open(&path).unwrap();
+        rustix::fs::flock(&f, FlockOperation::LockExclusive).unwrap();
+        std::thread::scope(|sc| {
+            let h = sc.spawn(|| s.lookup(b"a", true).unwrap());
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(!h.is_finished(), "lookup did not wait for gc's lock");
+            fs::remove_file(&path).unwrap();
+            drop(f);
+            assert!(
+                h.join().unwrap().is_none(),
+                "lookup returned a removed object"
+            );
+        });
     }
 }

@@ -1,0 +1,395 @@
+//! The FUSE filesystem: one EROFS image served read-only, as a kernel mount of it
+//! would show it, with shared files' data coming from store objects.
+//!
+//! * Node ids are NIDs (plus 2 when the image could hold inodes at NID 0 or 1, which
+//!   FUSE reserves), so `st_ino` equals the kernel's inode number for ordinary images;
+//!   the root is node 1 but reports its NID.
+//! * Attributes: mode, owner, nlink, size, rdev as stored; atime = ctime = mtime as
+//!   the kernel does; `st_blocks` as the kernel computes it; entries and
+//!   attributes are cached for a day (the image is immutable); negative lookups too.
+//! * Xattrs: what Linux shows (user., trusted., security., POSIX ACLs); hidden ones
+//!   (such as the fingerprint) are neither listed nor readable; `trusted.` names are
+//!   listed for root only, as the kernel lists them only to CAP_SYS_ADMIN.
+//! * Regular files: unshared ones are read from the image through the reader (data
+//!   blocks with `O_DIRECT`) and cached by FUSE (`keep_cache`); shared ones pass
+//!   through to their store object (kernel FUSE passthrough: read, mmap, splice all
+//!   act on the object's page cache) or, without passthrough, are opened `direct_io`
+//!   and read by the daemon from the object, so the object's page cache is the only
+//!   copy for reads (mmap of such a file fills the mount's own cache).
+//! * A mount keeps the objects it has used open (marking them in use for `ishare store
+//!   gc`) up to half its open file limit; past that, an object stays open only while
+//!   a file is open from it (with passthrough, the kernel holds it), so a mount never
+//!   runs out of descriptors, whatever the number of files in the image.
+//! * Errors from the reader are EIO with a log line naming the image and the path.
+//!
+//! This module holds the mount's state and how a file is opened and read; [`attr`]
+//! maps inodes to what `stat` shows, [`ops`] answers the FUSE requests.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use fuser::{BackingId, Errno, FileHandle, FopenFlags, INodeNo, ReplyOpen, Request};
+use ishare_erofs::{DirEntry, ExtentKind, Image, Inode};
+use log::{error, warn};
+
+use crate::direct::{AlignedBuf, DirectReader};
+use crate::error::Error;
+use crate::publish::Verdict;
+use crate::sharing::{Decision, Sharing};
+use crate::store::Object;
+
+mod attr;
+mod ops;
+
+/// An xattr name and value.
+type NameValue = (Vec<u8>, Vec<u8>);
+
+/// File handle of opens that pass through to a backing file.
+const FH_PASSTHROUGH: u64 = 1;
+
+/// The passthrough state of a mount, shared with the daemon.
+#[derive(Debug, Default)]
+pub struct PassthroughState {
+    /// Shared files are opened with passthrough.
+    pub active: AtomicBool,
+    /// The kernel offered FUSE_PASSTHROUGH at init.
+    pub kernel_offers: AtomicBool,
+    /// `max_stack_depth` requested at init.
+    pub stack_depth: AtomicU64,
+}
+
+/// How one regular file is served.
+#[derive(Debug)]
+enum Served {
+    /// Not decided yet (never opened).
+    Undecided,
+    /// From the image.
+    Unshared,
+    /// From a store object: the object while this mount holds it.
+    Shared(Weak<Object>),
+    /// From a copy of its own content, shared once the check passes.
+    Own(Weak<Object>, Arc<Verdict>),
+}
+
+/// A regular file opened at least once.
+#[derive(Debug)]
+struct FileState {
+    inode: Inode,
+    served: Mutex<Served>,
+}
+
+/// One image served over FUSE.
+pub struct ImageFs {
+    img: Image,
+    root_nid: u64,
+    ino_offset: u64,
+    block_size: u32,
+    total_blocks: u64,
+    sharing: Option<Arc<Sharing>>,
+    passthrough: Arc<PassthroughState>,
+    /// Passthrough wanted at all (sharing on and `passthrough` not `off`).
+    want_passthrough: bool,
+    stack_depth: u32,
+    files: Mutex<HashMap<u64, Arc<FileState>>>,
+    backing: Mutex<HashMap<u64, (BackingId, u64)>>,
+    /// Objects of open files the daemon reads from (no passthrough), by file handle.
+    handles: Mutex<HashMap<u64, Arc<Object>>>,
+    direct: DirectReader,
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    next_fh: AtomicU64,
+    /// Parent and name of every inode looked up, for paths in log lines.
+    names: Mutex<HashMap<u64, (u64, Vec<u8>)>>,
+}
+
+impl std::fmt::Debug for ImageFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageFs").field("img", &self.img).finish()
+    }
+}
+
+impl ImageFs {
+    /// Serves `img`; `sharing` when `inode_share` applies; `want_passthrough` unless
+    /// `passthrough=off`; `stack_depth` is the FUSE `max_stack_depth` to request.
+    pub fn new(
+        img: Image,
+        sharing: Option<Arc<Sharing>>,
+        want_passthrough: bool,
+        stack_depth: u32,
+        passthrough: Arc<PassthroughState>,
+    ) -> ImageFs {
+        let sb = img.superblock();
+        let root_nid = sb.root_nid;
+        // NIDs 0 and 1 cannot hold inodes when the metadata area starts at byte 0 (the
+        // superblock is there); otherwise shift node ids past FUSE's reserved 0 and 1.
+        let ino_offset = if sb.meta_blkaddr == 0 { 0 } else { 2 };
+        let block_size = sb.block_size();
+        let total_blocks = sb.blocks + img.devices().iter().map(|d| d.blocks).sum::<u64>();
+        ImageFs {
+            img,
+            root_nid,
+            ino_offset,
+            block_size,
+            total_blocks,
+            want_passthrough: want_passthrough && sharing.is_some(),
+            sharing,
+            passthrough,
+            stack_depth,
+            files: Mutex::new(HashMap::new()),
+            backing: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            direct: DirectReader::default(),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(2),
+            names: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn nid(&self, ino: INodeNo) -> u64 {
+        if ino == INodeNo::ROOT {
+            self.root_nid
+        } else {
+            ino.0 - self.ino_offset
+        }
+    }
+
+    /// `st_ino` of an inode.
+    fn st_ino(&self, nid: u64) -> u64 {
+        nid + self.ino_offset
+    }
+
+    /// FUSE node id of an inode.
+    fn node(&self, nid: u64) -> u64 {
+        if nid == self.root_nid {
+            INodeNo::ROOT.0
+        } else {
+            self.st_ino(nid)
+        }
+    }
+
+    fn image(&self) -> &str {
+        self.img.name()
+    }
+
+    /// The path of `nid` inside the image, as far as lookups told us.
+    fn path(&self, nid: u64) -> String {
+        let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let mut parts = Vec::new();
+        let mut cur = nid;
+        while cur != self.root_nid && parts.len() < 4096 {
+            match names.get(&cur) {
+                Some((parent, name)) => {
+                    parts.push(String::from_utf8_lossy(name).into_owned());
+                    cur = *parent;
+                }
+                None => return format!("(nid {nid})"),
+            }
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+
+    fn remember(&self, parent: u64, name: &[u8], nid: u64) {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        names.entry(nid).or_insert_with(|| (parent, name.to_vec()));
+    }
+
+    /// Logs a reader error and returns EIO.
+    fn eio(&self, nid: u64, what: &str, e: impl std::fmt::Display) -> Errno {
+        error!("{}: {}: {what}: {e}", self.image(), self.path(nid));
+        Errno::EIO
+    }
+
+    fn inode(&self, nid: u64) -> Result<Inode, Errno> {
+        self.img
+            .inode(nid)
+            .map_err(|e| self.eio(nid, "cannot read inode", e))
+    }
+
+    fn file_state(&self, nid: u64) -> Result<Arc<FileState>, Errno> {
+        if let Some(st) = self
+            .files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&nid)
+        {
+            return Ok(st.clone());
+        }
+        let inode = self.inode(nid)?;
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(files
+            .entry(nid)
+            .or_insert_with(|| {
+                Arc::new(FileState {
+                    inode,
+                    served: Mutex::new(Served::Undecided),
+                })
+            })
+            .clone())
+    }
+
+    /// The object a file is served from, or `None` when it is served from the image;
+    /// decides at the first open, and opens the object again when no open file of
+    /// this mount holds it any more.
+    fn shared_object(&self, nid: u64, state: &FileState) -> Option<Arc<Object>> {
+        let sharing = self.sharing.as_ref()?;
+        let mut served = state.served.lock().unwrap_or_else(|e| e.into_inner());
+        let checked = match &*served {
+            Served::Unshared => return None,
+            Served::Shared(obj) => match obj.upgrade() {
+                Some(o) => return Some(o),
+                None => true,
+            },
+            // Its own copy is right for it whatever the check says.
+            Served::Own(obj, verdict) => match (obj.upgrade(), verdict.get()) {
+                (Some(o), _) => return Some(o),
+                (None, Some(true)) => true,
+                (None, Some(false)) => {
+                    *served = Served::Unshared;
+                    return None;
+                }
+                (None, None) => false,
+            },
+            Served::Undecided => false,
+        };
+        match sharing.decide(&self.img, &self.direct, &state.inode, checked, &|| {
+            self.path(nid)
+        }) {
+            Decision::Shared(o) => {
+                *served = Served::Shared(Arc::downgrade(&o));
+                Some(o)
+            }
+            Decision::Own(o, verdict) => {
+                *served = Served::Own(Arc::downgrade(&o), verdict);
+                Some(o)
+            }
+            Decision::Unshared => {
+                *served = Served::Unshared;
+                None
+            }
+        }
+    }
+
+    fn visible_xattrs(&self, req: &Request, nid: u64) -> Result<Vec<NameValue>, Errno> {
+        let inode = self.inode(nid)?;
+        let xattrs = self
+            .img
+            .xattrs(&inode)
+            .map_err(|e| self.eio(nid, "cannot read xattrs", e))?;
+        let root = req.uid() == 0;
+        Ok(xattrs
+            .into_iter()
+            .filter(|x| x.is_visible() && (root || !x.name.starts_with(b"trusted.")))
+            .map(|x| (x.name, x.value))
+            .collect())
+    }
+
+    /// Opens a shared file with passthrough to its object; gives the reply back when
+    /// passthrough fails (the mount then reads objects in the daemon).
+    fn open_passthrough(&self, nid: u64, state: &FileState, reply: ReplyOpen) -> Option<ReplyOpen> {
+        let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((id, count)) = backing.get_mut(&nid) {
+            *count += 1;
+            reply.opened_passthrough(FileHandle(FH_PASSTHROUGH), FopenFlags::empty(), id);
+            return None;
+        }
+        drop(backing);
+        let Some(obj) = self.shared_object(nid, state) else {
+            reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+            return None;
+        };
+        let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((id, count)) = backing.get_mut(&nid) {
+            // Another open registered it meanwhile.
+            *count += 1;
+            reply.opened_passthrough(FileHandle(FH_PASSTHROUGH), FopenFlags::empty(), id);
+            return None;
+        }
+        // The kernel holds the object file (and with it the flock marking it in use)
+        // from here until the last open of it is released; `obj` closes when dropped.
+        match reply.open_backing(&obj.file) {
+            Ok(id) => {
+                reply.opened_passthrough(FileHandle(FH_PASSTHROUGH), FopenFlags::empty(), &id);
+                backing.insert(nid, (id, 1));
+                None
+            }
+            Err(e) => {
+                if self.passthrough.active.swap(false, Ordering::Relaxed) {
+                    warn!(
+                        "{}: kernel FUSE passthrough failed ({e}); shared files are now read \
+                         by the daemon from their objects",
+                        self.image()
+                    );
+                }
+                Some(reply)
+            }
+        }
+    }
+
+    /// Opens a file read by the daemon: from its object when shared (no FUSE cache,
+    /// so the object's page cache is the only copy), else from the image.
+    fn open_daemon(&self, nid: u64, state: &FileState, reply: ReplyOpen) {
+        match self.shared_object(nid, state) {
+            Some(obj) => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                self.handles
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(fh, obj);
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+            }
+            None => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+        }
+    }
+}
+
+impl ImageFs {
+    /// Reads `n` bytes of file data from the image at `pos`. Data blocks come past the
+    /// image file's page cache (see [`crate::direct`]): FUSE caches the file's pages, a
+    /// second copy under the image file would only double the memory.
+    fn read_unshared(&self, inode: &Inode, pos: u64, n: usize) -> Result<Vec<u8>, Error> {
+        let err = Error::Image;
+        let mut out = vec![0u8; n];
+        let mut done = 0;
+        let mut direct = AlignedBuf::default();
+        while done < n {
+            let at = pos + done as u64;
+            let ext = self.img.map(inode, at).map_err(err)?;
+            let skip = at - ext.logical;
+            let len = ((ext.len - skip) as usize).min(n - done);
+            let dst = &mut out[done..done + len];
+            let mut handled = false;
+            if let ExtentKind::Mapped { device, offset } = ext.kind
+                && let Some((f, off)) = self
+                    .img
+                    .device_file(device, offset + skip, len as u64)
+                    .map_err(err)?
+            {
+                let extent_end = off + (ext.len - skip);
+                self.direct
+                    .read(f, off, len, extent_end, &mut direct)
+                    .map_err(|error| Error::ImageRead {
+                        image: self.img.name().to_string(),
+                        len,
+                        offset: off,
+                        error,
+                    })?;
+                dst.copy_from_slice(direct.as_slice());
+                handled = true;
+            }
+            if !handled {
+                self.img.read_at(inode, at, dst).map_err(err)?;
+            }
+            done += len;
+        }
+        Ok(out)
+    }
+
+    fn dir_entries(&self, fh: FileHandle) -> Option<Arc<Vec<DirEntry>>> {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh.0)
+            .cloned()
+    }
+}

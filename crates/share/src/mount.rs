@@ -1,0 +1,274 @@
+//! Mounting an image: opening it, deciding the sharing and passthrough mode,
+//! mounting the FUSE session, and running it until unmounted.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use fuser::{BackingId, Config, MountOption, Session, SessionACL};
+use ishare_erofs::format::FEATURE_COMPAT_ISHARE_XATTRS;
+use ishare_erofs::{Image, ReadAt};
+use log::{info, warn};
+
+use crate::direct::DirectSource;
+use crate::error::{Error, Result};
+use crate::fs::{ImageFs, PassthroughState};
+use crate::options::{MountOptions, Passthrough};
+use crate::sharing::Sharing;
+use crate::store::Store;
+
+/// `statfs` magic numbers of stacking filesystems (the backing file of a FUSE
+/// passthrough counts one level deeper on them).
+const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+const ECRYPTFS_SUPER_MAGIC: i64 = 0xf15f;
+
+/// A mounted image, not yet serving.
+pub struct Mounted {
+    session: Session<ImageFs>,
+    sharing: Option<Arc<Sharing>>,
+    mountpoint: PathBuf,
+    /// How files are served.
+    pub mode: String,
+    /// "IMAGE on MOUNTPOINT: mode", for the log.
+    pub summary: String,
+}
+
+impl std::fmt::Debug for Mounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mounted")
+            .field("mountpoint", &self.mountpoint)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+/// True when this process holds CAP_SYS_ADMIN (needed for FUSE passthrough).
+pub fn has_cap_sys_admin() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
+}
+
+/// The FUSE `max_stack_depth` that backing files on `store`'s filesystem need.
+pub(crate) fn stack_depth_for(store: &Path) -> u32 {
+    match rustix::fs::statfs(store) {
+        Ok(st) => {
+            #[allow(clippy::unnecessary_cast)] // c_long on some targets
+            let t = st.f_type as i64;
+            if [
+                OVERLAYFS_SUPER_MAGIC,
+                FUSE_SUPER_MAGIC,
+                ECRYPTFS_SUPER_MAGIC,
+            ]
+            .contains(&t)
+            {
+                2
+            } else {
+                1
+            }
+        }
+        Err(_) => 1,
+    }
+}
+
+/// Resolves a relative path against the current directory (the daemon later
+/// changes to `/`).
+fn absolute(p: &Path) -> Result<PathBuf> {
+    Ok(std::path::absolute(p)?)
+}
+
+/// Opens the image and its extra devices as [`DirectSource`]s: the daemon's metadata
+/// reads bypass the page cache.
+fn open_image(image: &Path, devices: &[PathBuf]) -> Result<Image> {
+    let open = |p: &Path| -> Result<(Arc<str>, Box<dyn ReadAt>)> {
+        let src = DirectSource::open(p).map_err(|e| Error::io(p, e))?;
+        Ok((p.display().to_string().into(), Box::new(src)))
+    };
+    let (name, src) = open(image)?;
+    let devices = devices
+        .iter()
+        .map(|d| open(d))
+        .collect::<Result<Vec<_>>>()?;
+    Image::from_source(name, src, devices).map_err(Error::Image)
+}
+
+/// Raises the soft limit on open files to the hard one, as the kernel allows any
+/// process to: a mount holds a descriptor per object in use by its open files (and the
+/// kernel FUSE passthrough one per file opened through it), and systemd's default
+/// soft limit of 1,024 is low for busy images.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: lim.maximum,
+                maximum: lim.maximum,
+            },
+        );
+    }
+}
+
+/// Opens `image`, mounts it on `mountpoint` and returns once the kernel has
+/// initialized the connection (requests then queue until [`Mounted::run`]).
+pub fn mount(image: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<Mounted> {
+    raise_fd_limit();
+    let image = absolute(image)?;
+    let mountpoint = absolute(mountpoint)?;
+    let devices = opts
+        .devices
+        .iter()
+        .map(|d| absolute(d))
+        .collect::<Result<Vec<_>>>()?;
+    let img = open_image(&image, &devices)?;
+    let shown = image.display().to_string();
+    img.root().map_err(Error::Image)?;
+
+    let mut sharing = None;
+    if opts.inode_share {
+        if !img.superblock().has_compat(FEATURE_COMPAT_ISHARE_XATTRS) {
+            info!("{shown}: on-disk ishare xattrs not found; turning off inode_share");
+        } else {
+            let domain = opts
+                .domain_id
+                .as_ref()
+                .expect("checked by the option parser");
+            let root = absolute(&opts.store)?;
+            let store = Store::open(&root, domain).map_err(|error| Error::Store {
+                path: root.clone(),
+                error,
+            })?;
+            sharing = Some(Arc::new(Sharing::new(store, opts.verify)?));
+        }
+    }
+
+    let mut want_pt = sharing.is_some() && opts.passthrough != Passthrough::Off;
+    let mut why_not = String::new();
+    if want_pt && !has_cap_sys_admin() {
+        if opts.passthrough == Passthrough::On {
+            return Err(Error::Passthrough(
+                "passthrough=on: FUSE passthrough needs CAP_SYS_ADMIN, which this process lacks"
+                    .into(),
+            ));
+        }
+        want_pt = false;
+        why_not = "no CAP_SYS_ADMIN".into();
+    }
+    let depth = sharing
+        .as_ref()
+        .map_or(1, |s| stack_depth_for(s.store().root()));
+    let pt = Arc::new(PassthroughState::default());
+    let fs = ImageFs::new(img, sharing.clone(), want_pt, depth, pt.clone());
+
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(shown.clone()),
+        MountOption::CUSTOM("subtype=ishare".into()),
+        MountOption::RO,
+        MountOption::DefaultPermissions,
+        if opts.dev {
+            MountOption::Dev
+        } else {
+            MountOption::NoDev
+        },
+        if opts.suid {
+            MountOption::Suid
+        } else {
+            MountOption::NoSuid
+        },
+        if opts.exec {
+            MountOption::Exec
+        } else {
+            MountOption::NoExec
+        },
+    ];
+    config.acl = if opts.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(opts.threads);
+    config.clone_fd = true;
+    let session = Session::new(fs, &mountpoint, &config).map_err(|error| Error::Mount {
+        path: mountpoint.clone(),
+        error,
+    })?;
+
+    if want_pt && !pt.active.load(Ordering::Relaxed) {
+        why_not = "the kernel offers no FUSE passthrough (Linux before 6.9, or CONFIG_FUSE_PASSTHROUGH off)".into();
+    }
+    if pt.active.load(Ordering::Relaxed) {
+        // Probe with a file in the store: privileges and stacking depth both show.
+        if let Err(e) = probe_passthrough(&session, sharing.as_ref().expect("sharing").store()) {
+            pt.active.store(false, Ordering::Relaxed);
+            why_not = format!("opening a backing file failed: {e}");
+        }
+    }
+    if opts.passthrough == Passthrough::On && !pt.active.load(Ordering::Relaxed) {
+        return Err(Error::Passthrough(format!("passthrough=on, but {why_not}")));
+    }
+    let mode = match &sharing {
+        None if opts.inode_share => "unshared (the image has no fingerprints)".to_string(),
+        None => "unshared (no inode_share)".to_string(),
+        Some(s) => {
+            let how = if pt.active.load(Ordering::Relaxed) {
+                format!(
+                    "kernel FUSE passthrough to store objects (max_stack_depth {})",
+                    pt.stack_depth.load(Ordering::Relaxed)
+                )
+            } else if opts.passthrough == Passthrough::Off {
+                "daemon reads from store objects (passthrough=off)".to_string()
+            } else {
+                format!("daemon reads from store objects (no passthrough: {why_not})")
+            };
+            format!(
+                "page cache sharing on, store {}, verify={}, {how}",
+                s.store().root().display(),
+                if opts.verify { "on" } else { "off" }
+            )
+        }
+    };
+    let summary = format!("{shown} on {}: {mode}", mountpoint.display());
+    if !why_not.is_empty() && opts.passthrough == Passthrough::Auto && sharing.is_some() {
+        warn!("{shown}: no FUSE passthrough ({why_not}); shared files are read by the daemon");
+    }
+    Ok(Mounted {
+        session,
+        sharing,
+        mountpoint,
+        mode,
+        summary,
+    })
+}
+
+fn probe_passthrough(session: &Session<ImageFs>, store: &Store) -> std::io::Result<()> {
+    let f = store.probe_file()?;
+    // The id stays registered until the connection ends (fuser can close only ids it
+    // wraps itself); it pins one empty file.
+    BackingId::create_raw(session, &f).map(|_| ())
+}
+
+impl Mounted {
+    /// The mount point (absolute).
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Serves requests until the file system is unmounted, then waits for shared
+    /// objects still being published.
+    pub fn run(self) -> Result<()> {
+        let res = self.session.run();
+        if let Some(s) = &self.sharing {
+            s.wait_published();
+        }
+        Ok(res?)
+    }
+}
