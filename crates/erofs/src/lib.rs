@@ -32,6 +32,7 @@ mod tests;
 
 pub use check::{CheckOptions, CheckReport};
 pub use data::{Extent, ExtentKind};
+pub use decompress::{Algorithm, CompressionInfo};
 pub use dir::DirEntry;
 pub use error::{Error, ErrorKind, Location, Result};
 pub use image::{
@@ -40,4 +41,4 @@ pub use image::{
 pub use inode::{DataLayout, FileType, Inode};
 pub use source::ReadAt;
 pub use xattr::{Xattr, split_xattr_name, xattr_filter_bit};
-pub use zmap::{Algorithm, CompressionInfo, Pcluster};
+pub use zmap::Pcluster;
