@@ -23,6 +23,7 @@ pub mod format;
 mod image;
 mod inode;
 mod source;
+mod walk;
 mod xattr;
 mod zdata;
 mod zmap;
@@ -40,5 +41,6 @@ pub use image::{
 };
 pub use inode::{DataLayout, FileType, Inode};
 pub use source::ReadAt;
+pub use walk::{Reached, Walk, WalkDir, WalkEntry, WalkOrder, WalkStep};
 pub use xattr::{Xattr, split_xattr_name, xattr_filter_bit};
 pub use zmap::Pcluster;
