@@ -10,6 +10,10 @@
 //! a cargo feature (`lz4`, `lzma`, `deflate`, `zstd`, all on by default); without one,
 //! its data reads as [`ErrorKind::Unsupported`].
 //!
+//! One walk of the tree ([`Image::walk`]: paths, hard links, cycles) serves the
+//! consistency check ([`Image::check`]), statistics and extraction. With cargo
+//! feature `extract`, [`Image::extract`] recreates the tree in a directory.
+//!
 //! I/O goes through [`ReadAt`], so images can be read from files or memory.
 
 #![deny(missing_docs)]
@@ -19,6 +23,8 @@ mod data;
 mod decompress;
 mod dir;
 mod error;
+#[cfg(feature = "extract")]
+mod extract;
 pub mod format;
 mod image;
 mod inode;
@@ -36,6 +42,8 @@ pub use data::{Extent, ExtentKind};
 pub use decompress::{Algorithm, CompressionInfo};
 pub use dir::DirEntry;
 pub use error::{Error, ErrorKind, Location, Result};
+#[cfg(feature = "extract")]
+pub use extract::{ExtractError, ExtractOptions};
 pub use image::{
     DeviceInfo, Image, LongPrefix, OpenOptions, SuperInfo, erofs_crc32c, superblock_checksum,
 };
