@@ -1,6 +1,8 @@
-//! A full consistency walk: every reachable inode, directory entry, xattr and data
-//! extent, with directory cycles detected and, optionally, fingerprints verified.
-//! It backs `ishare fsck`, the corruption tests and the fuzz target.
+//! A full consistency check on the image walk ([`Image::walk`], directory by
+//! directory): every reachable inode, directory entry (its type against the
+//! inode's), xattr and data extent, with directory cycles refused and, optionally,
+//! fingerprints verified. It backs `ishare fsck`, the corruption tests and the fuzz
+//! target.
 
 use sha2::{Digest, Sha256};
 
