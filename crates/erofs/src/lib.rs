@@ -1,4 +1,4 @@
-//! A reader for EROFS images: the on-disk format ([`format`]) and an [`Image`] that
+//! A reader for EROFS images: the on-disk format ([`format`](mod@format)) and an [`Image`] that
 //! walks directories, reads inodes, file data and extended attributes with every
 //! offset checked, so a corrupt image gives an [`Error`] naming the image, the
 //! inode or path and the problem, never a panic.
@@ -12,7 +12,7 @@
 //!
 //! One walk of the tree ([`Image::walk`]: paths, hard links, cycles) serves the
 //! consistency check ([`Image::check`]), statistics and extraction. With cargo
-//! feature `extract`, [`Image::extract`] recreates the tree in a directory.
+//! feature `extract`, `Image::extract` recreates the tree in a directory.
 //!
 //! I/O goes through [`ReadAt`], so images can be read from files or memory.
 
