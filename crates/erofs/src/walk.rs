@@ -4,9 +4,11 @@
 //!
 //! The walk never enters a directory twice: a directory reached again (a cycle or a
 //! directory hard link, both corruption) is yielded as [`Reached::DirectoryAgain`],
-//! not entered, so a corrupt image cannot make the walk loop; callers that refuse it
-//! return [`WalkEntry::cycle_error`], which names the path. A read error ends the
-//! walk; it names the directory or entry it was reading.
+//! not entered, so a corrupt image cannot make the walk loop. It is a step, not an
+//! error, so that each caller decides when: the check first compares the entry's
+//! type with the inode's, statistics skip it; callers that refuse it return
+//! [`WalkEntry::cycle_error`], which names the path. A read error ends the walk; it
+//! names the directory or entry it was reading.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -25,7 +27,8 @@ pub enum WalkOrder {
     DepthFirst,
     /// One directory at a time: all entries of a directory, then the next directory
     /// from a stack of those found (the last found first); no [`WalkStep::Leave`].
-    /// Holds one listing and the inodes of the directories still to visit.
+    /// Holds one listing and the inodes of the directories still to visit. The
+    /// order [`Image::check`] has always reported its first problem in.
     DirectoryByDirectory,
 }
 
