@@ -1,8 +1,8 @@
-//! A full consistency walk: every reachable inode, directory entry, xattr and data
-//! extent, with directory cycles detected and, optionally, fingerprints verified.
-//! It backs `ishare fsck`, the corruption tests and the fuzz target.
-
-use std::collections::HashSet;
+//! A full consistency check on the image walk ([`Image::walk`], directory by
+//! directory): every reachable inode, directory entry (its type against the
+//! inode's), xattr and data extent, with directory cycles refused and, optionally,
+//! fingerprints verified. It backs `ishare fsck`, the corruption tests and the fuzz
+//! target.
 
 use sha2::{Digest, Sha256};
 
@@ -10,6 +10,7 @@ use crate::data::ExtentKind;
 use crate::error::{ErrorKind, Result};
 use crate::image::Image;
 use crate::inode::{FileType, Inode};
+use crate::walk::{Reached, WalkOrder, WalkStep};
 
 /// What [`Image::check`] does.
 #[derive(Debug, Clone)]
@@ -63,62 +64,54 @@ impl Image {
         if !root.is_dir() {
             return Err(self.corrupt("root inode is not a directory").at_path("/"));
         }
-        let mut seen = HashSet::from([root.nid]);
         report.inodes = 1;
         self.check_inode(&root).map_err(|e| e.at_path("/"))?;
-        let mut stack = vec![(root, String::from("/"))];
         let mut buf = vec![0u8; 1 << 16];
-        while let Some((dir, path)) = stack.pop() {
-            report.directories += 1;
-            let entries = self.read_dir(&dir).map_err(|e| e.at_path(path.clone()))?;
-            // Directory data counts against the budget too (after it was read, so a bad
-            // size is reported as such): many directory inodes can share one large
-            // directory's blocks.
-            if opts.data_budget.is_some() {
-                if budget < dir.size {
-                    return Err(self
-                        .err(ErrorKind::Unsupported(
-                            "check budget exhausted by directory data".into(),
-                        ))
-                        .at_path(path.clone()));
-                }
-                budget -= dir.size;
-            }
-            for e in entries {
-                if e.is_dot_or_dotdot() {
+        for step in self.walk(root, WalkOrder::DirectoryByDirectory) {
+            let e = match step? {
+                WalkStep::Enter(dir) => {
+                    report.directories += 1;
+                    // Directory data counts against the budget too (after it was
+                    // read, so a bad size is reported as such): many directory inodes
+                    // can share one large directory's blocks.
+                    if opts.data_budget.is_some() {
+                        if budget < dir.inode.size {
+                            return Err(self
+                                .err(ErrorKind::Unsupported(
+                                    "check budget exhausted by directory data".into(),
+                                ))
+                                .at_path(String::from_utf8_lossy(&dir.path)));
+                        }
+                        budget -= dir.inode.size;
+                    }
                     continue;
                 }
-                let sep = if path.ends_with('/') { "" } else { "/" };
-                let child = format!("{path}{sep}{}", String::from_utf8_lossy(&e.name));
-                let ino = self.inode(e.nid).map_err(|er| er.at_path(child.clone()))?;
-                if e.file_type != 0 && e.file_type != ino.file_type.dirent_type() {
-                    return Err(self
-                        .corrupt(format!(
-                            "directory entry type {} disagrees with the inode's {}",
-                            e.file_type,
-                            ino.file_type.name()
-                        ))
-                        .at_path(child));
-                }
-                if !seen.insert(e.nid) {
-                    if ino.is_dir() {
-                        return Err(self
-                            .corrupt("directory reached twice (a cycle or a directory hard link)")
-                            .at_path(child)
-                            .at_nid(e.nid));
-                    }
-                    continue; // another name of a hard-linked file
-                }
-                report.inodes += 1;
-                self.check_inode(&ino)
-                    .map_err(|er| er.at_path(child.clone()))?;
-                if ino.file_type == FileType::Regular {
-                    self.check_data(&ino, opts, &mut report, &mut budget, &mut buf)
-                        .map_err(|er| er.at_path(child.clone()))?;
-                }
-                if ino.is_dir() {
-                    stack.push((ino, child));
-                }
+                WalkStep::Entry(e) => e,
+                WalkStep::Leave(_) => continue, // not in this order
+            };
+            let ino = &e.inode;
+            if e.entry_type != 0 && e.entry_type != ino.file_type.dirent_type() {
+                return Err(self
+                    .corrupt(format!(
+                        "directory entry type {} disagrees with the inode's {}",
+                        e.entry_type,
+                        ino.file_type.name()
+                    ))
+                    .at_path(e.path_str()));
+            }
+            if let Some(err) = e.cycle_error() {
+                return Err(err);
+            }
+            if e.reached != Reached::First {
+                continue; // another name of a hard-linked file
+            }
+            report.inodes += 1;
+            let child = e.path_str();
+            self.check_inode(ino)
+                .map_err(|er| er.at_path(child.clone()))?;
+            if ino.file_type == FileType::Regular {
+                self.check_data(ino, opts, &mut report, &mut budget, &mut buf)
+                    .map_err(|er| er.at_path(child))?;
             }
         }
         Ok(report)

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use zerocopy::FromBytes;
 
+use crate::decompress::CompressionInfo;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::*;
 use crate::inode::Inode;
 use crate::source::ReadAt;
 use crate::zdata::ZCache;
-use crate::zmap::CompressionInfo;
 
 /// An extra device (blob) of a multi-device image.
 #[derive(Debug, Clone)]

@@ -126,6 +126,36 @@ fn tiny_image_reads() {
     assert_eq!(img.superblock().volume_name(), b"tiny");
 }
 
+/// The walk's steps, in both orders: the root's Enter, its one entry, and (depth
+/// first) the root's Leave.
+#[test]
+fn walk_steps() {
+    use crate::{Reached, WalkOrder, WalkStep};
+    let img = open(tiny_image(|_| {})).unwrap();
+    for order in [WalkOrder::DepthFirst, WalkOrder::DirectoryByDirectory] {
+        let steps: Vec<String> = img
+            .walk(img.root().unwrap(), order)
+            .map(|s| match s.unwrap() {
+                WalkStep::Enter(d) => format!("enter {}", String::from_utf8_lossy(&d.path)),
+                WalkStep::Entry(e) => {
+                    assert_eq!(
+                        (e.parent, e.reached, e.name()),
+                        (0, Reached::First, &b"f"[..])
+                    );
+                    assert!(e.cycle_error().is_none());
+                    format!("{} nid {}", e.path_str(), e.inode.nid)
+                }
+                WalkStep::Leave(d) => format!("leave {}", String::from_utf8_lossy(&d.path)),
+            })
+            .collect();
+        let mut want = vec!["enter /", "/f nid 3"];
+        if order == WalkOrder::DepthFirst {
+            want.push("leave /");
+        }
+        assert_eq!(steps, want, "{order:?}");
+    }
+}
+
 #[test]
 fn superblock_rejections() {
     type Edit = fn(&mut SuperBlock);

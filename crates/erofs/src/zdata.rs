@@ -10,12 +10,12 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::data::{Extent, ExtentKind};
-use crate::decompress::{DecodeError, decode};
+use crate::decompress::{Algorithm, DecodeError, decode};
 use crate::error::{ErrorKind, Result};
 use crate::format::{PCLUSTER_MAX_DSIZE, PCLUSTER_MAX_SIZE};
 use crate::image::Image;
 use crate::inode::Inode;
-use crate::zmap::{Algorithm, Pcluster, ZPlace};
+use crate::zmap::{Pcluster, ZPlace};
 
 thread_local! {
     /// The pcluster being decoded, reused by the thread's next decode (so neither

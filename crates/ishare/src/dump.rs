@@ -1,12 +1,14 @@
 //! `ishare dump`: the superblock, statistics, one inode, a directory listing or a
 //! file's contents, in the spirit of `dump.erofs`; `--json` for scripts.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use ishare_erofs::{CompressionInfo, ExtentKind, FileType, Image, Inode, Xattr};
+use ishare_erofs::{
+    CompressionInfo, ExtentKind, FileType, Image, Inode, Reached, WalkOrder, WalkStep, Xattr,
+};
 use serde_json::{Value, json};
 
 use crate::DeviceArgs;
@@ -329,7 +331,8 @@ fn plain(v: &Value) -> String {
     }
 }
 
-/// Walks the whole tree once and counts: file types, sizes, a size histogram.
+/// Walks the whole tree once (the reader's walk) and counts: file types, sizes, a
+/// size histogram.
 fn stats_json(img: &Image) -> Result<Value> {
     let mut by_type: BTreeMap<&str, u64> = BTreeMap::new();
     let mut hist: BTreeMap<u32, u64> = BTreeMap::new();
@@ -337,39 +340,28 @@ fn stats_json(img: &Image) -> Result<Value> {
     // As dump.erofs counts: compressed files take their compressed blocks, the others
     // their size; the packed inode (fragments) counts once.
     let (mut compressed, mut uncompressed, mut stored) = (0u64, 0u64, 0u64);
-    let mut seen = HashSet::new();
-    let root = img.root()?;
-    let mut stack = vec![(root, String::from("/"))];
-    while let Some((dir, path)) = stack.pop() {
-        for e in img.read_dir(&dir).map_err(|e| e.at_path(path.clone()))? {
-            if e.is_dot_or_dotdot() {
-                continue;
+    for step in img.walk(img.root()?, WalkOrder::DirectoryByDirectory) {
+        let WalkStep::Entry(e) = step? else {
+            continue;
+        };
+        if e.reached != Reached::First {
+            continue; // hard link, or a directory cycle (reported by fsck and extract)
+        }
+        let ino = e.inode;
+        inodes += 1;
+        *by_type.entry(ino.file_type.name()).or_default() += 1;
+        if ino.file_type == FileType::Regular {
+            files_bytes += ino.size;
+            stored += occupied(img, &ino);
+            if ino.layout.is_compressed() {
+                compressed += 1;
+            } else {
+                uncompressed += 1;
             }
-            let sep = if path.ends_with('/') { "" } else { "/" };
-            let child = format!("{path}{sep}{}", bytes_str(&e.name));
-            if !seen.insert(e.nid) {
-                continue; // hard link, or a directory cycle (reported by extract)
-            }
-            let ino = img.inode(e.nid).map_err(|er| er.at_path(child.clone()))?;
-            inodes += 1;
-            *by_type.entry(ino.file_type.name()).or_default() += 1;
-            match ino.file_type {
-                FileType::Directory => stack.push((ino, child)),
-                FileType::Regular => {
-                    files_bytes += ino.size;
-                    stored += occupied(img, &ino);
-                    if ino.layout.is_compressed() {
-                        compressed += 1;
-                    } else {
-                        uncompressed += 1;
-                    }
-                    // Bucket k holds sizes in [2^(k-1), 2^k); bucket 0 is empty files.
-                    *hist.entry(64 - ino.size.leading_zeros()).or_default() += 1;
-                    if img.fingerprint(&ino)?.is_some() {
-                        fingerprints += 1;
-                    }
-                }
-                _ => {}
+            // Bucket k holds sizes in [2^(k-1), 2^k); bucket 0 is empty files.
+            *hist.entry(64 - ino.size.leading_zeros()).or_default() += 1;
+            if img.fingerprint(&ino)?.is_some() {
+                fingerprints += 1;
             }
         }
     }
