@@ -18,7 +18,7 @@ use crate::compress::file::ZFile;
 use crate::dir::DirLayout;
 use crate::error::{Error, Result};
 use crate::options::{BuildOptions, InodeVersion};
-use crate::scan::{Kind, Tree};
+use crate::tree::{Kind, Tree};
 use crate::xattr::Body;
 
 /// Inode slot size: inodes start at multiples of it.

@@ -14,10 +14,11 @@ mod compress;
 mod data;
 mod dir;
 mod error;
+mod input;
 mod layout;
 mod options;
-mod scan;
 mod tarball;
+mod tree;
 mod writer;
 mod xattr;
 

@@ -36,7 +36,7 @@ use ishare_erofs::format::{NAME_LEN, encode_dev};
 
 use crate::error::{Error, Result};
 use crate::options::BuildOptions;
-use crate::scan::{Archive, Kind, Node, OVL_ORIGIN, Tree};
+use crate::tree::{Archive, Kind, Node, OVL_ORIGIN, Tree};
 
 /// Where a tar archive comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,10 +18,11 @@ use crate::compress::{
 use crate::data::{DataPass, copy_all};
 use crate::dir::{DirEntry, DirLayout};
 use crate::error::{Error, Result};
+use crate::input::dir::scan;
 use crate::layout::{Layout, Placed, layout};
 use crate::options::BuildOptions;
-use crate::scan::{Kind, Node, Tree, scan};
 use crate::tarball::TarInput;
+use crate::tree::{Kind, Node, Tree};
 use crate::xattr::{FINGERPRINT_LEN, Prefixes};
 
 /// What a build produced.

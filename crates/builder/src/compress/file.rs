@@ -37,9 +37,9 @@ use sha2::{Digest, Sha256};
 use super::Compression;
 use super::codec::Encoder;
 use super::dedupe::{Dedupe, Item};
-use crate::data::Source;
 use crate::error::{Error, Result};
-use crate::scan::Tree;
+use crate::tree::Source;
+use crate::tree::Tree;
 
 /// Input compressed independently of the rest of its file.
 pub(crate) const SEGMENT_SIZE: u64 = 16 << 20;

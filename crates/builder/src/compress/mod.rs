@@ -16,7 +16,7 @@ use ishare_erofs::format::{
 
 use crate::error::{Error, Result};
 use crate::options::BuildOptions;
-use crate::scan::{Kind, Tree};
+use crate::tree::{Kind, Tree};
 use file::{Spill, ZFile};
 use index::{Ext, Map, MapSpec};
 
