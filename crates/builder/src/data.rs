@@ -31,7 +31,7 @@ pub(crate) struct DataPass<'a> {
     /// Progress receiver.
     pub progress: Option<&'a dyn crate::options::Progress>,
     /// Compressed files (by node), whose encoded blocks are in `spill`.
-    pub zfiles: &'a [Option<crate::compress::file::ZFile>],
+    pub zfiles: &'a [Option<crate::compress::extent::ZFile>],
     pub spill: Option<&'a File>,
 }
 
@@ -125,9 +125,9 @@ fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
 fn copy_compressed(
     pass: &DataPass<'_>,
     node: usize,
-    z: &crate::compress::file::ZFile,
+    z: &crate::compress::extent::ZFile,
 ) -> Result<Option<[u8; 32]>> {
-    use crate::compress::file::At;
+    use crate::compress::extent::At;
     let p = &pass.layout.inodes[node];
     let spill = pass.spill.expect("compressed files have a spill file");
     let use_inline = p.z.is_some_and(|zp| zp.inline);

@@ -22,7 +22,7 @@ mod tree;
 mod writer;
 mod xattr;
 
-pub use compress::{Algorithm, Compression, Compressor, parse_size};
+pub use compress::config::{Algorithm, Compression, Compressor, parse_size};
 pub use error::{Error, Result};
 pub use options::{
     BuildOptions, DEFAULT_FINGERPRINT_NAME, DEFAULT_XATTR_TOLERANCE, InodeVersion, Progress,

@@ -9,12 +9,11 @@ use ishare_erofs::format::*;
 use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32, U64};
 
-use crate::compress::file::Spill;
+use crate::compress::config::{LZ4_MAX_DISTANCE, algorithms_bitmap, compr_cfgs, uses_cfgs};
 use crate::compress::frag::merge;
-use crate::compress::{
-    LZ4_MAX_DISTANCE, algorithms_bitmap, compr_cfgs, compress_files, compress_packed, uses_cfgs,
-    zmap,
-};
+use crate::compress::index::zmap;
+use crate::compress::spill::Spill;
+use crate::compress::{compress_files, compress_packed};
 use crate::data::{DataPass, copy_all};
 use crate::dir::{DirEntry, DirLayout};
 use crate::error::{Error, Result};

@@ -1,8 +1,8 @@
 //! The five compressors, each in "fixed output" mode: fill a pcluster of a given
 //! size with as much input as fits, and say how much that was.
 
+use super::config::{Algorithm, Compressor};
 use super::ffi;
-use super::{Algorithm, Compressor};
 use crate::error::{Error, Result};
 
 /// One worker's compressor.

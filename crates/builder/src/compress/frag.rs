@@ -16,8 +16,9 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::Compression;
-use super::file::{At, Frag, Spill, ZFile};
+use super::config::Compression;
+use super::extent::{At, Frag, ZFile};
+use super::spill::Spill;
 use crate::error::{Error, Result};
 use crate::tree::Source;
 use crate::tree::Tree;
