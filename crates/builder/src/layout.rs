@@ -14,7 +14,7 @@ use ishare_erofs::format::{
 };
 
 use crate::compress::extent::ZFile;
-use crate::compress::index::zmap;
+use crate::compress::map::zmap;
 
 use crate::dir::DirLayout;
 use crate::error::{Error, Result};

@@ -11,7 +11,7 @@ use zerocopy::little_endian::{U16, U32, U64};
 
 use crate::compress::config::{LZ4_MAX_DISTANCE, algorithms_bitmap, compr_cfgs, uses_cfgs};
 use crate::compress::frag::merge;
-use crate::compress::index::zmap;
+use crate::compress::map::zmap;
 use crate::compress::spill::Spill;
 use crate::compress::{compress_files, compress_packed};
 use crate::data::{DataPass, copy_all};

@@ -15,6 +15,7 @@ pub(crate) mod extent;
 mod ffi;
 pub(crate) mod frag;
 pub(crate) mod index;
+pub(crate) mod map;
 mod pass;
 mod pool;
 mod schedule;

@@ -8,7 +8,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::Tree;
+use super::node::Tree;
 use crate::error::{Error, Result};
 
 fn open_source(path: &Path) -> Result<File> {
