@@ -17,16 +17,15 @@ mod error;
 mod input;
 mod layout;
 mod options;
-mod tarball;
 mod tree;
 mod writer;
 mod xattr;
 
 pub use compress::config::{Algorithm, Compression, Compressor, parse_size};
 pub use error::{Error, Result};
+pub use input::tar::TarInput;
 pub use options::{
     BuildOptions, DEFAULT_FINGERPRINT_NAME, DEFAULT_XATTR_TOLERANCE, InodeVersion, Progress,
     TimePolicy,
 };
-pub use tarball::TarInput;
 pub use writer::{BuildReport, build, build_tar};

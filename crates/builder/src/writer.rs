@@ -18,9 +18,9 @@ use crate::data::{DataPass, copy_all};
 use crate::dir::{DirEntry, DirLayout};
 use crate::error::{Error, Result};
 use crate::input::dir::scan;
+use crate::input::tar::TarInput;
 use crate::layout::{Layout, Placed, layout};
 use crate::options::BuildOptions;
-use crate::tarball::TarInput;
 use crate::tree::{Kind, Node, Tree};
 use crate::xattr::{FINGERPRINT_LEN, Prefixes};
 
@@ -63,7 +63,7 @@ pub fn build(source: &Path, image: &Path, opts: &BuildOptions) -> Result<BuildRe
 /// temporary file in the image's directory, which goes away with the build.
 pub fn build_tar(input: &TarInput, image: &Path, opts: &BuildOptions) -> Result<BuildReport> {
     in_pool(opts, || {
-        let tree = crate::tarball::index(input, image, opts)?;
+        let tree = crate::input::tar::index(input, image, opts)?;
         finish(tree, image, opts)
     })
 }

@@ -2,3 +2,4 @@
 //! the later passes work on: a source directory ([`dir`]) or a tar archive.
 
 pub(crate) mod dir;
+pub(crate) mod tar;
