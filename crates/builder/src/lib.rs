@@ -14,6 +14,7 @@ mod compress;
 mod data;
 mod dir;
 mod error;
+mod extended;
 mod input;
 mod layout;
 mod options;
@@ -23,6 +24,7 @@ mod xattr;
 
 pub use compress::config::{Algorithm, Compression, Compressor, parse_size};
 pub use error::{Error, Result};
+pub use extended::ExtendedOptions;
 pub use input::tar::TarInput;
 pub use options::{
     BuildOptions, DEFAULT_FINGERPRINT_NAME, DEFAULT_XATTR_TOLERANCE, InodeVersion, Progress,
