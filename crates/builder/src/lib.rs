@@ -22,7 +22,7 @@ mod tree;
 mod writer;
 mod xattr;
 
-pub use compress::config::{Algorithm, Compression, Compressor, parse_size};
+pub use compress::config::{Codec, Compression, Compressor, parse_size};
 pub use error::{Error, Result};
 pub use extended::ExtendedOptions;
 pub use input::tar::TarInput;

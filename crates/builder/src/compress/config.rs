@@ -78,9 +78,10 @@ pub(crate) fn compr_cfgs(c: &Compression, bs: u32) -> Vec<u8> {
     out
 }
 
-/// A compression algorithm, by its mkfs.erofs name.
+/// A compressor the builder encodes with, by its mkfs.erofs name (`lz4hc` is its own
+/// codec here, though the reader decodes it as LZ4: see [`Codec::id`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
+pub enum Codec {
     /// LZ4 (`lz4`).
     Lz4,
     /// LZ4 high compression (`lz4hc`), decoded as LZ4.
@@ -93,53 +94,53 @@ pub enum Algorithm {
     Zstd,
 }
 
-impl Algorithm {
+impl Codec {
     /// Every algorithm.
-    pub const ALL: [Algorithm; 5] = [
-        Algorithm::Lz4,
-        Algorithm::Lz4hc,
-        Algorithm::Lzma,
-        Algorithm::Deflate,
-        Algorithm::Zstd,
+    pub const ALL: [Codec; 5] = [
+        Codec::Lz4,
+        Codec::Lz4hc,
+        Codec::Lzma,
+        Codec::Deflate,
+        Codec::Zstd,
     ];
 
     /// mkfs.erofs's name.
     pub fn name(self) -> &'static str {
         match self {
-            Algorithm::Lz4 => "lz4",
-            Algorithm::Lz4hc => "lz4hc",
-            Algorithm::Lzma => "lzma",
-            Algorithm::Deflate => "deflate",
-            Algorithm::Zstd => "zstd",
+            Codec::Lz4 => "lz4",
+            Codec::Lz4hc => "lz4hc",
+            Codec::Lzma => "lzma",
+            Codec::Deflate => "deflate",
+            Codec::Zstd => "zstd",
         }
     }
 
     /// The on-disk algorithm id.
     pub fn id(self) -> u8 {
         match self {
-            Algorithm::Lz4 | Algorithm::Lz4hc => COMPRESSION_LZ4,
-            Algorithm::Lzma => COMPRESSION_LZMA,
-            Algorithm::Deflate => COMPRESSION_DEFLATE,
-            Algorithm::Zstd => COMPRESSION_ZSTD,
+            Codec::Lz4 | Codec::Lz4hc => COMPRESSION_LZ4,
+            Codec::Lzma => COMPRESSION_LZMA,
+            Codec::Deflate => COMPRESSION_DEFLATE,
+            Codec::Zstd => COMPRESSION_ZSTD,
         }
     }
 
     /// Valid levels and the default, as mkfs.erofs 1.9.
     fn levels(self) -> (&'static [std::ops::RangeInclusive<i32>], i32) {
         match self {
-            Algorithm::Lz4 => (&[0..=0], 0),
-            Algorithm::Lz4hc => (&[0..=12], 9),
-            Algorithm::Lzma => (&[0..=9, 100..=109], 6),
-            Algorithm::Deflate => (&[0..=9], 1),
-            Algorithm::Zstd => (&[1..=22], 3),
+            Codec::Lz4 => (&[0..=0], 0),
+            Codec::Lz4hc => (&[0..=12], 9),
+            Codec::Lzma => (&[0..=9, 100..=109], 6),
+            Codec::Deflate => (&[0..=9], 1),
+            Codec::Zstd => (&[1..=22], 3),
         }
     }
 }
 
-impl std::str::FromStr for Algorithm {
+impl std::str::FromStr for Codec {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Algorithm::ALL
+        Codec::ALL
             .into_iter()
             .find(|a| a.name() == s)
             .ok_or_else(|| {
@@ -154,7 +155,7 @@ impl std::str::FromStr for Algorithm {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compressor {
     /// The algorithm.
-    pub algorithm: Algorithm,
+    pub algorithm: Codec,
     /// Level; `None` = the algorithm's default.
     pub level: Option<i32>,
     /// Dictionary (LZMA) or window (Zstandard, DEFLATE) size; `None` = automatic.
@@ -166,7 +167,7 @@ impl Compressor {
     pub fn parse(spec: &str) -> Result<Self> {
         let bad = |m: String| Error::InvalidOption(format!("-z {spec}: {m}"));
         let mut parts = spec.split(',');
-        let algorithm: Algorithm = parts.next().unwrap_or_default().parse()?;
+        let algorithm: Codec = parts.next().unwrap_or_default().parse()?;
         let mut c = Compressor {
             algorithm,
             level: None,
@@ -212,13 +213,13 @@ impl Compressor {
         }
         if let Some(d) = self.dict_size {
             let ok = match a {
-                Algorithm::Lzma => (4096..=LZMA_MAX_DICT_SIZE).contains(&d),
-                Algorithm::Zstd => {
+                Codec::Lzma => (4096..=LZMA_MAX_DICT_SIZE).contains(&d),
+                Codec::Zstd => {
                     d.is_power_of_two() && (1024..=PCLUSTER_MAX_SIZE as u32).contains(&d)
                 }
                 // The DEFLATE encoder always uses the full 32 KiB window.
-                Algorithm::Deflate => d == 32768,
-                Algorithm::Lz4 | Algorithm::Lz4hc => false,
+                Codec::Deflate => d == 32768,
+                Codec::Lz4 | Codec::Lz4hc => false,
             };
             if !ok {
                 return Err(Error::InvalidOption(format!(
@@ -242,13 +243,13 @@ impl Compressor {
             return d;
         }
         match self.algorithm {
-            Algorithm::Lzma => (pcluster_max.saturating_mul(4)).clamp(32768, LZMA_MAX_DICT_SIZE),
-            Algorithm::Zstd => {
+            Codec::Lzma => (pcluster_max.saturating_mul(4)).clamp(32768, LZMA_MAX_DICT_SIZE),
+            Codec::Zstd => {
                 let d = pcluster_max.saturating_mul(8).min(PCLUSTER_MAX_SIZE as u32);
                 1 << d.ilog2()
             }
-            Algorithm::Deflate => 32768,
-            Algorithm::Lz4 | Algorithm::Lz4hc => 0,
+            Codec::Deflate => 32768,
+            Codec::Lz4 | Codec::Lz4hc => 0,
         }
     }
 }
@@ -472,7 +473,7 @@ mod tests {
     #[test]
     fn parses_mkfs_erofs_forms() {
         let c = Compression::parse("lz4hc,12:lzma,level=109,dictsize=1M", 4096).unwrap();
-        assert_eq!(c.algorithms[0].algorithm, Algorithm::Lz4hc);
+        assert_eq!(c.algorithms[0].algorithm, Codec::Lz4hc);
         assert_eq!(c.algorithms[0].level, Some(12));
         assert_eq!(c.algorithms[1].level, Some(109));
         assert_eq!(c.algorithms[1].dict_size, Some(1 << 20));
@@ -498,9 +499,9 @@ mod tests {
             level: None,
             dict_size: None,
         };
-        assert_eq!(c(Algorithm::Lzma).dict_size(4096), 32768);
-        assert_eq!(c(Algorithm::Lzma).dict_size(65536), 262144);
-        assert_eq!(c(Algorithm::Zstd).dict_size(4096), 32768);
-        assert_eq!(c(Algorithm::Zstd).dict_size(1 << 20), 1 << 20);
+        assert_eq!(c(Codec::Lzma).dict_size(4096), 32768);
+        assert_eq!(c(Codec::Lzma).dict_size(65536), 262144);
+        assert_eq!(c(Codec::Zstd).dict_size(4096), 32768);
+        assert_eq!(c(Codec::Zstd).dict_size(1 << 20), 1 << 20);
     }
 }
