@@ -54,7 +54,7 @@ pub(crate) struct Frag {
     pub suffix_of: Option<usize>,
 }
 
-/// A file, compressed.
+/// A file, compressed (or, while it is compressed, the part one segment made).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ZFile {
     /// Extents with data blocks, in file order. When `inline` is set, the last
@@ -73,6 +73,14 @@ pub(crate) struct ZFile {
 }
 
 impl ZFile {
+    /// The part of a file that is only its digest (taken apart from its segments).
+    pub(crate) fn digest(d: [u8; 32]) -> Self {
+        ZFile {
+            digest: Some(d),
+            ..ZFile::default()
+        }
+    }
+
     /// The extents the map lists: without the fallback ones when the tail is inline.
     pub(crate) fn used(&self, use_inline: bool) -> &[ZExtent] {
         let n = self.extents.len() - if use_inline { self.fallback } else { 0 };

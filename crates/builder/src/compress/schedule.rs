@@ -26,7 +26,7 @@ use super::dedupe::Dedupe;
 use super::extent::{At, Frag, ZFile, worth_keeping};
 use super::pass::Pass;
 use super::pool::EncoderPool;
-use super::segment::{SEGMENT_SIZE, Seg, SegOut, segment};
+use super::segment::{SEGMENT_SIZE, Seg, segment};
 use super::tail::{Cand, end_groups, end_hash, match_end, own_fragment};
 use crate::error::Result;
 use crate::tree::Source;
@@ -70,7 +70,7 @@ fn work_list(pass: &Pass<'_>, nodes: &[(usize, u32, usize)]) -> Vec<Work> {
 }
 
 /// Gathers the segments of each file, in `nodes` order.
-fn assemble(nodes: &[(usize, u32, usize)], results: Vec<(usize, SegOut)>) -> Vec<ZFile> {
+fn assemble(nodes: &[(usize, u32, usize)], results: Vec<(usize, ZFile)>) -> Vec<ZFile> {
     let mut files = Vec::with_capacity(nodes.len());
     let mut it = results.into_iter().peekable();
     for &(node, _, alg) in nodes {
@@ -146,7 +146,7 @@ pub(crate) fn compress_all(pass: &Pass<'_>, nodes: &[(usize, u32, usize)]) -> Re
                 let out = pool.with(alg, |enc| segment(pass, enc, &seg, None))?;
                 Ok(Out::Seg(node, out))
             }
-            Work::Hash { node } => Ok(Out::Seg(node, SegOut::digest(hash_file(pass, node)?))),
+            Work::Hash { node } => Ok(Out::Seg(node, ZFile::digest(hash_file(pass, node)?))),
             Work::Group { members } => {
                 Ok(Out::Files(fragment_group(pass, nodes, &members, &pool)?))
             }
@@ -194,7 +194,7 @@ pub(crate) fn compress_all(pass: &Pass<'_>, nodes: &[(usize, u32, usize)]) -> Re
 }
 
 enum Out {
-    Seg(usize, SegOut),
+    Seg(usize, ZFile),
     /// Files of a group, by their index in the node list.
     Files(Vec<(usize, ZFile)>),
 }
@@ -359,7 +359,7 @@ fn compress_file(
     pass: &Pass<'_>,
     (node, pcluster, alg): (usize, u32, usize),
     matched: (u64, usize),
-    mut compress: impl FnMut(&Seg) -> Result<SegOut>,
+    mut compress: impl FnMut(&Seg) -> Result<ZFile>,
 ) -> Result<ZFile> {
     let size = pass.tree.nodes[node].size;
     let segs = size.div_ceil(SEGMENT_SIZE).max(1);
@@ -388,7 +388,7 @@ fn compress_file(
         results.push((node, r));
     }
     if segs > 1 && pass.hash {
-        results.push((node, SegOut::digest(hash_file(pass, node)?)));
+        results.push((node, ZFile::digest(hash_file(pass, node)?)));
     }
     Ok(assemble(&[(node, pcluster, alg)], results)
         .pop()

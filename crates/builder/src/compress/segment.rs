@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::codec::Encoder;
 use super::dedupe::{Dedupe, Item};
-use super::extent::{At, Frag, InlineTail, ZExtent};
+use super::extent::{At, Frag, InlineTail, ZExtent, ZFile};
 use super::pass::Pass;
 use crate::error::Result;
 use crate::tree::Source;
@@ -46,30 +46,6 @@ pub(crate) struct Seg {
     pub blk_base: u32,
     /// Last segment: its last `matched.0` bytes end node `matched.1`'s fragment.
     pub matched: Option<(usize, usize)>,
-}
-
-/// What a segment (or, for `digest`, the hashing of a whole file) contributes to
-/// its file's [`ZFile`](super::extent::ZFile).
-pub(crate) struct SegOut {
-    pub extents: Vec<ZExtent>,
-    pub inline: Option<InlineTail>,
-    pub fallback: usize,
-    pub frag: Option<Frag>,
-    pub dedupe: bool,
-    pub digest: Option<[u8; 32]>,
-}
-
-impl SegOut {
-    pub(crate) fn digest(d: [u8; 32]) -> Self {
-        SegOut {
-            extents: Vec::new(),
-            inline: None,
-            fallback: 0,
-            frag: None,
-            dedupe: false,
-            digest: Some(d),
-        }
-    }
 }
 
 /// Output of a segment being built: encoded blocks and the extents over them.
@@ -147,7 +123,7 @@ pub(crate) fn segment(
     enc: &mut Encoder,
     s: &Seg,
     dd: Option<&mut Dedupe>,
-) -> Result<SegOut> {
+) -> Result<ZFile> {
     let size = pass.tree.nodes[s.node].size;
     let start = s.seg * SEGMENT_SIZE;
     let len = (size - start).min(SEGMENT_SIZE) as usize;
@@ -458,7 +434,7 @@ impl<'p, 'a> Cutter<'p, 'a> {
     /// The segment's result: the tail fragment (starting at `tail.0`; its bytes
     /// spilled unless it is the end of the matched fragment) and the encoded
     /// blocks, spilled, with the extents pointing at them.
-    fn finish(self, tail: Option<(usize, bool)>, digest: Option<[u8; 32]>) -> Result<SegOut> {
+    fn finish(self, tail: Option<(usize, bool)>, digest: Option<[u8; 32]>) -> Result<ZFile> {
         let (start, len) = (self.start, self.input.len());
         let frag = match tail {
             Some((h, true)) => Some(Frag {
@@ -486,13 +462,15 @@ impl<'p, 'a> Cutter<'p, 'a> {
                 }
             }
         }
-        Ok(SegOut {
+        Ok(ZFile {
             extents,
             inline: self.inline,
             fallback: self.fallback,
             frag,
             dedupe: self.deduped,
             digest,
+            // Set when the file's segments are put together.
+            algorithm: 0,
         })
     }
 }
