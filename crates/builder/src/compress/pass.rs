@@ -10,7 +10,9 @@ pub(crate) struct Pass<'a> {
     pub tree: &'a Tree,
     pub cfg: &'a Compression,
     pub block_size: u32,
+    /// Take each file's SHA-256 (fingerprints) while its data is read anyway.
     pub hash: bool,
+    /// Where encoded blocks and tail fragments wait for the layout.
     pub spill: &'a Spill,
     pub progress: Option<&'a dyn crate::options::Progress>,
     /// Ends of files become tail fragments (not for the packed inode itself).
