@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::scan::{Kind, Tree};
+use crate::tree::{Kind, Source, Tree};
 
 /// Largest read buffer per file.
 const BUF_SIZE: usize = 1 << 20;
@@ -31,7 +31,7 @@ pub(crate) struct DataPass<'a> {
     /// Progress receiver.
     pub progress: Option<&'a dyn crate::options::Progress>,
     /// Compressed files (by node), whose encoded blocks are in `spill`.
-    pub zfiles: &'a [Option<crate::compress::file::ZFile>],
+    pub zfiles: &'a [Option<crate::compress::extent::ZFile>],
     pub spill: Option<&'a File>,
 }
 
@@ -67,112 +67,6 @@ pub(crate) fn copy_all(pass: &DataPass<'_>) -> Result<Vec<Option<[u8; 32]>>> {
         out[i] = d;
     }
     Ok(out)
-}
-
-fn open_source(path: &Path) -> Result<File> {
-    use rustix::fs::{Mode, OFlags};
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-    // O_NOATIME keeps the build from touching the source's atimes; it is refused
-    // for files the caller does not own unless privileged.
-    let fd = match rustix::fs::open(path, flags | OFlags::NOATIME, Mode::empty()) {
-        Err(rustix::io::Errno::PERM) => rustix::fs::open(path, flags, Mode::empty()),
-        r => r,
-    }
-    .map_err(|e| Error::io(path, "open", e.into()))?;
-    Ok(File::from(fd))
-}
-
-/// Where a regular file's data is read from: its own file, or its range of the tar
-/// archive; read errors name the file (or the archive, entry and offset).
-pub(crate) struct Source<'a> {
-    own: Option<File>,
-    tree: &'a Tree,
-    node: usize,
-    /// Offset of the data in the file read.
-    pub base: u64,
-}
-
-impl<'a> Source<'a> {
-    pub(crate) fn open(tree: &'a Tree, node: usize) -> Result<Self> {
-        let n = &tree.nodes[node];
-        let (own, base) = match n.archive_offset {
-            Some(off) => (None, off),
-            None => (Some(open_source(&n.path)?), 0),
-        };
-        Ok(Self {
-            own,
-            tree,
-            node,
-            base,
-        })
-    }
-
-    /// The file the data is in.
-    pub(crate) fn file(&self) -> &File {
-        match &self.own {
-            Some(f) => f,
-            None => {
-                &self
-                    .tree
-                    .archive
-                    .as_ref()
-                    .expect("tar nodes have their archive")
-                    .file
-            }
-        }
-    }
-
-    /// The path that read errors name.
-    pub(crate) fn path(&self) -> &Path {
-        match &self.own {
-            Some(_) => &self.tree.nodes[self.node].path,
-            None => &self.tree.archive.as_ref().expect("archive").name,
-        }
-    }
-
-    pub(crate) fn read_err(&self, e: std::io::Error) -> Error {
-        let n = &self.tree.nodes[self.node];
-        match n.archive_offset {
-            Some(off) => Error::io(
-                self.path(),
-                "read",
-                std::io::Error::new(
-                    e.kind(),
-                    format!("the data of entry {} at byte {off}: {e}", n.path.display()),
-                ),
-            ),
-            None => Error::io(&n.path, "read", e),
-        }
-    }
-
-    /// The error for data that ends before the size the scan saw.
-    pub(crate) fn short(&self, size: u64) -> Error {
-        let n = &self.tree.nodes[self.node];
-        Error::Changed {
-            path: self.path().to_path_buf(),
-            what: match n.archive_offset {
-                Some(_) => format!("it ends inside the data of entry {}", n.path.display()),
-                None => format!("it is shorter than the {size} bytes it had"),
-            },
-        }
-    }
-
-    /// Reads `buf.len()` bytes at file offset `pos` (of a file of `size` bytes).
-    pub(crate) fn read_exact_at(&self, buf: &mut [u8], pos: u64, size: u64) -> Result<()> {
-        let mut done = 0;
-        while done < buf.len() {
-            match self
-                .file()
-                .read_at(&mut buf[done..], self.base + pos + done as u64)
-            {
-                Ok(0) => return Err(self.short(size)),
-                Ok(k) => done += k,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.read_err(e)),
-            }
-        }
-        Ok(())
-    }
 }
 
 fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
@@ -231,9 +125,9 @@ fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
 fn copy_compressed(
     pass: &DataPass<'_>,
     node: usize,
-    z: &crate::compress::file::ZFile,
+    z: &crate::compress::extent::ZFile,
 ) -> Result<Option<[u8; 32]>> {
-    use crate::compress::file::At;
+    use crate::compress::extent::At;
     let p = &pass.layout.inodes[node];
     let spill = pass.spill.expect("compressed files have a spill file");
     let use_inline = p.z.is_some_and(|zp| zp.inline);

@@ -13,12 +13,13 @@ use ishare_erofs::format::{
     INODE_CHUNK_BASED, INODE_FLAT_INLINE, INODE_FLAT_PLAIN, ISLOTBITS, InodeCompact, InodeExtended,
 };
 
-use crate::compress::file::ZFile;
+use crate::compress::extent::ZFile;
+use crate::compress::map::zmap;
 
 use crate::dir::DirLayout;
 use crate::error::{Error, Result};
 use crate::options::{BuildOptions, InodeVersion};
-use crate::scan::{Kind, Tree};
+use crate::tree::{Kind, Tree};
 use crate::xattr::Body;
 
 /// Inode slot size: inodes start at multiples of it.
@@ -276,7 +277,7 @@ pub(crate) fn layout(
             let map_rel = (isize + u64::from(body.size)).next_multiple_of(8);
             let inline = z.inline.as_ref().map_or(0, |t| t.data.len() as u64);
             let map_len = |use_inline| {
-                crate::compress::zmap(
+                zmap(
                     z,
                     use_inline,
                     PROVISIONAL_STARTBLK,
@@ -300,7 +301,7 @@ pub(crate) fn layout(
             };
             inodes.push(Placed {
                 extended: s.extended,
-                layout: crate::compress::zmap(
+                layout: zmap(
                     z,
                     use_inline,
                     PROVISIONAL_STARTBLK,

@@ -1,12 +1,20 @@
 //! Builds EROFS images (uncompressed or compressed) from a directory or a tar archive, with
 //! page-cache-share fingerprints (`--xattr-inode-digest` of mkfs.erofs) on by default.
 //!
-//! The build runs in phases: scan the source into memory (`scan`; for tar input
-//! `tarball`, which indexes the archive and leaves each file's data where it is in
-//! it), plan xattrs (`xattr`) and directories (`dir`), place every inode and data
-//! block (`layout`), copy and hash file data on all workers (`data`), then
-//! serialize the metadata and commit the image (`writer`). The layout is fixed before any
-//! data is read, so the output depends only on the tree and the options.
+//! The build is a pipeline, one folder or file per stage:
+//!
+//! - `input`: the source into the in-memory `tree` (`input::dir` scans a directory;
+//!   `input::tar` indexes an archive and leaves each file's data where it is in it);
+//! - `xattr` plans xattrs, `dir` directory blocks;
+//! - `compress` compresses regular files (settings and the `-z`/hints grammar in
+//!   `compress::config`; `-E` in `extended`);
+//! - `layout` places every inode and data block;
+//! - `data` copies and hashes file data on all workers;
+//! - `writer` runs the stages, serializes the metadata and commits the image.
+//!
+//! The layout is fixed before any data is read, so the output depends only on the
+//! tree and the options. Modules only import downwards: no two import each other,
+//! directly or around a loop.
 
 #![deny(missing_docs)]
 
@@ -14,18 +22,20 @@ mod compress;
 mod data;
 mod dir;
 mod error;
+mod extended;
+mod input;
 mod layout;
 mod options;
-mod scan;
-mod tarball;
+mod tree;
 mod writer;
 mod xattr;
 
-pub use compress::{Algorithm, Compression, Compressor, parse_size};
+pub use compress::config::{Codec, Compression, Compressor, parse_size};
 pub use error::{Error, Result};
+pub use extended::ExtendedOptions;
+pub use input::tar::TarInput;
 pub use options::{
     BuildOptions, DEFAULT_FINGERPRINT_NAME, DEFAULT_XATTR_TOLERANCE, InodeVersion, Progress,
     TimePolicy,
 };
-pub use tarball::TarInput;
 pub use writer::{BuildReport, build, build_tar};

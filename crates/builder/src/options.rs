@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::compress::config::Compression;
 use crate::error::{Error, Result};
 
 /// Default name of the page-cache-share fingerprint xattr, as erofs-utils 1.9.2+.
@@ -86,7 +87,7 @@ pub struct BuildOptions {
     /// on its directory.
     pub aufs: bool,
     /// Compress regular files (`-z`); `None` = no compression.
-    pub compression: Option<crate::Compression>,
+    pub compression: Option<Compression>,
     /// Told how far the data pass is (for a progress bar).
     pub progress: Option<Arc<dyn Progress>>,
 }

@@ -9,19 +9,19 @@ use ishare_erofs::format::*;
 use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32, U64};
 
-use crate::compress::file::Spill;
+use crate::compress::config::{LZ4_MAX_DISTANCE, algorithms_bitmap, compr_cfgs, uses_cfgs};
 use crate::compress::frag::merge;
-use crate::compress::{
-    LZ4_MAX_DISTANCE, algorithms_bitmap, compr_cfgs, compress_files, compress_packed, uses_cfgs,
-    zmap,
-};
+use crate::compress::map::zmap;
+use crate::compress::spill::Spill;
+use crate::compress::{compress_files, compress_packed};
 use crate::data::{DataPass, copy_all};
 use crate::dir::{DirEntry, DirLayout};
 use crate::error::{Error, Result};
+use crate::input::dir::scan;
+use crate::input::tar::TarInput;
 use crate::layout::{Layout, Placed, layout};
 use crate::options::BuildOptions;
-use crate::scan::{Kind, Node, Tree, scan};
-use crate::tarball::TarInput;
+use crate::tree::{Kind, Node, Tree};
 use crate::xattr::{FINGERPRINT_LEN, Prefixes};
 
 /// What a build produced.
@@ -63,7 +63,7 @@ pub fn build(source: &Path, image: &Path, opts: &BuildOptions) -> Result<BuildRe
 /// temporary file in the image's directory, which goes away with the build.
 pub fn build_tar(input: &TarInput, image: &Path, opts: &BuildOptions) -> Result<BuildReport> {
     in_pool(opts, || {
-        let tree = crate::tarball::index(input, image, opts)?;
+        let tree = crate::input::tar::index(input, image, opts)?;
         finish(tree, image, opts)
     })
 }

@@ -13,7 +13,7 @@ use zerocopy::little_endian::{U16, U32};
 
 use crate::error::{Error, Result};
 use crate::options::BuildOptions;
-use crate::scan::{Kind, Tree};
+use crate::tree::{Kind, Tree};
 
 /// Most long prefixes an `e_name_index` can address (7 bits).
 const MAX_LONG_PREFIXES: usize = 128;

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use ishare_builder::{
-    BuildOptions, Compression, DEFAULT_FINGERPRINT_NAME, InodeVersion, TarInput, TimePolicy,
+    BuildOptions, Compression, DEFAULT_FINGERPRINT_NAME, ExtendedOptions, TarInput, TimePolicy,
 };
 
 #[derive(clap::Args, Debug)]
@@ -236,20 +236,15 @@ fn options(a: &Args) -> Result<BuildOptions> {
                 .map_or_else(|| DEFAULT_FINGERPRINT_NAME.into(), OsString::into_vec),
         )
     };
-    let mut z = ZFlags::default();
+    let mut z = ExtendedOptions::default();
     for e in &a.extended {
-        extended_options(&mut o, &mut z, e)?;
+        z.parse(&mut o, e)?;
     }
     match &a.compression {
         Some(spec) => {
             let mut c = Compression::parse(spec, o.block_size)?;
             c.pcluster_size = a.pcluster_size.unwrap_or(o.block_size);
-            c.ztailpacking = z.ztailpacking;
-            c.legacy_indexes = z.legacy_compress;
-            c.fragments = z.fragments || z.all_fragments;
-            c.all_fragments = z.all_fragments;
-            c.packed_pcluster_size = z.packed_pcluster;
-            c.dedupe = z.dedupe;
+            z.apply(&mut c);
             c.max_extent_bytes = a.max_extent_bytes;
             if let Some(h) = &a.compress_hints {
                 let text = std::fs::read_to_string(h)
@@ -264,70 +259,9 @@ fn options(a: &Args) -> Result<BuildOptions> {
         {
             bail!("-C, --max-extent-bytes and --compress-hints need compression (-z)")
         }
-        None if z.fragments || z.all_fragments || z.dedupe => {
-            bail!("-E fragments, all-fragments and dedupe need compression (-z)")
-        }
-        None => {}
+        None => z.check_uncompressed()?,
     }
     Ok(o)
-}
-
-/// `-E` options that only matter with compression.
-#[derive(Debug, Default)]
-struct ZFlags {
-    ztailpacking: bool,
-    legacy_compress: bool,
-    fragments: bool,
-    all_fragments: bool,
-    /// `fragments=SIZE`: the packed inode's pcluster size.
-    packed_pcluster: Option<u32>,
-    dedupe: bool,
-}
-
-/// Applies one `-E` argument.
-fn extended_options(o: &mut BuildOptions, z: &mut ZFlags, arg: &str) -> Result<()> {
-    for token in arg.split(',').filter(|t| !t.is_empty()) {
-        let (clear, key) = match token.strip_prefix('^') {
-            Some(k) => (true, k),
-            None => (false, token),
-        };
-        let (key, value) = match key.split_once('=') {
-            Some((k, v)) if k == "fragments" || k == "all-fragments" => (k, Some(v)),
-            _ => (key, None),
-        };
-        if let Some(v) = value {
-            if clear {
-                bail!("-E {token}: a negated option takes no value");
-            }
-            let n = ishare_builder::parse_size(v)
-                .and_then(|n| u32::try_from(n).ok())
-                .with_context(|| format!("-E {token}: bad pcluster size {v:?}"))?;
-            z.packed_pcluster = Some(n);
-        }
-        match key {
-            "noinline_data" => o.inline_data = clear,
-            "inline_data" => o.inline_data = !clear,
-            "force-inode-compact" => o.inode_version = InodeVersion::Compact,
-            "force-inode-extended" => o.inode_version = InodeVersion::Extended,
-            "force-chunk-indexes" => o.chunk_indexes = !clear,
-            "force-inode-blockmap" => o.chunk_indexes = clear,
-            "xattr-name-filter" => o.xattr_name_filter = !clear,
-            "nosbcrc" => o.sb_checksum = clear,
-            "plain-xattr-prefixes" => o.plain_xattr_prefixes = !clear,
-            "ztailpacking" => z.ztailpacking = !clear,
-            "legacy-compress" => z.legacy_compress = !clear,
-            "fragments" => {
-                z.fragments = !clear;
-                if clear {
-                    z.all_fragments = false;
-                }
-            }
-            "all-fragments" => z.all_fragments = !clear,
-            "dedupe" => z.dedupe = !clear,
-            _ => bail!("-E {token}: unknown or unsupported extended option"),
-        }
-    }
-    Ok(())
 }
 
 fn random_uuid() -> Result<[u8; 16]> {
@@ -360,6 +294,7 @@ fn parse_uuid(s: &str) -> Result<[u8; 16]> {
 mod tests {
     use super::*;
     use clap::Parser;
+    use ishare_builder::InodeVersion;
 
     #[derive(Parser, Debug)]
     struct Cli {

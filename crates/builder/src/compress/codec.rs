@@ -1,8 +1,8 @@
 //! The five compressors, each in "fixed output" mode: fill a pcluster of a given
 //! size with as much input as fits, and say how much that was.
 
+use super::config::{Codec, Compressor};
 use super::ffi;
-use super::{Algorithm, Compressor};
 use crate::error::{Error, Result};
 
 /// One worker's compressor.
@@ -44,12 +44,12 @@ impl Encoder {
         let level = c.effective_level();
         let fail = |what: &str| Error::InvalidOption(format!("{}: {what}", c.algorithm.name()));
         let inner = match c.algorithm {
-            Algorithm::Lz4 => Inner::Lz4,
-            Algorithm::Lz4hc => Inner::Lz4Hc(
+            Codec::Lz4 => Inner::Lz4,
+            Codec::Lz4hc => Inner::Lz4Hc(
                 ffi::Lz4Hc::new().ok_or_else(|| fail("cannot allocate the LZ4HC state"))?,
                 level,
             ),
-            Algorithm::Lzma => {
+            Codec::Lzma => {
                 // mkfs.erofs levels: 0-9, or 100-109 for the "extreme" presets.
                 const EXTREME: u32 = 0x8000_0000;
                 let preset = if level >= 100 {
@@ -62,14 +62,14 @@ impl Encoder {
                         .ok_or_else(|| fail("liblzma refused the preset"))?,
                 ))
             }
-            Algorithm::Deflate => match libdeflater::CompressionLvl::new(level) {
+            Codec::Deflate => match libdeflater::CompressionLvl::new(level) {
                 Ok(l) => Inner::Deflate(Box::new(libdeflater::Compressor::new(l))),
                 Err(_) => Inner::DeflateStored(flate2::Compress::new(
                     flate2::Compression::new(level as u32),
                     false,
                 )),
             },
-            Algorithm::Zstd => {
+            Codec::Zstd => {
                 use zstd::zstd_safe::CParameter;
                 let mut z = zstd::bulk::Compressor::new(level)
                     .map_err(|e| fail(&format!("cannot create a context: {e}")))?;
@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn every_codec_fills_a_pcluster_and_reports_its_input() {
         let src = sample(1 << 20);
-        for alg in Algorithm::ALL {
+        for alg in Codec::ALL {
             let c = Compressor {
                 algorithm: alg,
                 level: None,
@@ -240,7 +240,7 @@ mod tests {
     fn search_takes_all_of_a_short_input() {
         let src = sample(3000);
         let c = Compressor {
-            algorithm: Algorithm::Zstd,
+            algorithm: Codec::Zstd,
             level: None,
             dict_size: None,
         };

@@ -10,9 +10,9 @@
 
 use std::collections::HashMap;
 
-use crate::data::Source;
 use crate::error::Result;
-use crate::scan::Tree;
+use crate::tree::Source;
+use crate::tree::Tree;
 
 /// Multiplier of the polynomial rolling hash (odd, so every power is invertible).
 const R: u64 = 0x0000_0100_0000_01B3;

@@ -16,11 +16,12 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::Compression;
-use super::file::{At, Frag, Spill, ZFile};
-use crate::data::Source;
+use super::config::Compression;
+use super::extent::{At, Frag, ZFile};
+use super::spill::Spill;
 use crate::error::{Error, Result};
-use crate::scan::Tree;
+use crate::tree::Source;
+use crate::tree::Tree;
 
 /// Fragments shorter than this are found by their whole content.
 const TAIL_HASH_LEN: u64 = 64;
@@ -242,10 +243,10 @@ impl Packed {
     /// The tree node standing for the packed inode (as mkfs.erofs writes it: a
     /// regular file, mode 0644, owned by root, one link, the build time), whose data
     /// is read from the temporary file.
-    pub(crate) fn node(&self, build_time: u64) -> crate::scan::Node {
-        crate::scan::Node {
+    pub(crate) fn node(&self, build_time: u64) -> crate::tree::Node {
+        crate::tree::Node {
             path: self.path().to_path_buf(),
-            kind: crate::scan::Kind::File,
+            kind: crate::tree::Kind::File,
             mode: ishare_erofs::format::S_IFREG | 0o644,
             uid: 0,
             gid: 0,

@@ -35,9 +35,9 @@ pub(crate) struct Ext {
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     typ: u8,
-    /// Heads: offset of the extent start; NONHEAD: delta[0].
+    /// Heads: offset of the extent start; NONHEAD: `delta[0]`.
     lo: u16,
-    /// NONHEAD: delta[1].
+    /// NONHEAD: `delta[1]`.
     d1: u16,
     blkaddr: u32,
     /// Heads whose block address the compact form must reproduce.

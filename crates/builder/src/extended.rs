@@ -1,0 +1,134 @@
+//! mkfs.erofs's extended options (`-E`): comma-separated, `^` negates. The options
+//! of the image go straight into [`BuildOptions`]; the compression ones are kept
+//! until `-z` says whether there is compression, then put into its
+//! [`Compression`] (or refused without it). The `-z` grammar itself is
+//! [`Compression::parse`].
+
+use crate::compress::config::{Compression, parse_size};
+use crate::error::{Error, Result};
+use crate::options::{BuildOptions, InodeVersion};
+
+/// The compression options of `-E`, collected over every `-E` argument.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExtendedOptions {
+    /// `ztailpacking`.
+    pub ztailpacking: bool,
+    /// `legacy-compress`.
+    pub legacy_compress: bool,
+    /// `fragments`.
+    pub fragments: bool,
+    /// `all-fragments`.
+    pub all_fragments: bool,
+    /// `fragments=SIZE` (or `all-fragments=SIZE`): the packed inode's pcluster size.
+    pub packed_pcluster: Option<u32>,
+    /// `dedupe`.
+    pub dedupe: bool,
+}
+
+impl ExtendedOptions {
+    /// Applies one `-E` argument: image options to `o`, compression ones to `self`.
+    pub fn parse(&mut self, o: &mut BuildOptions, arg: &str) -> Result<()> {
+        for token in arg.split(',').filter(|t| !t.is_empty()) {
+            let (clear, key) = match token.strip_prefix('^') {
+                Some(k) => (true, k),
+                None => (false, token),
+            };
+            let (key, value) = match key.split_once('=') {
+                Some((k, v)) if k == "fragments" || k == "all-fragments" => (k, Some(v)),
+                _ => (key, None),
+            };
+            if let Some(v) = value {
+                if clear {
+                    return Err(Error::InvalidOption(format!(
+                        "-E {token}: a negated option takes no value"
+                    )));
+                }
+                let n = parse_size(v)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| {
+                        Error::InvalidOption(format!("-E {token}: bad pcluster size {v:?}"))
+                    })?;
+                self.packed_pcluster = Some(n);
+            }
+            match key {
+                "noinline_data" => o.inline_data = clear,
+                "inline_data" => o.inline_data = !clear,
+                "force-inode-compact" => o.inode_version = InodeVersion::Compact,
+                "force-inode-extended" => o.inode_version = InodeVersion::Extended,
+                "force-chunk-indexes" => o.chunk_indexes = !clear,
+                "force-inode-blockmap" => o.chunk_indexes = clear,
+                "xattr-name-filter" => o.xattr_name_filter = !clear,
+                "nosbcrc" => o.sb_checksum = clear,
+                "plain-xattr-prefixes" => o.plain_xattr_prefixes = !clear,
+                "ztailpacking" => self.ztailpacking = !clear,
+                "legacy-compress" => self.legacy_compress = !clear,
+                "fragments" => {
+                    self.fragments = !clear;
+                    if clear {
+                        self.all_fragments = false;
+                    }
+                }
+                "all-fragments" => self.all_fragments = !clear,
+                "dedupe" => self.dedupe = !clear,
+                _ => {
+                    return Err(Error::InvalidOption(format!(
+                        "-E {token}: unknown or unsupported extended option"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the compression options into `c` (all-fragments implies fragments).
+    pub fn apply(&self, c: &mut Compression) {
+        c.ztailpacking = self.ztailpacking;
+        c.legacy_indexes = self.legacy_compress;
+        c.fragments = self.fragments || self.all_fragments;
+        c.all_fragments = self.all_fragments;
+        c.packed_pcluster_size = self.packed_pcluster;
+        c.dedupe = self.dedupe;
+    }
+
+    /// An error if an option that needs compression is set (for a build without `-z`).
+    pub fn check_uncompressed(&self) -> Result<()> {
+        if self.fragments || self.all_fragments || self.dedupe {
+            return Err(Error::InvalidOption(
+                "-E fragments, all-fragments and dedupe need compression (-z)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_and_compression_options() {
+        let mut o = BuildOptions::default();
+        let mut e = ExtendedOptions::default();
+        e.parse(&mut o, "noinline_data,^xattr-name-filter,fragments=16k")
+            .unwrap();
+        e.parse(&mut o, "all-fragments,dedupe,^fragments").unwrap();
+        assert!(!o.inline_data && !o.xattr_name_filter);
+        assert!(!e.fragments && !e.all_fragments && e.dedupe);
+        assert_eq!(e.packed_pcluster, Some(16384));
+        assert!(e.check_uncompressed().is_err());
+        for (bad, msg) in [
+            (
+                "^fragments=4k",
+                "-E ^fragments=4k: a negated option takes no value",
+            ),
+            ("fragments=x", "-E fragments=x: bad pcluster size \"x\""),
+            (
+                "dedupe=1",
+                "-E dedupe=1: unknown or unsupported extended option",
+            ),
+        ] {
+            let err = e.parse(&mut o, bad).unwrap_err().to_string();
+            assert_eq!(err, msg);
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Tar input (`mkfs.erofs --tar=f`): index an archive into a tree whose regular
+//! files point at their data inside the archive.
+//!
+//! An uncompressed archive in a regular file is indexed in place: headers are
+//! read, file data is skipped, and each file keeps its (offset, size) in the
+//! archive, so only metadata is held in memory. Anything else (gzip, zstd or xz,
+//! detected by magic bytes; standard input; a pipe) is decompressed while it is
+//! indexed into an unnamed temporary file in the image's directory, which then
+//! plays the archive's part. Every byte of file data is read once more by the data
+//! pass, which hashes and copies it as for a directory.
+//!
+//! Headers are decoded with the `tar` crate's [`tar::Header`]; the sequence of
+//! headers (GNU long names and link names, PAX local and global headers) is
+//! handled here, because the crate's PAX iterator splits records at newlines,
+//! which breaks binary xattr values (and then loses a `size` record after them).
+//!
+//! The tree is built as tar extraction does it, and as mkfs.erofs 1.9.4 does:
+//! a later entry replaces an earlier one with the same path (a directory over a
+//! directory only updates its metadata and keeps its entries), missing parent
+//! directories are created with mode 0755 plus the group and other write bits of
+//! their parent and the parent's owner and mtime, and the root, unless the archive
+//! has an entry for it (`.` or `./`), is mode 0777, owned by root, with the build
+//! time as mtime. Paths are normalized as tar does (a leading `/`, `.` components
+//! and repeated slashes dropped); a `..` that would leave the root is refused.
+//!
+//! The input as folders: where the bytes come from and their decompression
+//! (`stream`), the PAX records and their decoders (`pax`), the path rules
+//! (`path`), the header sequence and the tree built from it (`parser`, over the
+//! archive's own inode model in `inode`).
+
+mod inode;
+mod parser;
+mod path;
+mod pax;
+mod stream;
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::options::BuildOptions;
+use crate::tree::{Archive, Tree};
+use parser::Parser;
+use stream::{Compressed, FileStream, SPOOL_BUF, TeeStream, detect, read_full, unsupported};
+
+/// Where a tar archive comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TarInput {
+    /// A file, or anything else `open(2)` reads (a FIFO, `/dev/stdin`).
+    Path(PathBuf),
+    /// Standard input.
+    Stdin,
+}
+
+/// Indexes the archive `input` into a tree; a temporary copy, if one is needed,
+/// goes into the directory of `image`.
+pub(crate) fn index(input: &TarInput, image: &Path, opts: &BuildOptions) -> Result<Tree> {
+    let spool_dir = match image.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    match input {
+        TarInput::Path(p) => {
+            let file = File::open(p).map_err(|e| Error::io(p, "open", e))?;
+            let meta = file.metadata().map_err(|e| Error::io(p, "stat", e))?;
+            if meta.is_dir() {
+                return Err(Error::Tar {
+                    archive: p.clone(),
+                    what: "is a directory, not a tar archive".into(),
+                });
+            }
+            if meta.is_file() {
+                let mut magic = [0u8; 10];
+                let n = read_full(&mut &file, &mut magic).map_err(|e| Error::io(p, "read", e))?;
+                let c = detect(&magic[..n]).map_err(|name| unsupported(p, name))?;
+                if c == Compressed::None {
+                    return index_file(file, meta.len(), p, opts);
+                }
+                let file = File::open(p).map_err(|e| Error::io(p, "open", e))?;
+                return index_stream(Box::new(file), c, p, &spool_dir, opts);
+            }
+            stream(Box::new(file), p, &spool_dir, opts)
+        }
+        TarInput::Stdin => stream(
+            Box::new(io::stdin().lock()),
+            Path::new("<stdin>"),
+            &spool_dir,
+            opts,
+        ),
+    }
+}
+
+/// A non-seekable input: detects the compression from its first bytes.
+fn stream(
+    mut r: Box<dyn Read + '_>,
+    name: &Path,
+    spool_dir: &Path,
+    opts: &BuildOptions,
+) -> Result<Tree> {
+    let mut magic = vec![0u8; 10];
+    let n = read_full(&mut r, &mut magic).map_err(|e| Error::io(name, "read", e))?;
+    magic.truncate(n);
+    let c = detect(&magic).map_err(|n| unsupported(name, n))?;
+    index_stream(
+        Box::new(io::Cursor::new(magic).chain(r)),
+        c,
+        name,
+        spool_dir,
+        opts,
+    )
+}
+
+fn index_file(file: File, len: u64, name: &Path, opts: &BuildOptions) -> Result<Tree> {
+    let mut parser = Parser::new(name, false, opts);
+    let mut s = FileStream {
+        file: &file,
+        pos: 0,
+        len,
+    };
+    parser.run(&mut s)?;
+    parser.into_tree(Archive {
+        file,
+        name: name.to_path_buf(),
+    })
+}
+
+fn index_stream(
+    input: Box<dyn Read + '_>,
+    c: Compressed,
+    name: &Path,
+    spool_dir: &Path,
+    opts: &BuildOptions,
+) -> Result<Tree> {
+    let decompress_err = |e: io::Error| Error::Tar {
+        archive: name.to_path_buf(),
+        what: format!("cannot start decompressing: {e}"),
+    };
+    let inner: Box<dyn Read> = match c {
+        Compressed::None => input,
+        Compressed::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        Compressed::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(input).map_err(decompress_err)?)
+        }
+        Compressed::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(input)),
+    };
+    let spool = tempfile::tempfile_in(spool_dir)
+        .map_err(|e| Error::io(spool_dir, "create a temporary file in", e))?;
+    let mut s = TeeStream {
+        inner,
+        spool: BufWriter::with_capacity(SPOOL_BUF, spool),
+        spool_dir,
+        pos: 0,
+    };
+    let mut parser = Parser::new(name, c != Compressed::None, opts);
+    parser.run(&mut s)?;
+    // Read to the end, so that the decompressor checks the rest of the stream
+    // (a truncated gzip member, a bad checksum) and a writer on a pipe is not cut
+    // off; what follows the end-of-archive marker is not kept.
+    let end = s.pos;
+    io::copy(&mut s.inner, &mut io::sink()).map_err(|e| Error::Tar {
+        archive: name.to_path_buf(),
+        what: format!(
+            "after the end of the archive (at {}): {}: {e}",
+            parser.at(end),
+            if c == Compressed::None {
+                "cannot read"
+            } else {
+                "corrupt or truncated compressed data"
+            }
+        ),
+    })?;
+    let file = s
+        .spool
+        .into_inner()
+        .map_err(|e| Error::io(spool_dir, "write a temporary file in", e.into_error()))?;
+    parser.into_tree(Archive {
+        file,
+        name: name.to_path_buf(),
+    })
+}

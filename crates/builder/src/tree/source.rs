@@ -1,0 +1,118 @@
+//! Reading a regular file's data wherever the input left it: its own file (opened
+//! without following symlinks and, when allowed, without touching its atime) or its
+//! range of the tar archive. Read errors name the file, or the archive, the entry
+//! and the offset; data that ends early is reported as a changed source.
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::node::Tree;
+use crate::error::{Error, Result};
+
+fn open_source(path: &Path) -> Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    // O_NOATIME keeps the build from touching the source's atimes; it is refused
+    // for files the caller does not own unless privileged.
+    let fd = match rustix::fs::open(path, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(rustix::io::Errno::PERM) => rustix::fs::open(path, flags, Mode::empty()),
+        r => r,
+    }
+    .map_err(|e| Error::io(path, "open", e.into()))?;
+    Ok(File::from(fd))
+}
+
+/// Where a regular file's data is read from: its own file, or its range of the tar
+/// archive; read errors name the file (or the archive, entry and offset).
+pub(crate) struct Source<'a> {
+    own: Option<File>,
+    tree: &'a Tree,
+    node: usize,
+    /// Offset of the data in the file read.
+    pub base: u64,
+}
+
+impl<'a> Source<'a> {
+    pub(crate) fn open(tree: &'a Tree, node: usize) -> Result<Self> {
+        let n = &tree.nodes[node];
+        let (own, base) = match n.archive_offset {
+            Some(off) => (None, off),
+            None => (Some(open_source(&n.path)?), 0),
+        };
+        Ok(Self {
+            own,
+            tree,
+            node,
+            base,
+        })
+    }
+
+    /// The file the data is in.
+    pub(crate) fn file(&self) -> &File {
+        match &self.own {
+            Some(f) => f,
+            None => {
+                &self
+                    .tree
+                    .archive
+                    .as_ref()
+                    .expect("tar nodes have their archive")
+                    .file
+            }
+        }
+    }
+
+    /// The path that read errors name.
+    pub(crate) fn path(&self) -> &Path {
+        match &self.own {
+            Some(_) => &self.tree.nodes[self.node].path,
+            None => &self.tree.archive.as_ref().expect("archive").name,
+        }
+    }
+
+    pub(crate) fn read_err(&self, e: std::io::Error) -> Error {
+        let n = &self.tree.nodes[self.node];
+        match n.archive_offset {
+            Some(off) => Error::io(
+                self.path(),
+                "read",
+                std::io::Error::new(
+                    e.kind(),
+                    format!("the data of entry {} at byte {off}: {e}", n.path.display()),
+                ),
+            ),
+            None => Error::io(&n.path, "read", e),
+        }
+    }
+
+    /// The error for data that ends before the size the scan saw.
+    pub(crate) fn short(&self, size: u64) -> Error {
+        let n = &self.tree.nodes[self.node];
+        Error::Changed {
+            path: self.path().to_path_buf(),
+            what: match n.archive_offset {
+                Some(_) => format!("it ends inside the data of entry {}", n.path.display()),
+                None => format!("it is shorter than the {size} bytes it had"),
+            },
+        }
+    }
+
+    /// Reads `buf.len()` bytes at file offset `pos` (of a file of `size` bytes).
+    pub(crate) fn read_exact_at(&self, buf: &mut [u8], pos: u64, size: u64) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self
+                .file()
+                .read_at(&mut buf[done..], self.base + pos + done as u64)
+            {
+                Ok(0) => return Err(self.short(size)),
+                Ok(k) => done += k,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.read_err(e)),
+            }
+        }
+        Ok(())
+    }
+}
