@@ -14,13 +14,20 @@
 //! `reproducible` builds the same tree with 1 and 3 workers and compares bytes.
 //! Needs root and erofs-utils 1.9.4 (`scripts/install-deps.sh`).
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use ishare_testkit::mounts::{LoopMount, Tmpfs};
+use ishare_testkit::rng::pseudo_random;
+use ishare_testkit::snapshot::{CompareOpts, Tree, snapshot};
+use ishare_testkit::tools::{fsck_194, mkfs_194, require_root, try_run as run};
+use ishare_testkit::tree::T0;
+
+/// Differences of two snapshots, every field and link count compared.
+fn diff(a: &Tree, b: &Tree) -> Vec<String> {
+    ishare_testkit::diff(a, b, &CompareOpts::ALL)
+}
 use ishare_builder::{BuildOptions, Compression, TimePolicy, build};
 use ishare_erofs::{DataLayout, ExtentKind, Image};
 

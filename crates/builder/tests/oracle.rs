@@ -16,12 +16,18 @@
 //! a single byte, and `errors` the failure paths. Needs root and erofs-utils
 //! (`scripts/install-deps.sh`).
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use ishare_testkit::mounts::{BindMount, LoopMount, Tmpfs};
+use ishare_testkit::snapshot::{CompareOpts, Tree, snapshot};
+use ishare_testkit::tools::{fsck_15, fsck_194, mkfs_194, require_root, try_run as run};
+use ishare_testkit::tree::{BlockTree, T0, block_tree};
+
+/// Differences of two snapshots, every field and link count compared.
+fn diff(a: &Tree, b: &Tree) -> Vec<String> {
+    ishare_testkit::diff(a, b, &CompareOpts::ALL)
+}
 use ishare_builder::{BuildOptions, InodeVersion, TimePolicy, build};
 use ishare_erofs::{CheckOptions, DataLayout, Image};
 use sha2::{Digest, Sha256};
@@ -179,7 +185,7 @@ fn check_image(img: &Path, src: &Tree, o: &BuildOptions) -> Result<(), String> {
         .map_err(|e| format!("Image::check: {e}"))?;
     let nonempty = src
         .iter()
-        .filter(|(k, e)| e.content.is_some_and(|c| c.0 > 0) && e.link_group == **k)
+        .filter(|(k, e)| e.content.is_some_and(|c| c.0 > 0) && src.link_group(k) == k.as_slice())
         .count() as u64;
     let want_fp = if o.fingerprint.is_some() { nonempty } else { 0 };
     if r.fingerprints_verified != want_fp || r.fingerprints_missing != 0 {
@@ -324,11 +330,11 @@ fn block_size_suite(bs: u32) {
     let tmp = Tmpfs::new();
     let src_dir = tmp.path().join("src");
     std::fs::create_dir(&src_dir).unwrap();
-    let spec = Spec {
+    let spec = BlockTree {
         block_size: bs as usize,
         large_ids: true,
     };
-    generate(&src_dir, &spec, false);
+    block_tree(&spec).write(&src_dir, false);
     let src = snapshot(&src_dir);
     let mut failures = Vec::new();
     for c in CONFIGS {
@@ -378,14 +384,11 @@ fn reproducible() {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     for (dir, reverse) in [(&a, false), (&b, true)] {
         std::fs::create_dir(dir).unwrap();
-        generate(
-            dir,
-            &Spec {
-                block_size: 4096,
-                large_ids: true,
-            },
-            reverse,
-        );
+        block_tree(&BlockTree {
+            block_size: 4096,
+            large_ids: true,
+        })
+        .write(dir, reverse);
     }
     // The listing orders really differ, or the test proves nothing.
     let list = |d: &Path| -> Vec<_> {

@@ -3,8 +3,6 @@
 //! the file's SHA-256, `--ls` lists the directory, `--cat` prints the contents, `-S`
 //! counts what is there, and bad requests fail with a message.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -40,8 +38,8 @@ fn dump_shows_superblock_inode_listing_contents_and_statistics() {
     fs::write(src.join("empty"), b"").unwrap();
     std::os::unix::fs::symlink("lib/libx.so", src.join("link")).unwrap();
     let image = dir.path().join("img.erofs");
-    common::run(
-        Command::new(common::mkfs_194())
+    ishare_testkit::tools::run(
+        Command::new(ishare_testkit::tools::mkfs_194())
             .args(["--quiet", "--xattr-inode-digest", "-Enosbcrc"])
             .arg(&image)
             .arg(&src),

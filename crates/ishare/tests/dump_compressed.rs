@@ -2,8 +2,7 @@
 //! and their configuration records, `-S` the compression ratio as `dump.erofs -S`
 //! computes it, and `-e` lists a file's extents (text and JSON).
 
-mod common;
-
+use ishare_testkit::ishare_bin;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -11,7 +10,7 @@ use std::process::Command;
 use serde_json::Value;
 
 fn ishare(args: &[&str], image: &Path) -> std::process::Output {
-    common::run(Command::new(common::ishare_bin()).args(args).arg(image))
+    ishare_testkit::tools::run(Command::new(ishare_bin!()).args(args).arg(image))
 }
 
 fn json(args: &[&str], image: &Path) -> Value {
@@ -40,8 +39,8 @@ fn dump_compressed_superblock_statistics_and_extents() {
     fs::write(src.join("noise"), &noise).unwrap();
     fs::write(src.join("small"), b"hi\n").unwrap();
     let image = dir.path().join("img.erofs");
-    common::run(
-        Command::new(common::mkfs_194())
+    ishare_testkit::tools::run(
+        Command::new(ishare_testkit::tools::mkfs_194())
             .args(["--quiet", "-zlz4hc:zstd", "-C16384"])
             .arg(&image)
             .arg(&src),
@@ -64,7 +63,11 @@ fn dump_compressed_superblock_statistics_and_extents() {
     let st = &json(&["dump", "-S", "--json"], &image)["statistics"];
     assert_eq!(st["compressed_files"], 1, "{st}");
     assert_eq!(st["uncompressed_files"], 2, "{st}");
-    let out = common::run(Command::new(common::dump_194()).arg("-S").arg(&image));
+    let out = ishare_testkit::tools::run(
+        Command::new(ishare_testkit::tools::dump_194())
+            .arg("-S")
+            .arg(&image),
+    );
     let theirs = String::from_utf8_lossy(&out.stdout);
     let field = |name: &str| -> String {
         theirs
@@ -103,7 +106,7 @@ fn dump_compressed_superblock_statistics_and_extents() {
         out.contains(&format!("/text: {} extents found", ext.len())),
         "{out}"
     );
-    let out = Command::new(common::ishare_bin())
+    let out = Command::new(ishare_bin!())
         .args(["dump", "-e"])
         .arg(&image)
         .output()

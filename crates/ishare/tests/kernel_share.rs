@@ -14,17 +14,14 @@
 //! The images come from [`build_images`], which takes the mkfs as a closure: a later test can
 //! pass `ishare mkfs` instead of mkfs.erofs and reuse `vm::share::measure` unchanged.
 
-mod common;
-mod vm;
-
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use ishare_testkit::vm::share::{Image, Measured, Method, Scenario, ShareImages, ShareRun};
 use sha2::{Digest, Sha256};
-use vm::share::{Image, Measured, Method, Scenario, ShareImages, ShareRun};
 
 /// Size of the file both images hold.
 const BIG: u64 = 32 << 20;
@@ -169,12 +166,12 @@ fn hex(bytes: &[u8]) -> String {
 /// mkfs.erofs 1.9.4, with `--xattr-inode-digest` (default name `erofs.fingerprint.v1`) when
 /// `digest`.
 fn mkfs_erofs_194(src: &Path, image: &Path, digest: bool) {
-    let mut cmd = Command::new(common::mkfs_194());
+    let mut cmd = Command::new(ishare_testkit::tools::mkfs_194());
     if digest {
         cmd.arg("--xattr-inode-digest");
     }
     cmd.arg(image).arg(src);
-    common::run(&mut cmd);
+    ishare_testkit::tools::run(&mut cmd);
 }
 
 struct Shared {
@@ -190,7 +187,7 @@ fn ishare_mkfs(src: &Path, image: &Path, digest: bool) {
         cmd.arg("--no-xattr-inode-digest");
     }
     cmd.arg(image).arg(src);
-    common::run(&mut cmd);
+    ishare_testkit::tools::run(&mut cmd);
 }
 
 /// Image a from `ishare mkfs`, image b from mkfs.erofs 1.9.4: they must share with each
@@ -249,7 +246,8 @@ fn run_for(builder: Builder) -> &'static Shared {
             .map_err(|e| e.to_string())?;
         let (images, big_sha256) = build_images(dir.path(), mkfs);
         let t_images = t0.elapsed();
-        let run = vm::share::measure(&images, &scenarios).map_err(|e| format!("{e:#}"))?;
+        let run = ishare_testkit::vm::share::measure(&images, &scenarios)
+            .map_err(|e| format!("{e:#}"))?;
         eprintln!(
             "{builder:?} images, Linux {} under QEMU: images built in {:.1?}, boot {:.1?}, \
              VM total {:.1?}, all {:.1?}\n{}",

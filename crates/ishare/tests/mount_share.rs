@@ -19,8 +19,7 @@
 //! (`scripts/install-deps.sh`). The tests of this file run one at a time (they measure the
 //! whole machine's page cache).
 
-mod common;
-
+use ishare_testkit::ishare_bin;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
@@ -31,7 +30,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{CompareOpts, ErofsMount, SourceTree, TreeSpec, assert_trees_eq, run, snapshot};
+use ishare_testkit::mounts::ErofsMount;
+use ishare_testkit::snapshot::{CompareOpts, assert_trees_eq, snapshot};
+use ishare_testkit::tools::run;
+use ishare_testkit::tree::{SourceTree, TreeSpec};
 use sha2::{Digest, Sha256};
 
 const MIB: i64 = 1024;
@@ -72,7 +74,7 @@ impl IshareMount {
             .unwrap();
         let log = dir.path().with_extension("log");
         let opts = format!("{opts},log={}", log.display());
-        run(Command::new(common::ishare_bin())
+        run(Command::new(ishare_bin!())
             .args(["mount", "-o", &opts])
             .arg(image)
             .arg(dir.path()));
@@ -102,10 +104,10 @@ impl IshareMount {
         let mut cmd = match wrapper.split_first() {
             Some((prog, args)) => {
                 let mut c = Command::new(prog);
-                c.args(args).arg(common::ishare_bin());
+                c.args(args).arg(ishare_bin!());
                 c
             }
-            None => Command::new(common::ishare_bin()),
+            None => Command::new(ishare_bin!()),
         };
         let child = cmd
             .args(["mount", "-f", "-o", opts])
@@ -193,7 +195,7 @@ fn write(root: &Path, rel: &str, data: &[u8]) {
 }
 
 fn ishare_mkfs(image: &Path, src: &Path, extra: &[&str]) {
-    run(Command::new(common::ishare_bin())
+    run(Command::new(ishare_bin!())
         .args(["mkfs", "--quiet"])
         .args(extra)
         .arg(image)
@@ -493,7 +495,7 @@ fn compressed_and_uncompressed_images_share() {
     let _g = serial();
     let p = pair_with(
         &|img, src| {
-            run(Command::new(common::mkfs_194())
+            run(Command::new(ishare_testkit::tools::mkfs_194())
                 .args(["--quiet", "-zlz4hc", "--xattr-inode-digest"])
                 .arg(img)
                 .arg(src));
@@ -867,7 +869,7 @@ fn works_as_a_mount_helper() {
     let p = pair(&[]);
     let bin = tempfile::tempdir().unwrap();
     let helper = bin.path().join("mount.fuse.ishare");
-    std::os::unix::fs::symlink(common::ishare_bin(), &helper).unwrap();
+    std::os::unix::fs::symlink(ishare_bin!(), &helper).unwrap();
     let store = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let opts = share_opts(store.path(), "d", "");
@@ -920,7 +922,7 @@ fn metadata_equals_a_kernel_mount() {
     assert_same_as_kernel(&chunked, &shared);
     // mkfs.erofs 1.9.4: LZ4HC-compressed (read through the reader's decompression).
     let lz4 = dir.path().join("lz4.erofs");
-    run(Command::new(common::mkfs_194())
+    run(Command::new(ishare_testkit::tools::mkfs_194())
         .args(["--quiet", "-zlz4hc", "--xattr-inode-digest"])
         .arg(&lz4)
         .arg(src.path()));
@@ -928,7 +930,7 @@ fn metadata_equals_a_kernel_mount() {
     assert_same_as_kernel(&lz4, &shared);
     // mkfs.erofs 1.9.4 with its own fingerprints, chunk indexes.
     let eu = dir.path().join("eu.erofs");
-    run(Command::new(common::mkfs_194())
+    run(Command::new(ishare_testkit::tools::mkfs_194())
         .args([
             "--quiet",
             "--xattr-inode-digest",
@@ -966,9 +968,7 @@ fn unmounting_one_mount_while_another_reads_the_shared_file() {
         h.update(&buf[..n]);
         total += n;
         if total >= BIG / 2 && !unmounted {
-            run(Command::new(common::ishare_bin())
-                .arg("umount")
-                .arg(m1.path()));
+            run(Command::new(ishare_bin!()).arg("umount").arg(m1.path()));
             assert!(!is_mounted(m1.path()));
             drop_caches();
             unmounted = true;

@@ -15,8 +15,7 @@
 //!
 //! Needs root and /dev/fuse (CI has both).
 
-mod common;
-
+use ishare_testkit::ishare_bin;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -24,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Rng, run, run_unchecked};
+use ishare_testkit::rng::Rng;
+use ishare_testkit::tools::{run, run_unchecked};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -53,7 +53,7 @@ impl Mount {
             .tempdir()
             .unwrap();
         let log = dir.path().with_extension("log");
-        let child = Command::new(common::ishare_bin())
+        let child = Command::new(ishare_bin!())
             .args(["mount", "-f", "-o", opts])
             .arg(image)
             .arg(dir.path())
@@ -133,7 +133,7 @@ fn image(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
         write(&src, rel, data);
     }
     let img = dir.join(format!("{name}.erofs"));
-    run(Command::new(common::ishare_bin())
+    run(Command::new(ishare_bin!())
         .args(["mkfs", "--quiet"])
         .arg(&img)
         .arg(&src));
@@ -164,7 +164,7 @@ fn read_is(m: &Mount, rel: &str, want: &[u8]) {
 
 /// `ishare ARGS --json`, which must succeed; its output parsed.
 fn json(args: &[&str]) -> Value {
-    let out = run(Command::new(common::ishare_bin()).args(args).arg("--json"));
+    let out = run(Command::new(ishare_bin!()).args(args).arg("--json"));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "ishare {args:?} --json printed no JSON ({e}):\n{}",
@@ -222,9 +222,9 @@ fn object_files(store: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn stat_counts_the_objects_of_several_mounts() {
-    common::require_root();
+    ishare_testkit::tools::require_root();
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     let shared = rng.bytes(4 * MIB);
     let only1 = rng.bytes(100_000);
     let only2 = rng.bytes(200_000);
@@ -282,7 +282,7 @@ fn stat_counts_the_objects_of_several_mounts() {
     assert_eq!(per, [(1, 1, 1, 0), (3, 0, 2, shared.len() as u64)], "{v:#}");
 
     // Human-readable output names the same figures.
-    let out = run(Command::new(common::ishare_bin())
+    let out = run(Command::new(ishare_bin!())
         .args(["store", "stat", "--store"])
         .arg(store.path()));
     let human = String::from_utf8_lossy(&out.stdout);
@@ -310,9 +310,9 @@ fn stat_counts_the_objects_of_several_mounts() {
 
 #[test]
 fn gc_removes_unused_objects_and_skips_held_ones() {
-    common::require_root();
+    ishare_testkit::tools::require_root();
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     let a = rng.bytes(MIB);
     let b = rng.bytes(2 * MIB);
     let img_a = image(dir.path(), "a", &[("a", &a)]);
@@ -418,9 +418,9 @@ fn read_with_pause(path: &Path, midway: impl FnOnce()) -> [u8; 32] {
 
 #[test]
 fn gc_while_a_mount_reads_then_after_its_unmount() {
-    common::require_root();
+    ishare_testkit::tools::require_root();
     let dir = tempfile::tempdir().unwrap();
-    let big = Rng(3).bytes(32 * MIB);
+    let big = Rng::new(3).bytes(32 * MIB);
     let img = image(dir.path(), "i", &[("big", &big)]);
     let store = tempfile::tempdir().unwrap();
     let m = Mount::new(&img, &share_opts(store.path(), "d", ""));
@@ -454,9 +454,9 @@ fn gc_while_a_mount_reads_then_after_its_unmount() {
 /// pages are dropped; a new mount prepares the object again.
 #[test]
 fn removing_the_store_under_a_live_mount_changes_nothing_it_reads() {
-    common::require_root();
+    ishare_testkit::tools::require_root();
     let dir = tempfile::tempdir().unwrap();
-    let big = Rng(4).bytes(32 * MIB);
+    let big = Rng::new(4).bytes(32 * MIB);
     let img1 = image(dir.path(), "1", &[("big", &big)]);
     let img2 = image(dir.path(), "2", &[("x/big2", &big)]);
     let store = tempfile::tempdir().unwrap();
@@ -488,9 +488,9 @@ fn age(path: &Path, age: Duration) {
 
 #[test]
 fn gc_max_size_removes_least_recently_used_first() {
-    common::require_root();
+    ishare_testkit::tools::require_root();
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let files: Vec<Vec<u8>> = (0..4).map(|_| rng.bytes(MIB)).collect();
     let names = ["f0", "f1", "f2", "f3"];
     let entries: Vec<(&str, &[u8])> = names
@@ -554,7 +554,7 @@ fn gc_max_size_removes_least_recently_used_first() {
     );
     // Bad sizes are refused.
     let out = run_unchecked(
-        Command::new(common::ishare_bin())
+        Command::new(ishare_bin!())
             .args(["store", "gc", "--max-size", "2X", "--store"])
             .arg(store.path()),
     );
@@ -566,7 +566,7 @@ fn gc_max_size_removes_least_recently_used_first() {
 
 #[test]
 fn doctor_reports_fuse_and_predicts_the_mount_mode() {
-    common::require_root();
+    ishare_testkit::tools::require_root();
     let store_parent = tempfile::tempdir().unwrap();
     let store = store_parent.path().join("store");
     let v = json(&["doctor", "--store", store.to_str().unwrap()]);
@@ -610,7 +610,7 @@ fn doctor_reports_fuse_and_predicts_the_mount_mode() {
     // The mode it predicts is the one a mount logs.
     let mode = v["mode"].as_str().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let data = Rng(6).bytes(100_000);
+    let data = Rng::new(6).bytes(100_000);
     let img = image(dir.path(), "i", &[("f", &data)]);
     let m = Mount::new(&img, &share_opts(&store, "d", ""));
     read_is(&m, "f", &data);
@@ -630,7 +630,7 @@ fn doctor_reports_fuse_and_predicts_the_mount_mode() {
     drop(m);
 
     // Human-readable lines, exit 0.
-    let out = run(Command::new(common::ishare_bin())
+    let out = run(Command::new(ishare_bin!())
         .args(["doctor", "--store"])
         .arg(&store));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -644,7 +644,7 @@ fn doctor_reports_fuse_and_predicts_the_mount_mode() {
     let file = store_parent.path().join("a-file");
     fs::write(&file, b"x").unwrap();
     let out = run_unchecked(
-        Command::new(common::ishare_bin())
+        Command::new(ishare_bin!())
             .args(["doctor", "--json", "--store"])
             .arg(&file),
     );

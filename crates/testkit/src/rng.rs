@@ -1,0 +1,95 @@
+//! The one seeded pseudo-random generator of the tests (splitmix64): deterministic for a
+//! seed on every machine, good enough for test data and mutations, not for anything else.
+
+/// A splitmix64 generator; [`Rng::new`] with the same seed gives the same stream.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed` (any value, zero included).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform-ish in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// `len` bytes of compressible text: words of a small vocabulary, separated by spaces
+    /// and (one in twelve) newlines.
+    pub fn text(&mut self, len: usize) -> Vec<u8> {
+        const WORDS: &[&str] = &[
+            "erofs",
+            "page",
+            "cache",
+            "share",
+            "block",
+            "cluster",
+            "extent",
+            "lz4",
+            "zstd",
+            "deflate",
+            "lzma",
+            "the",
+            "of",
+            "and",
+            "a",
+            "to",
+            "in",
+            "is",
+            "compressed",
+            "inode",
+            "kernel",
+            "mount",
+            "image",
+            "file",
+            "data",
+        ];
+        let mut v = Vec::with_capacity(len + 16);
+        while v.len() < len {
+            let w = WORDS[self.below(WORDS.len() as u64) as usize];
+            v.extend_from_slice(w.as_bytes());
+            v.push(if self.below(12) == 0 { b'\n' } else { b' ' });
+        }
+        v.truncate(len);
+        v
+    }
+
+    /// `len` random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(len + 8);
+        while v.len() < len {
+            v.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        v.truncate(len);
+        v
+    }
+}
+
+/// Deterministic bytes derived from a name (an FNV-style hash of `seed` feeding xorshift):
+/// the same name always gives the same contents, whatever else a tree holds.
+pub fn pseudo_random(seed: &[u8], len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for &b in seed {
+        x = (x ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
+    }
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
