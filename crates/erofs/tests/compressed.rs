@@ -45,7 +45,7 @@ fn seeds() -> &'static [Seed] {
     static SEEDS: OnceLock<Vec<Seed>> = OnceLock::new();
     SEEDS.get_or_init(|| {
         let mut tree = TreeBuilder::new(0);
-        compressible(&mut tree, "z", 0xC0DE, Scale::Small);
+        compressible(&mut tree, "", 0xC0DE, Scale::Small);
         let mkfs = SEED_SPECS
             .iter()
             .map(|(name, args)| {

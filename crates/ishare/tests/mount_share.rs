@@ -26,13 +26,14 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use ishare_testkit::mounts::ErofsMount;
+use ishare_testkit::mounts::{self, ErofsMount, FuseMount};
 use ishare_testkit::snapshot::{CompareOpts, assert_trees_eq, snapshot};
 use ishare_testkit::tools::run;
+use ishare_testkit::tree::write_file;
 use ishare_testkit::tree::{SourceTree, TreeSpec};
 use sha2::{Digest, Sha256};
 
@@ -50,124 +51,18 @@ fn serial() -> MutexGuard<'static, ()> {
 // Mounts
 // ---------------------------------------------------------------------------------------------
 
-/// An `ishare mount`, unmounted on drop.
-struct IshareMount {
-    dir: tempfile::TempDir,
-    /// The daemon when started with `-f`.
-    child: Option<Child>,
-    log: PathBuf,
+/// `ishare mount -o OPTS IMAGE DIR` (detached); logs to a file next to the mount point.
+fn ishare_mount(image: &Path, opts: &str) -> FuseMount {
+    mounts::ishare_mount(&ishare_bin!(), image, opts)
+}
+
+/// `ishare mount -f` as a child process, once its mount is visible.
+fn ishare_mount_foreground(image: &Path, opts: &str) -> FuseMount {
+    mounts::ishare_mount_foreground(&ishare_bin!(), &[], image, opts)
 }
 
 fn is_mounted(dir: &Path) -> bool {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let want = dir.to_str().unwrap();
-    info.lines()
-        .any(|l| l.split(' ').nth(4) == Some(want) && l.contains(" - fuse.ishare "))
-}
-
-impl IshareMount {
-    /// `ishare mount -o OPTS IMAGE DIR` (detached); logs to a file next to the mount point.
-    fn new(image: &Path, opts: &str) -> IshareMount {
-        let dir = tempfile::Builder::new()
-            .prefix("ishare-mnt-")
-            .tempdir()
-            .unwrap();
-        let log = dir.path().with_extension("log");
-        let opts = format!("{opts},log={}", log.display());
-        run(Command::new(ishare_bin!())
-            .args(["mount", "-o", &opts])
-            .arg(image)
-            .arg(dir.path()));
-        assert!(
-            is_mounted(dir.path()),
-            "not mounted after ishare mount returned"
-        );
-        IshareMount {
-            dir,
-            child: None,
-            log,
-        }
-    }
-
-    /// `ishare mount -f` as a child process, once its mount is visible.
-    fn foreground(image: &Path, opts: &str) -> IshareMount {
-        Self::foreground_under(&[], image, opts)
-    }
-
-    /// [`IshareMount::foreground`], run by the command `wrapper` (such as `prlimit`).
-    fn foreground_under(wrapper: &[&str], image: &Path, opts: &str) -> IshareMount {
-        let dir = tempfile::Builder::new()
-            .prefix("ishare-mnt-")
-            .tempdir()
-            .unwrap();
-        let log = dir.path().with_extension("log");
-        let mut cmd = match wrapper.split_first() {
-            Some((prog, args)) => {
-                let mut c = Command::new(prog);
-                c.args(args).arg(ishare_bin!());
-                c
-            }
-            None => Command::new(ishare_bin!()),
-        };
-        let child = cmd
-            .args(["mount", "-f", "-o", opts])
-            .arg(image)
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let m = IshareMount {
-            dir,
-            child: Some(child),
-            log,
-        };
-        let start = Instant::now();
-        while !is_mounted(m.path()) {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "ishare mount -f did not mount: {}",
-                m.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        m
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("foreground mount").id()
-    }
-}
-
-impl Drop for IshareMount {
-    fn drop(&mut self) {
-        use rustix::mount::{UnmountFlags, unmount};
-        if unmount(self.dir.path(), UnmountFlags::empty()).is_err() {
-            let _ = unmount(self.dir.path(), UnmountFlags::DETACH);
-        }
-        if let Some(mut c) = self.child.take() {
-            let start = Instant::now();
-            while c.try_wait().ok().flatten().is_none() {
-                if start.elapsed() > Duration::from_secs(10) {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        if std::env::var_os("ISHARE_TEST_KEEP_LOGS").is_none() {
-            let _ = fs::remove_file(&self.log);
-        }
-    }
+    mounts::is_mounted(dir, "fuse.ishare")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -186,12 +81,6 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     }
     v.truncate(len);
     v
-}
-
-fn write(root: &Path, rel: &str, data: &[u8]) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, data).unwrap();
 }
 
 fn ishare_mkfs(image: &Path, src: &Path, extra: &[&str]) {
@@ -244,12 +133,12 @@ fn pair_with(mkfs1: &dyn Fn(&Path, &Path), mkfs2: &dyn Fn(&Path, &Path)) -> Pair
     let big = pseudo_random(BIG, 1);
     let warm = pseudo_random(300_000, 2);
     let (s1, s2) = (dir.path().join("s1"), dir.path().join("s2"));
-    write(&s1, BIG1, &big);
-    write(&s1, "warm", &warm);
-    write(&s1, "only-in-1", b"one");
-    write(&s2, BIG2, &big);
-    write(&s2, "x/warm", &warm);
-    write(&s2, "only-in-2", b"two");
+    write_file(&s1, BIG1, &big);
+    write_file(&s1, "warm", &warm);
+    write_file(&s1, "only-in-1", b"one");
+    write_file(&s2, BIG2, &big);
+    write_file(&s2, "x/warm", &warm);
+    write_file(&s2, "only-in-2", b"two");
     let (img1, img2) = (dir.path().join("1.erofs"), dir.path().join("2.erofs"));
     mkfs1(&img1, &s1);
     mkfs2(&img2, &s2);
@@ -358,7 +247,7 @@ fn grow(how: &str, file: &Path) -> i64 {
 
 /// Page cache growth of reading the big file through mount 1, then through mount 2.
 /// Both mounts first read their warm-up file, so code paths and metadata are in memory.
-fn measure(m1: &IshareMount, m2: &IshareMount, how: &str) -> (i64, i64) {
+fn measure(m1: &FuseMount, m2: &FuseMount, how: &str) -> (i64, i64) {
     sha256_file(&m1.path().join("warm"));
     sha256_file(&m2.path().join("x/warm"));
     drop_caches();
@@ -411,7 +300,7 @@ fn share_opts(store: &Path, domain: &str, extra: &str) -> String {
     )
 }
 
-fn check_big(m: &IshareMount, rel: &str, want: &[u8; 32]) {
+fn check_big(m: &FuseMount, rel: &str, want: &[u8; 32]) {
     assert_eq!(
         &sha256_file(&m.path().join(rel)),
         want,
@@ -425,8 +314,8 @@ fn check_big(m: &IshareMount, rel: &str, want: &[u8; 32]) {
 fn scenario(p: &Pair, how: &str, opts: &dyn Fn(&Path) -> (String, String)) -> (i64, i64) {
     let store = tempfile::tempdir().unwrap();
     let (o1, o2) = opts(store.path());
-    let m1 = IshareMount::new(&p.img1, &o1);
-    let m2 = IshareMount::new(&p.img2, &o2);
+    let m1 = ishare_mount(&p.img1, &o1);
+    let m2 = ishare_mount(&p.img2, &o2);
     let g = measure(&m1, &m2, how);
     check_big(&m1, BIG1, &p.big_sum);
     check_big(&m2, BIG2, &p.big_sum);
@@ -580,8 +469,8 @@ fn fp_value(content: &[u8]) -> Vec<u8> {
 /// claims `honest`'s content (patched in place; superblock checksum off).
 fn liar_images(dir: &Path, honest: &[u8], liar: &[u8]) -> (PathBuf, PathBuf) {
     let (s1, s2) = (dir.join("h"), dir.join("l"));
-    write(&s1, "f", honest);
-    write(&s2, "g", liar);
+    write_file(&s1, "f", honest);
+    write_file(&s2, "g", liar);
     let (i1, i2) = (dir.join("honest.erofs"), dir.join("liar.erofs"));
     ishare_mkfs(&i1, &s1, &["-E", "nosbcrc"]);
     ishare_mkfs(&i2, &s2, &["-E", "nosbcrc"]);
@@ -600,12 +489,12 @@ fn lying_fingerprints_never_serve_another_images_bytes_with_verify() {
     let opts = share_opts(store.path(), "d", "");
 
     // The liar first: its object is refused, so it serves its own bytes.
-    let ml = IshareMount::new(&li, &opts);
+    let ml = ishare_mount(&li, &opts);
     assert_eq!(fs::read(ml.path().join("g")).unwrap(), liar);
-    let mh = IshareMount::new(&hi, &opts);
+    let mh = ishare_mount(&hi, &opts);
     assert_eq!(fs::read(mh.path().join("f")).unwrap(), honest);
     // A new liar mount once the honest object exists: still its own bytes.
-    let ml2 = IshareMount::new(&li, &opts);
+    let ml2 = ishare_mount(&li, &opts);
     assert_eq!(fs::read(ml2.path().join("g")).unwrap(), liar);
     for m in [&ml, &ml2] {
         let log = m.log_text();
@@ -615,7 +504,7 @@ fn lying_fingerprints_never_serve_another_images_bytes_with_verify() {
                 li.display()
             )),
             "no warning naming the image and path in {}:\n{log}",
-            m.log.display()
+            m.log_path().display()
         );
     }
     // The honest one is shared (its object exists and is verified).
@@ -624,7 +513,7 @@ fn lying_fingerprints_never_serve_another_images_bytes_with_verify() {
     assert_eq!(fs::read(&objects[0]).unwrap(), honest);
 
     // verify=off trusts fingerprints as the kernel does: the liar reads the honest bytes.
-    let trusting = IshareMount::new(&li, &share_opts(store.path(), "d", ",verify=off"));
+    let trusting = ishare_mount(&li, &share_opts(store.path(), "d", ",verify=off"));
     assert_eq!(fs::read(trusting.path().join("g")).unwrap(), honest);
 }
 
@@ -638,15 +527,15 @@ fn a_liar_in_the_same_image_never_serves_the_honest_file() {
     let honest = pseudo_random(8 << 20, 12);
     let liar = pseudo_random(8 << 20, 13);
     let src = dir.path().join("s");
-    write(&src, "f", &honest);
-    write(&src, "g", &liar);
+    write_file(&src, "f", &honest);
+    write_file(&src, "g", &liar);
     let img = dir.path().join("i.erofs");
     ishare_mkfs(&img, &src, &["-E", "nosbcrc"]);
     patch_image(&img, &fp_value(&liar), &fp_value(&honest));
     for extra in ["", ",passthrough=off"] {
         let store = tempfile::tempdir().unwrap();
         // In the foreground: dropping it waits for the daemon, and so for publishing.
-        let m = IshareMount::foreground(&img, &share_opts(store.path(), "d", extra));
+        let m = ishare_mount_foreground(&img, &share_opts(store.path(), "d", extra));
         let g = fs::File::open(m.path().join("g")).unwrap();
         assert_eq!(fs::read(m.path().join("f")).unwrap(), honest, "{extra}");
         assert_eq!(fs::read(m.path().join("g")).unwrap(), liar, "{extra}");
@@ -670,9 +559,9 @@ fn same_fingerprint_with_another_size_is_not_shared() {
     let store = tempfile::tempdir().unwrap();
     // verify=off: only the size rule can keep them apart.
     let opts = share_opts(store.path(), "d", ",verify=off");
-    let mh = IshareMount::new(&hi, &opts);
+    let mh = ishare_mount(&hi, &opts);
     assert_eq!(fs::read(mh.path().join("f")).unwrap(), honest);
-    let ml = IshareMount::new(&li, &opts);
+    let ml = ishare_mount(&li, &opts);
     assert_eq!(fs::read(ml.path().join("g")).unwrap(), longer);
     let log = ml.log_text();
     assert!(
@@ -689,12 +578,12 @@ fn an_image_without_fingerprints_mounts_unshared_with_a_notice() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     let data = pseudo_random(300 << 10, 30);
-    write(&src, "f", &data);
+    write_file(&src, "f", &data);
     let image = dir.path().join("plain.erofs");
     ishare_mkfs(&image, &src, &["--no-xattr-inode-digest"]);
     let store = tempfile::tempdir().unwrap();
     // In the foreground, so that the notice, logged while mounting, lands in the log.
-    let m = IshareMount::foreground(&image, &share_opts(store.path(), "d", ""));
+    let m = ishare_mount_foreground(&image, &share_opts(store.path(), "d", ""));
     assert_eq!(fs::read(m.path().join("f")).unwrap(), data);
     let log = m.log_text();
     assert!(
@@ -735,12 +624,12 @@ fn the_domain_id_stays_secret() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("s");
-    write(&src, "f", &pseudo_random(100_000, 30));
+    write_file(&src, "f", &pseudo_random(100_000, 30));
     let img = dir.path().join("i.erofs");
     ishare_mkfs(&img, &src, &[]);
     let store = tempfile::tempdir().unwrap();
     let secret = "Sup3rSecretDomain";
-    let m = IshareMount::new(&img, &share_opts(store.path(), secret, ""));
+    let m = ishare_mount(&img, &share_opts(store.path(), secret, ""));
     fs::read(m.path().join("f")).unwrap();
     let mounts = fs::read_to_string("/proc/mounts").unwrap();
     assert!(!mounts.contains(secret), "/proc/mounts shows the domain id");
@@ -826,7 +715,7 @@ fn statfs_line(p: &Path) -> String {
 
 fn assert_same_as_kernel(image: &Path, opts: &str) {
     let kernel = ErofsMount::new(image, &[]);
-    let ours = IshareMount::new(image, opts);
+    let ours = ishare_mount(image, opts);
     assert_trees_eq(
         "kernel mount",
         &snapshot(kernel.path()),
@@ -891,11 +780,7 @@ fn works_as_a_mount_helper() {
         &format!("rw,{opts}"),
     ]));
     assert!(is_mounted(dir.path()), "the helper did not mount");
-    let m = IshareMount {
-        dir,
-        child: None,
-        log: PathBuf::from("/nonexistent"),
-    };
+    let m = FuseMount::adopt(dir);
     check_big(&m, BIG1, &p.big_sum);
     drop(m);
     // The detached daemon publishes the object in the background.
@@ -952,8 +837,8 @@ fn unmounting_one_mount_while_another_reads_the_shared_file() {
     let p = pair(&[]);
     let store = tempfile::tempdir().unwrap();
     let opts = share_opts(store.path(), "d", "");
-    let m1 = IshareMount::new(&p.img1, &opts);
-    let m2 = IshareMount::new(&p.img2, &opts);
+    let m1 = ishare_mount(&p.img1, &opts);
+    let m2 = ishare_mount(&p.img2, &opts);
     check_big(&m1, BIG1, &p.big_sum);
     let mut f = fs::File::open(m2.path().join(BIG2)).unwrap();
     let mut h = Sha256::new();
@@ -996,13 +881,18 @@ fn more_shared_files_than_the_open_file_limit() {
         })
         .collect();
     for (rel, data) in &files {
-        write(&src, rel, data);
+        write_file(&src, rel, data);
     }
     let img = dir.path().join("i.erofs");
     ishare_mkfs(&img, &src, &[]);
     let store = tempfile::tempdir().unwrap();
     let opts = share_opts(store.path(), "d", "");
-    let m = IshareMount::foreground_under(&["prlimit", "--nofile=128:128", "--"], &img, &opts);
+    let m = mounts::ishare_mount_foreground(
+        &ishare_bin!(),
+        &["prlimit", "--nofile=128:128", "--"],
+        &img,
+        &opts,
+    );
     // Some files held open at once, the others opened and closed one by one.
     let held: Vec<fs::File> = files[..20]
         .iter()
@@ -1029,7 +919,7 @@ fn kill_during_materialization_then_remount_reads_every_byte() {
     let dir = tempfile::tempdir().unwrap();
     let big = pseudo_random(256 << 20, 40);
     let src = dir.path().join("s");
-    write(&src, "big", &big);
+    write_file(&src, "big", &big);
     let img = dir.path().join("i.erofs");
     ishare_mkfs(&img, &src, &[]);
     drop(big);
@@ -1038,7 +928,7 @@ fn kill_during_materialization_then_remount_reads_every_byte() {
     let opts = share_opts(store.path(), "d", "");
     for delay_ms in [30u64, 150] {
         drop_caches();
-        let m = IshareMount::foreground(&img, &opts);
+        let m = ishare_mount_foreground(&img, &opts);
         let path = m.path().join("big");
         let reader = std::thread::spawn(move || fs::read(path).map(|d| d.len()));
         std::thread::sleep(Duration::from_millis(delay_ms));
@@ -1060,7 +950,7 @@ fn kill_during_materialization_then_remount_reads_every_byte() {
             assert_eq!(sha256_file(&f), want, "damaged object {}", f.display());
         }
     }
-    let m = IshareMount::foreground(&img, &opts);
+    let m = ishare_mount_foreground(&img, &opts);
     assert_eq!(sha256_file(&m.path().join("big")), want);
     // The daemon publishes the object in the background and waits for it on exit.
     drop(m);
@@ -1086,8 +976,8 @@ fn concurrent_readers_across_mounts() {
     let big = std::sync::Arc::new(pseudo_random(BIG, 1));
     let store = tempfile::tempdir().unwrap();
     let opts = share_opts(store.path(), "d1", "");
-    let mounts: Vec<IshareMount> = (0..8)
-        .map(|i| IshareMount::new(if i % 2 == 0 { &p.img1 } else { &p.img2 }, &opts))
+    let mounts: Vec<FuseMount> = (0..8)
+        .map(|i| ishare_mount(if i % 2 == 0 { &p.img1 } else { &p.img2 }, &opts))
         .collect();
     let files: Vec<PathBuf> = mounts
         .iter()

@@ -20,117 +20,30 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use ishare_testkit::mounts::{self, FuseMount};
 use ishare_testkit::rng::Rng;
 use ishare_testkit::tools::{run, run_unchecked};
+use ishare_testkit::tree::write_file;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const MIB: usize = 1 << 20;
 
-/// An `ishare mount -f` child process, unmounted (and waited for) on drop.
-struct Mount {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-fn is_mounted(dir: &Path) -> bool {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let want = dir.to_str().unwrap();
-    info.lines()
-        .any(|l| l.split(' ').nth(4) == Some(want) && l.contains(" - fuse.ishare "))
-}
-
-impl Mount {
-    /// Foreground mounts: the daemon is our child, so an unmount can wait until it has
-    /// exited and released its hold on the store (gc right after must see that).
-    fn new(image: &Path, opts: &str) -> Mount {
-        let dir = tempfile::Builder::new()
-            .prefix("ishare-mnt-")
-            .tempdir()
-            .unwrap();
-        let log = dir.path().with_extension("log");
-        let child = Command::new(ishare_bin!())
-            .args(["mount", "-f", "-o", opts])
-            .arg(image)
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut m = Mount {
-            dir,
-            child: Some(child),
-            log,
-        };
-        let start = Instant::now();
-        while !is_mounted(m.path()) {
-            if let Some(st) = m.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("ishare mount -f exited ({st}): {}", m.log_text());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "ishare mount -f did not mount: {}",
-                m.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        m
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Unmounts and waits for the daemon to exit.
-    fn unmount(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        use rustix::mount::{UnmountFlags, unmount};
-        if unmount(self.dir.path(), UnmountFlags::empty()).is_err() {
-            let _ = unmount(self.dir.path(), UnmountFlags::DETACH);
-        }
-        if let Some(mut c) = self.child.take() {
-            let start = Instant::now();
-            while c.try_wait().unwrap().is_none() {
-                if start.elapsed() > Duration::from_secs(20) {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    panic!("the mount daemon did not exit after unmount");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = fs::remove_file(&self.log);
-    }
-}
-
-fn write(root: &Path, rel: &str, data: &[u8]) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, data).unwrap();
+/// `ishare mount -f` as a child process: the daemon is our child, so an unmount can wait
+/// until it has exited and released its hold on the store (gc right after must see that);
+/// one that does not exit fails the test.
+fn mount(image: &Path, opts: &str) -> FuseMount {
+    mounts::ishare_mount_foreground(&ishare_bin!(), &[], image, opts).require_exit()
 }
 
 /// An image built by `ishare mkfs` (fingerprints on) from `files`.
 fn image(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
     let src = dir.join(format!("{name}.src"));
     for (rel, data) in files {
-        write(&src, rel, data);
+        write_file(&src, rel, data);
     }
     let img = dir.join(format!("{name}.erofs"));
     run(Command::new(ishare_bin!())
@@ -152,7 +65,7 @@ fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
-fn read_is(m: &Mount, rel: &str, want: &[u8]) {
+fn read_is(m: &FuseMount, rel: &str, want: &[u8]) {
     let got = fs::read(m.path().join(rel)).unwrap();
     assert!(
         got == want,
@@ -236,10 +149,10 @@ fn stat_counts_the_objects_of_several_mounts() {
     );
     let store = tempfile::tempdir().unwrap();
     let (d1, d2) = ("Secret-Domain-One", "Secret-Domain-Two");
-    let m1 = Mount::new(&img1, &share_opts(store.path(), d1, ""));
-    let m2 = Mount::new(&img2, &share_opts(store.path(), d1, ""));
+    let m1 = mount(&img1, &share_opts(store.path(), d1, ""));
+    let m2 = mount(&img2, &share_opts(store.path(), d1, ""));
     // Another domain, unverified: its own object of the same content.
-    let m3 = Mount::new(&img1, &share_opts(store.path(), d2, ",verify=off"));
+    let m3 = mount(&img1, &share_opts(store.path(), d2, ",verify=off"));
     read_is(&m1, "shared", &shared);
     read_is(&m1, "only1", &only1);
     read_is(&m2, "d/shared-copy", &shared);
@@ -318,8 +231,8 @@ fn gc_removes_unused_objects_and_skips_held_ones() {
     let img_a = image(dir.path(), "a", &[("a", &a)]);
     let img_b = image(dir.path(), "b", &[("b", &b)]);
     let store = tempfile::tempdir().unwrap();
-    let ma = Mount::new(&img_a, &share_opts(store.path(), "d", ""));
-    let mb = Mount::new(&img_b, &share_opts(store.path(), "d", ""));
+    let ma = mount(&img_a, &share_opts(store.path(), "d", ""));
+    let mb = mount(&img_b, &share_opts(store.path(), "d", ""));
     read_is(&ma, "a", &a);
     read_is(&mb, "b", &b);
     stat_when(store.path(), 2);
@@ -368,7 +281,7 @@ fn gc_removes_unused_objects_and_skips_held_ones() {
     read_is(&ma, "a", &a);
 
     // A new mount of b prepares its object again.
-    let mb = Mount::new(&img_b, &share_opts(store.path(), "d", ""));
+    let mb = mount(&img_b, &share_opts(store.path(), "d", ""));
     read_is(&mb, "b", &b);
     stat_when(store.path(), 2);
     drop(mb);
@@ -423,7 +336,7 @@ fn gc_while_a_mount_reads_then_after_its_unmount() {
     let big = Rng::new(3).bytes(32 * MIB);
     let img = image(dir.path(), "i", &[("big", &big)]);
     let store = tempfile::tempdir().unwrap();
-    let m = Mount::new(&img, &share_opts(store.path(), "d", ""));
+    let m = mount(&img, &share_opts(store.path(), "d", ""));
     // The first open prepares the object; it is published in the background.
     read_is(&m, "big", &big);
     stat_when(store.path(), 1);
@@ -460,7 +373,7 @@ fn removing_the_store_under_a_live_mount_changes_nothing_it_reads() {
     let img1 = image(dir.path(), "1", &[("big", &big)]);
     let img2 = image(dir.path(), "2", &[("x/big2", &big)]);
     let store = tempfile::tempdir().unwrap();
-    let m1 = Mount::new(&img1, &share_opts(store.path(), "d", ""));
+    let m1 = mount(&img1, &share_opts(store.path(), "d", ""));
     read_is(&m1, "big", &big);
     stat_when(store.path(), 1);
     let sum = read_with_pause(&m1.path().join("big"), || {
@@ -471,7 +384,7 @@ fn removing_the_store_under_a_live_mount_changes_nothing_it_reads() {
     // New opens through the same mount use the same (removed) object.
     read_is(&m1, "big", &big);
     // Another mount finds no object and prepares one.
-    let m2 = Mount::new(&img2, &share_opts(store.path(), "d", ""));
+    let m2 = mount(&img2, &share_opts(store.path(), "d", ""));
     read_is(&m2, "x/big2", &big);
     let v = stat_when(store.path(), 1);
     assert_eq!((n(&v, "objects"), n(&v, "in_use_objects")), (1, 1), "{v:#}");
@@ -501,7 +414,7 @@ fn gc_max_size_removes_least_recently_used_first() {
     let img = image(dir.path(), "all", &entries);
     let img0 = image(dir.path(), "zero", &[("only-f0", &files[0])]);
     let store = tempfile::tempdir().unwrap();
-    let m = Mount::new(&img, &share_opts(store.path(), "d", ""));
+    let m = mount(&img, &share_opts(store.path(), "d", ""));
     for (n, d) in names.iter().zip(&files) {
         read_is(&m, n, d);
     }
@@ -533,7 +446,7 @@ fn gc_max_size_removes_least_recently_used_first() {
     assert_eq!(du, 4 * MIB as u64, "objects take more than their size here");
 
     // f0, the oldest, is in use: skipped; f1 and f2 go; then 2 MiB fit in 2600 KiB.
-    let m0 = Mount::new(&img0, &share_opts(store.path(), "d", ""));
+    let m0 = mount(&img0, &share_opts(store.path(), "d", ""));
     read_is(&m0, "only-f0", &files[0]);
     // (Reading it made it the most recently used: make it the oldest again.)
     age_all();
@@ -612,7 +525,7 @@ fn doctor_reports_fuse_and_predicts_the_mount_mode() {
     let dir = tempfile::tempdir().unwrap();
     let data = Rng::new(6).bytes(100_000);
     let img = image(dir.path(), "i", &[("f", &data)]);
-    let m = Mount::new(&img, &share_opts(&store, "d", ""));
+    let m = mount(&img, &share_opts(&store, "d", ""));
     read_is(&m, "f", &data);
     let log = m.log_text();
     let logged = if log.contains("kernel FUSE passthrough to store objects") {

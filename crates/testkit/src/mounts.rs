@@ -252,6 +252,16 @@ impl FuseMount {
         m
     }
 
+    /// Takes over a FUSE mount already made on `dir` (no daemon child, no log).
+    pub fn adopt(dir: tempfile::TempDir) -> FuseMount {
+        FuseMount {
+            dir,
+            child: None,
+            log: PathBuf::from("/nonexistent"),
+            require_exit: false,
+        }
+    }
+
     /// Makes the unmount (on drop too) fail the test if the foreground daemon does not
     /// exit within 20 s of it.
     pub fn require_exit(mut self) -> FuseMount {
@@ -261,6 +271,11 @@ impl FuseMount {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The daemon's log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// What the daemon logged so far.
@@ -295,6 +310,40 @@ impl FuseMount {
             }
         }
     }
+}
+
+/// `BIN mount -o OPTS,log=LOG IMAGE DIR`: an `ishare mount` whose daemon detaches; `bin` is
+/// the `ishare` binary (see [`crate::ishare_bin`]).
+pub fn ishare_mount(bin: &Path, image: &Path, opts: &str) -> FuseMount {
+    FuseMount::detached("fuse.ishare", |dir, log| {
+        let mut c = Command::new(bin);
+        c.args(["mount", "-o", &format!("{opts},log={}", log.display())])
+            .arg(image)
+            .arg(dir);
+        c
+    })
+}
+
+/// `[WRAPPER...] BIN mount -f -o OPTS IMAGE DIR` as a child process (e.g. under `prlimit`),
+/// once its mount is visible.
+pub fn ishare_mount_foreground(
+    bin: &Path,
+    wrapper: &[&str],
+    image: &Path,
+    opts: &str,
+) -> FuseMount {
+    FuseMount::foreground("fuse.ishare", |dir| {
+        let mut c = match wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        c.args(["mount", "-f", "-o", opts]).arg(image).arg(dir);
+        c
+    })
 }
 
 impl Drop for FuseMount {

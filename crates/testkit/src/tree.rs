@@ -292,6 +292,15 @@ impl TreeBuilder {
     }
 }
 
+/// Writes `data` to `root/rel`, creating the missing parent directories (for tests that
+/// need a few plain files, not a profile).
+pub fn write_file(root: &Path, rel: &str, data: &[u8]) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().expect("a file has a parent"))
+        .unwrap_or_else(|e| panic!("mkdir -p {}: {e}", p.display()));
+    fs::write(&p, data).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+}
+
 // ---------------------------------------------------------------------------------------------
 // The foundation profile: every name, every size
 // ---------------------------------------------------------------------------------------------
@@ -1077,15 +1086,24 @@ pub enum Scale {
     Large,
 }
 
-/// Adds the directory `dir` (BASE metadata) of files that compress well, badly and not at
+/// Adds the directory `dir` (BASE metadata; `""`: the root) of files that compress well, badly and not at
 /// all, from `Rng::new(seed)`: `text`, `pattern` (a repeated pattern), `zeros`, `random`,
 /// `mixed` (text, random bytes and zeros), near-copies (the same data at other offsets and
 /// lengths, for dedupe); [`Scale::Large`] adds random 4 KiB blocks between text (`blocks`),
 /// text files `t-SIZE.txt` and a 1.5 MiB `big-text.txt`.
 pub fn compressible(t: &mut TreeBuilder, dir: &str, seed: u64, scale: Scale) {
     let mut rng = Rng::new(seed);
-    t.dir(dir.as_bytes(), BASE_DIR);
-    let mut w = |name: &str, data: &[u8]| t.file(format!("{dir}/{name}").as_bytes(), data, BASE);
+    if !dir.is_empty() {
+        t.dir(dir.as_bytes(), BASE_DIR);
+    }
+    let mut w = |name: &str, data: &[u8]| {
+        let rel = if dir.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{dir}/{name}")
+        };
+        t.file(rel.as_bytes(), data, BASE)
+    };
     let pattern =
         |unit: &[u8], len: usize| -> Vec<u8> { unit.iter().copied().cycle().take(len).collect() };
     if scale == Scale::Small {
