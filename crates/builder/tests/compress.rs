@@ -346,53 +346,104 @@ macro_rules! case {
     };
 }
 
+/// Every compression case: (test, name, block size, -z, pcluster size, ztailpacking,
+/// legacy-compress).
+const CASES: &[(&str, &str, u32, &str, u32, bool, bool)] = &[
+    ("lz4", "lz4", 4096, "lz4", 4096, false, false),
+    ("lz4", "lz4-C16k-tail", 4096, "lz4", 16384, true, false),
+    (
+        "lz4",
+        "lz4-legacy-tail-b1024",
+        1024,
+        "lz4",
+        1024,
+        true,
+        true,
+    ),
+    ("lz4hc", "lz4hc", 4096, "lz4hc,12", 4096, false, false),
+    ("lz4hc", "lz4hc-C64k", 4096, "lz4hc", 65536, false, false),
+    (
+        "lz4hc",
+        "lz4hc-b512-C4k-tail",
+        512,
+        "lz4hc",
+        4096,
+        true,
+        false,
+    ),
+    ("lzma", "lzma-tail", 4096, "lzma", 4096, true, false),
+    (
+        "lzma",
+        "lzma-C64k-legacy",
+        4096,
+        "lzma,level=4",
+        65536,
+        false,
+        true,
+    ),
+    ("deflate", "deflate", 4096, "deflate", 4096, false, false),
+    (
+        "deflate",
+        "deflate-C16k-tail-b2048",
+        2048,
+        "deflate,9",
+        16384,
+        true,
+        false,
+    ),
+    ("zstd", "zstd-tail", 4096, "zstd", 4096, true, false),
+    (
+        "zstd",
+        "zstd-C64k-legacy",
+        4096,
+        "zstd,level=9",
+        65536,
+        false,
+        true,
+    ),
+];
+
+/// Runs the cases of `test` in [`CASES`].
+fn suite_of(test: &str) {
+    let cases: Vec<Case> = CASES
+        .iter()
+        .filter(|c| c.0 == test)
+        .map(|&(_, name, bs, z, pcluster, ztailpacking, legacy)| Case {
+            name,
+            bs,
+            z,
+            pcluster,
+            ztailpacking,
+            legacy,
+        })
+        .collect();
+    assert!(!cases.is_empty(), "no cases for {test}");
+    suite(&cases);
+}
+
 #[test]
 fn lz4() {
-    suite(&[
-        case!("lz4", 4096, "lz4", 4096, false, false),
-        case!("lz4-C16k-tail", 4096, "lz4", 16384, true, false),
-        case!("lz4-legacy-tail-b1024", 1024, "lz4", 1024, true, true),
-    ]);
+    suite_of("lz4");
 }
 
 #[test]
 fn lz4hc() {
-    suite(&[
-        case!("lz4hc", 4096, "lz4hc,12", 4096, false, false),
-        case!("lz4hc-C64k", 4096, "lz4hc", 65536, false, false),
-        case!("lz4hc-b512-C4k-tail", 512, "lz4hc", 4096, true, false),
-    ]);
+    suite_of("lz4hc");
 }
 
 #[test]
 fn lzma() {
-    suite(&[
-        case!("lzma-tail", 4096, "lzma", 4096, true, false),
-        case!("lzma-C64k-legacy", 4096, "lzma,level=4", 65536, false, true),
-    ]);
+    suite_of("lzma");
 }
 
 #[test]
 fn deflate() {
-    suite(&[
-        case!("deflate", 4096, "deflate", 4096, false, false),
-        case!(
-            "deflate-C16k-tail-b2048",
-            2048,
-            "deflate,9",
-            16384,
-            true,
-            false
-        ),
-    ]);
+    suite_of("deflate");
 }
 
 #[test]
 fn zstd() {
-    suite(&[
-        case!("zstd-tail", 4096, "zstd", 4096, true, false),
-        case!("zstd-C64k-legacy", 4096, "zstd,level=9", 65536, false, true),
-    ]);
+    suite_of("zstd");
 }
 
 /// `--compress-hints`: per-file pcluster sizes and algorithms, and files left

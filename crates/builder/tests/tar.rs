@@ -51,6 +51,30 @@ fn gnu_tar() -> Command {
     Command::new(host_tool("tar"))
 }
 
+/// Writes the 4 KiB block-size tree into `dir/src` and returns that path.
+fn source(dir: &Path, large_ids: bool) -> PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir(&src).unwrap();
+    block_tree(&BlockTree {
+        block_size: 4096,
+        large_ids,
+    })
+    .write(&src, false);
+    src
+}
+
+/// `tar ARGS -C SRC -cf TARBALL .`
+fn archive(args: &[&str], src: &Path, tarball: &Path) {
+    run(gnu_tar()
+        .args(args)
+        .arg("-C")
+        .arg(src)
+        .arg("-cf")
+        .arg(tarball)
+        .arg("."))
+    .unwrap();
+}
+
 /// Compresses `src` with `tool args` into `dst`.
 fn compress(tool: &str, args: &[&str], src: &Path, dst: &Path) {
     let out = std::fs::File::create(dst).unwrap();
@@ -126,25 +150,14 @@ fn read(p: &Path) -> Vec<u8> {
 fn tarball_equals_extracted_directory() {
     require_root();
     let tmp = Tmpfs::new();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    block_tree(&BlockTree {
-        block_size: 4096,
-        large_ids: true,
-    })
-    .write(&src, false);
+    let src = source(tmp.path(), true);
     add_long_paths(&src);
     let mut failures = Vec::new();
     for format in ["gnu", "pax"] {
         let tarball = tmp.path().join(format!("layer-{format}.tar"));
-        run(gnu_tar()
-            .arg(format!("--format={format}"))
-            .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-C"])
-            .arg(&src)
-            .arg("-cf")
-            .arg(&tarball)
-            .arg("."))
-        .unwrap();
+        let fmt = format!("--format={format}");
+        let args = [&fmt, "--xattrs", "--xattrs-include=*", "--numeric-owner"];
+        archive(&args, &src, &tarball);
         let ext = tmp.path().join(format!("ext-{format}"));
         std::fs::create_dir(&ext).unwrap();
         run(gnu_tar()
@@ -529,13 +542,7 @@ fn aufs_whiteouts() {
     std::fs::write(layer.join("o/.wh..wh..opq"), b"").unwrap();
     std::fs::write(layer.join("o/new"), b"new").unwrap();
     let tarball = tmp.path().join("layer.tar");
-    run(gnu_tar()
-        .args(["--format=pax", "-C"])
-        .arg(&layer)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg("."))
-    .unwrap();
+    archive(&["--format=pax"], &layer, &tarball);
 
     // Without --aufs the names stay as they are.
     let img = tmp.path().join("plain.img");
@@ -666,21 +673,13 @@ fn via_stdin(img: &Path, data: Vec<u8>) -> Result<(), String> {
 fn fifo_and_stdin() {
     require_root();
     let tmp = Tmpfs::new();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    block_tree(&BlockTree {
-        block_size: 4096,
-        large_ids: false,
-    })
-    .write(&src, false);
+    let src = source(tmp.path(), false);
     let tarball = tmp.path().join("layer.tar");
-    run(gnu_tar()
-        .args(["--format=pax", "--xattrs", "--xattrs-include=*", "-C"])
-        .arg(&src)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg("."))
-    .unwrap();
+    archive(
+        &["--format=pax", "--xattrs", "--xattrs-include=*"],
+        &src,
+        &tarball,
+    );
     let o = options(4096, TimePolicy::Keep, 2);
     let reference = tmp.path().join("ref.img");
     build_tar(&TarInput::Path(tarball.clone()), &reference, &o).unwrap();
@@ -863,21 +862,9 @@ fn hostile_and_truncated_archives() {
     }
 
     // Truncated and corrupt compressed streams of a real layer.
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    block_tree(&BlockTree {
-        block_size: 4096,
-        large_ids: false,
-    })
-    .write(&src, false);
+    let src = source(tmp.path(), false);
     let tarball = tmp.path().join("layer.tar");
-    run(gnu_tar()
-        .args(["--format=gnu", "-C"])
-        .arg(&src)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg("."))
-    .unwrap();
+    archive(&["--format=gnu"], &src, &tarball);
     for (label, path) in variants(&tarball).into_iter().skip(1) {
         let data = read(&path);
         let cut = tmp.path().join(format!("cut.{label}"));

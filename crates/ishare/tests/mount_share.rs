@@ -15,7 +15,7 @@
 //!   16 readers across 8 mounts racing the first preparation: right bytes, no hang;
 //! * the domain id appears in no store path, /proc/mounts line or daemon command line.
 //!
-//! Needs root, /dev/fuse, a C compiler (for `tests/vm/memtool.c`) and mkfs.erofs 1.9.4
+//! Needs root, /dev/fuse, a C compiler (for testkit's `vm/memtool.c`) and mkfs.erofs 1.9.4
 //! (`scripts/install-deps.sh`). The tests of this file run one at a time (they measure the
 //! whole machine's page cache).
 
@@ -162,7 +162,7 @@ fn memtool() -> &'static Path {
         let dir = std::env::temp_dir().join(format!("ishare-memtool-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let out = dir.join("memtool");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/memtool.c");
+        let src = ishare_testkit::vm::memtool_source();
         run(Command::new("cc").args(["-O2", "-o"]).arg(&out).arg(&src));
         out
     })

@@ -550,9 +550,15 @@ fn has_interp(elf: &[u8]) -> bool {
     (0..phnum as usize).any(|i| rd32(phoff as usize + i * phentsize as usize) == Some(PT_INTERP))
 }
 
+/// The source of memtool, the reader through one kernel path each (read(2), mmap,
+/// sendfile, splice) the VM and the host's page cache tests use.
+pub fn memtool_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/vm/memtool.c")
+}
+
 /// Compiles `memtool.c` statically into `dir`.
 fn compile_memtool(dir: &Path) -> Result<PathBuf> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/vm/memtool.c");
+    let src = memtool_source();
     let out = dir.join("memtool");
     let gcc = find_tool("gcc", "build-essential")?;
     let res = Command::new(&gcc)
