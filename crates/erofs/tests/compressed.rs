@@ -14,7 +14,6 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ishare_erofs::{
@@ -24,6 +23,7 @@ use ishare_testkit::Rng;
 use ishare_testkit::image::{self, Seed, build_seeds, fix_checksum, open};
 use ishare_testkit::tools::mkfs_194;
 use ishare_testkit::tree::{Scale, TreeBuilder, compressible};
+use ishare_testkit::watchdog::{Tally, panic_message, watchdog};
 
 /// The mkfs options of the seeds (all also get `--xattr-inode-digest`).
 const SEED_SPECS: &[(&str, &[&str])] = &[
@@ -324,17 +324,6 @@ fn absurd_full_indexes() {
     }
 }
 
-/// Outcome counts of the random flips.
-#[derive(Debug, Default)]
-struct Tally {
-    iterations: u64,
-    ok: u64,
-    corrupt: u64,
-    unsupported: u64,
-    panics: Vec<String>,
-    silent: Vec<String>,
-}
-
 const FLIP_TIME: Duration = Duration::from_secs(16);
 const HANG_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -342,8 +331,7 @@ const HANG_TIMEOUT: Duration = Duration::from_secs(10);
 fn random_flips_in_pclusters_and_indexes() {
     let started = Instant::now();
     let seeds = seeds();
-    let (tx, rx) = mpsc::channel::<Option<Tally>>();
-    std::thread::spawn(move || {
+    let t = watchdog("a check of a flipped image", HANG_TIMEOUT, move |beat| {
         let mut t = Tally::default();
         let per_seed = FLIP_TIME / seeds.len() as u32;
         for (si, s) in seeds.iter().enumerate() {
@@ -368,23 +356,17 @@ fn random_flips_in_pclusters_and_indexes() {
                     }
                 }
                 fix_checksum(&mut bytes);
-                if tx.send(None).is_err() {
-                    return;
-                }
+                beat(format!("{} flip {i}", s.name));
                 match catch_unwind(AssertUnwindSafe(|| check(bytes))) {
                     Ok(Ok(r)) if r.fingerprints_verified == base => t.ok += 1,
-                    Ok(Ok(r)) => t.silent.push(format!("{} flip {i}: {r:?}", s.name)),
+                    Ok(Ok(r)) => t.wrong.push(format!("{} flip {i}: {r:?}", s.name)),
                     Ok(Err(e)) if e.is_corruption() => t.corrupt += 1,
                     Ok(Err(e)) if matches!(e.kind(), ErrorKind::Unsupported(_)) => {
                         t.unsupported += 1
                     }
-                    Ok(Err(e)) => t.silent.push(format!("{} flip {i}: odd error {e}", s.name)),
+                    Ok(Err(e)) => t.wrong.push(format!("{} flip {i}: odd error {e}", s.name)),
                     Err(p) => {
-                        let msg = p
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
+                        let msg = panic_message(&*p);
                         t.panics.push(format!("{} flip {i}: {msg}", s.name));
                     }
                 }
@@ -392,21 +374,14 @@ fn random_flips_in_pclusters_and_indexes() {
                 i += 1;
             }
         }
-        let _ = tx.send(Some(t));
+        t
     });
-    let t = loop {
-        match rx.recv_timeout(HANG_TIMEOUT) {
-            Ok(None) => {}
-            Ok(Some(t)) => break t,
-            Err(e) => panic!("a check of a flipped image hangs or died: {e:?}"),
-        }
-    };
     println!("{t:?} in {:?}", started.elapsed());
     assert!(t.panics.is_empty(), "panics:\n{}", t.panics.join("\n"));
     assert!(
-        t.silent.is_empty(),
+        t.wrong.is_empty(),
         "wrong data or odd errors:\n{}",
-        t.silent.join("\n")
+        t.wrong.join("\n")
     );
     assert!(t.corrupt > t.iterations / 2, "{t:?}");
 }

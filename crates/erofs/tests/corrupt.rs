@@ -35,6 +35,7 @@ use ishare_testkit::image::{
 };
 use ishare_testkit::tools::{mkfs_15, mkfs_194};
 use ishare_testkit::tree::{long_link_target, reader_tree};
+use ishare_testkit::watchdog::{Tally, panic_message, watchdog};
 
 // ---------------------------------------------------------------------------------------------
 // Seed images
@@ -1500,34 +1501,12 @@ fn mutate(bytes: &[u8], ranges: &[(u64, u64)], seed: u64) -> Vec<u8> {
     b
 }
 
-/// Outcome of a mutated check, for the summary.
-#[derive(Debug, Default)]
-struct Tally {
-    iterations: u64,
-    ok: u64,
-    corrupt: u64,
-    unsupported: u64,
-    other: u64,
-    /// Largest single allocation of one check, and the image size it was for.
-    largest_alloc: (usize, usize),
-    panics: Vec<String>,
-}
-
-/// Messages of the mutation thread to the watchdog.
-#[derive(Debug)]
-enum Progress {
-    /// An iteration starts: seed image name, mutation seed.
-    Starting(&'static str, u64),
-    /// All done.
-    Done(Tally),
-}
-
 #[test]
 fn random_mutations() {
     let started = Instant::now();
     let seeds = seeds();
-    let (tx, rx) = mpsc::channel::<Progress>();
-    std::thread::spawn(move || {
+    let what = "a mutated check (reproduce with `mutate`: seed image, mutation seed)";
+    let tally = watchdog(what, HANG_TIMEOUT, move |beat| {
         let mut tally = Tally::default();
         let per_seed = MUTATION_TIME / seeds.len() as u32;
         for (si, s) in seeds.iter().enumerate() {
@@ -1536,9 +1515,7 @@ fn random_mutations() {
             let mut i = 0;
             while i < MUTATION_MAX_ITERS && t0.elapsed() < per_seed {
                 let mseed = (si as u64) << 32 | i;
-                if tx.send(Progress::Starting(s.name, mseed)).is_err() {
-                    return;
-                }
+                beat(format!("({}, {mseed:#x})", s.name));
                 let b = mutate(&s.bytes, &ranges, mseed);
                 let r = catch_unwind(AssertUnwindSafe(|| check_measured(b.clone())));
                 if let Ok((_, largest)) = &r {
@@ -1552,11 +1529,7 @@ fn random_mutations() {
                         None => tally.other += 1,
                     },
                     Err(p) => {
-                        let msg = p
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
+                        let msg = panic_message(&*p);
                         let path = format!("/tmp/ishare-corrupt-{}-{mseed:#x}.img", s.name);
                         let _ = std::fs::write(&path, &b);
                         tally.panics.push(format!(
@@ -1569,22 +1542,8 @@ fn random_mutations() {
                 i += 1;
             }
         }
-        let _ = tx.send(Progress::Done(tally));
+        tally
     });
-    let mut current = None;
-    let tally = loop {
-        match rx.recv_timeout(HANG_TIMEOUT) {
-            Ok(Progress::Starting(name, mseed)) => current = Some((name, mseed)),
-            Ok(Progress::Done(tally)) => break tally,
-            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                "a mutated check hangs (no progress in {HANG_TIMEOUT:?}): (seed image, \
-                 mutation seed) = {current:?}; reproduce with `mutate`"
-            ),
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                panic!("the mutation thread died after {current:?}")
-            }
-        }
-    };
     println!("{tally:?} in {:?}", started.elapsed());
     assert!(
         tally.panics.is_empty(),

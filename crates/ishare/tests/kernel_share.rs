@@ -179,9 +179,16 @@ struct Shared {
     big_sha256: String,
 }
 
+impl Shared {
+    /// Whether the guest kernel logged a line containing `needle`.
+    fn logged(&self, needle: &str) -> bool {
+        self.run.vm.dmesg.iter().any(|l| l.contains(needle))
+    }
+}
+
 /// `ishare mkfs` (fingerprints are its default).
 fn ishare_mkfs(src: &Path, image: &Path, digest: bool) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ishare"));
+    let mut cmd = Command::new(ishare_testkit::ishare_bin!());
     cmd.arg("mkfs").arg("--quiet");
     if !digest {
         cmd.arg("--no-xattr-inode-digest");
@@ -335,11 +342,7 @@ fn read_shares_within_a_domain() {
     );
     let s = shared_run();
     assert!(
-        s.run
-            .vm
-            .dmesg
-            .iter()
-            .any(|l| l.contains("EXPERIMENTAL EROFS page cache share support in use")),
+        s.logged("EXPERIMENTAL EROFS page cache share support in use"),
         "Linux 7.2 did not log that page cache share is in use{}",
         describe(s)
     );
@@ -423,11 +426,7 @@ fn image_without_fingerprints_mounts_unshared() {
     );
     let s = shared_run();
     assert!(
-        s.run
-            .vm
-            .dmesg
-            .iter()
-            .any(|l| l.contains("Turning off inode_share")),
+        s.logged("Turning off inode_share"),
         "Linux 7.2 did not log that it turned off inode_share for an image without \
          fingerprints{}",
         describe(s)

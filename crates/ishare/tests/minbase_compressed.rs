@@ -490,11 +490,7 @@ fn minbase_compressed_images() {
                     let Some(cfg) = configs.get(i) else { break };
                     let r = std::panic::catch_unwind(|| check_config(cfg, &src));
                     if let Err(e) = r {
-                        let msg = e
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
+                        let msg = ishare_testkit::watchdog::panic_message(&*e);
                         let line = format!("{} ({}): {msg}", cfg.name, cfg.args.join(" "));
                         failed.lock().unwrap().insert(i, line);
                     }

@@ -10,7 +10,8 @@
 //! * [`snapshot`]: ONE snapshot of a directory tree and its comparison;
 //! * [`image`]: byte-level patching of EROFS images (fields, superblock checksum);
 //! * [`rng`]: the seeded pseudo-random generator;
-//! * [`vm`]: the Linux 7.2 VM harness (QEMU, busybox initramfs).
+//! * [`vm`]: the Linux 7.2 VM harness (QEMU, busybox initramfs);
+//! * [`watchdog`]: bounded runs of code that may panic or hang.
 //!
 //! Contract: a missing tool or piece of the environment is a test failure naming
 //! `scripts/install-deps.sh`, never a skip. Everything that mounts, chowns, mknods or sets
@@ -23,6 +24,7 @@ pub mod snapshot;
 pub mod tools;
 pub mod tree;
 pub mod vm;
+pub mod watchdog;
 
 pub use mounts::{BindMount, ErofsMount, LoopMount, Tmpfs};
 pub use rng::Rng;
