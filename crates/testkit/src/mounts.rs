@@ -54,17 +54,49 @@ fn mount(source: &Path, target: &Path, fstype: &str, flags: MountFlags, data: &s
     });
 }
 
-/// A fresh tmpfs mounted on a temporary directory, unmounted on drop. tmpfs holds `user.`,
-/// `trusted.` and `security.` xattrs up to 64 KiB (ext4 limits them to a block), POSIX
-/// ACLs, device nodes and sockets.
+/// A mount on a fresh temporary directory, unmounted on drop; `K` says which kind
+/// ([`Tmpfs`], [`ErofsMount`], [`LoopMount`]) and so how it is made.
 #[derive(Debug)]
-pub struct Tmpfs {
+pub struct Mount<K> {
     // Dropped (removed) after `Drop::drop` unmounted it.
     dir: tempfile::TempDir,
+    kind: std::marker::PhantomData<K>,
 }
 
-impl Tmpfs {
-    /// A tmpfs of at most 2 GiB (memory is only used as it fills).
+impl<K> Mount<K> {
+    fn on(dir: tempfile::TempDir) -> Mount<K> {
+        Mount {
+            dir,
+            kind: std::marker::PhantomData,
+        }
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl<K> Drop for Mount<K> {
+    fn drop(&mut self) {
+        unmount(self.dir.path());
+    }
+}
+
+/// The kinds of [`Mount`].
+#[derive(Debug)]
+pub enum TmpfsKind {}
+#[derive(Debug)]
+pub enum ErofsKind {}
+#[derive(Debug)]
+pub enum LoopKind {}
+
+/// A fresh tmpfs (at most 2 GiB, memory used only as it fills). tmpfs holds `user.`,
+/// `trusted.` and `security.` xattrs up to 64 KiB (ext4 limits them to a block), POSIX
+/// ACLs, device nodes and sockets.
+pub type Tmpfs = Mount<TmpfsKind>;
+
+impl Mount<TmpfsKind> {
     pub fn new() -> Tmpfs {
         require_root();
         let dir = mount_point("ishare-tmpfs-");
@@ -75,11 +107,7 @@ impl Tmpfs {
             MountFlags::empty(),
             "size=2g,mode=0755",
         );
-        Tmpfs { dir }
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
+        Mount::on(dir)
     }
 }
 
@@ -89,21 +117,12 @@ impl Default for Tmpfs {
     }
 }
 
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        unmount(self.dir.path());
-    }
-}
+/// A read-only kernel mount of an EROFS image. mount(2) is called directly with the image
+/// file as source, which gives EROFS's file-backed mode: mount(8) would set up a loop device
+/// instead, and in that mode `device=` needs block devices, not files.
+pub type ErofsMount = Mount<ErofsKind>;
 
-/// A read-only kernel mount of an EROFS image, unmounted on drop. mount(2) is called directly
-/// with the image file as source, which gives EROFS's file-backed mode: mount(8) would set up
-/// a loop device instead, and in that mode `device=` needs block devices, not files.
-#[derive(Debug)]
-pub struct ErofsMount {
-    dir: tempfile::TempDir,
-}
-
-impl ErofsMount {
+impl Mount<ErofsKind> {
     /// `devices` are the extra blob devices, in order (`-o device=PATH` each).
     pub fn new(image: &Path, devices: &[PathBuf]) -> ErofsMount {
         require_root();
@@ -119,28 +138,15 @@ impl ErofsMount {
             MountFlags::RDONLY,
             &opts.join(","),
         );
-        ErofsMount { dir }
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
+        Mount::on(dir)
     }
 }
 
-impl Drop for ErofsMount {
-    fn drop(&mut self) {
-        unmount(self.dir.path());
-    }
-}
+/// A loop mount by the host kernel (`mount -t erofs -o ro,loop`; the kernel frees the loop
+/// device with the unmount).
+pub type LoopMount = Mount<LoopKind>;
 
-/// A loop mount by the host kernel (`mount -t erofs -o ro,loop`), unmounted on drop (the
-/// kernel frees the loop device with it).
-#[derive(Debug)]
-pub struct LoopMount {
-    dir: tempfile::TempDir,
-}
-
-impl LoopMount {
+impl Mount<LoopKind> {
     /// Mounts `image`; the error holds mount(8)'s output.
     pub fn new(image: &Path) -> Result<LoopMount, String> {
         let dir = mount_point("ishare-loop-");
@@ -150,17 +156,7 @@ impl LoopMount {
                 .arg(image)
                 .arg(dir.path()),
         )?;
-        Ok(LoopMount { dir })
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for LoopMount {
-    fn drop(&mut self) {
-        unmount(self.dir.path());
+        Ok(Mount::on(dir))
     }
 }
 

@@ -16,7 +16,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::ops::{Deref, DerefMut};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -159,24 +159,12 @@ pub fn hash_file(p: &Path) -> io::Result<(u64, [u8; 32])> {
     Ok((len, h.finalize().into()))
 }
 
-fn kind_of(ft: fs::FileType) -> Option<Kind> {
-    Some(if ft.is_file() {
-        Kind::File
-    } else if ft.is_dir() {
-        Kind::Dir
-    } else if ft.is_symlink() {
-        Kind::Symlink
-    } else if ft.is_char_device() {
-        Kind::CharDev
-    } else if ft.is_block_device() {
-        Kind::BlockDev
-    } else if ft.is_fifo() {
-        Kind::Fifo
-    } else if ft.is_socket() {
-        Kind::Socket
-    } else {
-        return None;
-    })
+/// The kind of a `st_mode`.
+fn kind_of(mode: u32) -> Option<Kind> {
+    use Kind::*;
+    [File, Dir, Symlink, CharDev, BlockDev, Fifo, Socket]
+        .into_iter()
+        .find(|k| k.format_bits() == mode & 0o170000)
 }
 
 /// Walks `root` without following symlinks and records every entry (see [`Entry`]).
@@ -192,7 +180,7 @@ pub fn snapshot(root: &Path) -> Tree {
         };
         let ctx = |what: &str, e: io::Error| -> ! { panic!("snapshot: {what} {p:?}: {e}") };
         let md = fs::symlink_metadata(&p).unwrap_or_else(|e| ctx("lstat", e));
-        let kind = kind_of(md.file_type())
+        let kind = kind_of(md.mode())
             .unwrap_or_else(|| panic!("snapshot: unknown file type of {p:?}: {:o}", md.mode()));
         let entry = Entry {
             kind,

@@ -387,18 +387,38 @@ const TIMES: &[(i64, i64)] = &[
     (4_294_967_295, 999_999_999),
 ];
 
-/// The binary form of a POSIX ACL xattr value (`system.posix_acl_*`): a version-2 header and
-/// (tag, perm, id) entries, sorted by tag then id.
-fn posix_acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+/// The binary form of a POSIX ACL xattr value (`system.posix_acl_*`) of an ACL in
+/// setfacl's short text form (`u::rw-,u:1000:r--,g::r-x,m::rwx,o::r--`): a version-2 header
+/// and (tag, perm, id) entries, in the given order (which must be by tag, then id).
+fn posix_acl(text: &str) -> Vec<u8> {
     let mut v = 2u32.to_le_bytes().to_vec();
-    for &(tag, perm, id) in entries {
+    for entry in text.split(',') {
+        let mut f = entry.split(':');
+        let (tag, id, perm) = (f.next(), f.next(), f.next().expect("tag:id:perm"));
+        let tag: u16 = match (tag, id) {
+            (Some("u"), Some("")) => 1,
+            (Some("u"), _) => 2,
+            (Some("g"), Some("")) => 4,
+            (Some("g"), _) => 8,
+            (Some("m"), _) => 0x10,
+            (Some("o"), _) => 0x20,
+            _ => panic!("ACL entry {entry}"),
+        };
+        let id = id
+            .filter(|i| !i.is_empty())
+            .map_or(u32::MAX, |i| i.parse().expect("id"));
+        let perm = perm
+            .bytes()
+            .zip([4u16, 2, 1])
+            .filter(|(c, _)| *c != b'-')
+            .map(|(_, bit)| bit)
+            .sum::<u16>();
         v.extend_from_slice(&tag.to_le_bytes());
         v.extend_from_slice(&perm.to_le_bytes());
         v.extend_from_slice(&id.to_le_bytes());
     }
     v
 }
-const ACL_UNDEFINED: u32 = u32::MAX;
 
 /// The foundation profile described by `spec`.
 pub fn foundation(spec: &TreeSpec) -> TreeBuilder {
@@ -766,28 +786,14 @@ impl Foundation<'_> {
 
     fn acls(&mut self) {
         let t = &mut self.t;
-        // USER_OBJ 1, USER 2, GROUP_OBJ 4, GROUP 8, MASK 0x10, OTHER 0x20.
         t.dir(b"acl", BASE_DIR);
         t.file(b"acl/file", b"acl", BASE);
-        let access = posix_acl(&[
-            (1, 6, ACL_UNDEFINED),
-            (2, 4, 1000),
-            (4, 5, ACL_UNDEFINED),
-            (8, 6, 2000),
-            (0x10, 7, ACL_UNDEFINED),
-            (0x20, 4, ACL_UNDEFINED),
-        ]);
+        let access = posix_acl("u::rw-,u:1000:r--,g::r-x,g:2000:rw-,m::rwx,o::r--");
         t.xattr(b"acl/file", b"system.posix_acl_access", &access);
         // A default ACL (set after every entry exists, so nothing inherits it).
         t.dir(b"acl/dir", BASE_DIR);
         t.file(b"acl/dir/inside", b"", BASE);
-        let default = posix_acl(&[
-            (1, 7, ACL_UNDEFINED),
-            (2, 5, 1001),
-            (4, 5, ACL_UNDEFINED),
-            (0x10, 5, ACL_UNDEFINED),
-            (0x20, 0, ACL_UNDEFINED),
-        ]);
+        let default = posix_acl("u::rwx,u:1001:r-x,g::r-x,m::r-x,o::---");
         t.xattr(b"acl/dir", b"system.posix_acl_default", &default);
         t.xattr(b"acl/dir", b"system.posix_acl_access", &access);
     }
