@@ -452,8 +452,7 @@ fn zstd() {
 fn compress_hints() {
     require_root();
     let tmp = Tmpfs::new();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
+    let src = tmp.subdir("src");
     write_tree(&src, 4096);
     let mut o = options(&case!("hints", 4096, "lz4hc:lzma", 4096, false, false));
     let z = o.compression.as_mut().unwrap();

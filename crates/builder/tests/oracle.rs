@@ -328,8 +328,7 @@ fn compare_fingerprints(
 fn block_size_suite(bs: u32) {
     require_root();
     let tmp = Tmpfs::new();
-    let src_dir = tmp.path().join("src");
-    std::fs::create_dir(&src_dir).unwrap();
+    let src_dir = tmp.subdir("src");
     let spec = BlockTree {
         block_size: bs as usize,
         large_ids: true,
@@ -433,11 +432,9 @@ fn reproducible() {
 fn errors() {
     require_root();
     let tmp = Tmpfs::new();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
+    let src = tmp.subdir("src");
     std::fs::write(src.join("ok"), b"fine").unwrap();
-    let out = tmp.path().join("out");
-    std::fs::create_dir(&out).unwrap();
+    let out = tmp.subdir("out");
     let img = out.join("x.img");
     let msg = |o: &BuildOptions, src: &Path| build(src, &img, o).unwrap_err().to_string();
     let entries = || std::fs::read_dir(&out).unwrap().count();

@@ -47,6 +47,11 @@ fn options(bs: u32, time: TimePolicy, workers: usize) -> BuildOptions {
     }
 }
 
+/// The options of most tests: 4 KiB blocks, times kept, 2 workers.
+fn opts() -> BuildOptions {
+    options(4096, TimePolicy::Keep, 2)
+}
+
 fn gnu_tar() -> Command {
     Command::new(host_tool("tar"))
 }
@@ -210,7 +215,7 @@ fn tarball_equals_extracted_directory() {
 fn same_as_mkfs_erofs(tarball: &Path, tmp: &Path, extra: &[&str]) -> Result<(), String> {
     let ours = tmp.join("ours.img");
     let theirs = tmp.join("theirs.img");
-    let mut o = options(4096, TimePolicy::Keep, 2);
+    let mut o = opts();
     o.aufs = extra.contains(&"--aufs");
     build_tar(&TarInput::Path(tarball.to_path_buf()), &ours, &o).map_err(|e| e.to_string())?;
     run(Command::new(mkfs_194())
@@ -473,12 +478,7 @@ fn edge_cases_match_mkfs_erofs() {
 
     // Spot checks of our image.
     let img = tmp.path().join("edge.img");
-    build_tar(
-        &TarInput::Path(tarball.clone()),
-        &img,
-        &options(4096, TimePolicy::Keep, 2),
-    )
-    .unwrap();
+    build_tar(&TarInput::Path(tarball.clone()), &img, &opts()).unwrap();
     let mnt = LoopMount::new(&img).unwrap();
     let t = snapshot(mnt.path());
     drop(mnt);
@@ -546,12 +546,7 @@ fn aufs_whiteouts() {
 
     // Without --aufs the names stay as they are.
     let img = tmp.path().join("plain.img");
-    build_tar(
-        &TarInput::Path(tarball.clone()),
-        &img,
-        &options(4096, TimePolicy::Keep, 2),
-    )
-    .unwrap();
+    build_tar(&TarInput::Path(tarball.clone()), &img, &opts()).unwrap();
     {
         let m = LoopMount::new(&img).unwrap();
         assert!(m.path().join("w/.wh.gone").is_file());
@@ -560,7 +555,7 @@ fn aufs_whiteouts() {
     let img = tmp.path().join("aufs.img");
     let o = BuildOptions {
         aufs: true,
-        ..options(4096, TimePolicy::Keep, 2)
+        ..opts()
     };
     build_tar(&TarInput::Path(tarball.clone()), &img, &o).unwrap();
     let m = LoopMount::new(&img).unwrap();
@@ -590,8 +585,7 @@ fn aufs_whiteouts() {
     for f in ["w/gone", "w/stay", "o/old", "top"] {
         std::fs::write(base.join(f), f).unwrap();
     }
-    let ovl = tmp.path().join("ovl");
-    std::fs::create_dir(&ovl).unwrap();
+    let ovl = tmp.subdir("ovl");
     let opts = format!("lowerdir={}:{}", m.path().display(), base.display());
     run(Command::new("mount")
         .args(["-t", "overlay", "overlay", "-o", &opts])
@@ -637,7 +631,7 @@ fn stdin_child() {
     let Some(img) = std::env::var_os(STDIN_IMAGE_ENV) else {
         return;
     };
-    let o = options(4096, TimePolicy::Keep, 2);
+    let o = opts();
     if let Err(e) = build_tar(&TarInput::Stdin, Path::new(&img), &o) {
         eprintln!("ERROR: {e}");
         std::process::exit(3);
@@ -680,7 +674,7 @@ fn fifo_and_stdin() {
         &src,
         &tarball,
     );
-    let o = options(4096, TimePolicy::Keep, 2);
+    let o = opts();
     let reference = tmp.path().join("ref.img");
     build_tar(&TarInput::Path(tarball.clone()), &reference, &o).unwrap();
     let want = read(&reference);
@@ -733,8 +727,7 @@ fn fifo_and_stdin() {
 fn hostile_and_truncated_archives() {
     require_root();
     let tmp = Tmpfs::new();
-    let out = tmp.path().join("out");
-    std::fs::create_dir(&out).unwrap();
+    let out = tmp.subdir("out");
     let img = out.join("x.img");
     std::fs::write(&img, b"old image").unwrap();
 
@@ -840,7 +833,7 @@ fn hostile_and_truncated_archives() {
         ),
     ];
     let mut failures = Vec::new();
-    let o = options(4096, TimePolicy::Keep, 2);
+    let o = opts();
     let mut check = |label: &str, path: &Path, want: &[&str]| match build_tar(
         &TarInput::Path(path.to_path_buf()),
         &img,

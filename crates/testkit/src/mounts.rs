@@ -75,6 +75,13 @@ impl<K> Mount<K> {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Creates the directory `name` in the mount and returns its path.
+    pub fn subdir(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        fs::create_dir(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        p
+    }
 }
 
 impl<K> Drop for Mount<K> {
