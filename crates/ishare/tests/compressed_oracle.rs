@@ -14,6 +14,7 @@
 //! Needs root and erofs-utils 1.9.4 (`scripts/install-deps.sh`); a missing tool fails.
 
 use ishare_testkit::ishare_bin;
+use ishare_testkit::tools::{compress_hints, mkfs_erofs};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -147,9 +148,7 @@ fn build(cfg: &Config) -> Built {
     };
     cmd.args(cfg.args);
     if let Some(h) = cfg.hints {
-        let hints = work.path().join("hints");
-        fs::write(&hints, h).unwrap();
-        cmd.arg(format!("--compress-hints={}", hints.display()));
+        cmd.arg(compress_hints(work.path(), h));
     }
     if cfg.fingerprints {
         cmd.arg("--xattr-inode-digest");
@@ -441,10 +440,7 @@ fn head2_second_algorithm() {
     compressible(&mut tree, "zdata", 0xC0FF_EE00, Scale::Large);
     tree.write(&src, false);
     let image = work.path().join("image.erofs");
-    run(Command::new(ishare_testkit::tools::mkfs_194())
-        .args(["--quiet", "-zlzma:lz4hc", "-Elegacy-compress"])
-        .arg(&image)
-        .arg(&src));
+    mkfs_erofs(&["-zlzma:lz4hc", "-Elegacy-compress"], &image, &src);
     let mut bytes = fs::read(&image).unwrap();
     let img = Image::open(&image).unwrap();
     let bs = u64::from(img.superblock().block_size());

@@ -3,6 +3,7 @@
 //! computes it, and `-e` lists a file's extents (text and JSON).
 
 use ishare_testkit::ishare_bin;
+use ishare_testkit::tools::mkfs_erofs;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -39,12 +40,7 @@ fn dump_compressed_superblock_statistics_and_extents() {
     fs::write(src.join("noise"), &noise).unwrap();
     fs::write(src.join("small"), b"hi\n").unwrap();
     let image = dir.path().join("img.erofs");
-    ishare_testkit::tools::run(
-        Command::new(ishare_testkit::tools::mkfs_194())
-            .args(["--quiet", "-zlz4hc:zstd", "-C16384"])
-            .arg(&image)
-            .arg(&src),
-    );
+    mkfs_erofs(&["-zlz4hc:zstd", "-C16384"], &image, &src);
 
     let sb = &json(&["dump", "-s", "--json"], &image)["superblock"];
     assert_eq!(

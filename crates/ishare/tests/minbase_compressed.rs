@@ -21,6 +21,7 @@
 //! Needs root (tmpfs mounts, chown, device nodes, `trusted.` xattrs).
 
 use ishare_testkit::ishare_bin;
+use ishare_testkit::tools::compress_hints;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
@@ -397,9 +398,7 @@ fn check_config(cfg: &Config, src: &Source) {
     }
     mkfs.args(cfg.args);
     if let Some(h) = cfg.hints {
-        let hints = fs.path().join("hints");
-        fs::write(&hints, h).unwrap();
-        mkfs.arg(format!("--compress-hints={}", hints.display()));
+        mkfs.arg(compress_hints(fs.path(), h));
     }
     run(mkfs.arg(&image).arg(&src.dir));
     let t_mkfs = t0.elapsed();

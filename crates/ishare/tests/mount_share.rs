@@ -22,7 +22,6 @@
 use ishare_testkit::ishare_bin;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -31,7 +30,9 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use ishare_testkit::mounts::{self, ErofsMount, FuseMount};
-use ishare_testkit::snapshot::{CompareOpts, assert_trees_eq, snapshot};
+use ishare_testkit::snapshot::{
+    CompareOpts, assert_trees_eq, hash_file, hash_with_pause, snapshot,
+};
 use ishare_testkit::tools::run;
 use ishare_testkit::tree::write_file;
 use ishare_testkit::tree::{SourceTree, TreeSpec};
@@ -92,19 +93,9 @@ fn ishare_mkfs(image: &Path, src: &Path, extra: &[&str]) {
 }
 
 fn sha256_file(p: &Path) -> [u8; 32] {
-    let mut f = fs::File::open(p).unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    h.finalize().into()
+    hash_file(p)
+        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+        .1
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -840,27 +831,12 @@ fn unmounting_one_mount_while_another_reads_the_shared_file() {
     let m1 = ishare_mount(&p.img1, &opts);
     let m2 = ishare_mount(&p.img2, &opts);
     check_big(&m1, BIG1, &p.big_sum);
-    let mut f = fs::File::open(m2.path().join(BIG2)).unwrap();
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0;
-    let mut unmounted = false;
-    loop {
-        let n = f.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        total += n;
-        if total >= BIG / 2 && !unmounted {
-            run(Command::new(ishare_bin!()).arg("umount").arg(m1.path()));
-            assert!(!is_mounted(m1.path()));
-            drop_caches();
-            unmounted = true;
-        }
-    }
-    assert!(unmounted);
-    assert_eq!(<[u8; 32]>::from(h.finalize()), p.big_sum);
+    let sum = hash_with_pause(&m2.path().join(BIG2), || {
+        run(Command::new(ishare_bin!()).arg("umount").arg(m1.path()));
+        assert!(!is_mounted(m1.path()));
+        drop_caches();
+    });
+    assert_eq!(sum, p.big_sum);
     check_big(&m2, BIG2, &p.big_sum);
 }
 

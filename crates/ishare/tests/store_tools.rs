@@ -17,7 +17,6 @@
 
 use ishare_testkit::ishare_bin;
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ishare_testkit::mounts::{self, FuseMount};
 use ishare_testkit::rng::Rng;
+use ishare_testkit::snapshot::hash_with_pause;
 use ishare_testkit::tools::{run, run_unchecked};
 use ishare_testkit::tree::write_file;
 use serde_json::Value;
@@ -94,6 +94,17 @@ fn gc(store: &Path, extra: &[&str]) -> Value {
     let mut args = vec!["store", "gc", "--store", store.to_str().unwrap()];
     args.extend_from_slice(extra);
     json(&args)
+}
+
+/// `ishare store gc EXTRA`, which must report `(removed, in use)` objects.
+fn gc_expect(store: &Path, extra: &[&str], want: (u64, u64)) -> Value {
+    let r = gc(store, extra);
+    assert_eq!(
+        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
+        want,
+        "{r:#}"
+    );
+    r
 }
 
 fn n(v: &Value, key: &str) -> u64 {
@@ -238,35 +249,15 @@ fn gc_removes_unused_objects_and_skips_held_ones() {
     stat_when(store.path(), 2);
 
     // Both in use: nothing goes, not even in a dry run.
-    let r = gc(store.path(), &["--dry-run"]);
-    assert_eq!(
-        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
-        (0, 2),
-        "{r:#}"
-    );
-    let r = gc(store.path(), &[]);
-    assert_eq!(
-        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
-        (0, 2),
-        "{r:#}"
-    );
+    gc_expect(store.path(), &["--dry-run"], (0, 2));
+    gc_expect(store.path(), &[], (0, 2));
     assert_eq!(object_files(store.path()).len(), 2);
 
     mb.unmount();
     // A dry run tells, and removes nothing.
-    let r = gc(store.path(), &["--dry-run"]);
-    assert_eq!(
-        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
-        (1, 1),
-        "{r:#}"
-    );
+    gc_expect(store.path(), &["--dry-run"], (1, 1));
     assert_eq!(object_files(store.path()).len(), 2);
-    let r = gc(store.path(), &[]);
-    assert_eq!(
-        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
-        (1, 1),
-        "{r:#}"
-    );
+    let r = gc_expect(store.path(), &[], (1, 1));
     assert!(n(&r, "removed_bytes") >= b.len() as u64, "{r:#}");
     assert!(r["errors"].as_array().unwrap().is_empty(), "{r:#}");
     let left = object_files(store.path());
@@ -286,12 +277,7 @@ fn gc_removes_unused_objects_and_skips_held_ones() {
     stat_when(store.path(), 2);
     drop(mb);
     ma.unmount();
-    let r = gc(store.path(), &[]);
-    assert_eq!(
-        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
-        (2, 0),
-        "{r:#}"
-    );
+    gc_expect(store.path(), &[], (2, 0));
     assert_eq!(n(&r, "size_after"), 0, "{r:#}");
     // Lock, probe files and directories went too: only the empty layout directory is left.
     let v1: Vec<_> = fs::read_dir(store.path().join("v1")).unwrap().collect();
@@ -303,30 +289,6 @@ fn gc_removes_unused_objects_and_skips_held_ones() {
 fn drop_caches() {
     rustix::fs::sync();
     fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
-}
-
-/// Reads `path` in 1 MiB pieces, calling `midway` once after half of it.
-fn read_with_pause(path: &Path, midway: impl FnOnce()) -> [u8; 32] {
-    let mut f = fs::File::open(path).unwrap();
-    let len = f.metadata().unwrap().len() as usize;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; MIB];
-    let (mut total, mut midway) = (0, Some(midway));
-    loop {
-        let k = f.read(&mut buf).unwrap();
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        total += k;
-        if total >= len / 2
-            && let Some(m) = midway.take()
-        {
-            m();
-        }
-    }
-    assert!(midway.is_none(), "never got half way");
-    h.finalize().into()
 }
 
 #[test]
@@ -341,10 +303,8 @@ fn gc_while_a_mount_reads_then_after_its_unmount() {
     read_is(&m, "big", &big);
     stat_when(store.path(), 1);
     drop_caches();
-    let sum = read_with_pause(&m.path().join("big"), || {
-        let r = gc(store.path(), &[]);
-        assert_eq!(n(&r, "removed_objects"), 0, "{r:#}");
-        assert_eq!(n(&r, "in_use_objects"), 1, "{r:#}");
+    let sum = hash_with_pause(&m.path().join("big"), || {
+        gc_expect(store.path(), &[], (0, 1));
         let r = gc(store.path(), &["--max-size", "0"]);
         assert_eq!(n(&r, "removed_objects"), 0, "{r:#}");
         drop_caches();
@@ -353,12 +313,7 @@ fn gc_while_a_mount_reads_then_after_its_unmount() {
     read_is(&m, "big", &big);
     assert_eq!(object_files(store.path()).len(), 1);
     m.unmount();
-    let r = gc(store.path(), &[]);
-    assert_eq!(
-        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
-        (1, 0),
-        "{r:#}"
-    );
+    gc_expect(store.path(), &[], (1, 0));
     assert!(object_files(store.path()).is_empty());
 }
 
@@ -376,7 +331,7 @@ fn removing_the_store_under_a_live_mount_changes_nothing_it_reads() {
     let m1 = mount(&img1, &share_opts(store.path(), "d", ""));
     read_is(&m1, "big", &big);
     stat_when(store.path(), 1);
-    let sum = read_with_pause(&m1.path().join("big"), || {
+    let sum = hash_with_pause(&m1.path().join("big"), || {
         fs::remove_dir_all(store.path().join("v1")).unwrap();
         drop_caches();
     });

@@ -160,6 +160,33 @@ pub fn hash_file(p: &Path) -> io::Result<(u64, [u8; 32])> {
 }
 
 /// The kind of a `st_mode`.
+/// SHA-256 of a file read in 1 MiB pieces, calling `midway` once when half of it is read
+/// (for tests that change something under a reader); fails if it never got half way.
+pub fn hash_with_pause(path: &Path, midway: impl FnOnce()) -> [u8; 32] {
+    let mut f = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let len = f.metadata().expect("fstat").len() as usize;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut total, mut midway) = (0, Some(midway));
+    loop {
+        let k = f
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        total += k;
+        if total >= len / 2
+            && let Some(m) = midway.take()
+        {
+            m();
+        }
+    }
+    assert!(midway.is_none(), "never got half way");
+    h.finalize().into()
+}
+
 fn kind_of(mode: u32) -> Option<Kind> {
     use Kind::*;
     [File, Dir, Symlink, CharDev, BlockDev, Fifo, Socket]

@@ -75,6 +75,23 @@ pub fn dump_194() -> PathBuf {
     eu194("dump.erofs")
 }
 
+/// `mkfs.erofs --quiet ARGS IMAGE SRC` of erofs-utils 1.9.4, which must succeed.
+pub fn mkfs_erofs(args: &[&str], image: &Path, src: &Path) -> Output {
+    run(Command::new(mkfs_194())
+        .arg("--quiet")
+        .args(args)
+        .arg(image)
+        .arg(src))
+}
+
+/// Writes `hints` into `dir/hints` and returns mkfs.erofs's `--compress-hints=` option
+/// naming it.
+pub fn compress_hints(dir: &Path, hints: &str) -> String {
+    let path = dir.join("hints");
+    fs::write(&path, hints).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    format!("--compress-hints={}", path.display())
+}
+
 /// An executable from PATH (tar, gzip, zstd, xz, setfattr, ...).
 pub fn host_tool(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();

@@ -307,31 +307,27 @@ pub fn write_file(root: &Path, rel: &str, data: &[u8]) {
 
 /// What the foundation tree contains. [`TreeSpec::full`] is the one the oracle tests use;
 /// [`TreeSpec::small`] builds in a few milliseconds for tests of CLI behaviour.
-///
-/// * `seed`: of the pseudo-random file contents;
-/// * `dir_sizes`: directories under `dirs/` with this many entries each;
-/// * `all_byte_names`: make `names/`: names using every byte value except `/` and NUL, and
-///   255-byte names;
-/// * `block_sizes`: block sizes B for which files of B-1, B and B+1 bytes are made (plus 0
-///   and 1 once);
-/// * `big_file_size`: size of `files/big` (0: no such file);
-/// * `sparse_files`: make the mostly-zero and all-zero files under `sparse/`;
-/// * `long_symlinks`: make symlinks with targets of up to 4095 bytes (else only short ones);
-/// * `big_xattrs`: make xattrs of several KiB and the file with 40 xattrs;
-/// * `large_ids`: use uids/gids above 65535 (they force extended inodes);
-/// * `max_name_len`: length of the longest names (255 = NAME_MAX; mkfs.erofs 1.5 fails on
-///   255-byte names).
 #[derive(Clone, Debug)]
 pub struct TreeSpec {
+    /// Seed of the pseudo-random file contents.
     pub seed: u64,
+    /// Directories under `dirs/` with this many entries each.
     pub dir_sizes: Vec<usize>,
-    pub block_sizes: Vec<u64>,
-    pub big_file_size: u64,
+    /// Make `names/`: names using every byte value except `/` and NUL, and 255-byte names.
     pub all_byte_names: bool,
+    /// Block sizes B for which files of B-1, B and B+1 bytes are made (plus 0 and 1 once).
+    pub block_sizes: Vec<u64>,
+    /// Size of `files/big` (0: no such file).
+    pub big_file_size: u64,
+    /// Make the mostly-zero and all-zero files under `sparse/`.
     pub sparse_files: bool,
+    /// Make symlinks with targets of up to 4095 bytes (else only short ones).
     pub long_symlinks: bool,
+    /// Make xattrs of several KiB and the file with 40 xattrs.
     pub big_xattrs: bool,
+    /// Use uids/gids above 65535 (they force extended inodes).
     pub large_ids: bool,
+    /// Length of the longest names (255 = NAME_MAX; mkfs.erofs 1.5 fails on 255-byte names).
     pub max_name_len: usize,
 }
 

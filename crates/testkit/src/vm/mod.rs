@@ -140,17 +140,19 @@ impl Kernel {
     }
 }
 
-/// What a VM run produced: `results`, the lines the script printed with `result` (or
-/// `echo "RESULT ..."`), without the `RESULT ` prefix, in order; `dmesg`, the guest's, read
-/// after the script ended; `console`, the whole serial console, for diagnostics;
-/// `boot_time`, from starting QEMU to `/init` having loaded the modules; `total_time`, from
-/// starting QEMU to QEMU's exit; and the guest's `kernel_version`.
+/// What a VM run produced.
 #[derive(Debug, Clone)]
 pub struct VmOutput {
+    /// The lines the script printed with `result` (or `echo "RESULT ..."`), without the
+    /// `RESULT ` prefix, in order.
     pub results: Vec<String>,
+    /// The guest's `dmesg`, read after the script ended.
     pub dmesg: Vec<String>,
+    /// The whole serial console, for diagnostics.
     pub console: String,
+    /// From starting QEMU to `/init` having loaded the modules.
     pub boot_time: Duration,
+    /// From starting QEMU to QEMU's exit.
     pub total_time: Duration,
     pub kernel_version: String,
 }
