@@ -33,7 +33,7 @@ use ishare_testkit::mounts::{self, ErofsMount, FuseMount};
 use ishare_testkit::snapshot::{
     CompareOpts, assert_trees_eq, hash_file, hash_with_pause, snapshot,
 };
-use ishare_testkit::tools::run;
+use ishare_testkit::tools::{mkfs_erofs, run};
 use ishare_testkit::tree::write_file;
 use ishare_testkit::tree::{SourceTree, TreeSpec};
 use sha2::{Digest, Sha256};
@@ -313,6 +313,12 @@ fn scenario(p: &Pair, how: &str, opts: &dyn Fn(&Path) -> (String, String)) -> (i
     g
 }
 
+/// Reading the big file `how` in mounts of `p`'s images in one domain shares the second
+/// read's page cache (see [`assert_growth`]).
+fn shares(p: &Pair, name: &str, how: &str) {
+    assert_growth(name, true, || scenario(p, how, &same_domain("")));
+}
+
 fn same_domain(extra: &'static str) -> impl Fn(&Path) -> (String, String) {
     move |s| (share_opts(s, "d1", extra), share_opts(s, "d1", extra))
 }
@@ -320,40 +326,31 @@ fn same_domain(extra: &'static str) -> impl Fn(&Path) -> (String, String) {
 #[test]
 fn read_shares_page_cache_within_a_domain() {
     let _g = serial();
-    let p = pair(&[]);
-    assert_growth("read(2), passthrough", true, || {
-        scenario(&p, "read", &same_domain(""))
-    });
+    shares(&pair(&[]), "read(2), passthrough", "read");
 }
 
 #[test]
 fn mmap_shares_page_cache_within_a_domain() {
     let _g = serial();
-    let p = pair(&[]);
-    assert_growth("mmap, passthrough", true, || {
-        scenario(&p, "mmap", &same_domain(""))
-    });
+    shares(&pair(&[]), "mmap, passthrough", "mmap");
 }
 
 #[test]
 fn sendfile_shares_page_cache_within_a_domain() {
     let _g = serial();
     let p = pair(&[]);
-    assert_growth("sendfile, passthrough", true, || {
-        scenario(&p, "sendfile", &same_domain(""))
-    });
-    assert_growth("splice, passthrough", true, || {
-        scenario(&p, "splice", &same_domain(""))
-    });
+    shares(&p, "sendfile, passthrough", "sendfile");
+    shares(&p, "splice, passthrough", "splice");
 }
 
 #[test]
 fn chunk_based_images_share() {
     let _g = serial();
-    let p = pair(&["--chunksize", "65536"]);
-    assert_growth("read(2), chunk-based images", true, || {
-        scenario(&p, "read", &same_domain(""))
-    });
+    shares(
+        &pair(&["--chunksize", "65536"]),
+        "read(2), chunk-based images",
+        "read",
+    );
 }
 
 #[test]
@@ -363,9 +360,7 @@ fn chunk_based_and_flat_images_share() {
         &|img, src| ishare_mkfs(img, src, &["--chunksize", "65536"]),
         &|img, src| ishare_mkfs(img, src, &[]),
     );
-    assert_growth("read(2), chunk-based and flat images", true, || {
-        scenario(&p, "read", &same_domain(""))
-    });
+    shares(&p, "read(2), chunk-based and flat images", "read");
 }
 
 /// Beyond the kernel (which never shares a compressed file with a plain copy): objects
@@ -375,16 +370,11 @@ fn compressed_and_uncompressed_images_share() {
     let _g = serial();
     let p = pair_with(
         &|img, src| {
-            run(Command::new(ishare_testkit::tools::mkfs_194())
-                .args(["--quiet", "-zlz4hc", "--xattr-inode-digest"])
-                .arg(img)
-                .arg(src));
+            mkfs_erofs(&["-zlz4hc", "--xattr-inode-digest"], img, src);
         },
         &|img, src| ishare_mkfs(img, src, &[]),
     );
-    assert_growth("read(2), LZ4HC and uncompressed images", true, || {
-        scenario(&p, "read", &same_domain(""))
-    });
+    shares(&p, "read(2), LZ4HC and uncompressed images", "read");
 }
 
 #[test]
@@ -481,12 +471,12 @@ fn lying_fingerprints_never_serve_another_images_bytes_with_verify() {
 
     // The liar first: its object is refused, so it serves its own bytes.
     let ml = ishare_mount(&li, &opts);
-    assert_eq!(fs::read(ml.path().join("g")).unwrap(), liar);
+    ml.assert_reads("g", &liar);
     let mh = ishare_mount(&hi, &opts);
-    assert_eq!(fs::read(mh.path().join("f")).unwrap(), honest);
+    mh.assert_reads("f", &honest);
     // A new liar mount once the honest object exists: still its own bytes.
     let ml2 = ishare_mount(&li, &opts);
-    assert_eq!(fs::read(ml2.path().join("g")).unwrap(), liar);
+    ml2.assert_reads("g", &liar);
     for m in [&ml, &ml2] {
         let log = m.log_text();
         assert!(
@@ -505,7 +495,7 @@ fn lying_fingerprints_never_serve_another_images_bytes_with_verify() {
 
     // verify=off trusts fingerprints as the kernel does: the liar reads the honest bytes.
     let trusting = ishare_mount(&li, &share_opts(store.path(), "d", ",verify=off"));
-    assert_eq!(fs::read(trusting.path().join("g")).unwrap(), honest);
+    trusting.assert_reads("g", &honest);
 }
 
 /// A liar and the honest file in one image, the liar opened first: its copy serves
@@ -551,9 +541,9 @@ fn same_fingerprint_with_another_size_is_not_shared() {
     // verify=off: only the size rule can keep them apart.
     let opts = share_opts(store.path(), "d", ",verify=off");
     let mh = ishare_mount(&hi, &opts);
-    assert_eq!(fs::read(mh.path().join("f")).unwrap(), honest);
+    mh.assert_reads("f", &honest);
     let ml = ishare_mount(&li, &opts);
-    assert_eq!(fs::read(ml.path().join("g")).unwrap(), longer);
+    ml.assert_reads("g", &longer);
     let log = ml.log_text();
     assert!(
         log.contains("/g: same fingerprint as a shared file of another size"),
@@ -575,7 +565,7 @@ fn an_image_without_fingerprints_mounts_unshared_with_a_notice() {
     let store = tempfile::tempdir().unwrap();
     // In the foreground, so that the notice, logged while mounting, lands in the log.
     let m = ishare_mount_foreground(&image, &share_opts(store.path(), "d", ""));
-    assert_eq!(fs::read(m.path().join("f")).unwrap(), data);
+    m.assert_reads("f", &data);
     let log = m.log_text();
     assert!(
         log.contains("ishare xattrs not found; turning off inode_share"),

@@ -65,16 +65,6 @@ fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
-fn read_is(m: &FuseMount, rel: &str, want: &[u8]) {
-    let got = fs::read(m.path().join(rel)).unwrap();
-    assert!(
-        got == want,
-        "wrong bytes in {rel} through {}\n{}",
-        m.path().display(),
-        m.log_text()
-    );
-}
-
 /// `ishare ARGS --json`, which must succeed; its output parsed.
 fn json(args: &[&str]) -> Value {
     let out = run(Command::new(ishare_bin!()).args(args).arg("--json"));
@@ -164,11 +154,11 @@ fn stat_counts_the_objects_of_several_mounts() {
     let m2 = mount(&img2, &share_opts(store.path(), d1, ""));
     // Another domain, unverified: its own object of the same content.
     let m3 = mount(&img1, &share_opts(store.path(), d2, ",verify=off"));
-    read_is(&m1, "shared", &shared);
-    read_is(&m1, "only1", &only1);
-    read_is(&m2, "d/shared-copy", &shared);
-    read_is(&m2, "only2", &only2);
-    read_is(&m3, "shared", &shared);
+    m1.assert_reads("shared", &shared);
+    m1.assert_reads("only1", &only1);
+    m2.assert_reads("d/shared-copy", &shared);
+    m2.assert_reads("only2", &only2);
+    m3.assert_reads("shared", &shared);
 
     let v = stat_when(store.path(), 4);
     let text = v.to_string();
@@ -244,8 +234,8 @@ fn gc_removes_unused_objects_and_skips_held_ones() {
     let store = tempfile::tempdir().unwrap();
     let ma = mount(&img_a, &share_opts(store.path(), "d", ""));
     let mb = mount(&img_b, &share_opts(store.path(), "d", ""));
-    read_is(&ma, "a", &a);
-    read_is(&mb, "b", &b);
+    ma.assert_reads("a", &a);
+    mb.assert_reads("b", &b);
     stat_when(store.path(), 2);
 
     // Both in use: nothing goes, not even in a dry run.
@@ -269,11 +259,11 @@ fn gc_removes_unused_objects_and_skips_held_ones() {
     );
     // The mount still reads, after its pages are gone too.
     drop_caches();
-    read_is(&ma, "a", &a);
+    ma.assert_reads("a", &a);
 
     // A new mount of b prepares its object again.
     let mb = mount(&img_b, &share_opts(store.path(), "d", ""));
-    read_is(&mb, "b", &b);
+    mb.assert_reads("b", &b);
     stat_when(store.path(), 2);
     drop(mb);
     ma.unmount();
@@ -300,7 +290,7 @@ fn gc_while_a_mount_reads_then_after_its_unmount() {
     let store = tempfile::tempdir().unwrap();
     let m = mount(&img, &share_opts(store.path(), "d", ""));
     // The first open prepares the object; it is published in the background.
-    read_is(&m, "big", &big);
+    m.assert_reads("big", &big);
     stat_when(store.path(), 1);
     drop_caches();
     let sum = hash_with_pause(&m.path().join("big"), || {
@@ -310,7 +300,7 @@ fn gc_while_a_mount_reads_then_after_its_unmount() {
         drop_caches();
     });
     assert_eq!(sum, sha256(&big));
-    read_is(&m, "big", &big);
+    m.assert_reads("big", &big);
     assert_eq!(object_files(store.path()).len(), 1);
     m.unmount();
     gc_expect(store.path(), &[], (1, 0));
@@ -329,7 +319,7 @@ fn removing_the_store_under_a_live_mount_changes_nothing_it_reads() {
     let img2 = image(dir.path(), "2", &[("x/big2", &big)]);
     let store = tempfile::tempdir().unwrap();
     let m1 = mount(&img1, &share_opts(store.path(), "d", ""));
-    read_is(&m1, "big", &big);
+    m1.assert_reads("big", &big);
     stat_when(store.path(), 1);
     let sum = hash_with_pause(&m1.path().join("big"), || {
         fs::remove_dir_all(store.path().join("v1")).unwrap();
@@ -337,13 +327,13 @@ fn removing_the_store_under_a_live_mount_changes_nothing_it_reads() {
     });
     assert_eq!(sum, sha256(&big));
     // New opens through the same mount use the same (removed) object.
-    read_is(&m1, "big", &big);
+    m1.assert_reads("big", &big);
     // Another mount finds no object and prepares one.
     let m2 = mount(&img2, &share_opts(store.path(), "d", ""));
-    read_is(&m2, "x/big2", &big);
+    m2.assert_reads("x/big2", &big);
     let v = stat_when(store.path(), 1);
     assert_eq!((n(&v, "objects"), n(&v, "in_use_objects")), (1, 1), "{v:#}");
-    read_is(&m1, "big", &big);
+    m1.assert_reads("big", &big);
 }
 
 /// Sets an object's atime and mtime `age` before now.
@@ -371,7 +361,7 @@ fn gc_max_size_removes_least_recently_used_first() {
     let store = tempfile::tempdir().unwrap();
     let m = mount(&img, &share_opts(store.path(), "d", ""));
     for (n, d) in names.iter().zip(&files) {
-        read_is(&m, n, d);
+        m.assert_reads(n, d);
     }
     stat_when(store.path(), 4);
     m.unmount();
@@ -402,7 +392,7 @@ fn gc_max_size_removes_least_recently_used_first() {
 
     // f0, the oldest, is in use: skipped; f1 and f2 go; then 2 MiB fit in 2600 KiB.
     let m0 = mount(&img0, &share_opts(store.path(), "d", ""));
-    read_is(&m0, "only-f0", &files[0]);
+    m0.assert_reads("only-f0", &files[0]);
     // (Reading it made it the most recently used: make it the oldest again.)
     age_all();
     let r = gc(store.path(), &["--max-size", "2600K"]);
@@ -481,7 +471,7 @@ fn doctor_reports_fuse_and_predicts_the_mount_mode() {
     let data = Rng::new(6).bytes(100_000);
     let img = image(dir.path(), "i", &[("f", &data)]);
     let m = mount(&img, &share_opts(&store, "d", ""));
-    read_is(&m, "f", &data);
+    m.assert_reads("f", &data);
     let log = m.log_text();
     let logged = if log.contains("kernel FUSE passthrough to store objects") {
         "passthrough"

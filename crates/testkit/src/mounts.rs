@@ -286,6 +286,18 @@ impl FuseMount {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Fails unless `rel` in the mount reads as `want` (showing the daemon's log).
+    pub fn assert_reads(&self, rel: &str, want: &[u8]) {
+        let p = self.path().join(rel);
+        let got = fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+        assert!(
+            got == want,
+            "wrong bytes in {rel} through {}\n{}",
+            self.path().display(),
+            self.log_text()
+        );
+    }
+
     /// The foreground daemon's pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("foreground mount").id()
