@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use ishare_testkit::mounts::{self, ErofsMount, FuseMount};
 use ishare_testkit::snapshot::{
-    CompareOpts, assert_trees_eq, hash_file, hash_with_pause, snapshot,
+    CompareOpts, assert_trees_eq, files_under, hash_file, hash_with_pause, snapshot,
 };
 use ishare_testkit::tools::{mkfs_erofs, run};
 use ishare_testkit::tree::write_file;
@@ -581,23 +581,9 @@ fn an_image_without_fingerprints_mounts_unshared_with_a_notice() {
 
 /// Regular files under `dir`, recursively, excluding the passthrough probe and lock files.
 fn store_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if e.file_name() != "passthrough-probe"
-                && !e.file_name().as_bytes().ends_with(b".lock")
-            {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    out
+    files_under(dir, |name| {
+        name != "passthrough-probe" && !name.ends_with(".lock")
+    })
 }
 
 #[test]

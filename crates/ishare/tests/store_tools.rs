@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ishare_testkit::mounts::{self, FuseMount};
 use ishare_testkit::rng::Rng;
-use ishare_testkit::snapshot::hash_with_pause;
+use ishare_testkit::snapshot::{files_under, hash_with_pause};
 use ishare_testkit::tools::{run, run_unchecked};
 use ishare_testkit::tree::write_file;
 use serde_json::Value;
@@ -52,6 +52,38 @@ fn image(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
         .arg(&src));
     fs::remove_dir_all(&src).unwrap();
     img
+}
+
+/// A test's scratch directory (sources, images) and store, once root is checked.
+struct Scratch {
+    dir: tempfile::TempDir,
+    store: tempfile::TempDir,
+}
+
+fn scratch() -> Scratch {
+    ishare_testkit::tools::require_root();
+    Scratch {
+        dir: tempfile::tempdir().unwrap(),
+        store: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl Scratch {
+    /// An image `name` holding 32 MiB from `Rng::new(seed)` at `rel`, mounted and read
+    /// once: its object is prepared and published.
+    fn big_mount(&self, seed: u64, name: &str, rel: &str) -> (Vec<u8>, FuseMount) {
+        let big = Rng::new(seed).bytes(32 * MIB);
+        let img = image(self.dir.path(), name, &[(rel, &big)]);
+        let m = self.mount(&img);
+        m.assert_reads(rel, &big);
+        stat_when(self.store.path(), 1);
+        (big, m)
+    }
+
+    /// A foreground mount of `img` sharing in domain "d" of the store.
+    fn mount(&self, img: &Path) -> FuseMount {
+        mount(img, &share_opts(self.store.path(), "d", ""))
+    }
 }
 
 fn share_opts(store: &Path, domain: &str, extra: &str) -> String {
@@ -117,27 +149,15 @@ fn stat_when(store: &Path, objects: u64) -> Value {
 
 /// Object files under the store (final names only: 64 hex, maybe with `.u`).
 fn object_files(store: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![store.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else if name.trim_end_matches(".u").len() == 64 && !name.ends_with(".lock") {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    out
+    files_under(store, |name| {
+        name.trim_end_matches(".u").len() == 64 && !name.ends_with(".lock")
+    })
 }
 
 #[test]
 fn stat_counts_the_objects_of_several_mounts() {
-    ishare_testkit::tools::require_root();
-    let dir = tempfile::tempdir().unwrap();
+    let s = scratch();
+    let (dir, store) = (&s.dir, &s.store);
     let mut rng = Rng::new(1);
     let shared = rng.bytes(4 * MIB);
     let only1 = rng.bytes(100_000);
@@ -148,7 +168,6 @@ fn stat_counts_the_objects_of_several_mounts() {
         "2",
         &[("d/shared-copy", &shared), ("only2", &only2)],
     );
-    let store = tempfile::tempdir().unwrap();
     let (d1, d2) = ("Secret-Domain-One", "Secret-Domain-Two");
     let m1 = mount(&img1, &share_opts(store.path(), d1, ""));
     let m2 = mount(&img2, &share_opts(store.path(), d1, ""));
@@ -224,16 +243,15 @@ fn stat_counts_the_objects_of_several_mounts() {
 
 #[test]
 fn gc_removes_unused_objects_and_skips_held_ones() {
-    ishare_testkit::tools::require_root();
-    let dir = tempfile::tempdir().unwrap();
+    let s = scratch();
+    let (dir, store) = (&s.dir, &s.store);
     let mut rng = Rng::new(2);
     let a = rng.bytes(MIB);
     let b = rng.bytes(2 * MIB);
     let img_a = image(dir.path(), "a", &[("a", &a)]);
     let img_b = image(dir.path(), "b", &[("b", &b)]);
-    let store = tempfile::tempdir().unwrap();
-    let ma = mount(&img_a, &share_opts(store.path(), "d", ""));
-    let mb = mount(&img_b, &share_opts(store.path(), "d", ""));
+    let ma = s.mount(&img_a);
+    let mb = s.mount(&img_b);
     ma.assert_reads("a", &a);
     mb.assert_reads("b", &b);
     stat_when(store.path(), 2);
@@ -262,7 +280,7 @@ fn gc_removes_unused_objects_and_skips_held_ones() {
     ma.assert_reads("a", &a);
 
     // A new mount of b prepares its object again.
-    let mb = mount(&img_b, &share_opts(store.path(), "d", ""));
+    let mb = s.mount(&img_b);
     mb.assert_reads("b", &b);
     stat_when(store.path(), 2);
     drop(mb);
@@ -283,15 +301,10 @@ fn drop_caches() {
 
 #[test]
 fn gc_while_a_mount_reads_then_after_its_unmount() {
-    ishare_testkit::tools::require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let big = Rng::new(3).bytes(32 * MIB);
-    let img = image(dir.path(), "i", &[("big", &big)]);
-    let store = tempfile::tempdir().unwrap();
-    let m = mount(&img, &share_opts(store.path(), "d", ""));
+    let s = scratch();
+    let store = &s.store;
     // The first open prepares the object; it is published in the background.
-    m.assert_reads("big", &big);
-    stat_when(store.path(), 1);
+    let (big, m) = s.big_mount(3, "i", "big");
     drop_caches();
     let sum = hash_with_pause(&m.path().join("big"), || {
         gc_expect(store.path(), &[], (0, 1));
@@ -312,15 +325,10 @@ fn gc_while_a_mount_reads_then_after_its_unmount() {
 /// pages are dropped; a new mount prepares the object again.
 #[test]
 fn removing_the_store_under_a_live_mount_changes_nothing_it_reads() {
-    ishare_testkit::tools::require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let big = Rng::new(4).bytes(32 * MIB);
-    let img1 = image(dir.path(), "1", &[("big", &big)]);
-    let img2 = image(dir.path(), "2", &[("x/big2", &big)]);
-    let store = tempfile::tempdir().unwrap();
-    let m1 = mount(&img1, &share_opts(store.path(), "d", ""));
-    m1.assert_reads("big", &big);
-    stat_when(store.path(), 1);
+    let s = scratch();
+    let store = &s.store;
+    let (big, m1) = s.big_mount(4, "1", "big");
+    let img2 = image(s.dir.path(), "2", &[("x/big2", &big)]);
     let sum = hash_with_pause(&m1.path().join("big"), || {
         fs::remove_dir_all(store.path().join("v1")).unwrap();
         drop_caches();
@@ -329,7 +337,7 @@ fn removing_the_store_under_a_live_mount_changes_nothing_it_reads() {
     // New opens through the same mount use the same (removed) object.
     m1.assert_reads("big", &big);
     // Another mount finds no object and prepares one.
-    let m2 = mount(&img2, &share_opts(store.path(), "d", ""));
+    let m2 = s.mount(&img2);
     m2.assert_reads("x/big2", &big);
     let v = stat_when(store.path(), 1);
     assert_eq!((n(&v, "objects"), n(&v, "in_use_objects")), (1, 1), "{v:#}");
@@ -346,8 +354,8 @@ fn age(path: &Path, age: Duration) {
 
 #[test]
 fn gc_max_size_removes_least_recently_used_first() {
-    ishare_testkit::tools::require_root();
-    let dir = tempfile::tempdir().unwrap();
+    let s = scratch();
+    let (dir, store) = (&s.dir, &s.store);
     let mut rng = Rng::new(5);
     let files: Vec<Vec<u8>> = (0..4).map(|_| rng.bytes(MIB)).collect();
     let names = ["f0", "f1", "f2", "f3"];
@@ -358,8 +366,7 @@ fn gc_max_size_removes_least_recently_used_first() {
         .collect();
     let img = image(dir.path(), "all", &entries);
     let img0 = image(dir.path(), "zero", &[("only-f0", &files[0])]);
-    let store = tempfile::tempdir().unwrap();
-    let m = mount(&img, &share_opts(store.path(), "d", ""));
+    let m = s.mount(&img);
     for (n, d) in names.iter().zip(&files) {
         m.assert_reads(n, d);
     }
@@ -391,7 +398,7 @@ fn gc_max_size_removes_least_recently_used_first() {
     assert_eq!(du, 4 * MIB as u64, "objects take more than their size here");
 
     // f0, the oldest, is in use: skipped; f1 and f2 go; then 2 MiB fit in 2600 KiB.
-    let m0 = mount(&img0, &share_opts(store.path(), "d", ""));
+    let m0 = s.mount(&img0);
     m0.assert_reads("only-f0", &files[0]);
     // (Reading it made it the most recently used: make it the oldest again.)
     age_all();

@@ -160,6 +160,36 @@ pub fn hash_file(p: &Path) -> io::Result<(u64, [u8; 32])> {
 }
 
 /// The kind of a `st_mode`.
+/// The files (not directories) under `dir` for which `keep(name)` holds, sorted; a
+/// directory that disappears meanwhile (removed by the code under test) is skipped.
+pub fn files_under(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<std::path::PathBuf> {
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = match fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if gone(&e) => continue,
+            Err(e) => panic!("readdir {}: {e}", d.display()),
+        };
+        for e in rd {
+            let e = match e {
+                Ok(e) => e,
+                Err(e) if gone(&e) => continue,
+                Err(e) => panic!("readdir {}: {e}", d.display()),
+            };
+            let is_dir = e.file_type().expect("file type").is_dir();
+            if is_dir {
+                stack.push(e.path());
+            } else if keep(&e.file_name().to_string_lossy()) {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// SHA-256 of a file read in 1 MiB pieces, calling `midway` once when half of it is read
 /// (for tests that change something under a reader); fails if it never got half way.
 pub fn hash_with_pause(path: &Path, midway: impl FnOnce()) -> [u8; 32] {
