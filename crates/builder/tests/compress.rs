@@ -18,6 +18,8 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use ishare_builder::{BuildOptions, Compression, TimePolicy, build};
+use ishare_erofs::{DataLayout, ExtentKind, Image};
 use ishare_testkit::mounts::{LoopMount, Tmpfs};
 use ishare_testkit::rng::pseudo_random;
 use ishare_testkit::snapshot::{CompareOpts, Tree, snapshot};
@@ -28,8 +30,6 @@ use ishare_testkit::tree::T0;
 fn diff(a: &Tree, b: &Tree) -> Vec<String> {
     ishare_testkit::diff(a, b, &CompareOpts::ALL)
 }
-use ishare_builder::{BuildOptions, Compression, TimePolicy, build};
-use ishare_erofs::{DataLayout, ExtentKind, Image};
 
 /// Text-like bytes (compress 3-4x), deterministic per seed.
 fn text(seed: u64, len: usize) -> Vec<u8> {

@@ -19,18 +19,18 @@
 use std::path::Path;
 use std::process::Command;
 
+use ishare_builder::{BuildOptions, InodeVersion, TimePolicy, build};
+use ishare_erofs::{CheckOptions, DataLayout, Image};
 use ishare_testkit::mounts::{BindMount, LoopMount, Tmpfs};
 use ishare_testkit::snapshot::{CompareOpts, Tree, snapshot};
 use ishare_testkit::tools::{fsck_15, fsck_194, mkfs_194, require_root, try_run as run};
 use ishare_testkit::tree::{BlockTree, T0, block_tree};
+use sha2::{Digest, Sha256};
 
 /// Differences of two snapshots, every field and link count compared.
 fn diff(a: &Tree, b: &Tree) -> Vec<String> {
     ishare_testkit::diff(a, b, &CompareOpts::ALL)
 }
-use ishare_builder::{BuildOptions, InodeVersion, TimePolicy, build};
-use ishare_erofs::{CheckOptions, DataLayout, Image};
-use sha2::{Digest, Sha256};
 
 struct Config {
     name: &'static str,

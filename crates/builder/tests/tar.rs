@@ -22,6 +22,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use ishare_builder::{BuildOptions, TarInput, TimePolicy, build, build_tar};
+use ishare_erofs::Image;
 use ishare_testkit::mounts::{LoopMount, Tmpfs};
 use ishare_testkit::rng::pseudo_random;
 use ishare_testkit::snapshot::{CompareOpts, Tree, snapshot};
@@ -32,8 +34,6 @@ use ishare_testkit::tree::{BlockTree, T0, block_tree};
 fn diff(a: &Tree, b: &Tree) -> Vec<String> {
     ishare_testkit::diff(a, b, &CompareOpts::ALL)
 }
-use ishare_builder::{BuildOptions, TarInput, TimePolicy, build, build_tar};
-use ishare_erofs::Image;
 
 fn options(bs: u32, time: TimePolicy, workers: usize) -> BuildOptions {
     BuildOptions {

@@ -13,17 +13,18 @@
 //!
 //! Needs root and erofs-utils 1.9.4 (`scripts/install-deps.sh`); a missing tool fails.
 
-use ishare_testkit::ishare_bin;
-use ishare_testkit::tools::{compress_hints, mkfs_erofs};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ishare_erofs::Image;
+use ishare_testkit::image::{random_len, read_checked};
+use ishare_testkit::ishare_bin;
 use ishare_testkit::mounts::{ErofsMount, Tmpfs};
 use ishare_testkit::rng::Rng;
 use ishare_testkit::snapshot::{CompareOpts, Kind, Tree, assert_trees_eq, snapshot};
 use ishare_testkit::tools::run;
+use ishare_testkit::tools::{compress_hints, mkfs_erofs};
 use ishare_testkit::tree::{Scale, SourceTree, TreeBuilder, TreeSpec, compressible, foundation};
 
 /// One mkfs.erofs configuration.
@@ -212,20 +213,11 @@ fn random_reads(b: &Built, seed: u64) {
         let rounds = if rel.starts_with("zdata/") { 12 } else { 2 };
         for _ in 0..rounds {
             let pos = rng.below(size + 1);
-            let len = match rng.below(4) {
-                0 => rng.below(16) as usize,
-                1 => rng.below(5000) as usize,
-                2 => rng.below(70_000) as usize,
-                _ => rng.below(400_000) as usize,
-            };
-            let mut buf = vec![0xA5u8; len];
-            let n = img
-                .read_at(&ino, pos, &mut buf)
-                .unwrap_or_else(|e| panic!("{rel}: read of {len} at {pos}: {e}"));
-            let want = len.min((size - pos) as usize);
-            assert_eq!(n, want, "{rel}: read of {len} at {pos} returned {n}");
+            let len = random_len(&mut rng, 400_000);
+            let buf = read_checked(&img, &ino, pos, len, &rel);
+            let n = buf.len();
             assert!(
-                buf[..n] == src[pos as usize..pos as usize + n],
+                buf == src[pos as usize..pos as usize + n],
                 "{rel}: {len} bytes at {pos} differ from the source"
             );
             checked += n as u64;

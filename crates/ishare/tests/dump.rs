@@ -3,11 +3,11 @@
 //! the file's SHA-256, `--ls` lists the directory, `--cat` prints the contents, `-S`
 //! counts what is there, and bad requests fail with a message.
 
-use ishare_testkit::tools::mkfs_erofs;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use ishare_testkit::tools::mkfs_erofs;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 

@@ -2,12 +2,12 @@
 //! and their configuration records, `-S` the compression ratio as `dump.erofs -S`
 //! computes it, and `-e` lists a file's extents (text and JSON).
 
-use ishare_testkit::ishare_bin;
-use ishare_testkit::tools::mkfs_erofs;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use ishare_testkit::ishare_bin;
+use ishare_testkit::tools::mkfs_erofs;
 use serde_json::Value;
 
 fn ishare(args: &[&str], image: &Path) -> std::process::Output {

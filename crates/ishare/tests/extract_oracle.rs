@@ -11,10 +11,10 @@
 //! Needs root and erofs-utils (`scripts/install-deps.sh`). Run part (a) alone with
 //! `cargo test -p ishare --test extract_oracle -- kernel::`.
 
-use ishare_testkit::ishare_bin;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use ishare_testkit::ishare_bin;
 use ishare_testkit::mounts::{ErofsMount, Tmpfs};
 use ishare_testkit::snapshot::{CompareOpts, assert_trees_eq, snapshot};
 use ishare_testkit::tools::run;

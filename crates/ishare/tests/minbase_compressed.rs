@@ -20,8 +20,6 @@
 //!
 //! Needs root (tmpfs mounts, chown, device nodes, `trusted.` xattrs).
 
-use ishare_testkit::ishare_bin;
-use ishare_testkit::tools::compress_hints;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
@@ -32,9 +30,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use ishare_erofs::{DataLayout, ExtentKind, Image};
+use ishare_testkit::image::{random_len, read_checked};
+use ishare_testkit::ishare_bin;
 use ishare_testkit::mounts::Tmpfs;
 use ishare_testkit::rng::Rng;
 use ishare_testkit::snapshot::{CompareOpts, Kind, Tree, assert_trees_eq, snapshot};
+use ishare_testkit::tools::compress_hints;
 use ishare_testkit::tools::run;
 
 /// A fingerprint xattr name in the `trusted.` namespace: unlike the default
@@ -351,25 +352,16 @@ fn random_reads(src: &Source, img: &Image, seed: u64) -> u64 {
         assert_eq!(ino.size, size, "{path}: size");
         let rounds = if size > 4 << 20 { 48 } else { 16 };
         for i in 0..rounds {
-            let len = match below(&mut rng, 4) {
-                0 => below(&mut rng, 16),
-                1 => below(&mut rng, 5000),
-                2 => below(&mut rng, 70_000),
-                _ => below(&mut rng, 1 << 20),
-            } as usize;
+            let len = random_len(&mut rng, 1 << 20);
             // Every 8th read ends at or past the end of the file.
             let pos = if i % 8 == 7 {
                 size - below(&mut rng, size.min(len as u64) + 1)
             } else {
                 below(&mut rng, size + 1)
             };
-            let mut got = vec![0xA5u8; len];
-            let n = img
-                .read_at(&ino, pos, &mut got)
-                .unwrap_or_else(|e| panic!("{path}: read of {len} at {pos}: {e}"));
-            let want_len = len.min((size - pos) as usize);
-            assert_eq!(n, want_len, "{path}: read of {len} at {pos} returned {n}");
-            let mut want = vec![0u8; want_len];
+            let got = read_checked(img, &ino, pos, len, path);
+            let n = got.len();
+            let mut want = vec![0u8; n];
             file.read_exact_at(&mut want, pos).unwrap();
             if got[..n] != want[..] {
                 let first = (0..n).find(|&k| got[k] != want[k]).unwrap();

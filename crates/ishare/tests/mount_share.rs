@@ -19,7 +19,6 @@
 //! (`scripts/install-deps.sh`). The tests of this file run one at a time (they measure the
 //! whole machine's page cache).
 
-use ishare_testkit::ishare_bin;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -29,6 +28,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use ishare_testkit::ishare_bin;
 use ishare_testkit::mounts::{self, ErofsMount, FuseMount};
 use ishare_testkit::snapshot::{
     CompareOpts, assert_trees_eq, files_under, hash_file, hash_with_pause, snapshot,
@@ -446,8 +446,27 @@ fn fp_value(content: &[u8]) -> Vec<u8> {
     v
 }
 
-/// An honest image with `honest` at "f", and one with `liar` at "g" whose fingerprint
-/// claims `honest`'s content (patched in place; superblock checksum off).
+/// An honest image `hi` with `honest` at "f", and one `li` with `liar` at "g" whose
+/// fingerprint claims `honest`'s content (patched in place; superblock checksum off), and
+/// an empty store.
+struct Liars {
+    _dir: tempfile::TempDir,
+    hi: PathBuf,
+    li: PathBuf,
+    store: tempfile::TempDir,
+}
+
+fn liars(honest: &[u8], liar: &[u8]) -> Liars {
+    let dir = tempfile::tempdir().unwrap();
+    let (hi, li) = liar_images(dir.path(), honest, liar);
+    Liars {
+        _dir: dir,
+        hi,
+        li,
+        store: tempfile::tempdir().unwrap(),
+    }
+}
+
 fn liar_images(dir: &Path, honest: &[u8], liar: &[u8]) -> (PathBuf, PathBuf) {
     let (s1, s2) = (dir.join("h"), dir.join("l"));
     write_file(&s1, "f", honest);
@@ -462,11 +481,9 @@ fn liar_images(dir: &Path, honest: &[u8], liar: &[u8]) -> (PathBuf, PathBuf) {
 #[test]
 fn lying_fingerprints_never_serve_another_images_bytes_with_verify() {
     let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
     let honest = pseudo_random(1 << 20, 10);
     let liar = pseudo_random(1 << 20, 11);
-    let (hi, li) = liar_images(dir.path(), &honest, &liar);
-    let store = tempfile::tempdir().unwrap();
+    let Liars { hi, li, store, .. } = &liars(&honest, &liar);
     let opts = share_opts(store.path(), "d", "");
 
     // The liar first: its object is refused, so it serves its own bytes.
@@ -533,11 +550,9 @@ fn a_liar_in_the_same_image_never_serves_the_honest_file() {
 #[test]
 fn same_fingerprint_with_another_size_is_not_shared() {
     let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
     let honest = pseudo_random(1 << 20, 20);
     let longer = pseudo_random((1 << 20) + 4096, 21);
-    let (hi, li) = liar_images(dir.path(), &honest, &longer);
-    let store = tempfile::tempdir().unwrap();
+    let Liars { hi, li, store, .. } = &liars(&honest, &longer);
     // verify=off: only the size rule can keep them apart.
     let opts = share_opts(store.path(), "d", ",verify=off");
     let mh = ishare_mount(&hi, &opts);

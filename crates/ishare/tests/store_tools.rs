@@ -15,13 +15,13 @@
 //!
 //! Needs root and /dev/fuse (CI has both).
 
-use ishare_testkit::ishare_bin;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use ishare_testkit::ishare_bin;
 use ishare_testkit::mounts::{self, FuseMount};
 use ishare_testkit::rng::Rng;
 use ishare_testkit::snapshot::{files_under, hash_with_pause};

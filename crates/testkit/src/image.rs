@@ -7,7 +7,9 @@ use std::fs;
 use std::process::Command;
 
 use ishare_erofs::format::{FEATURE_COMPAT_SB_CHKSUM, SUPER_OFFSET};
-use ishare_erofs::{Image, Result, superblock_checksum};
+use ishare_erofs::{Image, Inode, Result, superblock_checksum};
+
+use crate::rng::Rng;
 
 use crate::tools::run;
 use crate::tree::TreeBuilder;
@@ -104,4 +106,24 @@ pub fn fix_checksum(b: &mut [u8]) {
     if let Some(crc) = superblock_checksum(b, bits) {
         put_u32(b, sb(4), crc);
     }
+}
+
+/// A random read length: below 16, 5000, 70 000 or `max` bytes, each one time in four.
+pub fn random_len(rng: &mut Rng, max: u64) -> usize {
+    let bound = [16, 5000, 70_000, max][rng.below(4) as usize];
+    rng.below(bound) as usize
+}
+
+/// `len` bytes at `pos` of `ino` by `Image::read_at`, which must succeed and return
+/// exactly what of them lies before the end of the file; `what` names the file in
+/// messages.
+pub fn read_checked(img: &Image, ino: &Inode, pos: u64, len: usize, what: &str) -> Vec<u8> {
+    let mut buf = vec![0xA5u8; len];
+    let n = img
+        .read_at(ino, pos, &mut buf)
+        .unwrap_or_else(|e| panic!("{what}: read of {len} at {pos}: {e}"));
+    let want = len.min(ino.size.saturating_sub(pos) as usize);
+    assert_eq!(n, want, "{what}: read of {len} at {pos} returned {n}");
+    buf.truncate(n);
+    buf
 }
