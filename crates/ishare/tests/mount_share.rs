@@ -446,21 +446,27 @@ fn fp_value(content: &[u8]) -> Vec<u8> {
     v
 }
 
-/// An honest image `hi` with `honest` at "f", and one `li` with `liar` at "g" whose
-/// fingerprint claims `honest`'s content (patched in place; superblock checksum off), and
-/// an empty store.
+/// An honest image `hi` with `honest` (1 MiB from `seed`) at "f", and one `li` with
+/// `liar` (`liar_len` bytes from `seed + 1`) at "g" whose fingerprint claims `honest`'s
+/// content (see [`liar_images`]), and an empty store.
 struct Liars {
     _dir: tempfile::TempDir,
+    honest: Vec<u8>,
+    liar: Vec<u8>,
     hi: PathBuf,
     li: PathBuf,
     store: tempfile::TempDir,
 }
 
-fn liars(honest: &[u8], liar: &[u8]) -> Liars {
+fn liars(seed: u64, liar_len: usize) -> Liars {
     let dir = tempfile::tempdir().unwrap();
-    let (hi, li) = liar_images(dir.path(), honest, liar);
+    let honest = pseudo_random(1 << 20, seed);
+    let liar = pseudo_random(liar_len, seed + 1);
+    let (hi, li) = liar_images(dir.path(), &honest, &liar);
     Liars {
         _dir: dir,
+        honest,
+        liar,
         hi,
         li,
         store: tempfile::tempdir().unwrap(),
@@ -481,9 +487,14 @@ fn liar_images(dir: &Path, honest: &[u8], liar: &[u8]) -> (PathBuf, PathBuf) {
 #[test]
 fn lying_fingerprints_never_serve_another_images_bytes_with_verify() {
     let _g = serial();
-    let honest = pseudo_random(1 << 20, 10);
-    let liar = pseudo_random(1 << 20, 11);
-    let Liars { hi, li, store, .. } = &liars(&honest, &liar);
+    let Liars {
+        honest,
+        liar,
+        hi,
+        li,
+        store,
+        ..
+    } = &liars(10, 1 << 20);
     let opts = share_opts(store.path(), "d", "");
 
     // The liar first: its object is refused, so it serves its own bytes.
@@ -508,7 +519,7 @@ fn lying_fingerprints_never_serve_another_images_bytes_with_verify() {
     // The honest one is shared (its object exists and is verified).
     let objects = store_files(store.path());
     assert_eq!(objects.len(), 1, "{objects:?}");
-    assert_eq!(fs::read(&objects[0]).unwrap(), honest);
+    assert_eq!(&fs::read(&objects[0]).unwrap(), honest);
 
     // verify=off trusts fingerprints as the kernel does: the liar reads the honest bytes.
     let trusting = ishare_mount(&li, &share_opts(store.path(), "d", ",verify=off"));
@@ -550,9 +561,14 @@ fn a_liar_in_the_same_image_never_serves_the_honest_file() {
 #[test]
 fn same_fingerprint_with_another_size_is_not_shared() {
     let _g = serial();
-    let honest = pseudo_random(1 << 20, 20);
-    let longer = pseudo_random((1 << 20) + 4096, 21);
-    let Liars { hi, li, store, .. } = &liars(&honest, &longer);
+    let Liars {
+        honest,
+        liar: longer,
+        hi,
+        li,
+        store,
+        ..
+    } = &liars(20, (1 << 20) + 4096);
     // verify=off: only the size rule can keep them apart.
     let opts = share_opts(store.path(), "d", ",verify=off");
     let mh = ishare_mount(&hi, &opts);
