@@ -493,8 +493,8 @@ fn lying_fingerprints_never_serve_another_images_bytes_with_verify() {
         hi,
         li,
         store,
-        ..
-    } = &liars(10, 1 << 20);
+        _dir: _keep,
+    } = liars(10, 1 << 20);
     let opts = share_opts(store.path(), "d", "");
 
     // The liar first: its object is refused, so it serves its own bytes.
@@ -519,7 +519,7 @@ fn lying_fingerprints_never_serve_another_images_bytes_with_verify() {
     // The honest one is shared (its object exists and is verified).
     let objects = store_files(store.path());
     assert_eq!(objects.len(), 1, "{objects:?}");
-    assert_eq!(&fs::read(&objects[0]).unwrap(), honest);
+    assert_eq!(fs::read(&objects[0]).unwrap(), honest);
 
     // verify=off trusts fingerprints as the kernel does: the liar reads the honest bytes.
     let trusting = ishare_mount(&li, &share_opts(store.path(), "d", ",verify=off"));
@@ -567,8 +567,8 @@ fn same_fingerprint_with_another_size_is_not_shared() {
         hi,
         li,
         store,
-        ..
-    } = &liars(20, (1 << 20) + 4096);
+        _dir: _keep,
+    } = liars(20, (1 << 20) + 4096);
     // verify=off: only the size rule can keep them apart.
     let opts = share_opts(store.path(), "d", ",verify=off");
     let mh = ishare_mount(&hi, &opts);
