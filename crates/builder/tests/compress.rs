@@ -21,7 +21,7 @@ use std::process::Command;
 use ishare_builder::{BuildOptions, Compression, TimePolicy, build};
 use ishare_erofs::{DataLayout, ExtentKind, Image};
 use ishare_testkit::mounts::{LoopMount, Tmpfs};
-use ishare_testkit::rng::pseudo_random;
+use ishare_testkit::rng::{Rng, pseudo_random};
 use ishare_testkit::snapshot::{CompareOpts, Tree, snapshot};
 use ishare_testkit::tools::{fsck_194, mkfs_194, require_root, try_run as run};
 use ishare_testkit::tree::T0;
@@ -47,12 +47,10 @@ fn text(seed: u64, len: usize) -> Vec<u8> {
         b"0x1f ",
         b"block ",
     ];
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = Rng::new(seed);
     let mut v = Vec::with_capacity(len + 16);
     while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next_u64();
         v.extend_from_slice(WORDS[(x % WORDS.len() as u64) as usize]);
         if x.is_multiple_of(11) {
             v.extend_from_slice(&(x as u32).to_le_bytes());
@@ -203,15 +201,13 @@ fn random_reads(img: &Image, src_dir: &Path, bs: usize) -> Result<(), String> {
 }
 
 fn reads_of(img: &Image, files: &[(String, Vec<u8>)]) -> Result<(), String> {
-    let mut x = 0x1234_5678_9abc_def1u64;
+    let mut rng = Rng::new(0x1234_5678_9abc_def1);
     for (p, data) in files {
         let ino = img
             .lookup_path(format!("/{p}").as_bytes())
             .map_err(|e| format!("{p}: {e}"))?;
         for _ in 0..8 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             let off = (x % (data.len() as u64 + 1)) as usize;
             let len = ((x >> 32) % 300_000) as usize;
             let mut buf = vec![0u8; len];

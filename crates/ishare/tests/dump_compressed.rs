@@ -23,13 +23,8 @@ fn dump_compressed_superblock_statistics_and_extents() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     fs::create_dir(&src).unwrap();
-    let mut x = 0x1234_5678_9ABC_DEF0u64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = ishare_testkit::Rng::new(0x1234_5678_9ABC_DEF0);
+    let mut next = move || rng.next_u64();
     let words: [&[u8]; 6] = [b"erofs ", b"page ", b"cache ", b"share ", b"of ", b"data\n"];
     let mut text = Vec::new();
     while text.len() < 200_000 {

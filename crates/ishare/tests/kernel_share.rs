@@ -14,12 +14,13 @@
 //! The images come from [`build_images`], which takes the mkfs as a closure: a later test can
 //! pass `ishare mkfs` instead of mkfs.erofs and reuse `vm::share::measure` unchanged.
 
-use std::fs;
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use ishare_testkit::rng::Rng;
+use ishare_testkit::tree::write_file;
 use ishare_testkit::vm::share::{Image, Measured, Method, Scenario, ShareImages, ShareRun};
 use sha2::{Digest, Sha256};
 
@@ -108,40 +109,20 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// Deterministic pseudo-random bytes (xorshift64*).
-fn pseudo_random(len: u64, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len as usize + 8);
-    while (out.len() as u64) < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len as usize);
-    out
-}
-
-fn write(root: &Path, rel: &str, data: &[u8]) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(&p, data).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-}
-
 /// Builds the four images of [`ShareImages`] in `dir` with `mkfs(source, image, digest)`,
 /// which must give the image page cache share fingerprints when `digest` is true.
 /// Returns the images and the SHA-256 of the shared file.
 fn build_images(dir: &Path, mkfs: &dyn Fn(&Path, &Path, bool)) -> (ShareImages, String) {
-    let big = pseudo_random(BIG, 0x1234_5678_9abc_def0);
+    let big = Rng::new(0x1234_5678_9abc_def0).bytes(BIG as usize);
     let src_a = dir.join("src_a");
     let src_b = dir.join("src_b");
-    write(&src_a, PATH_A, &big);
-    write(&src_a, "etc/a-only.conf", b"image a\n");
-    write(&src_a, "usr/lib/liba.so", &pseudo_random(300 << 10, 1));
-    write(&src_b, "etc/b-only.conf", b"image b, different\n");
-    write(&src_b, "opt/other/libb.so", &pseudo_random(700 << 10, 2));
-    write(&src_b, "opt/zz-first-is-not-big", &pseudo_random(5000, 3));
-    write(&src_b, PATH_B, &big);
+    write_file(&src_a, PATH_A, &big);
+    write_file(&src_a, "etc/a-only.conf", b"image a\n");
+    write_file(&src_a, "usr/lib/liba.so", &Rng::new(1).bytes(300 << 10));
+    write_file(&src_b, "etc/b-only.conf", b"image b, different\n");
+    write_file(&src_b, "opt/other/libb.so", &Rng::new(2).bytes(700 << 10));
+    write_file(&src_b, "opt/zz-first-is-not-big", &Rng::new(3).bytes(5000));
+    write_file(&src_b, PATH_B, &big);
 
     let img = |name: &str| dir.join(name);
     let images = ShareImages {

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use ishare_testkit::ishare_bin;
 use ishare_testkit::mounts::{self, ErofsMount, FuseMount};
+use ishare_testkit::rng::Rng;
 use ishare_testkit::snapshot::{
     CompareOpts, assert_trees_eq, files_under, hash_file, hash_with_pause, snapshot,
 };
@@ -70,20 +71,6 @@ fn is_mounted(dir: &Path) -> bool {
 // Images
 // ---------------------------------------------------------------------------------------------
 
-/// Deterministic pseudo-random bytes (xorshift64*).
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        v.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
 fn ishare_mkfs(image: &Path, src: &Path, extra: &[&str]) {
     run(Command::new(ishare_bin!())
         .args(["mkfs", "--quiet"])
@@ -121,8 +108,8 @@ fn pair(extra_mkfs: &[&str]) -> Pair {
 /// [`pair`] with the images built by `mkfs1` and `mkfs2` (image, source).
 fn pair_with(mkfs1: &dyn Fn(&Path, &Path), mkfs2: &dyn Fn(&Path, &Path)) -> Pair {
     let dir = tempfile::tempdir().unwrap();
-    let big = pseudo_random(BIG, 1);
-    let warm = pseudo_random(300_000, 2);
+    let big = Rng::new(1).bytes(BIG);
+    let warm = Rng::new(2).bytes(300_000);
     let (s1, s2) = (dir.path().join("s1"), dir.path().join("s2"));
     write_file(&s1, BIG1, &big);
     write_file(&s1, "warm", &warm);
@@ -460,8 +447,8 @@ struct Liars {
 
 fn liars(seed: u64, liar_len: usize) -> Liars {
     let dir = tempfile::tempdir().unwrap();
-    let honest = pseudo_random(1 << 20, seed);
-    let liar = pseudo_random(liar_len, seed + 1);
+    let honest = Rng::new(seed).bytes(1 << 20);
+    let liar = Rng::new(seed + 1).bytes(liar_len);
     let (hi, li) = liar_images(dir.path(), &honest, &liar);
     Liars {
         _dir: dir,
@@ -533,8 +520,8 @@ fn lying_fingerprints_never_serve_another_images_bytes_with_verify() {
 fn a_liar_in_the_same_image_never_serves_the_honest_file() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let honest = pseudo_random(8 << 20, 12);
-    let liar = pseudo_random(8 << 20, 13);
+    let honest = Rng::new(12).bytes(8 << 20);
+    let liar = Rng::new(13).bytes(8 << 20);
     let src = dir.path().join("s");
     write_file(&src, "f", &honest);
     write_file(&src, "g", &liar);
@@ -589,7 +576,7 @@ fn an_image_without_fingerprints_mounts_unshared_with_a_notice() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    let data = pseudo_random(300 << 10, 30);
+    let data = Rng::new(30).bytes(300 << 10);
     write_file(&src, "f", &data);
     let image = dir.path().join("plain.erofs");
     ishare_mkfs(&image, &src, &["--no-xattr-inode-digest"]);
@@ -622,7 +609,7 @@ fn the_domain_id_stays_secret() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("s");
-    write_file(&src, "f", &pseudo_random(100_000, 30));
+    write_file(&src, "f", &Rng::new(30).bytes(100_000));
     let img = dir.path().join("i.erofs");
     ishare_mkfs(&img, &src, &[]);
     let store = tempfile::tempdir().unwrap();
@@ -859,7 +846,7 @@ fn more_shared_files_than_the_open_file_limit() {
         .map(|i| {
             (
                 format!("d{}/f{i}", i % 7),
-                pseudo_random(100 + i * 37, 1000 + i as u64),
+                Rng::new(1000 + i as u64).bytes(100 + i * 37),
             )
         })
         .collect();
@@ -900,7 +887,7 @@ fn more_shared_files_than_the_open_file_limit() {
 fn kill_during_materialization_then_remount_reads_every_byte() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let big = pseudo_random(256 << 20, 40);
+    let big = Rng::new(40).bytes(256 << 20);
     let src = dir.path().join("s");
     write_file(&src, "big", &big);
     let img = dir.path().join("i.erofs");
@@ -956,7 +943,7 @@ fn concurrent_readers_across_mounts() {
     use std::os::unix::fs::FileExt;
     let _g = serial();
     let p = pair(&[]);
-    let big = std::sync::Arc::new(pseudo_random(BIG, 1));
+    let big = std::sync::Arc::new(Rng::new(1).bytes(BIG));
     let store = tempfile::tempdir().unwrap();
     let opts = share_opts(store.path(), "d1", "");
     let mounts: Vec<FuseMount> = (0..8)
@@ -972,15 +959,13 @@ fn concurrent_readers_across_mounts() {
     for t in 0..16usize {
         let (file, big, tx) = (files[t % 8].clone(), big.clone(), tx.clone());
         std::thread::spawn(move || {
-            let mut x = (t as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut rng = Rng::new(t as u64 + 1);
             let mut ops = 0u64;
             let res = (|| -> Result<u64, String> {
                 while Instant::now() < deadline {
                     let f = fs::File::open(&file).map_err(|e| e.to_string())?;
                     for _ in 0..32 {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
+                        let x = rng.next_u64();
                         let len = (x % (1 << 20)) as usize + 1;
                         let off = (x >> 20) as usize % (BIG - len);
                         let mut buf = vec![0u8; len];

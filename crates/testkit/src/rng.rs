@@ -1,5 +1,6 @@
 //! The one seeded pseudo-random generator of the tests (splitmix64): deterministic for a
-//! seed on every machine, good enough for test data and mutations, not for anything else.
+//! seed on every machine, good enough for test data and mutations, not for anything else;
+//! [`pseudo_random`] seeds it with a name.
 
 /// A splitmix64 generator; [`Rng::new`] with the same seed gives the same stream.
 #[derive(Debug, Clone)]
@@ -76,20 +77,11 @@ impl Rng {
     }
 }
 
-/// Deterministic bytes derived from a name (an FNV-style hash of `seed` feeding xorshift):
-/// the same name always gives the same contents, whatever else a tree holds.
-pub fn pseudo_random(seed: &[u8], len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for &b in seed {
-        x = (x ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
-    }
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+/// Deterministic bytes derived from a name: [`Rng`] seeded with an FNV-1a hash of `name`,
+/// so the same name always gives the same contents, whatever else a tree holds.
+pub fn pseudo_random(name: &[u8], len: usize) -> Vec<u8> {
+    let seed = name.iter().fold(0xCBF2_9CE4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)
+    });
+    Rng::new(seed).bytes(len)
 }

@@ -4,8 +4,7 @@
 //! Contract: [`snapshot`] walks without following symlinks and records, for every path
 //! (the root as ""): the type, permission bits with setuid/setgid/sticky, owner, mtime with
 //! nanoseconds, link count, size and SHA-256 of regular files, symlink targets, device
-//! numbers, every xattr (a filesystem without xattr support reads as none), and the
-//! hard-link groups. Directory sizes and atimes are never recorded. [`diff`] compares all
+//! numbers, every xattr, and the hard-link groups. Directory sizes and atimes are never recorded. [`diff`] compares all
 //! of it except what [`CompareOpts`] names; the link count of every entry (directories
 //! included) only with [`CompareOpts::nlink`].
 
@@ -119,14 +118,9 @@ impl DerefMut for Tree {
     }
 }
 
-/// Every xattr of `p` (not following a symlink), sorted by name; none where the filesystem
-/// does not support xattrs.
+/// Every xattr of `p` (not following a symlink), sorted by name.
 pub fn xattrs_of(p: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let size = match rustix::fs::llistxattr_query(p) {
-        Ok(n) => n,
-        Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
+    let size = rustix::fs::llistxattr_query(p)?;
     let mut list = vec![0u8; size];
     let n = rustix::fs::llistxattr(p, &mut list[..])?;
     list.truncate(n);
