@@ -285,7 +285,7 @@ fn gc_removes_unused_objects_and_skips_held_ones() {
     stat_when(store.path(), 2);
     drop(mb);
     ma.unmount();
-    gc_expect(store.path(), &[], (2, 0));
+    let r = gc_expect(store.path(), &[], (2, 0));
     assert_eq!(n(&r, "size_after"), 0, "{r:#}");
     // Lock, probe files and directories went too: only the empty layout directory is left.
     let v1: Vec<_> = fs::read_dir(store.path().join("v1")).unwrap().collect();
