@@ -7,7 +7,7 @@
 //! * [`tree`]: ONE generator of source trees, with profiles (the every-name/every-size tree,
 //!   the builder's block-size tree, the reader's small tree, compressible trees, the minbase
 //!   root filesystem);
-//! * [`snapshot`]: ONE snapshot of a directory tree and its comparison (plus file hashes
+//! * [`mod@snapshot`]: ONE snapshot of a directory tree and its comparison (plus file hashes
 //!   and walks);
 //! * [`image`]: byte-level patching of EROFS images (fields, superblock checksum), seed
 //!   images built once from a tree, reads checked against the file size;

@@ -85,3 +85,19 @@ pub fn pseudo_random(name: &[u8], len: usize) -> Vec<u8> {
     });
     Rng::new(seed).bytes(len)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Rng, pseudo_random};
+
+    /// The same seed (or name) gives the same stream; another one does not.
+    #[test]
+    fn deterministic() {
+        assert_eq!(Rng::new(7).bytes(100), Rng::new(7).bytes(100));
+        assert_ne!(Rng::new(7).bytes(100), Rng::new(8).bytes(100));
+        assert_eq!(pseudo_random(b"a", 33), pseudo_random(b"a", 33));
+        assert_ne!(pseudo_random(b"a", 33), pseudo_random(b"b", 33));
+        // A prefix of a longer stream.
+        assert_eq!(Rng::new(1).bytes(5), Rng::new(1).bytes(16)[..5]);
+    }
+}

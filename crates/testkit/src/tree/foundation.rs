@@ -504,7 +504,7 @@ impl Foundation<'_> {
 }
 
 /// Fills the (empty) directory `root` with the foundation tree described by `spec`. `root`
-/// itself gets the tree's root metadata (mode 0755, 0:0, [`T0`], one xattr).
+/// itself gets the tree's root metadata (mode 0755, 0:0, [`super::T0`], one xattr).
 pub fn generate(root: &Path, spec: &TreeSpec) {
     foundation(spec).write(root, false);
 }
@@ -530,5 +530,33 @@ impl SourceTree {
 
     pub fn path(&self) -> &Path {
         self.fs.path()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::posix_acl;
+
+    /// The text form gives the binary form the kernel stores: version 2, then (tag, perm,
+    /// id) entries in order, `u32::MAX` for the entries without an id.
+    #[test]
+    fn posix_acl_from_text() {
+        let mut want = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [
+            (1u16, 6u16, u32::MAX),
+            (2, 4, 1000),
+            (4, 5, u32::MAX),
+            (8, 6, 2000),
+            (0x10, 7, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ] {
+            want.extend_from_slice(&tag.to_le_bytes());
+            want.extend_from_slice(&perm.to_le_bytes());
+            want.extend_from_slice(&id.to_le_bytes());
+        }
+        assert_eq!(
+            posix_acl("u::rw-,u:1000:r--,g::r-x,g:2000:rw-,m::rwx,o::---"),
+            want
+        );
     }
 }
