@@ -14,15 +14,22 @@
 //! `reproducible` builds the same tree with 1 and 3 workers and compares bytes.
 //! Needs root and erofs-utils 1.9.4 (`scripts/install-deps.sh`).
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
 use ishare_builder::{BuildOptions, Compression, TimePolicy, build};
 use ishare_erofs::{DataLayout, ExtentKind, Image};
+use ishare_testkit::mounts::{LoopMount, Tmpfs};
+use ishare_testkit::rng::{Rng, pseudo_random};
+use ishare_testkit::snapshot::{CompareOpts, Tree, snapshot};
+use ishare_testkit::tools::{fsck_194, mkfs_194, require_root, try_run as run};
+use ishare_testkit::tree::T0;
+
+/// Differences of two snapshots, every field and link count compared.
+fn diff(a: &Tree, b: &Tree) -> Vec<String> {
+    ishare_testkit::diff(a, b, &CompareOpts::ALL)
+}
 
 /// Text-like bytes (compress 3-4x), deterministic per seed.
 fn text(seed: u64, len: usize) -> Vec<u8> {
@@ -40,12 +47,10 @@ fn text(seed: u64, len: usize) -> Vec<u8> {
         b"0x1f ",
         b"block ",
     ];
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = Rng::new(seed);
     let mut v = Vec::with_capacity(len + 16);
     while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next_u64();
         v.extend_from_slice(WORDS[(x % WORDS.len() as u64) as usize]);
         if x.is_multiple_of(11) {
             v.extend_from_slice(&(x as u32).to_le_bytes());
@@ -196,15 +201,13 @@ fn random_reads(img: &Image, src_dir: &Path, bs: usize) -> Result<(), String> {
 }
 
 fn reads_of(img: &Image, files: &[(String, Vec<u8>)]) -> Result<(), String> {
-    let mut x = 0x1234_5678_9abc_def1u64;
+    let mut rng = Rng::new(0x1234_5678_9abc_def1);
     for (p, data) in files {
         let ino = img
             .lookup_path(format!("/{p}").as_bytes())
             .map_err(|e| format!("{p}: {e}"))?;
         for _ in 0..8 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             let off = (x % (data.len() as u64 + 1)) as usize;
             let len = ((x >> 32) % 300_000) as usize;
             let mut buf = vec![0u8; len];
@@ -339,53 +342,104 @@ macro_rules! case {
     };
 }
 
+/// Every compression case: (test, name, block size, -z, pcluster size, ztailpacking,
+/// legacy-compress).
+const CASES: &[(&str, &str, u32, &str, u32, bool, bool)] = &[
+    ("lz4", "lz4", 4096, "lz4", 4096, false, false),
+    ("lz4", "lz4-C16k-tail", 4096, "lz4", 16384, true, false),
+    (
+        "lz4",
+        "lz4-legacy-tail-b1024",
+        1024,
+        "lz4",
+        1024,
+        true,
+        true,
+    ),
+    ("lz4hc", "lz4hc", 4096, "lz4hc,12", 4096, false, false),
+    ("lz4hc", "lz4hc-C64k", 4096, "lz4hc", 65536, false, false),
+    (
+        "lz4hc",
+        "lz4hc-b512-C4k-tail",
+        512,
+        "lz4hc",
+        4096,
+        true,
+        false,
+    ),
+    ("lzma", "lzma-tail", 4096, "lzma", 4096, true, false),
+    (
+        "lzma",
+        "lzma-C64k-legacy",
+        4096,
+        "lzma,level=4",
+        65536,
+        false,
+        true,
+    ),
+    ("deflate", "deflate", 4096, "deflate", 4096, false, false),
+    (
+        "deflate",
+        "deflate-C16k-tail-b2048",
+        2048,
+        "deflate,9",
+        16384,
+        true,
+        false,
+    ),
+    ("zstd", "zstd-tail", 4096, "zstd", 4096, true, false),
+    (
+        "zstd",
+        "zstd-C64k-legacy",
+        4096,
+        "zstd,level=9",
+        65536,
+        false,
+        true,
+    ),
+];
+
+/// Runs the cases of `test` in [`CASES`].
+fn suite_of(test: &str) {
+    let cases: Vec<Case> = CASES
+        .iter()
+        .filter(|c| c.0 == test)
+        .map(|&(_, name, bs, z, pcluster, ztailpacking, legacy)| Case {
+            name,
+            bs,
+            z,
+            pcluster,
+            ztailpacking,
+            legacy,
+        })
+        .collect();
+    assert!(!cases.is_empty(), "no cases for {test}");
+    suite(&cases);
+}
+
 #[test]
 fn lz4() {
-    suite(&[
-        case!("lz4", 4096, "lz4", 4096, false, false),
-        case!("lz4-C16k-tail", 4096, "lz4", 16384, true, false),
-        case!("lz4-legacy-tail-b1024", 1024, "lz4", 1024, true, true),
-    ]);
+    suite_of("lz4");
 }
 
 #[test]
 fn lz4hc() {
-    suite(&[
-        case!("lz4hc", 4096, "lz4hc,12", 4096, false, false),
-        case!("lz4hc-C64k", 4096, "lz4hc", 65536, false, false),
-        case!("lz4hc-b512-C4k-tail", 512, "lz4hc", 4096, true, false),
-    ]);
+    suite_of("lz4hc");
 }
 
 #[test]
 fn lzma() {
-    suite(&[
-        case!("lzma-tail", 4096, "lzma", 4096, true, false),
-        case!("lzma-C64k-legacy", 4096, "lzma,level=4", 65536, false, true),
-    ]);
+    suite_of("lzma");
 }
 
 #[test]
 fn deflate() {
-    suite(&[
-        case!("deflate", 4096, "deflate", 4096, false, false),
-        case!(
-            "deflate-C16k-tail-b2048",
-            2048,
-            "deflate,9",
-            16384,
-            true,
-            false
-        ),
-    ]);
+    suite_of("deflate");
 }
 
 #[test]
 fn zstd() {
-    suite(&[
-        case!("zstd-tail", 4096, "zstd", 4096, true, false),
-        case!("zstd-C64k-legacy", 4096, "zstd,level=9", 65536, false, true),
-    ]);
+    suite_of("zstd");
 }
 
 /// `--compress-hints`: per-file pcluster sizes and algorithms, and files left
@@ -394,8 +448,7 @@ fn zstd() {
 fn compress_hints() {
     require_root();
     let tmp = Tmpfs::new();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
+    let src = tmp.subdir("src");
     write_tree(&src, 4096);
     let mut o = options(&case!("hints", 4096, "lz4hc:lzma", 4096, false, false));
     let z = o.compression.as_mut().unwrap();

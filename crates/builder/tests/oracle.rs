@@ -16,15 +16,21 @@
 //! a single byte, and `errors` the failure paths. Needs root and erofs-utils
 //! (`scripts/install-deps.sh`).
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
 use ishare_builder::{BuildOptions, InodeVersion, TimePolicy, build};
 use ishare_erofs::{CheckOptions, DataLayout, Image};
+use ishare_testkit::mounts::{BindMount, LoopMount, Tmpfs};
+use ishare_testkit::snapshot::{CompareOpts, Tree, snapshot};
+use ishare_testkit::tools::{fsck_15, fsck_194, mkfs_194, require_root, try_run as run};
+use ishare_testkit::tree::{BlockTree, T0, block_tree};
 use sha2::{Digest, Sha256};
+
+/// Differences of two snapshots, every field and link count compared.
+fn diff(a: &Tree, b: &Tree) -> Vec<String> {
+    ishare_testkit::diff(a, b, &CompareOpts::ALL)
+}
 
 struct Config {
     name: &'static str,
@@ -179,7 +185,7 @@ fn check_image(img: &Path, src: &Tree, o: &BuildOptions) -> Result<(), String> {
         .map_err(|e| format!("Image::check: {e}"))?;
     let nonempty = src
         .iter()
-        .filter(|(k, e)| e.content.is_some_and(|c| c.0 > 0) && e.link_group == **k)
+        .filter(|(k, e)| e.content.is_some_and(|c| c.0 > 0) && src.link_group(k) == k.as_slice())
         .count() as u64;
     let want_fp = if o.fingerprint.is_some() { nonempty } else { 0 };
     if r.fingerprints_verified != want_fp || r.fingerprints_missing != 0 {
@@ -322,13 +328,12 @@ fn compare_fingerprints(
 fn block_size_suite(bs: u32) {
     require_root();
     let tmp = Tmpfs::new();
-    let src_dir = tmp.path().join("src");
-    std::fs::create_dir(&src_dir).unwrap();
-    let spec = Spec {
+    let src_dir = tmp.subdir("src");
+    let spec = BlockTree {
         block_size: bs as usize,
         large_ids: true,
     };
-    generate(&src_dir, &spec, false);
+    block_tree(&spec).write(&src_dir, false);
     let src = snapshot(&src_dir);
     let mut failures = Vec::new();
     for c in CONFIGS {
@@ -378,14 +383,11 @@ fn reproducible() {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     for (dir, reverse) in [(&a, false), (&b, true)] {
         std::fs::create_dir(dir).unwrap();
-        generate(
-            dir,
-            &Spec {
-                block_size: 4096,
-                large_ids: true,
-            },
-            reverse,
-        );
+        block_tree(&BlockTree {
+            block_size: 4096,
+            large_ids: true,
+        })
+        .write(dir, reverse);
     }
     // The listing orders really differ, or the test proves nothing.
     let list = |d: &Path| -> Vec<_> {
@@ -430,11 +432,9 @@ fn reproducible() {
 fn errors() {
     require_root();
     let tmp = Tmpfs::new();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
+    let src = tmp.subdir("src");
     std::fs::write(src.join("ok"), b"fine").unwrap();
-    let out = tmp.path().join("out");
-    std::fs::create_dir(&out).unwrap();
+    let out = tmp.subdir("out");
     let img = out.join("x.img");
     let msg = |o: &BuildOptions, src: &Path| build(src, &img, o).unwrap_err().to_string();
     let entries = || std::fs::read_dir(&out).unwrap().count();

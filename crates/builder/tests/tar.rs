@@ -17,16 +17,23 @@
 //! Needs root, GNU tar, gzip, zstd, xz and erofs-utils 1.9.4
 //! (`scripts/install-deps.sh`).
 
-mod common;
-
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::*;
 use ishare_builder::{BuildOptions, TarInput, TimePolicy, build, build_tar};
 use ishare_erofs::Image;
+use ishare_testkit::mounts::{LoopMount, Tmpfs};
+use ishare_testkit::rng::pseudo_random;
+use ishare_testkit::snapshot::{CompareOpts, Tree, snapshot};
+use ishare_testkit::tools::{fsck_194, host_tool, mkfs_194, require_root, try_run as run};
+use ishare_testkit::tree::{BlockTree, T0, block_tree};
+
+/// Differences of two snapshots, every field and link count compared.
+fn diff(a: &Tree, b: &Tree) -> Vec<String> {
+    ishare_testkit::diff(a, b, &CompareOpts::ALL)
+}
 
 fn options(bs: u32, time: TimePolicy, workers: usize) -> BuildOptions {
     BuildOptions {
@@ -40,8 +47,37 @@ fn options(bs: u32, time: TimePolicy, workers: usize) -> BuildOptions {
     }
 }
 
+/// The options of most tests: 4 KiB blocks, times kept, 2 workers.
+fn opts() -> BuildOptions {
+    options(4096, TimePolicy::Keep, 2)
+}
+
 fn gnu_tar() -> Command {
     Command::new(host_tool("tar"))
+}
+
+/// Writes the 4 KiB block-size tree into `dir/src` and returns that path.
+fn source(dir: &Path, large_ids: bool) -> PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir(&src).unwrap();
+    block_tree(&BlockTree {
+        block_size: 4096,
+        large_ids,
+    })
+    .write(&src, false);
+    src
+}
+
+/// `tar ARGS -C SRC -cf TARBALL .`
+fn archive(args: &[&str], src: &Path, tarball: &Path) {
+    run(gnu_tar()
+        .args(args)
+        .arg("-C")
+        .arg(src)
+        .arg("-cf")
+        .arg(tarball)
+        .arg("."))
+    .unwrap();
 }
 
 /// Compresses `src` with `tool args` into `dst`.
@@ -99,8 +135,8 @@ fn check_extraction(ext: &Tree, format: &str) {
         "[{format}] binary xattr"
     );
     assert_eq!(get("links/max").target.as_ref().map(Vec::len), Some(4095));
-    assert_eq!(get("links/hl2").link_group, b"files/hl");
-    assert_ne!(get("dev/big").rdev, 0);
+    assert_eq!(ext.link_group(b"links/hl2"), b"files/hl");
+    assert!(get("dev/big").rdev.is_some_and(|r| r != 0));
     assert_eq!(get("files/f_2b+3").uid, 70_000);
     let long = format!("many/{}", "L".repeat(255));
     get(&long);
@@ -119,28 +155,14 @@ fn read(p: &Path) -> Vec<u8> {
 fn tarball_equals_extracted_directory() {
     require_root();
     let tmp = Tmpfs::new();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    generate(
-        &src,
-        &Spec {
-            block_size: 4096,
-            large_ids: true,
-        },
-        false,
-    );
+    let src = source(tmp.path(), true);
     add_long_paths(&src);
     let mut failures = Vec::new();
     for format in ["gnu", "pax"] {
         let tarball = tmp.path().join(format!("layer-{format}.tar"));
-        run(gnu_tar()
-            .arg(format!("--format={format}"))
-            .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-C"])
-            .arg(&src)
-            .arg("-cf")
-            .arg(&tarball)
-            .arg("."))
-        .unwrap();
+        let fmt = format!("--format={format}");
+        let args = [&fmt, "--xattrs", "--xattrs-include=*", "--numeric-owner"];
+        archive(&args, &src, &tarball);
         let ext = tmp.path().join(format!("ext-{format}"));
         std::fs::create_dir(&ext).unwrap();
         run(gnu_tar()
@@ -193,7 +215,7 @@ fn tarball_equals_extracted_directory() {
 fn same_as_mkfs_erofs(tarball: &Path, tmp: &Path, extra: &[&str]) -> Result<(), String> {
     let ours = tmp.join("ours.img");
     let theirs = tmp.join("theirs.img");
-    let mut o = options(4096, TimePolicy::Keep, 2);
+    let mut o = opts();
     o.aufs = extra.contains(&"--aufs");
     build_tar(&TarInput::Path(tarball.to_path_buf()), &ours, &o).map_err(|e| e.to_string())?;
     run(Command::new(mkfs_194())
@@ -456,12 +478,7 @@ fn edge_cases_match_mkfs_erofs() {
 
     // Spot checks of our image.
     let img = tmp.path().join("edge.img");
-    build_tar(
-        &TarInput::Path(tarball.clone()),
-        &img,
-        &options(4096, TimePolicy::Keep, 2),
-    )
-    .unwrap();
+    build_tar(&TarInput::Path(tarball.clone()), &img, &opts()).unwrap();
     let mnt = LoopMount::new(&img).unwrap();
     let t = snapshot(mnt.path());
     drop(mnt);
@@ -469,25 +486,25 @@ fn edge_cases_match_mkfs_erofs() {
         t.get(p.as_bytes())
             .unwrap_or_else(|| panic!("{p} missing: {:?}", t.keys().collect::<Vec<_>>()))
     };
-    assert_eq!((e("").mode, e("").mtime), (0o40777, (T0, 0)));
-    assert_eq!((e("a").mode, e("a").uid), (0o40750, 5));
-    assert_eq!((e("a/b").mode, e("a/b").mtime), (0o40777, (T0, 0)));
+    assert_eq!((e("").mode(), e("").mtime), (0o40777, (T0, 0)));
+    assert_eq!((e("a").mode(), e("a").uid), (0o40750, 5));
+    assert_eq!((e("a/b").mode(), e("a/b").mtime), (0o40777, (T0, 0)));
     assert_eq!(
-        (e("a/c").mode, e("a/c").uid, e("a/c").mtime),
+        (e("a/c").mode(), e("a/c").uid, e("a/c").mtime),
         (0o40755, 5, (T0 + 5, 0))
     );
     assert_eq!(e("x").content.unwrap().0, 6);
-    assert_eq!(e("d").mode & 0o170000, 0o100000);
+    assert_eq!(e("d").mode() & 0o170000, 0o100000);
     assert!(!t.contains_key(&b"d/sub/h"[..]));
-    assert_eq!(e("e").mode, 0o40711);
+    assert_eq!(e("e").mode(), 0o40711);
     assert!(t.contains_key(&b"e/k"[..]));
-    assert_eq!(e("h2").link_group, b"h2");
-    assert_eq!(e("h3").link_group, b"h2");
+    assert_eq!(t.link_group(b"h2"), b"h2");
+    assert_eq!(t.link_group(b"h3"), b"h2");
     assert_eq!(e("h2").nlink, 2);
     assert_eq!(e("h2").content.unwrap().0, 6); // "linked"
     assert_eq!(e("h1").content.unwrap().0, 8); // "replaced"
     assert_eq!(e("y").target.as_deref(), Some(&b"a/b/f"[..]));
-    assert!(e("z").mode & 0o040000 != 0, "z/.. makes z");
+    assert!(e("z").mode() & 0o040000 != 0, "z/.. makes z");
     e("zz");
     e("dbl/slash");
     let p = e(std::str::from_utf8(&long).unwrap());
@@ -505,7 +522,7 @@ fn edge_cases_match_mkfs_erofs() {
     );
     let g = e(std::str::from_utf8(&gl).unwrap());
     assert_eq!(g.target.as_deref(), Some(target.as_slice()));
-    assert_eq!(e("dev/sda").rdev, rustix::fs::makedev(8, 1));
+    assert_eq!(e("dev/sda").rdev, Some(rustix::fs::makedev(8, 1)));
 
     same_as_mkfs_erofs(&tarball, tmp.path(), &[]).unwrap();
 }
@@ -525,22 +542,11 @@ fn aufs_whiteouts() {
     std::fs::write(layer.join("o/.wh..wh..opq"), b"").unwrap();
     std::fs::write(layer.join("o/new"), b"new").unwrap();
     let tarball = tmp.path().join("layer.tar");
-    run(gnu_tar()
-        .args(["--format=pax", "-C"])
-        .arg(&layer)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg("."))
-    .unwrap();
+    archive(&["--format=pax"], &layer, &tarball);
 
     // Without --aufs the names stay as they are.
     let img = tmp.path().join("plain.img");
-    build_tar(
-        &TarInput::Path(tarball.clone()),
-        &img,
-        &options(4096, TimePolicy::Keep, 2),
-    )
-    .unwrap();
+    build_tar(&TarInput::Path(tarball.clone()), &img, &opts()).unwrap();
     {
         let m = LoopMount::new(&img).unwrap();
         assert!(m.path().join("w/.wh.gone").is_file());
@@ -549,7 +555,7 @@ fn aufs_whiteouts() {
     let img = tmp.path().join("aufs.img");
     let o = BuildOptions {
         aufs: true,
-        ..options(4096, TimePolicy::Keep, 2)
+        ..opts()
     };
     build_tar(&TarInput::Path(tarball.clone()), &img, &o).unwrap();
     let m = LoopMount::new(&img).unwrap();
@@ -579,8 +585,7 @@ fn aufs_whiteouts() {
     for f in ["w/gone", "w/stay", "o/old", "top"] {
         std::fs::write(base.join(f), f).unwrap();
     }
-    let ovl = tmp.path().join("ovl");
-    std::fs::create_dir(&ovl).unwrap();
+    let ovl = tmp.subdir("ovl");
     let opts = format!("lowerdir={}:{}", m.path().display(), base.display());
     run(Command::new("mount")
         .args(["-t", "overlay", "overlay", "-o", &opts])
@@ -626,7 +631,7 @@ fn stdin_child() {
     let Some(img) = std::env::var_os(STDIN_IMAGE_ENV) else {
         return;
     };
-    let o = options(4096, TimePolicy::Keep, 2);
+    let o = opts();
     if let Err(e) = build_tar(&TarInput::Stdin, Path::new(&img), &o) {
         eprintln!("ERROR: {e}");
         std::process::exit(3);
@@ -662,25 +667,14 @@ fn via_stdin(img: &Path, data: Vec<u8>) -> Result<(), String> {
 fn fifo_and_stdin() {
     require_root();
     let tmp = Tmpfs::new();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    generate(
-        &src,
-        &Spec {
-            block_size: 4096,
-            large_ids: false,
-        },
-        false,
-    );
+    let src = source(tmp.path(), false);
     let tarball = tmp.path().join("layer.tar");
-    run(gnu_tar()
-        .args(["--format=pax", "--xattrs", "--xattrs-include=*", "-C"])
-        .arg(&src)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg("."))
-    .unwrap();
-    let o = options(4096, TimePolicy::Keep, 2);
+    archive(
+        &["--format=pax", "--xattrs", "--xattrs-include=*"],
+        &src,
+        &tarball,
+    );
+    let o = opts();
     let reference = tmp.path().join("ref.img");
     build_tar(&TarInput::Path(tarball.clone()), &reference, &o).unwrap();
     let want = read(&reference);
@@ -733,8 +727,7 @@ fn fifo_and_stdin() {
 fn hostile_and_truncated_archives() {
     require_root();
     let tmp = Tmpfs::new();
-    let out = tmp.path().join("out");
-    std::fs::create_dir(&out).unwrap();
+    let out = tmp.subdir("out");
     let img = out.join("x.img");
     std::fs::write(&img, b"old image").unwrap();
 
@@ -840,7 +833,7 @@ fn hostile_and_truncated_archives() {
         ),
     ];
     let mut failures = Vec::new();
-    let o = options(4096, TimePolicy::Keep, 2);
+    let o = opts();
     let mut check = |label: &str, path: &Path, want: &[&str]| match build_tar(
         &TarInput::Path(path.to_path_buf()),
         &img,
@@ -862,24 +855,9 @@ fn hostile_and_truncated_archives() {
     }
 
     // Truncated and corrupt compressed streams of a real layer.
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    generate(
-        &src,
-        &Spec {
-            block_size: 4096,
-            large_ids: false,
-        },
-        false,
-    );
+    let src = source(tmp.path(), false);
     let tarball = tmp.path().join("layer.tar");
-    run(gnu_tar()
-        .args(["--format=gnu", "-C"])
-        .arg(&src)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg("."))
-    .unwrap();
+    archive(&["--format=gnu"], &src, &tarball);
     for (label, path) in variants(&tarball).into_iter().skip(1) {
         let data = read(&path);
         let cut = tmp.path().join(format!("cut.{label}"));

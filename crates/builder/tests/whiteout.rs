@@ -1,8 +1,6 @@
 //! Directory input: a directory holding an overlayfs whiteout (a 0:0 character device)
 //! gets an empty `trusted.overlay.origin`, as mkfs.erofs 1.9.4 gives it; others do not.
 
-mod common;
-
 use std::process::Command;
 
 use ishare_builder::{BuildOptions, build};
@@ -10,7 +8,7 @@ use ishare_erofs::Image;
 
 #[test]
 fn whiteout_directories_are_marked_as_mkfs_erofs_does() {
-    common::require_root();
+    ishare_testkit::require_root();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     for d in ["wh", "plain", "other-dev"] {
@@ -33,8 +31,8 @@ fn whiteout_directories_are_marked_as_mkfs_erofs_does() {
     let ours = dir.path().join("ours.erofs");
     build(&src, &ours, &BuildOptions::default()).unwrap();
     let theirs = dir.path().join("theirs.erofs");
-    common::run(
-        Command::new(common::mkfs_194())
+    ishare_testkit::tools::try_run(
+        Command::new(ishare_testkit::tools::mkfs_194())
             .arg("--quiet")
             .arg(&theirs)
             .arg(&src),

@@ -11,20 +11,19 @@
 //!   time, in a watchdog thread) give either an error or a check whose every fingerprint
 //!   still matches, never a panic or a hang.
 
-mod support;
-
-use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ishare_erofs::{
     Algorithm, CheckOptions, CheckReport, DataLayout, ErrorKind, ExtentKind, Image, Inode, Result,
 };
-use support::{Rng, fix_checksum, mkfs_194, open};
+use ishare_testkit::Rng;
+use ishare_testkit::image::{self, Seed, build_seeds, fix_checksum, open};
+use ishare_testkit::tools::mkfs_194;
+use ishare_testkit::tree::{Scale, TreeBuilder, compressible};
+use ishare_testkit::watchdog::{Tally, panic_message, watchdog};
 
 /// The mkfs options of the seeds (all also get `--xattr-inode-digest`).
 const SEED_SPECS: &[(&str, &[&str])] = &[
@@ -41,86 +40,27 @@ const SEED_SPECS: &[(&str, &[&str])] = &[
     ("allfrag-b1024", &["-b1024", "-zlz4", "-Eall-fragments"]),
 ];
 
-/// A small tree: text, a repeated pattern, zeros, random bytes, a mix, tiny files.
-fn make_tree(root: &Path) {
-    let mut rng = Rng::new(0xC0DE);
-    let text = |n: usize, rng: &mut Rng| -> Vec<u8> {
-        let words: [&[u8]; 8] = [
-            b"erofs ",
-            b"cluster ",
-            b"extent ",
-            b"page\n",
-            b"the ",
-            b"of ",
-            b"data ",
-            b"z ",
-        ];
-        let mut v = Vec::new();
-        while v.len() < n {
-            v.extend_from_slice(words[rng.below(8) as usize]);
-        }
-        v.truncate(n);
-        v
-    };
-    let w = |name: &str, data: &[u8]| fs::write(root.join(name), data).unwrap();
-    w("text", &text(90_000, &mut rng));
-    w("pattern", &b"abcdefgh".repeat(20_000));
-    w("zeros", &vec![0u8; 200_000]);
-    w("random", &rng.bytes(20_000));
-    let mut mixed = text(30_000, &mut rng);
-    mixed.extend(rng.bytes(9000));
-    mixed.extend(text(20_000, &mut rng));
-    w("mixed", &mixed);
-    w("small", &text(100, &mut rng));
-    w("tail", &text(4096 * 3 + 700, &mut rng));
-    let t = text(40_000, &mut rng);
-    w("copy-1", &t);
-    w("copy-2", &t[1000..]);
-}
-
-/// A seed image in memory.
-struct Seed {
-    name: &'static str,
-    bytes: Vec<u8>,
-}
-
+/// The seed images, built once per test binary from the small compressible tree.
 fn seeds() -> &'static [Seed] {
     static SEEDS: OnceLock<Vec<Seed>> = OnceLock::new();
     SEEDS.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("ishare-zcorrupt-")
-            .tempdir()
-            .unwrap();
-        let tree = dir.path().join("tree");
-        fs::create_dir(&tree).unwrap();
-        make_tree(&tree);
-        SEED_SPECS
+        let mut tree = TreeBuilder::new(0);
+        compressible(&mut tree, "", 0xC0DE, Scale::Small);
+        let mkfs = SEED_SPECS
             .iter()
             .map(|(name, args)| {
-                let img = dir.path().join(format!("{name}.img"));
-                let out = Command::new(mkfs_194())
-                    .args(["--quiet", "-T0", "--xattr-inode-digest"])
-                    .args(*args)
-                    .arg(&img)
-                    .arg(&tree)
-                    .output()
-                    .expect("run mkfs.erofs (see scripts/install-deps.sh)");
-                assert!(
-                    out.status.success(),
-                    "mkfs.erofs {args:?}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                Seed {
-                    name,
-                    bytes: fs::read(&img).unwrap(),
-                }
+                let mut cmd = Command::new(mkfs_194());
+                cmd.args(["--quiet", "-T0", "--xattr-inode-digest"])
+                    .args(*args);
+                (*name, cmd)
             })
-            .collect()
+            .collect();
+        build_seeds(&tree, mkfs)
     })
 }
 
 fn seed(name: &str) -> &'static Seed {
-    seeds().iter().find(|s| s.name == name).expect("seed")
+    image::seed(seeds(), name)
 }
 
 fn opts() -> CheckOptions {
@@ -384,17 +324,6 @@ fn absurd_full_indexes() {
     }
 }
 
-/// Outcome counts of the random flips.
-#[derive(Debug, Default)]
-struct Tally {
-    iterations: u64,
-    ok: u64,
-    corrupt: u64,
-    unsupported: u64,
-    panics: Vec<String>,
-    silent: Vec<String>,
-}
-
 const FLIP_TIME: Duration = Duration::from_secs(16);
 const HANG_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -402,8 +331,7 @@ const HANG_TIMEOUT: Duration = Duration::from_secs(10);
 fn random_flips_in_pclusters_and_indexes() {
     let started = Instant::now();
     let seeds = seeds();
-    let (tx, rx) = mpsc::channel::<Option<Tally>>();
-    std::thread::spawn(move || {
+    let t = watchdog("a check of a flipped image", HANG_TIMEOUT, move |beat| {
         let mut t = Tally::default();
         let per_seed = FLIP_TIME / seeds.len() as u32;
         for (si, s) in seeds.iter().enumerate() {
@@ -428,23 +356,17 @@ fn random_flips_in_pclusters_and_indexes() {
                     }
                 }
                 fix_checksum(&mut bytes);
-                if tx.send(None).is_err() {
-                    return;
-                }
+                beat(format!("{} flip {i}", s.name));
                 match catch_unwind(AssertUnwindSafe(|| check(bytes))) {
                     Ok(Ok(r)) if r.fingerprints_verified == base => t.ok += 1,
-                    Ok(Ok(r)) => t.silent.push(format!("{} flip {i}: {r:?}", s.name)),
+                    Ok(Ok(r)) => t.wrong.push(format!("{} flip {i}: {r:?}", s.name)),
                     Ok(Err(e)) if e.is_corruption() => t.corrupt += 1,
                     Ok(Err(e)) if matches!(e.kind(), ErrorKind::Unsupported(_)) => {
                         t.unsupported += 1
                     }
-                    Ok(Err(e)) => t.silent.push(format!("{} flip {i}: odd error {e}", s.name)),
+                    Ok(Err(e)) => t.wrong.push(format!("{} flip {i}: odd error {e}", s.name)),
                     Err(p) => {
-                        let msg = p
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
+                        let msg = panic_message(&*p);
                         t.panics.push(format!("{} flip {i}: {msg}", s.name));
                     }
                 }
@@ -452,21 +374,14 @@ fn random_flips_in_pclusters_and_indexes() {
                 i += 1;
             }
         }
-        let _ = tx.send(Some(t));
+        t
     });
-    let t = loop {
-        match rx.recv_timeout(HANG_TIMEOUT) {
-            Ok(None) => {}
-            Ok(Some(t)) => break t,
-            Err(e) => panic!("a check of a flipped image hangs or died: {e:?}"),
-        }
-    };
     println!("{t:?} in {:?}", started.elapsed());
     assert!(t.panics.is_empty(), "panics:\n{}", t.panics.join("\n"));
     assert!(
-        t.silent.is_empty(),
+        t.wrong.is_empty(),
         "wrong data or odd errors:\n{}",
-        t.silent.join("\n")
+        t.wrong.join("\n")
     );
     assert!(t.corrupt > t.iterations / 2, "{t:?}");
 }

@@ -1,7 +1,7 @@
 //! Corrupted images must give an error, never a panic, a hang or a huge allocation.
 //!
 //! Seed images are built with mkfs.erofs 1.9.4 and 1.5 from a small generated tree
-//! (see `support::make_tree`), then:
+//! (see `ishare_testkit::tree::reader_tree`), then:
 //!
 //! * truncated at every 64 bytes of metadata (and every ~1000 bytes of data),
 //! * corrupted in targeted ways (superblock, inodes, directories, xattrs, chunk maps),
@@ -17,18 +17,154 @@
 // this is a test binary.
 #![allow(unsafe_code)]
 
-mod support;
-
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc;
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
+use ishare_erofs::ReadAt;
 use ishare_erofs::format::*;
 use ishare_erofs::{
     CheckOptions, CheckReport, DataLayout, Error, ErrorKind, ExtentKind, Image, Inode, Result,
 };
-use support::*;
+use ishare_testkit::Rng;
+use ishare_testkit::image::{
+    Seed, build_seeds, fix_checksum, get_u16, get_u32, get_u64, open, put_u8, put_u16, put_u32,
+    put_u64, sb,
+};
+use ishare_testkit::tools::{mkfs_15, mkfs_194};
+use ishare_testkit::tree::{long_link_target, reader_tree};
+use ishare_testkit::watchdog::{Tally, panic_message, watchdog};
+
+// ---------------------------------------------------------------------------------------------
+// Seed images
+// ---------------------------------------------------------------------------------------------
+
+/// The mkfs invocations of the seeds: (name, mkfs 1.9.4?, arguments).
+const SEED_SPECS: &[(&str, bool, &[&str])] = &[
+    (
+        "xattrs-4k",
+        true,
+        &[
+            "--xattr-prefix=user.pfx.",
+            "--xattr-inode-digest",
+            "-Exattr-name-filter",
+        ],
+    ),
+    (
+        "xattrs-512-extended",
+        true,
+        &[
+            "-b512",
+            "--xattr-prefix=user.pfx.",
+            "--xattr-inode-digest",
+            "-Exattr-name-filter,force-inode-extended",
+        ],
+    ),
+    ("chunkmap-4k", true, &["--chunksize=4096"]),
+    (
+        "chunkidx-512-extended",
+        true,
+        &[
+            "-b512",
+            "--chunksize=4096",
+            "-Eforce-chunk-indexes,force-inode-extended",
+        ],
+    ),
+    ("mkfs15-4k", false, &[]),
+];
+
+/// The seed images, built once per test binary from the reader's small tree.
+fn seeds() -> &'static [Seed] {
+    static SEEDS: OnceLock<Vec<Seed>> = OnceLock::new();
+    SEEDS.get_or_init(|| {
+        let mkfs = SEED_SPECS
+            .iter()
+            .map(|(name, new, args)| {
+                let mut cmd = Command::new(if *new { mkfs_194() } else { mkfs_15() });
+                cmd.args(["-T0", "-U", "6f2c5a4e-8d1b-4c3a-9e7f-0123456789ab"]);
+                if *new {
+                    cmd.arg("--quiet");
+                }
+                cmd.args(*args);
+                (*name, cmd)
+            })
+            .collect();
+        build_seeds(&reader_tree(), mkfs)
+    })
+}
+
+/// The seed called `name`.
+fn seed(name: &str) -> &'static Seed {
+    ishare_testkit::image::seed(seeds(), name)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening and checking
+// ---------------------------------------------------------------------------------------------
+
+/// Options of every check in these tests: read all data, within a budget of 16 times
+/// the image size (so huge claimed sizes cannot make a check read for long).
+fn check_opts(image_len: usize) -> CheckOptions {
+    CheckOptions {
+        read_data: true,
+        verify_fingerprints: false,
+        data_budget: Some(16 * image_len as u64 + (1 << 20)),
+    }
+}
+
+/// Opens and checks image bytes.
+fn open_and_check(bytes: Vec<u8>) -> Result<CheckReport> {
+    let opts = check_opts(bytes.len());
+    open("corrupt.img", bytes)?.check(&opts)
+}
+
+/// A [`ReadAt`] over bytes that records every read (offset, length).
+#[derive(Debug)]
+struct Recorder {
+    data: Vec<u8>,
+    reads: Mutex<Vec<(u64, u64)>>,
+}
+
+impl ReadAt for Recorder {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.reads
+            .lock()
+            .expect("lock")
+            .push((offset, buf.len() as u64));
+        self.data.read_exact_at(buf, offset)
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        self.data.size()
+    }
+}
+
+/// The image needs an owned source: this forwards to a shared recorder.
+#[derive(Debug)]
+struct Shared(Arc<Recorder>);
+
+impl ReadAt for Shared {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        self.0.size()
+    }
+}
+
+/// Every read (offset, length) a check of `bytes` does, with its options.
+fn recorded_reads(bytes: &[u8], opts: &CheckOptions) -> Vec<(u64, u64)> {
+    let rec = Arc::new(Recorder {
+        data: bytes.to_vec(),
+        reads: Mutex::new(Vec::new()),
+    });
+    let img = Image::from_source("recorded.img", Box::new(Shared(rec.clone())), vec![])
+        .expect("seed opens");
+    img.check(opts).expect("seed checks");
+    drop(img);
+    rec.reads.lock().expect("lock").clone()
+}
 
 // ---------------------------------------------------------------------------------------------
 // Allocation tracking
@@ -1365,34 +1501,12 @@ fn mutate(bytes: &[u8], ranges: &[(u64, u64)], seed: u64) -> Vec<u8> {
     b
 }
 
-/// Outcome of a mutated check, for the summary.
-#[derive(Debug, Default)]
-struct Tally {
-    iterations: u64,
-    ok: u64,
-    corrupt: u64,
-    unsupported: u64,
-    other: u64,
-    /// Largest single allocation of one check, and the image size it was for.
-    largest_alloc: (usize, usize),
-    panics: Vec<String>,
-}
-
-/// Messages of the mutation thread to the watchdog.
-#[derive(Debug)]
-enum Progress {
-    /// An iteration starts: seed image name, mutation seed.
-    Starting(&'static str, u64),
-    /// All done.
-    Done(Tally),
-}
-
 #[test]
 fn random_mutations() {
     let started = Instant::now();
     let seeds = seeds();
-    let (tx, rx) = mpsc::channel::<Progress>();
-    std::thread::spawn(move || {
+    let what = "a mutated check (reproduce with `mutate`: seed image, mutation seed)";
+    let tally = watchdog(what, HANG_TIMEOUT, move |beat| {
         let mut tally = Tally::default();
         let per_seed = MUTATION_TIME / seeds.len() as u32;
         for (si, s) in seeds.iter().enumerate() {
@@ -1401,9 +1515,7 @@ fn random_mutations() {
             let mut i = 0;
             while i < MUTATION_MAX_ITERS && t0.elapsed() < per_seed {
                 let mseed = (si as u64) << 32 | i;
-                if tx.send(Progress::Starting(s.name, mseed)).is_err() {
-                    return;
-                }
+                beat(format!("({}, {mseed:#x})", s.name));
                 let b = mutate(&s.bytes, &ranges, mseed);
                 let r = catch_unwind(AssertUnwindSafe(|| check_measured(b.clone())));
                 if let Ok((_, largest)) = &r {
@@ -1417,11 +1529,7 @@ fn random_mutations() {
                         None => tally.other += 1,
                     },
                     Err(p) => {
-                        let msg = p
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
+                        let msg = panic_message(&*p);
                         let path = format!("/tmp/ishare-corrupt-{}-{mseed:#x}.img", s.name);
                         let _ = std::fs::write(&path, &b);
                         tally.panics.push(format!(
@@ -1434,22 +1542,8 @@ fn random_mutations() {
                 i += 1;
             }
         }
-        let _ = tx.send(Progress::Done(tally));
+        tally
     });
-    let mut current = None;
-    let tally = loop {
-        match rx.recv_timeout(HANG_TIMEOUT) {
-            Ok(Progress::Starting(name, mseed)) => current = Some((name, mseed)),
-            Ok(Progress::Done(tally)) => break tally,
-            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                "a mutated check hangs (no progress in {HANG_TIMEOUT:?}): (seed image, \
-                 mutation seed) = {current:?}; reproduce with `mutate`"
-            ),
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                panic!("the mutation thread died after {current:?}")
-            }
-        }
-    };
     println!("{tally:?} in {:?}", started.elapsed());
     assert!(
         tally.panics.is_empty(),

@@ -1,6 +1,6 @@
 //! Oracle tests for compressed images (issue 4, reader side). For each mkfs.erofs 1.9.4
 //! compression configuration, an image is built from a generated tree (see
-//! `common::TreeSpec`, plus `zdata/`: text, repeated patterns, zeros, random blocks,
+//! `ishare_testkit::tree::TreeSpec`, plus `zdata/`: text, repeated patterns, zeros, random blocks,
 //! near-copies for dedupe, sizes around lcluster and pcluster boundaries), and:
 //!
 //! * the kernel's mount of the image equals the source tree;
@@ -13,16 +13,19 @@
 //!
 //! Needs root and erofs-utils 1.9.4 (`scripts/install-deps.sh`); a missing tool fails.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{
-    CompareOpts, ErofsMount, Rng, SourceTree, Tmpfs, TreeSpec, assert_trees_eq, run, snapshot,
-};
 use ishare_erofs::Image;
+use ishare_testkit::image::{random_len, read_checked};
+use ishare_testkit::ishare_bin;
+use ishare_testkit::mounts::{ErofsMount, Tmpfs};
+use ishare_testkit::rng::Rng;
+use ishare_testkit::snapshot::{CompareOpts, Kind, Tree, assert_trees_eq, snapshot};
+use ishare_testkit::tools::run;
+use ishare_testkit::tools::{compress_hints, mkfs_erofs};
+use ishare_testkit::tree::{Scale, SourceTree, TreeBuilder, TreeSpec, compressible, foundation};
 
 /// One mkfs.erofs configuration.
 #[derive(Clone, Copy, Debug)]
@@ -110,150 +113,27 @@ fn spec() -> TreeSpec {
     }
 }
 
-/// More of what these tests need from the shared splitmix64 generator.
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-    /// Compressible text: words from a small vocabulary.
-    fn text(&mut self, len: usize) -> Vec<u8> {
-        const WORDS: &[&str] = &[
-            "erofs",
-            "page",
-            "cache",
-            "share",
-            "block",
-            "cluster",
-            "extent",
-            "lz4",
-            "zstd",
-            "deflate",
-            "lzma",
-            "the",
-            "of",
-            "and",
-            "a",
-            "to",
-            "in",
-            "is",
-            "compressed",
-            "inode",
-            "kernel",
-            "mount",
-            "image",
-            "file",
-            "data",
-        ];
-        let mut v = Vec::with_capacity(len + 16);
-        while v.len() < len {
-            let w = WORDS[self.below(WORDS.len() as u64) as usize];
-            v.extend_from_slice(w.as_bytes());
-            v.push(if self.below(12) == 0 { b'\n' } else { b' ' });
-        }
-        v.truncate(len);
-        v
-    }
-}
-
-/// Sets the mtime of `p` (seconds, no nanoseconds).
-fn set_mtime(p: &Path, sec: i64) {
-    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps};
-    let t = Timespec {
-        tv_sec: sec,
-        tv_nsec: 0,
-    };
-    let ts = Timestamps {
-        last_access: t,
-        last_modification: t,
-    };
-    rustix::fs::utimensat(CWD, p, &ts, AtFlags::SYMLINK_NOFOLLOW).unwrap();
-}
-
-/// Adds `zdata/`: files that compress well, badly and not at all. Their mtimes (and
-/// the root's) are set to a fixed past time, as the generator does, so mkfs does not
-/// store them as the build time.
-fn add_compressible(root: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let root_mtime = fs::metadata(root).unwrap().mtime();
-    add_files(root);
-    for e in fs::read_dir(root.join("zdata")).unwrap() {
-        set_mtime(&e.unwrap().path(), 1_700_000_000);
-    }
-    set_mtime(&root.join("zdata"), 1_700_000_000);
-    set_mtime(root, root_mtime);
-}
-
-fn add_files(root: &Path) {
-    let dir = root.join("zdata");
-    fs::create_dir(&dir).unwrap();
-    let mut rng = Rng(0xC0FF_EE00);
-    let w = |name: &str, data: &[u8]| fs::write(dir.join(name), data).unwrap();
-    w("text-300k.txt", &rng.text(300_000));
-    let pattern: Vec<u8> = b"0123456789abcdef-pattern\n"
-        .iter()
-        .copied()
-        .cycle()
-        .take((1 << 20) + 3)
-        .collect();
-    w("pattern", &pattern);
-    w("zeros", &vec![0u8; (1 << 20) + 17]);
-    let mut mixed = rng.text(50_000);
-    mixed.extend(rng.bytes(30_000));
-    mixed.extend(vec![0u8; 70_000]);
-    mixed.extend(rng.text(12_345));
-    mixed.extend(rng.bytes(4096));
-    mixed.extend(rng.text(8192));
-    w("mixed", &mixed);
-    w("random", &rng.bytes(300_001));
-    // Random 4 KiB blocks between text: plain (uncompressed) pclusters among
-    // compressed ones.
-    let mut blocks = Vec::new();
-    for i in 0..40 {
-        if i % 3 == 0 {
-            blocks.extend(rng.bytes(4096));
-        } else {
-            blocks.extend(rng.text(4096 + i));
-        }
-    }
-    w("blocks", &blocks);
-    for s in [
-        1usize, 100, 511, 4095, 4096, 4097, 8191, 8192, 12289, 16384, 65535, 65536, 65537, 131_073,
-    ] {
-        w(&format!("t-{s}.txt"), &rng.text(s));
-    }
-    // Near-copies: identical data at different offsets and lengths (dedupe).
-    let base = rng.text(200_000);
-    w("dup-a", &base);
-    let mut b = base.clone();
-    b.extend(rng.text(5000));
-    w("dup-b", &b);
-    let mut c = rng.text(1000);
-    c.extend(&base[..150_000]);
-    w("dup-c", &c);
-    w("dup-d", &base[4096..100_000]);
-    w("big-text.txt", &rng.text(1536 * 1024 + 1));
-}
-
 /// An image built from a freshly generated tree.
 struct Built {
     src: SourceTree,
-    src_tree: common::Tree,
+    src_tree: Tree,
     _work: tempfile::TempDir,
     image: PathBuf,
 }
 
 fn build(cfg: &Config) -> Built {
-    common::require_root();
+    ishare_testkit::tools::require_root();
     let mut spec = spec();
     if cfg.v15 {
         // mkfs.erofs 1.5 fails on 255-byte names (see extract_oracle.rs).
         spec.max_name_len = 254;
     }
-    let src = SourceTree::new(&spec);
-    add_compressible(src.path());
+    let mut tree = foundation(&spec);
+    compressible(&mut tree, "zdata", 0xC0FF_EE00, Scale::Large);
+    let src = SourceTree::of(&tree);
     let mut src_tree = snapshot(src.path());
     if !cfg.v15 {
-        common::add_whiteout_origin_xattrs(&mut src_tree);
+        ishare_testkit::snapshot::add_whiteout_origin_xattrs(&mut src_tree);
     }
     let work = tempfile::Builder::new()
         .prefix("ishare-zoracle-")
@@ -261,17 +141,15 @@ fn build(cfg: &Config) -> Built {
         .unwrap();
     let image = work.path().join("image.erofs");
     let mut cmd = if cfg.v15 {
-        Command::new(common::mkfs_15())
+        Command::new(ishare_testkit::tools::mkfs_15())
     } else {
-        let mut c = Command::new(common::mkfs_194());
+        let mut c = Command::new(ishare_testkit::tools::mkfs_194());
         c.arg("--quiet");
         c
     };
     cmd.args(cfg.args);
     if let Some(h) = cfg.hints {
-        let hints = work.path().join("hints");
-        fs::write(&hints, h).unwrap();
-        cmd.arg(format!("--compress-hints={}", hints.display()));
+        cmd.arg(compress_hints(work.path(), h));
     }
     if cfg.fingerprints {
         cmd.arg("--xattr-inode-digest");
@@ -291,14 +169,14 @@ fn build(cfg: &Config) -> Built {
 }
 
 fn ishare(args: &[&str], image: &Path) -> std::process::Output {
-    run(Command::new(common::ishare_bin()).args(args).arg(image))
+    run(Command::new(ishare_bin!()).args(args).arg(image))
 }
 
 /// Regular files of `tree` (relative paths).
-fn regular_files(tree: &common::Tree) -> Vec<String> {
+fn regular_files(tree: &Tree) -> Vec<String> {
     tree.entries
         .iter()
-        .filter(|(_, e)| e.kind == common::Kind::File)
+        .filter(|(_, e)| e.kind == Kind::File)
         .map(|(p, _)| String::from_utf8(p.clone()).expect("UTF-8 names in this tree"))
         .collect()
 }
@@ -306,7 +184,7 @@ fn regular_files(tree: &common::Tree) -> Vec<String> {
 /// Random reads through the library equal the source file's bytes.
 fn random_reads(b: &Built, seed: u64) {
     let img = Image::open(&b.image).expect("open image");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut checked = 0u64;
     for rel in regular_files(&b.src_tree) {
         let src = fs::read(b.src.path().join(&rel)).unwrap();
@@ -335,20 +213,11 @@ fn random_reads(b: &Built, seed: u64) {
         let rounds = if rel.starts_with("zdata/") { 12 } else { 2 };
         for _ in 0..rounds {
             let pos = rng.below(size + 1);
-            let len = match rng.below(4) {
-                0 => rng.below(16) as usize,
-                1 => rng.below(5000) as usize,
-                2 => rng.below(70_000) as usize,
-                _ => rng.below(400_000) as usize,
-            };
-            let mut buf = vec![0xA5u8; len];
-            let n = img
-                .read_at(&ino, pos, &mut buf)
-                .unwrap_or_else(|e| panic!("{rel}: read of {len} at {pos}: {e}"));
-            let want = len.min((size - pos) as usize);
-            assert_eq!(n, want, "{rel}: read of {len} at {pos} returned {n}");
+            let len = random_len(&mut rng, 400_000);
+            let buf = read_checked(&img, &ino, pos, len, &rel);
+            let n = buf.len();
             assert!(
-                buf[..n] == src[pos as usize..pos as usize + n],
+                buf == src[pos as usize..pos as usize + n],
                 "{rel}: {len} bytes at {pos} differ from the source"
             );
             checked += n as u64;
@@ -360,7 +229,7 @@ fn random_reads(b: &Built, seed: u64) {
 /// The numbers of the extent lines of `dump.erofs -e` (logical start, end, length,
 /// physical start, end, length).
 fn dump_erofs_extents(image: &Path, path: &str) -> Vec<[u64; 6]> {
-    let out = run(Command::new(common::dump_194())
+    let out = run(Command::new(ishare_testkit::tools::dump_194())
         .arg("-e")
         .arg(format!("--path={path}"))
         .arg(image));
@@ -415,7 +284,7 @@ fn check_config(cfg: &Config) {
     );
     let out = Tmpfs::new();
     let dir = out.path().join("x");
-    run(Command::new(common::ishare_bin())
+    run(Command::new(ishare_bin!())
         .arg("extract")
         .arg(&b.image)
         .arg(&dir));
@@ -460,7 +329,9 @@ fn check_config(cfg: &Config) {
         );
     }
     if !cfg.dump_expect.is_empty() {
-        let out = run(Command::new(common::dump_194()).arg("-s").arg(&b.image));
+        let out = run(Command::new(ishare_testkit::tools::dump_194())
+            .arg("-s")
+            .arg(&b.image));
         let text = String::from_utf8_lossy(&out.stdout);
         let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
         for want in cfg.dump_expect {
@@ -553,16 +424,15 @@ configs! {
 #[test]
 fn head2_second_algorithm() {
     use ishare_erofs::{Algorithm, DataLayout, ExtentKind};
-    common::require_root();
+    ishare_testkit::tools::require_root();
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     fs::create_dir(&src).unwrap();
-    add_files(&src);
+    let mut tree = TreeBuilder::new(0);
+    compressible(&mut tree, "zdata", 0xC0FF_EE00, Scale::Large);
+    tree.write(&src, false);
     let image = work.path().join("image.erofs");
-    run(Command::new(common::mkfs_194())
-        .args(["--quiet", "-zlzma:lz4hc", "-Elegacy-compress"])
-        .arg(&image)
-        .arg(&src));
+    mkfs_erofs(&["-zlzma:lz4hc", "-Elegacy-compress"], &image, &src);
     let mut bytes = fs::read(&image).unwrap();
     let img = Image::open(&image).unwrap();
     let bs = u64::from(img.superblock().block_size());

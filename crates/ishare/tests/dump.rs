@@ -3,12 +3,11 @@
 //! the file's SHA-256, `--ls` lists the directory, `--cat` prints the contents, `-S`
 //! counts what is there, and bad requests fail with a message.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use ishare_testkit::tools::mkfs_erofs;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -40,12 +39,7 @@ fn dump_shows_superblock_inode_listing_contents_and_statistics() {
     fs::write(src.join("empty"), b"").unwrap();
     std::os::unix::fs::symlink("lib/libx.so", src.join("link")).unwrap();
     let image = dir.path().join("img.erofs");
-    common::run(
-        Command::new(common::mkfs_194())
-            .args(["--quiet", "--xattr-inode-digest", "-Enosbcrc"])
-            .arg(&image)
-            .arg(&src),
-    );
+    mkfs_erofs(&["--xattr-inode-digest", "-Enosbcrc"], &image, &src);
 
     let sb = &json(&["dump", "-s", "--json"], &image)["superblock"];
     assert_eq!(sb["magic"], "0xe0f5e1e2");

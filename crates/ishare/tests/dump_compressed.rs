@@ -2,16 +2,16 @@
 //! and their configuration records, `-S` the compression ratio as `dump.erofs -S`
 //! computes it, and `-e` lists a file's extents (text and JSON).
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use ishare_testkit::ishare_bin;
+use ishare_testkit::tools::mkfs_erofs;
 use serde_json::Value;
 
 fn ishare(args: &[&str], image: &Path) -> std::process::Output {
-    common::run(Command::new(common::ishare_bin()).args(args).arg(image))
+    ishare_testkit::tools::run(Command::new(ishare_bin!()).args(args).arg(image))
 }
 
 fn json(args: &[&str], image: &Path) -> Value {
@@ -23,13 +23,8 @@ fn dump_compressed_superblock_statistics_and_extents() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     fs::create_dir(&src).unwrap();
-    let mut x = 0x1234_5678_9ABC_DEF0u64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = ishare_testkit::Rng::new(0x1234_5678_9ABC_DEF0);
+    let mut next = move || rng.next_u64();
     let words: [&[u8]; 6] = [b"erofs ", b"page ", b"cache ", b"share ", b"of ", b"data\n"];
     let mut text = Vec::new();
     while text.len() < 200_000 {
@@ -40,12 +35,7 @@ fn dump_compressed_superblock_statistics_and_extents() {
     fs::write(src.join("noise"), &noise).unwrap();
     fs::write(src.join("small"), b"hi\n").unwrap();
     let image = dir.path().join("img.erofs");
-    common::run(
-        Command::new(common::mkfs_194())
-            .args(["--quiet", "-zlz4hc:zstd", "-C16384"])
-            .arg(&image)
-            .arg(&src),
-    );
+    mkfs_erofs(&["-zlz4hc:zstd", "-C16384"], &image, &src);
 
     let sb = &json(&["dump", "-s", "--json"], &image)["superblock"];
     assert_eq!(
@@ -64,7 +54,11 @@ fn dump_compressed_superblock_statistics_and_extents() {
     let st = &json(&["dump", "-S", "--json"], &image)["statistics"];
     assert_eq!(st["compressed_files"], 1, "{st}");
     assert_eq!(st["uncompressed_files"], 2, "{st}");
-    let out = common::run(Command::new(common::dump_194()).arg("-S").arg(&image));
+    let out = ishare_testkit::tools::run(
+        Command::new(ishare_testkit::tools::dump_194())
+            .arg("-S")
+            .arg(&image),
+    );
     let theirs = String::from_utf8_lossy(&out.stdout);
     let field = |name: &str| -> String {
         theirs
@@ -103,7 +97,7 @@ fn dump_compressed_superblock_statistics_and_extents() {
         out.contains(&format!("/text: {} extents found", ext.len())),
         "{out}"
     );
-    let out = Command::new(common::ishare_bin())
+    let out = Command::new(ishare_bin!())
         .args(["dump", "-e"])
         .arg(&image)
         .output()

@@ -1,5 +1,5 @@
 //! Oracle tests for `ishare extract`: for each mkfs.erofs configuration, an image is built from
-//! a generated source tree (see `common::TreeSpec::full`) and
+//! a generated source tree (see `ishare_testkit::tree::TreeSpec::full`) and
 //!
 //! * `kernel::<config>`: the Linux kernel's own mount of the image equals the source tree,
 //!   up to the documented per-configuration exceptions. This does not involve `ishare` and
@@ -11,14 +11,14 @@
 //! Needs root and erofs-utils (`scripts/install-deps.sh`). Run part (a) alone with
 //! `cargo test -p ishare --test extract_oracle -- kernel::`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{
-    CompareOpts, ErofsMount, SourceTree, Tmpfs, TreeSpec, assert_trees_eq, run, snapshot,
-};
+use ishare_testkit::ishare_bin;
+use ishare_testkit::mounts::{ErofsMount, Tmpfs};
+use ishare_testkit::snapshot::{CompareOpts, assert_trees_eq, snapshot};
+use ishare_testkit::tools::run;
+use ishare_testkit::tree::{SourceTree, TreeSpec};
 
 /// Which mkfs.erofs builds the image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,10 +109,10 @@ impl Config {
     }
 
     /// What the kernel mount should show for source tree `src`, before `exceptions`.
-    fn expected(&self, src: &common::Tree) -> common::Tree {
+    fn expected(&self, src: &ishare_testkit::snapshot::Tree) -> ishare_testkit::snapshot::Tree {
         let mut t = src.clone();
         if self.mkfs == Mkfs::V194 {
-            common::add_whiteout_origin_xattrs(&mut t);
+            ishare_testkit::snapshot::add_whiteout_origin_xattrs(&mut t);
         }
         t
     }
@@ -123,7 +123,7 @@ struct Built {
     /// The source tree; kept mounted while the image is in use.
     _src: SourceTree,
     /// The source tree's snapshot, with what mkfs adds (`Config::expected`).
-    src_tree: common::Tree,
+    src_tree: ishare_testkit::snapshot::Tree,
     /// Holds the image and the blob.
     _work: tempfile::TempDir,
     image: PathBuf,
@@ -134,8 +134,8 @@ fn build_image(src: &Path, work: &Path, cfg: &Config) -> (PathBuf, Vec<PathBuf>)
     let image = work.join("image.erofs");
     let blob = work.join("blob.bin");
     let mkfs = match cfg.mkfs {
-        Mkfs::V15 => common::mkfs_15(),
-        Mkfs::V194 => common::mkfs_194(),
+        Mkfs::V15 => ishare_testkit::tools::mkfs_15(),
+        Mkfs::V194 => ishare_testkit::tools::mkfs_194(),
     };
     let mut cmd = Command::new(mkfs);
     for a in cfg.args {
@@ -147,7 +147,7 @@ fn build_image(src: &Path, work: &Path, cfg: &Config) -> (PathBuf, Vec<PathBuf>)
 }
 
 fn build(cfg: &Config) -> Built {
-    common::require_root();
+    ishare_testkit::tools::require_root();
     let src = SourceTree::new(&cfg.spec());
     let src_tree = cfg.expected(&snapshot(src.path()));
     let work = tempfile::Builder::new()
@@ -180,7 +180,7 @@ fn kernel_matches_source(cfg: &Config) {
 
 /// Runs `ishare extract` of `image` into `dir`.
 fn ishare_extract(image: &Path, devices: &[PathBuf], dir: &Path, extra: &[&str]) {
-    let mut cmd = Command::new(common::ishare_bin());
+    let mut cmd = Command::new(ishare_bin!());
     cmd.arg("extract");
     for d in devices {
         cmd.arg("--device").arg(d);
@@ -226,7 +226,7 @@ fn extract_matches_kernel(cfg: &Config) {
 //
 // * Every other configuration: nothing, except that 1.9.4 adds an empty
 //   `trusted.overlay.origin` xattr to the directory holding a 0:0 character device (see
-//   `common::add_whiteout_origin_xattrs`; applied to the expected tree in
+//   `ishare_testkit::snapshot::add_whiteout_origin_xattrs`; applied to the expected tree in
 //   `Config::expected`, so it is checked, not ignored).
 // * -E force-inode-compact (both versions): every mtime becomes the build time, e.g.
 //   `"": mtime a=1700000000.000000000 b=1795567217.000000000` with 1.9.4, and
@@ -296,7 +296,7 @@ configs! {
 /// dump.erofs shows the features the options should have turned on.
 #[test]
 fn fsck_all_configs() {
-    common::require_root();
+    ishare_testkit::tools::require_root();
     let mut failures = Vec::new();
     for (name, cfg) in CONFIGS {
         let src = SourceTree::new(&cfg.spec());
@@ -305,21 +305,21 @@ fn fsck_all_configs() {
             .tempdir()
             .unwrap();
         let (image, devices) = build_image(src.path(), work.path(), cfg);
-        let mut cmd = Command::new(common::fsck_194());
+        let mut cmd = Command::new(ishare_testkit::tools::fsck_194());
         cmd.arg("--extract");
         for d in &devices {
             cmd.arg(format!("--device={}", d.display()));
         }
-        let out = common::run_unchecked(cmd.args(cfg.fsck_args).arg(&image));
+        let out = ishare_testkit::tools::run_unchecked(cmd.args(cfg.fsck_args).arg(&image));
         if !out.status.success() {
             failures.push(format!(
                 "{name}: {cmd:?} failed ({}):\n{}{}",
                 out.status,
-                common::tail(&out.stdout),
-                common::tail(&out.stderr)
+                ishare_testkit::tools::tail(&out.stdout),
+                ishare_testkit::tools::tail(&out.stderr)
             ));
         }
-        let mut cmd = Command::new(common::dump_194());
+        let mut cmd = Command::new(ishare_testkit::tools::dump_194());
         for d in &devices {
             cmd.arg(format!("--device={}", d.display()));
         }
@@ -341,7 +341,7 @@ fn fsck_all_configs() {
 /// gives the same tree.
 #[test]
 fn extract_existing_dir_and_overwrite() {
-    common::require_root();
+    ishare_testkit::tools::require_root();
     let src = SourceTree::new(&TreeSpec::small());
     let work = tempfile::tempdir().unwrap();
     let (image, devices) = build_image(src.path(), work.path(), &Config::v194(&[]));
@@ -361,8 +361,8 @@ fn extract_existing_dir_and_overwrite() {
     let busy = Tmpfs::new();
     std::fs::write(busy.path().join("stray"), b"keep me").unwrap();
     let before = snapshot(busy.path());
-    let res = common::run_unchecked(
-        Command::new(common::ishare_bin())
+    let res = ishare_testkit::tools::run_unchecked(
+        Command::new(ishare_bin!())
             .arg("extract")
             .arg(&image)
             .arg(busy.path()),
@@ -411,7 +411,7 @@ fn harness_detects_changes() {
     use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown, symlink};
 
-    common::require_root();
+    ishare_testkit::tools::require_root();
     let a = SourceTree::new(&TreeSpec::small());
     let b = SourceTree::new(&TreeSpec::small());
     let orig = snapshot(a.path());
@@ -482,7 +482,7 @@ fn harness_detects_changes() {
     fs::write(p("extra"), b"").unwrap();
 
     let changed = snapshot(b.path());
-    let text = common::diff(&orig, &changed, &EXACT).join("\n");
+    let text = ishare_testkit::snapshot::diff(&orig, &changed, &EXACT).join("\n");
     for want in [
         "\"files/text\": content",
         "\"files/big\": content",
@@ -523,10 +523,10 @@ fn harness_detects_changes() {
         ignore_mtime_nsec: true,
         ..EXACT
     };
-    let text_nsec = common::diff(&orig, &changed, &nsec).join("\n");
+    let text_nsec = ishare_testkit::snapshot::diff(&orig, &changed, &nsec).join("\n");
     assert!(!text_nsec.contains("\"meta/f00\""), "{text_nsec}");
     assert!(text_nsec.contains("\"files/text\": content"), "{text_nsec}");
-    let text_nomtime = common::diff(&orig, &changed, &NO_MTIME).join("\n");
+    let text_nomtime = ishare_testkit::snapshot::diff(&orig, &changed, &NO_MTIME).join("\n");
     assert!(!text_nomtime.contains("mtime"), "{text_nomtime}");
     assert_eq!(
         text_nomtime.lines().count(),

@@ -14,17 +14,15 @@
 //! The images come from [`build_images`], which takes the mkfs as a closure: a later test can
 //! pass `ishare mkfs` instead of mkfs.erofs and reuse `vm::share::measure` unchanged.
 
-mod common;
-mod vm;
-
-use std::fs;
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use ishare_testkit::rng::Rng;
+use ishare_testkit::tree::write_file;
+use ishare_testkit::vm::share::{Image, Measured, Method, Scenario, ShareImages, ShareRun};
 use sha2::{Digest, Sha256};
-use vm::share::{Image, Measured, Method, Scenario, ShareImages, ShareRun};
 
 /// Size of the file both images hold.
 const BIG: u64 = 32 << 20;
@@ -111,40 +109,20 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// Deterministic pseudo-random bytes (xorshift64*).
-fn pseudo_random(len: u64, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len as usize + 8);
-    while (out.len() as u64) < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len as usize);
-    out
-}
-
-fn write(root: &Path, rel: &str, data: &[u8]) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(&p, data).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-}
-
 /// Builds the four images of [`ShareImages`] in `dir` with `mkfs(source, image, digest)`,
 /// which must give the image page cache share fingerprints when `digest` is true.
 /// Returns the images and the SHA-256 of the shared file.
 fn build_images(dir: &Path, mkfs: &dyn Fn(&Path, &Path, bool)) -> (ShareImages, String) {
-    let big = pseudo_random(BIG, 0x1234_5678_9abc_def0);
+    let big = Rng::new(0x1234_5678_9abc_def0).bytes(BIG as usize);
     let src_a = dir.join("src_a");
     let src_b = dir.join("src_b");
-    write(&src_a, PATH_A, &big);
-    write(&src_a, "etc/a-only.conf", b"image a\n");
-    write(&src_a, "usr/lib/liba.so", &pseudo_random(300 << 10, 1));
-    write(&src_b, "etc/b-only.conf", b"image b, different\n");
-    write(&src_b, "opt/other/libb.so", &pseudo_random(700 << 10, 2));
-    write(&src_b, "opt/zz-first-is-not-big", &pseudo_random(5000, 3));
-    write(&src_b, PATH_B, &big);
+    write_file(&src_a, PATH_A, &big);
+    write_file(&src_a, "etc/a-only.conf", b"image a\n");
+    write_file(&src_a, "usr/lib/liba.so", &Rng::new(1).bytes(300 << 10));
+    write_file(&src_b, "etc/b-only.conf", b"image b, different\n");
+    write_file(&src_b, "opt/other/libb.so", &Rng::new(2).bytes(700 << 10));
+    write_file(&src_b, "opt/zz-first-is-not-big", &Rng::new(3).bytes(5000));
+    write_file(&src_b, PATH_B, &big);
 
     let img = |name: &str| dir.join(name);
     let images = ShareImages {
@@ -169,12 +147,12 @@ fn hex(bytes: &[u8]) -> String {
 /// mkfs.erofs 1.9.4, with `--xattr-inode-digest` (default name `erofs.fingerprint.v1`) when
 /// `digest`.
 fn mkfs_erofs_194(src: &Path, image: &Path, digest: bool) {
-    let mut cmd = Command::new(common::mkfs_194());
+    let mut cmd = Command::new(ishare_testkit::tools::mkfs_194());
     if digest {
         cmd.arg("--xattr-inode-digest");
     }
     cmd.arg(image).arg(src);
-    common::run(&mut cmd);
+    ishare_testkit::tools::run(&mut cmd);
 }
 
 struct Shared {
@@ -182,15 +160,22 @@ struct Shared {
     big_sha256: String,
 }
 
+impl Shared {
+    /// Whether the guest kernel logged a line containing `needle`.
+    fn logged(&self, needle: &str) -> bool {
+        self.run.vm.dmesg.iter().any(|l| l.contains(needle))
+    }
+}
+
 /// `ishare mkfs` (fingerprints are its default).
 fn ishare_mkfs(src: &Path, image: &Path, digest: bool) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ishare"));
+    let mut cmd = Command::new(ishare_testkit::ishare_bin!());
     cmd.arg("mkfs").arg("--quiet");
     if !digest {
         cmd.arg("--no-xattr-inode-digest");
     }
     cmd.arg(image).arg(src);
-    common::run(&mut cmd);
+    ishare_testkit::tools::run(&mut cmd);
 }
 
 /// Image a from `ishare mkfs`, image b from mkfs.erofs 1.9.4: they must share with each
@@ -249,7 +234,8 @@ fn run_for(builder: Builder) -> &'static Shared {
             .map_err(|e| e.to_string())?;
         let (images, big_sha256) = build_images(dir.path(), mkfs);
         let t_images = t0.elapsed();
-        let run = vm::share::measure(&images, &scenarios).map_err(|e| format!("{e:#}"))?;
+        let run = ishare_testkit::vm::share::measure(&images, &scenarios)
+            .map_err(|e| format!("{e:#}"))?;
         eprintln!(
             "{builder:?} images, Linux {} under QEMU: images built in {:.1?}, boot {:.1?}, \
              VM total {:.1?}, all {:.1?}\n{}",
@@ -337,11 +323,7 @@ fn read_shares_within_a_domain() {
     );
     let s = shared_run();
     assert!(
-        s.run
-            .vm
-            .dmesg
-            .iter()
-            .any(|l| l.contains("EXPERIMENTAL EROFS page cache share support in use")),
+        s.logged("EXPERIMENTAL EROFS page cache share support in use"),
         "Linux 7.2 did not log that page cache share is in use{}",
         describe(s)
     );
@@ -425,11 +407,7 @@ fn image_without_fingerprints_mounts_unshared() {
     );
     let s = shared_run();
     assert!(
-        s.run
-            .vm
-            .dmesg
-            .iter()
-            .any(|l| l.contains("Turning off inode_share")),
+        s.logged("Turning off inode_share"),
         "Linux 7.2 did not log that it turned off inode_share for an image without \
          fingerprints{}",
         describe(s)

@@ -20,8 +20,6 @@
 //!
 //! Needs root (tmpfs mounts, chown, device nodes, `trusted.` xattrs).
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
@@ -31,8 +29,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use common::{CompareOpts, Kind, Rng, Tmpfs, Tree, assert_trees_eq, run, snapshot};
 use ishare_erofs::{DataLayout, ExtentKind, Image};
+use ishare_testkit::image::{random_len, read_checked};
+use ishare_testkit::ishare_bin;
+use ishare_testkit::mounts::Tmpfs;
+use ishare_testkit::rng::Rng;
+use ishare_testkit::snapshot::{CompareOpts, Kind, Tree, assert_trees_eq, snapshot};
+use ishare_testkit::tools::compress_hints;
+use ishare_testkit::tools::run;
 
 /// A fingerprint xattr name in the `trusted.` namespace: unlike the default
 /// `erofs.fingerprint.v1` (no namespace, so neither the kernel nor `ishare extract`
@@ -178,22 +182,6 @@ const CONFIGS: &[Config] = &[
     },
 ];
 
-/// The source tree, or a failure telling how to make it.
-fn rootfs() -> PathBuf {
-    let dir = std::env::var_os("ISHARE_MINBASE_ROOTFS")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::cache_dir().join("bench/rootfs-bookworm-minbase"));
-    assert!(
-        dir.join("etc/debian_version").is_file() && dir.join("var/lib/dpkg/status").is_file(),
-        "the Debian bookworm minbase tree {} is missing: run `scripts/install-deps.sh` (as \
-         root), which bootstraps it once with debootstrap (or set ISHARE_MINBASE_ROOTFS to \
-         such a tree)",
-        dir.display()
-    );
-    dir
-}
-
 /// What is known of the source once, shared by every configuration.
 struct Source {
     dir: PathBuf,
@@ -210,11 +198,11 @@ struct Source {
 }
 
 fn below(rng: &mut Rng, n: u64) -> u64 {
-    if n == 0 { 0 } else { rng.next() % n }
+    if n == 0 { 0 } else { rng.below(n) }
 }
 
 fn load_source() -> Source {
-    let dir = rootfs();
+    let dir = ishare_testkit::tree::minbase();
     let tree = snapshot(&dir);
     let files: Vec<(&Vec<u8>, u64)> = tree
         .entries
@@ -288,7 +276,7 @@ fn load_source() -> Source {
 }
 
 fn ishare() -> Command {
-    Command::new(common::ishare_bin())
+    Command::new(ishare_bin!())
 }
 
 /// The largest encoded pcluster of a file (0 if it has none).
@@ -312,7 +300,9 @@ fn max_pcluster(img: &Image, path: &str) -> u32 {
 
 /// The options took effect.
 fn check_structure(cfg: &Config, src: &Source, image: &Path, img: &Image) {
-    let out = run(Command::new(common::dump_194()).arg("-s").arg(image));
+    let out = run(Command::new(ishare_testkit::tools::dump_194())
+        .arg("-s")
+        .arg(image));
     let text = String::from_utf8_lossy(&out.stdout);
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     for want in cfg.expect {
@@ -351,7 +341,7 @@ fn check_structure(cfg: &Config, src: &Source, image: &Path, img: &Image) {
 /// Reads at random offsets and lengths (some ending past the end of the file) through
 /// the library equal the source's bytes.
 fn random_reads(src: &Source, img: &Image, seed: u64) -> u64 {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut checked = 0;
     for path in &src.read_paths {
         let file = File::open(src.dir.join(&path[1..])).unwrap();
@@ -362,25 +352,16 @@ fn random_reads(src: &Source, img: &Image, seed: u64) -> u64 {
         assert_eq!(ino.size, size, "{path}: size");
         let rounds = if size > 4 << 20 { 48 } else { 16 };
         for i in 0..rounds {
-            let len = match below(&mut rng, 4) {
-                0 => below(&mut rng, 16),
-                1 => below(&mut rng, 5000),
-                2 => below(&mut rng, 70_000),
-                _ => below(&mut rng, 1 << 20),
-            } as usize;
+            let len = random_len(&mut rng, 1 << 20);
             // Every 8th read ends at or past the end of the file.
             let pos = if i % 8 == 7 {
                 size - below(&mut rng, size.min(len as u64) + 1)
             } else {
                 below(&mut rng, size + 1)
             };
-            let mut got = vec![0xA5u8; len];
-            let n = img
-                .read_at(&ino, pos, &mut got)
-                .unwrap_or_else(|e| panic!("{path}: read of {len} at {pos}: {e}"));
-            let want_len = len.min((size - pos) as usize);
-            assert_eq!(n, want_len, "{path}: read of {len} at {pos} returned {n}");
-            let mut want = vec![0u8; want_len];
+            let got = read_checked(img, &ino, pos, len, path);
+            let n = got.len();
+            let mut want = vec![0u8; n];
             file.read_exact_at(&mut want, pos).unwrap();
             if got[..n] != want[..] {
                 let first = (0..n).find(|&k| got[k] != want[k]).unwrap();
@@ -400,7 +381,7 @@ fn check_config(cfg: &Config, src: &Source) {
     // Image and extracted tree in one tmpfs, gone when the configuration is done.
     let fs = Tmpfs::new();
     let image = fs.path().join("image.erofs");
-    let mut mkfs = Command::new(common::mkfs_194());
+    let mut mkfs = Command::new(ishare_testkit::tools::mkfs_194());
     mkfs.args(["--quiet", "-T0", "--mkfs-time"]);
     if cfg.visible_digest {
         mkfs.arg(format!("--xattr-inode-digest={VISIBLE_DIGEST}"));
@@ -409,9 +390,7 @@ fn check_config(cfg: &Config, src: &Source) {
     }
     mkfs.args(cfg.args);
     if let Some(h) = cfg.hints {
-        let hints = fs.path().join("hints");
-        fs::write(&hints, h).unwrap();
-        mkfs.arg(format!("--compress-hints={}", hints.display()));
+        mkfs.arg(compress_hints(fs.path(), h));
     }
     run(mkfs.arg(&image).arg(&src.dir));
     let t_mkfs = t0.elapsed();
@@ -462,7 +441,7 @@ fn check_config(cfg: &Config, src: &Source) {
 
 #[test]
 fn minbase_compressed_images() {
-    common::require_root();
+    ishare_testkit::tools::require_root();
     let t0 = Instant::now();
     let src = load_source();
     eprintln!(
@@ -502,11 +481,7 @@ fn minbase_compressed_images() {
                     let Some(cfg) = configs.get(i) else { break };
                     let r = std::panic::catch_unwind(|| check_config(cfg, &src));
                     if let Err(e) = r {
-                        let msg = e
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
+                        let msg = ishare_testkit::watchdog::panic_message(&*e);
                         let line = format!("{} ({}): {msg}", cfg.name, cfg.args.join(" "));
                         failed.lock().unwrap().insert(i, line);
                     }

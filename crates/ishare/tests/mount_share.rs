@@ -15,23 +15,28 @@
 //!   16 readers across 8 mounts racing the first preparation: right bytes, no hang;
 //! * the domain id appears in no store path, /proc/mounts line or daemon command line.
 //!
-//! Needs root, /dev/fuse, a C compiler (for `tests/vm/memtool.c`) and mkfs.erofs 1.9.4
+//! Needs root, /dev/fuse, a C compiler (for testkit's `vm/memtool.c`) and mkfs.erofs 1.9.4
 //! (`scripts/install-deps.sh`). The tests of this file run one at a time (they measure the
 //! whole machine's page cache).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{CompareOpts, ErofsMount, SourceTree, TreeSpec, assert_trees_eq, run, snapshot};
+use ishare_testkit::ishare_bin;
+use ishare_testkit::mounts::{self, ErofsMount, FuseMount};
+use ishare_testkit::rng::Rng;
+use ishare_testkit::snapshot::{
+    CompareOpts, assert_trees_eq, files_under, hash_file, hash_with_pause, snapshot,
+};
+use ishare_testkit::tools::{mkfs_erofs, run};
+use ishare_testkit::tree::write_file;
+use ishare_testkit::tree::{SourceTree, TreeSpec};
 use sha2::{Digest, Sha256};
 
 const MIB: i64 = 1024;
@@ -48,152 +53,26 @@ fn serial() -> MutexGuard<'static, ()> {
 // Mounts
 // ---------------------------------------------------------------------------------------------
 
-/// An `ishare mount`, unmounted on drop.
-struct IshareMount {
-    dir: tempfile::TempDir,
-    /// The daemon when started with `-f`.
-    child: Option<Child>,
-    log: PathBuf,
+/// `ishare mount -o OPTS IMAGE DIR` (detached); logs to a file next to the mount point.
+fn ishare_mount(image: &Path, opts: &str) -> FuseMount {
+    mounts::ishare_mount(&ishare_bin!(), image, opts)
+}
+
+/// `ishare mount -f` as a child process, once its mount is visible.
+fn ishare_mount_foreground(image: &Path, opts: &str) -> FuseMount {
+    mounts::ishare_mount_foreground(&ishare_bin!(), &[], image, opts)
 }
 
 fn is_mounted(dir: &Path) -> bool {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let want = dir.to_str().unwrap();
-    info.lines()
-        .any(|l| l.split(' ').nth(4) == Some(want) && l.contains(" - fuse.ishare "))
-}
-
-impl IshareMount {
-    /// `ishare mount -o OPTS IMAGE DIR` (detached); logs to a file next to the mount point.
-    fn new(image: &Path, opts: &str) -> IshareMount {
-        let dir = tempfile::Builder::new()
-            .prefix("ishare-mnt-")
-            .tempdir()
-            .unwrap();
-        let log = dir.path().with_extension("log");
-        let opts = format!("{opts},log={}", log.display());
-        run(Command::new(common::ishare_bin())
-            .args(["mount", "-o", &opts])
-            .arg(image)
-            .arg(dir.path()));
-        assert!(
-            is_mounted(dir.path()),
-            "not mounted after ishare mount returned"
-        );
-        IshareMount {
-            dir,
-            child: None,
-            log,
-        }
-    }
-
-    /// `ishare mount -f` as a child process, once its mount is visible.
-    fn foreground(image: &Path, opts: &str) -> IshareMount {
-        Self::foreground_under(&[], image, opts)
-    }
-
-    /// [`IshareMount::foreground`], run by the command `wrapper` (such as `prlimit`).
-    fn foreground_under(wrapper: &[&str], image: &Path, opts: &str) -> IshareMount {
-        let dir = tempfile::Builder::new()
-            .prefix("ishare-mnt-")
-            .tempdir()
-            .unwrap();
-        let log = dir.path().with_extension("log");
-        let mut cmd = match wrapper.split_first() {
-            Some((prog, args)) => {
-                let mut c = Command::new(prog);
-                c.args(args).arg(common::ishare_bin());
-                c
-            }
-            None => Command::new(common::ishare_bin()),
-        };
-        let child = cmd
-            .args(["mount", "-f", "-o", opts])
-            .arg(image)
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let m = IshareMount {
-            dir,
-            child: Some(child),
-            log,
-        };
-        let start = Instant::now();
-        while !is_mounted(m.path()) {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "ishare mount -f did not mount: {}",
-                m.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        m
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("foreground mount").id()
-    }
-}
-
-impl Drop for IshareMount {
-    fn drop(&mut self) {
-        use rustix::mount::{UnmountFlags, unmount};
-        if unmount(self.dir.path(), UnmountFlags::empty()).is_err() {
-            let _ = unmount(self.dir.path(), UnmountFlags::DETACH);
-        }
-        if let Some(mut c) = self.child.take() {
-            let start = Instant::now();
-            while c.try_wait().ok().flatten().is_none() {
-                if start.elapsed() > Duration::from_secs(10) {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        if std::env::var_os("ISHARE_TEST_KEEP_LOGS").is_none() {
-            let _ = fs::remove_file(&self.log);
-        }
-    }
+    mounts::is_mounted(dir, "fuse.ishare")
 }
 
 // ---------------------------------------------------------------------------------------------
 // Images
 // ---------------------------------------------------------------------------------------------
 
-/// Deterministic pseudo-random bytes (xorshift64*).
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        v.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
-fn write(root: &Path, rel: &str, data: &[u8]) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, data).unwrap();
-}
-
 fn ishare_mkfs(image: &Path, src: &Path, extra: &[&str]) {
-    run(Command::new(common::ishare_bin())
+    run(Command::new(ishare_bin!())
         .args(["mkfs", "--quiet"])
         .args(extra)
         .arg(image)
@@ -201,19 +80,9 @@ fn ishare_mkfs(image: &Path, src: &Path, extra: &[&str]) {
 }
 
 fn sha256_file(p: &Path) -> [u8; 32] {
-    let mut f = fs::File::open(p).unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    h.finalize().into()
+    hash_file(p)
+        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+        .1
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -239,15 +108,15 @@ fn pair(extra_mkfs: &[&str]) -> Pair {
 /// [`pair`] with the images built by `mkfs1` and `mkfs2` (image, source).
 fn pair_with(mkfs1: &dyn Fn(&Path, &Path), mkfs2: &dyn Fn(&Path, &Path)) -> Pair {
     let dir = tempfile::tempdir().unwrap();
-    let big = pseudo_random(BIG, 1);
-    let warm = pseudo_random(300_000, 2);
+    let big = Rng::new(1).bytes(BIG);
+    let warm = Rng::new(2).bytes(300_000);
     let (s1, s2) = (dir.path().join("s1"), dir.path().join("s2"));
-    write(&s1, BIG1, &big);
-    write(&s1, "warm", &warm);
-    write(&s1, "only-in-1", b"one");
-    write(&s2, BIG2, &big);
-    write(&s2, "x/warm", &warm);
-    write(&s2, "only-in-2", b"two");
+    write_file(&s1, BIG1, &big);
+    write_file(&s1, "warm", &warm);
+    write_file(&s1, "only-in-1", b"one");
+    write_file(&s2, BIG2, &big);
+    write_file(&s2, "x/warm", &warm);
+    write_file(&s2, "only-in-2", b"two");
     let (img1, img2) = (dir.path().join("1.erofs"), dir.path().join("2.erofs"));
     mkfs1(&img1, &s1);
     mkfs2(&img2, &s2);
@@ -271,7 +140,7 @@ fn memtool() -> &'static Path {
         let dir = std::env::temp_dir().join(format!("ishare-memtool-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let out = dir.join("memtool");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/memtool.c");
+        let src = ishare_testkit::vm::memtool_source();
         run(Command::new("cc").args(["-O2", "-o"]).arg(&out).arg(&src));
         out
     })
@@ -356,7 +225,7 @@ fn grow(how: &str, file: &Path) -> i64 {
 
 /// Page cache growth of reading the big file through mount 1, then through mount 2.
 /// Both mounts first read their warm-up file, so code paths and metadata are in memory.
-fn measure(m1: &IshareMount, m2: &IshareMount, how: &str) -> (i64, i64) {
+fn measure(m1: &FuseMount, m2: &FuseMount, how: &str) -> (i64, i64) {
     sha256_file(&m1.path().join("warm"));
     sha256_file(&m2.path().join("x/warm"));
     drop_caches();
@@ -409,7 +278,7 @@ fn share_opts(store: &Path, domain: &str, extra: &str) -> String {
     )
 }
 
-fn check_big(m: &IshareMount, rel: &str, want: &[u8; 32]) {
+fn check_big(m: &FuseMount, rel: &str, want: &[u8; 32]) {
     assert_eq!(
         &sha256_file(&m.path().join(rel)),
         want,
@@ -423,12 +292,18 @@ fn check_big(m: &IshareMount, rel: &str, want: &[u8; 32]) {
 fn scenario(p: &Pair, how: &str, opts: &dyn Fn(&Path) -> (String, String)) -> (i64, i64) {
     let store = tempfile::tempdir().unwrap();
     let (o1, o2) = opts(store.path());
-    let m1 = IshareMount::new(&p.img1, &o1);
-    let m2 = IshareMount::new(&p.img2, &o2);
+    let m1 = ishare_mount(&p.img1, &o1);
+    let m2 = ishare_mount(&p.img2, &o2);
     let g = measure(&m1, &m2, how);
     check_big(&m1, BIG1, &p.big_sum);
     check_big(&m2, BIG2, &p.big_sum);
     g
+}
+
+/// Reading the big file `how` in mounts of `p`'s images in one domain shares the second
+/// read's page cache (see [`assert_growth`]).
+fn shares(p: &Pair, name: &str, how: &str) {
+    assert_growth(name, true, || scenario(p, how, &same_domain("")));
 }
 
 fn same_domain(extra: &'static str) -> impl Fn(&Path) -> (String, String) {
@@ -438,40 +313,31 @@ fn same_domain(extra: &'static str) -> impl Fn(&Path) -> (String, String) {
 #[test]
 fn read_shares_page_cache_within_a_domain() {
     let _g = serial();
-    let p = pair(&[]);
-    assert_growth("read(2), passthrough", true, || {
-        scenario(&p, "read", &same_domain(""))
-    });
+    shares(&pair(&[]), "read(2), passthrough", "read");
 }
 
 #[test]
 fn mmap_shares_page_cache_within_a_domain() {
     let _g = serial();
-    let p = pair(&[]);
-    assert_growth("mmap, passthrough", true, || {
-        scenario(&p, "mmap", &same_domain(""))
-    });
+    shares(&pair(&[]), "mmap, passthrough", "mmap");
 }
 
 #[test]
 fn sendfile_shares_page_cache_within_a_domain() {
     let _g = serial();
     let p = pair(&[]);
-    assert_growth("sendfile, passthrough", true, || {
-        scenario(&p, "sendfile", &same_domain(""))
-    });
-    assert_growth("splice, passthrough", true, || {
-        scenario(&p, "splice", &same_domain(""))
-    });
+    shares(&p, "sendfile, passthrough", "sendfile");
+    shares(&p, "splice, passthrough", "splice");
 }
 
 #[test]
 fn chunk_based_images_share() {
     let _g = serial();
-    let p = pair(&["--chunksize", "65536"]);
-    assert_growth("read(2), chunk-based images", true, || {
-        scenario(&p, "read", &same_domain(""))
-    });
+    shares(
+        &pair(&["--chunksize", "65536"]),
+        "read(2), chunk-based images",
+        "read",
+    );
 }
 
 #[test]
@@ -481,9 +347,7 @@ fn chunk_based_and_flat_images_share() {
         &|img, src| ishare_mkfs(img, src, &["--chunksize", "65536"]),
         &|img, src| ishare_mkfs(img, src, &[]),
     );
-    assert_growth("read(2), chunk-based and flat images", true, || {
-        scenario(&p, "read", &same_domain(""))
-    });
+    shares(&p, "read(2), chunk-based and flat images", "read");
 }
 
 /// Beyond the kernel (which never shares a compressed file with a plain copy): objects
@@ -493,16 +357,11 @@ fn compressed_and_uncompressed_images_share() {
     let _g = serial();
     let p = pair_with(
         &|img, src| {
-            run(Command::new(common::mkfs_194())
-                .args(["--quiet", "-zlz4hc", "--xattr-inode-digest"])
-                .arg(img)
-                .arg(src));
+            mkfs_erofs(&["-zlz4hc", "--xattr-inode-digest"], img, src);
         },
         &|img, src| ishare_mkfs(img, src, &[]),
     );
-    assert_growth("read(2), LZ4HC and uncompressed images", true, || {
-        scenario(&p, "read", &same_domain(""))
-    });
+    shares(&p, "read(2), LZ4HC and uncompressed images", "read");
 }
 
 #[test]
@@ -574,12 +433,37 @@ fn fp_value(content: &[u8]) -> Vec<u8> {
     v
 }
 
-/// An honest image with `honest` at "f", and one with `liar` at "g" whose fingerprint
-/// claims `honest`'s content (patched in place; superblock checksum off).
+/// An honest image `hi` with `honest` (1 MiB from `seed`) at "f", and one `li` with
+/// `liar` (`liar_len` bytes from `seed + 1`) at "g" whose fingerprint claims `honest`'s
+/// content (see [`liar_images`]), and an empty store.
+struct Liars {
+    _dir: tempfile::TempDir,
+    honest: Vec<u8>,
+    liar: Vec<u8>,
+    hi: PathBuf,
+    li: PathBuf,
+    store: tempfile::TempDir,
+}
+
+fn liars(seed: u64, liar_len: usize) -> Liars {
+    let dir = tempfile::tempdir().unwrap();
+    let honest = Rng::new(seed).bytes(1 << 20);
+    let liar = Rng::new(seed + 1).bytes(liar_len);
+    let (hi, li) = liar_images(dir.path(), &honest, &liar);
+    Liars {
+        _dir: dir,
+        honest,
+        liar,
+        hi,
+        li,
+        store: tempfile::tempdir().unwrap(),
+    }
+}
+
 fn liar_images(dir: &Path, honest: &[u8], liar: &[u8]) -> (PathBuf, PathBuf) {
     let (s1, s2) = (dir.join("h"), dir.join("l"));
-    write(&s1, "f", honest);
-    write(&s2, "g", liar);
+    write_file(&s1, "f", honest);
+    write_file(&s2, "g", liar);
     let (i1, i2) = (dir.join("honest.erofs"), dir.join("liar.erofs"));
     ishare_mkfs(&i1, &s1, &["-E", "nosbcrc"]);
     ishare_mkfs(&i2, &s2, &["-E", "nosbcrc"]);
@@ -590,21 +474,24 @@ fn liar_images(dir: &Path, honest: &[u8], liar: &[u8]) -> (PathBuf, PathBuf) {
 #[test]
 fn lying_fingerprints_never_serve_another_images_bytes_with_verify() {
     let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let honest = pseudo_random(1 << 20, 10);
-    let liar = pseudo_random(1 << 20, 11);
-    let (hi, li) = liar_images(dir.path(), &honest, &liar);
-    let store = tempfile::tempdir().unwrap();
+    let Liars {
+        honest,
+        liar,
+        hi,
+        li,
+        store,
+        _dir: _keep,
+    } = liars(10, 1 << 20);
     let opts = share_opts(store.path(), "d", "");
 
     // The liar first: its object is refused, so it serves its own bytes.
-    let ml = IshareMount::new(&li, &opts);
-    assert_eq!(fs::read(ml.path().join("g")).unwrap(), liar);
-    let mh = IshareMount::new(&hi, &opts);
-    assert_eq!(fs::read(mh.path().join("f")).unwrap(), honest);
+    let ml = ishare_mount(&li, &opts);
+    ml.assert_reads("g", &liar);
+    let mh = ishare_mount(&hi, &opts);
+    mh.assert_reads("f", &honest);
     // A new liar mount once the honest object exists: still its own bytes.
-    let ml2 = IshareMount::new(&li, &opts);
-    assert_eq!(fs::read(ml2.path().join("g")).unwrap(), liar);
+    let ml2 = ishare_mount(&li, &opts);
+    ml2.assert_reads("g", &liar);
     for m in [&ml, &ml2] {
         let log = m.log_text();
         assert!(
@@ -613,7 +500,7 @@ fn lying_fingerprints_never_serve_another_images_bytes_with_verify() {
                 li.display()
             )),
             "no warning naming the image and path in {}:\n{log}",
-            m.log.display()
+            m.log_path().display()
         );
     }
     // The honest one is shared (its object exists and is verified).
@@ -622,8 +509,8 @@ fn lying_fingerprints_never_serve_another_images_bytes_with_verify() {
     assert_eq!(fs::read(&objects[0]).unwrap(), honest);
 
     // verify=off trusts fingerprints as the kernel does: the liar reads the honest bytes.
-    let trusting = IshareMount::new(&li, &share_opts(store.path(), "d", ",verify=off"));
-    assert_eq!(fs::read(trusting.path().join("g")).unwrap(), honest);
+    let trusting = ishare_mount(&li, &share_opts(store.path(), "d", ",verify=off"));
+    trusting.assert_reads("g", &honest);
 }
 
 /// A liar and the honest file in one image, the liar opened first: its copy serves
@@ -633,18 +520,18 @@ fn lying_fingerprints_never_serve_another_images_bytes_with_verify() {
 fn a_liar_in_the_same_image_never_serves_the_honest_file() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let honest = pseudo_random(8 << 20, 12);
-    let liar = pseudo_random(8 << 20, 13);
+    let honest = Rng::new(12).bytes(8 << 20);
+    let liar = Rng::new(13).bytes(8 << 20);
     let src = dir.path().join("s");
-    write(&src, "f", &honest);
-    write(&src, "g", &liar);
+    write_file(&src, "f", &honest);
+    write_file(&src, "g", &liar);
     let img = dir.path().join("i.erofs");
     ishare_mkfs(&img, &src, &["-E", "nosbcrc"]);
     patch_image(&img, &fp_value(&liar), &fp_value(&honest));
     for extra in ["", ",passthrough=off"] {
         let store = tempfile::tempdir().unwrap();
         // In the foreground: dropping it waits for the daemon, and so for publishing.
-        let m = IshareMount::foreground(&img, &share_opts(store.path(), "d", extra));
+        let m = ishare_mount_foreground(&img, &share_opts(store.path(), "d", extra));
         let g = fs::File::open(m.path().join("g")).unwrap();
         assert_eq!(fs::read(m.path().join("f")).unwrap(), honest, "{extra}");
         assert_eq!(fs::read(m.path().join("g")).unwrap(), liar, "{extra}");
@@ -661,17 +548,20 @@ fn a_liar_in_the_same_image_never_serves_the_honest_file() {
 #[test]
 fn same_fingerprint_with_another_size_is_not_shared() {
     let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let honest = pseudo_random(1 << 20, 20);
-    let longer = pseudo_random((1 << 20) + 4096, 21);
-    let (hi, li) = liar_images(dir.path(), &honest, &longer);
-    let store = tempfile::tempdir().unwrap();
+    let Liars {
+        honest,
+        liar: longer,
+        hi,
+        li,
+        store,
+        _dir: _keep,
+    } = liars(20, (1 << 20) + 4096);
     // verify=off: only the size rule can keep them apart.
     let opts = share_opts(store.path(), "d", ",verify=off");
-    let mh = IshareMount::new(&hi, &opts);
-    assert_eq!(fs::read(mh.path().join("f")).unwrap(), honest);
-    let ml = IshareMount::new(&li, &opts);
-    assert_eq!(fs::read(ml.path().join("g")).unwrap(), longer);
+    let mh = ishare_mount(&hi, &opts);
+    mh.assert_reads("f", &honest);
+    let ml = ishare_mount(&li, &opts);
+    ml.assert_reads("g", &longer);
     let log = ml.log_text();
     assert!(
         log.contains("/g: same fingerprint as a shared file of another size"),
@@ -686,14 +576,14 @@ fn an_image_without_fingerprints_mounts_unshared_with_a_notice() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    let data = pseudo_random(300 << 10, 30);
-    write(&src, "f", &data);
+    let data = Rng::new(30).bytes(300 << 10);
+    write_file(&src, "f", &data);
     let image = dir.path().join("plain.erofs");
     ishare_mkfs(&image, &src, &["--no-xattr-inode-digest"]);
     let store = tempfile::tempdir().unwrap();
     // In the foreground, so that the notice, logged while mounting, lands in the log.
-    let m = IshareMount::foreground(&image, &share_opts(store.path(), "d", ""));
-    assert_eq!(fs::read(m.path().join("f")).unwrap(), data);
+    let m = ishare_mount_foreground(&image, &share_opts(store.path(), "d", ""));
+    m.assert_reads("f", &data);
     let log = m.log_text();
     assert!(
         log.contains("ishare xattrs not found; turning off inode_share"),
@@ -709,23 +599,9 @@ fn an_image_without_fingerprints_mounts_unshared_with_a_notice() {
 
 /// Regular files under `dir`, recursively, excluding the passthrough probe and lock files.
 fn store_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if e.file_name() != "passthrough-probe"
-                && !e.file_name().as_bytes().ends_with(b".lock")
-            {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    out
+    files_under(dir, |name| {
+        name != "passthrough-probe" && !name.ends_with(".lock")
+    })
 }
 
 #[test]
@@ -733,12 +609,12 @@ fn the_domain_id_stays_secret() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("s");
-    write(&src, "f", &pseudo_random(100_000, 30));
+    write_file(&src, "f", &Rng::new(30).bytes(100_000));
     let img = dir.path().join("i.erofs");
     ishare_mkfs(&img, &src, &[]);
     let store = tempfile::tempdir().unwrap();
     let secret = "Sup3rSecretDomain";
-    let m = IshareMount::new(&img, &share_opts(store.path(), secret, ""));
+    let m = ishare_mount(&img, &share_opts(store.path(), secret, ""));
     fs::read(m.path().join("f")).unwrap();
     let mounts = fs::read_to_string("/proc/mounts").unwrap();
     assert!(!mounts.contains(secret), "/proc/mounts shows the domain id");
@@ -824,7 +700,7 @@ fn statfs_line(p: &Path) -> String {
 
 fn assert_same_as_kernel(image: &Path, opts: &str) {
     let kernel = ErofsMount::new(image, &[]);
-    let ours = IshareMount::new(image, opts);
+    let ours = ishare_mount(image, opts);
     assert_trees_eq(
         "kernel mount",
         &snapshot(kernel.path()),
@@ -867,7 +743,7 @@ fn works_as_a_mount_helper() {
     let p = pair(&[]);
     let bin = tempfile::tempdir().unwrap();
     let helper = bin.path().join("mount.fuse.ishare");
-    std::os::unix::fs::symlink(common::ishare_bin(), &helper).unwrap();
+    std::os::unix::fs::symlink(ishare_bin!(), &helper).unwrap();
     let store = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let opts = share_opts(store.path(), "d", "");
@@ -889,11 +765,7 @@ fn works_as_a_mount_helper() {
         &format!("rw,{opts}"),
     ]));
     assert!(is_mounted(dir.path()), "the helper did not mount");
-    let m = IshareMount {
-        dir,
-        child: None,
-        log: PathBuf::from("/nonexistent"),
-    };
+    let m = FuseMount::adopt(dir);
     check_big(&m, BIG1, &p.big_sum);
     drop(m);
     // The detached daemon publishes the object in the background.
@@ -920,7 +792,7 @@ fn metadata_equals_a_kernel_mount() {
     assert_same_as_kernel(&chunked, &shared);
     // mkfs.erofs 1.9.4: LZ4HC-compressed (read through the reader's decompression).
     let lz4 = dir.path().join("lz4.erofs");
-    run(Command::new(common::mkfs_194())
+    run(Command::new(ishare_testkit::tools::mkfs_194())
         .args(["--quiet", "-zlz4hc", "--xattr-inode-digest"])
         .arg(&lz4)
         .arg(src.path()));
@@ -928,7 +800,7 @@ fn metadata_equals_a_kernel_mount() {
     assert_same_as_kernel(&lz4, &shared);
     // mkfs.erofs 1.9.4 with its own fingerprints, chunk indexes.
     let eu = dir.path().join("eu.erofs");
-    run(Command::new(common::mkfs_194())
+    run(Command::new(ishare_testkit::tools::mkfs_194())
         .args([
             "--quiet",
             "--xattr-inode-digest",
@@ -950,32 +822,15 @@ fn unmounting_one_mount_while_another_reads_the_shared_file() {
     let p = pair(&[]);
     let store = tempfile::tempdir().unwrap();
     let opts = share_opts(store.path(), "d", "");
-    let m1 = IshareMount::new(&p.img1, &opts);
-    let m2 = IshareMount::new(&p.img2, &opts);
+    let m1 = ishare_mount(&p.img1, &opts);
+    let m2 = ishare_mount(&p.img2, &opts);
     check_big(&m1, BIG1, &p.big_sum);
-    let mut f = fs::File::open(m2.path().join(BIG2)).unwrap();
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0;
-    let mut unmounted = false;
-    loop {
-        let n = f.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        total += n;
-        if total >= BIG / 2 && !unmounted {
-            run(Command::new(common::ishare_bin())
-                .arg("umount")
-                .arg(m1.path()));
-            assert!(!is_mounted(m1.path()));
-            drop_caches();
-            unmounted = true;
-        }
-    }
-    assert!(unmounted);
-    assert_eq!(<[u8; 32]>::from(h.finalize()), p.big_sum);
+    let sum = hash_with_pause(&m2.path().join(BIG2), || {
+        run(Command::new(ishare_bin!()).arg("umount").arg(m1.path()));
+        assert!(!is_mounted(m1.path()));
+        drop_caches();
+    });
+    assert_eq!(sum, p.big_sum);
     check_big(&m2, BIG2, &p.big_sum);
 }
 
@@ -991,18 +846,23 @@ fn more_shared_files_than_the_open_file_limit() {
         .map(|i| {
             (
                 format!("d{}/f{i}", i % 7),
-                pseudo_random(100 + i * 37, 1000 + i as u64),
+                Rng::new(1000 + i as u64).bytes(100 + i * 37),
             )
         })
         .collect();
     for (rel, data) in &files {
-        write(&src, rel, data);
+        write_file(&src, rel, data);
     }
     let img = dir.path().join("i.erofs");
     ishare_mkfs(&img, &src, &[]);
     let store = tempfile::tempdir().unwrap();
     let opts = share_opts(store.path(), "d", "");
-    let m = IshareMount::foreground_under(&["prlimit", "--nofile=128:128", "--"], &img, &opts);
+    let m = mounts::ishare_mount_foreground(
+        &ishare_bin!(),
+        &["prlimit", "--nofile=128:128", "--"],
+        &img,
+        &opts,
+    );
     // Some files held open at once, the others opened and closed one by one.
     let held: Vec<fs::File> = files[..20]
         .iter()
@@ -1027,9 +887,9 @@ fn more_shared_files_than_the_open_file_limit() {
 fn kill_during_materialization_then_remount_reads_every_byte() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let big = pseudo_random(256 << 20, 40);
+    let big = Rng::new(40).bytes(256 << 20);
     let src = dir.path().join("s");
-    write(&src, "big", &big);
+    write_file(&src, "big", &big);
     let img = dir.path().join("i.erofs");
     ishare_mkfs(&img, &src, &[]);
     drop(big);
@@ -1038,7 +898,7 @@ fn kill_during_materialization_then_remount_reads_every_byte() {
     let opts = share_opts(store.path(), "d", "");
     for delay_ms in [30u64, 150] {
         drop_caches();
-        let m = IshareMount::foreground(&img, &opts);
+        let m = ishare_mount_foreground(&img, &opts);
         let path = m.path().join("big");
         let reader = std::thread::spawn(move || fs::read(path).map(|d| d.len()));
         std::thread::sleep(Duration::from_millis(delay_ms));
@@ -1060,7 +920,7 @@ fn kill_during_materialization_then_remount_reads_every_byte() {
             assert_eq!(sha256_file(&f), want, "damaged object {}", f.display());
         }
     }
-    let m = IshareMount::foreground(&img, &opts);
+    let m = ishare_mount_foreground(&img, &opts);
     assert_eq!(sha256_file(&m.path().join("big")), want);
     // The daemon publishes the object in the background and waits for it on exit.
     drop(m);
@@ -1083,11 +943,11 @@ fn concurrent_readers_across_mounts() {
     use std::os::unix::fs::FileExt;
     let _g = serial();
     let p = pair(&[]);
-    let big = std::sync::Arc::new(pseudo_random(BIG, 1));
+    let big = std::sync::Arc::new(Rng::new(1).bytes(BIG));
     let store = tempfile::tempdir().unwrap();
     let opts = share_opts(store.path(), "d1", "");
-    let mounts: Vec<IshareMount> = (0..8)
-        .map(|i| IshareMount::new(if i % 2 == 0 { &p.img1 } else { &p.img2 }, &opts))
+    let mounts: Vec<FuseMount> = (0..8)
+        .map(|i| ishare_mount(if i % 2 == 0 { &p.img1 } else { &p.img2 }, &opts))
         .collect();
     let files: Vec<PathBuf> = mounts
         .iter()
@@ -1099,15 +959,13 @@ fn concurrent_readers_across_mounts() {
     for t in 0..16usize {
         let (file, big, tx) = (files[t % 8].clone(), big.clone(), tx.clone());
         std::thread::spawn(move || {
-            let mut x = (t as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut rng = Rng::new(t as u64 + 1);
             let mut ops = 0u64;
             let res = (|| -> Result<u64, String> {
                 while Instant::now() < deadline {
                     let f = fs::File::open(&file).map_err(|e| e.to_string())?;
                     for _ in 0..32 {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
+                        let x = rng.next_u64();
                         let len = (x % (1 << 20)) as usize + 1;
                         let off = (x >> 20) as usize % (BIG - len);
                         let mut buf = vec![0u8; len];

@@ -15,130 +15,75 @@
 //!
 //! Needs root and /dev/fuse (CI has both).
 
-mod common;
-
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Rng, run, run_unchecked};
+use ishare_testkit::ishare_bin;
+use ishare_testkit::mounts::{self, FuseMount};
+use ishare_testkit::rng::Rng;
+use ishare_testkit::snapshot::{files_under, hash_with_pause};
+use ishare_testkit::tools::{run, run_unchecked};
+use ishare_testkit::tree::write_file;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const MIB: usize = 1 << 20;
 
-/// An `ishare mount -f` child process, unmounted (and waited for) on drop.
-struct Mount {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-fn is_mounted(dir: &Path) -> bool {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let want = dir.to_str().unwrap();
-    info.lines()
-        .any(|l| l.split(' ').nth(4) == Some(want) && l.contains(" - fuse.ishare "))
-}
-
-impl Mount {
-    /// Foreground mounts: the daemon is our child, so an unmount can wait until it has
-    /// exited and released its hold on the store (gc right after must see that).
-    fn new(image: &Path, opts: &str) -> Mount {
-        let dir = tempfile::Builder::new()
-            .prefix("ishare-mnt-")
-            .tempdir()
-            .unwrap();
-        let log = dir.path().with_extension("log");
-        let child = Command::new(common::ishare_bin())
-            .args(["mount", "-f", "-o", opts])
-            .arg(image)
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut m = Mount {
-            dir,
-            child: Some(child),
-            log,
-        };
-        let start = Instant::now();
-        while !is_mounted(m.path()) {
-            if let Some(st) = m.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("ishare mount -f exited ({st}): {}", m.log_text());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "ishare mount -f did not mount: {}",
-                m.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        m
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Unmounts and waits for the daemon to exit.
-    fn unmount(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        use rustix::mount::{UnmountFlags, unmount};
-        if unmount(self.dir.path(), UnmountFlags::empty()).is_err() {
-            let _ = unmount(self.dir.path(), UnmountFlags::DETACH);
-        }
-        if let Some(mut c) = self.child.take() {
-            let start = Instant::now();
-            while c.try_wait().unwrap().is_none() {
-                if start.elapsed() > Duration::from_secs(20) {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    panic!("the mount daemon did not exit after unmount");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = fs::remove_file(&self.log);
-    }
-}
-
-fn write(root: &Path, rel: &str, data: &[u8]) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, data).unwrap();
+/// `ishare mount -f` as a child process: the daemon is our child, so an unmount can wait
+/// until it has exited and released its hold on the store (gc right after must see that);
+/// one that does not exit fails the test.
+fn mount(image: &Path, opts: &str) -> FuseMount {
+    mounts::ishare_mount_foreground(&ishare_bin!(), &[], image, opts).require_exit()
 }
 
 /// An image built by `ishare mkfs` (fingerprints on) from `files`.
 fn image(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
     let src = dir.join(format!("{name}.src"));
     for (rel, data) in files {
-        write(&src, rel, data);
+        write_file(&src, rel, data);
     }
     let img = dir.join(format!("{name}.erofs"));
-    run(Command::new(common::ishare_bin())
+    run(Command::new(ishare_bin!())
         .args(["mkfs", "--quiet"])
         .arg(&img)
         .arg(&src));
     fs::remove_dir_all(&src).unwrap();
     img
+}
+
+/// A test's scratch directory (sources, images) and store, once root is checked.
+struct Scratch {
+    dir: tempfile::TempDir,
+    store: tempfile::TempDir,
+}
+
+fn scratch() -> Scratch {
+    ishare_testkit::tools::require_root();
+    Scratch {
+        dir: tempfile::tempdir().unwrap(),
+        store: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl Scratch {
+    /// An image `name` holding 32 MiB from `Rng::new(seed)` at `rel`, mounted and read
+    /// once: its object is prepared and published.
+    fn big_mount(&self, seed: u64, name: &str, rel: &str) -> (Vec<u8>, FuseMount) {
+        let big = Rng::new(seed).bytes(32 * MIB);
+        let img = image(self.dir.path(), name, &[(rel, &big)]);
+        let m = self.mount(&img);
+        m.assert_reads(rel, &big);
+        stat_when(self.store.path(), 1);
+        (big, m)
+    }
+
+    /// A foreground mount of `img` sharing in domain "d" of the store.
+    fn mount(&self, img: &Path) -> FuseMount {
+        mount(img, &share_opts(self.store.path(), "d", ""))
+    }
 }
 
 fn share_opts(store: &Path, domain: &str, extra: &str) -> String {
@@ -152,19 +97,9 @@ fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
-fn read_is(m: &Mount, rel: &str, want: &[u8]) {
-    let got = fs::read(m.path().join(rel)).unwrap();
-    assert!(
-        got == want,
-        "wrong bytes in {rel} through {}\n{}",
-        m.path().display(),
-        m.log_text()
-    );
-}
-
 /// `ishare ARGS --json`, which must succeed; its output parsed.
 fn json(args: &[&str]) -> Value {
-    let out = run(Command::new(common::ishare_bin()).args(args).arg("--json"));
+    let out = run(Command::new(ishare_bin!()).args(args).arg("--json"));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "ishare {args:?} --json printed no JSON ({e}):\n{}",
@@ -181,6 +116,17 @@ fn gc(store: &Path, extra: &[&str]) -> Value {
     let mut args = vec!["store", "gc", "--store", store.to_str().unwrap()];
     args.extend_from_slice(extra);
     json(&args)
+}
+
+/// `ishare store gc EXTRA`, which must report `(removed, in use)` objects.
+fn gc_expect(store: &Path, extra: &[&str], want: (u64, u64)) -> Value {
+    let r = gc(store, extra);
+    assert_eq!(
+        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
+        want,
+        "{r:#}"
+    );
+    r
 }
 
 fn n(v: &Value, key: &str) -> u64 {
@@ -203,28 +149,16 @@ fn stat_when(store: &Path, objects: u64) -> Value {
 
 /// Object files under the store (final names only: 64 hex, maybe with `.u`).
 fn object_files(store: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![store.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else if name.trim_end_matches(".u").len() == 64 && !name.ends_with(".lock") {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    out
+    files_under(store, |name| {
+        name.trim_end_matches(".u").len() == 64 && !name.ends_with(".lock")
+    })
 }
 
 #[test]
 fn stat_counts_the_objects_of_several_mounts() {
-    common::require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(1);
+    let s = scratch();
+    let (dir, store) = (&s.dir, &s.store);
+    let mut rng = Rng::new(1);
     let shared = rng.bytes(4 * MIB);
     let only1 = rng.bytes(100_000);
     let only2 = rng.bytes(200_000);
@@ -234,17 +168,16 @@ fn stat_counts_the_objects_of_several_mounts() {
         "2",
         &[("d/shared-copy", &shared), ("only2", &only2)],
     );
-    let store = tempfile::tempdir().unwrap();
     let (d1, d2) = ("Secret-Domain-One", "Secret-Domain-Two");
-    let m1 = Mount::new(&img1, &share_opts(store.path(), d1, ""));
-    let m2 = Mount::new(&img2, &share_opts(store.path(), d1, ""));
+    let m1 = mount(&img1, &share_opts(store.path(), d1, ""));
+    let m2 = mount(&img2, &share_opts(store.path(), d1, ""));
     // Another domain, unverified: its own object of the same content.
-    let m3 = Mount::new(&img1, &share_opts(store.path(), d2, ",verify=off"));
-    read_is(&m1, "shared", &shared);
-    read_is(&m1, "only1", &only1);
-    read_is(&m2, "d/shared-copy", &shared);
-    read_is(&m2, "only2", &only2);
-    read_is(&m3, "shared", &shared);
+    let m3 = mount(&img1, &share_opts(store.path(), d2, ",verify=off"));
+    m1.assert_reads("shared", &shared);
+    m1.assert_reads("only1", &only1);
+    m2.assert_reads("d/shared-copy", &shared);
+    m2.assert_reads("only2", &only2);
+    m3.assert_reads("shared", &shared);
 
     let v = stat_when(store.path(), 4);
     let text = v.to_string();
@@ -282,7 +215,7 @@ fn stat_counts_the_objects_of_several_mounts() {
     assert_eq!(per, [(1, 1, 1, 0), (3, 0, 2, shared.len() as u64)], "{v:#}");
 
     // Human-readable output names the same figures.
-    let out = run(Command::new(common::ishare_bin())
+    let out = run(Command::new(ishare_bin!())
         .args(["store", "stat", "--store"])
         .arg(store.path()));
     let human = String::from_utf8_lossy(&out.stdout);
@@ -310,50 +243,29 @@ fn stat_counts_the_objects_of_several_mounts() {
 
 #[test]
 fn gc_removes_unused_objects_and_skips_held_ones() {
-    common::require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(2);
+    let s = scratch();
+    let (dir, store) = (&s.dir, &s.store);
+    let mut rng = Rng::new(2);
     let a = rng.bytes(MIB);
     let b = rng.bytes(2 * MIB);
     let img_a = image(dir.path(), "a", &[("a", &a)]);
     let img_b = image(dir.path(), "b", &[("b", &b)]);
-    let store = tempfile::tempdir().unwrap();
-    let ma = Mount::new(&img_a, &share_opts(store.path(), "d", ""));
-    let mb = Mount::new(&img_b, &share_opts(store.path(), "d", ""));
-    read_is(&ma, "a", &a);
-    read_is(&mb, "b", &b);
+    let ma = s.mount(&img_a);
+    let mb = s.mount(&img_b);
+    ma.assert_reads("a", &a);
+    mb.assert_reads("b", &b);
     stat_when(store.path(), 2);
 
     // Both in use: nothing goes, not even in a dry run.
-    let r = gc(store.path(), &["--dry-run"]);
-    assert_eq!(
-        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
-        (0, 2),
-        "{r:#}"
-    );
-    let r = gc(store.path(), &[]);
-    assert_eq!(
-        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
-        (0, 2),
-        "{r:#}"
-    );
+    gc_expect(store.path(), &["--dry-run"], (0, 2));
+    gc_expect(store.path(), &[], (0, 2));
     assert_eq!(object_files(store.path()).len(), 2);
 
     mb.unmount();
     // A dry run tells, and removes nothing.
-    let r = gc(store.path(), &["--dry-run"]);
-    assert_eq!(
-        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
-        (1, 1),
-        "{r:#}"
-    );
+    gc_expect(store.path(), &["--dry-run"], (1, 1));
     assert_eq!(object_files(store.path()).len(), 2);
-    let r = gc(store.path(), &[]);
-    assert_eq!(
-        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
-        (1, 1),
-        "{r:#}"
-    );
+    let r = gc_expect(store.path(), &[], (1, 1));
     assert!(n(&r, "removed_bytes") >= b.len() as u64, "{r:#}");
     assert!(r["errors"].as_array().unwrap().is_empty(), "{r:#}");
     let left = object_files(store.path());
@@ -365,20 +277,15 @@ fn gc_removes_unused_objects_and_skips_held_ones() {
     );
     // The mount still reads, after its pages are gone too.
     drop_caches();
-    read_is(&ma, "a", &a);
+    ma.assert_reads("a", &a);
 
     // A new mount of b prepares its object again.
-    let mb = Mount::new(&img_b, &share_opts(store.path(), "d", ""));
-    read_is(&mb, "b", &b);
+    let mb = s.mount(&img_b);
+    mb.assert_reads("b", &b);
     stat_when(store.path(), 2);
     drop(mb);
     ma.unmount();
-    let r = gc(store.path(), &[]);
-    assert_eq!(
-        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
-        (2, 0),
-        "{r:#}"
-    );
+    let r = gc_expect(store.path(), &[], (2, 0));
     assert_eq!(n(&r, "size_after"), 0, "{r:#}");
     // Lock, probe files and directories went too: only the empty layout directory is left.
     let v1: Vec<_> = fs::read_dir(store.path().join("v1")).unwrap().collect();
@@ -392,60 +299,24 @@ fn drop_caches() {
     fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
 }
 
-/// Reads `path` in 1 MiB pieces, calling `midway` once after half of it.
-fn read_with_pause(path: &Path, midway: impl FnOnce()) -> [u8; 32] {
-    let mut f = fs::File::open(path).unwrap();
-    let len = f.metadata().unwrap().len() as usize;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; MIB];
-    let (mut total, mut midway) = (0, Some(midway));
-    loop {
-        let k = f.read(&mut buf).unwrap();
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        total += k;
-        if total >= len / 2
-            && let Some(m) = midway.take()
-        {
-            m();
-        }
-    }
-    assert!(midway.is_none(), "never got half way");
-    h.finalize().into()
-}
-
 #[test]
 fn gc_while_a_mount_reads_then_after_its_unmount() {
-    common::require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let big = Rng(3).bytes(32 * MIB);
-    let img = image(dir.path(), "i", &[("big", &big)]);
-    let store = tempfile::tempdir().unwrap();
-    let m = Mount::new(&img, &share_opts(store.path(), "d", ""));
+    let s = scratch();
+    let store = &s.store;
     // The first open prepares the object; it is published in the background.
-    read_is(&m, "big", &big);
-    stat_when(store.path(), 1);
+    let (big, m) = s.big_mount(3, "i", "big");
     drop_caches();
-    let sum = read_with_pause(&m.path().join("big"), || {
-        let r = gc(store.path(), &[]);
-        assert_eq!(n(&r, "removed_objects"), 0, "{r:#}");
-        assert_eq!(n(&r, "in_use_objects"), 1, "{r:#}");
+    let sum = hash_with_pause(&m.path().join("big"), || {
+        gc_expect(store.path(), &[], (0, 1));
         let r = gc(store.path(), &["--max-size", "0"]);
         assert_eq!(n(&r, "removed_objects"), 0, "{r:#}");
         drop_caches();
     });
     assert_eq!(sum, sha256(&big));
-    read_is(&m, "big", &big);
+    m.assert_reads("big", &big);
     assert_eq!(object_files(store.path()).len(), 1);
     m.unmount();
-    let r = gc(store.path(), &[]);
-    assert_eq!(
-        (n(&r, "removed_objects"), n(&r, "in_use_objects")),
-        (1, 0),
-        "{r:#}"
-    );
+    gc_expect(store.path(), &[], (1, 0));
     assert!(object_files(store.path()).is_empty());
 }
 
@@ -454,28 +325,23 @@ fn gc_while_a_mount_reads_then_after_its_unmount() {
 /// pages are dropped; a new mount prepares the object again.
 #[test]
 fn removing_the_store_under_a_live_mount_changes_nothing_it_reads() {
-    common::require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let big = Rng(4).bytes(32 * MIB);
-    let img1 = image(dir.path(), "1", &[("big", &big)]);
-    let img2 = image(dir.path(), "2", &[("x/big2", &big)]);
-    let store = tempfile::tempdir().unwrap();
-    let m1 = Mount::new(&img1, &share_opts(store.path(), "d", ""));
-    read_is(&m1, "big", &big);
-    stat_when(store.path(), 1);
-    let sum = read_with_pause(&m1.path().join("big"), || {
+    let s = scratch();
+    let store = &s.store;
+    let (big, m1) = s.big_mount(4, "1", "big");
+    let img2 = image(s.dir.path(), "2", &[("x/big2", &big)]);
+    let sum = hash_with_pause(&m1.path().join("big"), || {
         fs::remove_dir_all(store.path().join("v1")).unwrap();
         drop_caches();
     });
     assert_eq!(sum, sha256(&big));
     // New opens through the same mount use the same (removed) object.
-    read_is(&m1, "big", &big);
+    m1.assert_reads("big", &big);
     // Another mount finds no object and prepares one.
-    let m2 = Mount::new(&img2, &share_opts(store.path(), "d", ""));
-    read_is(&m2, "x/big2", &big);
+    let m2 = s.mount(&img2);
+    m2.assert_reads("x/big2", &big);
     let v = stat_when(store.path(), 1);
     assert_eq!((n(&v, "objects"), n(&v, "in_use_objects")), (1, 1), "{v:#}");
-    read_is(&m1, "big", &big);
+    m1.assert_reads("big", &big);
 }
 
 /// Sets an object's atime and mtime `age` before now.
@@ -488,9 +354,9 @@ fn age(path: &Path, age: Duration) {
 
 #[test]
 fn gc_max_size_removes_least_recently_used_first() {
-    common::require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(5);
+    let s = scratch();
+    let (dir, store) = (&s.dir, &s.store);
+    let mut rng = Rng::new(5);
     let files: Vec<Vec<u8>> = (0..4).map(|_| rng.bytes(MIB)).collect();
     let names = ["f0", "f1", "f2", "f3"];
     let entries: Vec<(&str, &[u8])> = names
@@ -500,10 +366,9 @@ fn gc_max_size_removes_least_recently_used_first() {
         .collect();
     let img = image(dir.path(), "all", &entries);
     let img0 = image(dir.path(), "zero", &[("only-f0", &files[0])]);
-    let store = tempfile::tempdir().unwrap();
-    let m = Mount::new(&img, &share_opts(store.path(), "d", ""));
+    let m = s.mount(&img);
     for (n, d) in names.iter().zip(&files) {
-        read_is(&m, n, d);
+        m.assert_reads(n, d);
     }
     stat_when(store.path(), 4);
     m.unmount();
@@ -533,8 +398,8 @@ fn gc_max_size_removes_least_recently_used_first() {
     assert_eq!(du, 4 * MIB as u64, "objects take more than their size here");
 
     // f0, the oldest, is in use: skipped; f1 and f2 go; then 2 MiB fit in 2600 KiB.
-    let m0 = Mount::new(&img0, &share_opts(store.path(), "d", ""));
-    read_is(&m0, "only-f0", &files[0]);
+    let m0 = s.mount(&img0);
+    m0.assert_reads("only-f0", &files[0]);
     // (Reading it made it the most recently used: make it the oldest again.)
     age_all();
     let r = gc(store.path(), &["--max-size", "2600K"]);
@@ -554,7 +419,7 @@ fn gc_max_size_removes_least_recently_used_first() {
     );
     // Bad sizes are refused.
     let out = run_unchecked(
-        Command::new(common::ishare_bin())
+        Command::new(ishare_bin!())
             .args(["store", "gc", "--max-size", "2X", "--store"])
             .arg(store.path()),
     );
@@ -566,7 +431,7 @@ fn gc_max_size_removes_least_recently_used_first() {
 
 #[test]
 fn doctor_reports_fuse_and_predicts_the_mount_mode() {
-    common::require_root();
+    ishare_testkit::tools::require_root();
     let store_parent = tempfile::tempdir().unwrap();
     let store = store_parent.path().join("store");
     let v = json(&["doctor", "--store", store.to_str().unwrap()]);
@@ -610,10 +475,10 @@ fn doctor_reports_fuse_and_predicts_the_mount_mode() {
     // The mode it predicts is the one a mount logs.
     let mode = v["mode"].as_str().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let data = Rng(6).bytes(100_000);
+    let data = Rng::new(6).bytes(100_000);
     let img = image(dir.path(), "i", &[("f", &data)]);
-    let m = Mount::new(&img, &share_opts(&store, "d", ""));
-    read_is(&m, "f", &data);
+    let m = mount(&img, &share_opts(&store, "d", ""));
+    m.assert_reads("f", &data);
     let log = m.log_text();
     let logged = if log.contains("kernel FUSE passthrough to store objects") {
         "passthrough"
@@ -630,7 +495,7 @@ fn doctor_reports_fuse_and_predicts_the_mount_mode() {
     drop(m);
 
     // Human-readable lines, exit 0.
-    let out = run(Command::new(common::ishare_bin())
+    let out = run(Command::new(ishare_bin!())
         .args(["doctor", "--store"])
         .arg(&store));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -644,7 +509,7 @@ fn doctor_reports_fuse_and_predicts_the_mount_mode() {
     let file = store_parent.path().join("a-file");
     fs::write(&file, b"x").unwrap();
     let out = run_unchecked(
-        Command::new(common::ishare_bin())
+        Command::new(ishare_bin!())
             .args(["doctor", "--json", "--store"])
             .arg(&file),
     );

@@ -33,9 +33,6 @@
 //! and end up in [`VmOutput::console`]. The guest's `dmesg` is returned in
 //! [`VmOutput::dmesg`].
 
-// Each test binary that includes this module uses a different subset of it.
-#![allow(dead_code)]
-
 pub mod share;
 
 use std::fs::{self, File};
@@ -47,6 +44,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+
+use crate::tools::cache_dir;
 
 /// What to run so that a missing piece appears.
 const INSTALL_HINT: &str = "run `scripts/install-deps.sh` (as root) to install it";
@@ -88,14 +87,6 @@ measure() {
   result "$_label" $((_after - _before))
 }
 "#;
-
-/// The cache directory `scripts/install-deps.sh` fills.
-pub fn cache_dir() -> PathBuf {
-    std::env::var_os("ISHARE_CACHE")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/ishare"))
-}
 
 /// The Linux 7.2 kernel and modules cached by `scripts/vm/fetch-linux.sh`.
 #[derive(Debug, Clone)]
@@ -559,9 +550,15 @@ fn has_interp(elf: &[u8]) -> bool {
     (0..phnum as usize).any(|i| rd32(phoff as usize + i * phentsize as usize) == Some(PT_INTERP))
 }
 
+/// The source of memtool, the reader through one kernel path each (read(2), mmap,
+/// sendfile, splice) the VM and the host's page cache tests use.
+pub fn memtool_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/vm/memtool.c")
+}
+
 /// Compiles `memtool.c` statically into `dir`.
 fn compile_memtool(dir: &Path) -> Result<PathBuf> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/memtool.c");
+    let src = memtool_source();
     let out = dir.join("memtool");
     let gcc = find_tool("gcc", "build-essential")?;
     let res = Command::new(&gcc)
