@@ -50,8 +50,7 @@ done
 
 # --- tools -------------------------------------------------------------------
 bench_tools time debootstrap attr
-bench_build
-[ -x "$ISHARE_SRC" ] || die "$ISHARE_SRC missing"
+bench_build "$ISHARE_SRC"
 
 # --- root filesystem (cached) ------------------------------------------------
 bootstrap_rootfs "$ROOTFS"

@@ -34,8 +34,7 @@ case $TARGET_FS in tmpfs | disk) ;; *) die "TARGET_FS must be tmpfs or disk" ;; 
 
 # --- tools -------------------------------------------------------------------
 bench_tools time debootstrap attr
-bench_build
-[ -x "$ISHARE" ] || die "$ISHARE missing"
+bench_build "$ISHARE"
 
 # --- root filesystem (cached) ------------------------------------------------
 bootstrap_rootfs "$ROOTFS"

@@ -28,14 +28,18 @@ bench_tools() {
   fi
 }
 
-# bench_build: `cargo build --release -p ishare` unless SKIP_BUILD=1. Retried
-# twice after a pause: the work tree may be in the middle of an edit.
+# bench_build BINARY: `cargo build --release -p ishare` unless SKIP_BUILD=1
+# (retried twice after a pause: the work tree may be in the middle of an edit),
+# then checks that BINARY, the ishare to time, is there.
 bench_build() {
-  [ "${SKIP_BUILD:-0}" != 1 ] || return 0
+  [ "${SKIP_BUILD:-0}" != 1 ] || { [ -x "$1" ] || die "$1 missing"; return 0; }
   local try
   for try in 1 2 3; do
     log "cargo build --release -p ishare"
-    if (cd "$ROOT" && cargo build --release -q -p ishare); then return 0; fi
+    if (cd "$ROOT" && cargo build --release -q -p ishare); then
+      [ -x "$1" ] || die "$1 missing"
+      return 0
+    fi
     [ "$try" = 3 ] || { warn "build failed, retrying in 30 s"; sleep 30; }
   done
   die "cargo build failed (set SKIP_BUILD=1 or ISHARE_BIN to time an existing binary)"

@@ -64,8 +64,7 @@ done
 
 # --- tools -------------------------------------------------------------------
 bench_tools time debootstrap attr
-bench_build
-[ -x "$ISHARE_SRC" ] || die "$ISHARE_SRC missing"
+bench_build "$ISHARE_SRC"
 
 # --- scratch space -------------------------------------------------------------
 scratch_tmpfs ishare-bench-mkfs

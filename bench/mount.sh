@@ -47,8 +47,7 @@ done
 
 # --- tools -------------------------------------------------------------------
 bench_tools time debootstrap squashfs-tools squashfuse openssl gcc libc6-dev jq
-bench_build
-[ -x "$ISHARE_SRC" ] || die "$ISHARE_SRC missing"
+bench_build "$ISHARE_SRC"
 
 WORK=$(mktemp -d /tmp/ishare-mount-bench.XXXXXX)
 declare -A DAEMON=() # mount point -> pid of its `ishare mount -f`

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::process::Command;
 
 use ishare_builder::{BuildOptions, Compression, TimePolicy, build};
-use ishare_erofs::{DataLayout, ExtentKind, Image};
+use ishare_erofs::{DataLayout, Extent, ExtentKind, Image, Inode};
 use ishare_testkit::mounts::{LoopMount, Tmpfs};
 use ishare_testkit::rng::{Rng, pseudo_random};
 use ishare_testkit::snapshot::{CompareOpts, Tree, snapshot};
@@ -158,8 +158,14 @@ fn options(c: &Case) -> BuildOptions {
     z.pcluster_size = c.pcluster;
     z.ztailpacking = c.ztailpacking;
     z.legacy_indexes = c.legacy;
+    build_options(c.bs, z)
+}
+
+/// The options of every case: build time T0 with each file's own mtime, a fixed
+/// UUID, two workers.
+fn build_options(block_size: u32, z: Compression) -> BuildOptions {
     BuildOptions {
-        block_size: c.bs,
+        block_size,
         build_time: T0 as u64,
         time_policy: TimePolicy::Keep,
         uuid: [9; 16],
@@ -235,23 +241,34 @@ struct Shape {
     big_pclusters: u64,
 }
 
+/// The inode at `/p` and its extents covering its `len` bytes, through our reader.
+fn extents_of(img: &Image, p: &str, len: u64) -> Result<(Inode, Vec<Extent>), String> {
+    let ino = img
+        .lookup_path(format!("/{p}").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut extents = Vec::new();
+    let mut pos = 0;
+    while pos < len {
+        let e = img
+            .map(&ino, pos)
+            .map_err(|e| format!("{p} at {pos}: {e}"))?;
+        pos = e.logical + e.len;
+        extents.push(e);
+    }
+    Ok((ino, extents))
+}
+
 fn shape(img: &Image, bs: u32) -> Result<Shape, String> {
     let mut s = Shape::default();
     for (p, data) in files(bs as usize) {
-        let ino = img
-            .lookup_path(format!("/{p}").as_bytes())
-            .map_err(|e| e.to_string())?;
+        let (ino, extents) = extents_of(img, &p, data.len() as u64)?;
         match ino.layout {
             DataLayout::CompressedCompact => s.compact += 1,
             DataLayout::CompressedFull => s.full += 1,
             _ => continue,
         }
         s.compressed_inodes += 1;
-        let mut pos = 0;
-        while pos < data.len() as u64 {
-            let e = img
-                .map(&ino, pos)
-                .map_err(|e| format!("{p} at {pos}: {e}"))?;
+        for e in extents {
             match e.kind {
                 ExtentKind::Compressed(pc) => {
                     s.compressed_extents += 1;
@@ -261,7 +278,6 @@ fn shape(img: &Image, bs: u32) -> Result<Shape, String> {
                 ExtentKind::Inline { .. } => s.inline_pclusters += 1,
                 _ => s.plain_extents += 1,
             }
-            pos = e.logical + e.len;
         }
     }
     Ok(s)
@@ -344,59 +360,20 @@ macro_rules! case {
 
 /// Every compression case: (test, name, block size, -z, pcluster size, ztailpacking,
 /// legacy-compress).
+#[rustfmt::skip]
 const CASES: &[(&str, &str, u32, &str, u32, bool, bool)] = &[
     ("lz4", "lz4", 4096, "lz4", 4096, false, false),
     ("lz4", "lz4-C16k-tail", 4096, "lz4", 16384, true, false),
-    (
-        "lz4",
-        "lz4-legacy-tail-b1024",
-        1024,
-        "lz4",
-        1024,
-        true,
-        true,
-    ),
+    ("lz4", "lz4-legacy-tail-b1024", 1024, "lz4", 1024, true, true),
     ("lz4hc", "lz4hc", 4096, "lz4hc,12", 4096, false, false),
     ("lz4hc", "lz4hc-C64k", 4096, "lz4hc", 65536, false, false),
-    (
-        "lz4hc",
-        "lz4hc-b512-C4k-tail",
-        512,
-        "lz4hc",
-        4096,
-        true,
-        false,
-    ),
+    ("lz4hc", "lz4hc-b512-C4k-tail", 512, "lz4hc", 4096, true, false),
     ("lzma", "lzma-tail", 4096, "lzma", 4096, true, false),
-    (
-        "lzma",
-        "lzma-C64k-legacy",
-        4096,
-        "lzma,level=4",
-        65536,
-        false,
-        true,
-    ),
+    ("lzma", "lzma-C64k-legacy", 4096, "lzma,level=4", 65536, false, true),
     ("deflate", "deflate", 4096, "deflate", 4096, false, false),
-    (
-        "deflate",
-        "deflate-C16k-tail-b2048",
-        2048,
-        "deflate,9",
-        16384,
-        true,
-        false,
-    ),
+    ("deflate", "deflate-C16k-tail-b2048", 2048, "deflate,9", 16384, true, false),
     ("zstd", "zstd-tail", 4096, "zstd", 4096, true, false),
-    (
-        "zstd",
-        "zstd-C64k-legacy",
-        4096,
-        "zstd,level=9",
-        65536,
-        false,
-        true,
-    ),
+    ("zstd", "zstd-C64k-legacy", 4096, "zstd,level=9", 65536, false, true),
 ];
 
 /// Runs the cases of `test` in [`CASES`].
@@ -614,15 +591,7 @@ fn doptions(c: &DCase) -> BuildOptions {
             _ => panic!("unknown -E {o}"),
         }
     }
-    BuildOptions {
-        block_size: 4096,
-        build_time: T0 as u64,
-        time_policy: TimePolicy::Keep,
-        uuid: [9; 16],
-        workers: 2,
-        compression: Some(z),
-        ..BuildOptions::default()
-    }
+    build_options(4096, z)
 }
 
 /// What fragments and dedupe made of the image.
@@ -651,14 +620,7 @@ fn dshape(img: &Image, files: &[(String, Vec<u8>)]) -> Result<DShape, String> {
             continue;
         }
         s.nonempty_files += 1;
-        let ino = img
-            .lookup_path(format!("/{p}").as_bytes())
-            .map_err(|e| e.to_string())?;
-        let mut pos = 0;
-        while pos < data.len() as u64 {
-            let e = img
-                .map(&ino, pos)
-                .map_err(|e| format!("{p} at {pos}: {e}"))?;
+        for e in extents_of(img, p, data.len() as u64)?.1 {
             match e.kind {
                 ExtentKind::Fragment { offset } => {
                     s.fragments += 1;
@@ -677,7 +639,6 @@ fn dshape(img: &Image, files: &[(String, Vec<u8>)]) -> Result<DShape, String> {
                 }
                 _ => {}
             }
-            pos = e.logical + e.len;
         }
     }
     s.fragment_offsets = frag_offsets.len() as u64;

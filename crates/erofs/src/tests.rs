@@ -1,8 +1,8 @@
 //! Unit tests on images built byte by byte: the smallest valid image (a root
 //! directory with one inline file) and table-driven superblock rejections.
 
-use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromZeros, IntoBytes};
 
 use crate::format::*;
 use crate::{ErrorKind, Image, superblock_checksum};
@@ -13,37 +13,18 @@ const BS: usize = 4096;
 /// directory holding ".", ".." and "f"; "f" at NID 3, a FLAT_INLINE file "hi\n").
 fn tiny_image(edit: impl FnOnce(&mut SuperBlock)) -> Vec<u8> {
     let mut img = vec![0u8; 2 * BS];
+    // Every field not named is zero.
     let mut sb = SuperBlock {
         magic: U32::new(SUPER_MAGIC_V1),
-        checksum: U32::new(0),
         feature_compat: U32::new(FEATURE_COMPAT_SB_CHKSUM),
         blkszbits: 12,
-        sb_extslots: 0,
-        rootnid_2b: U16::new(0),
         inos: U64::new(2),
         epoch: U64::new(1_700_000_000),
         fixed_nsec: U32::new(5),
         blocks_lo: U32::new(2),
         meta_blkaddr: U32::new(1),
-        xattr_blkaddr: U32::new(0),
-        uuid: [0; 16],
         volume_name: *b"tiny\0\0\0\0\0\0\0\0\0\0\0\0",
-        feature_incompat: U32::new(0),
-        u1: U16::new(0),
-        extra_devices: U16::new(0),
-        devt_slotoff: U16::new(0),
-        dirblkbits: 0,
-        xattr_prefix_count: 0,
-        xattr_prefix_start: U32::new(0),
-        packed_nid: U64::new(0),
-        xattr_filter_reserved: 0,
-        ishare_xattr_prefix_id: 0,
-        reserved: [0; 2],
-        build_time: U32::new(0),
-        rootnid_8b: U64::new(0),
-        reserved2: [0; 8],
-        metabox_nid: U64::new(0),
-        reserved3: [0; 8],
+        ..SuperBlock::new_zeroed()
     };
     edit(&mut sb);
     // Directory data: 3 dirents then names ".", "..", "f".

@@ -29,6 +29,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use Expect::*;
 use ishare_erofs::{DataLayout, ExtentKind, Image};
 use ishare_testkit::image::{random_len, read_checked};
 use ishare_testkit::ishare_bin;
@@ -83,103 +84,63 @@ const HINTS: &str = "16384 \\.so\n65536 ^var/lib/apt/lists/\n";
 
 const LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
 
+const PERL: &str = "/usr/bin/perl";
+
+impl Config {
+    /// A configuration with no hints and the default fingerprint name.
+    const fn new(
+        name: &'static str,
+        args: &'static [&'static str],
+        expect: &'static [Expect],
+    ) -> Config {
+        Config {
+            name,
+            args,
+            hints: None,
+            visible_digest: false,
+            expect,
+        }
+    }
+
+    /// The same with the fingerprint xattr under [`VISIBLE_DIGEST`].
+    const fn visible_digest(self) -> Config {
+        Config {
+            visible_digest: true,
+            ..self
+        }
+    }
+
+    /// The same with this `--compress-hints` file.
+    const fn hints(self, hints: &'static str) -> Config {
+        Config {
+            hints: Some(hints),
+            ..self
+        }
+    }
+}
+
 /// The slowest first, so the two build threads finish together.
+#[rustfmt::skip]
 const CONFIGS: &[Config] = &[
-    Config {
-        name: "lzma -C65536",
-        args: &["-zlzma", "-C65536"],
-        hints: None,
-        visible_digest: false,
-        expect: &[
-            Expect::Dump("compr_algs: lzma"),
-            Expect::Dump("big_pcluster"),
-            Expect::CompactIndexes,
-            Expect::MaxPcluster("/usr/bin/perl", 65536),
-        ],
-    },
-    Config {
-        name: "zstd -C16384 fragments",
-        args: &["-zzstd", "-C16384", "-Efragments"],
-        hints: None,
-        visible_digest: false,
-        expect: &[
-            Expect::Dump("compr_algs: zstd"),
-            Expect::Dump("fragments"),
-            Expect::Dump("big_pcluster"),
-            Expect::MaxPcluster("/usr/bin/perl", 16384),
-        ],
-    },
-    Config {
-        name: "deflate ztailpacking",
-        args: &["-zdeflate", "-Eztailpacking"],
-        hints: None,
-        visible_digest: true,
-        expect: &[
-            Expect::Dump("compr_algs: deflate"),
-            Expect::Dump("ztailpacking"),
-            Expect::MaxPcluster("/usr/bin/perl", 4096),
-        ],
-    },
-    Config {
-        name: "lz4hc:zstd hints",
-        args: &["-zlz4hc:zstd"],
-        hints: Some(HINTS),
-        visible_digest: false,
-        expect: &[
-            Expect::Dump("compr_algs: lz4, zstd"),
-            Expect::Dump("big_pcluster"),
-            Expect::MaxPcluster(LIBC, 16384),
-            Expect::AptListMaxPcluster(65536),
-            Expect::MaxPcluster("/usr/bin/perl", 4096),
-        ],
-    },
-    Config {
-        name: "lz4hc -C65536",
-        args: &["-zlz4hc", "-C65536"],
-        hints: None,
-        visible_digest: false,
-        expect: &[
-            Expect::Dump("compr_algs: lz4"),
-            Expect::Dump("big_pcluster"),
-            Expect::MaxPcluster("/usr/bin/perl", 65536),
-        ],
-    },
-    Config {
-        name: "lz4hc all-fragments",
-        args: &["-zlz4hc", "-Eall-fragments"],
-        hints: None,
-        visible_digest: true,
-        expect: &[
-            Expect::Dump("lz4_max_distance"),
-            Expect::Dump("packed nid"),
-            Expect::Dump("fragments"),
-        ],
-    },
-    Config {
-        name: "lz4hc dedupe",
-        args: &["-zlz4hc", "-Ededupe"],
-        hints: None,
-        visible_digest: false,
-        expect: &[Expect::Dump("lz4_max_distance"), Expect::Dump("dedupe")],
-    },
-    Config {
-        name: "lz4",
-        args: &["-zlz4"],
-        hints: None,
-        visible_digest: false,
-        expect: &[
-            Expect::Dump("lz4_max_distance"),
-            Expect::CompactIndexes,
-            Expect::MaxPcluster("/usr/bin/perl", 4096),
-        ],
-    },
-    Config {
-        name: "lz4 legacy-compress",
-        args: &["-zlz4", "-Elegacy-compress"],
-        hints: None,
-        visible_digest: false,
-        expect: &[Expect::Dump("lz4_max_distance"), Expect::FullIndexes],
-    },
+    Config::new("lzma -C65536", &["-zlzma", "-C65536"],
+        &[Dump("compr_algs: lzma"), Dump("big_pcluster"), CompactIndexes, MaxPcluster(PERL, 65536)]),
+    Config::new("zstd -C16384 fragments", &["-zzstd", "-C16384", "-Efragments"],
+        &[Dump("compr_algs: zstd"), Dump("fragments"), Dump("big_pcluster"), MaxPcluster(PERL, 16384)]),
+    Config::new("deflate ztailpacking", &["-zdeflate", "-Eztailpacking"],
+        &[Dump("compr_algs: deflate"), Dump("ztailpacking"), MaxPcluster(PERL, 4096)]).visible_digest(),
+    Config::new("lz4hc:zstd hints", &["-zlz4hc:zstd"],
+        &[Dump("compr_algs: lz4, zstd"), Dump("big_pcluster"), MaxPcluster(LIBC, 16384),
+          AptListMaxPcluster(65536), MaxPcluster(PERL, 4096)]).hints(HINTS),
+    Config::new("lz4hc -C65536", &["-zlz4hc", "-C65536"],
+        &[Dump("compr_algs: lz4"), Dump("big_pcluster"), MaxPcluster(PERL, 65536)]),
+    Config::new("lz4hc all-fragments", &["-zlz4hc", "-Eall-fragments"],
+        &[Dump("lz4_max_distance"), Dump("packed nid"), Dump("fragments")]).visible_digest(),
+    Config::new("lz4hc dedupe", &["-zlz4hc", "-Ededupe"],
+        &[Dump("lz4_max_distance"), Dump("dedupe")]),
+    Config::new("lz4", &["-zlz4"],
+        &[Dump("lz4_max_distance"), CompactIndexes, MaxPcluster(PERL, 4096)]),
+    Config::new("lz4 legacy-compress", &["-zlz4", "-Elegacy-compress"],
+        &[Dump("lz4_max_distance"), FullIndexes]),
 ];
 
 /// What is known of the source once, shared by every configuration.
