@@ -886,3 +886,84 @@ fn hostile_and_truncated_archives() {
         .collect();
     assert_eq!(left.len(), 1, "files left behind: {left:?}");
 }
+
+/// mkfs.erofs 1.9.4 refuses (ENOTDIR) every entry that names the root and is not a
+/// directory: a regular file `/`, `./`, `.` or PAX path `///` (which the trailing
+/// slash convention would otherwise read as directories), symlinks, hard links and
+/// devices. A directory entry naming the root sets the root's metadata.
+#[test]
+fn entries_naming_the_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("root.img");
+    let o = opts();
+    let count = std::cell::Cell::new(0);
+    let build = |bytes: Vec<u8>| {
+        count.set(count.get() + 1);
+        let p = tmp.path().join(format!("case{}.tar", count.get()));
+        std::fs::write(&p, bytes).unwrap();
+        build_tar(&TarInput::Path(p.clone()), &img, &o).map_err(|e| (p, e.to_string()))
+    };
+    let one = |f: &dyn Fn(&mut TarW)| {
+        let mut w = TarW::default();
+        w.file(b"a", META, b"a");
+        f(&mut w);
+        w.finish()
+    };
+    let m0 = Meta { mode: 0, ..META };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("file /", one(&|w| w.file(b"/", m0, b"x")), "\"/\""),
+        ("file ./", one(&|w| w.file(b"./", m0, b"x")), "\"./\""),
+        ("file .", one(&|w| w.file(b".", m0, b"x")), "\".\""),
+        (
+            "pax file ///",
+            one(&|w| {
+                w.pax(b'x', &[(b"path", b"///")]);
+                w.file(b"x", m0, b"x");
+            }),
+            "\"///\"",
+        ),
+        ("symlink ./", one(&|w| w.link(b"./", b'2', b"a")), "\"./\""),
+        ("hard link .", one(&|w| w.link(b".", b'1', b"a")), "\".\""),
+        (
+            "fifo /",
+            one(&|w| w.header(b"/", b'6', m0, 0, b"", (0, 0))),
+            "\"/\"",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (label, bytes, entry) in cases {
+        match build(bytes) {
+            Ok(_) => failures.push(format!("[{label}] built an image")),
+            Err((p, m)) => {
+                eprintln!("[{label}] {m}");
+                let want = [&*p.to_string_lossy(), &format!("entry {entry}"), "root"];
+                if !want.iter().all(|w| m.contains(w)) {
+                    failures.push(format!("[{label}] {m:?} lacks one of {want:?}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // A directory entry naming the root is its metadata.
+    for name in [&b"./"[..], b"/", b"."] {
+        let mut w = TarW::default();
+        w.dir(
+            name,
+            Meta {
+                mode: 0o700,
+                ..META
+            },
+        );
+        w.file(b"f", META, b"f");
+        build(w.finish()).unwrap();
+        let root = Image::open(&img).unwrap().root().unwrap();
+        assert_eq!(
+            root.mode & 0o7777,
+            0o700,
+            "{:?}",
+            String::from_utf8_lossy(name)
+        );
+        assert!(root.is_dir());
+    }
+}

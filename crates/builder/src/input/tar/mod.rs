@@ -19,8 +19,9 @@
 //! directory only updates its metadata and keeps its entries), missing parent
 //! directories are created with mode 0755 plus the group and other write bits of
 //! their parent and the parent's owner and mtime, and the root, unless the archive
-//! has an entry for it (`.` or `./`), is mode 0777, owned by root, with the build
-//! time as mtime. Paths are normalized as tar does (a leading `/`, `.` components
+//! has a directory entry for it (`.` or `./`), is mode 0777, owned by root, with the
+//! build time as mtime; any other entry naming the root (a regular file `/`, a
+//! symlink `./`, ...) is refused, as mkfs.erofs refuses it. Paths are normalized as tar does (a leading `/`, `.` components
 //! and repeated slashes dropped); a `..` that would leave the root is refused.
 //!
 //! The input as folders: where the bytes come from and their decompression

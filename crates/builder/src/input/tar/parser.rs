@@ -383,9 +383,16 @@ impl<'a> Parser<'a> {
         }
 
         let Some((&name, parents)) = comps.split_last() else {
-            // The root itself ("." or "./").
-            if what != What::Dir {
-                return Err(err("the root of the archive must be a directory".into()));
+            // The root itself ("." or "./"): only a directory entry (type '5') may
+            // describe it, as mkfs.erofs 1.9.4 has it (ENOTDIR for anything else).
+            // The trailing-slash convention does not apply here: a regular file
+            // "/", "./" or "///" is not an old archive's directory but an entry
+            // that would hand the root its mode (often 0, a root nobody can enter).
+            if typeflag != b'5' {
+                return Err(err(format!(
+                    "{} may not name the root directory (only a directory entry may)",
+                    entry_type_name(typeflag)
+                )));
             }
             let root = &mut self.inodes[0];
             root.mode = S_IFDIR | perm;
@@ -679,6 +686,19 @@ impl<'a> Parser<'a> {
             nodes,
             archive: Some(archive),
         })
+    }
+}
+
+/// What an entry of type `typeflag` is, for messages ("a regular file").
+fn entry_type_name(typeflag: u8) -> &'static str {
+    match typeflag {
+        b'1' => "a hard link",
+        b'2' => "a symlink",
+        b'3' => "a character device",
+        b'4' => "a block device",
+        b'5' => "a directory",
+        b'6' => "a fifo",
+        _ => "a regular file",
     }
 }
 
