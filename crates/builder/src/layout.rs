@@ -196,7 +196,7 @@ fn shape(
         InodeVersion::Compact if fits_compact => false,
         InodeVersion::Compact => {
             return Err(Error::Unrepresentable {
-                path: n.path.clone(),
+                path: tree.path(node),
                 what: "cannot be a compact inode (size, owner or link count too large)".into(),
             });
         }

@@ -209,12 +209,12 @@ pub(crate) fn plan(
             }
         }
     }
-    for n in &tree.nodes {
+    for (i, n) in tree.nodes.iter().enumerate() {
         for (name, value) in &n.xattrs {
             let (_, at, _, _) = prefixes.encode(name);
             if name.len() - at > usize::from(u8::MAX) || value.len() > usize::from(u16::MAX) {
                 return Err(Error::Unrepresentable {
-                    path: n.path.clone(),
+                    path: tree.path(i),
                     what: format!(
                         "xattr {} is too large ({} bytes of value)",
                         String::from_utf8_lossy(name),
@@ -251,7 +251,7 @@ pub(crate) fn plan(
 
     let mut bodies = Vec::with_capacity(tree.nodes.len());
     let mut any_filter = false;
-    for n in &tree.nodes {
+    for (i, n) in tree.nodes.iter().enumerate() {
         let fingerprint = fp_name.is_some() && matches!(n.kind, Kind::File) && n.size > 0;
         if n.xattrs.is_empty() && !fingerprint {
             bodies.push(Body::default());
@@ -291,7 +291,7 @@ pub(crate) fn plan(
             + body.inline.iter().map(Entry::size).sum::<usize>();
         if size > MAX_XATTR_ISIZE {
             return Err(Error::Unrepresentable {
-                path: n.path.clone(),
+                path: tree.path(i),
                 what: format!("xattrs take {size} bytes, an inode holds at most {MAX_XATTR_ISIZE}"),
             });
         }

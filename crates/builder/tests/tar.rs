@@ -887,6 +887,86 @@ fn hostile_and_truncated_archives() {
     assert_eq!(left.len(), 1, "files left behind: {left:?}");
 }
 
+/// Set to `TARBALL:IMAGE` in the child that `deep_path_memory_is_linear` starts.
+const DEEP_ENV: &str = "ISHARE_TAR_TEST_DEEP";
+
+/// A PAX archive of one file, `c/` × `depth` + `leaf`, holding `leaf-data`.
+fn deep_archive(depth: usize) -> Vec<u8> {
+    let path = [b"c/".repeat(depth), b"leaf".to_vec()].concat();
+    let mut w = TarW::default();
+    w.pax(b'x', &[(b"path", &path)]);
+    w.file(b"short", META, b"leaf-data");
+    w.finish()
+}
+
+/// Not a test on its own: `deep_path_memory_is_linear` runs this test binary again
+/// with `DEEP_ENV` set; it builds the image and prints its own peak RSS, which then
+/// measures the build alone, not the other tests running in the parent.
+#[test]
+fn deep_child() {
+    let Some(arg) = std::env::var(DEEP_ENV).ok() else {
+        return;
+    };
+    let (tarball, img) = arg.split_once(':').unwrap();
+    if let Err(e) = build_tar(&TarInput::Path(tarball.into()), Path::new(img), &opts()) {
+        eprintln!("ERROR: {e}");
+        std::process::exit(3);
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    println!("PEAK_KB {}", hwm.split_whitespace().nth(1).unwrap());
+}
+
+/// Builds the image of `deep_archive(depth)` in a child process; its peak RSS in KiB.
+fn deep_build(dir: &Path, depth: usize) -> u64 {
+    let tarball = dir.join(format!("deep{depth}.tar"));
+    let img = dir.join(format!("deep{depth}.img"));
+    std::fs::write(&tarball, deep_archive(depth)).unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["deep_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env(DEEP_ENV, format!("{}:{}", tarball.display(), img.display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "depth {depth}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The test harness may print its own words on the same line.
+    let kb = text
+        .split_once("PEAK_KB ")
+        .and_then(|(_, r)| r.split(|c: char| !c.is_ascii_digit()).next())
+        .unwrap_or_else(|| panic!("no PEAK_KB in {text:?}"))
+        .parse()
+        .unwrap();
+
+    // The image holds the leaf at full depth, read back through our reader.
+    let image = Image::open(&img).unwrap();
+    let path = [b"c/".repeat(depth), b"leaf".to_vec()].concat();
+    let leaf = image.lookup_path(&path).unwrap();
+    assert_eq!(image.read_to_vec(&leaf).unwrap(), b"leaf-data");
+    let mid = image.lookup_path(&b"c/".repeat(depth / 2)).unwrap();
+    assert!(mid.is_dir());
+    kb
+}
+
+/// One PAX entry 20,000 directories deep (a 51 KB archive) once took 800 MB: each
+/// implied parent kept its whole path. The memory must grow linearly with the depth.
+#[test]
+fn deep_path_memory_is_linear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let at_20k = deep_build(tmp.path(), 20_000);
+    eprintln!("depth 20000: peak RSS {at_20k} KiB");
+    assert!(at_20k < 200 << 10, "depth 20000 took {at_20k} KiB");
+    let at_40k = deep_build(tmp.path(), 40_000);
+    eprintln!("depth 40000: peak RSS {at_40k} KiB");
+    assert!(
+        at_40k < 3 * at_20k,
+        "twice the depth took {at_40k} KiB against {at_20k} KiB"
+    );
+}
+
 /// mkfs.erofs 1.9.4 refuses (ENOTDIR) every entry that names the root and is not a
 /// directory: a regular file `/`, `./`, `.` or PAX path `///` (which the trailing
 /// slash convention would otherwise read as directories), symlinks, hard links and

@@ -245,7 +245,7 @@ impl Packed {
     /// is read from the temporary file.
     pub(crate) fn node(&self, build_time: u64) -> crate::tree::Node {
         crate::tree::Node {
-            path: self.path().to_path_buf(),
+            origin: crate::tree::Origin::File(self.path().to_path_buf()),
             kind: crate::tree::Kind::File,
             mode: ishare_erofs::format::S_IFREG | 0o644,
             uid: 0,

@@ -42,26 +42,28 @@ pub(crate) fn compress_files(
     hash: bool,
 ) -> Result<Vec<Option<ZFile>>> {
     let bs = u64::from(opts.block_size);
-    let rel = if cfg.hints.is_empty() {
-        Vec::new()
-    } else {
-        relative_paths(tree)
-    };
+    // Hints match the relative path, rebuilt per file (O(depth)) rather than
+    // kept for every node, which would cost the sum of all depths.
     let settings = |i: usize| {
-        rel.get(i)
-            .map_or((cfg.pcluster_size, 0), |r| cfg.settings_for(r))
+        if cfg.hints.is_empty() {
+            (cfg.pcluster_size, 0)
+        } else {
+            cfg.settings_for(&tree.relative(i))
+        }
     };
     let nodes: Vec<(usize, u32, usize)> = (0..tree.nodes.len())
         .filter_map(|i| {
             let n = &tree.nodes[i];
-            let (pcluster, alg) = settings(i);
             // A file of one block or less only gains when its tail can be inline or
             // in the packed inode.
-            (matches!(n.kind, Kind::File)
+            if !(matches!(n.kind, Kind::File)
                 && n.size > 0
-                && pcluster > 0
                 && (n.size > bs || cfg.ztailpacking || cfg.fragments))
-                .then_some((i, pcluster, alg))
+            {
+                return None;
+            }
+            let (pcluster, alg) = settings(i);
+            (pcluster > 0).then_some((i, pcluster, alg))
         })
         .collect();
     let progress = opts.progress.as_deref();
@@ -138,29 +140,4 @@ pub(crate) fn compress_packed(
         .pop()
         .expect("one file");
     Ok(worth_keeping(&z, size, bs).then_some(z))
-}
-
-/// Each node's path relative to the source root, without a leading `/` (a hard-linked
-/// file gets the first name the walk meets), for matching compress hints.
-fn relative_paths(tree: &Tree) -> Vec<Vec<u8>> {
-    let mut rel: Vec<Option<Vec<u8>>> = vec![None; tree.nodes.len()];
-    rel[0] = Some(Vec::new());
-    // Nodes are in breadth-first order, so a directory's path is known before its
-    // entries'.
-    for (i, n) in tree.nodes.iter().enumerate() {
-        if let Kind::Dir { entries, .. } = &n.kind {
-            let base = rel[i].clone().unwrap_or_default();
-            for (name, child) in entries {
-                if rel[*child].is_none() {
-                    let mut p = base.clone();
-                    if !p.is_empty() {
-                        p.push(b'/');
-                    }
-                    p.extend_from_slice(name);
-                    rel[*child] = Some(p);
-                }
-            }
-        }
-    }
-    rel.into_iter().map(Option::unwrap_or_default).collect()
 }

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::options::BuildOptions;
-use crate::tree::{Kind, Node, OVL_ORIGIN, Tree};
+use crate::tree::{Kind, Node, OVL_ORIGIN, Origin, Tree, path_of};
 
 /// An entry as listed, before hard links are merged and inodes numbered.
 struct Raw {
@@ -96,7 +96,8 @@ impl Ctx<'_> {
             .collect()
     }
 
-    fn node(&self, raw: &Raw, kind: Kind) -> Result<Node> {
+    /// The node of `raw`, an entry of directory node `parent`.
+    fn node(&self, raw: &Raw, kind: Kind, parent: usize) -> Result<Node> {
         let m = &raw.meta;
         let mode = u16::try_from(m.mode()).map_err(|_| Error::Unrepresentable {
             path: raw.path.clone(),
@@ -116,7 +117,10 @@ impl Ctx<'_> {
             0
         };
         Ok(Node {
-            path: raw.path.clone(),
+            origin: Origin::Entry {
+                parent,
+                name: raw.name.clone(),
+            },
             kind,
             mode,
             uid: self.opts.force_uid.unwrap_or(m.uid()),
@@ -155,6 +159,7 @@ pub(crate) fn scan(source: &Path, opts: &BuildOptions) -> Result<Tree> {
             entries: Vec::new(),
             parent: 0,
         },
+        0,
     )?];
     nodes[0].nlink = 2;
     // Hard links: the first name in walk order gets the inode.
@@ -193,16 +198,15 @@ pub(crate) fn scan(source: &Path, opts: &BuildOptions) -> Result<Tree> {
                 Kind::Special
             };
             let idx = nodes.len();
-            let mut node = ctx.node(&raw, kind)?;
+            let mut node = ctx.node(&raw, kind, dir)?;
             if ft.is_dir() {
                 node.nlink = 2;
-                let parent = &mut nodes[dir];
-                parent.nlink =
-                    parent
+                nodes[dir].nlink =
+                    nodes[dir]
                         .nlink
                         .checked_add(1)
                         .ok_or_else(|| Error::Unrepresentable {
-                            path: parent.path.clone(),
+                            path: path_of(&nodes, &source, dir),
                             what: "too many subdirectories".into(),
                         })?;
                 queue.push_back((idx, std::mem::take(&mut raw.children)));
@@ -230,6 +234,7 @@ pub(crate) fn scan(source: &Path, opts: &BuildOptions) -> Result<Tree> {
     }
     Ok(Tree {
         nodes,
+        base: source,
         archive: None,
     })
 }

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::node::Tree;
 use crate::error::{Error, Result};
@@ -39,7 +39,7 @@ impl<'a> Source<'a> {
         let n = &tree.nodes[node];
         let (own, base) = match n.archive_offset {
             Some(off) => (None, off),
-            None => (Some(open_source(&n.path)?), 0),
+            None => (Some(open_source(&tree.path(node))?), 0),
         };
         Ok(Self {
             own,
@@ -65,10 +65,10 @@ impl<'a> Source<'a> {
     }
 
     /// The path that read errors name.
-    pub(crate) fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> PathBuf {
         match &self.own {
-            Some(_) => &self.tree.nodes[self.node].path,
-            None => &self.tree.archive.as_ref().expect("archive").name,
+            Some(_) => self.tree.path(self.node),
+            None => self.tree.archive.as_ref().expect("archive").name.clone(),
         }
     }
 
@@ -80,10 +80,13 @@ impl<'a> Source<'a> {
                 "read",
                 std::io::Error::new(
                     e.kind(),
-                    format!("the data of entry {} at byte {off}: {e}", n.path.display()),
+                    format!(
+                        "the data of entry {} at byte {off}: {e}",
+                        self.tree.path(self.node).display()
+                    ),
                 ),
             ),
-            None => Error::io(&n.path, "read", e),
+            None => Error::io(self.path(), "read", e),
         }
     }
 
@@ -91,9 +94,12 @@ impl<'a> Source<'a> {
     pub(crate) fn short(&self, size: u64) -> Error {
         let n = &self.tree.nodes[self.node];
         Error::Changed {
-            path: self.path().to_path_buf(),
+            path: self.path(),
             what: match n.archive_offset {
-                Some(_) => format!("it ends inside the data of entry {}", n.path.display()),
+                Some(_) => format!(
+                    "it ends inside the data of entry {}",
+                    self.tree.path(self.node).display()
+                ),
                 None => format!("it is shorter than the {size} bytes it had"),
             },
         }

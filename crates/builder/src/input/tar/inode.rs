@@ -43,8 +43,8 @@ pub(super) struct Inode {
     pub(super) mtime: i64,
     pub(super) nsec: u32,
     pub(super) xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// Normalized path of the entry that made it ("." for the root).
-    pub(super) path: Vec<u8>,
+    // No path: an inode is reached through its parents' `children`, and a path
+    // kept per inode would make N nested directories cost O(N²) bytes.
 }
 
 impl Inode {

@@ -3,9 +3,7 @@
 //! model as tar extraction does, and turns the result into the build's tree.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::fmt::Display;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use ishare_erofs::format::encode_dev;
@@ -16,7 +14,7 @@ use super::pax::Pax;
 use super::stream::Stream;
 use crate::error::{Error, Result};
 use crate::options::BuildOptions;
-use crate::tree::{Archive, Kind, Node, OVL_ORIGIN, Tree};
+use crate::tree::{Archive, Kind, Node, OVL_ORIGIN, Origin, Tree, path_of};
 use std::io;
 
 const BLOCK: u64 = 512;
@@ -100,7 +98,6 @@ impl<'a> Parser<'a> {
             mtime: i64::try_from(opts.build_time).unwrap_or(i64::MAX),
             nsec: 0,
             xattrs: BTreeMap::new(),
-            path: b".".to_vec(),
         };
         Self {
             opts,
@@ -505,7 +502,6 @@ impl<'a> Parser<'a> {
             mtime,
             nsec,
             xattrs,
-            path: join(&comps),
         });
         self.set_child(parent, name, idx);
         if whiteout && let IKind::Dir { whiteouts, .. } = &mut self.inodes[parent].kind {
@@ -519,7 +515,15 @@ impl<'a> Parser<'a> {
             return false;
         }
         // Everything below an excluded path is excluded too, as for directories.
-        (1..=comps.len()).any(|i| self.opts.excluded(&join(&comps[..i])))
+        // One buffer grows through the prefixes (a copy of each would be O(depth²)).
+        let mut prefix = Vec::new();
+        comps.iter().any(|c| {
+            if !prefix.is_empty() {
+                prefix.push(b'/');
+            }
+            prefix.extend_from_slice(c);
+            self.opts.excluded(&prefix)
+        })
     }
 
     fn set_child(&mut self, dir: usize, name: &[u8], inode: usize) {
@@ -560,7 +564,6 @@ impl<'a> Parser<'a> {
                         mtime: p.mtime,
                         nsec: p.nsec,
                         xattrs: BTreeMap::new(),
-                        path: join(&comps[..=i]),
                     };
                     let idx = self.inodes.len();
                     self.inodes.push(d);
@@ -599,7 +602,7 @@ impl<'a> Parser<'a> {
     /// order gets the inode).
     pub(super) fn into_tree(self, archive: Archive) -> Result<Tree> {
         let opts = self.opts;
-        let node = |ino: &Inode, parent: usize| -> Node {
+        let node = |ino: &Inode, parent: usize, name: &[u8]| -> Node {
             let kind = match &ino.kind {
                 IKind::Dir { .. } => Kind::Dir {
                     entries: Vec::new(),
@@ -630,7 +633,10 @@ impl<'a> Parser<'a> {
                 _ => (0, None, 0),
             };
             Node {
-                path: PathBuf::from(OsStr::from_bytes(&ino.path)),
+                origin: Origin::Entry {
+                    parent,
+                    name: name.to_vec(),
+                },
                 kind,
                 mode: ino.mode,
                 uid: opts.force_uid.unwrap_or(ino.uid),
@@ -648,12 +654,12 @@ impl<'a> Parser<'a> {
                 archive_offset,
             }
         };
-        let too_many = |n: &Node| Error::Unrepresentable {
-            path: n.path.clone(),
+        let too_many = |nodes: &[Node], n: usize| Error::Unrepresentable {
+            path: path_of(nodes, Path::new(""), n),
             what: "too many links".into(),
         };
         let mut node_of: Vec<Option<usize>> = vec![None; self.inodes.len()];
-        let mut nodes = vec![node(&self.inodes[0], 0)];
+        let mut nodes = vec![node(&self.inodes[0], 0, b"")];
         node_of[0] = Some(0);
         let mut queue = std::collections::VecDeque::from([(0usize, 0usize)]);
         while let Some((dir_node, dir_ino)) = queue.pop_front() {
@@ -663,16 +669,16 @@ impl<'a> Parser<'a> {
                 if let Some(n) = node_of[child] {
                     // Another name of a hard-linked inode.
                     let nl = nodes[n].nlink.checked_add(1);
-                    nodes[n].nlink = nl.ok_or_else(|| too_many(&nodes[n]))?;
+                    nodes[n].nlink = nl.ok_or_else(|| too_many(&nodes, n))?;
                     entries.push((name.clone(), n));
                     continue;
                 }
                 let idx = nodes.len();
                 node_of[child] = Some(idx);
-                let n = node(&self.inodes[child], dir_node);
+                let n = node(&self.inodes[child], dir_node, name);
                 if matches!(n.kind, Kind::Dir { .. }) {
                     let nl = nodes[dir_node].nlink.checked_add(1);
-                    nodes[dir_node].nlink = nl.ok_or_else(|| too_many(&nodes[dir_node]))?;
+                    nodes[dir_node].nlink = nl.ok_or_else(|| too_many(&nodes, dir_node))?;
                     queue.push_back((idx, child));
                 }
                 nodes.push(n);
@@ -684,6 +690,7 @@ impl<'a> Parser<'a> {
         }
         Ok(Tree {
             nodes,
+            base: PathBuf::new(),
             archive: Some(archive),
         })
     }
