@@ -17,6 +17,8 @@
 //! * remounting one mount point at once, over and over (with a reader busy on the old
 //!   mount just before): `ishare umount` returns only once the old daemon is gone, and the
 //!   new mount stays mounted and serving (an old daemon never unmounts a newer mount);
+//! * unsupported ioctls (TCGETS from every `open()` of Python) fail with ENOTTY and leave
+//!   the `log=` file small, in whole lines.
 //!
 //! Needs root, /dev/fuse, a C compiler (for testkit's `vm/memtool.c`) and mkfs.erofs 1.9.4
 //! (`scripts/install-deps.sh`). The tests of this file run one at a time (they measure the
@@ -1001,7 +1003,7 @@ fn concurrent_readers_across_mounts() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Remounts
+// Remounts and the log
 // ---------------------------------------------------------------------------------------------
 
 /// The pid of the detached daemon serving `mountpoint` (`ishare mount --daemon-child …
@@ -1227,4 +1229,54 @@ fn an_old_daemon_never_unmounts_a_newer_mount() {
         "(umount waited {waited} ({status}), kept {kept}, kept after SIGTERM \
          {kept_after_term}, after exit {kept_after_exit}); log:\n{text}"
     );
+}
+
+/// Python's `open()` asks every file whether it is a terminal (TCGETS): thousands of
+/// those must fail with ENOTTY, as on a kernel EROFS mount, and leave the daemon's log
+/// small and in whole lines.
+#[test]
+fn unsupported_ioctls_fail_quietly() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("s");
+    write_file(&src, "f", b"hello");
+    let img = dir.path().join("i.erofs");
+    ishare_mkfs(&img, &src, &[]);
+    let store = tempfile::tempdir().unwrap();
+    for opts in ["ro".to_string(), share_opts(store.path(), "d", "")] {
+        let m = ishare_mount(&img, &opts);
+        let f = m.path().join("f");
+        let file = fs::File::open(&f).unwrap();
+        for _ in 0..500 {
+            assert_eq!(
+                rustix::termios::tcgetattr(&file).err(),
+                Some(rustix::io::Errno::NOTTY),
+                "tcgetattr on a file of {opts}"
+            );
+        }
+        let py = "import sys\nfor _ in range(3000):\n    open(sys.argv[1]).close()\n";
+        let status = Command::new("python3")
+            .args(["-c", py])
+            .arg(&f)
+            .status()
+            .unwrap();
+        assert!(status.success(), "python3 failed");
+        let log = m.log_text();
+        drop(m);
+        assert!(
+            !log.contains("Not Implemented"),
+            "{opts}: ioctls logged:\n{log}"
+        );
+        assert!(log.len() < 16 << 10, "{opts}: {} bytes of log", log.len());
+        for line in log.lines() {
+            let (stamp, rest) = line.split_once(' ').unwrap_or_default();
+            assert!(
+                stamp.split_once('.').is_some_and(|(s, ms)| {
+                    s.bytes().all(|b| b.is_ascii_digit()) && ms.len() == 3
+                }) && rest.starts_with("ishare["),
+                "{opts}: a partial log line: {line:?}\n{log}"
+            );
+        }
+        assert!(log.is_empty() || log.ends_with('\n'));
+    }
 }
