@@ -59,11 +59,16 @@ pub(crate) struct FuseMountSpec<'a> {
 }
 
 /// Mounts a `fuse.ishare` filesystem on `mountpoint` and returns its connection
-/// (`/dev/fuse`, close-on-exec). Without the privilege to mount (EPERM), `fusermount3`
-/// mounts and hands the connection over, as libfuse does.
+/// (`/dev/fuse`, close-on-exec). Without the privilege to open `/dev/fuse` or to mount,
+/// the setuid `fusermount3` mounts and hands the connection over, as libfuse does.
 pub(crate) fn mount_fuse(mountpoint: &Path, spec: &FuseMountSpec) -> io::Result<OwnedFd> {
     let root = rustix::fs::stat(mountpoint)?;
-    let dev = open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
+    let dev = match open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()) {
+        Ok(dev) => dev,
+        // /dev/fuse is often 0600: fusermount3 opens it as root.
+        Err(Errno::ACCESS | Errno::PERM) => return mount_with_fusermount(mountpoint, spec),
+        Err(e) => return Err(e.into()),
+    };
     let mut data = format!(
         "fd={},rootmode={:o},user_id={},group_id={},default_permissions,subtype=ishare",
         dev.as_raw_fd(),

@@ -68,7 +68,7 @@ pub(crate) fn register(id: MountId) -> Option<Registration> {
         .create(true)
         .truncate(true)
         .mode(0o644)
-        .custom_flags(libc_nofollow())
+        .custom_flags(nofollow_flag())
         .open(&tmp)
         .ok()?;
     let ok = flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok()
@@ -84,7 +84,7 @@ pub(crate) fn register(id: MountId) -> Option<Registration> {
 }
 
 /// `O_NOFOLLOW`, as the flags `OpenOptionsExt::custom_flags` takes.
-fn libc_nofollow() -> i32 {
+fn nofollow_flag() -> i32 {
     rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
@@ -125,7 +125,7 @@ pub(crate) fn find(dev: (u32, u32), mount_id: u64) -> Option<Daemon> {
     for dir in dirs() {
         let Ok(mut f) = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc_nofollow())
+            .custom_flags(nofollow_flag())
             .open(dir.join(name(dev)))
         else {
             continue;
