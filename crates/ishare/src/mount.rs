@@ -35,9 +35,14 @@ pub struct Args {
 
 #[derive(clap::Args, Debug)]
 pub struct UmountArgs {
-    /// Detach now, clean up when no longer busy (MNT_DETACH).
+    /// Detach now, clean up when no longer busy (MNT_DETACH); does not wait for the
+    /// daemon.
     #[arg(short = 'l', long)]
     lazy: bool,
+    /// Seconds to wait for the mount's daemon to exit (it may finish publishing
+    /// objects first); exit 1 if it still runs then.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    timeout: u64,
     /// The mount point of an `ishare mount`.
     mountpoint: PathBuf,
 }
@@ -71,5 +76,9 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 pub fn umount(args: UmountArgs) -> Result<()> {
-    Ok(ishare_share::unmount(&args.mountpoint, args.lazy)?)
+    Ok(ishare_share::unmount(
+        &args.mountpoint,
+        args.lazy,
+        std::time::Duration::from_secs(args.timeout),
+    )?)
 }

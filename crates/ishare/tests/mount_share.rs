@@ -13,7 +13,12 @@
 //! * unmounting one mount while another reads the shared file; kill -9 of the daemon in
 //!   the middle of preparing a shared object, then a new mount reads every byte right;
 //!   16 readers across 8 mounts racing the first preparation: right bytes, no hang;
-//! * the domain id appears in no store path, /proc/mounts line or daemon command line.
+//! * the domain id appears in no store path, /proc/mounts line or daemon command line;
+//! * remounting one mount point at once, over and over (with a reader busy on the old
+//!   mount just before): `ishare umount` returns only once the old daemon is gone, and the
+//!   new mount stays mounted and serving (an old daemon never unmounts a newer mount);
+//! * unsupported ioctls (TCGETS from every `open()` of Python) fail with ENOTTY and leave
+//!   the `log=` file small, in whole lines.
 //!
 //! Needs root, /dev/fuse, a C compiler (for testkit's `vm/memtool.c`) and mkfs.erofs 1.9.4
 //! (`scripts/install-deps.sh`). The tests of this file run one at a time (they measure the
@@ -994,5 +999,284 @@ fn concurrent_readers_across_mounts() {
     eprintln!("16 readers, 8 mounts: {total} verified preads");
     for (i, m) in mounts.iter().enumerate() {
         check_big(m, if i % 2 == 0 { BIG1 } else { BIG2 }, &p.big_sum);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Remounts and the log
+// ---------------------------------------------------------------------------------------------
+
+/// The pid of the detached daemon serving `mountpoint` (`ishare mount --daemon-child …
+/// MOUNTPOINT`), found in /proc, other than `old` (a daemon still exiting).
+fn daemon_pid(mountpoint: &Path, old: Option<u32>) -> u32 {
+    let want = mountpoint.as_os_str().as_bytes();
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        if args.contains(&&b"--daemon-child"[..])
+            && args.contains(&want)
+            && alive(pid)
+            && Some(pid) != old
+        {
+            found.push(pid);
+        }
+    }
+    assert_eq!(
+        found.len(),
+        1,
+        "daemons of {}: {found:?}",
+        mountpoint.display()
+    );
+    found[0]
+}
+
+/// Whether process `pid` still runs (a zombie has exited).
+fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Mount, `ishare umount`, mount again at once on the same directory, 24 times (every
+/// other time with a reader busy on the old mount until just before the unmount): the
+/// old daemon must be gone when `ishare umount` returns, and the new mount must still be
+/// mounted and read right after the old daemon is gone (an exiting daemon used to
+/// unmount whatever was mounted on its path by then).
+#[test]
+fn remounting_the_same_path_keeps_the_new_mount() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("s");
+    let data = Rng::new(7).bytes(3 << 20);
+    write_file(&src, "f", &data);
+    write_file(&src, "d/small", b"small");
+    let img = dir.path().join("i.erofs");
+    ishare_mkfs(&img, &src, &[]);
+    let store = tempfile::tempdir().unwrap();
+    let opts = share_opts(store.path(), "d", "");
+    let mp = mounts::mount_point("ishare-remount-");
+    let log = mp.path().with_extension("log");
+    let mount = |old: Option<u32>| {
+        run(Command::new(ishare_bin!())
+            .args(["mount", "-o", &format!("{opts},log={}", log.display())])
+            .arg(&img)
+            .arg(mp.path()));
+        daemon_pid(mp.path(), old)
+    };
+    const ROUNDS: usize = 24;
+    let (mut outlived, mut vanished) = (0, 0);
+    let mut pid = mount(None);
+    for round in 0..ROUNDS {
+        if round % 2 == 1 {
+            let f = mp.path().join("f");
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let reader = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = fs::read(&f);
+                    }
+                })
+            };
+            std::thread::sleep(Duration::from_millis(30));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            reader.join().unwrap();
+        }
+        run(Command::new(ishare_bin!()).arg("umount").arg(mp.path()));
+        if alive(pid) {
+            outlived += 1;
+        }
+        let old = pid;
+        pid = mount(Some(old));
+        let start = Instant::now();
+        while alive(old) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "daemon {old} hangs"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Give a late unmount by the old daemon's exit time to show.
+        std::thread::sleep(Duration::from_millis(20));
+        if !is_mounted(mp.path()) || fs::read(mp.path().join("f")).ok().as_ref() != Some(&data) {
+            vanished += 1;
+            if !is_mounted(mp.path()) {
+                pid = mount(None);
+            }
+        }
+    }
+    run(Command::new(ishare_bin!()).arg("umount").arg(mp.path()));
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    let _ = fs::remove_file(&log);
+    eprintln!(
+        "{ROUNDS} remounts: the old daemon outlived `ishare umount` {outlived} times, \
+         the new mount vanished {vanished} times"
+    );
+    assert_eq!(
+        (outlived, vanished),
+        (0, 0),
+        "(outlived umount, vanished) of {ROUNDS}; log:\n{text}"
+    );
+}
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), sig)
+        .unwrap();
+}
+
+/// The exact sequence behind a vanishing remount, made deterministic by stopping the
+/// old daemon (SIGSTOP) so that its exit surely comes after the new mount:
+///
+/// 1. `ishare umount M` while the old daemon is stopped must not return before the old
+///    daemon is gone; its exit, after the new mount on M, must leave the new mount alone;
+/// 2. a daemon whose mount was detached (busy, `umount -l`) and that is told to stop
+///    (SIGTERM) after a new mount was made on M must not unmount the new one.
+#[test]
+fn an_old_daemon_never_unmounts_a_newer_mount() {
+    use rustix::process::Signal;
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("s");
+    write_file(&src, "f", b"content");
+    let img = dir.path().join("i.erofs");
+    ishare_mkfs(&img, &src, &[]);
+    let mp = mounts::mount_point("ishare-remount-");
+    let log = mp.path().with_extension("log");
+    let mount = |old: Option<u32>| {
+        run(Command::new(ishare_bin!())
+            .args(["mount", "-o", &format!("ro,log={}", log.display())])
+            .arg(&img)
+            .arg(mp.path()));
+        daemon_pid(mp.path(), old)
+    };
+    let wait_gone = |pid: u32| {
+        let start = Instant::now();
+        while alive(pid) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "daemon {pid} hangs"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+
+    // 1. `ishare umount` with the old daemon stopped.
+    let old = mount(None);
+    signal(old, Signal::STOP);
+    let mut umount = Command::new(ishare_bin!())
+        .arg("umount")
+        .arg(mp.path())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while is_mounted(mp.path()) {
+        assert!(start.elapsed() < Duration::from_secs(20), "not unmounted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let new = mount(Some(old));
+    std::thread::sleep(Duration::from_millis(100));
+    let returned_early = umount.try_wait().unwrap().is_some();
+    signal(old, Signal::CONT);
+    let status = umount.wait().unwrap();
+    let outlived = alive(old);
+    wait_gone(old);
+    std::thread::sleep(Duration::from_millis(50));
+    let kept = is_mounted(mp.path())
+        && fs::read(mp.path().join("f")).ok().as_deref() == Some(&b"content"[..]);
+    if !kept && !is_mounted(mp.path()) {
+        mount(None);
+    }
+
+    // 2. SIGTERM to a detached, busy daemon after a new mount on its path.
+    let current = daemon_pid(mp.path(), None);
+    let held = fs::File::open(mp.path().join("f")).unwrap();
+    run(Command::new(ishare_bin!())
+        .args(["umount", "-l"])
+        .arg(mp.path()));
+    let newer = mount(Some(current));
+    signal(current, Signal::TERM);
+    std::thread::sleep(Duration::from_millis(200));
+    let kept_after_term = is_mounted(mp.path());
+    drop(held);
+    wait_gone(current);
+    std::thread::sleep(Duration::from_millis(50));
+    let kept_after_exit = is_mounted(mp.path());
+    if kept_after_exit {
+        run(Command::new(ishare_bin!()).arg("umount").arg(mp.path()));
+    }
+    wait_gone(newer);
+    let _ = new;
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    let _ = fs::remove_file(&log);
+    let waited = status.success() && !returned_early && !outlived;
+    eprintln!(
+        "umount waited for the old daemon: {waited}; the new mount survived the old \
+         daemon's exit: {kept}; survived SIGTERM to a detached daemon: {kept_after_term}, \
+         and its exit: {kept_after_exit}"
+    );
+    assert!(
+        waited && kept && kept_after_term && kept_after_exit,
+        "(umount waited {waited} ({status}), kept {kept}, kept after SIGTERM \
+         {kept_after_term}, after exit {kept_after_exit}); log:\n{text}"
+    );
+}
+
+/// Python's `open()` asks every file whether it is a terminal (TCGETS): thousands of
+/// those must fail with ENOTTY, as on a kernel EROFS mount, and leave the daemon's log
+/// small and in whole lines.
+#[test]
+fn unsupported_ioctls_fail_quietly() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("s");
+    write_file(&src, "f", b"hello");
+    let img = dir.path().join("i.erofs");
+    ishare_mkfs(&img, &src, &[]);
+    let store = tempfile::tempdir().unwrap();
+    for opts in ["ro".to_string(), share_opts(store.path(), "d", "")] {
+        let m = ishare_mount(&img, &opts);
+        let f = m.path().join("f");
+        let file = fs::File::open(&f).unwrap();
+        for _ in 0..500 {
+            assert_eq!(
+                rustix::termios::tcgetattr(&file).err(),
+                Some(rustix::io::Errno::NOTTY),
+                "tcgetattr on a file of {opts}"
+            );
+        }
+        let py = "import sys\nfor _ in range(3000):\n    open(sys.argv[1]).close()\n";
+        let status = Command::new("python3")
+            .args(["-c", py])
+            .arg(&f)
+            .status()
+            .unwrap();
+        assert!(status.success(), "python3 failed");
+        let log = m.log_text();
+        drop(m);
+        assert!(
+            !log.contains("Not Implemented"),
+            "{opts}: ioctls logged:\n{log}"
+        );
+        assert!(log.len() < 16 << 10, "{opts}: {} bytes of log", log.len());
+        for line in log.lines() {
+            let (stamp, rest) = line.split_once(' ').unwrap_or_default();
+            assert!(
+                stamp.split_once('.').is_some_and(|(s, ms)| {
+                    s.bytes().all(|b| b.is_ascii_digit()) && ms.len() == 3
+                }) && rest.starts_with("ishare["),
+                "{opts}: a partial log line: {line:?}\n{log}"
+            );
+        }
+        assert!(log.is_empty() || log.ends_with('\n'));
     }
 }

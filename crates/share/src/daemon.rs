@@ -11,7 +11,9 @@
 //! nowhere), so nothing holds the launcher's output open.
 //!
 //! SIGTERM, SIGINT and SIGHUP unmount (lazily, so a busy mount goes away once no
-//! longer used); the daemon exits when its session ends.
+//! longer used), and only the daemon's own mount (see `mount::Stopper`): never one
+//! made on the same path after ours ended. The daemon exits when its session ends,
+//! however it ended (a signal, `ishare umount`, umount(8)).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -24,7 +26,6 @@ use crate::error::{Error, Result};
 use crate::logger;
 use crate::mount::{Mounted, mount};
 use crate::options::{DOMAIN_ID_ENV, MountOptions};
-use crate::umount::detach;
 
 /// What the launcher hands the daemon on its standard input: the `-o` lists and the
 /// domain id of the launcher's environment, as NUL-terminated records tagged `o` and
@@ -164,14 +165,14 @@ pub fn run_foreground(image: &Path, mountpoint: &Path, opts: &MountOptions) -> R
 
 /// Serves until unmounted; SIGTERM, SIGINT and SIGHUP unmount (lazily).
 fn serve(mounted: Mounted) -> Result<()> {
-    let mountpoint = mounted.mountpoint().to_path_buf();
+    let stopper = mounted.stopper();
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
-                info!("signal {sig}: unmounting {}", mountpoint.display());
-                detach(&mountpoint);
+                info!("signal {sig}: unmounting (if the mount is still this daemon's)");
+                stopper.stop();
             }
         })?;
     mounted.run()?;

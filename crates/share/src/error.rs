@@ -103,6 +103,20 @@ pub enum Error {
         /// Why.
         error: io::Error,
     },
+    /// `ishare umount`: unmounted, but the daemon did not exit in time.
+    #[error(
+        "{}: unmounted, but its daemon (pid {pid}) still runs after {} s (publishing objects?)",
+        path.display(),
+        waited.as_secs()
+    )]
+    DaemonLingers {
+        /// The mount point.
+        path: PathBuf,
+        /// The daemon.
+        pid: u32,
+        /// How long it was waited for.
+        waited: std::time::Duration,
+    },
     /// `ishare umount` without privileges: `fusermount3` could not be run.
     #[error("cannot run fusermount3: {0}")]
     FusermountMissing(io::Error),

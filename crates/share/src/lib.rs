@@ -68,6 +68,9 @@
 //! * `publish`: checking and publishing prepared objects in the background;
 //! * `sharing`: which files share and preparing their objects (with verification);
 //! * `fs`: the FUSE filesystem;
+//! * `fusemount`: the FUSE mount itself (made by us, not fuser), its identity, and
+//!   unmounting only our own mount;
+//! * `registry`: which daemon serves which mount (for `ishare umount` to wait);
 //! * `mount`: mounting an image and the mode decision;
 //! * `umount`: unmounting;
 //! * `daemon`: the mount daemon as a process (foreground, or detached with a
@@ -80,11 +83,13 @@ mod direct;
 mod doctor;
 mod error;
 mod fs;
+mod fusemount;
 mod logger;
 mod mount;
 mod mountinfo;
 mod options;
 mod publish;
+mod registry;
 mod sharing;
 mod stats;
 mod store;
@@ -98,7 +103,7 @@ pub use doctor::{
 };
 pub use error::{Error, Result};
 pub use logger::init as init_logging;
-pub use mount::{Mounted, mount};
+pub use mount::{Mounted, Stopper, mount};
 pub use options::{
     DEFAULT_STORE, DOMAIN_ID_ENV, DomainId, MountOptions, Passthrough, domain_from_env,
 };

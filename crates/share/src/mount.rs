@@ -1,11 +1,18 @@
 //! Mounting an image: opening it, deciding the sharing and passthrough mode,
 //! mounting the FUSE session, and running it until unmounted.
+//!
+//! The mount is made by `fusemount` (not by fuser, which would unmount by path when
+//! the session ends), its identity recorded, and the daemon registered (`registry`)
+//! so that `ishare umount` can wait for it. A [`Mounted`] unmounts only through
+//! [`Stopper::stop`], and only its own mount; a session that ended because someone
+//! unmounted it unmounts nothing.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use fuser::{BackingId, Config, MountOption, Session, SessionACL};
+use fuser::{BackingId, Config, Session, SessionACL};
 use ishare_erofs::format::FEATURE_COMPAT_ISHARE_XATTRS;
 use ishare_erofs::{Image, ReadAt};
 use log::{info, warn};
@@ -13,7 +20,9 @@ use log::{info, warn};
 use crate::direct::DirectSource;
 use crate::error::{Error, Result};
 use crate::fs::{ImageFs, PassthroughState};
+use crate::fusemount::{self, FuseMountSpec, MountId, OwnUnmount};
 use crate::options::{MountOptions, Passthrough};
+use crate::registry::{self, Registration};
 use crate::sharing::Sharing;
 use crate::store::Store;
 
@@ -28,6 +37,12 @@ pub struct Mounted {
     session: Session<ImageFs>,
     sharing: Option<Arc<Sharing>>,
     mountpoint: PathBuf,
+    /// Which mount is ours.
+    id: MountId,
+    /// The connection (a duplicate of the session's), to see whether it still lives.
+    conn: Arc<OwnedFd>,
+    /// This daemon's record, for `ishare umount` (kept until the process exits).
+    _registration: Option<Registration>,
     /// How files are served.
     pub mode: String,
     /// "IMAGE on MOUNTPOINT: mode", for the log.
@@ -122,7 +137,13 @@ fn raise_fd_limit() {
 pub fn mount(image: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<Mounted> {
     raise_fd_limit();
     let image = absolute(image)?;
-    let mountpoint = absolute(mountpoint)?;
+    // Canonical: the daemon later opens it to find its own mount there.
+    let mountpoint = absolute(mountpoint)?
+        .canonicalize()
+        .map_err(|error| Error::Mount {
+            path: mountpoint.to_path_buf(),
+            error,
+        })?;
     let devices = opts
         .devices
         .iter()
@@ -168,28 +189,28 @@ pub fn mount(image: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<Mou
     let pt = Arc::new(PassthroughState::default());
     let fs = ImageFs::new(img, sharing.clone(), want_pt, depth, pt.clone());
 
+    let mount_err = |error| Error::Mount {
+        path: mountpoint.clone(),
+        error,
+    };
+    let mut flags = rustix::mount::MountFlags::RDONLY;
+    for (off, flag) in [
+        (!opts.dev, rustix::mount::MountFlags::NODEV),
+        (!opts.suid, rustix::mount::MountFlags::NOSUID),
+        (!opts.exec, rustix::mount::MountFlags::NOEXEC),
+    ] {
+        if off {
+            flags |= flag;
+        }
+    }
+    let spec = FuseMountSpec {
+        source: &shown,
+        flags,
+        allow_other: opts.allow_other,
+    };
+    let dev = fusemount::mount_fuse(&mountpoint, &spec).map_err(mount_err)?;
+    let conn = Arc::new(dev.try_clone().map_err(mount_err)?);
     let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::FSName(shown.clone()),
-        MountOption::CUSTOM("subtype=ishare".into()),
-        MountOption::RO,
-        MountOption::DefaultPermissions,
-        if opts.dev {
-            MountOption::Dev
-        } else {
-            MountOption::NoDev
-        },
-        if opts.suid {
-            MountOption::Suid
-        } else {
-            MountOption::NoSuid
-        },
-        if opts.exec {
-            MountOption::Exec
-        } else {
-            MountOption::NoExec
-        },
-    ];
     config.acl = if opts.allow_other {
         SessionACL::All
     } else {
@@ -197,10 +218,22 @@ pub fn mount(image: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<Mou
     };
     config.n_threads = Some(opts.threads);
     config.clone_fd = true;
-    let session = Session::new(fs, &mountpoint, &config).map_err(|error| Error::Mount {
-        path: mountpoint.clone(),
-        error,
-    })?;
+    let acl = config.acl;
+    // On any failure from here, the mount must go (it is surely ours: just made).
+    let made = (|| {
+        let session = Session::from_fd(fs, dev, acl, config)?;
+        let root = fusemount::open_mount_root(&mountpoint)?;
+        let id = fusemount::identify(root.as_fd())?;
+        Ok((session, id))
+    })();
+    let (session, id) = match made {
+        Ok(v) => v,
+        Err(error) => {
+            let _ = rustix::mount::unmount(&mountpoint, rustix::mount::UnmountFlags::DETACH);
+            return Err(mount_err(error));
+        }
+    };
+    let registration = registry::register(id);
 
     if want_pt && !pt.active.load(Ordering::Relaxed) {
         why_not = "the kernel offers no FUSE passthrough (Linux before 6.9, or CONFIG_FUSE_PASSTHROUGH off)".into();
@@ -244,6 +277,9 @@ pub fn mount(image: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<Mou
         session,
         sharing,
         mountpoint,
+        id,
+        conn,
+        _registration: registration,
         mode,
         summary,
     })
@@ -262,6 +298,15 @@ impl Mounted {
         &self.mountpoint
     }
 
+    /// What unmounts this mount (and only it) from another thread.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            mountpoint: self.mountpoint.clone(),
+            id: self.id,
+            conn: self.conn.clone(),
+        }
+    }
+
     /// Serves requests until the file system is unmounted, then waits for shared
     /// objects still being published.
     pub fn run(self) -> Result<()> {
@@ -270,5 +315,33 @@ impl Mounted {
             s.wait_published();
         }
         Ok(res?)
+    }
+}
+
+/// Unmounts a [`Mounted`]'s own mount (for a daemon told to stop).
+#[derive(Debug, Clone)]
+pub struct Stopper {
+    mountpoint: PathBuf,
+    id: MountId,
+    conn: Arc<OwnedFd>,
+}
+
+impl Stopper {
+    /// Detaches the mount if the mount on its mount point is still this one (the
+    /// session then ends once the mount is no longer busy); logs what it did.
+    pub fn stop(&self) {
+        let shown = self.mountpoint.display();
+        match fusemount::unmount_own(&self.mountpoint, self.id, self.conn.as_fd()) {
+            // Logged by the session's end (the process may exit before this thread
+            // logs anything).
+            Ok(OwnUnmount::Detached) => {}
+            Ok(OwnUnmount::AlreadyGone) => info!("{shown}: already unmounted"),
+            Ok(OwnUnmount::NotOurs(other)) => warn!(
+                "{shown}: not unmounting: the mount there now is not this daemon's \
+                 (device {}:{}, mount id {})",
+                other.dev.0, other.dev.1, other.mount_id
+            ),
+            Err(e) => warn!("{shown}: cannot unmount: {e}"),
+        }
     }
 }

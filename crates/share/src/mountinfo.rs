@@ -1,6 +1,7 @@
-//! `/proc/self/mountinfo`, read in one place: which filesystem is mounted where (for
-//! `ishare umount`, which unmounts only ishare's own mounts, and for `ishare doctor`,
-//! which names the store's filesystem).
+//! `/proc/self/mountinfo`, read in one place: which filesystem is mounted where, with
+//! its mount id and device number (for `ishare umount`, which unmounts only ishare's own
+//! mounts and finds the daemon serving one by them, and for `ishare doctor`, which names
+//! the store's filesystem).
 
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -8,9 +9,13 @@ use std::path::Path;
 
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 
-/// One mount: where, and its filesystem type.
+/// One mount: which, where, and its filesystem type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MountEntry {
+    /// The mount id (unique among the current mounts; may be reused after an unmount).
+    pub(crate) mount_id: u64,
+    /// The filesystem's device number (major, minor): for FUSE, the connection's.
+    pub(crate) dev: (u32, u32),
     /// The mount point, unescaped (bytes: paths need not be UTF-8).
     pub(crate) mount_point: Vec<u8>,
     /// The filesystem type (`fuse.ishare`, `ext4`, ...).
@@ -29,7 +34,15 @@ pub(crate) fn parse(text: &str) -> Vec<MountEntry> {
         let (Some(mp), Some(fstype)) = (fields.get(4), fields.get(sep + 1)) else {
             continue;
         };
+        let mount_id = fields.first().and_then(|f| f.parse().ok()).unwrap_or(0);
+        let dev = fields
+            .get(2)
+            .and_then(|f| f.split_once(':'))
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .unwrap_or((0, 0));
         out.push(MountEntry {
+            mount_id,
+            dev,
             mount_point: unescape(mp),
             fstype: fstype.to_string(),
         });
@@ -42,13 +55,10 @@ pub(crate) fn mounts() -> io::Result<Vec<MountEntry>> {
     Ok(parse(&std::fs::read_to_string(MOUNTINFO)?))
 }
 
-/// The filesystem type of the mount at exactly `path` (the last one mounted there).
-pub(crate) fn type_at(path: &Path) -> io::Result<Option<String>> {
+/// The mount at exactly `path` (the last one mounted there, which covers the others).
+pub(crate) fn mount_at(path: &Path) -> io::Result<Option<MountEntry>> {
     let want = path.as_os_str().as_bytes();
-    Ok(mounts()?
-        .into_iter()
-        .rfind(|m| m.mount_point == want)
-        .map(|m| m.fstype))
+    Ok(mounts()?.into_iter().rfind(|m| m.mount_point == want))
 }
 
 /// The type of the filesystem holding `path` (canonical): the mount with the longest
@@ -104,6 +114,8 @@ mod tests {
         assert_eq!(
             m[1],
             MountEntry {
+                mount_id: 36,
+                dev: (0, 30),
                 mount_point: b"/mnt/a b".to_vec(),
                 fstype: "fuse.ishare".into()
             }

@@ -1,30 +1,57 @@
 //! `ishare umount`: unmounting an ishare mount, and only one (the mount point's type
 //! must be `fuse.ishare`). Its daemon then sees its session end, waits for objects it
-//! is still publishing, and exits.
+//! is still publishing, and exits; [`unmount`] returns only once it has exited (a
+//! daemon found through its record, see `registry`), so a mount made on the same path
+//! right after never races the old daemon's exit.
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use rustix::io::Errno;
 use rustix::mount::UnmountFlags;
 
 use crate::error::{Error, Result};
 use crate::mountinfo;
+use crate::registry;
 
 /// The filesystem type of every ishare mount (`-t fuse` with subtype `ishare`).
 const FSTYPE: &str = "fuse.ishare";
 
-/// Unmounts the ishare mount at `mountpoint`; `lazy` detaches it now and lets the
-/// kernel finish once it is no longer busy (`MNT_DETACH`). Without the privilege to
-/// unmount, the setuid `fusermount3` does it for the mount's owner.
-pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<()> {
+/// Unmounts the ishare mount at `mountpoint`, then waits up to `wait` for its daemon
+/// to exit (when the daemon registered; it did not when it runs as another user or is
+/// older than the registry). `lazy` detaches the mount now and lets the kernel finish
+/// once it is no longer busy (`MNT_DETACH`); the daemon then exits only after that,
+/// so it is not waited for. Without the privilege to unmount, the setuid `fusermount3`
+/// does it for the mount's owner.
+pub fn unmount(mountpoint: &Path, lazy: bool, wait: Duration) -> Result<()> {
     // Not canonicalize: a mount whose daemon died fails every stat (ENOTCONN).
     let path = std::path::absolute(mountpoint)?;
-    match mountinfo::type_at(&path)? {
+    let entry = match mountinfo::mount_at(&path)? {
         None => return Err(Error::NotMounted(path)),
-        Some(fstype) if fstype != FSTYPE => return Err(Error::NotOurs { path, fstype }),
-        Some(_) => {}
+        Some(m) if m.fstype != FSTYPE => {
+            return Err(Error::NotOurs {
+                path,
+                fstype: m.fstype,
+            });
+        }
+        Some(m) => m,
+    };
+    // Found (and pinned) before the unmount: afterwards its record may be gone.
+    let daemon = registry::find(entry.dev, entry.mount_id);
+    detach_or_unmount(&path, lazy)?;
+    match daemon {
+        Some(d) if !lazy && !d.wait(wait) => Err(Error::DaemonLingers {
+            path,
+            pid: d.pid,
+            waited: wait,
+        }),
+        _ => Ok(()),
     }
+}
+
+fn detach_or_unmount(path: &Path, lazy: bool) -> Result<()> {
+    let path = path.to_path_buf();
     let flags = if lazy {
         UnmountFlags::DETACH
     } else {
@@ -50,10 +77,4 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> Result<()> {
             error: e.into(),
         }),
     }
-}
-
-/// Detaches the mount at `mountpoint` (`MNT_DETACH`), ignoring failure: how a daemon
-/// ends its own mount when told to stop (the kernel then ends the session).
-pub(crate) fn detach(mountpoint: &Path) {
-    let _ = rustix::mount::unmount(mountpoint, UnmountFlags::DETACH);
 }

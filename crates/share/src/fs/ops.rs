@@ -1,5 +1,6 @@
 //! The FUSE requests: lookups, attributes, opening and reading files, directories,
-//! xattrs, statfs. Read-only: every write is refused with EROFS.
+//! xattrs, statfs. Read-only: every write is refused with EROFS, every ioctl with
+//! ENOTTY.
 
 use std::ffi::OsStr;
 use std::io;
@@ -11,8 +12,9 @@ use std::time::Duration;
 
 use fuser::{
     AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    IoctlFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyXattr,
+    Request,
 };
 use ishare_erofs::{DirEntry, FileType};
 
@@ -370,6 +372,23 @@ impl Filesystem for ImageFs {
             }
             Err(e) => reply.error(e),
         }
+    }
+
+    /// No ioctl is supported: ENOTTY, as the kernel's EROFS answers TCGETS (which every
+    /// `open()` of Python and of a C stdio stream asks), and quietly (fuser's default
+    /// logs a warning per call and answers ENOSYS).
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
