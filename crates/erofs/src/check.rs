@@ -1,8 +1,11 @@
 //! A full consistency check on the image walk ([`Image::walk`], directory by
-//! directory): every reachable inode, directory entry (its type against the
-//! inode's), xattr and data extent, with directory cycles refused and, optionally,
-//! fingerprints verified. It backs `ishare fsck`, the corruption tests and the fuzz
-//! target.
+//! directory): every reachable inode (times included: nanoseconds below 10^9),
+//! directory listing (names in order, "." and ".." naming the directory and its
+//! parent: [`Image::check_listing`], applied by the walk), directory entry (its type
+//! against the inode's), xattr and data extent, with directory cycles refused and,
+//! optionally, fingerprints verified. The aim is that an image it passes is one the
+//! mount and extraction do not stumble on. It backs `ishare fsck`, the corruption
+//! tests and the fuzz target.
 
 use sha2::{Digest, Sha256};
 
