@@ -1280,6 +1280,57 @@ fn xattr_bad_name_index_and_filter() {
     expect_err("filter", b, Nature::Corrupt, &["xattr name filter hides"]);
 }
 
+/// Byte offset of the inline xattr entry of `path` whose name ends in `suffix`.
+fn inline_xattr_named(t: &Target, path: &str, suffix: &[u8]) -> u64 {
+    let ino = t.ino(path);
+    let end = ino.location() + t.isize(path) + u64::from(ino.xattr_isize);
+    let mut at = t.first_inline_xattr(path);
+    while at + 4 <= end {
+        let len = u64::from(t.bytes[at as usize]);
+        let vlen = u64::from(get_u16(&t.bytes, at + 2));
+        if &t.bytes[(at + 4) as usize..(at + 4 + len) as usize] == suffix {
+            return at;
+        }
+        at += (4 + len + vlen).next_multiple_of(4);
+    }
+    panic!("no inline xattr ending in {suffix:?} on {path}");
+}
+
+/// Xattr names no system call takes (extraction failed on them, with EINVAL and
+/// ERANGE): nothing after `user.`, and a full name longer than XATTR_NAME_MAX (255).
+/// The entries are re-cut so that they keep their size (the name's bytes move to
+/// the value, or the value's to the name). A seed of mkfs.erofs 1.5, without the name
+/// filter that could catch such a name by chance.
+#[test]
+fn xattr_names_no_syscall_takes() {
+    let t = Target::new("mkfs15-4k");
+    // /small.txt's "user.inline-0" = "v0" → "user." = "inline-0v0".
+    let x = inline_xattr_named(&t, "/small.txt", b"inline-0");
+    let mut b = t.bytes.clone();
+    put_u8(&mut b, x, 0);
+    put_u16(&mut b, x + 2, 10);
+    let e = expect_err(
+        "empty suffix",
+        b,
+        Nature::Corrupt,
+        &["xattr name \"user.\" has nothing after its prefix"],
+    );
+    assert_at(&e, "/small.txt");
+    // /b511's "user.pfx.beta" with its 300-byte value → a 252-byte suffix: 257
+    // bytes in all.
+    let x = inline_xattr_named(&t, "/b511", b"pfx.beta");
+    let mut b = t.bytes.clone();
+    put_u8(&mut b, x, 252);
+    put_u16(&mut b, x + 2, 56);
+    let e = expect_err(
+        "long name",
+        b,
+        Nature::Corrupt,
+        &["is 257 bytes long, more than 255"],
+    );
+    assert_at(&e, "/b511");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Chunk-based files
 // ---------------------------------------------------------------------------------------------
