@@ -1,5 +1,13 @@
-//! Directories: block-by-block iteration in on-disk order, and name lookup by
-//! binary search over blocks and then entries, as the kernel does.
+//! Directories: block-by-block iteration in on-disk order, name lookup by binary
+//! search over blocks and then entries, as the kernel does, and the rules a whole
+//! listing must follow ([`Image::check_listing`]).
+//!
+//! Each block is validated as it is read (name bounds, no `/` or NUL), as the kernel's
+//! readdir does. What spans the listing — names in strictly increasing order, one "."
+//! naming the directory itself, one ".." naming its parent — the kernel never checks:
+//! it trusts the order in its lookups and lets the VFS answer "." and "..". Readers
+//! that list or walk (the FUSE mount, extraction, the check) do depend on them, so
+//! [`Image::walk`] applies [`Image::check_listing`] to every directory it lists.
 
 use std::cmp::Ordering;
 
@@ -140,6 +148,86 @@ impl Image {
             for i in 0..blk.entries.len() {
                 f(blk.entry(i))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Checks the rules of a whole listing `entries` of directory `dir` (as
+    /// [`read_dir`](Self::read_dir) returns it), which `fsck.erofs` checks too and the
+    /// kernel does not:
+    ///
+    /// * names strictly increasing, across blocks too: lookups (the kernel's and
+    ///   ours) are binary searches, so a name out of order is listed by `ls` but not
+    ///   found by `stat`, and a duplicate name is reached by one path only;
+    /// * exactly one "." (none when the inode says it is omitted), naming `dir`;
+    /// * exactly one "..", naming `parent` when it is known (the root's names the
+    ///   root). The kernel resolves ".." from its dentry cache, but readdir hands the
+    ///   stored NID out, and the FUSE mount reads it for `ls -l`; a second ".." (a
+    ///   name that tools skip) would hide a whole subtree from a walk;
+    /// * "." and ".." typed as directories (or unknown, as other entries may be).
+    pub fn check_listing(
+        &self,
+        dir: &Inode,
+        entries: &[DirEntry],
+        parent: Option<u64>,
+    ) -> Result<()> {
+        let bad = |msg: String| self.corrupt(msg).at_nid(dir.nid);
+        let (mut dot, mut dotdot) = (false, false);
+        let mut prev: Option<&[u8]> = None;
+        for e in entries {
+            let shown = String::from_utf8_lossy(&e.name);
+            if e.is_dot_or_dotdot() {
+                if e.file_type != FT_UNKNOWN && e.file_type != FT_DIR {
+                    return Err(bad(format!(
+                        "{shown:?} entry has type {}, not a directory",
+                        e.file_type
+                    )));
+                }
+                if e.name == b"." {
+                    if dir.dot_omitted {
+                        return Err(bad(format!(
+                            "\".\" entry (nid {}) in a directory whose \".\" is omitted",
+                            e.nid
+                        )));
+                    }
+                    if dot {
+                        return Err(bad(format!("second \".\" entry (nid {})", e.nid)));
+                    }
+                    if e.nid != dir.nid {
+                        return Err(bad(format!(
+                            "\".\" entry refers to nid {}, not the directory itself",
+                            e.nid
+                        )));
+                    }
+                    dot = true;
+                } else {
+                    if dotdot {
+                        return Err(bad(format!("second \"..\" entry (nid {})", e.nid)));
+                    }
+                    if let Some(p) = parent.filter(|&p| p != e.nid) {
+                        return Err(bad(format!(
+                            "\"..\" entry refers to nid {}, not the parent directory (nid {p})",
+                            e.nid
+                        )));
+                    }
+                    dotdot = true;
+                }
+            }
+            if let Some(p) = prev
+                && cmp_name(p, &e.name) != Ordering::Less
+            {
+                return Err(bad(format!(
+                    "names out of order: {shown:?} after {:?}",
+                    String::from_utf8_lossy(p)
+                )));
+            }
+            prev = Some(&e.name);
+        }
+        if !dot && !dir.dot_omitted {
+            return Err(bad("no \".\" entry".into()));
+        }
+        if !dotdot {
+            return Err(bad("no \"..\" entry".into()));
         }
         Ok(())
     }

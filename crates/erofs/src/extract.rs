@@ -9,6 +9,11 @@
 //! us write outside the target directory. The tree is walked depth first
 //! ([`Image::walk`]) by the calling thread, which creates every entry in order;
 //! larger files' contents and metadata go to worker threads.
+//!
+//! Extraction never leaves part of the tree out and still succeeds: the walk refuses
+//! a listing whose "." and ".." entries are not exactly the directory and its parent
+//! (a second ".." would otherwise be skipped with its subtree), and any error of the
+//! walk ends the extraction with that error, naming the path.
 
 use std::collections::HashMap;
 use std::io;

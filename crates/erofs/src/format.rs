@@ -24,6 +24,10 @@ pub const MAX_BLKSZBITS: u8 = 16;
 pub const ISLOTBITS: u32 = 5;
 /// Longest file name and longest xattr name suffix.
 pub const NAME_LEN: usize = 255;
+/// Longest xattr name (prefix included) the setxattr and getxattr system calls take.
+pub const XATTR_NAME_MAX: usize = 255;
+/// Nanoseconds in a second: a valid timestamp's nanoseconds are below this.
+pub const NSEC_PER_SEC: u32 = 1_000_000_000;
 /// Value of an unmapped block address (a hole).
 pub const NULL_ADDR: u64 = u64::MAX;
 

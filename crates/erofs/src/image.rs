@@ -605,6 +605,14 @@ fn read_superblock(name: &Arc<str>, src: &dyn ReadAt, size: u64) -> Result<Super
             return Err(corrupt("metabox NID refers to the metabox itself".into()));
         }
     }
+    // Every compact inode's nanoseconds: refused as an extended inode's are (see
+    // `Image::inode`); the kernel takes them as they are.
+    if sb.fixed_nsec.get() >= NSEC_PER_SEC {
+        return Err(corrupt(format!(
+            "fixed_nsec {} (the nanoseconds of compact inodes' times) is not below 10^9",
+            sb.fixed_nsec.get()
+        )));
+    }
     let packed_nid = (incompat & FEATURE_INCOMPAT_FRAGMENTS != 0 && sb.packed_nid.get() != 0)
         .then(|| sb.packed_nid.get());
     Ok(SuperInfo {

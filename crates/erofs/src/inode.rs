@@ -311,6 +311,17 @@ impl Image {
                 z: OnceLock::new(),
             }
         };
+        // The kernel stores any i_mtime_nsec as it is (and stat shows it); we refuse
+        // 10^9 and more: no system call accepts such a time (extraction's utimensat
+        // failed with EINVAL) and a FUSE mount would carry it into the seconds,
+        // showing another time than the kernel. Compact inodes take the superblock's
+        // fixed_nsec, refused the same way when the image is opened.
+        if ino.mtime_nsec >= NSEC_PER_SEC {
+            return Err(self.corrupt(format!(
+                "mtime nanoseconds {} are not below 10^9",
+                ino.mtime_nsec
+            )));
+        }
         ino.file_type = FileType::from_mode(ino.mode)
             .ok_or_else(|| self.corrupt(format!("bogus i_mode {:#o}", ino.mode)))?;
         // Compact inodes without NLINK_1 (and directories) have 32-bit addresses and

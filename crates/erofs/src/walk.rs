@@ -9,6 +9,13 @@
 //! type with the inode's, statistics skip it; callers that refuse it return
 //! [`WalkEntry::cycle_error`], which names the path. A read error ends the walk; it
 //! names the directory or entry it was reading.
+//!
+//! Every listing must follow [`Image::check_listing`] (names in order, one "." naming
+//! the directory, one ".." naming the parent the walk came from) before any of its
+//! entries is yielded; a listing that does not ends the walk with a corruption error
+//! naming the directory. So skipping "." and ".." never hides a name: a second ".."
+//! (which would hide a whole subtree from extraction and from the check) or a ".."
+//! the mount could not read is refused, not stepped over.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -114,6 +121,8 @@ pub enum WalkStep {
 struct Frame {
     path: Vec<u8>,
     inode: Inode,
+    /// The NID its ".." must name; unknown for a walk's root other than the image's.
+    parent: Option<u64>,
     entries: Option<std::vec::IntoIter<DirEntry>>,
 }
 
@@ -140,6 +149,8 @@ impl Image {
             order,
             seen: HashSet::from([root.nid]),
             stack: vec![Frame {
+                // The image root's ".." names the root itself.
+                parent: (root.nid == self.sb.root_nid).then_some(root.nid),
                 path: b"/".to_vec(),
                 inode: root,
                 entries: None,
@@ -158,6 +169,10 @@ impl Walk<'_> {
                 let list = self
                     .img
                     .read_dir(&top.inode)
+                    .and_then(|list| {
+                        self.img.check_listing(&top.inode, &list, top.parent)?;
+                        Ok(list)
+                    })
                     .map_err(|e| e.at_path(String::from_utf8_lossy(&top.path).into_owned()))?;
                 top.entries = Some(list.into_iter());
                 return Ok(Some(WalkStep::Enter(WalkDir {
@@ -176,7 +191,7 @@ impl Walk<'_> {
                 continue;
             };
             if ent.is_dot_or_dotdot() {
-                continue;
+                continue; // checked with the listing
             }
             let mut path = top.path.clone();
             if path.len() > 1 {
@@ -197,6 +212,7 @@ impl Walk<'_> {
                 let frame = Frame {
                     path: path.clone(),
                     inode: inode.clone(),
+                    parent: Some(parent),
                     entries: None,
                 };
                 // Depth first: listed next. Directory by directory: after the rest of

@@ -4,7 +4,8 @@
 //! (see `ishare_testkit::tree::reader_tree`), then:
 //!
 //! * truncated at every 64 bytes of metadata (and every ~1000 bytes of data),
-//! * corrupted in targeted ways (superblock, inodes, directories, xattrs, chunk maps),
+//! * corrupted in targeted ways (superblock, inodes and their times, directories and
+//!   their listings (".", "..", name order), xattrs, chunk maps),
 //!   each checked for the nature of the error and a message naming the problem,
 //! * mutated at random (1–8 bytes of metadata, deterministic PRNG, superblock checksum
 //!   fixed up) for a bounded time, in a watchdog thread that catches panics and hangs.
@@ -30,8 +31,8 @@ use ishare_erofs::{
 };
 use ishare_testkit::Rng;
 use ishare_testkit::image::{
-    Seed, build_seeds, fix_checksum, get_u16, get_u32, get_u64, open, put_u8, put_u16, put_u32,
-    put_u64, sb,
+    Seed, build_seeds, fix_checksum, get_u16, get_u32, get_u64, open, put, put_u8, put_u16,
+    put_u32, put_u64, sb,
 };
 use ishare_testkit::tools::{mkfs_15, mkfs_194};
 use ishare_testkit::tree::{long_link_target, reader_tree};
@@ -1008,6 +1009,197 @@ fn dirent_type_mismatch() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// What the walk does not enter: ".", "..", name order, timestamps
+// ---------------------------------------------------------------------------------------------
+//
+// A check that only follows names passes images the mount and extraction then fail on
+// (issue 15, item 7): every case below passed `check` before its rule existed.
+
+/// `/sub`'s ".." entry pointing past the end of the image (the FUSE mount answered
+/// EIO to `ls` of `/sub`) or at a subdirectory instead of the parent.
+#[test]
+fn dotdot_not_the_parent() {
+    let t = Target::new("xattrs-4k");
+    let root = t.ino("/").nid;
+    let subsub = t.ino("/sub/subsub").nid;
+    assert_eq!(t.dirent("/sub", "..").nid, root, "the seed's /sub/..");
+    for (what, dir, target, parent) in [
+        ("past the end", "/sub", 1 << 40, root),
+        ("a subdirectory", "/sub", subsub, root),
+        (
+            "the directory itself",
+            "/sub/subsub",
+            subsub,
+            t.ino("/sub").nid,
+        ),
+    ] {
+        let mut b = t.bytes.clone();
+        put_u64(&mut b, t.dirent(dir, "..").at, target);
+        let e = expect_err(
+            what,
+            b,
+            Nature::Corrupt,
+            &[
+                &format!("\"..\" entry refers to nid {target}"),
+                &format!("not the parent directory (nid {parent})"),
+            ],
+        );
+        assert_at(&e, dir);
+    }
+    // The root's ".." refers to the root.
+    let mut b = t.bytes.clone();
+    put_u64(&mut b, t.dirent("/", "..").at, t.ino("/sub").nid);
+    let e = expect_err("root ..", b, Nature::Corrupt, &["\"..\" entry"]);
+    assert_at(&e, "/");
+}
+
+/// A second ".." entry: `/sub`'s own name in the root renamed to "..", so the walk
+/// skipped it and extraction silently left out the whole subtree.
+#[test]
+fn dotdot_twice() {
+    let t = Target::new("xattrs-4k");
+    let all = t.dirents("/");
+    let sub = t.dirent("/", "sub");
+    let last = all.last().expect("entries");
+    assert_eq!(
+        last.name, b"sub",
+        "sub is the root's last name (ends at a NUL)"
+    );
+    let mut b = t.bytes.clone();
+    put(&mut b, sub.name_at, b"..\0");
+    let e = expect_err(
+        "second ..",
+        b,
+        Nature::Corrupt,
+        &["second \"..\" entry", &format!("nid {}", sub.nid)],
+    );
+    assert_at(&e, "/");
+}
+
+/// "." must refer to the directory itself, appear once, and not at all when the
+/// inode says it is omitted; "." and ".." must be there and be directory entries.
+#[test]
+fn dot_entries() {
+    let t = Target::new("xattrs-4k");
+    let root = t.ino("/").nid;
+    let sub = t.ino("/sub");
+    // "." of /sub refers to the root.
+    let mut b = t.bytes.clone();
+    put_u64(&mut b, t.dirent("/sub", ".").at, root);
+    let e = expect_err(
+        ". elsewhere",
+        b,
+        Nature::Corrupt,
+        &[
+            &format!("\".\" entry refers to nid {root}"),
+            "not the directory itself",
+        ],
+    );
+    assert_at(&e, "/sub");
+    // ".." renamed ".a" (still in order): no ".." at all.
+    let mut b = t.bytes.clone();
+    put_u8(&mut b, t.dirent("/sub", "..").name_at + 1, b'a');
+    let e = expect_err("no ..", b, Nature::Corrupt, &["no \"..\" entry"]);
+    assert_at(&e, "/sub");
+    // "." renamed "!" (which sorts first): no "." at all.
+    let mut b = t.bytes.clone();
+    put_u8(&mut b, t.dirent("/sub", ".").name_at, b'!');
+    let e = expect_err("no .", b, Nature::Corrupt, &["no \".\" entry"]);
+    assert_at(&e, "/sub");
+    // The DOT_OMITTED bit on /sub, which still stores its ".".
+    let mut b = t.bytes.clone();
+    let fmt = get_u16(&b, sub.location());
+    put_u16(&mut b, sub.location(), fmt | (1 << I_DOT_OMITTED_BIT));
+    let e = expect_err("omitted .", b, Nature::Corrupt, &["\".\" entry", "omitted"]);
+    assert_at(&e, "/sub");
+    // ".." typed as a regular file.
+    let mut b = t.bytes.clone();
+    put_u8(&mut b, t.dirent("/sub", "..").at + 10, FT_REG_FILE);
+    let e = expect_err("..type", b, Nature::Corrupt, &["\"..\" entry has type 1"]);
+    assert_at(&e, "/sub");
+}
+
+/// Names out of order, within a block and across blocks: the kernel's lookup (a
+/// binary search) would not find some of them although `ls` lists them.
+#[test]
+fn dirent_names_out_of_order() {
+    let t = Target::new("xattrs-4k");
+    let all = t.dirents("/bigdir");
+    // "entry-004" → "entry-002": a duplicate of the name two before it.
+    let d = t.dirent("/bigdir", "entry-004");
+    let mut b = t.bytes.clone();
+    put_u8(&mut b, d.name_at + 8, b'2');
+    let e = expect_err(
+        "duplicate",
+        b.clone(),
+        Nature::Corrupt,
+        &["\"entry-002\" after \"entry-003\"", "out of order"],
+    );
+    assert_at(&e, "/bigdir");
+    // The kernel's (and our) lookup misses a name so placed: "entry-003" → "entry-009".
+    let d = t.dirent("/bigdir", "entry-003");
+    let mut b = t.bytes.clone();
+    put_u8(&mut b, d.name_at + 8, b'9');
+    let img = open("corrupt.img", fixed(b.clone())).expect("opens");
+    let names: Vec<Vec<u8>> = img
+        .read_dir(&img.lookup_path(b"/bigdir").expect("bigdir"))
+        .expect("listing")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(names.iter().any(|n| n == b"entry-009"));
+    expect_err("misplaced", b, Nature::Corrupt, &["out of order"]);
+    // The first name of the second block made smaller than the first block's last.
+    let second = all
+        .iter()
+        .position(|d| d.block_start != all[0].block_start)
+        .expect("bigdir spans blocks");
+    let first_of_2 = &all[second];
+    let mut b = t.bytes.clone();
+    put(&mut b, first_of_2.name_at, b"entry-000");
+    let e = expect_err(
+        "across blocks",
+        b,
+        Nature::Corrupt,
+        &["\"entry-000\" after", "out of order"],
+    );
+    assert_at(&e, "/bigdir");
+}
+
+/// Nanoseconds of 10^9 or more in an extended inode (utimensat refuses them, so
+/// extraction failed with EINVAL) and in the superblock (every compact inode's).
+#[test]
+fn mtime_nsec_out_of_range() {
+    let t = Target::new("xattrs-512-extended");
+    for path in ["/small.txt", "/sub", "/"] {
+        let ino = t.ino(path);
+        assert!(ino.extended, "{path} is extended in the seed");
+        for nsec in [1_000_000_000, u32::MAX] {
+            let mut b = t.bytes.clone();
+            put_u32(&mut b, ino.location() + 0x28, nsec);
+            let e = expect_err(
+                path,
+                b,
+                Nature::Corrupt,
+                &[&format!("mtime nanoseconds {nsec}")],
+            );
+            assert_at(&e, path);
+        }
+    }
+    // 999 999 999 is fine.
+    let mut b = t.bytes.clone();
+    put_u32(&mut b, t.loc("/small.txt") + 0x28, 999_999_999);
+    check_bounded(fixed(b)).expect("the largest valid nanoseconds");
+    // The superblock's fixed_nsec.
+    let t = Target::new("xattrs-4k");
+    let mut b = t.bytes.clone();
+    put_u32(&mut b, sb(0x20), 1_000_000_000);
+    let e = open("corrupt.img", fixed(b)).expect_err("fixed_nsec");
+    assert!(e.is_corruption(), "{e}");
+    assert!(e.to_string().contains("fixed_nsec 1000000000"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Extended attributes
 // ---------------------------------------------------------------------------------------------
 
@@ -1086,6 +1278,57 @@ fn xattr_bad_name_index_and_filter() {
     let mut b = t.bytes.clone();
     put_u32(&mut b, area, u32::MAX);
     expect_err("filter", b, Nature::Corrupt, &["xattr name filter hides"]);
+}
+
+/// Byte offset of the inline xattr entry of `path` whose name ends in `suffix`.
+fn inline_xattr_named(t: &Target, path: &str, suffix: &[u8]) -> u64 {
+    let ino = t.ino(path);
+    let end = ino.location() + t.isize(path) + u64::from(ino.xattr_isize);
+    let mut at = t.first_inline_xattr(path);
+    while at + 4 <= end {
+        let len = u64::from(t.bytes[at as usize]);
+        let vlen = u64::from(get_u16(&t.bytes, at + 2));
+        if &t.bytes[(at + 4) as usize..(at + 4 + len) as usize] == suffix {
+            return at;
+        }
+        at += (4 + len + vlen).next_multiple_of(4);
+    }
+    panic!("no inline xattr ending in {suffix:?} on {path}");
+}
+
+/// Xattr names no system call takes (extraction failed on them, with EINVAL and
+/// ERANGE): nothing after `user.`, and a full name longer than XATTR_NAME_MAX (255).
+/// The entries are re-cut so that they keep their size (the name's bytes move to
+/// the value, or the value's to the name). A seed of mkfs.erofs 1.5, without the name
+/// filter that could catch such a name by chance.
+#[test]
+fn xattr_names_no_syscall_takes() {
+    let t = Target::new("mkfs15-4k");
+    // /small.txt's "user.inline-0" = "v0" → "user." = "inline-0v0".
+    let x = inline_xattr_named(&t, "/small.txt", b"inline-0");
+    let mut b = t.bytes.clone();
+    put_u8(&mut b, x, 0);
+    put_u16(&mut b, x + 2, 10);
+    let e = expect_err(
+        "empty suffix",
+        b,
+        Nature::Corrupt,
+        &["xattr name \"user.\" has nothing after its prefix"],
+    );
+    assert_at(&e, "/small.txt");
+    // /b511's "user.pfx.beta" with its 300-byte value → a 252-byte suffix: 257
+    // bytes in all.
+    let x = inline_xattr_named(&t, "/b511", b"pfx.beta");
+    let mut b = t.bytes.clone();
+    put_u8(&mut b, x, 252);
+    put_u16(&mut b, x + 2, 56);
+    let e = expect_err(
+        "long name",
+        b,
+        Nature::Corrupt,
+        &["is 257 bytes long, more than 255"],
+    );
+    assert_at(&e, "/b511");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -534,3 +534,63 @@ fn harness_detects_changes() {
         "{text_nomtime}"
     );
 }
+
+/// An image whose root lists a second ".." entry where the directory `zz` was (its
+/// name patched to ".."): `extract` used to skip it like any "..", leaving out the
+/// whole subtree and exiting 0 (issue 15, item 7). It must fail and say why, as
+/// `fsck` must; the image before the patch extracts with `zz/f`.
+#[test]
+fn extract_refuses_a_second_dotdot() {
+    ishare_testkit::tools::require_root();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(src.join("zz")).unwrap();
+    std::fs::write(src.join("a"), b"a file\n").unwrap();
+    std::fs::write(src.join("zz/f"), b"below zz\n").unwrap();
+    let image = work.path().join("image.erofs");
+    run(Command::new(ishare_testkit::tools::mkfs_194())
+        .args(["-T0", "--quiet"])
+        .arg(&image)
+        .arg(&src));
+    let out = Tmpfs::new();
+    ishare_extract(&image, &[], &out.path().join("good"), &[]);
+    assert_eq!(
+        std::fs::read(out.path().join("good/zz/f")).unwrap(),
+        b"below zz\n"
+    );
+
+    // The root's names ".", "..", "a", "zz" are stored back to back.
+    let mut bytes = std::fs::read(&image).unwrap();
+    let at = bytes
+        .windows(6)
+        .position(|w| w == b"...azz")
+        .expect("the root's names");
+    assert_eq!(
+        bytes.windows(6).filter(|w| w == b"...azz").count(),
+        1,
+        "one match"
+    );
+    bytes[at + 4..at + 6].copy_from_slice(b"..");
+    ishare_testkit::image::fix_checksum(&mut bytes);
+    let bad = work.path().join("bad.erofs");
+    std::fs::write(&bad, &bytes).unwrap();
+
+    for (what, args) in [
+        (
+            "extract",
+            vec!["extract".into(), bad.clone(), out.path().join("bad")],
+        ),
+        ("fsck", vec!["fsck".into(), bad.clone()]),
+    ] {
+        let res = ishare_testkit::tools::run_unchecked(Command::new(ishare_bin!()).args(&args));
+        let stderr = String::from_utf8_lossy(&res.stderr);
+        assert!(
+            !res.status.success(),
+            "{what} of an image with a second \"..\" succeeded; stderr: {stderr}"
+        );
+        assert!(
+            stderr.contains("second \"..\" entry"),
+            "{what}: the error does not say what is wrong: {stderr}"
+        );
+    }
+}
