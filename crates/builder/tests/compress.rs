@@ -884,3 +884,92 @@ fn reproducible() {
         );
     }
 }
+
+/// Files ending like an earlier file's fragment (`ta.*`, `za.*`), each with less than
+/// a pcluster's worth of encoding before the match (mostly random data). The part
+/// before the match is compressed together with the matched bytes into a pcluster
+/// sized to it; for some of these files that encoding fills the pcluster exactly and
+/// takes the whole rest of the file, which then has no fragment at all (as with
+/// mkfs.erofs). Two families (a text end and a zero end) so that every algorithm
+/// meets that case.
+fn matched_end_files() -> Vec<(String, Vec<u8>)> {
+    let mut v = Vec::new();
+    // (name, end, lengths before the end around the one that encodes in 4 KiB)
+    for (name, end, around) in [
+        ("t", text(90, 200), 3930..4080),
+        ("z", vec![0; 2000], 4000..4150),
+    ] {
+        // Random data followed by `t` bytes of text: the encoded length goes by small
+        // steps. Each `t` has its own end (files are matched in groups by their end,
+        // each file against every earlier one of its group).
+        for t in (0..200).step_by(5) {
+            let end = [&end[..], &(t as u64).to_le_bytes()].concat();
+            let a = [pseudo_random(name.as_bytes(), 500), end.clone()].concat();
+            v.push((format!("{name}a.{t}"), a));
+            for r in (3800..4150)
+                .step_by(5)
+                .filter(|r| around.contains(&(r + t)))
+            {
+                let head = pseudo_random(&(r as u64).to_le_bytes(), r);
+                v.push((
+                    format!("{name}b{r}.{t}"),
+                    [head, text(r as u64, t), end.clone()].concat(),
+                ));
+            }
+        }
+    }
+    v
+}
+
+/// `-E fragments` on [`matched_end_files`] with every algorithm: the files read back
+/// equal (kernel, fsck.erofs, our reader), and some file ends in a full pcluster
+/// holding its matched end, without a fragment. (Such a file used to get an empty
+/// fragment, whose index entry replaced the head of its last pcluster: that
+/// pcluster's data was read from the packed inode instead.)
+#[test]
+fn fragments_matched_end_fills_pcluster() {
+    require_root();
+    let tmp = Tmpfs::new();
+    let src_dir = tmp.path().join("src");
+    fs::create_dir(&src_dir).unwrap();
+    let files = matched_end_files();
+    for (p, data) in &files {
+        fs::write(src_dir.join(p), data).unwrap();
+    }
+    let src = snapshot(&src_dir);
+    let mut failures = Vec::new();
+    for z in ["lz4", "lz4hc", "lzma", "deflate", "zstd"] {
+        let o = doptions(&dcase!("matched-end", z, 4096, "fragments"));
+        let img_path = tmp.path().join(format!("{z}.img"));
+        let r = (|| {
+            build(&src_dir, &img_path, &o).map_err(|e| format!("build: {e}"))?;
+            kernel_and_fsck(&src, &img_path)?;
+            let img = Image::open(&img_path).map_err(|e| e.to_string())?;
+            reads_of(&img, &files)?;
+            verify(&img)?;
+            // Compressed files without a fragment: all of them end matched.
+            let mut no_fragment = 0;
+            for (p, data) in &files {
+                let (ino, extents) = extents_of(&img, p, data.len() as u64)?;
+                let compressed = matches!(
+                    ino.layout,
+                    DataLayout::CompressedCompact | DataLayout::CompressedFull
+                );
+                let frag = extents
+                    .iter()
+                    .any(|e| matches!(e.kind, ExtentKind::Fragment { .. }));
+                no_fragment += u32::from(compressed && !frag);
+            }
+            if no_fragment == 0 {
+                return Err("no file ends in a full pcluster without a fragment".into());
+            }
+            eprintln!("{z}: {no_fragment} files without a fragment");
+            Ok::<(), String>(())
+        })();
+        if let Err(e) = r {
+            failures.push(format!("[{z}] {e}"));
+        }
+        let _ = fs::remove_file(&img_path);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -178,8 +178,9 @@ struct Cutter<'p, 'a> {
     /// With a matched end (mkfs.erofs's deduplicated fragment), the data before it is
     /// compressed first; its last piece is then compressed together with the matched
     /// bytes into a pcluster sized to it (`fixing`), until what is left lies within
-    /// the match (it becomes the end of that fragment) or fits a pcluster (a new
-    /// fragment). `matched` bytes of the end match node `matched_node`'s fragment.
+    /// the match (it becomes the end of that fragment), fits a pcluster (a new
+    /// fragment) or is nothing (no fragment). `matched` bytes of the end match node
+    /// `matched_node`'s fragment.
     matched: usize,
     matched_node: usize,
     fixing: bool,
@@ -322,6 +323,15 @@ impl<'p, 'a> Cutter<'p, 'a> {
         }
         if self.fixing {
             let left = self.input.len() - self.head;
+            if left == 0 {
+                // The pcluster took everything, the matched bytes too (an encoding
+                // that fills it exactly): the file has no fragment, as with
+                // mkfs.erofs, which drops a deduplicated fragment reduced to nothing.
+                // An empty fragment cannot be expressed: its index entry would take
+                // the place of this pcluster's head, and its data would be read from
+                // the packed inode.
+                return Ok(Step::Done);
+            }
             if left <= self.matched {
                 return Ok(Step::Tail { shared: true });
             }
@@ -436,6 +446,8 @@ impl<'p, 'a> Cutter<'p, 'a> {
     /// blocks, spilled, with the extents pointing at them.
     fn finish(self, tail: Option<(usize, bool)>, digest: Option<[u8; 32]>) -> Result<ZFile> {
         let (start, len) = (self.start, self.input.len());
+        // An empty fragment has no index entry of its own (see `step`).
+        debug_assert!(tail.is_none_or(|(h, _)| h < len), "empty tail fragment");
         let frag = match tail {
             Some((h, true)) => Some(Frag {
                 lstart: start + h as u64,
