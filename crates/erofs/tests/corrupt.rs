@@ -348,6 +348,14 @@ fn expect_err(what: &str, bytes: Vec<u8>, want: Nature, needles: &[&str]) -> Err
     expect_err_raw(what, fixed(bytes), want, needles)
 }
 
+/// The seed's bytes with `bits` set in the little-endian u32 at `at`.
+fn with_bits(seed: &Seed, at: u64, bits: u32) -> Vec<u8> {
+    let mut b = seed.bytes.clone();
+    let v = get_u32(&b, at);
+    put_u32(&mut b, at, v | bits);
+    b
+}
+
 /// `bytes` with the superblock checksum recomputed.
 fn fixed(mut bytes: Vec<u8>) -> Vec<u8> {
     fix_checksum(&mut bytes);
@@ -389,6 +397,22 @@ impl Target {
 
     fn bs(&self) -> u64 {
         u64::from(self.img.superblock().block_size())
+    }
+
+    /// The seed patched by `patch` (checksum fixed) must fail the check as corrupt,
+    /// with every needle in the message, located at `path`.
+    #[track_caller]
+    fn corrupt_at(
+        &self,
+        what: &str,
+        path: &str,
+        needles: &[&str],
+        patch: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let mut b = self.bytes.clone();
+        patch(&mut b);
+        let e = expect_err(what, b, Nature::Corrupt, needles);
+        assert_at(&e, path);
     }
 
     fn ino(&self, path: &str) -> Inode {
@@ -707,12 +731,9 @@ fn superblock_bad_checksum() {
 #[test]
 fn superblock_unknown_incompat_bit() {
     for bit in [0x200u32, 0x8000_0000] {
-        let mut b = seed("xattrs-4k").bytes.clone();
-        let v = get_u32(&b, sb(0x50));
-        put_u32(&mut b, sb(0x50), v | bit);
         expect_err(
             "unknown incompat bit",
-            b,
+            with_bits(seed("xattrs-4k"), sb(0x50), bit),
             Nature::Unsupported,
             &["unknown incompatible feature bits", &format!("{bit:#x}")],
         );
@@ -787,12 +808,9 @@ fn superblock_ishare_prefix_id_out_of_range() {
         );
     }
     // COMPAT_ISHARE_XATTRS on an image without any long prefix.
-    let mut b = seed("mkfs15-4k").bytes.clone();
-    let v = get_u32(&b, sb(0x08));
-    put_u32(&mut b, sb(0x08), v | FEATURE_COMPAT_ISHARE_XATTRS);
     expect_err(
         "ishare without prefixes",
-        b,
+        with_bits(seed("mkfs15-4k"), sb(0x08), FEATURE_COMPAT_ISHARE_XATTRS),
         Nature::Corrupt,
         &["invalid ishare xattr prefix id 0", "0 long prefixes"],
     );
@@ -811,15 +829,14 @@ fn superblock_root_nid() {
     );
     assert_at(&e, "/");
     // The root is not a directory.
-    let mut b = t.bytes.clone();
-    put_u16(&mut b, sb(0x0E), t.ino("/small.txt").nid as u16);
-    let e = expect_err(
+    t.corrupt_at(
         "root is a file",
-        b,
-        Nature::Corrupt,
+        "/",
         &["root inode is not a directory"],
+        |b| {
+            put_u16(b, sb(0x0E), t.ino("/small.txt").nid as u16);
+        },
     );
-    assert_at(&e, "/");
     // 48-bit root NID far past the end (and overflowing the byte offset).
     for nid in [1u64 << 40, 1 << 60] {
         let mut b = t.bytes.clone();
@@ -955,10 +972,9 @@ fn dirent_name_offsets() {
         ),
     ];
     for (what, at, v, needle) in cases {
-        let mut b = t.bytes.clone();
-        put_u16(&mut b, at, v);
-        let e = expect_err(what, b, Nature::Corrupt, &["directory block 0", needle]);
-        assert_at(&e, "/bigdir");
+        t.corrupt_at(what, "/bigdir", &["directory block 0", needle], |b| {
+            put_u16(b, at, v);
+        });
     }
     // A name too long (entry 5 ends 300 bytes after it starts).
     let mut b = t.bytes.clone();
@@ -975,10 +991,9 @@ fn dirent_name_offsets() {
 fn dirent_bad_names() {
     let t = Target::new("xattrs-4k");
     let d = t.dirent("/", "small.txt");
-    let mut b = t.bytes.clone();
-    put_u8(&mut b, d.name_at + 5, b'/');
-    let e = expect_err("slash", b, Nature::Corrupt, &["small/txt", "contains '/'"]);
-    assert_at(&e, "/");
+    t.corrupt_at("slash", "/", &["small/txt", "contains '/'"], |b| {
+        put_u8(b, d.name_at + 5, b'/');
+    });
     // A NUL inside a name that is not the last of its block.
     let d = t.dirent("/", "b511");
     let mut b = t.bytes.clone();
@@ -997,15 +1012,14 @@ fn dirent_bad_names() {
 fn dirent_type_mismatch() {
     let t = Target::new("xattrs-4k");
     let d = t.dirent("/", "small.txt");
-    let mut b = t.bytes.clone();
-    put_u8(&mut b, d.at + 10, FT_SYMLINK);
-    let e = expect_err(
+    t.corrupt_at(
         "file type",
-        b,
-        Nature::Corrupt,
+        "/small.txt",
         &["entry type 7 disagrees", "regular file"],
+        |b| {
+            put_u8(b, d.at + 10, FT_SYMLINK);
+        },
     );
-    assert_at(&e, "/small.txt");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1033,24 +1047,22 @@ fn dotdot_not_the_parent() {
             t.ino("/sub").nid,
         ),
     ] {
-        let mut b = t.bytes.clone();
-        put_u64(&mut b, t.dirent(dir, "..").at, target);
-        let e = expect_err(
+        t.corrupt_at(
             what,
-            b,
-            Nature::Corrupt,
+            dir,
             &[
                 &format!("\"..\" entry refers to nid {target}"),
                 &format!("not the parent directory (nid {parent})"),
             ],
+            |b| {
+                put_u64(b, t.dirent(dir, "..").at, target);
+            },
         );
-        assert_at(&e, dir);
     }
     // The root's ".." refers to the root.
-    let mut b = t.bytes.clone();
-    put_u64(&mut b, t.dirent("/", "..").at, t.ino("/sub").nid);
-    let e = expect_err("root ..", b, Nature::Corrupt, &["\"..\" entry"]);
-    assert_at(&e, "/");
+    t.corrupt_at("root ..", "/", &["\"..\" entry"], |b| {
+        put_u64(b, t.dirent("/", "..").at, t.ino("/sub").nid);
+    });
 }
 
 /// A second ".." entry: `/sub`'s own name in the root renamed to "..", so the walk
@@ -1065,15 +1077,14 @@ fn dotdot_twice() {
         last.name, b"sub",
         "sub is the root's last name (ends at a NUL)"
     );
-    let mut b = t.bytes.clone();
-    put(&mut b, sub.name_at, b"..\0");
-    let e = expect_err(
+    t.corrupt_at(
         "second ..",
-        b,
-        Nature::Corrupt,
+        "/",
         &["second \"..\" entry", &format!("nid {}", sub.nid)],
+        |b| {
+            put(b, sub.name_at, b"..\0");
+        },
     );
-    assert_at(&e, "/");
 }
 
 /// "." must refer to the directory itself, appear once, and not at all when the
@@ -1084,28 +1095,25 @@ fn dot_entries() {
     let root = t.ino("/").nid;
     let sub = t.ino("/sub");
     // "." of /sub refers to the root.
-    let mut b = t.bytes.clone();
-    put_u64(&mut b, t.dirent("/sub", ".").at, root);
-    let e = expect_err(
+    t.corrupt_at(
         ". elsewhere",
-        b,
-        Nature::Corrupt,
+        "/sub",
         &[
             &format!("\".\" entry refers to nid {root}"),
             "not the directory itself",
         ],
+        |b| {
+            put_u64(b, t.dirent("/sub", ".").at, root);
+        },
     );
-    assert_at(&e, "/sub");
     // ".." renamed ".a" (still in order): no ".." at all.
-    let mut b = t.bytes.clone();
-    put_u8(&mut b, t.dirent("/sub", "..").name_at + 1, b'a');
-    let e = expect_err("no ..", b, Nature::Corrupt, &["no \"..\" entry"]);
-    assert_at(&e, "/sub");
+    t.corrupt_at("no ..", "/sub", &["no \"..\" entry"], |b| {
+        put_u8(b, t.dirent("/sub", "..").name_at + 1, b'a');
+    });
     // "." renamed "!" (which sorts first): no "." at all.
-    let mut b = t.bytes.clone();
-    put_u8(&mut b, t.dirent("/sub", ".").name_at, b'!');
-    let e = expect_err("no .", b, Nature::Corrupt, &["no \".\" entry"]);
-    assert_at(&e, "/sub");
+    t.corrupt_at("no .", "/sub", &["no \".\" entry"], |b| {
+        put_u8(b, t.dirent("/sub", ".").name_at, b'!');
+    });
     // The DOT_OMITTED bit on /sub, which still stores its ".".
     let mut b = t.bytes.clone();
     let fmt = get_u16(&b, sub.location());
@@ -1113,10 +1121,9 @@ fn dot_entries() {
     let e = expect_err("omitted .", b, Nature::Corrupt, &["\".\" entry", "omitted"]);
     assert_at(&e, "/sub");
     // ".." typed as a regular file.
-    let mut b = t.bytes.clone();
-    put_u8(&mut b, t.dirent("/sub", "..").at + 10, FT_REG_FILE);
-    let e = expect_err("..type", b, Nature::Corrupt, &["\"..\" entry has type 1"]);
-    assert_at(&e, "/sub");
+    t.corrupt_at("..type", "/sub", &["\"..\" entry has type 1"], |b| {
+        put_u8(b, t.dirent("/sub", "..").at + 10, FT_REG_FILE);
+    });
 }
 
 /// Names out of order, within a block and across blocks: the kernel's lookup (a
@@ -1155,15 +1162,14 @@ fn dirent_names_out_of_order() {
         .position(|d| d.block_start != all[0].block_start)
         .expect("bigdir spans blocks");
     let first_of_2 = &all[second];
-    let mut b = t.bytes.clone();
-    put(&mut b, first_of_2.name_at, b"entry-000");
-    let e = expect_err(
+    t.corrupt_at(
         "across blocks",
-        b,
-        Nature::Corrupt,
+        "/bigdir",
         &["\"entry-000\" after", "out of order"],
+        |b| {
+            put(b, first_of_2.name_at, b"entry-000");
+        },
     );
-    assert_at(&e, "/bigdir");
 }
 
 /// Nanoseconds of 10^9 or more in an extended inode (utimensat refuses them, so
@@ -1175,15 +1181,9 @@ fn mtime_nsec_out_of_range() {
         let ino = t.ino(path);
         assert!(ino.extended, "{path} is extended in the seed");
         for nsec in [1_000_000_000, u32::MAX] {
-            let mut b = t.bytes.clone();
-            put_u32(&mut b, ino.location() + 0x28, nsec);
-            let e = expect_err(
-                path,
-                b,
-                Nature::Corrupt,
-                &[&format!("mtime nanoseconds {nsec}")],
-            );
-            assert_at(&e, path);
+            t.corrupt_at(path, path, &[&format!("mtime nanoseconds {nsec}")], |b| {
+                put_u32(b, ino.location() + 0x28, nsec);
+            });
         }
     }
     // 999 999 999 is fine.
@@ -1208,15 +1208,14 @@ fn xattr_entries_past_the_area() {
     for name in ["xattrs-4k", "xattrs-512-extended", "mkfs15-4k"] {
         let t = Target::new(name);
         let e0 = t.first_inline_xattr("/small.txt");
-        let mut b = t.bytes.clone();
-        put_u16(&mut b, e0 + 2, 0xFFFF);
-        let e = expect_err(
+        t.corrupt_at(
             "value size",
-            b,
-            Nature::Corrupt,
+            "/small.txt",
             &["value 65535 bytes", "runs past the xattr area"],
+            |b| {
+                put_u16(b, e0 + 2, 0xFFFF);
+            },
         );
-        assert_at(&e, "/small.txt");
         let mut b = t.bytes.clone();
         put_u8(&mut b, e0, 255);
         expect_err(
@@ -1237,15 +1236,14 @@ fn xattr_entries_past_the_area() {
 fn xattr_shared_count_and_ids() {
     let t = Target::new("xattrs-4k");
     let area = t.xattr_area("/small.txt");
-    let mut b = t.bytes.clone();
-    put_u8(&mut b, area + 4, 255);
-    let e = expect_err(
+    t.corrupt_at(
         "h_shared_count",
-        b,
-        Nature::Corrupt,
+        "/small.txt",
         &["255 shared xattr ids do not fit the 76-byte xattr area"],
+        |b| {
+            put_u8(b, area + 4, 255);
+        },
     );
-    assert_at(&e, "/small.txt");
     for id in [0x0100_0000u32, u32::MAX] {
         let mut b = t.bytes.clone();
         put_u32(&mut b, area + 12, id);
@@ -1306,29 +1304,27 @@ fn xattr_names_no_syscall_takes() {
     let t = Target::new("mkfs15-4k");
     // /small.txt's "user.inline-0" = "v0" → "user." = "inline-0v0".
     let x = inline_xattr_named(&t, "/small.txt", b"inline-0");
-    let mut b = t.bytes.clone();
-    put_u8(&mut b, x, 0);
-    put_u16(&mut b, x + 2, 10);
-    let e = expect_err(
+    t.corrupt_at(
         "empty suffix",
-        b,
-        Nature::Corrupt,
+        "/small.txt",
         &["xattr name \"user.\" has nothing after its prefix"],
+        |b| {
+            put_u8(b, x, 0);
+            put_u16(b, x + 2, 10);
+        },
     );
-    assert_at(&e, "/small.txt");
     // /b511's "user.pfx.beta" with its 300-byte value → a 252-byte suffix: 257
     // bytes in all.
     let x = inline_xattr_named(&t, "/b511", b"pfx.beta");
-    let mut b = t.bytes.clone();
-    put_u8(&mut b, x, 252);
-    put_u16(&mut b, x + 2, 56);
-    let e = expect_err(
+    t.corrupt_at(
         "long name",
-        b,
-        Nature::Corrupt,
+        "/b511",
         &["is 257 bytes long, more than 255"],
+        |b| {
+            put_u8(b, x, 252);
+            put_u16(b, x + 2, 56);
+        },
     );
-    assert_at(&e, "/b511");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1416,10 +1412,9 @@ fn absurd_sizes() {
     }
     // i_size with bit 63 set.
     let t = Target::new("xattrs-512-extended");
-    let mut b = t.bytes.clone();
-    put_u64(&mut b, t.loc("/small.txt") + 8, 1 << 63);
-    let e = expect_err("negative", b, Nature::Corrupt, &["negative i_size"]);
-    assert_at(&e, "/small.txt");
+    t.corrupt_at("negative", "/small.txt", &["negative i_size"], |b| {
+        put_u64(b, t.loc("/small.txt") + 8, 1 << 63);
+    });
     // A symlink of 2^62 bytes.
     let mut b = t.bytes.clone();
     put_u64(&mut b, t.loc("/link-short") + 8, big);
@@ -1539,10 +1534,9 @@ fn bad_inode_format_and_mode() {
 fn symlink_target_with_nul() {
     let t = Target::new("xattrs-4k");
     let at = t.data_at("/link-short", 2);
-    let mut b = t.bytes.clone();
-    put_u8(&mut b, at, 0);
-    let e = expect_err("NUL in target", b, Nature::Corrupt, &["symlink target"]);
-    assert_at(&e, "/link-short");
+    t.corrupt_at("NUL in target", "/link-short", &["symlink target"], |b| {
+        put_u8(b, at, 0);
+    });
 }
 
 /// Reading a chunk-based file at the top of the 48-bit address space, past the first

@@ -612,11 +612,7 @@ fn store_files(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn the_domain_id_stays_secret() {
     let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("s");
-    write_file(&src, "f", &Rng::new(30).bytes(100_000));
-    let img = dir.path().join("i.erofs");
-    ishare_mkfs(&img, &src, &[]);
+    let (_dir, img) = one_file_image(&Rng::new(30).bytes(100_000));
     let store = tempfile::tempdir().unwrap();
     let secret = "Sup3rSecretDomain";
     let m = ishare_mount(&img, &share_opts(store.path(), secret, ""));
@@ -1036,6 +1032,19 @@ fn daemon_pid(mountpoint: &Path, old: Option<u32>) -> u32 {
     found[0]
 }
 
+/// Waits until process `pid` is gone (at most 20 s, else the test fails).
+#[track_caller]
+fn wait_gone(pid: u32) {
+    let start = Instant::now();
+    while alive(pid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "daemon {pid} hangs"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Whether process `pid` still runs (a zombie has exited).
 fn alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -1055,24 +1064,13 @@ fn alive(pid: u32) -> bool {
 #[test]
 fn remounting_the_same_path_keeps_the_new_mount() {
     let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("s");
     let data = Rng::new(7).bytes(3 << 20);
-    write_file(&src, "f", &data);
-    write_file(&src, "d/small", b"small");
-    let img = dir.path().join("i.erofs");
-    ishare_mkfs(&img, &src, &[]);
+    let (_dir, img) = image_of(&[("f", &data), ("d/small", b"small")]);
     let store = tempfile::tempdir().unwrap();
     let opts = share_opts(store.path(), "d", "");
     let mp = mounts::mount_point("ishare-remount-");
     let log = mp.path().with_extension("log");
-    let mount = |old: Option<u32>| {
-        run(Command::new(ishare_bin!())
-            .args(["mount", "-o", &format!("{opts},log={}", log.display())])
-            .arg(&img)
-            .arg(mp.path()));
-        daemon_pid(mp.path(), old)
-    };
+    let mount = |old: Option<u32>| mount_logged(&img, mp.path(), &opts, &log, old);
     const ROUNDS: usize = 24;
     let (mut outlived, mut vanished) = (0, 0);
     let mut pid = mount(None);
@@ -1098,14 +1096,7 @@ fn remounting_the_same_path_keeps_the_new_mount() {
         }
         let old = pid;
         pid = mount(Some(old));
-        let start = Instant::now();
-        while alive(old) {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "daemon {old} hangs"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_gone(old);
         // Give a late unmount by the old daemon's exit time to show.
         std::thread::sleep(Duration::from_millis(20));
         if !is_mounted(mp.path()) || fs::read(mp.path().join("f")).ok().as_ref() != Some(&data) {
@@ -1145,30 +1136,10 @@ fn signal(pid: u32, sig: rustix::process::Signal) {
 fn an_old_daemon_never_unmounts_a_newer_mount() {
     use rustix::process::Signal;
     let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("s");
-    write_file(&src, "f", b"content");
-    let img = dir.path().join("i.erofs");
-    ishare_mkfs(&img, &src, &[]);
+    let (_dir, img) = one_file_image(b"content");
     let mp = mounts::mount_point("ishare-remount-");
     let log = mp.path().with_extension("log");
-    let mount = |old: Option<u32>| {
-        run(Command::new(ishare_bin!())
-            .args(["mount", "-o", &format!("ro,log={}", log.display())])
-            .arg(&img)
-            .arg(mp.path()));
-        daemon_pid(mp.path(), old)
-    };
-    let wait_gone = |pid: u32| {
-        let start = Instant::now();
-        while alive(pid) {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "daemon {pid} hangs"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
+    let mount = |old: Option<u32>| mount_logged(&img, mp.path(), "ro", &log, old);
 
     // 1. `ishare umount` with the old daemon stopped.
     let old = mount(None);
@@ -1237,11 +1208,7 @@ fn an_old_daemon_never_unmounts_a_newer_mount() {
 #[test]
 fn unsupported_ioctls_fail_quietly() {
     let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("s");
-    write_file(&src, "f", b"hello");
-    let img = dir.path().join("i.erofs");
-    ishare_mkfs(&img, &src, &[]);
+    let (_dir, img) = one_file_image(b"hello");
     let store = tempfile::tempdir().unwrap();
     for opts in ["ro".to_string(), share_opts(store.path(), "d", "")] {
         let m = ishare_mount(&img, &opts);
@@ -1279,4 +1246,31 @@ fn unsupported_ioctls_fail_quietly() {
         }
         assert!(log.is_empty() || log.ends_with('\n'));
     }
+}
+
+/// A scratch directory (removed on drop) holding `i.erofs`, an image of `files`
+/// (path, content).
+fn image_of(files: &[(&str, &[u8])]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("s");
+    for (path, content) in files {
+        write_file(&src, path, content);
+    }
+    let img = dir.path().join("i.erofs");
+    ishare_mkfs(&img, &src, &[]);
+    (dir, img)
+}
+
+/// The same with one file `f`.
+fn one_file_image(content: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    image_of(&[("f", content)])
+}
+
+/// `ishare mount -o OPTS,log=LOG IMAGE MP`, and the pid of its daemon (not `old`'s).
+fn mount_logged(img: &Path, mp: &Path, opts: &str, log: &Path, old: Option<u32>) -> u32 {
+    run(Command::new(ishare_bin!())
+        .args(["mount", "-o", &format!("{opts},log={}", log.display())])
+        .arg(img)
+        .arg(mp));
+    daemon_pid(mp, old)
 }
