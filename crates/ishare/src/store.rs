@@ -54,6 +54,15 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // A store others can change is refused by mounts; the read-only tools still work on
+    // it (to inspect or empty it) but say so.
+    let store = match &args.cmd {
+        Cmd::Stat(a) => &a.store,
+        Cmd::Gc(a) => &a.store,
+    };
+    if let Some(why) = ishare_share::store_path_problem(store) {
+        eprintln!("ishare: warning: {why}; mounts refuse this store");
+    }
     match args.cmd {
         Cmd::Stat(a) => stat(a),
         Cmd::Gc(a) => gc(a),

@@ -518,3 +518,157 @@ fn doctor_reports_fuse_and_predicts_the_mount_mode() {
     assert_eq!(v["ready"], false, "{v:#}");
     assert_eq!(v["mode"], "unavailable", "{v:#}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The store path (issue 15, item 3): a store others can change is refused
+// ---------------------------------------------------------------------------------------------
+
+/// uid and gid of `nobody`, the unprivileged user the attacks run as.
+const NOBODY: u32 = 65534;
+
+/// A scratch directory owned by `nobody` (mode 0755): what an unprivileged user controls.
+fn nobody_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(d.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    fs::set_permissions(
+        d.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    d
+}
+
+/// `ishare mount -o OPTS IMAGE` (detached) on a fresh mount point: `Ok` (unmounted
+/// again) or `Err(stderr)`.
+fn try_mount(img: &Path, opts: &str) -> Result<(), String> {
+    let mp = tempfile::tempdir().unwrap();
+    let out = run_unchecked(
+        Command::new(ishare_bin!())
+            .args(["mount", "-o", opts])
+            .arg(img)
+            .arg(mp.path()),
+    );
+    if out.status.success() {
+        fs::read(mp.path().join("f")).unwrap();
+        run(Command::new(ishare_bin!()).arg("umount").arg(mp.path()));
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+#[test]
+fn a_store_under_a_directory_others_control_is_refused() {
+    let s = scratch();
+    let img = image(s.dir.path(), "i", &[("f", &Rng::new(1).bytes(100_000))]);
+    let evil = nobody_dir();
+    // Missing under nobody's directory: refused, the offender named, nothing created.
+    let store = evil.path().join("store");
+    let err = try_mount(&img, &share_opts(&store, "d", "")).expect_err("mounted");
+    assert!(
+        err.contains(&evil.path().display().to_string()) && err.contains("uid 65534"),
+        "{err}"
+    );
+    assert!(!store.exists());
+    // A store nobody laid out, with the passthrough probe a symlink to a file root
+    // would create: refused, nothing created there.
+    let (safe, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    try_mount(&img, &share_opts(safe.path(), "d", "")).unwrap();
+    let tag = fs::read_dir(safe.path().join("v1"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let ddir = store.join("v1").join(&tag);
+    fs::create_dir_all(&ddir).unwrap();
+    let victim = outside.path().join("victim");
+    std::os::unix::fs::symlink(&victim, ddir.join("passthrough-probe")).unwrap();
+    run(Command::new("chown")
+        .args(["-R", "-h", "65534:65534"])
+        .arg(&store));
+    let err = try_mount(&img, &share_opts(&store, "d", "")).expect_err("mounted");
+    assert!(err.contains("uid 65534"), "{err}");
+    assert!(!victim.exists(), "root followed nobody's symlink");
+    // Even in a safe store a symlink there (however it came) is never followed.
+    let probe = safe.path().join("v1").join(&tag).join("passthrough-probe");
+    fs::remove_file(&probe).unwrap();
+    std::os::unix::fs::symlink(&victim, &probe).unwrap();
+    let _ = try_mount(&img, &share_opts(safe.path(), "d", ""));
+    assert!(!victim.exists(), "the probe followed a symlink");
+    // The read-only tools warn.
+    let out = run(Command::new(ishare_bin!())
+        .args(["store", "stat", "--store"])
+        .arg(&store));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("unsafe store path"), "{e}");
+}
+
+#[test]
+fn a_missing_store_is_created_private_only_under_a_safe_parent() {
+    let s = scratch();
+    let img = image(s.dir.path(), "i", &[("f", &Rng::new(2).bytes(100_000))]);
+    let safe = tempfile::tempdir().unwrap();
+    fs::set_permissions(
+        safe.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let store = safe.path().join("nonexistent/a/b");
+    try_mount(&img, &share_opts(&store, "d", "")).unwrap();
+    for p in [
+        safe.path().join("nonexistent"),
+        safe.path().join("nonexistent/a"),
+        store,
+    ] {
+        assert_eq!(mode(&p), 0o700, "{p:?}");
+    }
+    let evil = nobody_dir();
+    let store = evil.path().join("nonexistent/a/b");
+    let err = try_mount(&img, &share_opts(&store, "d", "")).expect_err("mounted");
+    assert!(err.contains(&evil.path().display().to_string()), "{err}");
+    assert!(!evil.path().join("nonexistent").exists());
+}
+
+#[test]
+fn objects_are_not_readable_by_others() {
+    let s = scratch();
+    let data = Rng::new(3).bytes(100_000);
+    let img = image(s.dir.path(), "i", &[("f", &data)]);
+    // A store root others may read (as an older version or an admin left it) is
+    // tightened.
+    fs::set_permissions(
+        s.store.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let m = s.mount(&img);
+    m.assert_reads("f", &data);
+    stat_when(s.store.path(), 1);
+    drop(m);
+    assert_eq!(mode(s.store.path()), 0o700);
+    let objects = object_files(s.store.path());
+    assert_eq!(objects.len(), 1);
+    for o in &objects {
+        assert_eq!(mode(o) & 0o077, 0, "{o:?} readable by others");
+        let mut d = o.parent().unwrap();
+        while d != s.store.path() {
+            assert_eq!(mode(d) & 0o077, 0, "{d:?} open to others");
+            d = d.parent().unwrap();
+        }
+        // And actually, as nobody.
+        let out = run_unchecked(
+            Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+                .arg(o),
+        );
+        assert!(
+            !out.status.success() && out.stdout.is_empty(),
+            "nobody read {o:?}"
+        );
+    }
+}

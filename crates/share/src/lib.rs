@@ -108,6 +108,7 @@ pub use options::{
     DEFAULT_STORE, DOMAIN_ID_ENV, DomainId, MountOptions, Passthrough, domain_from_env,
 };
 pub use store::gc::{GcOptions, GcReport, TMP_MIN_AGE, gc};
+pub use store::safe::problem as store_path_problem;
 pub use store::stat::{Counts, DomainStats, Inventory, inventory};
 pub use umount::unmount;
 pub use units::{human_bytes, parse_size};

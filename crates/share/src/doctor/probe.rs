@@ -173,6 +173,12 @@ pub(super) fn examine_store(path: &Path) -> (StoreCheck, Option<OwnedFd>) {
             dir.display()
         ));
     }
+    // A mount refuses a store path that others can change (see `store::safe`).
+    if st.error.is_none()
+        && let Some(why) = crate::store::safe::problem(&path)
+    {
+        st.error = Some(why);
+    }
     (st, tmp)
 }
 

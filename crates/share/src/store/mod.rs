@@ -62,6 +62,7 @@ use sha2::Sha256;
 use crate::options::DomainId;
 
 pub mod gc;
+pub mod safe;
 mod scan;
 pub mod stat;
 
@@ -131,6 +132,34 @@ fn hex(b: &[u8]) -> String {
 
 fn mkdir_private(path: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
+/// Opens (creating, `0700`) the directory `name` in `parent` without following a
+/// symlink; one of ours that others may read is tightened to `0700`.
+fn private_subdir(parent: impl AsFd, name: &str) -> io::Result<OwnedFd> {
+    let open = |p: &dyn AsFd| {
+        rustix::fs::openat(
+            p.as_fd(),
+            name,
+            OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let fd = match open(&parent) {
+        Err(rustix::io::Errno::NOENT) => {
+            match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(safe::DIR_MODE)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            open(&parent)?
+        }
+        r => r?,
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    if st.st_mode & 0o077 != 0 && st.st_uid == rustix::process::geteuid().as_raw() {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(safe::DIR_MODE))?;
+    }
+    Ok(fd)
 }
 
 /// Runs `op` on a file in `dir`, creating `dir` first. `ishare store gc` removes empty
@@ -230,11 +259,19 @@ impl ObjectLock {
 
 impl Store {
     /// Opens (creating as needed) the store directory of `domain` under `root`.
+    ///
+    /// The root and every directory above it must be safe (see [`safe`]); missing ones
+    /// are created `0700` under a safe parent. The layout directories below are opened
+    /// without following symlinks and tightened to `0700` (stores of older versions
+    /// had `0755`), so that only the store's owner can reach the objects.
     pub fn open(root: &Path, domain: &DomainId) -> io::Result<Store> {
         let key = hmac(domain.expose(), &[b"ishare store v1"]);
         let tag = hex(&hmac(&key, &[b"domain"])[..16]);
+        let mut fd = safe::open_root(root, true)?;
+        for name in [VERSION_DIR, tag.as_str()] {
+            fd = private_subdir(&fd, name)?;
+        }
         let dir = root.join(VERSION_DIR).join(tag);
-        mkdir_private(&dir)?;
         Ok(Store {
             root: root.to_path_buf(),
             dir,
@@ -281,7 +318,14 @@ impl Store {
     /// documentation).
     fn open_object(path: &Path, verified: bool) -> io::Result<Option<Object>> {
         for _ in 0..RETRIES {
-            let file = match File::open(path) {
+            let file = match rustix::fs::open(
+                path,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map(File::from)
+            .map_err(io::Error::from)
+            {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e),
@@ -326,7 +370,7 @@ impl Store {
             let fd = in_dir(&odir, || {
                 Ok(rustix::fs::open(
                     &path,
-                    OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC,
+                    OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )?)
             })?;
@@ -348,13 +392,14 @@ impl Store {
     /// so gc removes it only once no mount of the domain holds it.
     pub fn probe_file(&self) -> io::Result<File> {
         let path = self.dir.join(PROBE_NAME);
+        // Never through a symlink: one planted here would make us create or open a file
+        // anywhere.
         let f = in_dir(&self.dir, || {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .read(true)
-                .write(true)
-                .open(&path)
+            Ok(File::from(rustix::fs::open(
+                &path,
+                OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )?))
         })?;
         hold_shared(&f)?;
         Ok(f)
@@ -370,11 +415,13 @@ impl Store {
         let dir = in_dir(&odir, || {
             Ok(rustix::fs::open(
                 &odir,
-                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
                 Mode::empty(),
             )?)
         })?;
-        let mode = Mode::from_raw_mode(0o444);
+        // Owner-readable only: an object holds the content of an image that others may not
+        // be allowed to read; the daemon (root or the store's owner) is its only reader.
+        let mode = Mode::from_raw_mode(0o400);
         match rustix::fs::openat(
             &dir,
             ".",
@@ -404,7 +451,7 @@ impl Store {
         let fd = rustix::fs::openat(
             &dir,
             tmp.as_str(),
-            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC,
+            OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::RDWR | OFlags::CLOEXEC,
             mode,
         )?;
         // gc removes a named temporary only when nobody holds it (and it is old enough
