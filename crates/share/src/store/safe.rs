@@ -177,3 +177,60 @@ pub fn problem(path: &Path) -> Option<String> {
         Err(e) => Some(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn chmod(p: &Path, mode: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn safe_paths_open_and_unsafe_ones_are_named() {
+        // Under /tmp-like sticky directories (the tempdir's parent is /tmp).
+        let t = tempfile::tempdir().unwrap();
+        let store = t.path().join("a/b");
+        open_root(&store, true).unwrap();
+        for p in [t.path().join("a"), store.clone()] {
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o700
+            );
+        }
+        // A readable store root is tightened only when opened to be used.
+        chmod(&store, 0o755);
+        assert_eq!(problem(&store), None);
+        assert_eq!(
+            std::fs::metadata(&store).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        open_root(&store, true).unwrap();
+        assert_eq!(
+            std::fs::metadata(&store).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        // A group-writable ancestor is named; nothing is created below it.
+        chmod(&t.path().join("a"), 0o775);
+        let e = open_root(&t.path().join("a/b/c"), true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("{}: mode 0775", t.path().join("a").display())),
+            "{e}"
+        );
+        assert!(!t.path().join("a/b/c").exists());
+        assert!(problem(&store).is_some());
+        chmod(&t.path().join("a"), 0o700);
+        // A writable sticky store root is not accepted (only ancestors may be sticky).
+        chmod(&store, 0o1777);
+        assert!(open_root(&store, true).is_err());
+        chmod(&store, 0o700);
+        // A symlink to a safe directory is resolved; a missing `..` is refused.
+        std::os::unix::fs::symlink(&store, t.path().join("link")).unwrap();
+        open_root(&t.path().join("link"), true).unwrap();
+        assert!(open_root(&t.path().join("x/../y"), true).is_err());
+    }
+}

@@ -157,6 +157,14 @@ impl Scan {
         }
         let mut scan = Scan::default();
         let v1 = root.join(VERSION_DIR);
+        // Entries below are classified without following symlinks; `v1` itself must not
+        // be one either, or gc would remove files wherever it points.
+        if fs::symlink_metadata(&v1).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::io(
+                v1,
+                io::Error::other("a symlink, not the store's directory; not walked"),
+            ));
+        }
         for e in entries(&v1)?.unwrap_or_default() {
             let name = e.file_name().to_string_lossy().into_owned();
             let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
