@@ -18,10 +18,11 @@ pub struct Args {
     #[arg(short = 'f', long)]
     foreground: bool,
     /// Mount options, comma-separated (repeatable): inode_share, domain_id=ID,
-    /// device=PATH, ro, store=DIR, verify=on|off, passthrough=auto|on|off, allow_other,
-    /// threads=N, log=FILE, [no]dev, [no]suid, [no]exec. The domain id may come from
-    /// ISHARE_DOMAIN_ID instead: command lines are world-readable (the detached daemon's
-    /// never holds it; with -f the foreground process's does).
+    /// domain_id_file=PATH, device=PATH, ro, store=DIR, verify=on|off,
+    /// passthrough=auto|on|off, allow_other (implies nosuid,nodev unless suid/dev are
+    /// given), threads=N, log=FILE, [no]dev, [no]suid, [no]exec. Give the domain id with
+    /// domain_id_file=PATH (a root-owned file of mode 0600/0400) or ISHARE_DOMAIN_ID:
+    /// command lines are world-readable, so domain_id= draws a warning.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Internal: run as the detached daemon (options on stdin).
@@ -51,6 +52,11 @@ pub fn run(args: Args) -> Result<()> {
     ishare_share::init_logging();
     if args.daemon_child {
         return Ok(ishare_share::run_detached(&args.image, &args.mountpoint)?);
+    }
+    // The lists stood on our command line (mount(8)'s and the helper's too when run as
+    // `mount -t fuse.ishare`): a domain id there was readable by every user.
+    if let Some(w) = ishare_share::command_line_domain_warning(&args.options) {
+        eprintln!("ishare mount: {w}");
     }
     // Check the options before anything else, in the launcher.
     let opts = MountOptions::parse(&args.options, domain_from_env())?;

@@ -14,6 +14,11 @@
 //!   the middle of preparing a shared object, then a new mount reads every byte right;
 //!   16 readers across 8 mounts racing the first preparation: right bytes, no hang;
 //! * the domain id appears in no store path, /proc/mounts line or daemon command line;
+//! * `domain_id_file=`: shares as `domain_id=` with the file's content; refused unless a
+//!   root-owned regular file of mode 0600/0400 (no symlink); its id appears in no
+//!   /proc/mounts line, command line (also through `mount.fuse.ishare`) or log;
+//!   `domain_id=` on a command line draws a warning (stderr and log);
+//! * `allow_other` mounts are `nosuid,nodev` in /proc/mounts unless `suid`/`dev` are given;
 //! * remounting one mount point at once, over and over (with a reader busy on the old
 //!   mount just before): `ishare umount` returns only once the old daemon is gone, and the
 //!   new mount stays mounted and serving (an old daemon never unmounts a newer mount);
@@ -1273,4 +1278,306 @@ fn mount_logged(img: &Path, mp: &Path, opts: &str, log: &Path, old: Option<u32>)
         .arg(img)
         .arg(mp));
     daemon_pid(mp, old)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Security options: domain_id_file=, the command line warning, allow_other defaults
+// ---------------------------------------------------------------------------------------------
+
+/// A root-owned file of mode 0600 holding `id` and a newline, in a scratch directory.
+fn id_file(id: &str) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("domain-id");
+    fs::write(&f, format!("{id}\n")).unwrap();
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+    (dir, f)
+}
+
+/// How many objects the store holds once two mounts of `img` (options `o1`, `o2`) have
+/// read `f`: waits for `want`, then a little longer, so a count above it shows too.
+fn objects_after_two_mounts(img: &Path, store: &Path, o1: &str, o2: &str, want: usize) -> usize {
+    let m1 = ishare_mount(img, o1);
+    let m2 = ishare_mount(img, o2);
+    fs::read(m1.path().join("f")).unwrap();
+    fs::read(m2.path().join("f")).unwrap();
+    let start = Instant::now();
+    while store_files(store).len() < want && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    drop((m1, m2));
+    store_files(store).len()
+}
+
+#[test]
+fn domain_id_file_shares_like_domain_id() {
+    let _g = serial();
+    let (_dir, img) = one_file_image(&Rng::new(40).bytes(300_000));
+    let (_a, fa) = id_file("domain-a");
+    let (_a2, fa2) = id_file("domain-a");
+    let (_b, fb) = id_file("domain-b");
+    let opts = |store: &Path, f: &Path| {
+        format!(
+            "inode_share,domain_id_file={},store={}",
+            f.display(),
+            store.display()
+        )
+    };
+    let same = tempfile::tempdir().unwrap();
+    let n = objects_after_two_mounts(
+        &img,
+        same.path(),
+        &opts(same.path(), &fa),
+        &opts(same.path(), &fa2),
+        1,
+    );
+    assert_eq!(
+        n, 1,
+        "two files holding the same id do not share one object"
+    );
+    // The file's id is the same domain as domain_id= with that content.
+    let mixed = tempfile::tempdir().unwrap();
+    let n = objects_after_two_mounts(
+        &img,
+        mixed.path(),
+        &opts(mixed.path(), &fa),
+        &share_opts(mixed.path(), "domain-a", ""),
+        1,
+    );
+    assert_eq!(
+        n, 1,
+        "domain_id_file= and domain_id= of one id are two domains"
+    );
+    let diff = tempfile::tempdir().unwrap();
+    let n = objects_after_two_mounts(
+        &img,
+        diff.path(),
+        &opts(diff.path(), &fa),
+        &opts(diff.path(), &fb),
+        2,
+    );
+    assert_eq!(n, 2, "two different ids share");
+}
+
+/// `ishare mount -o OPTS IMAGE DIR` must fail, saying something that contains `why`.
+fn mount_refused(img: &Path, opts: &str, why: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(ishare_bin!())
+        .args(["mount", "-o", opts])
+        .arg(img)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if is_mounted(dir.path()) {
+        drop(FuseMount::adopt(dir));
+        panic!("{opts}: mounted");
+    }
+    assert!(!out.status.success(), "{opts}: succeeded");
+    assert!(err.contains(why), "{opts}: {err:?} does not say {why:?}");
+    assert!(!err.contains("s3cr3t-id"), "{opts}: the error shows the id");
+}
+
+#[test]
+fn an_unsafe_domain_id_file_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let _g = serial();
+    let (_dir, img) = one_file_image(b"hello");
+    let store = tempfile::tempdir().unwrap();
+    let (d, f) = id_file("s3cr3t-id");
+    let opts = |f: &Path| {
+        format!(
+            "inode_share,domain_id_file={},store={}",
+            f.display(),
+            store.path().display()
+        )
+    };
+    for mode in [0o640, 0o604, 0o620, 0o602] {
+        fs::set_permissions(&f, fs::Permissions::from_mode(mode)).unwrap();
+        mount_refused(&img, &opts(&f), "group or others");
+    }
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&f, Some(65534), None).unwrap();
+    mount_refused(&img, &opts(&f), "not owned by root");
+    std::os::unix::fs::chown(&f, Some(0), None).unwrap();
+    let link = d.path().join("link");
+    std::os::unix::fs::symlink(&f, &link).unwrap();
+    mount_refused(&img, &opts(&link), "symbolic link");
+    mount_refused(&img, &opts(d.path()), "not a regular file");
+    mount_refused(
+        &img,
+        &format!("{},domain_id=x", opts(&f)),
+        "exclude each other",
+    );
+    // The same file, safe, mounts.
+    drop(ishare_mount(&img, &opts(&f)));
+}
+
+#[test]
+fn a_domain_id_from_a_file_appears_nowhere() {
+    let _g = serial();
+    let (_dir, img) = one_file_image(&Rng::new(41).bytes(100_000));
+    let store = tempfile::tempdir().unwrap();
+    let secret = "FileHeldSecretDomain";
+    let (_d, f) = id_file(secret);
+    let opts = format!(
+        "inode_share,domain_id_file={},store={}",
+        f.display(),
+        store.path().display()
+    );
+    // Through mount(8)'s helper too: its command line holds only the path.
+    let bin = tempfile::tempdir().unwrap();
+    let helper = bin.path().join("mount.fuse.ishare");
+    std::os::unix::fs::symlink(ishare_bin!(), &helper).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().with_extension("log");
+    let out = Command::new(&helper)
+        .arg(&img)
+        .arg(dir.path())
+        .args(["-o", &format!("{opts},log={}", log.display())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning"),
+        "{out:?}"
+    );
+    let helper_mount = FuseMount::adopt(dir);
+    let m = ishare_mount(&img, &opts);
+    for mp in [helper_mount.path(), m.path()] {
+        fs::read(mp.join("f")).unwrap();
+    }
+    let mounts = fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains(secret), "/proc/mounts shows the domain id");
+    assert!(
+        !mounts.contains("domain_id"),
+        "/proc/mounts shows domain_id"
+    );
+    let mut daemons = 0;
+    for p in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = fs::read(p.path().join("cmdline")) {
+            assert!(
+                !cmd.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "a command line shows the domain id: {}",
+                String::from_utf8_lossy(&cmd)
+            );
+            daemons += cmd
+                .windows(b"--daemon-child".len())
+                .any(|w| w == b"--daemon-child") as usize;
+        }
+    }
+    assert!(daemons >= 2, "no daemons found");
+    for text in [m.log_text(), fs::read_to_string(&log).unwrap_or_default()] {
+        assert!(!text.contains(secret), "the log shows the domain id");
+    }
+    for f in store_files(store.path()) {
+        assert!(!f.to_string_lossy().contains(secret), "{f:?}");
+    }
+}
+
+#[test]
+fn domain_id_on_a_command_line_draws_a_warning() {
+    let _g = serial();
+    let (_dir, img) = one_file_image(b"hello");
+    let store = tempfile::tempdir().unwrap();
+    let opts = share_opts(store.path(), "WarnedDomain", "");
+    let bin = tempfile::tempdir().unwrap();
+    let helper = bin.path().join("mount.fuse.ishare");
+    std::os::unix::fs::symlink(ishare_bin!(), &helper).unwrap();
+    let check = |stderr: &[u8], log: &str, who: &str| {
+        let err = String::from_utf8_lossy(stderr);
+        for text in [&*err, log] {
+            assert!(
+                text.contains("warning") && text.contains("domain_id_file="),
+                "{who}: no warning pointing at domain_id_file= in {text:?}"
+            );
+            assert!(text.contains("ISHARE_DOMAIN_ID"), "{who}: {text:?}");
+            assert!(
+                !text.contains("WarnedDomain"),
+                "{who}: the warning shows the id"
+            );
+        }
+    };
+    for use_helper in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().with_extension("log");
+        let all = format!("{opts},log={}", log.display());
+        let out = if use_helper {
+            Command::new(&helper)
+                .arg(&img)
+                .arg(dir.path())
+                .args(["-o", &all])
+                .output()
+        } else {
+            Command::new(ishare_bin!())
+                .args(["mount", "-o", &all])
+                .arg(&img)
+                .arg(dir.path())
+                .output()
+        }
+        .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let m = FuseMount::adopt(dir);
+        fs::read(m.path().join("f")).unwrap();
+        let who = if use_helper { "helper" } else { "ishare mount" };
+        check(&out.stderr, &fs::read_to_string(&log).unwrap(), who);
+        drop(m);
+    }
+    // Neither the environment nor a file warns.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(ishare_bin!())
+        .env("ISHARE_DOMAIN_ID", "d")
+        .args([
+            "mount",
+            "-o",
+            &format!("inode_share,store={}", store.path().display()),
+        ])
+        .arg(&img)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    drop(FuseMount::adopt(dir));
+    assert!(out.stderr.is_empty(), "{out:?}");
+}
+
+/// The options column of `mp`'s line in /proc/mounts.
+fn proc_mounts_options(mp: &Path) -> Vec<String> {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == mp.to_str())
+        .expect("mount line");
+    line.split(' ')
+        .nth(3)
+        .unwrap()
+        .split(',')
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn allow_other_is_nosuid_nodev_unless_asked() {
+    let _g = serial();
+    let (_dir, img) = one_file_image(b"hello");
+    for (opts, nosuid, nodev) in [
+        ("ro", false, false),
+        ("allow_other", true, true),
+        ("allow_other,suid", false, true),
+        ("allow_other,dev", true, false),
+        ("dev,allow_other,suid", false, false),
+        ("nosuid", true, false),
+    ] {
+        let m = ishare_mount(&img, opts);
+        let shown = proc_mounts_options(m.path());
+        drop(m);
+        let has = |o: &str| shown.iter().any(|s| s == o);
+        assert_eq!(
+            (has("nosuid"), has("nodev")),
+            (nosuid, nodev),
+            "-o {opts}: /proc/mounts shows {shown:?}"
+        );
+        assert!(has("ro"), "-o {opts}: {shown:?}");
+    }
 }

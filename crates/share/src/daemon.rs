@@ -151,6 +151,11 @@ pub fn run_detached(image: &Path, mountpoint: &Path) -> Result<()> {
     let null_in = std::fs::File::open("/dev/null")?;
     rustix::stdio::dup2_stdin(&null_in).map_err(std::io::Error::from)?;
     logger::set_target(target);
+    // The lists come from the launcher's command line: say so in the log too, where
+    // whoever runs the mounts will look (the launcher already told its stderr).
+    if let Some(w) = crate::options::command_line_domain_warning(&handoff.options) {
+        log::warn!("{w}");
+    }
     info!("{}", mounted.summary);
     serve(mounted)
 }

@@ -105,7 +105,8 @@ pub use error::{Error, Result};
 pub use logger::init as init_logging;
 pub use mount::{Mounted, Stopper, mount};
 pub use options::{
-    DEFAULT_STORE, DOMAIN_ID_ENV, DomainId, MountOptions, Passthrough, domain_from_env,
+    DEFAULT_STORE, DOMAIN_ID_ENV, DomainId, MountOptions, Passthrough, command_line_domain_warning,
+    domain_from_env, read_domain_id_file,
 };
 pub use store::gc::{GcOptions, GcReport, TMP_MIN_AGE, gc};
 pub use store::safe::problem as store_path_problem;

@@ -1,10 +1,13 @@
 //! `ishare mount -o OPTIONS`: the kernel's EROFS option names where they exist
-//! (`inode_share`, `domain_id=`, `device=`, `ro`), plus ours (`store=`, `verify=`,
-//! `passthrough=`, `allow_other`, `threads=`, `log=`).
+//! (`inode_share`, `domain_id=`, `device=`, `ro`), plus ours (`domain_id_file=`,
+//! `store=`, `verify=`, `passthrough=`, `allow_other`, `threads=`, `log=`).
 
 use std::fmt;
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{FileType, Mode, OFlags};
 
 use crate::error::{Error, Result};
 
@@ -79,7 +82,10 @@ pub struct MountOptions {
     /// `log=FILE`: where a detached daemon writes its log (default: syslog's `/dev/log`
     /// when present, else nowhere).
     pub log: Option<PathBuf>,
-    /// `dev`/`nodev`, `suid`/`nosuid`, `exec`/`noexec` (defaults as `mount -t erofs`).
+    /// `dev`/`nodev`, `suid`/`nosuid`, `exec`/`noexec`: as `mount -t erofs` (`dev`,
+    /// `suid`, `exec`), except that `allow_other` makes `nodev,nosuid` the default:
+    /// a mount every user may enter must not hand them a set-uid-root binary or a device
+    /// node from the image unless the mounter asked for it (`suid`, `dev`).
     pub dev: bool,
     /// See `dev`.
     pub suid: bool,
@@ -113,6 +119,71 @@ fn default_threads() -> usize {
         .clamp(2, 8)
 }
 
+/// The warning for `domain_id=` given in `-o` lists that stood on a command line (which
+/// every user can read in `/proc/PID/cmdline`); `None` when no list names it. Never
+/// holds the id.
+pub fn command_line_domain_warning<S: AsRef<str>>(lists: &[S]) -> Option<String> {
+    let given = lists
+        .iter()
+        .flat_map(|l| l.as_ref().split(','))
+        .any(|o| o.starts_with("domain_id="));
+    given.then(|| {
+        format!(
+            "warning: domain_id= on a command line is readable by every user (/proc/PID/cmdline); \
+             use -o domain_id_file=PATH (a root-only file) or {DOMAIN_ID_ENV} instead"
+        )
+    })
+}
+
+/// Reads the domain id from `domain_id_file=PATH`: a regular file (not a symlink: opened
+/// with O_NOFOLLOW, then checked with fstat so nothing can swap it in between) owned by
+/// root or by us, which neither group nor others may read or write, as a secret must be.
+/// The content, less one trailing newline, is the id. Errors name the path, never the
+/// content.
+pub fn read_domain_id_file(path: &Path) -> Result<DomainId> {
+    let why = |msg: &str| bad(format!("domain_id_file={}: {msg}", path.display()));
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::LOOP => why("is a symbolic link (refused)"),
+        e => why(&std::io::Error::from(e).to_string()),
+    })?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| why(&std::io::Error::from(e).to_string()))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(why("not a regular file"));
+    }
+    let euid = rustix::process::geteuid().as_raw();
+    if st.st_uid != 0 && st.st_uid != euid {
+        return Err(why("not owned by root (refused: others could set the id)"));
+    }
+    if st.st_mode & 0o077 != 0 {
+        return Err(why(&format!(
+            "mode {:04o}: group or others may read or write it (must be 0600 or 0400)",
+            st.st_mode & 0o7777
+        )));
+    }
+    let mut buf = Vec::new();
+    // Bounded: an id is short; a huge file is a mistake, not an id.
+    std::fs::File::from(fd)
+        .take(4097)
+        .read_to_end(&mut buf)
+        .map_err(|e| why(&e.to_string()))?;
+    if buf.len() > 4096 {
+        buf.fill(0);
+        return Err(why("longer than 4096 bytes"));
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    }
+    if buf.is_empty() {
+        return Err(why("empty"));
+    }
+    Ok(DomainId::new(buf))
+}
+
 /// The value of [`DOMAIN_ID_ENV`] in this process's environment.
 pub fn domain_from_env() -> Option<Vec<u8>> {
     std::env::var_os(DOMAIN_ID_ENV).map(|v| v.as_bytes().to_vec())
@@ -135,6 +206,8 @@ impl MountOptions {
     /// `env_domain` is the value of [`DOMAIN_ID_ENV`], used when no `domain_id=` is given.
     pub fn parse<S: AsRef<str>>(lists: &[S], env_domain: Option<Vec<u8>>) -> Result<Self> {
         let mut o = MountOptions::default();
+        let (mut dev, mut suid) = (None, None);
+        let mut id_file = None;
         for list in lists {
             for opt in list.as_ref().split(',').filter(|s| !s.is_empty()) {
                 let (name, value) = match opt.split_once('=') {
@@ -157,6 +230,13 @@ impl MountOptions {
                             return Err(bad("domain_id must not be empty"));
                         }
                         o.domain_id = Some(DomainId::new(v.as_bytes()));
+                    }
+                    "domain_id_file" => {
+                        let v = need()?;
+                        if v.is_empty() {
+                            return Err(bad("domain_id_file must not be empty"));
+                        }
+                        id_file = Some(PathBuf::from(v));
                     }
                     "device" => o.devices.push(PathBuf::from(need()?)),
                     "store" => {
@@ -196,8 +276,8 @@ impl MountOptions {
                         flag(value)?;
                         let on = !name.starts_with("no");
                         match name.trim_start_matches("no") {
-                            "dev" => o.dev = on,
-                            "suid" => o.suid = on,
+                            "dev" => dev = Some(on),
+                            "suid" => suid = Some(on),
                             _ => o.exec = on,
                         }
                     }
@@ -209,6 +289,15 @@ impl MountOptions {
                     _ => return Err(bad(format!("unknown mount option {name:?}"))),
                 }
             }
+        }
+        // Unset, they follow allow_other (see `dev`).
+        o.dev = dev.unwrap_or(!o.allow_other);
+        o.suid = suid.unwrap_or(!o.allow_other);
+        if let Some(path) = id_file {
+            if o.domain_id.is_some() {
+                return Err(bad("domain_id= and domain_id_file= exclude each other"));
+            }
+            o.domain_id = Some(read_domain_id_file(&path)?);
         }
         if o.domain_id.is_none()
             && let Some(env) = env_domain.filter(|v| !v.is_empty())
@@ -260,6 +349,43 @@ mod tests {
         let o = MountOptions::parse(&["inode_share"], Some(b"env".to_vec())).unwrap();
         assert_eq!(o.domain_id.unwrap().expose(), b"env");
         assert!(MountOptions::parse(&["domain_id="], None).is_err());
+    }
+
+    #[test]
+    fn allow_other_defaults_to_nosuid_nodev() {
+        let o = MountOptions::parse(&["ro"], None).unwrap();
+        assert!(o.suid && o.dev && o.exec);
+        let o = MountOptions::parse(&["allow_other"], None).unwrap();
+        assert!(!o.suid && !o.dev && o.exec);
+        let o = MountOptions::parse(&["suid,allow_other,dev"], None).unwrap();
+        assert!(o.suid && o.dev);
+    }
+
+    #[test]
+    fn domain_id_file_rules() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("id");
+        std::fs::write(&f, "fileid\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let opt = format!("inode_share,domain_id_file={}", f.display());
+        let o = MountOptions::parse(&[&opt], Some(b"env".to_vec())).unwrap();
+        assert_eq!(o.domain_id.unwrap().expose(), b"fileid");
+        let both = format!("{opt},domain_id=x");
+        assert!(MountOptions::parse(&[&both], None).is_err());
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = MountOptions::parse(&[&opt], None).unwrap_err();
+        assert!(!e.to_string().contains("fileid"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        let opt = format!("inode_share,domain_id_file={}", link.display());
+        assert!(MountOptions::parse(&[&opt], None).is_err());
+        assert!(
+            command_line_domain_warning(&["ro,domain_id=s3cret"])
+                .is_some_and(|w| !w.contains("s3cret"))
+        );
+        assert!(command_line_domain_warning(&[opt]).is_none());
     }
 
     #[test]
