@@ -1302,29 +1302,33 @@ fn inline_xattr_named(t: &Target, path: &str, suffix: &[u8]) -> u64 {
 #[test]
 fn xattr_names_no_syscall_takes() {
     let t = Target::new("mkfs15-4k");
-    // /small.txt's "user.inline-0" = "v0" → "user." = "inline-0v0".
-    let x = inline_xattr_named(&t, "/small.txt", b"inline-0");
-    t.corrupt_at(
-        "empty suffix",
-        "/small.txt",
-        &["xattr name \"user.\" has nothing after its prefix"],
-        |b| {
-            put_u8(b, x, 0);
-            put_u16(b, x + 2, 10);
-        },
-    );
-    // /b511's "user.pfx.beta" with its 300-byte value → a 252-byte suffix: 257
-    // bytes in all.
-    let x = inline_xattr_named(&t, "/b511", b"pfx.beta");
-    t.corrupt_at(
-        "long name",
-        "/b511",
-        &["is 257 bytes long, more than 255"],
-        |b| {
-            put_u8(b, x, 252);
-            put_u16(b, x + 2, 56);
-        },
-    );
+    // /small.txt's "user.inline-0" = "v0" → "user." = "inline-0v0"; /b511's
+    // "user.pfx.beta" with its 300-byte value → a 252-byte suffix: 257 bytes in all.
+    let cases = [
+        (
+            "empty suffix",
+            "/small.txt",
+            &b"inline-0"[..],
+            "xattr name \"user.\" has nothing after its prefix",
+            0,
+            10,
+        ),
+        (
+            "long name",
+            "/b511",
+            b"pfx.beta",
+            "is 257 bytes long, more than 255",
+            252,
+            56,
+        ),
+    ];
+    for (what, path, name, needle, name_len, value_len) in cases {
+        let x = inline_xattr_named(&t, path, name);
+        t.corrupt_at(what, path, &[needle], |b| {
+            put_u8(b, x, name_len);
+            put_u16(b, x + 2, value_len);
+        });
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

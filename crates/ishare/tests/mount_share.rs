@@ -1296,18 +1296,24 @@ fn id_file(id: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// How many objects the store holds once two mounts of `img` (options `o1`, `o2`) have
 /// read `f`: waits for `want`, then a little longer, so a count above it shows too.
-fn objects_after_two_mounts(img: &Path, store: &Path, o1: &str, o2: &str, want: usize) -> usize {
-    let m1 = ishare_mount(img, o1);
-    let m2 = ishare_mount(img, o2);
+fn objects_after_two_mounts(
+    img: &Path,
+    o1: impl Fn(&Path) -> String,
+    o2: impl Fn(&Path) -> String,
+    want: usize,
+) -> usize {
+    let store = tempfile::tempdir().unwrap();
+    let m1 = ishare_mount(img, &o1(store.path()));
+    let m2 = ishare_mount(img, &o2(store.path()));
     fs::read(m1.path().join("f")).unwrap();
     fs::read(m2.path().join("f")).unwrap();
     let start = Instant::now();
-    while store_files(store).len() < want && start.elapsed() < Duration::from_secs(20) {
+    while store_files(store.path()).len() < want && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
     drop((m1, m2));
-    store_files(store).len()
+    store_files(store.path()).len()
 }
 
 #[test]
@@ -1324,39 +1330,18 @@ fn domain_id_file_shares_like_domain_id() {
             store.display()
         )
     };
-    let same = tempfile::tempdir().unwrap();
-    let n = objects_after_two_mounts(
-        &img,
-        same.path(),
-        &opts(same.path(), &fa),
-        &opts(same.path(), &fa2),
-        1,
-    );
+    let n = objects_after_two_mounts(&img, |s| opts(s, &fa), |s| opts(s, &fa2), 1);
     assert_eq!(
         n, 1,
         "two files holding the same id do not share one object"
     );
     // The file's id is the same domain as domain_id= with that content.
-    let mixed = tempfile::tempdir().unwrap();
-    let n = objects_after_two_mounts(
-        &img,
-        mixed.path(),
-        &opts(mixed.path(), &fa),
-        &share_opts(mixed.path(), "domain-a", ""),
-        1,
-    );
+    let n = objects_after_two_mounts(&img, |s| opts(s, &fa), |s| share_opts(s, "domain-a", ""), 1);
     assert_eq!(
         n, 1,
         "domain_id_file= and domain_id= of one id are two domains"
     );
-    let diff = tempfile::tempdir().unwrap();
-    let n = objects_after_two_mounts(
-        &img,
-        diff.path(),
-        &opts(diff.path(), &fa),
-        &opts(diff.path(), &fb),
-        2,
-    );
+    let n = objects_after_two_mounts(&img, |s| opts(s, &fa), |s| opts(s, &fb), 2);
     assert_eq!(n, 2, "two different ids share");
 }
 
