@@ -26,7 +26,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags, RawMode, Stat};
+use rustix::fs::{FileType, Mode, OFlags, RawMode, Stat};
 use rustix::io::Errno;
 
 /// Mode of the directories we create.
@@ -44,7 +44,7 @@ fn refuse(path: &Path, why: String) -> io::Error {
 
 /// Checks one directory of the path (`last`: the store root itself).
 fn check(path: &Path, st: &Stat, euid: u32, last: bool) -> io::Result<()> {
-    if st.st_mode & libc_s_ifmt() != S_IFDIR {
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
         return Err(refuse(path, "not a directory".into()));
     }
     if st.st_uid != 0 && st.st_uid != euid {
@@ -72,11 +72,6 @@ fn check(path: &Path, st: &Stat, euid: u32, last: bool) -> io::Result<()> {
         ));
     }
     Ok(())
-}
-
-const S_IFDIR: RawMode = 0o040000;
-const fn libc_s_ifmt() -> RawMode {
-    0o170000
 }
 
 /// `path` with the symlinks of its longest existing prefix resolved, and the rest
