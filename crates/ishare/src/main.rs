@@ -35,6 +35,10 @@ enum Cmd {
     Mount(mount::Args),
     /// Unmount an `ishare mount`.
     Umount(mount::UmountArgs),
+    /// List the node daemon's mounts (image, mount point, mode, shared files and bytes).
+    Mounts(mount::MountsArgs),
+    /// Run the node daemon: one process serving every `ishare mount` of the host.
+    Daemon(mount::DaemonArgs),
     /// Inspect (stat) or clean up (gc) the object store of `ishare mount -o inode_share`.
     Store(store::Args),
     /// Tell what this host supports (EROFS, FUSE, passthrough, the store) and the mode
@@ -123,6 +127,8 @@ fn main() -> ExitCode {
         Cmd::Mkfs(a) => mkfs::run(*a),
         Cmd::Mount(a) => mount::run(a),
         Cmd::Umount(a) => mount::umount(a),
+        Cmd::Mounts(a) => mount::mounts(a),
+        Cmd::Daemon(a) => mount::daemon(a),
         Cmd::Store(a) => store::run(a),
         Cmd::Doctor(a) => doctor::run(a),
     };

@@ -1,22 +1,38 @@
-//! `ishare mount` and `ishare umount` (the daemon, its launch and unmounting are
-//! `ishare_share`'s).
+//! `ishare mount`, `ishare umount`, `ishare mounts` and `ishare daemon` (the daemons,
+//! their launch and unmounting are `ishare_share`'s).
 //!
-//! Without `-f` the command starts the daemon as a child process of its own
+//! By default the command asks the node daemon (`ishare daemon`, one process for
+//! every mount of the host) over its control socket, starting it when none runs
+//! (`ishare daemon --launched`); the domain id travels over the socket only. With
+//! `--dedicated` the mount gets a daemon of its own, a child process of this
 //! executable (`ishare mount --daemon-child IMAGE MOUNTPOINT`, options on its standard
-//! input so the domain id never shows in its command line), waits until the mount is
-//! ready, and exits 0, or prints the daemon's error and exits 1.
+//! input); with `-f` this process is that daemon. Either way the command exits 0 once
+//! the mount is ready, or prints the daemon's error and exits 1.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use ishare_share::{MountOptions, domain_from_env};
+use ishare_share::{DEFAULT_SOCKET, MountOptions, domain_from_env};
+
+/// The node daemon's control socket, as every command that talks to it takes it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SocketArg {
+    /// The node daemon's control socket.
+    #[arg(long, value_name = "PATH", env = "ISHARE_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Stay in the foreground (log to stderr; Ctrl-C unmounts).
-    #[arg(short = 'f', long)]
+    #[arg(short = 'f', long, conflicts_with = "dedicated")]
     foreground: bool,
+    /// Serve this mount from a daemon of its own instead of the node daemon.
+    #[arg(long)]
+    dedicated: bool,
+    #[command(flatten)]
+    socket: SocketArg,
     /// Mount options, comma-separated (repeatable): inode_share, domain_id=ID,
     /// domain_id_file=PATH, device=PATH, ro, store=DIR, verify=on|off,
     /// passthrough=auto|on|off, allow_other (implies nosuid,nodev unless suid/dev are
@@ -68,6 +84,31 @@ pub fn run(args: Args) -> Result<()> {
         )?);
     }
     let exe = std::env::current_exe().context("cannot find the ishare executable")?;
+    if !args.dedicated {
+        let socket = args.socket.socket.clone();
+        let start = || {
+            let mut cmd = Command::new(&exe);
+            cmd.arg("daemon")
+                .arg("--launched")
+                .arg("--socket")
+                .arg(&socket);
+            // The first mount's log= is the daemon's log.
+            if let Some(log) = &opts.log {
+                cmd.arg("--log")
+                    .arg(std::path::absolute(log).unwrap_or(log.clone()));
+            }
+            cmd
+        };
+        ishare_share::mount_via_daemon(
+            &socket,
+            start,
+            &args.image,
+            &args.mountpoint,
+            &args.options,
+            domain_from_env(),
+        )?;
+        return Ok(());
+    }
     let mut child = Command::new(exe);
     child
         .arg("mount")
@@ -87,4 +128,69 @@ pub fn umount(args: UmountArgs) -> Result<()> {
         args.lazy,
         std::time::Duration::from_secs(args.timeout),
     )?)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    socket: SocketArg,
+    /// Log to FILE (appended). In the foreground the log goes to standard error;
+    /// started by `ishare mount` it goes to FILE, else syslog, else nowhere.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// Internal: started by `ishare mount`, which waits for `ready` on standard output.
+    #[arg(long, hide = true)]
+    launched: bool,
+}
+
+pub fn daemon(args: DaemonArgs) -> Result<()> {
+    ishare_share::init_logging();
+    if let (Some(log), false) = (&args.log, args.launched) {
+        let target = ishare_share::logger_target(Some(log))
+            .with_context(|| format!("cannot open the log {}", log.display()))?;
+        ishare_share::set_log_target(target);
+    }
+    Ok(ishare_share::run_node(&ishare_share::NodeConfig {
+        socket: args.socket.socket,
+        log: args.log,
+        launched: args.launched,
+    })?)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MountsArgs {
+    #[command(flatten)]
+    socket: SocketArg,
+    /// One JSON object: the daemon's pid and its mounts.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn mounts(args: MountsArgs) -> Result<()> {
+    let listed = ishare_share::list_mounts(&args.socket.socket)?;
+    if args.json {
+        let (pid, mounts) = listed.unwrap_or_default();
+        let v = serde_json::json!({
+            "daemon": if pid == 0 { serde_json::Value::Null } else { pid.into() },
+            "mounts": mounts,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let Some((pid, mounts)) = listed else {
+        println!("no ishare daemon at {}", args.socket.socket.display());
+        return Ok(());
+    };
+    println!("ishare daemon pid {pid}: {} mounts", mounts.len());
+    for m in mounts {
+        println!(
+            "{}\t{}\t{}\t{} shared files\t{}",
+            m.mountpoint.display(),
+            m.image.display(),
+            m.mode,
+            m.shared_files,
+            ishare_share::human_bytes(m.shared_bytes),
+        );
+    }
+    Ok(())
 }

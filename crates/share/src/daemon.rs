@@ -1,5 +1,6 @@
-//! The mount daemon as a process: started in the foreground, or detached by a
-//! launcher, and serving one mount until it is unmounted.
+//! A mount daemon of its own (`ishare mount -f`, `ishare mount --dedicated`) as a
+//! process: started in the foreground, or detached by a launcher, and serving one
+//! mount until it is unmounted. (The node daemon, serving every mount, is `node`.)
 //!
 //! Detached, the launcher ([`launch_detached`]) starts the daemon as a child process
 //! (the command is the caller's: `ishare mount --daemon-child IMAGE MOUNTPOINT`) and
@@ -137,8 +138,21 @@ pub fn run_detached(image: &Path, mountpoint: &Path) -> Result<()> {
             std::process::exit(1);
         }
     };
-    // From now on nothing may hold the launcher's output open.
-    let target = logger::detached_target(opts.log.as_deref())?;
+    detach(opts.log.as_deref(), &mut out)?;
+    // The lists come from the launcher's command line: say so in the log too, where
+    // whoever runs the mounts will look (the launcher already told its stderr).
+    if let Some(w) = crate::options::command_line_domain_warning(&handoff.options) {
+        log::warn!("{w}");
+    }
+    info!("{}", mounted.summary);
+    serve(mounted)
+}
+
+/// Tells the launcher `ready` on `out`, then lets go of everything the launcher
+/// holds: changes to `/` and points the standard streams at the log (`log`, else
+/// syslog, else nowhere), so nothing holds the launcher's output open.
+pub(crate) fn detach(log: Option<&Path>, out: &mut std::io::Stdout) -> Result<()> {
+    let target = logger::detached_target(log)?;
     let sink = match &target {
         logger::Target::File(f) => f.try_clone()?,
         _ => std::fs::OpenOptions::new().write(true).open("/dev/null")?,
@@ -151,13 +165,7 @@ pub fn run_detached(image: &Path, mountpoint: &Path) -> Result<()> {
     let null_in = std::fs::File::open("/dev/null")?;
     rustix::stdio::dup2_stdin(&null_in).map_err(std::io::Error::from)?;
     logger::set_target(target);
-    // The lists come from the launcher's command line: say so in the log too, where
-    // whoever runs the mounts will look (the launcher already told its stderr).
-    if let Some(w) = crate::options::command_line_domain_warning(&handoff.options) {
-        log::warn!("{w}");
-    }
-    info!("{}", mounted.summary);
-    serve(mounted)
+    Ok(())
 }
 
 /// Mounts `image` on `mountpoint` and serves it from this process until unmounted
@@ -186,7 +194,7 @@ fn serve(mounted: Mounted) -> Result<()> {
 }
 
 /// `e` and its sources, as `anyhow` shows an error with `{:#}` ("outer: inner").
-fn with_sources(e: &dyn std::error::Error) -> String {
+pub(crate) fn with_sources(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

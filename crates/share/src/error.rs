@@ -105,7 +105,7 @@ pub enum Error {
     },
     /// `ishare umount`: unmounted, but the daemon did not exit in time.
     #[error(
-        "{}: unmounted, but its daemon (pid {pid}) still runs after {} s (publishing objects?)",
+        "{}: unmounted, but its daemon (pid {pid}) still serves it after {} s (publishing objects?)",
         path.display(),
         waited.as_secs()
     )]
@@ -116,6 +116,30 @@ pub enum Error {
         pid: u32,
         /// How long it was waited for.
         waited: std::time::Duration,
+    },
+    /// The node daemon's control socket cannot be reached (no daemon runs there).
+    #[error("no ishare daemon at {}: {error}", path.display())]
+    NoDaemon {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        error: io::Error,
+    },
+    /// The node daemon runs already (its lock is held).
+    #[error("an ishare daemon already serves {} (pid {pid})", path.display())]
+    AlreadyRunning {
+        /// The socket.
+        path: PathBuf,
+        /// Its pid, as its lock file says.
+        pid: String,
+    },
+    /// Talking to the node daemon failed.
+    #[error("ishare daemon at {}: {error}", path.display())]
+    Control {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        error: io::Error,
     },
     /// `ishare umount` without privileges: `fusermount3` could not be run.
     #[error("cannot run fusermount3: {0}")]

@@ -235,12 +235,14 @@ pub(crate) enum OwnUnmount {
     NotOurs(MountId),
 }
 
-/// Detaches (`MNT_DETACH`) the mount on `mountpoint` if it is `own`'s, the mount of
-/// the live connection `conn`; see the module's contract.
+/// Unmounts the mount on `mountpoint` if it is `own`'s, the mount of the live
+/// connection `conn` (detaches it with `lazy`, else fails with EBUSY when it is busy);
+/// see the module's contract.
 pub(crate) fn unmount_own(
     mountpoint: &Path,
     own: MountId,
     conn: BorrowedFd,
+    lazy: bool,
 ) -> io::Result<OwnUnmount> {
     if !connected(conn) {
         return Ok(OwnUnmount::AlreadyGone);
@@ -253,6 +255,11 @@ pub(crate) fn unmount_own(
     // The magic link resolves to exactly the mount `fd` is on, whatever the path
     // holds by now.
     let by_fd = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    rustix::mount::unmount(by_fd.as_str(), UnmountFlags::DETACH)?;
+    let flags = if lazy {
+        UnmountFlags::DETACH
+    } else {
+        UnmountFlags::empty()
+    };
+    rustix::mount::unmount(by_fd.as_str(), flags)?;
     Ok(OwnUnmount::Detached)
 }

@@ -48,6 +48,8 @@
 //!   [`mount()`] (returns a [`Mounted`] to [`Mounted::run`]), and the daemon process
 //!   around it: [`run_foreground`], [`launch_detached`] and [`run_detached`];
 //!   [`unmount`];
+//! * the node daemon: [`run_node`], and its clients' side: [`mount_via_daemon`],
+//!   [`list_mounts`], [`request`];
 //! * the store: [`inventory`] (`ishare store stat`) and [`gc`] (`ishare store gc`);
 //! * the host: [`examine_host`] (`ishare doctor`);
 //! * one [`Error`] type for all of it.
@@ -73,8 +75,10 @@
 //! * `registry`: which daemon serves which mount (for `ishare umount` to wait);
 //! * `mount`: mounting an image and the mode decision;
 //! * `umount`: unmounting;
-//! * `daemon`: the mount daemon as a process (foreground, or detached with a
-//!   launcher), signals;
+//! * `daemon`: a mount daemon of its own as a process (foreground, or detached with
+//!   a launcher), signals;
+//! * `node`: the node daemon serving every mount in one process, its control socket
+//!   and its client;
 //! * `doctor`: `ishare doctor`, what the host supports.
 
 mod content;
@@ -87,6 +91,7 @@ mod fusemount;
 mod logger;
 mod mount;
 mod mountinfo;
+mod node;
 mod options;
 mod publish;
 mod registry;
@@ -102,8 +107,14 @@ pub use doctor::{
     StoreCheck, examine_host,
 };
 pub use error::{Error, Result};
-pub use logger::init as init_logging;
-pub use mount::{Mounted, Stopper, mount};
+pub use logger::{
+    detached_target as logger_target, init as init_logging, set_target as set_log_target,
+};
+pub use mount::{Mounted, ServeMode, Stopper, mount};
+pub use node::{
+    DEFAULT_SOCKET, MountInfo, NodeConfig, Reply, Request, list as list_mounts, mount_via_daemon,
+    request, run_node, start as start_node,
+};
 pub use options::{
     DEFAULT_STORE, DOMAIN_ID_ENV, DomainId, MountOptions, Passthrough, command_line_domain_warning,
     domain_from_env, read_domain_id_file,

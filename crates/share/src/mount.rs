@@ -19,9 +19,9 @@ use log::{info, warn};
 
 use crate::direct::DirectSource;
 use crate::error::{Error, Result};
-use crate::fs::{ImageFs, PassthroughState};
+use crate::fs::{Counters, ImageFs, PassthroughState};
 use crate::fusemount::{self, FuseMountSpec, MountId, OwnUnmount};
-use crate::options::{MountOptions, Passthrough};
+use crate::options::{DomainId, MountOptions, Passthrough};
 use crate::registry::{self, Registration};
 use crate::sharing::Sharing;
 use crate::store::Store;
@@ -32,10 +32,50 @@ const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 const ECRYPTFS_SUPER_MAGIC: i64 = 0xf15f;
 
+/// Where a mount's sharing state comes from: the store root, the domain and
+/// `verify=`. A mount daemon of its own makes a new one ([`new_sharing`]); the node
+/// daemon gives every mount of one (store, domain, verify) the same one, so files
+/// with one fingerprint are prepared once and served from one open object.
+pub(crate) type OpenSharing<'a> = &'a dyn Fn(&Path, &DomainId, bool) -> Result<Arc<Sharing>>;
+
+/// A new sharing state on the store `root` (created as needed).
+pub(crate) fn new_sharing(root: &Path, domain: &DomainId, verify: bool) -> Result<Arc<Sharing>> {
+    let store = Store::open(root, domain).map_err(|error| Error::Store {
+        path: root.to_path_buf(),
+        error,
+    })?;
+    Ok(Arc::new(Sharing::new(store, verify)?))
+}
+
+/// How a mount serves its files, in one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeMode {
+    /// Shared files pass through to store objects (kernel FUSE passthrough).
+    Passthrough,
+    /// Shared files are read by the daemon from store objects.
+    Daemon,
+    /// Nothing is shared.
+    Unshared,
+}
+
+impl ServeMode {
+    /// The word `ishare mounts` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServeMode::Passthrough => "passthrough",
+            ServeMode::Daemon => "daemon",
+            ServeMode::Unshared => "unshared",
+        }
+    }
+}
+
 /// A mounted image, not yet serving.
 pub struct Mounted {
     session: Session<ImageFs>,
     sharing: Option<Arc<Sharing>>,
+    /// The sharing state is this mount's alone: publishing ends with the session.
+    owns_sharing: bool,
+    counters: Arc<Counters>,
     mountpoint: PathBuf,
     /// Which mount is ours.
     id: MountId,
@@ -45,6 +85,10 @@ pub struct Mounted {
     _registration: Option<Registration>,
     /// How files are served.
     pub mode: String,
+    /// The same, in one word.
+    pub kind: ServeMode,
+    /// The image file (absolute).
+    pub image: PathBuf,
     /// "IMAGE on MOUNTPOINT: mode", for the log.
     pub summary: String,
 }
@@ -133,8 +177,21 @@ fn raise_fd_limit() {
 }
 
 /// Opens `image`, mounts it on `mountpoint` and returns once the kernel has
-/// initialized the connection (requests then queue until [`Mounted::run`]).
+/// initialized the connection (requests then queue until [`Mounted::run`]). The
+/// mount's sharing state is its own.
 pub fn mount(image: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<Mounted> {
+    mount_with(image, mountpoint, opts, &new_sharing, true)
+}
+
+/// [`mount`] with the sharing state from `open_sharing`; `owns_sharing` when it is
+/// this mount's alone (its publishing then ends with the session).
+pub(crate) fn mount_with(
+    image: &Path,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    open_sharing: OpenSharing,
+    owns_sharing: bool,
+) -> Result<Mounted> {
     raise_fd_limit();
     let image = absolute(image)?;
     // Canonical: the daemon later opens it to find its own mount there.
@@ -163,11 +220,7 @@ pub fn mount(image: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<Mou
                 .as_ref()
                 .expect("checked by the option parser");
             let root = absolute(&opts.store)?;
-            let store = Store::open(&root, domain).map_err(|error| Error::Store {
-                path: root.clone(),
-                error,
-            })?;
-            sharing = Some(Arc::new(Sharing::new(store, opts.verify)?));
+            sharing = Some(open_sharing(&root, domain, opts.verify)?);
         }
     }
 
@@ -187,7 +240,15 @@ pub fn mount(image: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<Mou
         .as_ref()
         .map_or(1, |s| stack_depth_for(s.store().root()));
     let pt = Arc::new(PassthroughState::default());
-    let fs = ImageFs::new(img, sharing.clone(), want_pt, depth, pt.clone());
+    let counters = Arc::new(Counters::default());
+    let fs = ImageFs::new(
+        img,
+        sharing.clone(),
+        want_pt,
+        depth,
+        pt.clone(),
+        counters.clone(),
+    );
 
     let mount_err = |error| Error::Mount {
         path: mountpoint.clone(),
@@ -248,6 +309,11 @@ pub fn mount(image: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<Mou
     if opts.passthrough == Passthrough::On && !pt.active.load(Ordering::Relaxed) {
         return Err(Error::Passthrough(format!("passthrough=on, but {why_not}")));
     }
+    let kind = match &sharing {
+        None => ServeMode::Unshared,
+        Some(_) if pt.active.load(Ordering::Relaxed) => ServeMode::Passthrough,
+        Some(_) => ServeMode::Daemon,
+    };
     let mode = match &sharing {
         None if opts.inode_share => "unshared (the image has no fingerprints)".to_string(),
         None => "unshared (no inode_share)".to_string(),
@@ -276,11 +342,15 @@ pub fn mount(image: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<Mou
     Ok(Mounted {
         session,
         sharing,
+        owns_sharing,
+        counters,
         mountpoint,
         id,
         conn,
         _registration: registration,
         mode,
+        kind,
+        image,
         summary,
     })
 }
@@ -307,11 +377,21 @@ impl Mounted {
         }
     }
 
-    /// Serves requests until the file system is unmounted, then waits for shared
-    /// objects still being published.
+    /// Files served shared so far, and their bytes.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// The sharing state, if files are shared.
+    pub(crate) fn sharing(&self) -> Option<&Arc<Sharing>> {
+        self.sharing.as_ref()
+    }
+
+    /// Serves requests until the file system is unmounted, then (when the sharing
+    /// state is its own) waits for shared objects still being published.
     pub fn run(self) -> Result<()> {
         let res = self.session.run();
-        if let Some(s) = &self.sharing {
+        if let (Some(s), true) = (&self.sharing, self.owns_sharing) {
             s.wait_published();
         }
         Ok(res?)
@@ -327,11 +407,18 @@ pub struct Stopper {
 }
 
 impl Stopper {
+    /// Unmounts the mount if the mount on its mount point is still this one; `lazy`
+    /// detaches it (the session then ends once it is no longer busy), else a busy
+    /// mount stays and this fails with EBUSY.
+    pub(crate) fn unmount(&self, lazy: bool) -> std::io::Result<OwnUnmount> {
+        fusemount::unmount_own(&self.mountpoint, self.id, self.conn.as_fd(), lazy)
+    }
+
     /// Detaches the mount if the mount on its mount point is still this one (the
     /// session then ends once the mount is no longer busy); logs what it did.
     pub fn stop(&self) {
         let shown = self.mountpoint.display();
-        match fusemount::unmount_own(&self.mountpoint, self.id, self.conn.as_fd()) {
+        match self.unmount(true) {
             // Logged by the session's end (the process may exit before this thread
             // logs anything).
             Ok(OwnUnmount::Detached) => {}

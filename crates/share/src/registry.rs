@@ -9,22 +9,21 @@
 //!   `kill -9`). The file is replaced by rename, so a later daemon given the same
 //!   device number after ours ended takes the name over.
 //! * [`find`] trusts a record only while its lock is held and its mount id is the one
-//!   of the mount being unmounted, and pins the process with a pidfd while the lock is
-//!   still held: the pidfd is then the daemon's, never a reused pid's.
+//!   of the mount being unmounted; waiting for the daemon is waiting for that lock to
+//!   go (the record stays open, so a later record under the same name does not
+//!   count). The lock is held per mount: a mount daemon of its own holds it until it
+//!   exits, the node daemon until the mount's session has ended.
 //! * Registration is best effort: a daemon that cannot register still serves (and
 //!   `ishare umount` then cannot wait for it, and says nothing about it).
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fs::{FlockOperation, flock};
 use rustix::io::Errno;
-use rustix::process::{Pid, PidfdFlags, pidfd_open};
 
 use crate::fusemount::MountId;
 
@@ -100,12 +99,13 @@ impl Drop for Registration {
     }
 }
 
-/// The running daemon of a mount, pinned by a pidfd.
+/// The running daemon of a mount, found by its record (kept open: its lock is held
+/// for as long as the daemon serves the mount).
 #[derive(Debug)]
 pub(crate) struct Daemon {
     /// Its pid.
     pub(crate) pid: u32,
-    pidfd: OwnedFd,
+    record: File,
 }
 
 /// Whether someone (the daemon) holds the lock on `f`.
@@ -120,7 +120,7 @@ fn locked(f: &File) -> bool {
 }
 
 /// The daemon serving the mount with device `dev` and mount id `mount_id`, if it
-/// registered and still runs.
+/// registered and still serves it.
 pub(crate) fn find(dev: (u32, u32), mount_id: u64) -> Option<Daemon> {
     for dir in dirs() {
         let Ok(mut f) = std::fs::OpenOptions::new()
@@ -130,31 +130,18 @@ pub(crate) fn find(dev: (u32, u32), mount_id: u64) -> Option<Daemon> {
         else {
             continue;
         };
-        if !locked(&f) {
-            continue;
-        }
         let mut text = String::new();
-        if f.read_to_string(&mut text).is_err() {
+        if !locked(&f) || f.read_to_string(&mut text).is_err() {
             continue;
         }
         let mut fields = text.split_whitespace().map(|w| w.parse::<u64>().ok());
         let (Some(Some(pid)), Some(Some(mid))) = (fields.next(), fields.next()) else {
             continue;
         };
-        if mid != mount_id {
-            continue;
-        }
-        let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
-            continue;
-        };
-        let Ok(pidfd) = pidfd_open(p, PidfdFlags::empty()) else {
-            continue;
-        };
-        // Still locked after the pidfd was taken: the process it names is the daemon.
-        if locked(&f) {
+        if mid == mount_id {
             return Some(Daemon {
                 pid: pid as u32,
-                pidfd,
+                record: f,
             });
         }
     }
@@ -162,22 +149,20 @@ pub(crate) fn find(dev: (u32, u32), mount_id: u64) -> Option<Daemon> {
 }
 
 impl Daemon {
-    /// Waits up to `timeout` for the daemon to exit; true if it did.
+    /// Waits up to `timeout` for the daemon to be done with the mount (its session
+    /// ended and its record released: a mount daemon of its own has then exited, the
+    /// node daemon has dropped the mount, or either died); true if it was.
     pub(crate) fn wait(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let ts = Timespec {
-                tv_sec: left.as_secs() as i64,
-                tv_nsec: i64::from(left.subsec_nanos()),
-            };
-            let mut fds = [PollFd::new(&self.pidfd, PollFlags::IN)];
-            match poll(&mut fds, Some(&ts)) {
-                Ok(0) => return false,
-                Ok(_) => return true,
-                Err(Errno::INTR) => continue,
-                Err(_) => return false,
+            // The lock, not the pid: a node daemon serving other mounts lives on.
+            if !locked(&self.record) {
+                return true;
             }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }

@@ -59,6 +59,15 @@ pub struct PassthroughState {
     pub stack_depth: AtomicU64,
 }
 
+/// What one mount has served shared, for `ishare mounts`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Regular files served from a shared object (counted at their first open).
+    pub shared_files: AtomicU64,
+    /// Their bytes.
+    pub shared_bytes: AtomicU64,
+}
+
 /// How one regular file is served.
 #[derive(Debug)]
 enum Served {
@@ -100,6 +109,7 @@ pub struct ImageFs {
     next_fh: AtomicU64,
     /// Parent and name of every inode looked up, for paths in log lines.
     names: Mutex<HashMap<u64, (u64, Vec<u8>)>>,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for ImageFs {
@@ -117,6 +127,7 @@ impl ImageFs {
         want_passthrough: bool,
         stack_depth: u32,
         passthrough: Arc<PassthroughState>,
+        counters: Arc<Counters>,
     ) -> ImageFs {
         let sb = img.superblock();
         let root_nid = sb.root_nid;
@@ -142,6 +153,7 @@ impl ImageFs {
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(2),
             names: Mutex::new(HashMap::new()),
+            counters,
         }
     }
 
@@ -252,21 +264,42 @@ impl ImageFs {
             },
             Served::Undecided => false,
         };
+        let first = matches!(&*served, Served::Undecided);
         match sharing.decide(&self.img, &self.direct, &state.inode, checked, &|| {
             self.path(nid)
         }) {
             Decision::Shared(o) => {
                 *served = Served::Shared(Arc::downgrade(&o));
+                self.count_shared(first, state);
                 Some(o)
             }
             Decision::Own(o, verdict) => {
                 *served = Served::Own(Arc::downgrade(&o), verdict);
+                self.count_shared(first, state);
                 Some(o)
             }
             Decision::Unshared => {
                 *served = Served::Unshared;
                 None
             }
+        }
+    }
+
+    /// Handles one request. A panic in it (a bug that a hostile image found) stays in
+    /// the request: it is logged, the reply dropped unsent answers EIO (fuser does
+    /// that), and the worker thread goes on serving this mount and the others.
+    fn contained(&self, op: &str, f: impl FnOnce()) {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+            error!("{}: a {op} request panicked; answered EIO", self.image());
+        }
+    }
+
+    fn count_shared(&self, first: bool, state: &FileState) {
+        if first {
+            self.counters.shared_files.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .shared_bytes
+                .fetch_add(state.inode.size, Ordering::Relaxed);
         }
     }
 

@@ -60,77 +60,86 @@ impl Filesystem for ImageFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let pnid = self.nid(parent);
-        let res = (|| {
-            let dir = self.inode(pnid)?;
-            if !dir.is_dir() {
-                return Err(Errno::ENOTDIR);
-            }
-            let found = self
-                .img
-                .lookup(&dir, name.as_bytes())
-                .map_err(|e| self.eio(pnid, "cannot look up a name", e))?;
-            match found {
-                Some(e) => {
-                    self.remember(pnid, name.as_bytes(), e.nid);
-                    let inode = self.inode(e.nid)?;
-                    Ok(Some(self.entry_attr(&inode)))
+        self.contained("lookup", || {
+            let pnid = self.nid(parent);
+            let res = (|| {
+                let dir = self.inode(pnid)?;
+                if !dir.is_dir() {
+                    return Err(Errno::ENOTDIR);
                 }
-                None => Ok(None),
+                let found = self
+                    .img
+                    .lookup(&dir, name.as_bytes())
+                    .map_err(|e| self.eio(pnid, "cannot look up a name", e))?;
+                match found {
+                    Some(e) => {
+                        self.remember(pnid, name.as_bytes(), e.nid);
+                        let inode = self.inode(e.nid)?;
+                        Ok(Some(self.entry_attr(&inode)))
+                    }
+                    None => Ok(None),
+                }
+            })();
+            match res {
+                Ok(Some(attr)) => reply.entry(&TTL, &attr, Generation(0)),
+                Ok(None) => {
+                    // A negative entry (node id 0) cached as long as positive ones.
+                    reply.entry(&TTL, &negative_attr(), Generation(0));
+                }
+                Err(e) => reply.error(e),
             }
-        })();
-        match res {
-            Ok(Some(attr)) => reply.entry(&TTL, &attr, Generation(0)),
-            Ok(None) => {
-                // A negative entry (node id 0) cached as long as positive ones.
-                reply.entry(&TTL, &negative_attr(), Generation(0));
-            }
-            Err(e) => reply.error(e),
-        }
+        });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let nid = self.nid(ino);
-        match self.inode(nid) {
-            Ok(inode) => reply.attr(&TTL, &self.attr(&inode, self.st_ino(nid))),
-            Err(e) => reply.error(e),
-        }
+        self.contained("getattr", || {
+            let nid = self.nid(ino);
+            match self.inode(nid) {
+                Ok(inode) => reply.attr(&TTL, &self.attr(&inode, self.st_ino(nid))),
+                Err(e) => reply.error(e),
+            }
+        });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let nid = self.nid(ino);
-        let res = self.inode(nid).and_then(|inode| {
-            if inode.file_type != FileType::Symlink {
-                return Err(Errno::EINVAL);
+        self.contained("readlink", || {
+            let nid = self.nid(ino);
+            let res = self.inode(nid).and_then(|inode| {
+                if inode.file_type != FileType::Symlink {
+                    return Err(Errno::EINVAL);
+                }
+                self.img
+                    .read_link(&inode)
+                    .map_err(|e| self.eio(nid, "cannot read the symlink", e))
+            });
+            match res {
+                Ok(t) => reply.data(&t),
+                Err(e) => reply.error(e),
             }
-            self.img
-                .read_link(&inode)
-                .map_err(|e| self.eio(nid, "cannot read the symlink", e))
         });
-        match res {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(e),
-        }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let nid = self.nid(ino);
-        if flags.0 & O_ACCMODE_WRITE != 0 {
-            return reply.error(Errno::EROFS);
-        }
-        let state = match self.file_state(nid) {
-            Ok(s) => s,
-            Err(e) => return reply.error(e),
-        };
-        let reply = if self.sharing.is_some() && self.passthrough.active.load(Ordering::Relaxed) {
-            match self.open_passthrough(nid, &state, reply) {
-                None => return,
-                Some(r) => r,
+        self.contained("open", || {
+            let nid = self.nid(ino);
+            if flags.0 & O_ACCMODE_WRITE != 0 {
+                return reply.error(Errno::EROFS);
             }
-        } else {
-            reply
-        };
-        self.open_daemon(nid, &state, reply);
+            let state = match self.file_state(nid) {
+                Ok(s) => s,
+                Err(e) => return reply.error(e),
+            };
+            let reply = if self.sharing.is_some() && self.passthrough.active.load(Ordering::Relaxed)
+            {
+                match self.open_passthrough(nid, &state, reply) {
+                    None => return,
+                    Some(r) => r,
+                }
+            } else {
+                reply
+            };
+            self.open_daemon(nid, &state, reply);
+        });
     }
 
     fn read(
@@ -144,34 +153,36 @@ impl Filesystem for ImageFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let nid = self.nid(ino);
-        let state = match self.file_state(nid) {
-            Ok(s) => s,
-            Err(e) => return reply.error(e),
-        };
-        let n = (u64::from(size)).min(state.inode.size.saturating_sub(offset)) as usize;
-        let obj = self
-            .handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&fh.0)
-            .cloned();
-        let res = match obj {
-            Some(obj) => {
-                let mut buf = vec![0u8; n];
-                obj.file
-                    .read_exact_at(&mut buf, offset)
-                    .map(|()| buf)
-                    .map_err(|e| self.eio(nid, "cannot read the shared object", e))
+        self.contained("read", || {
+            let nid = self.nid(ino);
+            let state = match self.file_state(nid) {
+                Ok(s) => s,
+                Err(e) => return reply.error(e),
+            };
+            let n = (u64::from(size)).min(state.inode.size.saturating_sub(offset)) as usize;
+            let obj = self
+                .handles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&fh.0)
+                .cloned();
+            let res = match obj {
+                Some(obj) => {
+                    let mut buf = vec![0u8; n];
+                    obj.file
+                        .read_exact_at(&mut buf, offset)
+                        .map(|()| buf)
+                        .map_err(|e| self.eio(nid, "cannot read the shared object", e))
+                }
+                None => self
+                    .read_unshared(&state.inode, offset, n)
+                    .map_err(|e| self.eio(nid, "cannot read", e)),
+            };
+            match res {
+                Ok(buf) => reply.data(&buf),
+                Err(e) => reply.error(e),
             }
-            None => self
-                .read_unshared(&state.inode, offset, n)
-                .map_err(|e| self.eio(nid, "cannot read", e)),
-        };
-        match res {
-            Ok(buf) => reply.data(&buf),
-            Err(e) => reply.error(e),
-        }
+        });
     }
 
     fn flush(
@@ -195,62 +206,66 @@ impl Filesystem for ImageFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if fh.0 != FH_PASSTHROUGH {
-            // Closes the object unless another open file uses it.
-            self.handles
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&fh.0);
-        } else {
-            let nid = self.nid(ino);
-            let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((_, count)) = backing.get_mut(&nid) {
-                *count -= 1;
-                if *count == 0 {
-                    // Dropping the BackingId closes it in the kernel.
-                    backing.remove(&nid);
+        self.contained("release", || {
+            if fh.0 != FH_PASSTHROUGH {
+                // Closes the object unless another open file uses it.
+                self.handles
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&fh.0);
+            } else {
+                let nid = self.nid(ino);
+                let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((_, count)) = backing.get_mut(&nid) {
+                    *count -= 1;
+                    if *count == 0 {
+                        // Dropping the BackingId closes it in the kernel.
+                        backing.remove(&nid);
+                    }
                 }
             }
-        }
-        reply.ok();
+            reply.ok();
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let nid = self.nid(ino);
-        let res = self.inode(nid).and_then(|dir| {
-            if !dir.is_dir() {
-                return Err(Errno::ENOTDIR);
+        self.contained("opendir", || {
+            let nid = self.nid(ino);
+            let res = self.inode(nid).and_then(|dir| {
+                if !dir.is_dir() {
+                    return Err(Errno::ENOTDIR);
+                }
+                let mut entries = Vec::new();
+                if dir.dot_omitted {
+                    entries.push(DirEntry {
+                        name: b".".to_vec(),
+                        nid,
+                        file_type: dir.file_type.dirent_type(),
+                    });
+                }
+                self.img
+                    .for_each_entry(&dir, |e| {
+                        entries.push(e);
+                        Ok(())
+                    })
+                    .map_err(|e| self.eio(nid, "cannot read the directory", e))?;
+                Ok(entries)
+            });
+            match res {
+                Ok(entries) => {
+                    let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                    self.dirs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(fh, Arc::new(entries));
+                    reply.opened(
+                        FileHandle(fh),
+                        FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+                    );
+                }
+                Err(e) => reply.error(e),
             }
-            let mut entries = Vec::new();
-            if dir.dot_omitted {
-                entries.push(DirEntry {
-                    name: b".".to_vec(),
-                    nid,
-                    file_type: dir.file_type.dirent_type(),
-                });
-            }
-            self.img
-                .for_each_entry(&dir, |e| {
-                    entries.push(e);
-                    Ok(())
-                })
-                .map_err(|e| self.eio(nid, "cannot read the directory", e))?;
-            Ok(entries)
         });
-        match res {
-            Ok(entries) => {
-                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                self.dirs
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(fh, Arc::new(entries));
-                reply.opened(
-                    FileHandle(fh),
-                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
-                );
-            }
-            Err(e) => reply.error(e),
-        }
     }
 
     fn readdir(
@@ -261,21 +276,23 @@ impl Filesystem for ImageFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(entries) = self.dir_entries(fh) else {
-            return reply.error(Errno::EBADF);
-        };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            let ino = self.st_ino(e.nid);
-            if reply.add(
-                INodeNo(ino),
-                i as u64 + 1,
-                dirent_kind(e.file_type),
-                OsStr::from_bytes(&e.name),
-            ) {
-                break;
+        self.contained("readdir", || {
+            let Some(entries) = self.dir_entries(fh) else {
+                return reply.error(Errno::EBADF);
+            };
+            for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                let ino = self.st_ino(e.nid);
+                if reply.add(
+                    INodeNo(ino),
+                    i as u64 + 1,
+                    dirent_kind(e.file_type),
+                    OsStr::from_bytes(&e.name),
+                ) {
+                    break;
+                }
             }
-        }
-        reply.ok();
+            reply.ok();
+        });
     }
 
     fn readdirplus(
@@ -286,37 +303,39 @@ impl Filesystem for ImageFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let dnid = self.nid(ino);
-        let Some(entries) = self.dir_entries(fh) else {
-            return reply.error(Errno::EBADF);
-        };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            let inode = match self.inode(e.nid) {
-                Ok(i) => i,
-                Err(err) => return reply.error(err),
+        self.contained("readdirplus", || {
+            let dnid = self.nid(ino);
+            let Some(entries) = self.dir_entries(fh) else {
+                return reply.error(Errno::EBADF);
             };
-            let dots = e.is_dot_or_dotdot();
-            if !dots {
-                self.remember(dnid, &e.name, e.nid);
+            for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                let inode = match self.inode(e.nid) {
+                    Ok(i) => i,
+                    Err(err) => return reply.error(err),
+                };
+                let dots = e.is_dot_or_dotdot();
+                if !dots {
+                    self.remember(dnid, &e.name, e.nid);
+                }
+                // "." and ".." are not linked by the kernel; give them their st_ino.
+                let attr = if dots {
+                    self.attr(&inode, self.st_ino(e.nid))
+                } else {
+                    self.entry_attr(&inode)
+                };
+                if reply.add(
+                    attr.ino,
+                    i as u64 + 1,
+                    OsStr::from_bytes(&e.name),
+                    &TTL,
+                    &attr,
+                    Generation(0),
+                ) {
+                    break;
+                }
             }
-            // "." and ".." are not linked by the kernel; give them their st_ino.
-            let attr = if dots {
-                self.attr(&inode, self.st_ino(e.nid))
-            } else {
-                self.entry_attr(&inode)
-            };
-            if reply.add(
-                attr.ino,
-                i as u64 + 1,
-                OsStr::from_bytes(&e.name),
-                &TTL,
-                &attr,
-                Generation(0),
-            ) {
-                break;
-            }
-        }
-        reply.ok();
+            reply.ok();
+        });
     }
 
     fn releasedir(
@@ -327,51 +346,59 @@ impl Filesystem for ImageFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.dirs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh.0);
-        reply.ok();
+        self.contained("releasedir", || {
+            self.dirs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&fh.0);
+            reply.ok();
+        });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let inos = self.img.superblock().inos;
-        reply.statfs(
-            self.total_blocks,
-            0,
-            0,
-            u64::MAX,
-            u64::MAX - inos,
-            self.block_size,
-            255,
-            self.block_size,
-        );
+        self.contained("statfs", || {
+            let inos = self.img.superblock().inos;
+            reply.statfs(
+                self.total_blocks,
+                0,
+                0,
+                u64::MAX,
+                u64::MAX - inos,
+                self.block_size,
+                255,
+                self.block_size,
+            );
+        });
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let nid = self.nid(ino);
-        match self.visible_xattrs(req, nid) {
-            Ok(xattrs) => match xattrs.iter().find(|(n, _)| n.as_slice() == name.as_bytes()) {
-                Some((_, v)) => xattr_reply(reply, size, v),
-                None => reply.error(Errno::NO_XATTR),
-            },
-            Err(e) => reply.error(e),
-        }
+        self.contained("getxattr", || {
+            let nid = self.nid(ino);
+            match self.visible_xattrs(req, nid) {
+                Ok(xattrs) => match xattrs.iter().find(|(n, _)| n.as_slice() == name.as_bytes()) {
+                    Some((_, v)) => xattr_reply(reply, size, v),
+                    None => reply.error(Errno::NO_XATTR),
+                },
+                Err(e) => reply.error(e),
+            }
+        });
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let nid = self.nid(ino);
-        match self.visible_xattrs(req, nid) {
-            Ok(xattrs) => {
-                let mut list = Vec::new();
-                for (n, _) in &xattrs {
-                    list.extend_from_slice(n);
-                    list.push(0);
+        self.contained("listxattr", || {
+            let nid = self.nid(ino);
+            match self.visible_xattrs(req, nid) {
+                Ok(xattrs) => {
+                    let mut list = Vec::new();
+                    for (n, _) in &xattrs {
+                        list.extend_from_slice(n);
+                        list.push(0);
+                    }
+                    xattr_reply(reply, size, &list);
                 }
-                xattr_reply(reply, size, &list);
+                Err(e) => reply.error(e),
             }
-            Err(e) => reply.error(e),
-        }
+        });
     }
 
     /// No ioctl is supported: ENOTTY, as the kernel's EROFS answers TCGETS (which every
