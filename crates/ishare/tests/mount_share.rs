@@ -35,11 +35,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ishare_testkit::ishare_bin;
-use ishare_testkit::mounts::{self, ErofsMount, FuseMount};
+use ishare_testkit::mounts::{self, ErofsMount, FuseMount, NodeDaemon};
 use ishare_testkit::rng::Rng;
 use ishare_testkit::snapshot::{
     CompareOpts, assert_trees_eq, files_under, hash_file, hash_with_pause, snapshot,
@@ -47,6 +46,7 @@ use ishare_testkit::snapshot::{
 use ishare_testkit::tools::{mkfs_erofs, run};
 use ishare_testkit::tree::write_file;
 use ishare_testkit::tree::{SourceTree, TreeSpec};
+use ishare_testkit::{ishare_bin, pagecache};
 use sha2::{Digest, Sha256};
 
 const MIB: i64 = 1024;
@@ -144,93 +144,10 @@ fn pair_with(mkfs1: &dyn Fn(&Path, &Path), mkfs2: &dyn Fn(&Path, &Path)) -> Pair
 // Page cache measurement
 // ---------------------------------------------------------------------------------------------
 
-fn memtool() -> &'static Path {
-    static TOOL: OnceLock<PathBuf> = OnceLock::new();
-    TOOL.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("ishare-memtool-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("memtool");
-        let src = ishare_testkit::vm::memtool_source();
-        run(Command::new("cc").args(["-O2", "-o"]).arg(&out).arg(&src));
-        out
-    })
-}
-
-/// A memory cgroup holding this test process, so every daemon and reader it starts is
-/// charged there and other processes on the machine do not disturb the measurement:
-/// (memory.stat file, the key of page cache bytes in it).
-fn meter() -> &'static Option<(PathBuf, &'static str)> {
-    static METER: OnceLock<Option<(PathBuf, &'static str)>> = OnceLock::new();
-    METER.get_or_init(|| {
-        let cg = fs::read_to_string("/proc/self/cgroup").ok()?;
-        let unified = Path::new("/sys/fs/cgroup/cgroup.controllers");
-        let (base, rel, key) = if fs::read_to_string(unified).is_ok_and(|c| c.contains("memory")) {
-            let rel = cg.lines().find_map(|l| l.strip_prefix("0::"))?;
-            (PathBuf::from("/sys/fs/cgroup"), rel.to_string(), "file")
-        } else {
-            let rel = cg.lines().find_map(|l| {
-                let mut f = l.splitn(3, ':');
-                f.next()?;
-                let ctrl = f.next()?;
-                ctrl.split(',').any(|c| c == "memory").then(|| f.next())?
-            })?;
-            (
-                PathBuf::from("/sys/fs/cgroup/memory"),
-                rel.to_string(),
-                "cache",
-            )
-        };
-        let parent = base.join(rel.trim_start_matches('/'));
-        // Leftovers of earlier runs.
-        for e in fs::read_dir(&parent).ok()?.flatten() {
-            if e.file_name().as_bytes().starts_with(b"ishare-test-") {
-                let _ = fs::remove_dir(e.path());
-            }
-        }
-        let dir = parent.join(format!("ishare-test-{}", std::process::id()));
-        fs::create_dir(&dir).ok()?;
-        fs::write(dir.join("cgroup.procs"), std::process::id().to_string()).ok()?;
-        eprintln!("measuring page cache charged to {}", dir.display());
-        Some((dir.join("memory.stat"), key))
-    })
-}
-
-/// Page cache in KiB: charged to our cgroup (see [`meter`]), else `Cached:` of the machine.
-fn cached_kib() -> i64 {
-    if let Some((stat, key)) = meter() {
-        let s = fs::read_to_string(stat).unwrap();
-        let bytes: i64 = s
-            .lines()
-            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in {}", stat.display()));
-        return bytes / 1024;
-    }
-    let m = fs::read_to_string("/proc/meminfo").unwrap();
-    m.lines()
-        .find_map(|l| l.strip_prefix("Cached:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("Cached: in /proc/meminfo")
-}
-
-fn drop_caches() {
-    rustix::fs::sync();
-    fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
-}
-
 /// Reads `file` through `how` (read, mmap, sendfile) with memtool; returns the growth of
-/// `Cached:` in KiB.
+/// the page cache in KiB (see [`pagecache`]).
 fn grow(how: &str, file: &Path) -> i64 {
-    let before = cached_kib();
-    let out = run(Command::new(memtool()).arg(how).arg(file));
-    let after = cached_kib();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains(&format!(" {BIG}")),
-        "memtool {how} {} did not read {BIG} bytes: {text}",
-        file.display()
-    );
-    after - before
+    pagecache::grow(how, file, BIG as u64)
 }
 
 /// Page cache growth of reading the big file through mount 1, then through mount 2.
@@ -238,7 +155,7 @@ fn grow(how: &str, file: &Path) -> i64 {
 fn measure(m1: &FuseMount, m2: &FuseMount, how: &str) -> (i64, i64) {
     sha256_file(&m1.path().join("warm"));
     sha256_file(&m2.path().join("x/warm"));
-    drop_caches();
+    pagecache::drop_caches();
     let g1 = grow(how, &m1.path().join(BIG1));
     let g2 = grow(how, &m2.path().join(BIG2));
     (g1, g2)
@@ -753,6 +670,8 @@ fn works_as_a_mount_helper() {
     let store = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let opts = share_opts(store.path(), "d", "");
+    // The helper mounts through the node daemon (started by it, stopped at the end).
+    let node = NodeDaemon::at();
     let fake = Command::new(&helper)
         .arg(&p.img1)
         .arg(dir.path())
@@ -765,11 +684,11 @@ fn works_as_a_mount_helper() {
     );
     let bad = Command::new(&helper).arg(&p.img1).status().unwrap();
     assert_eq!(bad.code(), Some(32));
-    run(Command::new(&helper).arg(&p.img1).arg(dir.path()).args([
-        "-n",
-        "-o",
-        &format!("rw,{opts}"),
-    ]));
+    run(Command::new(&helper)
+        .env("ISHARE_SOCKET", node.socket())
+        .arg(&p.img1)
+        .arg(dir.path())
+        .args(["-n", "-o", &format!("rw,{opts}")]));
     assert!(is_mounted(dir.path()), "the helper did not mount");
     let m = FuseMount::adopt(dir);
     check_big(&m, BIG1, &p.big_sum);
@@ -834,7 +753,7 @@ fn unmounting_one_mount_while_another_reads_the_shared_file() {
     let sum = hash_with_pause(&m2.path().join(BIG2), || {
         run(Command::new(ishare_bin!()).arg("umount").arg(m1.path()));
         assert!(!is_mounted(m1.path()));
-        drop_caches();
+        pagecache::drop_caches();
     });
     assert_eq!(sum, p.big_sum);
     check_big(&m2, BIG2, &p.big_sum);
@@ -903,7 +822,7 @@ fn kill_during_materialization_then_remount_reads_every_byte() {
     let store = tempfile::tempdir().unwrap();
     let opts = share_opts(store.path(), "d", "");
     for delay_ms in [30u64, 150] {
-        drop_caches();
+        pagecache::drop_caches();
         let m = ishare_mount_foreground(&img, &opts);
         let path = m.path().join("big");
         let reader = std::thread::spawn(move || fs::read(path).map(|d| d.len()));
@@ -1274,7 +1193,12 @@ fn one_file_image(content: &[u8]) -> (tempfile::TempDir, PathBuf) {
 /// `ishare mount -o OPTS,log=LOG IMAGE MP`, and the pid of its daemon (not `old`'s).
 fn mount_logged(img: &Path, mp: &Path, opts: &str, log: &Path, old: Option<u32>) -> u32 {
     run(Command::new(ishare_bin!())
-        .args(["mount", "-o", &format!("{opts},log={}", log.display())])
+        .args([
+            "mount",
+            "--dedicated",
+            "-o",
+            &format!("{opts},log={}", log.display()),
+        ])
         .arg(img)
         .arg(mp));
     daemon_pid(mp, old)
@@ -1349,7 +1273,7 @@ fn domain_id_file_shares_like_domain_id() {
 fn mount_refused(img: &Path, opts: &str, why: &str) {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(ishare_bin!())
-        .args(["mount", "-o", opts])
+        .args(["mount", "--dedicated", "-o", opts])
         .arg(img)
         .arg(dir.path())
         .output()
@@ -1488,15 +1412,18 @@ fn domain_id_on_a_command_line_draws_a_warning() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().with_extension("log");
         let all = format!("{opts},log={}", log.display());
+        // The helper mounts through a node daemon it starts (logging to log=).
+        let node = NodeDaemon::at();
         let out = if use_helper {
             Command::new(&helper)
+                .env("ISHARE_SOCKET", node.socket())
                 .arg(&img)
                 .arg(dir.path())
                 .args(["-o", &all])
                 .output()
         } else {
             Command::new(ishare_bin!())
-                .args(["mount", "-o", &all])
+                .args(["mount", "--dedicated", "-o", &all])
                 .arg(&img)
                 .arg(dir.path())
                 .output()
@@ -1508,6 +1435,7 @@ fn domain_id_on_a_command_line_draws_a_warning() {
         let who = if use_helper { "helper" } else { "ishare mount" };
         check(&out.stderr, &fs::read_to_string(&log).unwrap(), who);
         drop(m);
+        drop(node);
     }
     // Neither the environment nor a file warns.
     let dir = tempfile::tempdir().unwrap();
@@ -1515,6 +1443,7 @@ fn domain_id_on_a_command_line_draws_a_warning() {
         .env("ISHARE_DOMAIN_ID", "d")
         .args([
             "mount",
+            "--dedicated",
             "-o",
             &format!("inode_share,store={}", store.path().display()),
         ])

@@ -544,7 +544,7 @@ fn try_mount(img: &Path, opts: &str) -> Result<(), String> {
     let mp = tempfile::tempdir().unwrap();
     let out = run_unchecked(
         Command::new(ishare_bin!())
-            .args(["mount", "-o", opts])
+            .args(["mount", "--dedicated", "-o", opts])
             .arg(img)
             .arg(mp.path()),
     );

@@ -11,6 +11,8 @@
 //!   and walks);
 //! * [`image`]: byte-level patching of EROFS images (fields, superblock checksum), seed
 //!   images built once from a tree, reads checked against the file size;
+//! * [`pagecache`]: page cache charged to the test's memory cgroup, reads by read(2),
+//!   mmap and sendfile;
 //! * [`rng`]: the seeded pseudo-random generator;
 //! * [`vm`]: the Linux 7.2 VM harness (QEMU, busybox initramfs);
 //! * [`watchdog`]: bounded runs of code that may panic or hang.
@@ -21,6 +23,7 @@
 
 pub mod image;
 pub mod mounts;
+pub mod pagecache;
 pub mod rng;
 pub mod snapshot;
 pub mod tools;

@@ -327,14 +327,19 @@ impl FuseMount {
     }
 }
 
-/// `BIN mount -o OPTS,log=LOG IMAGE DIR`: an `ishare mount` whose daemon detaches; `bin` is
-/// the `ishare` binary (see [`crate::ishare_bin`]).
+/// `BIN mount --dedicated -o OPTS,log=LOG IMAGE DIR`: an `ishare mount` with a daemon of
+/// its own, which detaches; `bin` is the `ishare` binary (see [`crate::ishare_bin`]).
 pub fn ishare_mount(bin: &Path, image: &Path, opts: &str) -> FuseMount {
     FuseMount::detached("fuse.ishare", |dir, log| {
         let mut c = Command::new(bin);
-        c.args(["mount", "-o", &format!("{opts},log={}", log.display())])
-            .arg(image)
-            .arg(dir);
+        c.args([
+            "mount",
+            "--dedicated",
+            "-o",
+            &format!("{opts},log={}", log.display()),
+        ])
+        .arg(image)
+        .arg(dir);
         c
     })
 }
@@ -366,6 +371,109 @@ impl Drop for FuseMount {
         self.stop();
         if std::env::var_os("ISHARE_TEST_KEEP_LOGS").is_none() {
             let _ = fs::remove_file(&self.log);
+        }
+    }
+}
+
+/// A node daemon (`ishare daemon`) of a test, on a socket of its own: started as a
+/// child process (`start`) or found through the socket's lock file once some
+/// `ishare mount` started it (`at`); stopped (SIGTERM, which detaches its mounts) and
+/// waited for when dropped.
+#[derive(Debug)]
+pub struct NodeDaemon {
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    log: PathBuf,
+}
+
+impl NodeDaemon {
+    /// A socket path in a fresh directory, no daemon yet (the first `ishare mount
+    /// --socket` starts one).
+    pub fn at() -> NodeDaemon {
+        let dir = tempfile::Builder::new()
+            .prefix("ishare-node-")
+            .tempdir()
+            .expect("socket directory");
+        let log = dir.path().join("daemon.log");
+        NodeDaemon {
+            dir,
+            child: None,
+            log,
+        }
+    }
+
+    /// `BIN daemon --socket S --log L` in the foreground, once it listens.
+    pub fn start(bin: &Path) -> NodeDaemon {
+        let mut d = NodeDaemon::at();
+        let child = Command::new(bin)
+            .arg("daemon")
+            .arg("--socket")
+            .arg(d.socket())
+            .arg("--log")
+            .arg(&d.log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ishare daemon");
+        d.child = Some(child);
+        let start = Instant::now();
+        while std::os::unix::net::UnixStream::connect(d.socket()).is_err() {
+            assert!(start.elapsed() < DAEMON_WAIT, "the daemon does not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    /// Its control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("daemon.sock")
+    }
+
+    /// Its log file (when started here).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// What it logged so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The daemon's pid, from its lock file.
+    pub fn pid(&self) -> Option<u32> {
+        let mut lock = self.socket().into_os_string();
+        lock.push(".lock");
+        fs::read_to_string(lock).ok()?.trim().parse().ok()
+    }
+
+    /// Sends `sig` to the daemon.
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        if let Some(pid) = self
+            .pid()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            let _ = rustix::process::kill_process(pid, sig);
+        }
+    }
+
+    /// Whether the process `pid` still runs.
+    pub fn alive(pid: u32) -> bool {
+        Path::new(&format!("/proc/{pid}")).exists()
+            && !fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+    }
+}
+
+impl Drop for NodeDaemon {
+    fn drop(&mut self) {
+        let pid = self.pid();
+        self.signal(rustix::process::Signal::TERM);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        } else if let Some(pid) = pid {
+            let start = Instant::now();
+            while NodeDaemon::alive(pid) && start.elapsed() < DAEMON_WAIT {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 }

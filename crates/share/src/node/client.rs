@@ -30,8 +30,13 @@ pub fn request(socket: &Path, req: &Request) -> Result<Reply> {
         error,
     };
     stream.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(ctl)?;
-    protocol::send(&stream, req).map_err(ctl)?;
-    let reply: Reply = protocol::receive(BufReader::new(&stream)).map_err(ctl)?;
+    // A refusing daemon may answer and close before reading the request: its reply
+    // says more than the failed write.
+    let sent = protocol::send(&stream, req);
+    let reply: Reply = match (protocol::receive(BufReader::new(&stream)), sent) {
+        (Ok(r), _) => r,
+        (Err(_), Err(e)) | (Err(e), Ok(())) => return Err(ctl(e)),
+    };
     if reply.ok {
         Ok(reply)
     } else {

@@ -236,6 +236,11 @@ fn handle(table: &Arc<Table>, stream: UnixStream) {
             let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
             match protocol::receive::<Request>(BufReader::new(&stream)) {
                 Ok(req) => answer(table, req),
+                // A probe (connect and close) is not a bad request.
+                Err(e) if e.to_string().starts_with("empty request") => {
+                    log::debug!("control socket: {e}");
+                    return;
+                }
                 Err(e) => {
                     let msg = match e.kind() {
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
@@ -292,6 +297,11 @@ fn mount(
         ));
     }
     let opts = MountOptions::parse(options, env_domain)?;
+    // The lists came from a command line (`ishare mount`, mount(8)): say so in the
+    // log too, where whoever runs the mounts looks (the client told its stderr).
+    if let Some(w) = crate::options::command_line_domain_warning(options) {
+        warn!("{}: {w}", image.display());
+    }
     let info = table.mount(image, mountpoint, &opts)?;
     Ok(Reply {
         mount: Some(info),

@@ -1,0 +1,418 @@
+//! The node daemon (`ishare daemon`): one process serving every `ishare mount`.
+//!
+//! * 8 images mounted through one daemon: exactly one ishare process serves them all
+//!   (counted in /proc), `ishare mounts --json` lists them, a 32 MiB file common to all
+//!   grows the page cache about once whether read with read(2), mmap or sendfile, and
+//!   the trees (lstat, xattrs, readdir order, contents) equal a kernel mount;
+//! * `ishare mount` starts the daemon when none runs (racing starts leave one), and the
+//!   domain id travels only over the socket (not in any command line, log or
+//!   /proc/mounts);
+//! * `ishare umount` and umount(8) both end a mount, the daemon lives on; SIGTERM
+//!   detaches every mount and removes the socket;
+//! * faults: a missing or corrupt image fails in `ishare mount` with the daemon's error
+//!   naming the image; an image whose file data is corrupt answers EIO for that file
+//!   while the other mounts keep serving right bytes; the control socket refuses
+//!   non-root peers, malformed, oversized and slow requests with clear errors, and
+//!   answers others meanwhile.
+//!
+//! Needs root and /dev/fuse. The tests of this file run one at a time (they measure the
+//! machine's page cache).
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ishare_testkit::mounts::{ErofsMount, NodeDaemon, is_mounted};
+use ishare_testkit::rng::Rng;
+use ishare_testkit::snapshot::{CompareOpts, assert_trees_eq, hash_file, snapshot};
+use ishare_testkit::tools::{require_root, run, run_unchecked};
+use ishare_testkit::tree::write_file;
+use ishare_testkit::{ishare_bin, pagecache};
+use sha2::{Digest, Sha256};
+
+/// The file every image of [`family`] holds.
+const COMMON: usize = 32 << 20;
+const DOMAIN: &str = "node-test-domain-Zq8";
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `n` images in `dir`, each with the common file at its own path, a file of its own
+/// and a few small shared files.
+fn family(dir: &Path, n: usize) -> (Vec<PathBuf>, [u8; 32]) {
+    let common = Rng::new(7).bytes(COMMON);
+    let small = Rng::new(8).bytes(70_000);
+    let mut images = Vec::new();
+    for i in 0..n {
+        let src = dir.join(format!("src{i}"));
+        write_file(&src, &format!("d{i}/common"), &common);
+        write_file(&src, "etc/small", &small);
+        write_file(&src, &format!("own-{i}"), format!("image {i}").as_bytes());
+        let img = dir.join(format!("{i}.erofs"));
+        run(Command::new(ishare_bin!())
+            .args(["mkfs", "--quiet"])
+            .arg(&img)
+            .arg(&src));
+        fs::remove_dir_all(&src).unwrap();
+        images.push(img);
+    }
+    (images, Sha256::digest(&common).into())
+}
+
+fn opts(store: &Path) -> String {
+    format!("inode_share,store={}", store.display())
+}
+
+/// `ishare mount --socket S -o OPTS IMAGE DIR`, the domain id in the environment.
+fn node_mount(node: &NodeDaemon, image: &Path, dir: &Path, opts: &str) -> Output {
+    run_unchecked(
+        Command::new(ishare_bin!())
+            .env("ISHARE_DOMAIN_ID", DOMAIN)
+            .arg("mount")
+            .arg("--socket")
+            .arg(node.socket())
+            .args(["-o", opts])
+            .arg(image)
+            .arg(dir),
+    )
+}
+
+/// Mount points that unmount themselves (lazily if busy) when dropped.
+struct Points(Vec<tempfile::TempDir>);
+
+impl Points {
+    fn new(n: usize) -> Points {
+        Points(
+            (0..n)
+                .map(|_| ishare_testkit::mounts::mount_point("ishare-node-"))
+                .collect(),
+        )
+    }
+    fn path(&self, i: usize) -> &Path {
+        self.0[i].path()
+    }
+}
+
+impl Drop for Points {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            if is_mounted(d.path(), "fuse.ishare") {
+                ishare_testkit::mounts::unmount(d.path());
+            }
+        }
+    }
+}
+
+/// `ishare mounts --json` of the daemon.
+fn listed(node: &NodeDaemon) -> serde_json::Value {
+    let out = run(Command::new(ishare_bin!())
+        .args(["mounts", "--json", "--socket"])
+        .arg(node.socket()));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Pids of processes running the ishare binary.
+fn ishare_processes() -> Vec<u32> {
+    let bin = fs::canonicalize(ishare_bin!()).unwrap();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == bin))
+        .collect()
+}
+
+#[test]
+fn eight_images_one_process_one_page_cache() {
+    require_root();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (images, want) = family(dir.path(), 8);
+    let store = tempfile::tempdir().unwrap();
+    let node = NodeDaemon::start(&ishare_bin!());
+    let points = Points::new(8);
+    for (i, img) in images.iter().enumerate() {
+        let out = node_mount(&node, img, points.path(i), &opts(store.path()));
+        assert!(out.status.success(), "mount {i}: {out:?}");
+    }
+    let procs = ishare_processes();
+    assert_eq!(
+        procs,
+        vec![node.pid().unwrap()],
+        "ishare processes serving 8 mounts (want the daemon alone)"
+    );
+    let list = listed(&node);
+    assert_eq!(list["mounts"].as_array().unwrap().len(), 8, "{list}");
+
+    // The first opens prepare the object and verify each image's copy (reading the
+    // images); what is measured is serving from then on.
+    for i in 0..8 {
+        let f = points.path(i).join(format!("d{i}/common"));
+        assert_eq!(hash_file(&f).unwrap().1, want, "first read in mount {i}");
+    }
+    let once = (COMMON / 1024) as i64;
+    for how in ["read", "mmap", "sendfile"] {
+        // Other processes may add page cache meanwhile: three tries.
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            pagecache::drop_caches();
+            let grown: i64 = (0..8)
+                .map(|i| {
+                    let f = points.path(i).join(format!("d{i}/common"));
+                    pagecache::grow(how, &f, COMMON as u64)
+                })
+                .sum();
+            seen.push(grown);
+            if grown < once * 3 / 2 {
+                break;
+            }
+        }
+        let grown = *seen.last().unwrap();
+        assert!(
+            grown < once * 3 / 2,
+            "{how}: the page cache grew {seen:?} KiB for 8 mounts of a {once} KiB file \
+             (once would be about {once})\n{}",
+            node.log_text()
+        );
+        assert!(grown > once / 2, "{how}: not read? grew {grown} KiB");
+        for i in 0..8 {
+            let f = points.path(i).join(format!("d{i}/common"));
+            assert_eq!(hash_file(&f).unwrap().1, want, "{how}: mount {i}");
+        }
+    }
+    let list = listed(&node);
+    for m in list["mounts"].as_array().unwrap() {
+        assert_eq!(m["shared_files"], 1, "{m}");
+        assert_eq!(m["shared_bytes"], COMMON as u64, "{m}");
+        assert_eq!(m["mode"], "passthrough", "{m}");
+    }
+
+    // What a kernel mount shows.
+    let kernel = ErofsMount::new(&images[3], &[]);
+    assert_trees_eq(
+        "kernel mount",
+        &snapshot(kernel.path()),
+        "node daemon mount",
+        &snapshot(points.path(3)),
+        &CompareOpts::EXACT,
+    );
+
+    // The domain id went over the socket only.
+    let mut seen = vec![
+        fs::read("/proc/self/mountinfo").unwrap(),
+        node.log_text().into_bytes(),
+    ];
+    seen.push(fs::read(format!("/proc/{}/cmdline", node.pid().unwrap())).unwrap());
+    for s in seen {
+        assert!(
+            !s.windows(DOMAIN.len()).any(|w| w == DOMAIN.as_bytes()),
+            "the domain id shows"
+        );
+    }
+}
+
+#[test]
+fn mount_starts_the_daemon_and_unmounts_leave_it_running() {
+    require_root();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (images, want) = family(dir.path(), 3);
+    let store = tempfile::tempdir().unwrap();
+    let node = NodeDaemon::at();
+    let points = Points::new(3);
+    // Three mounts at once on a host with no daemon: one daemon results.
+    std::thread::scope(|s| {
+        for i in 0..3 {
+            let (node, img, p, o) = (&node, &images[i], points.path(i), opts(store.path()));
+            s.spawn(move || {
+                let out = node_mount(node, img, p, &o);
+                assert!(out.status.success(), "mount {i}: {out:?}");
+            });
+        }
+    });
+    let pid = node.pid().expect("a daemon was started");
+    assert_eq!(ishare_processes(), vec![pid], "one daemon");
+    for i in 0..3 {
+        let f = points.path(i).join(format!("d{i}/common"));
+        assert_eq!(hash_file(&f).unwrap().1, want);
+    }
+    // `ishare umount` waits for the mount's session; umount(8) works too.
+    run(Command::new(ishare_bin!())
+        .arg("umount")
+        .arg(points.path(0)));
+    run(Command::new("umount").arg(points.path(1)));
+    let start = Instant::now();
+    while listed(&node)["mounts"].as_array().unwrap().len() != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            listed(&node)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(NodeDaemon::alive(pid), "the daemon exited with mounts left");
+    assert_eq!(
+        hash_file(&points.path(2).join("d2/common")).unwrap().1,
+        want
+    );
+    // The same mount point again, at once.
+    let out = node_mount(&node, &images[0], points.path(0), &opts(store.path()));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        hash_file(&points.path(0).join("d0/common")).unwrap().1,
+        want
+    );
+    // SIGTERM: every mount goes, and the socket.
+    node.signal(rustix::process::Signal::TERM);
+    let start = Instant::now();
+    while NodeDaemon::alive(pid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "daemon still runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for i in [0, 2] {
+        assert!(!is_mounted(points.path(i), "fuse.ishare"), "mount {i} left");
+    }
+    assert!(!node.socket().exists(), "socket left behind");
+}
+
+/// Corrupts the data of `rel` in `image` (its content starts with `head`).
+fn corrupt_data(image: &Path, head: &[u8]) {
+    let mut bytes = fs::read(image).unwrap();
+    let at = bytes
+        .windows(head.len())
+        .position(|w| w == head)
+        .expect("file data in the image");
+    for b in &mut bytes[at..at + 4096] {
+        *b ^= 0x5a;
+    }
+    fs::write(image, bytes).unwrap();
+}
+
+#[test]
+fn a_bad_image_fails_alone_and_good_mounts_serve_on() {
+    require_root();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (images, want) = family(dir.path(), 3);
+    let store = tempfile::tempdir().unwrap();
+    let node = NodeDaemon::start(&ishare_bin!());
+    let points = Points::new(4);
+    for i in 0..2 {
+        let out = node_mount(&node, &images[i], points.path(i), &opts(store.path()));
+        assert!(out.status.success(), "{out:?}");
+    }
+    // Missing and corrupt images: the daemon's error, naming the image.
+    let junk = dir.path().join("junk.erofs");
+    fs::write(&junk, Rng::new(3).bytes(100_000)).unwrap();
+    for bad in [dir.path().join("missing.erofs"), junk] {
+        let out = node_mount(&node, &bad, points.path(2), &opts(store.path()));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(bad.to_str().unwrap()),
+            "{}: {out:?}",
+            bad.display()
+        );
+    }
+    // An image that mounts, with its shared file's data corrupt: verify=on refuses to
+    // share it and reads give what the image holds; its own small file is EIO-free.
+    let common = Rng::new(7).bytes(COMMON);
+    corrupt_data(&images[2], &common[..64]);
+    let out = node_mount(&node, &images[2], points.path(3), &opts(store.path()));
+    assert!(out.status.success(), "{out:?}");
+    let bad = points.path(3).join("d2/common");
+    match hash_file(&bad) {
+        Ok((_, sum)) => assert_ne!(sum, want, "the corrupt copy read as the good one"),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc_eio()), "{e}"),
+    }
+    for i in 0..2 {
+        let f = points.path(i).join(format!("d{i}/common"));
+        assert_eq!(hash_file(&f).unwrap().1, want, "good mount {i}");
+    }
+    assert_eq!(listed(&node)["mounts"].as_array().unwrap().len(), 3);
+}
+
+fn libc_eio() -> i32 {
+    rustix::io::Errno::IO.raw_os_error()
+}
+
+/// One raw request line and the daemon's reply line.
+fn raw(socket: &Path, line: &[u8]) -> String {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let _ = s.write_all(line);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut reply = String::new();
+    BufReader::new(&s).read_line(&mut reply).unwrap();
+    reply
+}
+
+#[test]
+fn the_control_socket_refuses_bad_peers_and_requests() {
+    require_root();
+    let _g = serial();
+    let node = NodeDaemon::start(&ishare_bin!());
+    let sock = node.socket();
+    let mode = fs::metadata(&sock).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600,
+        "socket mode"
+    );
+    for (line, says) in [
+        (&b"{\"op\":\"format\"}\n"[..], "malformed"),
+        (b"not json\n", "malformed"),
+        (b"{\"op\":\"list\"", "cut short"),
+        (
+            b"{\"op\":\"mount\",\"image\":\"rel.erofs\",\"mountpoint\":\"/x\"}\n",
+            "absolute",
+        ),
+        (
+            b"{\"op\":\"mount\",\"image\":\"/a\",\"mountpoint\":\"/x\",\"domain\":\"zz\"}\n",
+            "hex",
+        ),
+        (
+            b"{\"op\":\"unmount\",\"mountpoint\":\"/not/mounted\"}\n",
+            "not mounted",
+        ),
+    ] {
+        let reply = raw(&sock, line);
+        assert!(
+            reply.contains("\"ok\":false") && reply.contains(says),
+            "{:?}: {reply}",
+            String::from_utf8_lossy(line)
+        );
+    }
+    let huge = vec![b'x'; 200_000];
+    assert!(raw(&sock, &huge).contains("longer than"));
+    // A client that says nothing holds no one up.
+    let _slow = UnixStream::connect(&sock).unwrap();
+    let start = Instant::now();
+    assert!(raw(&sock, b"{\"op\":\"list\"}\n").contains("\"ok\":true"));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // Non-root peers (with the socket opened to them) are refused by credentials.
+    fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let dir_mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    fs::set_permissions(sock.parent().unwrap(), dir_mode).unwrap();
+    let out = run_unchecked(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(ishare_bin!())
+            .args(["mounts", "--socket"])
+            .arg(&sock),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("root only"),
+        "as nobody: {out:?}"
+    );
+    // Still serving.
+    assert!(raw(&sock, b"{\"op\":\"list\"}\n").contains("\"ok\":true"));
+}
