@@ -167,30 +167,34 @@ pub struct MountsArgs {
 }
 
 pub fn mounts(args: MountsArgs) -> Result<()> {
+    use std::io::Write;
     let listed = ishare_share::list_mounts(&args.socket.socket)?;
+    // Errors writing (a closed pipe) end the command; main treats EPIPE as success.
+    let mut out = std::io::stdout().lock();
     if args.json {
         let (pid, mounts) = listed.unwrap_or_default();
         let v = serde_json::json!({
             "daemon": if pid == 0 { serde_json::Value::Null } else { pid.into() },
             "mounts": mounts,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
     let Some((pid, mounts)) = listed else {
-        println!("no ishare daemon at {}", args.socket.socket.display());
+        writeln!(out, "no ishare daemon at {}", args.socket.socket.display())?;
         return Ok(());
     };
-    println!("ishare daemon pid {pid}: {} mounts", mounts.len());
+    writeln!(out, "ishare daemon pid {pid}: {} mounts", mounts.len())?;
     for m in mounts {
-        println!(
+        writeln!(
+            out,
             "{}\t{}\t{}\t{} shared files\t{}",
             m.mountpoint.display(),
             m.image.display(),
             m.mode,
             m.shared_files,
             ishare_share::human_bytes(m.shared_bytes),
-        );
+        )?;
     }
     Ok(())
 }

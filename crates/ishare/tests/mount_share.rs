@@ -1341,7 +1341,10 @@ fn a_domain_id_from_a_file_appears_nowhere() {
     std::os::unix::fs::symlink(ishare_bin!(), &helper).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().with_extension("log");
+    // The helper mounts through a node daemon it starts (logging to log=).
+    let node = NodeDaemon::at();
     let out = Command::new(&helper)
+        .env("ISHARE_SOCKET", node.socket())
         .arg(&img)
         .arg(dir.path())
         .args(["-o", &format!("{opts},log={}", log.display())])
@@ -1371,9 +1374,10 @@ fn a_domain_id_from_a_file_appears_nowhere() {
                 "a command line shows the domain id: {}",
                 String::from_utf8_lossy(&cmd)
             );
-            daemons += cmd
-                .windows(b"--daemon-child".len())
-                .any(|w| w == b"--daemon-child") as usize;
+            // A mount's own daemon, and the node daemon.
+            for marker in [&b"--daemon-child"[..], b"daemon\0--launched"] {
+                daemons += cmd.windows(marker.len()).any(|w| w == marker) as usize;
+            }
         }
     }
     assert!(daemons >= 2, "no daemons found");

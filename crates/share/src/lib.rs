@@ -63,6 +63,7 @@
 //! * `units`: byte counts for people;
 //! * `mountinfo`: `/proc/self/mountinfo`, read in one place;
 //! * `logger`: the daemon's log;
+//! * `malloc`: glibc malloc tuning for the daemons (the only `unsafe`, FFI);
 //! * `direct`: reading image data past the page cache;
 //! * `stats`: a mount's sharing counters;
 //! * `store`: the per-domain content-addressed object store, with `stat` and `gc`;
@@ -89,6 +90,7 @@ mod error;
 mod fs;
 mod fusemount;
 mod logger;
+mod malloc;
 mod mount;
 mod mountinfo;
 mod node;

@@ -193,6 +193,7 @@ pub(crate) fn mount_with(
     owns_sharing: bool,
 ) -> Result<Mounted> {
     raise_fd_limit();
+    crate::malloc::fix_mmap_threshold();
     let image = absolute(image)?;
     // Canonical: the daemon later opens it to find its own mount there.
     let mountpoint = absolute(mountpoint)?
