@@ -83,7 +83,7 @@ pub(crate) struct ImageId {
 
 /// One record as loaded, with what this process added and has not written yet.
 #[derive(Debug, Default)]
-struct Loaded {
+struct Cached {
     entries: Entries,
     pending: Vec<(Key, Vec<u8>)>,
     /// The record file's identity when read (`None`: there was none), to tell whether
@@ -95,7 +95,7 @@ struct Loaded {
 
 #[derive(Debug, Default)]
 struct State {
-    records: HashMap<String, Loaded>,
+    records: HashMap<String, Cached>,
     unwritten: usize,
     oldest: Option<Instant>,
     /// Records already warned about (one warning per record file and process).
@@ -273,7 +273,7 @@ impl Trust {
     }
 
     /// Reads record `name` (image records: only entries of `generation`).
-    fn load(&self, st: &mut State, name: &str, generation: Option<[u8; 16]>) -> Loaded {
+    fn load(&self, st: &mut State, name: &str, generation: Option<[u8; 16]>) -> Cached {
         let file = self.record_file_id(name);
         let read = match self.store.records_dir(false) {
             Ok(Some(dir)) => record::read(&dir, name, &self.mac_key),
@@ -305,7 +305,7 @@ impl Trust {
             .into_iter()
             .filter(|(_, v)| generation.is_none_or(|g| v[..] == g))
             .collect();
-        Loaded {
+        Cached {
             entries,
             pending: Vec::new(),
             file,
@@ -320,9 +320,9 @@ impl Trust {
             let r = st.records.entry(name.to_owned()).or_default();
             if r.generation != generation {
                 // The image changed since its record was loaded: start over.
-                *r = Loaded {
+                *r = Cached {
                     generation,
-                    ..Loaded::default()
+                    ..Cached::default()
                 };
             }
             r.entries.insert(key, value.clone());
