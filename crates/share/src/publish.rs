@@ -10,6 +10,10 @@
 //! otherwise queue thousands of journal commits). The queue is bounded by the open
 //! file limit: every queued object holds descriptors until it is linked, and a full
 //! queue makes the next preparation wait instead of running out of them.
+//!
+//! A checked copy also verifies the file it was copied from (recorded in the domain's
+//! records, see [`crate::store::trust`]), and a published verified object is sealed as
+//! it is once linked, so later mounts trust it without hashing it again.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -21,6 +25,7 @@ use log::{debug, warn};
 
 use crate::content::hash_file;
 use crate::stats::Stats;
+use crate::store::trust::{ImageId, Trust};
 use crate::store::{ObjectLock, Published, Store, TmpObject};
 
 /// Most objects queued at once.
@@ -57,6 +62,11 @@ pub struct Check {
     pub want: [u8; 32],
     /// Where the outcome goes.
     pub verdict: Arc<Verdict>,
+    /// The fingerprint value (the published object is sealed under it).
+    pub fp: Vec<u8>,
+    /// The image file and NID the copy was made from, unchanged while it was copied:
+    /// recorded as verified when the copy matches.
+    pub source: Option<(ImageId, u64)>,
 }
 
 /// An object to publish.
@@ -91,7 +101,11 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     /// A publisher into `store`.
-    pub fn new(store: Arc<Store>, stats: Arc<Stats>) -> std::io::Result<Publisher> {
+    pub fn new(
+        store: Arc<Store>,
+        stats: Arc<Stats>,
+        trust: Arc<Trust>,
+    ) -> std::io::Result<Publisher> {
         // Each queued object holds three descriptors (file, directory, lock); keep the
         // queue to a small share of what the process may open.
         let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
@@ -101,7 +115,7 @@ impl Publisher {
         let (tx, rx) = sync_channel(bound);
         let handle = std::thread::Builder::new()
             .name("publish".into())
-            .spawn(move || run(&store, &stats, &rx, bound))?;
+            .spawn(move || run(&store, &stats, &trust, &rx, bound))?;
         Ok(Publisher {
             queue: Mutex::new(Some((tx, handle))),
         })
@@ -131,12 +145,12 @@ impl Publisher {
     }
 }
 
-fn run(store: &Store, stats: &Stats, rx: &Receiver<Job>, bound: usize) {
+fn run(store: &Store, stats: &Stats, trust: &Trust, rx: &Receiver<Job>, bound: usize) {
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::new();
         let mut next = Some(first);
         while let Some(job) = next {
-            if let Some(job) = check(job, stats) {
+            if let Some(job) = check(job, stats, trust) {
                 batch.push(job);
             }
             next = if batch.len() < bound {
@@ -160,17 +174,18 @@ fn run(store: &Store, stats: &Stats, rx: &Receiver<Job>, bound: usize) {
             false
         };
         for job in batch {
-            publish(store, stats, job, synced);
+            publish(store, stats, trust, job, synced);
         }
     }
 }
 
 /// Checks a prepared object against its fingerprint; `None` (dropping it, and with it
 /// the preparation lock) when it does not match or cannot be read.
-fn check(job: Job, stats: &Stats) -> Option<Job> {
+fn check(job: Job, stats: &Stats, trust: &Trust) -> Option<Job> {
     let Some(c) = &job.check else {
         return Some(job);
     };
+    stats.hashed.fetch_add(1, Ordering::Relaxed);
     let matched = match hash_file(&job.tmp.file, job.size) {
         Ok(got) => got == c.want,
         Err(e) => {
@@ -180,6 +195,9 @@ fn check(job: Job, stats: &Stats) -> Option<Job> {
     };
     c.verdict.set(matched);
     if matched {
+        if let Some((id, nid)) = &c.source {
+            trust.add_verified(id, *nid, &c.fp);
+        }
         return Some(job);
     }
     stats.mismatches.fetch_add(1, Ordering::Relaxed);
@@ -191,7 +209,7 @@ fn check(job: Job, stats: &Stats) -> Option<Job> {
     None
 }
 
-fn publish(store: &Store, stats: &Stats, job: Job, synced: bool) {
+fn publish(store: &Store, stats: &Stats, trust: &Trust, job: Job, synced: bool) {
     let Job {
         tmp,
         size,
@@ -202,7 +220,14 @@ fn publish(store: &Store, stats: &Stats, job: Job, synced: bool) {
         started,
     } = job;
     match store.publish(tmp, check.is_some(), replace, synced) {
-        Ok(Published::Ours(_)) => {
+        Ok(Published::Ours(obj)) => {
+            // Sealed as linked (and after the temporary name, if any, went: that
+            // moves the ctime too).
+            if let Some(c) = &check
+                && let Err(e) = trust.seal(&c.fp, &obj.file)
+            {
+                debug!("{shown}: cannot seal its object: {e}");
+            }
             stats.published.fetch_add(1, Ordering::Relaxed);
             stats.published_bytes.fetch_add(size, Ordering::Relaxed);
             debug!(

@@ -2,6 +2,13 @@
 //! `inode_share` rules (regular files whose fingerprint value is 1 byte to one block
 //! long; equal sizes) plus verification of `sha256:` fingerprints against content (the
 //! hashing is in [`crate::content`], publishing in [`crate::publish`]).
+//!
+//! Verification is done once per domain: a file whose content matched its fingerprint
+//! is written in the domain's record (keyed by the image file's identity, see
+//! [`crate::store::trust`]) and not hashed again by later mounts while the image file
+//! is unchanged; a verified object is trusted only while it is as it was sealed when
+//! published, else hashed again, and rebuilt from the file's own content when it no
+//! longer matches (never served).
 
 use std::collections::HashMap;
 use std::io;
@@ -9,13 +16,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use ishare_erofs::{FileType, Image, Inode};
-use log::{debug, warn};
+use log::{debug, info, warn};
 
-use crate::content::{check_content, copy_content, sha256_digest};
+use crate::content::{check_content, copy_content, hash_file, sha256_digest};
 use crate::direct::DirectReader;
 use crate::error::Result;
 use crate::publish::{Check, Job, Publisher, Verdict};
 use crate::stats::Stats;
+use crate::store::trust::Trust;
 use crate::store::{Object, ObjectLock, Store};
 
 /// How one regular file is served.
@@ -84,6 +92,8 @@ enum Prepare {
 pub struct Sharing {
     store: Arc<Store>,
     verify: bool,
+    /// What the domain has verified already, and the seals of its objects.
+    trust: Arc<Trust>,
     /// Publishes prepared objects in the background.
     publisher: Publisher,
     /// Objects kept open after their files are closed, oldest first: a mount marks
@@ -102,9 +112,11 @@ impl Sharing {
     pub fn new(store: Store, verify: bool) -> io::Result<Self> {
         let store = Arc::new(store);
         let stats = Arc::new(Stats::default());
+        let trust = Arc::new(Trust::new(store.clone()));
         Ok(Sharing {
-            publisher: Publisher::new(store.clone(), stats.clone())?,
+            publisher: Publisher::new(store.clone(), stats.clone(), trust.clone())?,
             store,
+            trust,
             verify,
             kept: Mutex::new(Kept {
                 budget: keep_budget(),
@@ -121,9 +133,14 @@ impl Sharing {
         &self.store
     }
 
-    /// Waits for objects still being synced and linked into the store.
+    /// Waits for objects still being synced and linked into the store, writes what
+    /// was verified into the domain's records, and logs how verification went.
     pub fn wait_published(&self) {
         self.publisher.finish();
+        self.trust.flush();
+        if self.verify {
+            info!("{}", self.stats.verification_summary());
+        }
     }
 
     /// The sharing key's fingerprint of `inode` if it takes part in sharing, as the
@@ -185,7 +202,10 @@ impl Sharing {
             );
             Decision::Unshared
         };
-        let mut existing = match guard.upgrade() {
+        // An object this Sharing holds was checked when it was opened.
+        let from_slot = guard.upgrade();
+        let held = from_slot.is_some();
+        let mut existing = match from_slot {
             Some(o) => Some(o),
             None => match self.store.lookup(&fp, self.verify) {
                 Ok(o) => o.map(Arc::new),
@@ -212,8 +232,9 @@ impl Sharing {
         }
         let decision = match existing {
             Some(obj) if obj.size == inode.size => {
+                let sha = &sha.expect("checked above");
                 if self.verify && !checked {
-                    match check_content(img, direct, inode, &sha.expect("checked above")) {
+                    match self.content_verified(img, direct, inode, &fp, sha, path) {
                         Ok(true) => {}
                         Ok(false) => {
                             self.stats.mismatches.fetch_add(1, Ordering::Relaxed);
@@ -230,14 +251,23 @@ impl Sharing {
                         }
                     }
                 }
-                Decision::Shared(obj)
+                if !self.verify || held || self.object_intact(&obj, &fp, sha, image, path) {
+                    Decision::Shared(obj)
+                } else {
+                    // This file's content is verified: rebuild the object from it.
+                    drop(obj);
+                    self.materialize(img, direct, inode, &fp, Some(*sha), Prepare::Replace, path)
+                }
             }
             Some(obj) if self.verify && obj.verified => {
                 // A verified object always has the size of the content its name was
                 // derived from; if ours matches the fingerprint, the object is damaged.
-                debug!(
-                    "{image}: {}: shared object has {} bytes, the file {}; rebuilding it",
+                self.stats.damaged.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    "{image}: {}: shared object {} has {} bytes, the file {} (damaged); \
+                     rebuilding it from this file",
                     path(),
+                    self.store.object_path(&fp, true).display(),
                     obj.size,
                     inode.size
                 );
@@ -271,6 +301,82 @@ impl Sharing {
         decision
     }
 
+    /// Whether the content of `inode` matches the digest `sha` of its fingerprint `fp`:
+    /// from the domain's record when it says so for this very image file, else hashed
+    /// (and recorded when it matches).
+    fn content_verified(
+        &self,
+        img: &Image,
+        direct: &DirectReader,
+        inode: &Inode,
+        fp: &[u8],
+        sha: &[u8; 32],
+        path: &dyn Fn() -> String,
+    ) -> Result<bool> {
+        let id = self.trust.image_id(img);
+        if let Some(id) = &id
+            && self.trust.is_verified(id, inode.nid, fp)
+        {
+            self.stats.recorded.fetch_add(1, Ordering::Relaxed);
+            return Ok(true);
+        }
+        self.stats.hashed.fetch_add(1, Ordering::Relaxed);
+        debug!(
+            "{}: {}: hashing its content to verify it",
+            img.name(),
+            path()
+        );
+        let matched = check_content(img, direct, inode, sha)?;
+        // Recorded only if the image file did not change while it was read.
+        if matched
+            && let Some(id) = id
+            && self.trust.image_id(img).as_ref() == Some(&id)
+        {
+            self.trust.add_verified(&id, inode.nid, fp);
+        }
+        Ok(matched)
+    }
+
+    /// Whether a verified object found in the store is still what was published: its
+    /// seal matches the open file, or else its content hashes to `sha` (then it is
+    /// sealed again). A damaged object is never served: the caller rebuilds it.
+    fn object_intact(
+        &self,
+        obj: &Object,
+        fp: &[u8],
+        sha: &[u8; 32],
+        image: &str,
+        path: &dyn Fn() -> String,
+    ) -> bool {
+        if self.trust.is_sealed(fp, &obj.file) {
+            return true;
+        }
+        self.stats.hashed.fetch_add(1, Ordering::Relaxed);
+        let shown = self.store.object_path(fp, true);
+        debug!(
+            "{image}: {}: shared object {} is not sealed as it is; hashing it",
+            path(),
+            shown.display()
+        );
+        let why = match hash_file(&obj.file, obj.size) {
+            Ok(got) if got == *sha => {
+                if let Err(e) = self.trust.seal(fp, &obj.file) {
+                    debug!("{}: cannot seal: {e}", shown.display());
+                }
+                return true;
+            }
+            Ok(_) => "does not match its fingerprint (damaged or tampered with)".to_string(),
+            Err(e) => format!("cannot be read ({e})"),
+        };
+        self.stats.damaged.fetch_add(1, Ordering::Relaxed);
+        warn!(
+            "{image}: {}: shared object {} {why}; not served, rebuilt from this file",
+            path(),
+            shown.display()
+        );
+        false
+    }
+
     fn keep(&self, obj: &Arc<Object>) {
         self.kept
             .lock()
@@ -301,7 +407,14 @@ impl Sharing {
         let started = std::time::Instant::now();
         let res = (|| -> Result<Decision> {
             let tmp = self.store.create_tmp(fp)?;
+            let id = if self.verify {
+                self.trust.image_id(img)
+            } else {
+                None
+            };
             copy_content(img, direct, inode, &tmp.file)?;
+            // The copy's check verifies this file too, unless the image changed meanwhile.
+            let id = id.filter(|id| self.trust.image_id(img).as_ref() == Some(id));
             // Served right away from the unpublished file (same inode, so same page
             // cache, as the object it becomes); checking, syncing and linking it under
             // its name go on in the background. A crash before the link leaves nothing.
@@ -314,6 +427,8 @@ impl Sharing {
             let check = want.map(|want| Check {
                 want,
                 verdict: Arc::new(Verdict::default()),
+                fp: fp.to_vec(),
+                source: id.map(|id| (id, inode.nid)),
             });
             let decision = match &check {
                 Some(c) => Decision::Own(obj, c.verdict.clone()),

@@ -5,6 +5,11 @@
 //! gone and prepares a new one. Whatever gc removes, a process that has the file open
 //! keeps reading the same bytes (an unlinked file lives on until closed).
 //!
+//! A domain's records (what it verified, its objects' seals) go with its last object:
+//! they are worth nothing without objects (a new object is hashed when made). A mount
+//! writing a record meanwhile makes gc keep the directory, or loses that record (its
+//! files are verified again).
+//!
 //! One race is left open, harmlessly: a mount replacing an object it found damaged
 //! (a rename over it) right between gc's check and its unlink makes gc remove the
 //! replacement; that mount keeps reading it (it holds it open), and the next mount
@@ -196,6 +201,31 @@ pub fn gc(root: &Path, opts: &GcOptions) -> Result<GcReport> {
                 Some(Held::Gone) => gone[i] = true,
                 _ => {}
             }
+        }
+    }
+
+    // Records last, in domains left without any other file.
+    let mut left = vec![false; scan.domains.len()];
+    for (i, f) in scan.files.iter().enumerate() {
+        if f.kind != Kind::Record
+            && !gone[i]
+            && let Some(d) = f.domain
+        {
+            left[d] = true;
+        }
+    }
+    for (i, f) in scan.files.iter().enumerate() {
+        if f.kind == Kind::Record && f.domain.is_some_and(|d| !left[d]) {
+            let removed = opts.dry_run
+                || match std::fs::remove_file(&f.path) {
+                    Ok(()) => true,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                    Err(e) => {
+                        rep.errors.push(format!("{}: {e}", f.path.display()));
+                        false
+                    }
+                };
+            gone[i] = removed;
         }
     }
 

@@ -8,6 +8,7 @@
 //! ```text
 //! STORE/v1/<domain tag>/<2 hex>/<object name>        verified against its sha256: fingerprint
 //! STORE/v1/<domain tag>/<2 hex>/<object name>.u      not verified (verify=off, or no sha256:)
+//! STORE/v1/<domain tag>/records/                      what was verified, objects' seals
 //! ```
 //!
 //! Names come from a keyed hash: `K = HMAC-SHA256(domain_id, "ishare store v1")`, the
@@ -42,6 +43,9 @@
 //! # Modules
 //!
 //! * this one: names, opening, preparing and publishing objects (what mounts do);
+//! * [`record`]: authenticated record files, merged by concurrent processes;
+//! * [`identity`]: a file's identity and state (`statx`);
+//! * [`trust`]: the records of verified image files and the seals of objects;
 //! * [`scan`]: walking the store, what each file is and whether a mount holds it;
 //! * [`stat`]: `ishare store stat`;
 //! * [`gc`]: `ishare store gc`.
@@ -62,9 +66,12 @@ use sha2::Sha256;
 use crate::options::DomainId;
 
 pub mod gc;
+mod identity;
+mod record;
 pub mod safe;
 mod scan;
 pub mod stat;
+pub(crate) mod trust;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -79,6 +86,9 @@ pub(crate) const LOCK_SUFFIX: &str = ".lock";
 
 /// Name of the file in a domain directory that mounts probe FUSE passthrough with.
 pub(crate) const PROBE_NAME: &str = "passthrough-probe";
+
+/// Directory in a domain directory holding its records (see [`trust`]).
+pub(crate) const RECORDS_DIR: &str = "records";
 
 /// Prefix of named temporary files (only when `O_TMPFILE` is unavailable).
 pub const TMP_PREFIX: &str = ".tmp.";
@@ -288,6 +298,51 @@ impl Store {
     #[cfg(test)]
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// `HMAC(K, parts...)`: names and keys derived from the domain id (each use with
+    /// its own first part).
+    pub(crate) fn keyed(&self, parts: &[&[u8]]) -> [u8; 32] {
+        hmac(&self.key, parts)
+    }
+
+    /// Where the domain's records are (for log lines).
+    pub(crate) fn records_path(&self) -> PathBuf {
+        self.dir.join(RECORDS_DIR)
+    }
+
+    /// Opens the domain's records directory, walking from the store root as
+    /// [`Store::open`] does (the directories may have been removed by gc since);
+    /// with `create`, missing directories are made, else `None` when one is missing.
+    pub(crate) fn records_dir(&self, create: bool) -> io::Result<Option<OwnedFd>> {
+        let names = [
+            VERSION_DIR,
+            self.dir
+                .file_name()
+                .and_then(OsStr::to_str)
+                .ok_or_else(|| io::Error::other("bad domain directory"))?,
+            RECORDS_DIR,
+        ];
+        let mut fd = match safe::open_root(&self.root, create) {
+            Err(e) if !create && e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            r => r?,
+        };
+        for name in names {
+            fd = if create {
+                private_subdir(&fd, name)?
+            } else {
+                match rustix::fs::openat(
+                    &fd,
+                    name,
+                    OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    Err(rustix::io::Errno::NOENT) => return Ok(None),
+                    r => r?,
+                }
+            };
+        }
+        Ok(Some(fd))
     }
 
     /// The object name of a fingerprint value (hex of a keyed hash).

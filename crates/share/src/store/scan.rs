@@ -7,7 +7,8 @@
 //! holding that lock, after checking that the path still names the file it locked).
 //!
 //! Everything here recognizes the store's own names only (domain tags, object names,
-//! lock and temporary files); other files are counted and never removed.
+//! lock and temporary files, the files of a domain's `records` directory); other files
+//! are counted and never removed.
 
 use std::fs;
 use std::io;
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::{LOCK_SUFFIX, PROBE_NAME, TMP_PREFIX, UNVERIFIED_SUFFIX, VERSION_DIR};
+use super::{LOCK_SUFFIX, PROBE_NAME, RECORDS_DIR, TMP_PREFIX, UNVERIFIED_SUFFIX, VERSION_DIR};
 use crate::error::{Error, Result};
 
 /// What a file in the store is.
@@ -31,6 +32,9 @@ pub(super) enum Kind {
     Tmp,
     /// The passthrough probe file of a domain.
     Probe,
+    /// A file of a domain's records (see [`super::trust`]): worth keeping only while
+    /// the domain has objects.
+    Record,
     /// Not one of ours.
     Other,
 }
@@ -193,7 +197,22 @@ impl Scan {
         for e in list {
             let name = e.file_name().to_string_lossy().into_owned();
             let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-            if is_dir && is_hex(&name, 2) {
+            if is_dir && name == RECORDS_DIR {
+                let Some(recs) = entries(&e.path())? else {
+                    self.dirs[ddir].gone += 1;
+                    continue;
+                };
+                let rdir = self.dirs.len();
+                self.dirs.push(Dir {
+                    path: e.path(),
+                    parent: Some(ddir),
+                    entries: recs.len(),
+                    gone: 0,
+                });
+                for r in recs {
+                    self.file(r.path(), Kind::Record, Some(d), Some(rdir))?;
+                }
+            } else if is_dir && is_hex(&name, 2) {
                 let Some(objs) = entries(&e.path())? else {
                     // Removed meanwhile.
                     self.dirs[ddir].gone += 1;

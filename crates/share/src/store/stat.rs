@@ -151,7 +151,7 @@ pub fn inventory(root: &Path) -> Result<Inventory> {
                 inv.lock_files += 1;
                 continue;
             }
-            Kind::Probe => continue,
+            Kind::Probe | Kind::Record => continue,
             Kind::Other => {
                 inv.other_files += 1;
                 inv.other_bytes += f.disk;
