@@ -227,8 +227,8 @@ fn mount_starts_the_daemon_and_unmounts_leave_it_running() {
     let points = Points::new(3);
     // Three mounts at once on a host with no daemon: one daemon results.
     std::thread::scope(|s| {
-        for i in 0..3 {
-            let (node, img, p, o) = (&node, &images[i], points.path(i), opts(store.path()));
+        for (i, img) in images.iter().enumerate() {
+            let (node, p, o) = (&node, points.path(i), opts(store.path()));
             s.spawn(move || {
                 let out = node_mount(node, img, p, &o);
                 assert!(out.status.success(), "mount {i}: {out:?}");
@@ -305,8 +305,8 @@ fn a_bad_image_fails_alone_and_good_mounts_serve_on() {
     let store = tempfile::tempdir().unwrap();
     let node = NodeDaemon::start(&ishare_bin!());
     let points = Points::new(4);
-    for i in 0..2 {
-        let out = node_mount(&node, &images[i], points.path(i), &opts(store.path()));
+    for (i, img) in images.iter().take(2).enumerate() {
+        let out = node_mount(&node, img, points.path(i), &opts(store.path()));
         assert!(out.status.success(), "{out:?}");
     }
     // Missing and corrupt images: the daemon's error, naming the image.

@@ -50,6 +50,7 @@ fn mount_read_unmount(img: &Path, store: &Path, files: &[(&str, &[u8])]) -> Stri
     run(Command::new(ishare_bin!())
         .args([
             "mount",
+            "--dedicated",
             "-o",
             &format!(
                 "inode_share,domain_id=verify-record-test,store={},log={}",
