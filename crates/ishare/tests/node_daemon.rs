@@ -416,3 +416,56 @@ fn the_control_socket_refuses_bad_peers_and_requests() {
     // Still serving.
     assert!(raw(&sock, b"{\"op\":\"list\"}\n").contains("\"ok\":true"));
 }
+
+/// The daemon's verification summaries so far: (files hashed, verified by the record).
+fn summaries(node: &NodeDaemon) -> Vec<(u64, u64)> {
+    node.log_text()
+        .lines()
+        .filter_map(|l| {
+            let (head, _) = l.split_once(" files hashed for verification, ")?;
+            let hashed = head.rsplit(' ').next()?.parse().ok()?;
+            let rest = l.split_once(" files hashed for verification, ")?.1;
+            let recorded = rest.split(' ').next()?.parse().ok()?;
+            Some((hashed, recorded))
+        })
+        .collect()
+}
+
+#[test]
+fn a_verified_image_is_not_hashed_again_by_the_daemon() {
+    require_root();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (images, want) = family(dir.path(), 1);
+    let store = tempfile::tempdir().unwrap();
+    let node = NodeDaemon::start(&ishare_bin!());
+    let points = Points::new(1);
+    let files = ["d0/common", "etc/small", "own-0"];
+    for round in 0..2 {
+        let out = node_mount(&node, &images[0], points.path(0), &opts(store.path()));
+        assert!(out.status.success(), "{out:?}");
+        for f in files {
+            fs::read(points.path(0).join(f)).unwrap();
+        }
+        assert_eq!(
+            hash_file(&points.path(0).join("d0/common")).unwrap().1,
+            want
+        );
+        run(Command::new(ishare_bin!())
+            .arg("umount")
+            .arg(points.path(0)));
+        // The summary comes once the mount's sharing state is done publishing.
+        let start = Instant::now();
+        while summaries(&node).len() <= round {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no summary: {}",
+                node.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let s = summaries(&node);
+    assert_eq!(s[0], (3, 0), "first mount: {s:?}");
+    assert_eq!(s[1], (0, 3), "second mount hashed again: {s:?}");
+}
