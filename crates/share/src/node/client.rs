@@ -105,7 +105,7 @@ pub fn mount_via_daemon(
 
 /// The daemon's mounts and pid; `None` when no daemon runs at `socket`.
 pub fn list(socket: &Path) -> Result<Option<(u32, Vec<MountInfo>)>> {
-    match request(socket, &Request::List) {
+    match request(socket, &Request::List {}) {
         Ok(r) => Ok(Some((r.pid.unwrap_or(0), r.mounts.unwrap_or_default()))),
         Err(Error::NoDaemon { .. }) => Ok(None),
         Err(e) => Err(e),

@@ -47,7 +47,7 @@ pub enum Request {
         lazy: bool,
     },
     /// The daemon's mounts.
-    List,
+    List {},
 }
 
 impl std::fmt::Debug for Request {
@@ -70,7 +70,7 @@ impl std::fmt::Debug for Request {
                 .field("mountpoint", mountpoint)
                 .field("lazy", lazy)
                 .finish(),
-            Request::List => f.write_str("List"),
+            Request::List {} => f.write_str("List"),
         }
     }
 }

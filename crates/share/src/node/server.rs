@@ -268,7 +268,7 @@ fn answer(table: &Arc<Table>, req: Request) -> Reply {
         Request::Unmount { mountpoint, lazy } => table
             .unmount(&mountpoint, lazy, UNMOUNT_WAIT)
             .map(|()| Reply::done()),
-        Request::List => Ok(Reply {
+        Request::List {} => Ok(Reply {
             mounts: Some(table.list()),
             pid: Some(std::process::id()),
             ..Reply::done()
