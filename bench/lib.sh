@@ -50,7 +50,7 @@ bench_build() {
 . "$(dirname "${BASH_SOURCE[0]}")/../scripts/rootfs.sh"
 
 # median: the median of the numbers on stdin, one a line.
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.10g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 drop_caches() {
   sync
@@ -161,4 +161,60 @@ compare_extracted() {
   done
   diff -u "$source_meta" <(grep -v '^\. ' "$a.meta") >>"$d" || fail=1
   return "$fail"
+}
+
+# --- ishare processes, whatever the daemon model ---------------------------------
+# `ishare mount` may run one daemon per mount or hand every mount to one node
+# daemon (`ishare daemon ...`); these find them all by their executable, never by
+# pid files or names.
+
+# ishare_pids BIN: the pids of every process whose executable is BIN (a private copy
+# of the binary: nobody else runs it), one a line.
+ishare_pids() {
+  local bin=$1 p e
+  for p in /proc/[0-9]*; do
+    e=$(readlink "$p/exe" 2>/dev/null) || continue
+    [ "$e" = "$bin" ] || [ "$e" = "$bin (deleted)" ] || continue
+    echo "${p#/proc/}"
+  done
+}
+
+# ishare_mem BIN: "PSS_KIB RSS_KIB PROCESSES", the sums of Pss: and Rss: of
+# /proc/PID/smaps_rollup over ishare_pids BIN (a process exiting meanwhile is left out).
+ishare_mem() {
+  local pid pss=0 rss=0 n=0 a b
+  for pid in $(ishare_pids "$1"); do
+    read -r a b < <(awk '/^Pss:/ { p = $2 } /^Rss:/ { r = $2 } END { if (p != "") print p, r }' \
+      "/proc/$pid/smaps_rollup" 2>/dev/null) || continue
+    [ -n "$a" ] || continue
+    pss=$((pss + a)) rss=$((rss + b)) n=$((n + 1))
+  done
+  echo "$pss $rss $n"
+}
+
+# ishare_wait_exit BIN SECS: waits up to SECS for every process running BIN to exit;
+# returns 1 if some still run.
+ishare_wait_exit() {
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    [ -n "$(ishare_pids "$1")" ] || return 0
+    sleep 0.1
+  done
+  [ -z "$(ishare_pids "$1")" ]
+}
+
+# ishare_stop BIN SECS: waits up to SECS for the processes running BIN to exit, then
+# sends the rest SIGTERM (a node daemon with no mounts left may stay up by design),
+# then SIGKILL after 10 s. Prints the pids it signalled, if any.
+ishare_stop() {
+  local bin=$1 pids
+  ishare_wait_exit "$bin" "$2" && return 0
+  pids=$(ishare_pids "$bin" | tr '\n' ' ')
+  [ -z "$pids" ] || echo "$pids"
+  # shellcheck disable=SC2086 # pids are words
+  [ -z "$pids" ] || kill -TERM $pids 2>/dev/null || true
+  ishare_wait_exit "$bin" 10 && return 0
+  pids=$(ishare_pids "$bin" | tr '\n' ' ')
+  # shellcheck disable=SC2086
+  [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
 }

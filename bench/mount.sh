@@ -2,13 +2,21 @@
 # Benchmark: `ishare mount` (FUSE; with -o inode_share the data of identical files
 # comes from one store object per fingerprint, through kernel FUSE passthrough)
 # against kernel EROFS loop mounts (Linux 6.18: no inode_share) and squashfuse.
-# Four parts (see bench/README.md):
+# Parts (see bench/README.md):
 #   memory  ten images of a family of Debian root filesystems, every file read
 #           through every mount: page cache growth / unique content size
 #   warm    sequential read of a 1 GiB file, page cache warm
 #   cold    first read of a 256 MiB file, caches dropped, fresh store
 #   meta    stat of every entry of the minbase image, cold and warm
+#   total   (issue 11) the ten images: page cache growth + PSS of every ishare
+#           process, over the unique content
+#   many    (issue 11) PSS of every ishare process with 10 and with 100 mounts of
+#           small distinct images
+#   speed   (issue 11) the ten images: every file read cold and warm, a warm stat
+#           walk, execs of `chroot M apt-config dump`, against kernel loop mounts
 # Every read is checked against checksums of the source. Run as root.
+# ishare processes are found by their executable (a private copy of the binary),
+# whether `ishare mount` runs one daemon per mount or one node daemon for all.
 #
 # Environment:
 #   ISHARE_CACHE  cache directory (default /var/cache/ishare)
@@ -16,8 +24,18 @@
 #   MEM_RUNS      runs per tool of the memory part (default 3)
 #   MEM_TOOLS     tools of the memory part (default "ishare ishare-noverify kernel")
 #   WARM_RUNS     timed runs per tool of the warm part (default 9: it is fast and noisy)
-#   IMAGES        a subset of the family for the memory part (default: all ten)
-#   PARTS         which parts, in order (default "memory warm cold meta")
+#   IMAGES        a subset of the family for the memory, total and speed parts
+#                 (default: all ten)
+#   PARTS         which parts, in order (default "memory warm cold meta"; also
+#                 total many speed)
+#   TOTAL_RUNS    runs per tool of the total part (default 2)
+#   TOTAL_TOOLS   tools of the total part (default "ishare kernel")
+#   MANY_RUNS     runs per tool of the many part (default 1)
+#   MANY_N        images of the many part (default 100; PSS at 10 and at MANY_N mounts)
+#   SPEED_RUNS    timed runs per tool of the warm measurements of the speed part (default 3)
+#   SPEED_COLD_RUNS  cold runs per tool of the speed part (default 2)
+#   EXECS         execs of `chroot M apt-config dump` per timed run (default 200)
+#   RESULTS       where the report goes (default bench/results/mount[-PARTS].md)
 #   SKIP_BUILD=1  do not run `cargo build --release -p ishare`
 #   ISHARE_BIN    ishare binary (default $CARGO_TARGET_DIR/release/ishare, or
 #                 target/release/ishare)
@@ -31,9 +49,17 @@ MEM_RUNS=${MEM_RUNS:-3}
 MEM_TOOLS=${MEM_TOOLS:-ishare ishare-noverify kernel}
 WARM_RUNS=${WARM_RUNS:-9}
 PARTS=${PARTS:-memory warm cold meta}
+TOTAL_RUNS=${TOTAL_RUNS:-2}
+TOTAL_TOOLS=${TOTAL_TOOLS:-ishare kernel}
+MANY_RUNS=${MANY_RUNS:-1}
+MANY_N=${MANY_N:-100}
+SPEED_RUNS=${SPEED_RUNS:-3}
+SPEED_COLD_RUNS=${SPEED_COLD_RUNS:-2}
+EXECS=${EXECS:-200}
 SUITE=bookworm
 DATA=$BENCH/mount
 ISHARE_SRC=${ISHARE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/ishare}
+RESULTS_SET=${RESULTS:-}
 RESULTS=$ROOT/bench/results/mount.md
 UUID=0f3b1a2c-5d4e-4f60-8a7b-9c0d1e2f3a4b
 MKFS_OPTS=(--quiet -T0 --mkfs-time -U "$UUID")
@@ -42,7 +68,7 @@ export LC_ALL=C
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (mount, drop_caches, FUSE passthrough)"
 for p in $PARTS; do
-  case $p in memory | warm | cold | meta) ;; *) die "unknown part $p (PARTS: memory warm cold meta)" ;; esac
+  case $p in memory | warm | cold | meta | total | many | speed) ;; *) die "unknown part $p (PARTS: memory warm cold meta total many speed)" ;; esac
 done
 
 # --- tools -------------------------------------------------------------------
@@ -50,24 +76,30 @@ bench_tools time debootstrap squashfs-tools squashfuse openssl gcc libc6-dev jq
 bench_build "$ISHARE_SRC"
 
 WORK=$(mktemp -d /tmp/ishare-mount-bench.XXXXXX)
-declare -A DAEMON=() # mount point -> pid of its `ishare mount -f`
+ISHARE=$WORK/ishare
+# Unmounts everything under WORK (the FUSE mounts first, with `ishare umount`, then
+# anything left, lazily if busy), waits for the ishare processes (one per mount, or
+# a node daemon) to exit, and sends those still running after 60 s SIGTERM.
 cleanup() {
   set +e
-  local m pid i
+  local m left
+  for m in $(findmnt -rno TARGET,FSTYPE | awk '$2 == "fuse.ishare" { print $1 }' | grep -F "$WORK/" | sort -r); do
+    "$ISHARE" umount "$m" >/dev/null 2>&1
+  done
   for m in $(findmnt -rno TARGET | grep -F "$WORK/" | sort -r); do
     umount "$m" 2>/dev/null || umount -l "$m"
   done
-  for pid in "${DAEMON[@]}"; do
-    for ((i = 0; i < 600; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill "$pid"
-  done
+  if [ -x "$ISHARE" ]; then
+    left=$(ishare_stop "$ISHARE" 60)
+    [ -z "$left" ] || warn "ishare processes still running after their mounts were gone, sent SIGTERM: $left"
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 mkdir -p "$WORK/mnt" "$WORK/log" "$DATA"
 
-# A private copy of the binary: a rebuild during the runs changes nothing.
-ISHARE=$WORK/ishare
+# A private copy of the binary: a rebuild during the runs changes nothing (and
+# its processes are ours: ishare_pids finds them by this path).
 cp "$ISHARE_SRC" "$ISHARE"
 ISHARE_SHA=$(sha256sum "$ISHARE" | cut -c1-64)
 cc -O2 -Wall -o "$WORK/pagecache" "$ROOT/bench/pagecache.c"
@@ -115,32 +147,35 @@ sentinel_kept() {
   return 1
 }
 
-# ishare_mount IMAGE MOUNTPOINT STORE [OPTION,...]: `ishare mount -f` in the
-# background (its pid kept, so unmounting can wait for it), until the mount is there.
+# ishare_mount IMAGE MOUNTPOINT STORE [OPTION,...]: `ishare mount -o
+# inode_share,store=STORE,log=LOG` (the daemon detaches: one per mount, or a node
+# daemon serving every mount; both log this mount's lines to LOG), checked to be
+# mounted when it returns.
 ishare_mount() {
-  local img=$1 mnt=$2 store=$3 extra=${4:-} pid i log
+  local img=$1 mnt=$2 store=$3 extra=${4:-} log i
   log=$WORK/log/daemon.$(basename "$mnt")
   mkdir -p "$mnt"
-  "$ISHARE" mount -f -o "inode_share,store=$store${extra:+,$extra}" "$img" "$mnt" 2>>"$log" &
-  pid=$!
-  for ((i = 0; i < 600; i++)); do
-    if [ "$(findmnt -rno FSTYPE -M "$mnt" 2>/dev/null)" = fuse.ishare ]; then
-      DAEMON[$mnt]=$pid
-      return 0
-    fi
-    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "ishare mount $img failed"; }
-    sleep 0.05
+  "$ISHARE" mount -o "inode_share,store=$store,log=$log${extra:+,$extra}" "$img" "$mnt" 2>>"$log" ||
+    { cat "$log" >&2; die "ishare mount $img failed"; }
+  # (It returns once the mount is ready; allow a little slack all the same.)
+  for ((i = 0; i < 100; i++)); do
+    [ "$(findmnt -rno FSTYPE -M "$mnt" 2>/dev/null)" != fuse.ishare ] || return 0
+    sleep 0.1
   done
-  die "ishare mount $img: no mount after 30 s"
+  die "ishare mount $img: returned, but no fuse.ishare mount on $mnt after 10 s"
 }
 
-# ishare_umount MOUNTPOINT: unmounts and waits for the daemon to exit (it finishes
-# publishing its objects first).
+# ishare_umount MOUNTPOINT: `ishare umount` (with one daemon per mount it returns
+# once that daemon has exited, having published its objects), then checks the
+# mount is gone and the log has no warnings.
 ishare_umount() {
-  local mnt=$1 pid=${DAEMON[$1]}
-  "$ISHARE" umount "$mnt"
-  wait "$pid" || warn "ishare mount daemon of $mnt exited with $?"
-  unset "DAEMON[$mnt]"
+  local mnt=$1 i
+  "$ISHARE" umount "$mnt" || warn "ishare umount $mnt exited with $?"
+  for ((i = 0; i < 600; i++)); do
+    findmnt -M "$mnt" >/dev/null 2>&1 || break
+    sleep 0.1
+  done
+  findmnt -M "$mnt" >/dev/null 2>&1 && die "$mnt still mounted 60 s after ishare umount"
   # Files served unshared, mismatching fingerprints, failed publications: all
   # logged as warnings, and none may happen here, except that the memory part
   # counts (and reports) daemons running out of file descriptors (EMFILE_OK=1).
@@ -155,17 +190,42 @@ ishare_umount() {
 }
 
 # daemon_files PREFIX...: the /proc/PID/fd/N (NUL-separated) of every open file of
-# the mount daemons whose path starts with one of the PREFIXes (unlinked files
+# the ishare processes whose path starts with one of the PREFIXes (unlinked files
 # too: objects being published are open unnamed files in the store).
 daemon_files() {
   local pid
-  for pid in "${DAEMON[@]}"; do
-    find "/proc/$pid/fd" -mindepth 1 -printf "%l\t/proc/$pid/fd/%f\n"
+  for pid in $(ishare_pids "$ISHARE"); do
+    find "/proc/$pid/fd" -mindepth 1 -printf "%l\t/proc/$pid/fd/%f\n" 2>/dev/null
   done | awk -F'\t' -v p="$*" 'BEGIN { n = split(p, pre, " ") }
     { for (i = 1; i <= n; i++) if (index($1, pre[i]) == 1) { printf "%s%c", $2, 0; break } }'
 }
 
 kernel_mount() { mkdir -p "$2" && mount -t erofs -o loop,ro "$1" "$2"; }
+
+# store_objects STORE: how many objects the store holds.
+store_objects() { "$ISHARE" store stat --store "$1" --json | jq -r .objects; }
+# store_settle STORE N: waits (up to 60 s) until STORE holds N objects (a node
+# daemon may publish after the unmounts; one daemon per mount has published before
+# it exited), prints the count.
+store_settle() {
+  local i c
+  for ((i = 0; i < 120; i++)); do
+    c=$(store_objects "$1")
+    [ "$c" != "$2" ] || break
+    sleep 0.5
+  done
+  echo "$c"
+}
+# stop_leftover: after the last unmount of a measurement, the ishare processes
+# should be gone (one daemon per mount exits with its mount); a node daemon may
+# stay up: it gets SIGTERM after 10 s, so that every measurement starts from new
+# processes. Counted in LEFTOVER for the report.
+LEFTOVER=0
+stop_leftover() {
+  local left
+  left=$(ishare_stop "$ISHARE" 10)
+  [ -z "$left" ] || { LEFTOVER=$((LEFTOVER + 1)); log "ishare processes left after the unmounts, sent SIGTERM: $left"; }
+}
 
 # tree_stamp TREE: changes when the cached tree is made again.
 tree_stamp() {
@@ -281,7 +341,7 @@ declare -A RECIPE=()
 for f in "${FAMILY[@]}"; do
   read -r name parent pkgs rev <<<"$f"
   # The metadata part only needs minbase.
-  want memory || { want meta && [ "$name" = minbase ]; } || continue
+  want memory || want total || want speed || { want meta && [ "$name" = minbase ]; } || continue
   [ -z "$IMAGES" ] || [[ " $IMAGES " == *" $name "* ]] || [ "$name" = minbase ] || continue
   NAMES+=("$name")
   tree=$BENCH/rootfs-$SUITE-$name
@@ -316,9 +376,9 @@ if want warm || want cold; then
     rm -rf "$BIG_TREE"
     mkdir -p "$BIG_TREE"
     head -c $((1 << 30)) /dev/zero | openssl enc -aes-128-ctr -nosalt \
-      -K 000102030405060708090a0b0c0d0e0f -iv 0 >"$BIG_TREE/big.bin"
+      -K 000102030405060708090a0b0c0d0e0f -iv 00000000000000000000000000000000 >"$BIG_TREE/big.bin"
     head -c $((256 << 20)) /dev/zero | openssl enc -aes-128-ctr -nosalt \
-      -K 0f0e0d0c0b0a09080706050403020100 -iv 0 >"$BIG_TREE/cold.bin"
+      -K 0f0e0d0c0b0a09080706050403020100 -iv 00000000000000000000000000000000 >"$BIG_TREE/cold.bin"
     (cd "$BIG_TREE" && sha256sum big.bin cold.bin) >"$DATA/big.sha256"
     touch "$BIG_TREE/.done"
   fi
@@ -350,10 +410,13 @@ started_load=$(loadavg)
 #     every mount.
 # Both also report the growth of Cached in /proc/meminfo, which sees everything
 # (directories too) but also whatever else the machine is doing.
-# Appends "load accounted meminfo_delta read_s part1 part2 part3 rss_kib" to
-# $WORK/log/mem.TOOL, unless the sentinel was dropped meanwhile (then MEM_OK=0).
+# Appends "load accounted meminfo_delta read_s part1 part2 part3 rss_kib pss_kib
+# processes" (RSS and PSS: sums over every ishare process, after the reads) to
+# $WORK/log/$MEM_LOG.TOOL (MEM_LOG: mem, or total for the total part), unless the
+# sentinel was dropped meanwhile (then MEM_OK=0).
+MEM_LOG=mem
 mem_run() {
-  local tool=$1 n=$2 i name mnt store c0 c1 t0 t1 l0 acc p1 p2 p3 rss=0 pid got kept=1
+  local tool=$1 n=$2 i name mnt store c0 c1 t0 t1 l0 acc p1 p2 p3 rss=0 pss=0 nproc=0 got kept=1
   store=$WORK/store.mem.$n
   for i in "${!NAMES[@]}"; do
     name=${NAMES[$i]}
@@ -381,10 +444,8 @@ mem_run() {
   c1=$(cached_bytes)
   if [ "$tool" != kernel ]; then
     p1=0 p2=0 p3=0
-    for mnt in "${!DAEMON[@]}"; do
-      pid=${DAEMON[$mnt]}
-      rss=$((rss + $(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")))
-    done
+    # Every ishare process: one daemon per mount, or one node daemon.
+    read -r pss rss nproc < <(ishare_mem "$ISHARE")
     # Every file the daemons hold in the images' directory and the store, once each.
     read -r p1 _ _ < <(daemon_files "$DATA/" | "$PAGECACHE")
     # Objects: those the daemons hold (unpublished ones too) and every published one
@@ -398,7 +459,8 @@ mem_run() {
     local list=$WORK/log/unshared emfile unpub objects obytes
     : >"$list"
     for i in "${!NAMES[@]}"; do
-      sed -n "s|^ishare: warning: $DATA/${NAMES[$i]}\.erofs: \(.*\): cannot [a-z]* its shared object in .*Too many open files.*; served unshared\$|\1|p" \
+      # (stderr: "ishare: warning: ..."; a log= file: "SECS.MS ishare[PID]: warning: ...")
+      sed -n "s|^\([0-9.]* \)\{0,1\}ishare\(\[[0-9]*\]\)\{0,1\}: warning: $DATA/${NAMES[$i]}\.erofs: \(.*\): cannot [a-z]* its shared object in .*Too many open files.*; served unshared\$|\3|p" \
         "$WORK/log/daemon.$tool.$i" | sed "s|^|$WORK/mnt/$tool.$i|" | tr '\n' '\0' >>"$list"
     done
     emfile=$(tr -cd '\0' <"$list" | wc -c)
@@ -411,13 +473,16 @@ mem_run() {
     sentinel_kept || kept=0
     for i in "${!NAMES[@]}"; do EMFILE_OK=1 ishare_umount "$WORK/mnt/$tool.$i"; done
     # Every distinct fingerprint must have become one object (unless daemons ran
-    # out of file descriptors: then some content may have no object).
-    read -r objects obytes < <("$ISHARE" store stat --store "$store" --json | jq -r '"\(.objects) \(.bytes)"')
-    if [ "$emfile" = 0 ] && [ "$unpub" = 0 ] && [ "$objects" != "$UNIQUE_N" ]; then
-      die "the store has $objects objects, the images $UNIQUE_N distinct fingerprints"
+    # out of file descriptors: then some content may have no object). A node
+    # daemon may still be publishing after the unmounts: wait for the count.
+    if [ "$emfile" = 0 ] && [ "$unpub" = 0 ]; then
+      objects=$(store_settle "$store" "$UNIQUE_N")
+      [ "$objects" = "$UNIQUE_N" ] || die "the store has $objects objects, the images $UNIQUE_N distinct fingerprints"
     fi
+    read -r objects obytes < <("$ISHARE" store stat --store "$store" --json | jq -r '"\(.objects) \(.bytes)"')
+    stop_leftover
     rm -rf "$store" "$WORK"/log/daemon."$tool".*
-    [ "$kept" = 0 ] || echo "$tool $n $emfile $unpub $objects $obytes $named" >>"$WORK/log/mem.emfile"
+    [ "$kept" = 0 ] || echo "$tool $n $emfile $unpub $objects $obytes $named" >>"$WORK/log/$MEM_LOG.emfile"
   else
     local devs=()
     for i in "${!NAMES[@]}"; do devs+=("$(findmnt -rno SOURCE -M "$WORK/mnt/$tool.$i")"); done
@@ -432,13 +497,11 @@ mem_run() {
   fi
   MEM_OK=$kept
   [ "$kept" = 1 ] || return 0
-  echo "$l0 $acc $((c1 - c0)) $(elapsed "$t0" "$t1") $p1 $p2 ${p3:-0} $rss" >>"$WORK/log/mem.$tool"
+  echo "$l0 $acc $((c1 - c0)) $(elapsed "$t0" "$t1") $p1 $p2 ${p3:-0} $rss $pss $nproc" >>"$WORK/log/$MEM_LOG.$tool"
 }
 
-if want memory; then
-  log "memory: ${#NAMES[@]} images, $MEM_RUNS runs per tool"
-  # Several runs share the log of the EMFILE counts.
-  : >"$WORK/log/mem.emfile"
+# The family's unique content (memory and total parts).
+family_unique() {
   # Unique content: distinct SHA-256 of non-empty files over all images (what
   # ishare's objects hold; the fingerprints are these digests).
   manifests=()
@@ -451,6 +514,13 @@ if want memory; then
     grep -v '^#' "$m" | awk '!seen[$3]++ { b += $2; p += int(($2 + 4095) / 4096) * 4096 }
       END { printf "%.0f %.0f\n", b, p }'
   done | awk '{ b += $1; p += $2 } END { printf "%.0f %.0f\n", b, p }')
+}
+if want memory || want total; then family_unique; fi
+
+if want memory; then
+  log "memory: ${#NAMES[@]} images, $MEM_RUNS runs per tool"
+  # Several runs share the log of the EMFILE counts.
+  : >"$WORK/log/mem.emfile"
   mem_load_before=$(loadavg)
   for ((r = 1; r <= MEM_RUNS; r++)); do
     for tool in $MEM_TOOLS; do
@@ -483,18 +553,19 @@ if want memory; then
   # them through its loop devices: every image's own, whatever shares file data.
   META_B=
   [ ! -s "$WORK/log/mem.kernel" ] || META_B=$(awk '{ print $6 }' "$WORK/log/mem.kernel" | median)
-  out "| tool | page cache growth (MiB) | ÷ unique content | ÷ unique content in pages | ÷ (unique content in pages + metadata) | meminfo Cached growth (MiB) | ÷ unique content | read time (s) | mount daemons' RSS (MiB) | 1-min load |"
-  out "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  out "| tool | page cache growth (MiB) | ÷ unique content | ÷ unique content in pages | ÷ (unique content in pages + metadata) | meminfo Cached growth (MiB) | ÷ unique content | read time (s) | ishare processes' RSS (MiB) | their PSS (MiB) | 1-min load |"
+  out "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   for tool in $MEM_TOOLS; do
     f=$WORK/log/mem.$tool
     acc=$(awk '{ print $2 }' "$f" | median)
     mi=$(awk '{ print $3 }' "$f" | median)
     rt=$(awk '{ print $4 }' "$f" | median)
-    rss=-
+    rss=- pss=-
     [ "$tool" = kernel ] || rss=$(awk '{ print $8 }' "$f" | median | awk '{ printf "%.0f", $1 / 1024 }')
+    [ "$tool" = kernel ] || pss=$(awk '{ print $9 }' "$f" | median | awk '{ printf "%.0f", $1 / 1024 }')
     floor=-
     [ -z "$META_B" ] || floor=$(ratio "$acc" "$(awk -v a="$UNIQUE_P" -v b="$META_B" 'BEGIN { printf "%.0f", a + b }')")
-    out "| $tool | $(mib "$acc") | $(ratio "$acc" "$UNIQUE_B") | $(ratio "$acc" "$UNIQUE_P") | $floor | $(mib "$mi") | $(ratio "$mi" "$UNIQUE_B") | $(printf %.1f "$rt") | $rss | $(awk '{ print $1 }' "$f" | range) |"
+    out "| $tool | $(mib "$acc") | $(ratio "$acc" "$UNIQUE_B") | $(ratio "$acc" "$UNIQUE_P") | $floor | $(mib "$mi") | $(ratio "$mi" "$UNIQUE_B") | $(printf %.1f "$rt") | $rss | $pss | $(awk '{ print $1 }' "$f" | range) |"
   done
   out
   [ -z "$META_B" ] || out "Metadata: $(mib "$META_B") MiB, the pages of the kernel's loop devices (the metadata blocks of all ${#NAMES[@]} images: inodes, xattrs, directories, inline file tails). Unique content in pages plus that ($(mib "$(awk -v a="$UNIQUE_P" -v b="$META_B" 'BEGIN { printf "%.0f", a + b }')") MiB) is what a page cache holds that keeps one copy of each distinct file and every image's metadata."
@@ -502,9 +573,9 @@ if want memory; then
   out "Every run (medians above): accounted MiB = parts; meminfo MiB; read time; load:"
   out
   for tool in $MEM_TOOLS; do
-    while read -r l a m t p1 p2 p3 rss; do
+    while read -r l a m t p1 p2 p3 rss pss np; do
       if [ "$tool" != kernel ]; then
-        parts="images $(mib "$p1") + objects $(mib "$p2") + files served unshared $(mib "$p3"); daemons' RSS $(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }') MiB"
+        parts="images $(mib "$p1") + objects $(mib "$p2") + files served unshared $(mib "$p3"); $np ishare processes: RSS $(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }') MiB, PSS $(awk -v k="$pss" 'BEGIN { printf "%.1f", k / 1024 }') MiB"
       else
         parts="image files $(mib "$p1") + loop devices $(mib "$p2") + mounted files $(mib "$p3")"
       fi
@@ -747,6 +818,415 @@ if want meta; then
   out
 fi
 
+# --- 5. total memory (issue 11) ------------------------------------------------------
+# The memory part's runs (mem_run), ishare with verify=on against kernel loop mounts,
+# reported as the issue asks: page cache growth plus the PSS of every ishare process
+# (one daemon per mount, or one node daemon), over the unique content.
+declare -A TOTAL_RATIO=()
+if want total; then
+  log "total: ${#NAMES[@]} images, $TOTAL_RUNS runs per tool"
+  MEM_LOG=total
+  : >"$WORK/log/total.emfile"
+  total_load_before=$(loadavg)
+  for ((r = 1; r <= TOTAL_RUNS; r++)); do
+    for tool in $TOTAL_TOOLS; do
+      for _ in 1 2 3; do
+        log "total $tool $r/$TOTAL_RUNS (load $(load1))"
+        mem_run "$tool" "$r"
+        [ "$MEM_OK" = 0 ] || break
+      done
+      [ "$MEM_OK" = 1 ] || die "the page cache was dropped by someone else in 3 attempts: the machine is too busy"
+    done
+  done
+  MEM_LOG=mem
+  total_load_after=$(loadavg)
+  out "## 5. Total memory: page cache growth + PSS of every ishare process, ${#NAMES[@]} images"
+  out
+  out "- the images of part 1 (${#NAMES[@]} of the family; unique content $UNIQUE_N distinct fingerprints, $(mib "$UNIQUE_B") MiB; all images hold $(mib "$ALL_B") MiB); each run mounts all of them (ishare: \`ishare mount -o inode_share\`, verify=on, a fresh store; kernel: \`mount -t erofs -o loop,ro\`), drops caches, then reads every regular file through every mount (SHA-256, checked against the source trees), then counts"
+  out "- page cache growth: as in part 1 (ishare: pages of the images and store objects the ishare processes hold or the store has; kernel: image files, loop devices and every mounted file; each inode once); meminfo: growth of \`Cached:\` − \`Shmem:\`"
+  out "- PSS / RSS: sums of \`Pss:\` / \`Rss:\` in /proc/PID/smaps_rollup over every process whose executable is the ishare binary of this run (after the reads, all mounts still up); the kernel mounts have no process (their kernel memory — inodes, dentries, loop devices — is in neither figure)"
+  out "- total ÷ unique = (page cache growth + PSS) ÷ unique content; target ≤ 1.45×"
+  out "- $TOTAL_RUNS run(s) per tool, medians; load average before / after: $total_load_before / $total_load_after"
+  out
+  out "| tool | page cache growth (MiB) | ÷ unique | PSS total (MiB) | RSS total (MiB) | ishare processes | **(growth + PSS) ÷ unique** | meminfo growth (MiB) | (meminfo + PSS) ÷ unique | read time (s) | 1-min load |"
+  out "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  for tool in $TOTAL_TOOLS; do
+    f=$WORK/log/total.$tool
+    acc=$(awk '{ print $2 }' "$f" | median)
+    mi=$(awk '{ print $3 }' "$f" | median)
+    rt=$(awk '{ print $4 }' "$f" | median)
+    if [ "$tool" = kernel ]; then
+      pss=0 rss=0 np=0
+    else
+      rss=$(awk '{ print $8 * 1024 }' "$f" | median)
+      pss=$(awk '{ print $9 * 1024 }' "$f" | median)
+      np=$(awk '{ print $10 }' "$f" | median)
+    fi
+    TOTAL_RATIO[$tool]=$(ratio "$(awk -v a="$acc" -v b="$pss" 'BEGIN { printf "%.0f", a + b }')" "$UNIQUE_B")
+    out "| $tool | $(mib "$acc") | $(ratio "$acc" "$UNIQUE_B") | $(mib "$pss") | $(mib "$rss") | $np | **${TOTAL_RATIO[$tool]}×** | $(mib "$mi") | $(ratio "$(awk -v a="$mi" -v b="$pss" 'BEGIN { printf "%.0f", a + b }')" "$UNIQUE_B") | $(printf %.1f "$rt") | $(awk '{ print $1 }' "$f" | range) |"
+  done
+  out
+  out "Every run: accounted MiB = parts; ishare processes; meminfo MiB; read time; load:"
+  out
+  for tool in $TOTAL_TOOLS; do
+    while read -r l a m t p1 p2 p3 rss pss np; do
+      if [ "$tool" != kernel ]; then
+        parts="images $(mib "$p1") + objects $(mib "$p2") + files served unshared $(mib "$p3"); $np ishare processes: PSS $(mib $((pss * 1024))) MiB, RSS $(mib $((rss * 1024))) MiB"
+      else
+        parts="image files $(mib "$p1") + loop devices $(mib "$p2") + mounted files $(mib "$p3")"
+      fi
+      out "- $tool: $(mib "$a") = $parts; meminfo $(mib "$m"); ${t}s; load $l"
+    done <"$WORK/log/total.$tool"
+  done
+  while read -r tool r emfile unpub objects obytes named; do
+    [ "$emfile" = 0 ] && [ "$unpub" = 0 ] && continue
+    out "- $tool run $r: EMFILE: $emfile files served unshared, $unpub objects not published; the store ended with $objects objects for $UNIQUE_N distinct fingerprints"
+  done <"$WORK/log/total.emfile"
+  out
+fi
+
+# --- 6. many mounts (issue 11) ----------------------------------------------------------
+# MANY_N small distinct images (a few hundred KiB each): every tree holds the same
+# common files, the files of its group (tree number mod 10) and its own files, all
+# AES-CTR keystream slices (incompressible, reproducible), plus a few small text
+# files, a symlink and an empty file. Made once, cached in $DATA/many.
+MANY=$DATA/many
+MANY_RECIPE="small-tree v1: 12 common + 8 group + 10 own keystream files"
+# keystream_files DIR KEY COUNT SEED: COUNT files DIR/fNN.bin of 300 B to 24 KiB
+# (sizes from SEED), consecutive slices of the AES-128-CTR keystream of KEY.
+keystream_files() {
+  local dir=$1 key=$2 count=$3 seed=$4 k off=0 total=0 sizes=()
+  mkdir -p "$dir"
+  for ((k = 0; k < count; k++)); do
+    sizes+=($((300 + (k * 7919 + seed * 104729) % 24000)))
+    total=$((total + sizes[k]))
+  done
+  head -c "$total" /dev/zero | openssl enc -aes-128-ctr -nosalt -K "$key" -iv 00000000000000000000000000000000 >"$dir.stream"
+  for ((k = 0; k < count; k++)); do
+    dd if="$dir.stream" of="$dir/$(printf 'f%02d.bin' "$k")" bs=64K iflag=skip_bytes,count_bytes \
+      skip="$off" count="${sizes[k]}" status=none
+    off=$((off + sizes[k]))
+  done
+  rm -f "$dir.stream"
+}
+# small_tree N: $MANY/tree.NNN (cached: the recipe in tree.NNN.options).
+small_tree() {
+  local n=$1 nnn tree
+  nnn=$(printf %03d "$n")
+  tree=$MANY/tree.$nnn
+  if [ -d "$tree" ] && [ "$(cat "$tree.options" 2>/dev/null)" = "$MANY_RECIPE" ]; then return 0; fi
+  rm -rf "$tree" "$tree.tmp"
+  mkdir -p "$tree.tmp"/{etc,usr/bin,usr/lib,usr/share,var/lib}
+  cp -a "$MANY/common" "$tree.tmp/usr/lib/common"
+  cp -a "$MANY/group.$((n % 10))" "$tree.tmp/usr/share/group"
+  keystream_files "$tree.tmp/var/lib/own" "$(printf 'aa%030x' "$n")" 10 "$((n + 100))"
+  echo "small-$nnn" >"$tree.tmp/etc/hostname"
+  printf 'image %s\ngroup %s\n' "$nnn" "$((n % 10))" >"$tree.tmp/etc/image-release"
+  printf 'PRETTY_NAME="small image"\nID=small\n' >"$tree.tmp/etc/os-release"
+  : >"$tree.tmp/etc/empty"
+  ln -s ../lib/common/f00.bin "$tree.tmp/usr/bin/app"
+  chmod 0755 "$tree.tmp/usr/lib/common/f00.bin"
+  find "$tree.tmp" -exec touch -h -d @1700000000 {} +
+  echo "$MANY_RECIPE" >"$tree.options"
+  mv "$tree.tmp" "$tree"
+}
+# many_run TOOL N: mounts images 1..10 (ishare: -o inode_share, a fresh store),
+# reads every file through them (checked), measures; mounts 11..MANY_N, reads every
+# file through all of them (checked), measures; unmounts. Appends "load
+# pss10 rss10 np10 pc10 slab10 pss rss np pc slab mount_s read_s" to
+# $WORK/log/many.TOOL (PSS, RSS: KiB over every ishare process; pc: page cache
+# accounted as in the memory part, bytes; slab: growth of Slab in /proc/meminfo
+# since before the first mount, bytes; mount_s, read_s: mounting images
+# 11..MANY_N, reading all).
+many_read() {
+  local tool=$1 from=$2 to=$3 i got
+  for ((i = from; i < to; i++)); do
+    got=$(listing_digest "$WORK/mnt/many.$tool.$i")
+    [ "$got" = "$(manifest_digest "$MANY/$(printf %03d "$i").manifest")" ] ||
+      die "WRONG CONTENT through the $tool mount of small image $i (listing digest differs from the source's)"
+  done
+}
+many_mount() {
+  local tool=$1 i=$2 img
+  img=$MANY/$(printf %03d "$i").erofs
+  if [ "$tool" = ishare ]; then
+    ishare_mount "$img" "$WORK/mnt/many.$tool.$i" "$WORK/store.many"
+  else
+    kernel_mount "$img" "$WORK/mnt/many.$tool.$i"
+  fi
+}
+meminfo_kib() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
+# many_measure TOOL MOUNTED: the figures with images 0..MOUNTED-1 mounted.
+many_measure() {
+  local tool=$1 n=$2 pss=0 rss=0 np=0 pc i
+  if [ "$tool" = ishare ]; then
+    read -r pss rss np < <(ishare_mem "$ISHARE")
+    # The images and objects the ishare processes hold, and every published object.
+    read -r pc _ _ < <({
+      daemon_files "$MANY/" "$WORK/store.many/"
+      find "$WORK/store.many" -type f -print0
+    } | "$PAGECACHE")
+  else
+    # The image files, the loop devices, every mounted file.
+    read -r pc _ _ < <(for ((i = 0; i < n; i++)); do
+      printf '%s\0' "$MANY/$(printf %03d "$i").erofs" "$(findmnt -rno SOURCE -M "$WORK/mnt/many.$tool.$i")"
+      find "$WORK/mnt/many.$tool.$i" -type f -print0
+    done | "$PAGECACHE")
+  fi
+  echo "$pss $rss $np $pc $((($(meminfo_kib Slab) - MANY_S0) * 1024))"
+}
+many_run() {
+  local tool=$1 i l at10 atn t0 t1 t2 objects
+  rm -rf "$WORK/store.many"
+  l=$(load1)
+  drop_caches
+  MANY_S0=$(meminfo_kib Slab)
+  for ((i = 0; i < 10; i++)); do many_mount "$tool" "$i"; done
+  many_read "$tool" 0 10
+  at10=$(many_measure "$tool" 10)
+  t0=$(now)
+  for ((i = 10; i < MANY_N; i++)); do many_mount "$tool" "$i"; done
+  t1=$(now)
+  many_read "$tool" 0 "$MANY_N"
+  t2=$(now)
+  atn=$(many_measure "$tool" "$MANY_N")
+  for ((i = 0; i < MANY_N; i++)); do
+    if [ "$tool" = ishare ]; then ishare_umount "$WORK/mnt/many.$tool.$i"; else umount "$WORK/mnt/many.$tool.$i"; fi
+  done
+  if [ "$tool" = ishare ]; then
+    objects=$(store_settle "$WORK/store.many" "$MANY_UNIQUE_N")
+    [ "$objects" = "$MANY_UNIQUE_N" ] || die "many: the store has $objects objects, the images $MANY_UNIQUE_N distinct fingerprints"
+    stop_leftover
+    rm -rf "$WORK/store.many" "$WORK"/log/daemon.many.*
+  fi
+  echo "$l $at10 $atn $(elapsed "$t0" "$t1") $(elapsed "$t1" "$t2")" >>"$WORK/log/many.$tool"
+}
+
+if want many; then
+  [ "$MANY_N" -gt 10 ] || die "MANY_N must be above 10"
+  mkdir -p "$MANY"
+  if [ "$(cat "$MANY/templates.options" 2>/dev/null)" != "$MANY_RECIPE" ]; then
+    log "making the templates of the small trees in $MANY"
+    rm -rf "$MANY/common" "$MANY"/group.*
+    keystream_files "$MANY/common" "$(printf 'cc%030x' 0)" 12 1
+    for g in 0 1 2 3 4 5 6 7 8 9; do keystream_files "$MANY/group.$g" "$(printf 'bb%030x' "$g")" 8 "$((g + 10))"; done
+    echo "$MANY_RECIPE" >"$MANY/templates.options"
+  fi
+  log "many: $MANY_N small images (trees, images, checksums; cached)"
+  for ((i = 0; i < MANY_N; i++)); do
+    small_tree "$i"
+    nnn=$(printf %03d "$i")
+    build_image "$MANY/$nnn.erofs" "$MANY/tree.$nnn"
+    manifest "$MANY/tree.$nnn" "$MANY/$nnn.manifest"
+  done
+  read -r MANY_UNIQUE_N MANY_UNIQUE_B < <(for ((i = 0; i < MANY_N; i++)); do grep -v '^#' "$MANY/$(printf %03d "$i").manifest"; done |
+    awk '$2 > 0 && !seen[$1]++ { n++; b += $2 } END { printf "%d %.0f\n", n, b }')
+  MANY_ALL_B=$(for ((i = 0; i < MANY_N; i++)); do grep -v '^#' "$MANY/$(printf %03d "$i").manifest"; done | awk '{ b += $2 } END { printf "%.0f\n", b }')
+  many_load_before=$(loadavg)
+  for ((r = 1; r <= MANY_RUNS; r++)); do
+    if ((r % 2)); then order="ishare kernel"; else order="kernel ishare"; fi
+    for tool in $order; do
+      log "many $tool $r/$MANY_RUNS (load $(load1))"
+      many_run "$tool" "$r"
+    done
+  done
+  many_load_after=$(loadavg)
+  n1=$((MANY_N - 10))
+  out "## 6. Many mounts: PSS of the ishare processes with 10 and with $MANY_N mounts of small images"
+  out
+  out "- $MANY_N distinct small images (\`ishare mkfs\`, same options as above): each tree $(find "$MANY/tree.000" | wc -l) entries, $(mib "$(grep -v '^#' "$MANY/000.manifest" | awk '{ b += $2 } END { print b }')") MiB of file data (12 files common to all, 8 shared by a group of a tenth of the images, 10 of its own, AES-CTR keystream slices of 300 B–24 KiB; small text files, an empty file, a symlink); image $(mib "$(stat -c %s "$MANY/000.erofs")") MiB; $MANY_UNIQUE_N distinct fingerprints, $(mib "$MANY_UNIQUE_B") MiB unique of $(mib "$MANY_ALL_B") MiB in all"
+  out "- each run: caches dropped; images 1–10 mounted (ishare: \`ishare mount -o inode_share\`, verify=on, a fresh store; kernel: \`mount -t erofs -o loop,ro\`), every file read through them (SHA-256, checked); measured; images 11–$MANY_N mounted, every file of all $MANY_N mounts read (checked); measured; then all unmounted and (ishare) the store checked to hold one object per distinct fingerprint"
+  out "- PSS / RSS: sums of \`Pss:\` / \`Rss:\` of /proc/PID/smaps_rollup over every process whose executable is this run's ishare binary; per further mount: (PSS@$MANY_N − PSS@10) ÷ $n1. Targets: PSS ≤ 40 MiB with 10 mounts, ≤ 1 MiB per further mount"
+  out "- for comparison (both tools): the page cache, counted as in part 1 (\`mincore\`; ishare: the images and objects its processes hold and the published objects; kernel: the image files, the loop devices, every mounted file), and the growth of \`Slab:\` in /proc/meminfo since before the first mount (machine-wide: other work shows too); kernel mounts have no process, their cost is in the kernel"
+  out "- $MANY_RUNS run(s) per tool, medians; load average before / after: $many_load_before / $many_load_after"
+  out
+  out "| tool | PSS @10 (MiB) | PSS @$MANY_N (MiB) | **PSS per further mount (MiB)** | RSS @10 / @$MANY_N (MiB) | processes @10 / @$MANY_N | page cache @10 / @$MANY_N (MiB) | Slab growth @10 / @$MANY_N (MiB) | page cache + slab per further mount (MiB) | mounting $n1 (s) | reading all $MANY_N (s) |"
+  out "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  for tool in ishare kernel; do
+    f=$WORK/log/many.$tool
+    [ -s "$f" ] || continue
+    med() { awk -v c="$1" '{ print $c }' "$f" | median; }
+    p10=$(med 2) r10=$(med 3) n10=$(med 4) c10=$(med 5) s10=$(med 6)
+    pn=$(med 7) rn=$(med 8) nn=$(med 9) cn=$(med 10) sn=$(med 11) mt=$(med 12) rt=$(med 13)
+    per=$(awk -v a="$pn" -v b="$p10" -v n="$n1" 'BEGIN { printf "%.2f", (a - b) / n / 1024 }')
+    kper=$(awk -v a="$cn" -v b="$c10" -v c="$sn" -v d="$s10" -v n="$n1" 'BEGIN { printf "%.2f", ((a - b) + (c - d)) / n / 1048576 }')
+    if [ "$tool" = kernel ]; then
+      out "| kernel | - | - | - | - | - | $(mib "$c10") / $(mib "$cn") | $(mib "$s10") / $(mib "$sn") | $kper | $(printf %.2f "$mt") | $(printf %.2f "$rt") |"
+    else
+      out "| ishare | **$(mib $((${p10%.*} * 1024)))** | $(mib $((${pn%.*} * 1024))) | **$per** | $(mib $((${r10%.*} * 1024))) / $(mib $((${rn%.*} * 1024))) | $n10 / $nn | $(mib "$c10") / $(mib "$cn") | $(mib "$s10") / $(mib "$sn") | $kper | $(printf %.2f "$mt") | $(printf %.2f "$rt") |"
+    fi
+  done
+  out
+  out "Every run (load; @10: PSS KiB, RSS KiB, processes, page cache bytes, Slab growth bytes; @$MANY_N: the same; mount s; read s):"
+  out
+  for tool in ishare kernel; do
+    [ -s "$WORK/log/many.$tool" ] || continue
+    while read -r line; do out "- $tool: $line"; done <"$WORK/log/many.$tool"
+  done
+  out
+fi
+
+# --- 7. speed (issue 11) -------------------------------------------------------------------
+# The family's images through `ishare mount -o inode_share` (verify=on) and kernel
+# loop mounts: every file read cold (caches dropped after mounting; ishare: a fresh
+# store) and warm; a warm stat walk; EXECS execs of `chroot M apt-config dump`
+# spread over the mounts. Every output checked against the source trees.
+speed_mnt() { echo "$WORK/mnt/speed.$1.$2"; }
+speed_mount() {
+  local tool=$1 i
+  for i in "${!NAMES[@]}"; do
+    if [ "$tool" = ishare ]; then
+      ishare_mount "$DATA/${NAMES[$i]}.erofs" "$(speed_mnt "$tool" "$i")" "$WORK/store.speed"
+    else
+      kernel_mount "$DATA/${NAMES[$i]}.erofs" "$(speed_mnt "$tool" "$i")"
+    fi
+  done
+}
+speed_umount() {
+  local tool=$1 i
+  for i in "${!NAMES[@]}"; do
+    if [ "$tool" = ishare ]; then ishare_umount "$(speed_mnt "$tool" "$i")"; else umount "$(speed_mnt "$tool" "$i")"; fi
+  done
+  if [ "$tool" = ishare ]; then
+    stop_leftover
+    rm -rf "$WORK/store.speed" "$WORK"/log/daemon.speed.*
+  fi
+}
+# speed_read TOOL: SHA-256 of every regular file of every mount, checked.
+speed_read() {
+  local tool=$1 i got
+  for i in "${!NAMES[@]}"; do
+    got=$(listing_digest "$(speed_mnt "$tool" "$i")")
+    [ "$got" = "$(manifest_digest "$DATA/${NAMES[$i]}.manifest")" ] ||
+      die "WRONG CONTENT through the $tool mount of ${NAMES[$i]} (speed part)"
+  done
+}
+# stat_walk DIR...: `find DIR -printf '%s %m\n'` (directories' sizes as -: each file
+# system has its own).
+stat_walk() {
+  local d
+  for d in "$@"; do find "$d" \( -type d -printf '- %m\n' \) -o -printf '%s %m\n'; done
+}
+# speed_time KIND TOOL CMD...: runs CMD, appends "seconds load" to
+# $WORK/log/speed.KIND.TOOL.
+speed_time() {
+  local kind=$1 tool=$2 t0 t1 l
+  shift 2
+  l=$(load1)
+  t0=$(now)
+  "$@"
+  t1=$(now)
+  echo "$(elapsed "$t0" "$t1") $l" >>"$WORK/log/speed.$kind.$tool"
+}
+speed_walk() {
+  local tool=$1 i mnts=() got
+  for i in "${!NAMES[@]}"; do mnts+=("$(speed_mnt "$tool" "$i")"); done
+  got=$(stat_walk "${mnts[@]}")
+  SPEED_GOT=$got
+}
+speed_exec() {
+  local tool=$1 k n=${#NAMES[@]}
+  for ((k = 0; k < EXECS; k++)); do
+    chroot "$(speed_mnt "$tool" $((k % n)))" apt-config dump >"$WORK/out/$k" 2>&1 ||
+      die "chroot $(speed_mnt "$tool" $((k % n))) apt-config dump failed: $(head -n 3 "$WORK/out/$k")"
+  done
+}
+speed_exec_check() {
+  local tool=$1 k n=${#NAMES[@]} got
+  for ((k = 0; k < EXECS; k++)); do
+    got=$(sha256sum <"$WORK/out/$k" | cut -c1-64)
+    [ "$got" = "${APTCONF[$((k % n))]}" ] ||
+      die "WRONG OUTPUT of apt-config dump through the $tool mount of ${NAMES[$((k % n))]}"
+  done
+  rm -f "$WORK"/out/*
+}
+
+if want speed; then
+  log "speed: ${#NAMES[@]} images; $SPEED_COLD_RUNS cold and $SPEED_RUNS warm runs per tool; $EXECS execs per run"
+  mkdir -p "$WORK/out"
+  mount -t tmpfs -o size=256m ishare-bench-out "$WORK/out"
+  # Expected outputs, from the source trees.
+  SPEED_WALK_DIGEST=$(for name in "${NAMES[@]}"; do stat_walk "$BENCH/rootfs-$SUITE-$name"; done | walk_digest)
+  SPEED_ENTRIES=$(for name in "${NAMES[@]}"; do find "$BENCH/rootfs-$SUITE-$name"; done | wc -l)
+  APTCONF=()
+  for name in "${NAMES[@]}"; do
+    APTCONF+=("$(chroot "$BENCH/rootfs-$SUITE-$name" apt-config dump 2>&1 | sha256sum | cut -c1-64)")
+  done
+  SPEED_FILES=0 SPEED_BYTES=0
+  for name in "${NAMES[@]}"; do
+    read -r a b < <(grep -v '^#' "$DATA/$name.manifest" | awk '{ n++; b += $2 } END { printf "%d %.0f\n", n, b }')
+    SPEED_FILES=$((SPEED_FILES + a)) SPEED_BYTES=$((SPEED_BYTES + b))
+  done
+  speed_load_before=$(loadavg)
+  # Cold: mount, drop caches, read everything; a new store (and new ishare
+  # processes) each run.
+  for ((r = 1; r <= SPEED_COLD_RUNS; r++)); do
+    if ((r % 2)); then order="ishare kernel"; else order="kernel ishare"; fi
+    for tool in $order; do
+      log "speed: cold read, $tool $r/$SPEED_COLD_RUNS (load $(load1))"
+      rm -rf "$WORK/store.speed"
+      speed_mount "$tool"
+      drop_caches
+      speed_time cold "$tool" speed_read "$tool"
+      speed_umount "$tool"
+    done
+  done
+  # Warm: both tools mounted (ishare: a fresh store), everything read once and one
+  # exec per mount before the timed runs.
+  rm -rf "$WORK/store.speed"
+  for tool in ishare kernel; do
+    speed_mount "$tool"
+    speed_read "$tool"
+    EXECS_SAVED=$EXECS EXECS=${#NAMES[@]}
+    speed_exec "$tool"
+    speed_exec_check "$tool"
+    EXECS=$EXECS_SAVED
+    speed_walk "$tool"
+  done
+  for ((r = 1; r <= SPEED_RUNS; r++)); do
+    if ((r % 2)); then order="ishare kernel"; else order="kernel ishare"; fi
+    log "speed: warm run $r/$SPEED_RUNS (load $(load1))"
+    for tool in $order; do
+      for _ in 1 2 3; do
+        sentinel_arm
+        speed_time warm "$tool" speed_read "$tool"
+        sentinel_kept && break
+        sed -i '$d' "$WORK/log/speed.warm.$tool"
+      done
+      speed_time walk "$tool" speed_walk "$tool"
+      [ "$(walk_digest <<<"$SPEED_GOT")" = "$SPEED_WALK_DIGEST" ] ||
+        die "WRONG METADATA through the $tool mounts (stat walk digest differs from the sources')"
+      speed_time exec "$tool" speed_exec "$tool"
+      speed_exec_check "$tool"
+    done
+  done
+  for tool in ishare kernel; do speed_umount "$tool"; done
+  speed_load_after=$(loadavg)
+  out "## 7. Speed: ${#NAMES[@]} images through \`ishare mount -o inode_share\` and kernel loop mounts"
+  out
+  out "- the images of part 1: $SPEED_FILES regular files, $(mib "$SPEED_BYTES") MiB of file data, $SPEED_ENTRIES entries; ishare: verify=on, passthrough; kernel: \`mount -t erofs -o loop,ro\`"
+  out "- cold read: all ${#NAMES[@]} mounted (ishare: a fresh store, so every first open copies into a new object), caches dropped, then SHA-256 (\`openssl dgst\`) of every regular file, mount after mount, checked against the source trees; $SPEED_COLD_RUNS run(s) per tool, alternating"
+  out "- warm: both tools mounted at once, everything read once before; each run (tools alternating): the same read (repeated if something else dropped the page cache: the sentinel); the stat walk \`find M -printf '%s %m\\n'\` over all ${#NAMES[@]} mounts (directories printed as \`- %m\`; output into a shell variable, then checked against the sources', sorted); $EXECS execs of \`chroot M apt-config dump\`, exec k on mount k mod ${#NAMES[@]}, outputs (to tmpfs) checked against the same command on the source trees; $SPEED_RUNS runs per tool"
+  out "- targets (issue 11, as read here): reads ≤ 1.5× the kernel, stat walk ≤ 1.5×, execs ≤ 1.1×"
+  out "- load average before / after: $speed_load_before / $speed_load_after"
+  out
+  out "| measurement | ishare median (s) | kernel median (s) | **ishare ÷ kernel** | target | ishare runs (s) | kernel runs (s) | 1-min load |"
+  out "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: |"
+  for kind in cold warm walk exec; do
+    case $kind in
+      cold) label="read every file, cold"; target="≤ 1.5×" ;;
+      warm) label="read every file, warm"; target="≤ 1.5×" ;;
+      walk) label="stat walk, warm ($SPEED_ENTRIES entries)"; target="≤ 1.5×" ;;
+      exec) label="$EXECS × \`chroot M apt-config dump\`, warm"; target="≤ 1.1×" ;;
+    esac
+    fi_=$WORK/log/speed.$kind.ishare fk=$WORK/log/speed.$kind.kernel
+    si=$(awk '{ print $1 }' "$fi_" | median)
+    sk=$(awk '{ print $1 }' "$fk" | median)
+    out "| $label | $(printf %.3f "$si") | $(printf %.3f "$sk") | **$(ratio "$si" "$sk")×** | $target | $(awk '{ printf "%s ", $1 }' "$fi_") | $(awk '{ printf "%s ", $1 }' "$fk") | $(cat "$fi_" "$fk" | awk '{ print $2 }' | range) |"
+  done
+  out
+fi
+
 # --- report --------------------------------------------------------------------------
 {
   echo "# mount benchmark"
@@ -756,12 +1236,16 @@ fi
   echo "- images: \`ishare mkfs ${MKFS_OPTS[*]}\` (4 KiB blocks, uncompressed, sha256 fingerprints on every regular file)"
   echo "- load average at the start / end: $started_load / $(loadavg)"
   echo "- runs repeated because something else on the machine dropped the page cache meanwhile: $DISTURBED"
+  echo "- ishare processes: found by their executable (this run's private copy of the binary); measurements that found some still running 10 s after their last unmount (then sent SIGTERM): $LEFTOVER"
   echo "- open files limit (RLIMIT_NOFILE) of the mount daemons: $(ulimit -Sn) (was $NOFILE_BEFORE; fs.nr_open $(cat /proc/sys/fs/nr_open)): each daemon keeps one open file per shared object it has served"
   echo
   cat "$REPORT"
 } >"$WORK/results.md"
 mkdir -p "$(dirname "$RESULTS")"
-if [ "$PARTS" = "memory warm cold meta" ] && [ -z "$IMAGES" ]; then
+if [ -n "$RESULTS_SET" ]; then
+  mkdir -p "$(dirname "$RESULTS_SET")"
+  cp "$WORK/results.md" "$RESULTS_SET"
+elif [ "$PARTS" = "memory warm cold meta" ] && [ -z "$IMAGES" ]; then
   cp "$WORK/results.md" "$RESULTS"
 else
   cp "$WORK/results.md" "${RESULTS%.md}-$(echo "$PARTS${IMAGES:+ ${#NAMES[@]} images}" | tr ' ' '-').md"
