@@ -205,6 +205,9 @@ fn stop_on_signals(table: Arc<Table>, socket: PathBuf) -> Result<()> {
                 info!("signal {sig}: detaching every mount and stopping");
                 let _ = std::fs::remove_file(&socket);
                 table.stop_all(STOP_WAIT);
+                // Objects prepared but not yet published, and verification records
+                // not yet written, would otherwise be prepared and hashed again.
+                table.finish();
                 std::process::exit(0);
             }
         })?;

@@ -181,6 +181,21 @@ impl Table {
         }
     }
 
+    /// Waits for every pooled sharing state to publish what it has prepared (and to
+    /// write its records), emptying the pool (the daemon is about to exit).
+    pub(crate) fn finish(&self) {
+        let all: Vec<Arc<Sharing>> = self
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for s in all {
+            s.wait_published();
+        }
+    }
+
     /// What `ishare mounts` shows, by mount point.
     pub(crate) fn list(&self) -> Vec<MountInfo> {
         let mut out: Vec<MountInfo> = self
@@ -205,6 +220,12 @@ impl Table {
                 .map(|(k, e)| (*k, e.stopper.clone()))
         };
         let Some((key, stopper)) = found else {
+            // Mount points are kept canonical; the request may name a link to one.
+            if let Ok(canonical) = mountpoint.canonicalize()
+                && canonical != mountpoint
+            {
+                return self.unmount(&canonical, lazy, wait);
+            }
             return Err(Error::NotMounted(mountpoint.to_path_buf()));
         };
         match stopper.unmount(lazy) {
