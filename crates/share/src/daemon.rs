@@ -101,6 +101,13 @@ pub fn launch_detached(
         handoff.fill(0);
         res?;
     }
+    wait_ready(child)
+}
+
+/// Waits for a started daemon's first line on its (piped) standard output: `ready`,
+/// or `error: MESSAGE` (then [`Error::Daemon`]); a daemon that exits without a line
+/// gives [`Error::DaemonExited`]. Used for mount daemons and the node daemon alike.
+pub(crate) fn wait_ready(mut child: std::process::Child) -> Result<()> {
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
     if line.trim_end() == "ready" {

@@ -1,7 +1,7 @@
 //! The client side of the node daemon: what `ishare mount`, `ishare mounts` (and the
 //! snapshotter) use to talk to it, and starting it when none runs.
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -52,24 +52,16 @@ pub fn request(socket: &Path, req: &Request) -> Result<Reply> {
 /// `launched`) and waits until it listens. Another daemon winning the race to start
 /// is as good.
 pub fn start(mut daemon: Command) -> Result<()> {
-    let mut child = daemon
+    let child = daemon
         .env_remove(DOMAIN_ID_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(Error::Launch)?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-    let line = line.trim_end();
-    if line == "ready" {
-        return Ok(());
-    }
-    let status = child.wait()?;
-    match line.strip_prefix("error: ") {
-        Some(msg) if msg.starts_with("an ishare daemon already serves") => Ok(()),
-        Some(msg) => Err(Error::Daemon(msg.to_string())),
-        None => Err(Error::DaemonExited(status)),
+    match crate::daemon::wait_ready(child) {
+        Err(Error::Daemon(msg)) if msg.starts_with("an ishare daemon already serves") => Ok(()),
+        other => other,
     }
 }
 
