@@ -1,0 +1,6 @@
+//! libFuzzer's entry to the `serve_image` target; its body (and what counts as a bug) is in
+//! `crates/fuzzing/src/serve_image.rs`, which `cargo test` also replays over the seeds.
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ishare_fuzzing::serve_image::run(data));
