@@ -312,8 +312,8 @@ fn readers_gc_and_remount_churn_for_a_bounded_time() {
     let node = NodeDaemon::start(&ishare_bin!());
     let pid = node.pid().unwrap();
     let points = Points::new(10);
-    for i in 0..8 {
-        let out = mount(Some(&node.socket()), &images[i], points.path(i), &opts);
+    for (i, img) in images.iter().take(8).enumerate() {
+        let out = mount(Some(&node.socket()), img, points.path(i), &opts);
         assert!(out.status.success(), "mount {i}: {out:?}");
     }
     let deadline = Instant::now() + Duration::from_secs(secs);
