@@ -285,6 +285,11 @@ impl MountOptions {
                     // is always read-only and always shows user xattrs and ACLs.
                     "ro" | "defaults" | "user_xattr" | "acl" | "noatime" | "relatime"
                     | "nodiratime" => flag(value)?,
+                    // mount(8)'s and fstab's own options, which mount(8) passes on to
+                    // helpers (mount.fuse3 ignores them too): they mean nothing to the mount.
+                    "nofail" | "auto" | "noauto" | "user" | "nouser" | "users" | "owner"
+                    | "group" | "_netdev" => flag(value)?,
+                    _ if name.starts_with("x-") || name == "comment" => {}
                     "rw" => return Err(bad("EROFS images are read-only: rw is not possible")),
                     _ => return Err(bad(format!("unknown mount option {name:?}"))),
                 }
@@ -349,6 +354,21 @@ mod tests {
         let o = MountOptions::parse(&["inode_share"], Some(b"env".to_vec())).unwrap();
         assert_eq!(o.domain_id.unwrap().expose(), b"env");
         assert!(MountOptions::parse(&["domain_id="], None).is_err());
+    }
+
+    #[test]
+    fn fstab_options_are_accepted_and_mean_nothing() {
+        let o = MountOptions::parse(
+            &["nofail,noauto,_netdev,x-systemd.requires=a.service,comment=x,users"],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{o:?}"),
+            format!("{:?}", MountOptions::parse(&["ro"], None).unwrap())
+        );
+        assert!(MountOptions::parse(&["nofail=1"], None).is_err());
+        assert!(MountOptions::parse(&["nofile"], None).is_err());
     }
 
     #[test]
