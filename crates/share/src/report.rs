@@ -26,7 +26,7 @@
 //! kernel's own `inode_share` also needs both copies to be read the same way
 //! (compressed or not), which this report does not model.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use ishare_erofs::{FileType, Image, OpenOptions, Reached, WalkOrder, WalkStep};
