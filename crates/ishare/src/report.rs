@@ -261,11 +261,14 @@ fn svg(r: &Report) -> String {
             xml_escape(&i.path),
             i.bytes
         );
+        // The file name as the label (the full path in its tooltip).
+        let short = i.path.rsplit('/').next().unwrap_or(&i.path);
         let _ = writeln!(
             s,
-            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="end">{}<title>{}</title></text>"#,
             LABEL - 8.0,
             y + 17.0,
+            xml_escape(short),
             xml_escape(&i.path)
         );
         let _ = writeln!(
