@@ -80,7 +80,13 @@ fn percent(part: u64, whole: u64) -> String {
 /// The report for people.
 fn text(r: &Report) -> String {
     let mut s = String::new();
-    let width = r.images.iter().map(|i| i.path.len()).max().unwrap_or(5).max(5);
+    let width = r
+        .images
+        .iter()
+        .map(|i| i.path.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     let _ = writeln!(
         s,
         "{:<width$} {:>8} {:>11} {:>11} {:>17}",

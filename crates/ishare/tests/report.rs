@@ -152,7 +152,10 @@ fn assert_figures(r: &Value, e: &Expected) {
     assert_eq!(u(&set["saving_bytes"]), e.unshared - e.shared);
     let pct = set["saving_percent"].as_f64().unwrap();
     let want = (e.unshared - e.shared) as f64 * 100.0 / e.unshared as f64;
-    assert!((pct - want).abs() < 0.01, "saving_percent {pct}, want {want}");
+    assert!(
+        (pct - want).abs() < 0.01,
+        "saving_percent {pct}, want {want}"
+    );
     let top: Vec<u64> = r["top_shared"]
         .as_array()
         .unwrap()
@@ -160,7 +163,11 @@ fn assert_figures(r: &Value, e: &Expected) {
         .map(|c| u(&c["size"]))
         .collect();
     let n = top.len();
-    assert_eq!(top, e.multi_sizes[..n.min(e.multi_sizes.len())], "top_shared");
+    assert_eq!(
+        top,
+        e.multi_sizes[..n.min(e.multi_sizes.len())],
+        "top_shared"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -259,7 +266,9 @@ fn figures_equal_what_the_source_trees_hold() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let [s1, s2, s3] = write_trees(dir.path());
-    let imgs: Vec<PathBuf> = (1..=4).map(|i| dir.path().join(format!("{i}.erofs"))).collect();
+    let imgs: Vec<PathBuf> = (1..=4)
+        .map(|i| dir.path().join(format!("{i}.erofs")))
+        .collect();
     ishare_mkfs(&imgs[0], &s1, &[]);
     mkfs_erofs(&["-zlz4hc", "--xattr-inode-digest"], &imgs[1], &s2);
     ishare_mkfs(&imgs[2], &s3, &["--chunksize=8192"]);
@@ -270,9 +279,17 @@ fn figures_equal_what_the_source_trees_hold() {
     let args: Vec<&dyn AsRef<std::ffi::OsStr>> = imgs.iter().map(|p| p as _).collect();
     let (r, stderr) = report_json(&args);
     assert_figures(&r, &e);
-    assert!(!stderr.contains("hashing"), "no file needed hashing: {stderr}");
+    assert!(
+        !stderr.contains("hashing"),
+        "no file needed hashing: {stderr}"
+    );
     assert_eq!(u(&r["hashed"]["files"]), 0);
-    assert!(r["images_without_fingerprints"].as_array().unwrap().is_empty());
+    assert!(
+        r["images_without_fingerprints"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     assert!(r["size_conflicts"].as_array().unwrap().is_empty());
     // One path per image for the largest shared content, each the big file's.
     let big = &r["top_shared"][0];
@@ -323,7 +340,11 @@ fn images_without_fingerprints_are_listed_and_hashed() {
     let nonempty = |t: &Vec<(String, u64, [u8; 32])>| t.iter().filter(|f| f.1 > 0).count() as u64;
     assert_eq!(u(&r["hashed"]["files"]), nonempty(&trees[1]));
     assert!(
-        stderr.contains(&format!("{}: hashing {} files", i2.display(), nonempty(&trees[1]))),
+        stderr.contains(&format!(
+            "{}: hashing {} files",
+            i2.display(),
+            nonempty(&trees[1])
+        )),
         "{stderr}"
     );
     // What they would share with fingerprints: the trees' figures with both fingerprinted.
@@ -472,8 +493,12 @@ fn json_contract_and_svg_bars() {
     let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("bad XML: {e}"));
     let root = doc.root_element();
     assert_eq!(root.tag_name().name(), "svg");
-    assert_eq!(root.tag_name().namespace(), Some("http://www.w3.org/2000/svg"));
-    let bytes_of = |n: roxmltree::Node| -> u64 { n.attribute("data-bytes").unwrap().parse().unwrap() };
+    assert_eq!(
+        root.tag_name().namespace(),
+        Some("http://www.w3.org/2000/svg")
+    );
+    let bytes_of =
+        |n: roxmltree::Node| -> u64 { n.attribute("data-bytes").unwrap().parse().unwrap() };
     let groups: Vec<_> = root
         .descendants()
         .filter(|n| n.attribute("class") == Some("image"))
@@ -556,7 +581,10 @@ fn minbase_and_a_variant() {
     write_file(&variant, "etc/hostname", b"variant\n");
     write_file(&variant, "opt/app/lib.so", &Rng::new(41).bytes(3 << 20));
     write_file(&variant, "opt/app/README", &Rng::new(42).text(5000));
-    let (i1, i2) = (dir.path().join("minbase.erofs"), dir.path().join("variant.erofs"));
+    let (i1, i2) = (
+        dir.path().join("minbase.erofs"),
+        dir.path().join("variant.erofs"),
+    );
     ishare_mkfs(&i1, &base, &[]);
     ishare_mkfs(&i2, &variant, &["-z", "lz4hc"]);
     let trees = [tree_files(&base), tree_files(&variant)];

@@ -26,6 +26,7 @@
 //! kernel's own `inode_share` also needs both copies to be read the same way
 //! (compressed or not), which this report does not model.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
@@ -201,7 +202,7 @@ pub fn hash_contents(images: &[Image], scans: &mut [ImageScan], verify: bool) ->
         .flat_map(|(i, s)| s.needs_hash(verify).map(move |(j, f)| (i, j, f.size)))
         .collect();
     // Largest first, so one big file does not finish alone at the end.
-    jobs.sort_by(|a, b| b.2.cmp(&a.2));
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.2));
     let direct = DirectReader::default();
     let scans_ro: &[ImageScan] = scans;
     let digests: Vec<(usize, usize, [u8; 32])> = jobs
@@ -358,29 +359,30 @@ pub fn show_fingerprint(v: &[u8]) -> String {
 
 /// A (value, size) key and where it occurs.
 #[derive(Default)]
-struct Holders {
+struct Holders<'a> {
     /// Block size of the first image holding it (its page cache copy is that one's).
     block: u32,
     /// For each image holding it, its first path in name order.
-    paths: BTreeMap<usize, String>,
+    paths: BTreeMap<usize, &'a str>,
 }
 
-type Key = (Vec<u8>, u64);
+/// A fingerprint value (borrowed from the scan, or made from a hash) and a size.
+type Key<'a> = (Cow<'a, [u8]>, u64);
 
 /// The keys of one file: the one `inode_share` shares it by (if any) and its content
 /// (fingerprint, else `sha256:` of its hash) as if its image had fingerprints.
-fn keys(f: &ScannedFile, mismatch: bool) -> (Option<Key>, Option<Key>) {
+fn keys(f: &ScannedFile, mismatch: bool) -> (Option<Key<'_>>, Option<Key<'_>>) {
     if f.size == 0 {
         return (None, None);
     }
     let share = f
         .fingerprint
-        .clone()
+        .as_deref()
         .filter(|_| !mismatch)
-        .map(|v| (v, f.size));
+        .map(|v| (Cow::Borrowed(v), f.size));
     let content = match (&f.digest, &share) {
         (_, Some(k)) => Some(k.clone()),
-        (Some(d), None) => Some(([b"sha256:".as_slice(), d].concat(), f.size)),
+        (Some(d), None) => Some((Cow::Owned([b"sha256:".as_slice(), d].concat()), f.size)),
         (None, None) => None,
     };
     (share, content)
@@ -394,19 +396,25 @@ fn is_mismatch(f: &ScannedFile) -> bool {
     }
 }
 
-fn tally(map: &mut HashMap<Key, Holders>, key: Key, image: usize, block: u32, path: &str) {
+fn tally<'a>(
+    map: &mut HashMap<Key<'a>, Holders<'a>>,
+    key: Key<'a>,
+    image: usize,
+    block: u32,
+    path: &'a str,
+) {
     let h = map.entry(key).or_insert_with(|| Holders {
         block,
         ..Holders::default()
     });
-    let p = h.paths.entry(image).or_insert_with(|| path.to_string());
-    if path < p.as_str() {
-        *p = path.to_string();
+    let p = h.paths.entry(image).or_insert(path);
+    if path < *p {
+        *p = path;
     }
 }
 
 /// The page cache of one copy of each key, plus `rest`.
-fn page_cache(map: &HashMap<Key, Holders>, rest: u64) -> u64 {
+fn page_cache(map: &HashMap<Key<'_>, Holders<'_>>, rest: u64) -> u64 {
     map.iter()
         .map(|((_, size), h)| whole_blocks(*size, h.block))
         .sum::<u64>()
@@ -416,13 +424,16 @@ fn page_cache(map: &HashMap<Key, Holders>, rest: u64) -> u64 {
 /// Works out the figures of the scanned (and hashed) images; `top` is how many
 /// shared contents to list.
 pub fn analyze(scans: &[ImageScan], top: usize) -> Report {
-    let mut share: HashMap<Key, Holders> = HashMap::new();
-    let mut content: HashMap<Key, Holders> = HashMap::new();
+    let mut share: HashMap<Key<'_>, Holders<'_>> = HashMap::new();
+    let mut content: HashMap<Key<'_>, Holders<'_>> = HashMap::new();
+    // Each file's keys, for the per-image pass.
+    let mut file_keys: Vec<Vec<(Option<Key<'_>>, Option<Key<'_>>)>> = Vec::new();
     let mut unkeyed_pages = 0u64; // files without a share key, once per image
     let mut uncontented_pages = 0u64; // files without any content key (empty)
     let mut mismatches = Vec::new();
     let mut hashed = Hashed::default();
     for (i, s) in scans.iter().enumerate() {
+        let mut image_keys = Vec::with_capacity(s.files.len());
         for f in &s.files {
             if f.digest.is_some() {
                 hashed.files += 1;
@@ -437,18 +448,21 @@ pub fn analyze(scans: &[ImageScan], top: usize) -> Report {
             }
             let (sk, ck) = keys(f, mismatch);
             let pages = whole_blocks(f.size, s.block_size);
-            match sk {
-                Some(k) => tally(&mut share, k, i, s.block_size, &f.path),
+            match &sk {
+                Some(k) => tally(&mut share, k.clone(), i, s.block_size, &f.path),
                 None => unkeyed_pages += pages,
             }
-            match ck {
-                Some(k) => tally(&mut content, k, i, s.block_size, &f.path),
+            match &ck {
+                Some(k) => tally(&mut content, k.clone(), i, s.block_size, &f.path),
                 None => uncontented_pages += pages,
             }
+            image_keys.push((sk, ck));
         }
+        file_keys.push(image_keys);
     }
-    let held_elsewhere = |map: &HashMap<Key, Holders>, key: Option<Key>, i: usize| {
-        key.and_then(|k| map.get(&k))
+    let held_elsewhere = |map: &HashMap<Key<'_>, Holders<'_>>, key: &Option<Key<'_>>, i: usize| {
+        key.as_ref()
+            .and_then(|k| map.get(k))
             .is_some_and(|h| h.paths.keys().any(|&j| j != i))
     };
     let images: Vec<ImageFigures> = scans
@@ -466,10 +480,9 @@ pub fn analyze(scans: &[ImageScan], top: usize) -> Report {
                 files_without_fingerprint: 0,
                 shared_bytes_if_fingerprinted: 0,
             };
-            for f in &s.files {
+            for (f, (sk, ck)) in s.files.iter().zip(&file_keys[i]) {
                 fig.bytes += f.size;
                 fig.page_bytes += whole_blocks(f.size, s.block_size);
-                let (sk, ck) = keys(f, is_mismatch(f));
                 if f.size > 0 && sk.is_none() {
                     fig.files_without_fingerprint += 1;
                 }
@@ -506,11 +519,11 @@ pub fn analyze(scans: &[ImageScan], top: usize) -> Report {
             .iter()
             .map(|(&i, p)| FileRef {
                 image: name(i),
-                path: p.clone(),
+                path: p.to_string(),
             })
             .collect()
     };
-    let mut multi: Vec<(&Key, &Holders)> =
+    let mut multi: Vec<(&Key<'_>, &Holders<'_>)> =
         share.iter().filter(|(_, h)| h.paths.len() > 1).collect();
     multi.sort_by(|a, b| b.0.1.cmp(&a.0.1).then_with(|| a.0.0.cmp(&b.0.0)));
     let top_shared = multi
@@ -525,7 +538,7 @@ pub fn analyze(scans: &[ImageScan], top: usize) -> Report {
         .collect();
 
     // Fingerprint -> the sizes it is held at, with their holders.
-    let mut by_value: BTreeMap<&[u8], Vec<(u64, &Holders)>> = BTreeMap::new();
+    let mut by_value: BTreeMap<&[u8], Vec<(u64, &Holders<'_>)>> = BTreeMap::new();
     for ((v, size), h) in &share {
         by_value.entry(v).or_default().push((*size, h));
     }
@@ -539,7 +552,7 @@ pub fn analyze(scans: &[ImageScan], top: usize) -> Report {
                 .flat_map(|(size, h)| {
                     h.paths.iter().map(|(&i, p)| SizedFile {
                         image: name(i),
-                        path: p.clone(),
+                        path: p.to_string(),
                         size: *size,
                     })
                 })
@@ -628,7 +641,10 @@ mod tests {
         assert_eq!(r.images[0].shared_bytes_if_fingerprinted, 10000);
         assert_eq!(r.set.page_cache_unshared, 20480 + 12288 + 12288);
         // Shared: sha_x once, Y@10, X@5000 (b), Y@11, c's two files per image.
-        assert_eq!(r.set.page_cache_shared, 8192 + 4096 + 8192 + 4096 + 8192 + 4096);
+        assert_eq!(
+            r.set.page_cache_shared,
+            8192 + 4096 + 8192 + 4096 + 8192 + 4096
+        );
         assert_eq!(r.images_without_fingerprints, vec!["c".to_string()]);
         assert_eq!(r.size_conflicts.len(), 1);
         assert_eq!(r.size_conflicts[0].files.len(), 2);
