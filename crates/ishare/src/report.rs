@@ -188,6 +188,16 @@ fn text(r: &Report) -> String {
             let _ = writeln!(s, "  {}: {}", f.image, f.path);
         }
     }
+    if !r.not_hashed.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nnot hashed, larger than 1 GiB and {} times their image (holes, or a hostile size; counted as their own):",
+            report::HASH_LIMIT_FACTOR
+        );
+        for f in &r.not_hashed {
+            let _ = writeln!(s, "  {}: {} ({} bytes)", f.image, f.path, f.size);
+        }
+    }
     if r.hashed.files > 0 {
         let _ = writeln!(
             s,

@@ -10,7 +10,8 @@
 //! * an image without fingerprints is listed and hashed (what it would share if rebuilt),
 //!   `--verify` hashes every file; a fingerprint held at two sizes is listed, and with
 //!   `--verify` the lying file too;
-//! * multi-device images with `--device`;
+//! * multi-device images with `--device`; a file too large to hash (a 2 GiB hole) is
+//!   listed as not hashed, not hashed for ever;
 //! * corrupt and hostile images: an error naming the image (and the path), no panic;
 //! * `--json` has the contract's fields; `--svg` is well-formed XML whose bars carry the
 //!   reported figures;
@@ -459,6 +460,34 @@ fn corrupt_images_are_errors_naming_image_and_path() {
     let out = report_out(&[&missing]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&missing.display().to_string()));
+}
+
+/// A file of a hostile (or hugely sparse) size in an image without fingerprints is
+/// listed as not hashed, at once, instead of hashing for ever.
+#[test]
+fn huge_files_are_not_hashed() {
+    let _g = serial();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let s = dir.path().join("s");
+    write_file(&s, "small", b"hi");
+    let huge = fs::File::create(s.join("huge")).unwrap();
+    huge.set_len(2 << 30).unwrap(); // a hole, stored as null chunk indexes
+    drop(huge);
+    let img = dir.path().join("sparse.erofs");
+    mkfs_erofs(&["--chunksize=1048576"], &img, &s);
+    assert!(fs::metadata(&img).unwrap().len() < 1 << 20);
+    let started = std::time::Instant::now();
+    let (r, _) = report_json(&[&img]);
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "report took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        r["not_hashed"],
+        serde_json::json!([{"image": img.display().to_string(), "path": "/huge", "size": 2u64 << 30}])
+    );
+    assert_eq!(u(&r["hashed"]["files"]), 1);
 }
 
 /// `--json` carries the contract's fields; `--svg` is well-formed SVG whose bars carry

@@ -52,6 +52,8 @@ pub struct ScannedFile {
     pub fingerprint: Option<Vec<u8>>,
     /// The SHA-256 of its content, once hashed.
     pub digest: Option<[u8; 32]>,
+    /// It was to be hashed but is larger than its image's [`hash_limit`].
+    pub too_large: bool,
 }
 
 /// A fingerprint xattr the kernel ignores (empty or longer than a block).
@@ -78,6 +80,28 @@ pub struct ImageScan {
     pub files: Vec<ScannedFile>,
     /// Fingerprint values the kernel would not use.
     pub unusable: Vec<UnusableFingerprint>,
+    /// Files larger than this are not hashed (see [`hash_limit`]).
+    pub hash_limit: u64,
+}
+
+/// How many times its image (and devices) a file may be before [`hash_contents`]
+/// leaves it unhashed: data past that can only be holes or extreme compression, and a
+/// hostile image can claim a hole of 2^63 bytes, which would take centuries to hash.
+pub const HASH_LIMIT_FACTOR: u64 = 16;
+
+/// The largest file [`hash_contents`] hashes in `img`: [`HASH_LIMIT_FACTOR`] times its
+/// image file and devices, and at least 1 GiB.
+pub fn hash_limit(img: &Image) -> u64 {
+    let bs = u64::from(img.superblock().block_size());
+    let devices = img
+        .devices()
+        .iter()
+        .map(|d| d.blocks.saturating_mul(bs))
+        .fold(0u64, u64::saturating_add);
+    img.size()
+        .saturating_add(devices)
+        .saturating_mul(HASH_LIMIT_FACTOR)
+        .max(1 << 30)
 }
 
 impl ImageScan {
@@ -89,6 +113,7 @@ impl ImageScan {
             .enumerate()
             .filter(move |(_, f)| f.size > 0 && f.digest.is_none())
             .filter(move |(_, f)| verify || f.fingerprint.is_none())
+            .filter(|(_, f)| f.size <= self.hash_limit)
     }
 
     /// How many files (and bytes) [`hash_contents`] will hash in this image.
@@ -144,6 +169,7 @@ pub fn scan(img: &Image) -> Result<ImageScan> {
         has_fingerprints,
         files: Vec::new(),
         unusable: Vec::new(),
+        hash_limit: hash_limit(img),
     };
     let root = img.root().map_err(|e| Error::Image(e.at_path("/")))?;
     for step in img.walk(root, WalkOrder::DirectoryByDirectory) {
@@ -183,6 +209,7 @@ pub fn scan(img: &Image) -> Result<ImageScan> {
             size: e.inode.size,
             fingerprint,
             digest: None,
+            too_large: false,
         });
     }
     Ok(out)
@@ -222,6 +249,13 @@ pub fn hash_contents(images: &[Image], scans: &mut [ImageScan], verify: bool) ->
         .collect::<Result<_>>()?;
     for (i, j, d) in digests {
         scans[i].files[j].digest = Some(d);
+    }
+    for s in scans.iter_mut() {
+        let limit = s.hash_limit;
+        for f in &mut s.files {
+            f.too_large =
+                f.size > limit && f.digest.is_none() && (verify || f.fingerprint.is_none());
+        }
     }
     Ok(())
 }
@@ -341,6 +375,9 @@ pub struct Report {
     pub fingerprint_mismatches: Vec<FileRef>,
     /// Content hashed because fingerprints were missing (or `verify`).
     pub hashed: Hashed,
+    /// Files that were to be hashed but are larger than [`HASH_LIMIT_FACTOR`] times
+    /// their image (holes or a hostile size): not hashed, counted as their own content.
+    pub not_hashed: Vec<SizedFile>,
 }
 
 /// Bytes of `size` in whole blocks of `block`.
@@ -577,6 +614,16 @@ pub fn analyze(scans: &[ImageScan], top: usize) -> Report {
         unusable_fingerprints: scans.iter().flat_map(|s| s.unusable.clone()).collect(),
         fingerprint_mismatches: mismatches,
         hashed,
+        not_hashed: scans
+            .iter()
+            .flat_map(|s| {
+                s.files.iter().filter(|f| f.too_large).map(|f| SizedFile {
+                    image: s.path.clone(),
+                    path: f.path.clone(),
+                    size: f.size,
+                })
+            })
+            .collect(),
     }
 }
 
@@ -591,6 +638,7 @@ mod tests {
             size,
             fingerprint: fp.map(<[u8]>::to_vec),
             digest: digest.map(|b| [b; 32]),
+            too_large: false,
         }
     }
 
@@ -601,6 +649,7 @@ mod tests {
             has_fingerprints: fps,
             files,
             unusable: Vec::new(),
+            hash_limit: 1 << 30,
         }
     }
 
