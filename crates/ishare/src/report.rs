@@ -107,8 +107,9 @@ fn text(r: &Report) -> String {
     let set = &r.set;
     let _ = writeln!(
         s,
-        "\npage cache to hold every file of {} images ({} of files):",
+        "\npage cache to hold every file of {} image{} ({} of files):",
         r.images.len(),
+        if r.images.len() == 1 { "" } else { "s" },
         human_bytes(set.bytes)
     );
     let _ = writeln!(

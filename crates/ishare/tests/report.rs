@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 
+use ishare_testkit::image::fix_checksum;
 use ishare_testkit::mounts::{self, FuseMount};
 use ishare_testkit::rng::Rng;
 use ishare_testkit::snapshot::hash_file;
@@ -452,7 +453,18 @@ fn corrupt_images_are_errors_naming_image_and_path() {
     let mut b = orig.clone();
     let at = find(&b, &fingerprint_of(&data)) - 4 + 2; // e_value_size of its entry
     b[at..at + 2].copy_from_slice(&0xfff0u16.to_le_bytes());
+    fix_checksum(&mut b);
     fail("bad-xattr.erofs", &b, &["/dir/victim", "xattr"]);
+    // A file's inode with an i_format of unknown bits.
+    let at = ishare_erofs::Image::open(&good)
+        .unwrap()
+        .lookup_path(b"/other")
+        .unwrap()
+        .location() as usize;
+    let mut b = orig.clone();
+    b[at..at + 2].copy_from_slice(&0xffffu16.to_le_bytes());
+    fix_checksum(&mut b); // the inode may lie in the checksummed first block
+    fail("bad-inode.erofs", &b, &["/other", "i_format"]);
     // Truncated past the superblock, not EROFS, missing.
     fail("truncated.erofs", &orig[..2048], &[]);
     fail("garbage.erofs", &vec![0x5a; 8192], &[]);
