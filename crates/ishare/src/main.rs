@@ -6,6 +6,7 @@ mod extract;
 mod fsck;
 mod mkfs;
 mod mount;
+mod report;
 mod store;
 
 use std::ffi::OsString;
@@ -29,6 +30,8 @@ enum Cmd {
     Extract(extract::Args),
     /// Check an image's consistency (and its fingerprints).
     Fsck(fsck::Args),
+    /// What a set of images would share under inode_share: page cache with and without.
+    Report(report::Args),
     /// Build an EROFS image from a directory (fingerprints on by default).
     Mkfs(Box<mkfs::Args>),
     /// Mount an image over FUSE, sharing page cache across images (-o inode_share,domain_id=ID).
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
         Cmd::Dump(a) => dump::run(a),
         Cmd::Extract(a) => extract::run(a),
         Cmd::Fsck(a) => fsck::run(a),
+        Cmd::Report(a) => report::run(a),
         Cmd::Mkfs(a) => mkfs::run(*a),
         Cmd::Mount(a) => mount::run(a),
         Cmd::Umount(a) => mount::umount(a),

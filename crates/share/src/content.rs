@@ -84,7 +84,7 @@ pub(crate) fn copy_content(
 
 /// The SHA-256 of the content of `inode` as its image holds it, leaving no image
 /// pages cached.
-fn hash_content(img: &Image, direct: &DirectReader, inode: &Inode) -> Result<[u8; 32]> {
+pub(crate) fn hash_content(img: &Image, direct: &DirectReader, inode: &Inode) -> Result<[u8; 32]> {
     let mut h = Sha256::new();
     let mut pos = 0u64;
     let mut buf = AlignedBuf::default();

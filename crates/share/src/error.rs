@@ -35,6 +35,10 @@ pub enum Error {
     /// and why.
     #[error("{0}")]
     BadOption(String),
+    /// A command line argument does not fit (e.g. `ishare report --device` against the
+    /// images' device tables); the message says why.
+    #[error("{0}")]
+    BadArgument(String),
     /// The image cannot be read (not EROFS, corrupt, unsupported).
     #[error("{0}")]
     Image(ishare_erofs::Error),

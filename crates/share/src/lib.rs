@@ -80,7 +80,9 @@
 //!   a launcher), signals;
 //! * `node`: the node daemon serving every mount in one process, its control socket
 //!   and its client;
-//! * `doctor`: `ishare doctor`, what the host supports.
+//! * `doctor`: `ishare doctor`, what the host supports;
+//! * `report`: `ishare report`, what a set of images would share (public: a
+//!   library of its own, sans-IO but for reading the images).
 
 mod content;
 mod daemon;
@@ -97,6 +99,7 @@ mod node;
 mod options;
 mod publish;
 mod registry;
+pub mod report;
 mod sharing;
 mod stats;
 mod store;

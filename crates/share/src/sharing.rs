@@ -150,9 +150,8 @@ impl Sharing {
         if inode.file_type != FileType::Regular || inode.size == 0 {
             return None;
         }
-        let bs = img.superblock().block_size() as usize;
         match img.fingerprint(inode) {
-            Ok(Some(fp)) if (1..=bs).contains(&fp.len()) => Some(fp),
+            Ok(Some(fp)) => usable_fingerprint(img.superblock().block_size(), fp).ok(),
             _ => None,
         }
     }
@@ -464,5 +463,18 @@ impl Sharing {
                 Decision::Unshared
             }
         }
+    }
+}
+
+/// A fingerprint xattr value the kernel shares by (1 byte to one block long), else
+/// its length. Also the rule of `ishare report`'s prediction.
+pub(crate) fn usable_fingerprint(
+    block_size: u32,
+    fp: Vec<u8>,
+) -> std::result::Result<Vec<u8>, usize> {
+    if (1..=block_size as usize).contains(&fp.len()) {
+        Ok(fp)
+    } else {
+        Err(fp.len())
     }
 }
