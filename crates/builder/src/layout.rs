@@ -192,7 +192,8 @@ fn shape(
     let same_time = n.mtime == epoch && n.mtime_nsec == 0;
     let extended = match opts.inode_version {
         InodeVersion::Extended => true,
-        InodeVersion::Auto => !(fits_compact && same_time),
+        // `--ignore-mtime`: the mtime alone does not make an inode extended.
+        InodeVersion::Auto => !(fits_compact && (same_time || opts.ignore_mtime)),
         InodeVersion::Compact if fits_compact => false,
         InodeVersion::Compact => {
             return Err(Error::Unrepresentable {

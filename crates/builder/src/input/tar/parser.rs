@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use ishare_erofs::format::encode_dev;
@@ -602,7 +603,7 @@ impl<'a> Parser<'a> {
     /// order gets the inode).
     pub(super) fn into_tree(self, archive: Archive) -> Result<Tree> {
         let opts = self.opts;
-        let node = |ino: &Inode, parent: usize, name: &[u8]| -> Node {
+        let node = |ino: &Inode, parent: usize, name: &[u8]| -> Option<Node> {
             let kind = match &ino.kind {
                 IKind::Dir { .. } => Kind::Dir {
                     entries: Vec::new(),
@@ -632,15 +633,16 @@ impl<'a> Parser<'a> {
                 IKind::Special { rdev } => (0, None, rdev),
                 _ => (0, None, 0),
             };
-            Node {
+            let (uid, gid) = opts.owner(ino.uid, ino.gid)?;
+            Some(Node {
                 origin: Origin::Entry {
                     parent,
                     name: name.to_vec(),
                 },
                 kind,
                 mode: ino.mode,
-                uid: opts.force_uid.unwrap_or(ino.uid),
-                gid: opts.force_gid.unwrap_or(ino.gid),
+                uid,
+                gid,
                 mtime,
                 mtime_nsec,
                 nlink: if matches!(ino.kind, IKind::Dir { .. }) {
@@ -652,6 +654,17 @@ impl<'a> Parser<'a> {
                 rdev,
                 xattrs: xattrs.into_iter().collect(),
                 archive_offset,
+            })
+        };
+        let overflow = |nodes: &[Node], parent: usize, name: &[u8]| {
+            let mut p = match nodes.is_empty() {
+                true => PathBuf::from("."),
+                false => path_of(nodes, Path::new(""), parent),
+            };
+            p.push(std::ffi::OsStr::from_bytes(name));
+            Error::Unrepresentable {
+                path: p,
+                what: "the uid or gid overflows 32 bits with --uid-offset/--gid-offset".into(),
             }
         };
         let too_many = |nodes: &[Node], n: usize| Error::Unrepresentable {
@@ -659,7 +672,8 @@ impl<'a> Parser<'a> {
             what: "too many links".into(),
         };
         let mut node_of: Vec<Option<usize>> = vec![None; self.inodes.len()];
-        let mut nodes = vec![node(&self.inodes[0], 0, b"")];
+        let root = node(&self.inodes[0], 0, b"").ok_or_else(|| overflow(&[], 0, b""))?;
+        let mut nodes = vec![root];
         node_of[0] = Some(0);
         let mut queue = std::collections::VecDeque::from([(0usize, 0usize)]);
         while let Some((dir_node, dir_ino)) = queue.pop_front() {
@@ -675,7 +689,8 @@ impl<'a> Parser<'a> {
                 }
                 let idx = nodes.len();
                 node_of[child] = Some(idx);
-                let n = node(&self.inodes[child], dir_node, name);
+                let n = node(&self.inodes[child], dir_node, name)
+                    .ok_or_else(|| overflow(&nodes, dir_node, name))?;
                 if matches!(n.kind, Kind::Dir { .. }) {
                     let nl = nodes[dir_node].nlink.checked_add(1);
                     nodes[dir_node].nlink = nl.ok_or_else(|| too_many(&nodes, dir_node))?;
