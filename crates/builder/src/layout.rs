@@ -18,7 +18,7 @@ use crate::compress::map::zmap;
 
 use crate::dir::DirLayout;
 use crate::error::{Error, Result};
-use crate::options::{BuildOptions, InodeVersion};
+use crate::options::{BuildOptions, InodeVersion, TarData};
 use crate::tree::{Kind, Tree};
 use crate::xattr::Body;
 
@@ -40,6 +40,19 @@ pub(crate) struct Chunks {
     pub count: u64,
     /// Bytes per map entry (4 or 8).
     pub unit: u64,
+    /// Where the chunks are.
+    pub target: ChunkTarget,
+}
+
+/// Where a chunk-based file's chunks are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChunkTarget {
+    /// In the image's data blocks, from the inode's `startblk`.
+    Image,
+    /// On extra device 1 (the tar of `--tar=i`), from this block.
+    Device(u64),
+    /// Nowhere: the file reads as zeros (`--tar=headerball`).
+    Hole,
 }
 
 /// One inode, placed.
@@ -203,6 +216,39 @@ fn shape(
         }
     };
     let chunks = match (opts.chunk_size, &n.kind) {
+        // Tar index and headerball modes: the data is not in the image. One chunk
+        // covers the file where the format allows, as mkfs.erofs does.
+        (_, Kind::File) if size > 0 && opts.tar_data != TarData::Copy => {
+            let max_rel = u32::from(CHUNK_FORMAT_BLKBITS_MASK);
+            let need = u64::BITS - (size - 1).leading_zeros();
+            let rel = need.saturating_sub(bits).min(max_rel);
+            let (target, unit, mut format) = match (opts.tar_data, n.archive_offset) {
+                (TarData::Index, Some(off)) => {
+                    if off % bs != 0 {
+                        return Err(Error::Unrepresentable {
+                            path: tree.path(node),
+                            what: format!(
+                                "its data at byte {off} of the tar is not aligned to the {bs}-byte block size"
+                            ),
+                        });
+                    }
+                    (
+                        ChunkTarget::Device(off / bs),
+                        size_of::<ChunkIndex>(),
+                        CHUNK_FORMAT_INDEXES,
+                    )
+                }
+                _ => (ChunkTarget::Hole, BLOCK_MAP_ENTRY_SIZE, 0),
+            };
+            format |= rel as u16;
+            Some(Chunks {
+                format,
+                blocks_per_chunk: 1 << rel,
+                count: size.div_ceil(bs << rel),
+                unit: unit as u64,
+                target,
+            })
+        }
         (Some(cs), Kind::File) if size > 0 => {
             let nblocks = size.div_ceil(bs);
             // Data is one contiguous extent, so chunks can be as large as the
@@ -224,11 +270,14 @@ fn shape(
                 blocks_per_chunk: 1 << rel,
                 count: size.div_ceil(bs << rel),
                 unit,
+                target: ChunkTarget::Image,
             })
         }
         _ => None,
     };
-    let (tail, full_blocks) = if chunks.is_some() || !inline_ok {
+    let (tail, full_blocks) = if chunks.is_some_and(|c| c.target != ChunkTarget::Image) {
+        (0, 0)
+    } else if chunks.is_some() || !inline_ok {
         (0, size.div_ceil(bs))
     } else {
         (size % bs, size / bs)
@@ -363,7 +412,15 @@ pub(crate) fn layout(
 
     let meta_size = alloc.cursor.next_multiple_of(bs);
     let mut next = meta_size / bs;
-    for p in inodes.iter_mut() {
+    for (node, p) in inodes.iter_mut().enumerate() {
+        // `--dsunit`: file data starts on a multiple of the stripe unit.
+        let is_file = tree
+            .nodes
+            .get(node)
+            .is_some_and(|n| matches!(n.kind, Kind::File));
+        if p.nblocks > 0 && is_file && opts.dsunit > 1 {
+            next = next.next_multiple_of(opts.dsunit);
+        }
         if p.nblocks > 0 {
             p.startblk = u32::try_from(next)
                 .ok()
@@ -371,6 +428,15 @@ pub(crate) fn layout(
                 .ok_or_else(|| Error::TooLarge("more than 2^32 blocks".into()))?;
             next += p.nblocks;
         }
+    }
+    // `--fsalignblks`: the image's size is a multiple of this many blocks (rounded
+    // up to a power of two, as mkfs.erofs does).
+    if opts.fsalign_blocks > 1 {
+        let align = opts
+            .fsalign_blocks
+            .checked_next_power_of_two()
+            .ok_or_else(|| Error::TooLarge("--fsalignblks".into()))?;
+        next = next.next_multiple_of(align);
     }
     if next > u64::from(u32::MAX) {
         return Err(Error::TooLarge(format!("{next} blocks, at most 2^32 - 1")));

@@ -40,7 +40,7 @@ use std::io::{self, BufWriter, Read};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::options::BuildOptions;
+use crate::options::{BuildOptions, TarData};
 use crate::tree::{Archive, Tree};
 use parser::Parser;
 use stream::{Compressed, FileStream, SPOOL_BUF, TeeStream, detect, read_full, unsupported};
@@ -133,6 +133,17 @@ fn index_stream(
     spool_dir: &Path,
     opts: &BuildOptions,
 ) -> Result<Tree> {
+    // `--tar=i` refers to the tar's own bytes: a compressed archive's would be the
+    // decompressed stream's, which exists only if it is kept (`--ungzip=FILE`).
+    if c != Compressed::None && opts.tar_data == TarData::Index && opts.keep_tar.is_none() {
+        return Err(Error::Tar {
+            archive: name.to_path_buf(),
+            what: "is compressed, and a tar index (--tar=i) refers to the bytes of the \
+                   uncompressed tar: decompress it first, or keep the decompressed tar \
+                   with --ungzip=FILE / --unxz=FILE and append that"
+                .into(),
+        });
+    }
     let decompress_err = |e: io::Error| Error::Tar {
         archive: name.to_path_buf(),
         what: format!("cannot start decompressing: {e}"),

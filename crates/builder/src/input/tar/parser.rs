@@ -14,7 +14,7 @@ use super::path::{join, normalize};
 use super::pax::Pax;
 use super::stream::Stream;
 use crate::error::{Error, Result};
-use crate::options::BuildOptions;
+use crate::options::{BuildOptions, TarData};
 use crate::tree::{Archive, Kind, Node, OVL_ORIGIN, Origin, Tree, path_of};
 use std::io;
 
@@ -177,6 +177,11 @@ impl<'a> Parser<'a> {
             if n == 0 && at == 0 {
                 return Err(self.err("is empty, not a tar archive"));
             }
+            // A headerball (`--tar=headerball`) may end without the marker, as
+            // mkfs.erofs accepts it.
+            if n == 0 && self.opts.tar_data == TarData::Omitted {
+                return Ok(());
+            }
             if n == 0 {
                 return Err(self.stream_err(
                     at,
@@ -254,6 +259,10 @@ impl<'a> Parser<'a> {
             let padded = size
                 .checked_next_multiple_of(BLOCK)
                 .ok_or_else(|| self.entry_err(&path, at, "absurd size"))?;
+            // A headerball holds no file data: the next header follows.
+            if self.opts.tar_data == TarData::Omitted {
+                continue;
+            }
             let skipped = s
                 .skip(padded)
                 .map_err(|e| self.entry_err(&path, at, format!("cannot read its data: {e}")))?;
