@@ -170,7 +170,12 @@ fn index_stream(
     // (a truncated gzip member, a bad checksum) and a writer on a pipe is not cut
     // off; what follows the end-of-archive marker is not kept.
     let end = s.pos;
-    io::copy(&mut s.inner, &mut io::sink()).map_err(|e| Error::Tar {
+    // A kept copy (`--ungzip=X`) is the whole decompressed stream, padding included.
+    let rest: &mut dyn io::Write = match opts.keep_tar {
+        Some(_) => &mut s.spool,
+        None => &mut io::sink(),
+    };
+    io::copy(&mut s.inner, rest).map_err(|e| Error::Tar {
         archive: name.to_path_buf(),
         what: format!(
             "after the end of the archive (at {}): {}: {e}",
