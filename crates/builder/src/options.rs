@@ -36,9 +36,9 @@ pub enum TarData {
     Omitted,
 }
 
-/// Largest inline xattr area of an inode (`i_xattr_icount` is 16 bits of 4-byte
-/// units past a 12-byte header, as mkfs.erofs bounds `--root-xattr-isize`).
-pub const MAX_INLINE_XATTR_SIZE: u32 = (u16::MAX as u32 - 4) & !3;
+/// Largest `--root-xattr-isize`: mkfs.erofs's bound (65535 less an entry header,
+/// rounded up to 4 bytes), well within what `i_xattr_icount` can describe.
+pub const MAX_INLINE_XATTR_SIZE: u32 = (u16::MAX as u32 - 4).next_multiple_of(4);
 
 /// Which on-disk inode version to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

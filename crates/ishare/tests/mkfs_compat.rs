@@ -629,3 +629,53 @@ fn placement_options() {
     }
     assert!(checked >= 3);
 }
+
+/// `--root-xattr-isize`: the root inode reserves the room; readers see the same
+/// xattrs as without it, and mkfs.erofs's image shows the same tree.
+#[test]
+fn root_xattr_isize() {
+    require_root();
+    let tmp = Tmpfs::new();
+    let src = source(tmp.path());
+    let link = symlink();
+    let s = src.to_str().unwrap();
+    for size in ["256", "1000", "5"] {
+        let ours = tmp.path().join("ours.erofs");
+        let theirs = tmp.path().join("theirs.erofs");
+        let opt = format!("--root-xattr-isize={size}");
+        for (tool, image) in [(&link.path, &ours), (&mkfs_194(), &theirs)] {
+            mkfs(
+                tool,
+                &["--quiet", "-T0", &opt, image.to_str().unwrap(), s],
+                None,
+            );
+        }
+        assert_same(&opt, &mounted(&ours), &mounted(&theirs));
+        let img = ishare_erofs::Image::open(&ours).unwrap();
+        let root = img.lookup_path(b"").unwrap();
+        let want: u32 = size.parse().unwrap();
+        assert!(
+            root.xattr_isize >= want,
+            "{opt}: root has {}",
+            root.xattr_isize
+        );
+        assert_eq!(
+            img.get_xattr(&root, b"user.root").unwrap().as_deref(),
+            Some(&b"r"[..])
+        );
+        try_run(Command::new(fsck_194()).arg(&ours)).unwrap();
+        try_run(
+            Command::new(env!("CARGO_BIN_EXE_ishare"))
+                .arg("fsck")
+                .arg(&ours),
+        )
+        .unwrap();
+    }
+    let out = tmp.path().join("big.erofs");
+    let e = mkfs_fails(
+        &link.path,
+        &["--root-xattr-isize=70000", out.to_str().unwrap(), s],
+        None,
+    );
+    assert!(e.contains("root-xattr-isize"), "{e}");
+}
