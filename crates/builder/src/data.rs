@@ -128,6 +128,13 @@ fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
 
 /// Reads a file whose data stays where it is (the tar of `--tar=i`) for its digest.
 fn hash_only(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
+    let taken = pass.tree.archive.as_ref().and_then(|a| {
+        let off = pass.tree.nodes[node].archive_offset?;
+        a.digests.get(&off).copied()
+    });
+    if taken.is_some() {
+        return Ok(taken);
+    }
     let size = pass.layout.inodes[node].size;
     let source = Source::open(pass.tree, node)?;
     let mut hasher = Sha256::new();

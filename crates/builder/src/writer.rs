@@ -64,8 +64,10 @@ pub fn build(source: &Path, image: &Path, opts: &BuildOptions) -> Result<BuildRe
 pub fn build_tar(input: &TarInput, image: &Path, opts: &BuildOptions) -> Result<BuildReport> {
     in_pool(opts, || {
         let tree = crate::input::tar::index(input, image, opts)?;
-        if let (Some(keep), Some(a)) = (&opts.keep_tar, &tree.archive) {
-            keep_archive(&a.file, keep)?;
+        if let (Some(keep), Some(a)) = (&opts.keep_tar, &tree.archive)
+            && let Some(f) = &a.file
+        {
+            keep_archive(f, keep)?;
         }
         finish(tree, image, opts)
     })
@@ -302,12 +304,7 @@ const DEVT_SLOT: u64 = DEVT_SLOT_SIZE as u64;
 /// in the unified address space, so the image with the tar appended mounts with no
 /// `device=` option (and with one, the tar is the device).
 fn device_slot(a: &crate::tree::Archive, lay: &Layout, bs: u64) -> Result<DeviceSlot> {
-    let len = a
-        .file
-        .metadata()
-        .map_err(|e| Error::io(&a.name, "stat", e))?
-        .len();
-    let blocks = len.div_ceil(bs);
+    let blocks = a.len.div_ceil(bs);
     // Chunk indexes hold 32-bit addresses without the 48-bit feature, and the
     // unified address of the last tar block must fit them too.
     if lay.blocks + blocks > u64::from(u32::MAX) {

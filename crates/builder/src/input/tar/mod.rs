@@ -121,8 +121,10 @@ fn index_file(file: File, len: u64, name: &Path, opts: &BuildOptions) -> Result<
     };
     parser.run(&mut s)?;
     parser.into_tree(Archive {
-        file,
+        file: Some(file),
         name: name.to_path_buf(),
+        len,
+        digests: Default::default(),
     })
 }
 
@@ -156,26 +158,37 @@ fn index_stream(
         }
         Compressed::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(input)),
     };
-    let spool = tempfile::tempfile_in(spool_dir)
-        .map_err(|e| Error::io(spool_dir, "create a temporary file in", e))?;
+    // A tar index needs none of the stream's bytes after parsing (digests are
+    // taken on the way), unless asked to keep them: then nothing is spooled.
+    let index_only = opts.tar_data == TarData::Index && opts.keep_tar.is_none();
+    let spool = match index_only {
+        true => None,
+        false => Some(BufWriter::with_capacity(
+            SPOOL_BUF,
+            tempfile::tempfile_in(spool_dir)
+                .map_err(|e| Error::io(spool_dir, "create a temporary file in", e))?,
+        )),
+    };
     let mut s = TeeStream {
         inner,
-        spool: BufWriter::with_capacity(SPOOL_BUF, spool),
+        spool,
         spool_dir,
         pos: 0,
     };
     let mut parser = Parser::new(name, c != Compressed::None, opts);
+    parser.hash_data = opts.tar_data == TarData::Index && opts.fingerprint.is_some();
     parser.run(&mut s)?;
     // Read to the end, so that the decompressor checks the rest of the stream
     // (a truncated gzip member, a bad checksum) and a writer on a pipe is not cut
     // off; what follows the end-of-archive marker is not kept.
     let end = s.pos;
     // A kept copy (`--ungzip=X`) is the whole decompressed stream, padding included.
-    let rest: &mut dyn io::Write = match opts.keep_tar {
-        Some(_) => &mut s.spool,
-        None => &mut io::sink(),
+    let mut sink = io::sink();
+    let rest: &mut dyn io::Write = match (&opts.keep_tar, &mut s.spool) {
+        (Some(_), Some(spool)) => spool,
+        _ => &mut sink,
     };
-    io::copy(&mut s.inner, rest).map_err(|e| Error::Tar {
+    let rest_len = io::copy(&mut s.inner, rest).map_err(|e| Error::Tar {
         archive: name.to_path_buf(),
         what: format!(
             "after the end of the archive (at {}): {}: {e}",
@@ -189,10 +202,14 @@ fn index_stream(
     })?;
     let file = s
         .spool
-        .into_inner()
+        .map(|sp| sp.into_inner())
+        .transpose()
         .map_err(|e| Error::io(spool_dir, "write a temporary file in", e.into_error()))?;
+    let digests = parser.take_digests();
     parser.into_tree(Archive {
         file,
         name: name.to_path_buf(),
+        len: end + rest_len,
+        digests,
     })
 }

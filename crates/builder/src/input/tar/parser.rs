@@ -73,6 +73,11 @@ pub(super) struct Parser<'a> {
     global: Pax,
     /// Path and header offset of the last entry, for messages.
     last: Option<(Vec<u8>, u64)>,
+    /// Take the SHA-256 of regular files' data while reading past it (a tar index
+    /// read from a stream keeps no copy to hash later).
+    pub(super) hash_data: bool,
+    /// Those digests, by data offset.
+    digests: std::collections::HashMap<u64, [u8; 32]>,
 }
 
 /// Extension headers waiting for the entry they describe.
@@ -106,7 +111,33 @@ impl<'a> Parser<'a> {
             inodes: vec![root],
             global: Pax::default(),
             last: None,
+            hash_data: false,
+            digests: Default::default(),
         }
+    }
+
+    /// The digests taken while parsing ([`Parser::hash_data`]).
+    pub(super) fn take_digests(&mut self) -> std::collections::HashMap<u64, [u8; 32]> {
+        std::mem::take(&mut self.digests)
+    }
+
+    /// Reads past `size` bytes of file data hashing them; returns the bytes read.
+    fn hash_past(&mut self, s: &mut impl Stream, size: u64, data_at: u64) -> io::Result<u64> {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; size.min(1 << 16) as usize];
+        let mut done = 0;
+        while done < size {
+            let want = (size - done).min(buf.len() as u64) as usize;
+            let n = s.read_full(&mut buf[..want])?;
+            h.update(&buf[..n]);
+            done += n as u64;
+            if n < want {
+                return Ok(done);
+            }
+        }
+        self.digests.insert(data_at, h.finalize().into());
+        Ok(done)
     }
 
     pub(super) fn at(&self, pos: u64) -> String {
@@ -263,9 +294,17 @@ impl<'a> Parser<'a> {
             if self.opts.tar_data == TarData::Omitted {
                 continue;
             }
-            let skipped = s
-                .skip(padded)
-                .map_err(|e| self.entry_err(&path, at, format!("cannot read its data: {e}")))?;
+            let is_file = matches!(typeflag, b'0' | 0 | b'7') && !path.ends_with(b"/");
+            let skipped = if self.hash_data && is_file && size > 0 {
+                self.hash_past(s, size, data_at)
+                    .and_then(|n| match n == size {
+                        true => s.skip(padded - size).map(|p| n + p),
+                        false => Ok(n),
+                    })
+            } else {
+                s.skip(padded)
+            }
+            .map_err(|e| self.entry_err(&path, at, format!("cannot read its data: {e}")))?;
             if skipped < size {
                 return Err(self.entry_err(
                     &path,
