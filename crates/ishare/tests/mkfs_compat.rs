@@ -50,6 +50,28 @@ fn mkfs(tool: &Path, args: &[&str], stdin: Option<&Path>) -> Output {
     try_run(&mut c).unwrap_or_else(|e| panic!("{} {args:?}: {e}", tool.display()))
 }
 
+/// Runs `tool ARGS` with the file `input` written into a pipe on its standard input,
+/// as containerd feeds it (a regular file on standard input is read in place).
+fn mkfs_piped(tool: &Path, args: &[&str], input: &Path) {
+    use std::io::Write;
+    let mut child = Command::new(tool)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = std::fs::read(input).unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} (piped): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs `tool ARGS` expecting failure; returns its standard error.
 fn mkfs_fails(tool: &Path, args: &[&str], stdin: Option<&Path>) -> String {
     let mut c = Command::new(tool);
@@ -191,6 +213,14 @@ fn containerd_tar_full_mode() {
         run(&mkfs_194(), &theirs);
         let t = mounted(&ours);
         assert_same(&format!("tar, digests {digest}"), &t, &mounted(&theirs));
+        // Through a pipe, as containerd runs it (a file on standard input is read
+        // in place, a pipe is copied first): the same tree. (Not the same bytes: the
+        // build time is "now".)
+        let piped = tmp.path().join("piped.erofs");
+        let mut a = args.clone();
+        a.push(piped.to_str().unwrap());
+        mkfs_piped(&link.path, &a, &tarball);
+        assert_same("tar through a pipe", &mounted(&piped), &t);
         assert_eq!(uuid_of(&ours, 0), UUID_BYTES);
         // The whiteouts were converted.
         let gone = &t[&b"aufs/gone"[..]];
@@ -265,12 +295,28 @@ fn containerd_tar_index_mode() {
             index.to_str().unwrap(),
         ];
         mkfs(tool, &args, Some(&tarball));
+        if name == "ours" {
+            // Through a pipe (nothing kept, digests taken while parsing).
+            let piped = tmp.path().join("piped.idx");
+            let mut a = args.to_vec();
+            a.pop();
+            a.push(piped.to_str().unwrap());
+            mkfs_piped(tool, &a, &tarball);
+            let layer = tmp.path().join("piped.erofs");
+            append(&piped, &layer);
+            trees.push(("piped", mounted(&layer), piped, layer));
+        }
         let layer = tmp.path().join(format!("{name}.erofs"));
         append(&index, &layer);
         trees.push((name, mounted(&layer), index, layer));
     }
-    let (_, ours, ours_idx, ours_layer) = &trees[0];
-    assert_same("tar index + tar", ours, &trees[1].1);
+    // In order: the piped run (made first, inside ours), ours, theirs.
+    let theirs = trees.pop().unwrap().1;
+    let (_, ours, ours_idx, ours_layer) = &trees[1];
+    let (_, piped, piped_idx, _) = &trees[0];
+    assert_same("tar index + tar", ours, &theirs);
+    assert_same("tar index through a pipe, + tar", piped, &theirs);
+    fsck_ok(piped_idx, &[&tarball]);
     // The index holds metadata only: far smaller than the tar.
     let idx_len = std::fs::metadata(ours_idx).unwrap().len();
     let tar_len = std::fs::metadata(&tarball).unwrap().len();
@@ -283,7 +329,7 @@ fn containerd_tar_index_mode() {
     std::fs::copy(ours_idx, &idx).unwrap();
     std::fs::copy(&tarball, &dev).unwrap();
     let m = ErofsMount::new(&idx, &[dev]);
-    assert_same("tar index, device=", &snapshot(m.path()), &trees[1].1);
+    assert_same("tar index, device=", &snapshot(m.path()), &theirs);
     drop(m);
     fsck_ok(ours_idx, &[&tarball]);
     // The tar named as SOURCE gives the same image.

@@ -72,23 +72,57 @@ pub(crate) fn index(input: &TarInput, image: &Path, opts: &BuildOptions) -> Resu
                 });
             }
             if meta.is_file() {
-                let mut magic = [0u8; 10];
-                let n = read_full(&mut &file, &mut magic).map_err(|e| Error::io(p, "read", e))?;
-                let c = detect(&magic[..n]).map_err(|name| unsupported(p, name))?;
-                if c == Compressed::None {
-                    return index_file(file, meta.len(), p, opts);
-                }
-                let file = File::open(p).map_err(|e| Error::io(p, "open", e))?;
-                return index_stream(Box::new(file), c, p, &spool_dir, opts);
+                return regular_file(file, meta.len(), p, &spool_dir, opts);
             }
             stream(Box::new(file), p, &spool_dir, opts)
         }
-        TarInput::Stdin => stream(
-            Box::new(io::stdin().lock()),
-            Path::new("<stdin>"),
-            &spool_dir,
-            opts,
-        ),
+        TarInput::Stdin => {
+            let name = Path::new("<stdin>");
+            // Standard input redirected from a regular file at its start
+            // (`mkfs.erofs --tar=f IMG < layer.tar`) is read in place like a named
+            // file, with no temporary copy.
+            use std::os::fd::AsFd;
+            if let Ok(fd) = io::stdin().as_fd().try_clone_to_owned() {
+                let file = File::from(fd);
+                let at_start = rustix::fs::seek(&file, rustix::fs::SeekFrom::Current(0)) == Ok(0);
+                if let Ok(meta) = file.metadata()
+                    && meta.is_file()
+                    && at_start
+                {
+                    return regular_file(file, meta.len(), name, &spool_dir, opts);
+                }
+            }
+            stream(Box::new(io::stdin().lock()), name, &spool_dir, opts)
+        }
+    }
+}
+
+/// An archive in a regular file: indexed in place when uncompressed.
+fn regular_file(
+    file: File,
+    len: u64,
+    name: &Path,
+    spool_dir: &Path,
+    opts: &BuildOptions,
+) -> Result<Tree> {
+    let mut magic = [0u8; 10];
+    let n = read_full(&mut ReadAt(&file, 0), &mut magic).map_err(|e| Error::io(name, "read", e))?;
+    let c = detect(&magic[..n]).map_err(|n| unsupported(name, n))?;
+    if c == Compressed::None {
+        return index_file(file, len, name, opts);
+    }
+    index_stream(Box::new(ReadAt(&file, 0)), c, name, spool_dir, opts)
+}
+
+/// Reads a file from an offset with `pread`, leaving its file position alone (the
+/// file may be standard input, shared with the caller).
+struct ReadAt<'a>(&'a File, u64);
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.0, buf, self.1)?;
+        self.1 += n as u64;
+        Ok(n)
     }
 }
 
