@@ -333,3 +333,135 @@ fn parse_uuid(s: &str) -> Result<[u8; 16]> {
     }
     Ok(u)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ishare_builder::InodeVersion;
+
+    fn parse_as(flavor: Flavor, args: &[&str]) -> Result<BuildOptions> {
+        match args::parse(args.iter().map(OsString::from), flavor)? {
+            Command::Build(a) => options(&a),
+            c => bail!("not a build: {c:?}"),
+        }
+    }
+
+    fn parse(args: &[&str]) -> Result<BuildOptions> {
+        parse_as(Flavor::Ishare, args)
+    }
+
+    #[test]
+    fn fingerprint_defaults_per_name() {
+        let fp = |f, a: &[&str]| parse_as(f, a).unwrap().fingerprint;
+        let default = Some(DEFAULT_FINGERPRINT_NAME.as_bytes().to_vec());
+        assert_eq!(fp(Flavor::Ishare, &["i", "s"]), default);
+        assert_eq!(fp(Flavor::MkfsErofs, &["i", "s"]), None);
+        assert_eq!(
+            fp(Flavor::MkfsErofs, &["--xattr-inode-digest", "i", "s"]),
+            default
+        );
+        assert_eq!(
+            fp(
+                Flavor::Ishare,
+                &["--xattr-inode-digest=trusted.fp", "i", "s"]
+            ),
+            Some(b"trusted.fp".to_vec())
+        );
+        assert_eq!(
+            fp(Flavor::Ishare, &["--no-xattr-inode-digest", "i", "s"]),
+            None
+        );
+        // Headerballs hold no data to take digests of.
+        assert_eq!(fp(Flavor::Ishare, &["--tar=headerball", "i"]), None);
+    }
+
+    #[test]
+    fn mkfs_erofs_spellings() {
+        let o = parse(&[
+            "-b512",
+            "-T",
+            "100",
+            "-Uclear",
+            "-Llabel",
+            "-x",
+            "-1",
+            "-Enoinline_data,nosbcrc",
+            "-E",
+            "force-inode-extended,^xattr-name-filter",
+            "--all-root",
+            "--uid-offset=3",
+            "img",
+            "src",
+        ])
+        .unwrap();
+        assert_eq!(o.block_size, 512);
+        assert_eq!((o.build_time, o.time_policy), (100, TimePolicy::Fixed));
+        assert_eq!(o.uuid, [0; 16]);
+        assert_eq!(o.label, b"label");
+        assert_eq!(o.xattr_tolerance, -1);
+        assert!(!o.inline_data && !o.sb_checksum && !o.xattr_name_filter);
+        assert_eq!(o.inode_version, InodeVersion::Extended);
+        assert_eq!(
+            (o.force_uid, o.force_gid, o.uid_offset),
+            (Some(0), Some(0), 3)
+        );
+        let o = parse(&["-T100", "--mkfs-time", "img", "src"]).unwrap();
+        assert_eq!((o.build_time, o.time_policy), (100, TimePolicy::Keep));
+        let o = parse(&["--all-time", "img", "src"]).unwrap();
+        assert_eq!(o.time_policy, TimePolicy::Fixed);
+        assert!(parse(&["-Efragments", "img", "src"]).is_err());
+        assert!(parse(&["-Ubogus", "img", "src"]).is_err());
+    }
+
+    #[test]
+    fn tar_modes() {
+        // Index mode: 512-byte blocks whatever -b says, no compression.
+        let o = parse(&["--tar=i", "-b4096", "img"]).unwrap();
+        assert_eq!((o.tar_data, o.block_size), (TarData::Index, 512));
+        assert!(parse(&["--tar=i", "-zlz4", "img"]).is_err());
+        let o = parse(&["--tar=f", "--aufs", "--ungzip=raw.tar", "img", "-"]).unwrap();
+        assert_eq!(o.tar_data, TarData::Copy);
+        assert!(o.aufs);
+        assert_eq!(o.keep_tar, Some("raw.tar".into()));
+        // --aufs means nothing for a directory.
+        assert!(!parse(&["--aufs", "img", "dir"]).unwrap().aufs);
+    }
+
+    #[test]
+    fn compression_options() {
+        let o = parse(&["-zlz4hc,12", "-C65536", "-Eztailpacking", "img", "src"]).unwrap();
+        let c = o.compression.unwrap();
+        assert_eq!(c.algorithms[0].level, Some(12));
+        assert_eq!(c.pcluster_size, 65536);
+        assert!(c.ztailpacking && !c.legacy_indexes);
+        let o = parse(&["-zlz4", "--zfeature-bits=0x12", "img", "src"]).unwrap();
+        let c = o.compression.unwrap();
+        assert!(c.ztailpacking && c.dedupe && !c.fragments);
+        for bad in [
+            &["-zlz5", "img", "src"][..],
+            &["-zzstd,23", "img", "src"],
+            &["-C65536", "img", "src"],
+            &["-zlz4", "--zfeature-bits=64", "img", "src"],
+            &["--root-xattr-isize=70000", "img", "src"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn uuids() {
+        let u = parse_uuid("01234567-89ab-cdef-0123-456789ABCDEF").unwrap();
+        assert_eq!(u[0], 0x01);
+        assert_eq!(u[15], 0xef);
+        assert_eq!(parse_uuid("0123456789abcdef0123456789abcdef").unwrap(), u);
+        for bad in [
+            "",
+            "0123",
+            "01234567-89ab-cdef-0123-456789abcdeg",
+            "0-123456789abcdef0123456789abcdef",
+        ] {
+            assert!(parse_uuid(bad).is_err(), "{bad}");
+        }
+        assert_eq!(random_uuid().unwrap()[6] >> 4, 4);
+    }
+}
