@@ -65,7 +65,7 @@ impl<'a> Source<'a> {
     pub(crate) fn file(&self) -> &File {
         match &self.own {
             Some(f) => f,
-            None => &self
+            None => self
                 .tree
                 .archive
                 .as_ref()
