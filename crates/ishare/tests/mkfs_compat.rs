@@ -464,10 +464,7 @@ fn strip_file_data(tar: &[u8]) -> Vec<u8> {
             at += 512;
             continue;
         }
-        let size_field = std::str::from_utf8(&h[124..136]).unwrap();
-        let size = u64::from_str_radix(size_field.trim_matches(|c| c == '\0' || c == ' '), 8)
-            .unwrap() as usize;
-        let padded = size.next_multiple_of(512);
+        let padded = 512 * tar_blocks(h);
         if matches!(h[156], b'x' | b'g' | b'L' | b'K') {
             out.extend_from_slice(&tar[at + 512..at + 512 + padded]);
         }
@@ -724,4 +721,57 @@ fn root_xattr_isize() {
         None,
     );
     assert!(e.contains("root-xattr-isize"), "{e}");
+}
+
+/// Hostile or broken tars in index mode: a clear error naming the archive, and no
+/// image left behind, whether the tar is a file, on standard input or piped.
+#[test]
+fn tar_index_of_a_broken_tar() {
+    require_root();
+    let tmp = Tmpfs::new();
+    let src = source(tmp.path());
+    let tarball = tmp.path().join("layer.tar");
+    tar_of(&src, &tarball);
+    let bytes = std::fs::read(&tarball).unwrap();
+    let link = symlink();
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("truncated", bytes[..bytes.len() / 2].to_vec(), "truncated"),
+        ("garbage", vec![0x5a; 8192], "not a tar archive"),
+        (
+            "bad checksum",
+            {
+                let mut b = bytes.clone();
+                // The second header's checksum field (after the first entry).
+                let second = 512 * (1 + tar_blocks(&b[..512]));
+                b[second + 148] ^= 1;
+                b
+            },
+            "checksum",
+        ),
+    ];
+    for (what, data, want) in cases {
+        let bad = tmp.path().join(format!("{what}.tar"));
+        std::fs::write(&bad, &data).unwrap();
+        let index = tmp.path().join("bad.idx");
+        let i = index.to_str().unwrap();
+        let e = mkfs_fails(&link.path, &["--tar=i", "--quiet", i], Some(&bad));
+        assert!(e.contains("<stdin>") && e.contains(want), "{what}: {e}");
+        let e = mkfs_fails(
+            &link.path,
+            &["--tar=i", "--quiet", i, bad.to_str().unwrap()],
+            None,
+        );
+        assert!(
+            e.contains(bad.to_str().unwrap()) && e.contains(want),
+            "{what}: {e}"
+        );
+        assert!(!index.exists(), "{what}: a failed build left an image");
+    }
+}
+
+/// Data blocks of the tar entry whose header is `h`.
+fn tar_blocks(h: &[u8]) -> usize {
+    let field = std::str::from_utf8(&h[124..136]).unwrap();
+    let size = usize::from_str_radix(field.trim_matches(|c| c == '\0' || c == ' '), 8).unwrap();
+    size.div_ceil(512)
 }
