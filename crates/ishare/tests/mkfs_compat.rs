@@ -775,3 +775,60 @@ fn tar_blocks(h: &[u8]) -> usize {
     let size = usize::from_str_radix(field.trim_matches(|c| c == '\0' || c == ' '), 8).unwrap();
     size.div_ceil(512)
 }
+
+/// `--zfeature-bits` turns compression features on and off as mkfs.erofs does:
+/// bit 1 is ztailpacking, bit 4 dedupe; `dump.erofs -s` shows what the image uses.
+#[test]
+fn zfeature_bits() {
+    require_root();
+    let tmp = Tmpfs::new();
+    // A small tree with file ends that ztailpacking inlines.
+    let src = tmp.path().join("small");
+    std::fs::create_dir(&src).unwrap();
+    for (i, len) in [5000usize, 70_000, 123].into_iter().enumerate() {
+        let text: Vec<u8> = (0..len)
+            .map(|k| b"ishare mkfs "[k % 12] + (k / 997) as u8 % 3)
+            .collect();
+        std::fs::write(src.join(format!("f{i}")), text).unwrap();
+    }
+    let link = symlink();
+    let s = src.to_str().unwrap();
+    let features = |image: &Path| {
+        let out = try_run(
+            Command::new(ishare_testkit::tools::dump_194())
+                .arg("-s")
+                .arg(image),
+        )
+        .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let plain = tmp.path().join("plain.erofs");
+    mkfs(
+        &link.path,
+        &["--quiet", "-T0", "-zlz4hc", plain.to_str().unwrap(), s],
+        None,
+    );
+    assert!(!features(&plain).contains("ztailpacking"));
+    for (bits, want) in [("2", "ztailpacking"), ("0x12", "ztailpacking")] {
+        let ours = tmp.path().join("ours.erofs");
+        let theirs = tmp.path().join("theirs.erofs");
+        let opt = format!("--zfeature-bits={bits}");
+        for (tool, image) in [(&link.path, &ours), (&mkfs_194(), &theirs)] {
+            mkfs(
+                tool,
+                &[
+                    "--quiet",
+                    "-T0",
+                    "-zlz4hc",
+                    &opt,
+                    image.to_str().unwrap(),
+                    s,
+                ],
+                None,
+            );
+        }
+        assert!(features(&ours).contains(want), "{opt}: {}", features(&ours));
+        assert!(features(&theirs).contains(want));
+        assert_same(&opt, &mounted(&ours), &mounted(&theirs));
+    }
+}
