@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::layout::Layout;
+use crate::layout::{ChunkTarget, Layout};
 use crate::tree::{Kind, Source, Tree};
 
 /// Largest read buffer per file.
@@ -38,9 +38,15 @@ pub(crate) struct DataPass<'a> {
 /// Copies every regular file; returns each node's SHA-256 (`None` for nodes that are
 /// not hashed).
 pub(crate) fn copy_all(pass: &DataPass<'_>) -> Result<Vec<Option<[u8; 32]>>> {
+    // Files whose data stays out of the image: in the tar of `--tar=i` (only read,
+    // for their digest), or nowhere (`--tar=headerball`).
+    let target = |i: usize| pass.layout.inodes[i].chunks.map(|c| c.target);
     let files: Vec<usize> = (0..pass.tree.nodes.len())
         .filter(|&i| {
-            matches!(pass.tree.nodes[i].kind, Kind::File) && pass.layout.inodes[i].size > 0
+            matches!(pass.tree.nodes[i].kind, Kind::File)
+                && pass.layout.inodes[i].size > 0
+                && target(i) != Some(ChunkTarget::Hole)
+                && (pass.hash || !matches!(target(i), Some(ChunkTarget::Device(_))))
         })
         .collect();
     if let Some(p) = pass.progress {
@@ -49,9 +55,10 @@ pub(crate) fn copy_all(pass: &DataPass<'_>) -> Result<Vec<Option<[u8; 32]>>> {
     let digests: Vec<(usize, Option<[u8; 32]>)> = files
         .into_par_iter()
         .map(|i| {
-            let d = match &pass.zfiles[i] {
-                Some(z) => copy_compressed(pass, i, z)?,
-                None => copy_one(pass, i)?,
+            let d = match (&pass.zfiles[i], target(i)) {
+                (Some(z), _) => copy_compressed(pass, i, z)?,
+                (None, Some(ChunkTarget::Device(_))) => hash_only(pass, i)?,
+                (None, _) => copy_one(pass, i)?,
             };
             if let Some(p) = pass.progress {
                 p.advance(pass.layout.inodes[i].size);
@@ -119,6 +126,29 @@ fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
     Ok(hasher.map(|h| h.finalize().into()))
 }
 
+/// Reads a file whose data stays where it is (the tar of `--tar=i`) for its digest.
+fn hash_only(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
+    let taken = pass.tree.archive.as_ref().and_then(|a| {
+        let off = pass.tree.nodes[node].archive_offset?;
+        a.digests.get(&off).copied()
+    });
+    if taken.is_some() {
+        return Ok(taken);
+    }
+    let size = pass.layout.inodes[node].size;
+    let source = Source::open(pass.tree, node)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; size.min(BUF_SIZE as u64) as usize];
+    let mut pos = 0u64;
+    while pos < size {
+        let want = (size - pos).min(buf.len() as u64) as usize;
+        source.read_exact_at(&mut buf[..want], pos, size)?;
+        hasher.update(&buf[..want]);
+        pos += want as u64;
+    }
+    Ok(Some(hasher.finalize().into()))
+}
+
 /// Copies a compressed file's own encoded blocks from the spill file (not those it
 /// shares with other files), and its inline tail; its digest was taken while
 /// compressing.
@@ -174,7 +204,7 @@ fn copy_compressed(
     Ok(z.digest)
 }
 
-enum CopyError {
+pub(crate) enum CopyError {
     Src(std::io::Error),
     Dst(std::io::Error),
 }
@@ -182,7 +212,7 @@ enum CopyError {
 /// Copies `len` bytes from `src` at `src_off` to `dst` at `dst_off` in the kernel.
 /// Returns how many bytes were copied: fewer than `len` when `copy_file_range` is
 /// not available here, and the caller copies the rest itself.
-fn copy_range(
+pub(crate) fn copy_range(
     src: &File,
     src_off: u64,
     dst: &File,

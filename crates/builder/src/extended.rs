@@ -80,6 +80,49 @@ impl ExtendedOptions {
         Ok(())
     }
 
+    /// `--zfeature-bits=N`: bit i sets (1) or clears (0) the i-th compression
+    /// feature of mkfs.erofs's list, up to N's highest set bit: legacy-compress,
+    /// ztailpacking, fragments, all-fragments, dedupe, fragdedupe, 48bit,
+    /// dot-omitted. The last three are not implemented: setting them is refused.
+    pub fn apply_bits(&mut self, bits: i64) -> Result<()> {
+        const NAMES: [&str; 8] = [
+            "legacy-compress",
+            "ztailpacking",
+            "fragments",
+            "all-fragments",
+            "dedupe",
+            "fragdedupe",
+            "48bit",
+            "dot-omitted",
+        ];
+        if bits < 0 || bits >> NAMES.len() != 0 {
+            return Err(Error::InvalidOption(format!(
+                "--zfeature-bits={bits}: only bits 0 to {} are features",
+                NAMES.len() - 1
+            )));
+        }
+        for (i, name) in NAMES.iter().enumerate() {
+            if bits >> i == 0 {
+                break;
+            }
+            let on = bits >> i & 1 == 1;
+            match i {
+                0 => self.legacy_compress = on,
+                1 => self.ztailpacking = on,
+                2 => self.fragments = on,
+                3 => self.all_fragments = on,
+                4 => self.dedupe = on,
+                _ if on => {
+                    return Err(Error::InvalidOption(format!(
+                        "--zfeature-bits={bits}: bit {i} ({name}) is not supported by ishare yet"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Puts the compression options into `c` (all-fragments implies fragments).
     pub fn apply(&self, c: &mut Compression) {
         c.ztailpacking = self.ztailpacking;
@@ -116,6 +159,15 @@ mod tests {
         assert!(!e.fragments && !e.all_fragments && e.dedupe);
         assert_eq!(e.packed_pcluster, Some(16384));
         assert!(e.check_uncompressed().is_err());
+        let mut z = ExtendedOptions {
+            legacy_compress: true,
+            ..Default::default()
+        };
+        z.apply_bits(0b10010).unwrap();
+        assert!(z.ztailpacking && z.dedupe && !z.legacy_compress && !z.fragments);
+        assert!(z.apply_bits(1 << 6).is_err());
+        assert!(z.apply_bits(1 << 8).is_err());
+        assert!(z.apply_bits(-1).is_err());
         for (bad, msg) in [
             (
                 "^fragments=4k",

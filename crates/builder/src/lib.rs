@@ -35,7 +35,7 @@ pub use error::{Error, Result};
 pub use extended::ExtendedOptions;
 pub use input::tar::TarInput;
 pub use options::{
-    BuildOptions, DEFAULT_FINGERPRINT_NAME, DEFAULT_XATTR_TOLERANCE, InodeVersion, Progress,
-    TimePolicy,
+    BuildOptions, DEFAULT_FINGERPRINT_NAME, DEFAULT_XATTR_TOLERANCE, InodeVersion,
+    MAX_INLINE_XATTR_SIZE, Progress, TarData, TimePolicy,
 };
 pub use writer::{BuildReport, build, build_tar};

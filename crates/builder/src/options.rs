@@ -23,6 +23,23 @@ pub enum TimePolicy {
     Clamp,
 }
 
+/// What a tar build does with file data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TarData {
+    /// Copy it into the image (`--tar=f`).
+    Copy,
+    /// Leave it in the tar: regular files are chunk-indexed into an extra device,
+    /// the tar, whose blocks follow the image's own in the unified address space,
+    /// so the image with the tar appended mounts alone (`--tar=i`; 512-byte blocks).
+    Index,
+    /// The stream holds headers only; regular files become holes (`--tar=headerball`).
+    Omitted,
+}
+
+/// Largest `--root-xattr-isize`: mkfs.erofs's bound (65535 less an entry header,
+/// rounded up to 4 bytes), well within what `i_xattr_icount` can describe.
+pub const MAX_INLINE_XATTR_SIZE: u32 = (u16::MAX as u32 - 4).next_multiple_of(4);
+
 /// Which on-disk inode version to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InodeVersion {
@@ -88,6 +105,32 @@ pub struct BuildOptions {
     pub aufs: bool,
     /// Compress regular files (`-z`); `None` = no compression.
     pub compression: Option<Compression>,
+    /// Added to every uid (after `force_uid`); a uid that overflows is an error.
+    pub uid_offset: u32,
+    /// Added to every gid (after `force_gid`).
+    pub gid_offset: u32,
+    /// `--ignore-mtime`: an inode that is compact but for its mtime gets the build
+    /// time and is compact.
+    pub ignore_mtime: bool,
+    /// `--hard-dereference` (directory input): every name of a hard-linked file
+    /// gets its own inode.
+    pub hard_dereference: bool,
+    /// At least this many bytes of inline xattrs in the root inode
+    /// (`--root-xattr-isize`), so that a later tool can add xattrs in place.
+    pub root_xattr_isize: u32,
+    /// The image starts this many bytes into the output file (`--offset`); the
+    /// bytes before it are zeros.
+    pub offset: u64,
+    /// The image's block count is rounded up to a multiple of the next power of two
+    /// of this (`--fsalignblks`; 0 or 1 = no rounding).
+    pub fsalign_blocks: u64,
+    /// Each file's data starts at a multiple of this many blocks (`--dsunit`; 0 or 1
+    /// = no alignment).
+    pub dsunit: u64,
+    /// Tar input: what becomes of file data.
+    pub tar_data: TarData,
+    /// Tar input: keep a copy of the (decompressed) archive here (`--ungzip=X`).
+    pub keep_tar: Option<std::path::PathBuf>,
     /// Told how far the data pass is (for a progress bar).
     pub progress: Option<Arc<dyn Progress>>,
 }
@@ -128,6 +171,16 @@ impl Default for BuildOptions {
             workers: 0,
             aufs: false,
             compression: None,
+            uid_offset: 0,
+            gid_offset: 0,
+            ignore_mtime: false,
+            hard_dereference: false,
+            root_xattr_isize: 0,
+            offset: 0,
+            fsalign_blocks: 0,
+            dsunit: 0,
+            tar_data: TarData::Copy,
+            keep_tar: None,
             progress: None,
         }
     }
@@ -141,6 +194,14 @@ impl BuildOptions {
             .iter()
             .any(|p| p.strip_prefix(b"/").unwrap_or(p) == rel)
             || self.exclude_regexes.iter().any(|r| r.is_match(rel))
+    }
+
+    /// An inode's owner after `force_*` and the id offsets; `None` if an offset
+    /// overflows 32 bits.
+    pub(crate) fn owner(&self, uid: u32, gid: u32) -> Option<(u32, u32)> {
+        let uid = self.force_uid.unwrap_or(uid).checked_add(self.uid_offset)?;
+        let gid = self.force_gid.unwrap_or(gid).checked_add(self.gid_offset)?;
+        Some((uid, gid))
     }
 
     /// An mtime after the time policy.

@@ -19,8 +19,8 @@ use crate::dir::{DirEntry, DirLayout};
 use crate::error::{Error, Result};
 use crate::input::dir::scan;
 use crate::input::tar::TarInput;
-use crate::layout::{Layout, Placed, layout};
-use crate::options::BuildOptions;
+use crate::layout::{ChunkTarget, Layout, Placed, layout};
+use crate::options::{BuildOptions, TarData};
 use crate::tree::{Kind, Node, Tree};
 use crate::xattr::{FINGERPRINT_LEN, Prefixes};
 
@@ -64,8 +64,36 @@ pub fn build(source: &Path, image: &Path, opts: &BuildOptions) -> Result<BuildRe
 pub fn build_tar(input: &TarInput, image: &Path, opts: &BuildOptions) -> Result<BuildReport> {
     in_pool(opts, || {
         let tree = crate::input::tar::index(input, image, opts)?;
+        if let (Some(keep), Some(a)) = (&opts.keep_tar, &tree.archive)
+            && let Some(f) = &a.file
+        {
+            keep_archive(f, keep)?;
+        }
         finish(tree, image, opts)
     })
+}
+
+/// Copies the (decompressed) archive to `to` (`--ungzip=X`, `--unxz=X`).
+fn keep_archive(archive: &std::fs::File, to: &Path) -> Result<()> {
+    let len = archive
+        .metadata()
+        .map_err(|e| Error::io(to, "stat the archive copied to", e))?
+        .len();
+    let out = std::fs::File::create(to).map_err(|e| Error::io(to, "create", e))?;
+    let mut done = crate::data::copy_range(archive, 0, &out, 0, len).unwrap_or(0);
+    let mut buf = vec![0u8; 1 << 20];
+    while done < len {
+        let n = archive
+            .read_at(&mut buf, done)
+            .map_err(|e| Error::io(to, "copy the archive to", e))?;
+        if n == 0 {
+            break;
+        }
+        out.write_all_at(&buf[..n], done)
+            .map_err(|e| Error::io(to, "write", e))?;
+        done += n as u64;
+    }
+    Ok(())
 }
 
 /// Runs `f` on a pool of `opts.workers` threads, after checking the options.
@@ -90,7 +118,14 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         .as_ref()
         .map(|c| compr_cfgs(c, opts.block_size))
         .unwrap_or_default();
-    let shared_start = SUPER_OFFSET + SB_SIZE + zcfgs.len() as u64;
+    // `--tar=i`: one device table slot (the tar) before the shared xattrs.
+    let devt_off = (SUPER_OFFSET + SB_SIZE + zcfgs.len() as u64).next_multiple_of(DEVT_SLOT);
+    let devt = opts.tar_data == TarData::Index;
+    let shared_start = if devt {
+        devt_off + DEVT_SLOT
+    } else {
+        SUPER_OFFSET + SB_SIZE + zcfgs.len() as u64
+    };
     let mut xplan = crate::xattr::plan(&mut tree, &prefixes, opts, shared_start)?;
     let prefix_off = shared_start + xplan.shared_area.len() as u64;
     let prefix_table = prefixes.serialize();
@@ -212,9 +247,17 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         }
     }
     w.write(&zcfgs, SUPER_OFFSET + SB_SIZE)?;
+    let device_blocks = match (devt, &tree.archive) {
+        (true, Some(a)) => {
+            let slot = device_slot(a, &lay, bs)?;
+            w.write(slot.as_bytes(), devt_off)?;
+            Some(slot)
+        }
+        _ => None,
+    };
     w.write(&xplan.shared_area, shared_start)?;
     w.write(plain_prefixes, prefix_off)?;
-    let sb = superblock(
+    let mut sb = superblock(
         opts,
         bits,
         &tree,
@@ -228,6 +271,11 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
             dedupe: zfiles.iter().flatten().any(|z| z.dedupe),
         },
     );
+    if device_blocks.is_some() {
+        sb.feature_incompat |= FEATURE_INCOMPAT_DEVICE_TABLE;
+        sb.extra_devices = U16::new(1);
+        sb.devt_slotoff = U16::new((devt_off / DEVT_SLOT) as u16);
+    }
     w.write(&sb.as_bytes()[..SB_SIZE as usize], SUPER_OFFSET)?;
     w.flush()?;
     if opts.sb_checksum {
@@ -245,8 +293,34 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         w.write(&crc.to_le_bytes(), SUPER_OFFSET + 4)?;
         w.flush()?;
     }
-    commit(out, image)?;
+    commit(out, image, opts.offset)?;
     Ok(report)
+}
+
+/// Bytes of a device table slot.
+const DEVT_SLOT: u64 = DEVT_SLOT_SIZE as u64;
+
+/// The device table slot of the tar in `--tar=i`: its blocks follow the image's own
+/// in the unified address space, so the image with the tar appended mounts with no
+/// `device=` option (and with one, the tar is the device).
+fn device_slot(a: &crate::tree::Archive, lay: &Layout, bs: u64) -> Result<DeviceSlot> {
+    let blocks = a.len.div_ceil(bs);
+    // Chunk indexes hold 32-bit addresses without the 48-bit feature, and the
+    // unified address of the last tar block must fit them too.
+    if lay.blocks + blocks > u64::from(u32::MAX) {
+        return Err(Error::TooLarge(format!(
+            "the image and the tar take {} blocks of {bs} bytes; an index holds 2^32 - 1",
+            lay.blocks + blocks
+        )));
+    }
+    Ok(DeviceSlot {
+        tag: [0; 64],
+        blocks_lo: U32::new(blocks as u32),
+        uniaddr_lo: U32::new(lay.blocks as u32),
+        blocks_hi: U16::new(0),
+        uniaddr_hi: U16::new(0),
+        reserved: [0; 52],
+    })
 }
 
 /// Writes metadata pieces at their offsets, merging adjacent ones into one write.
@@ -377,11 +451,17 @@ fn inode_bytes(
     if let Some(c) = &p.chunks {
         out.resize((out.len() as u64).next_multiple_of(c.unit) as usize, 0);
         for k in 0..c.count {
-            let blk = (u64::from(p.startblk) + k * c.blocks_per_chunk) as u32;
+            // Block addresses were checked to fit 32 bits by the layout (image) and
+            // by `check_device_blocks` (the tar of `--tar=i`).
+            let (device, blk) = match c.target {
+                ChunkTarget::Image => (0, (u64::from(p.startblk) + k * c.blocks_per_chunk) as u32),
+                ChunkTarget::Device(start) => (1, (start + k * c.blocks_per_chunk) as u32),
+                ChunkTarget::Hole => (0, u32::MAX),
+            };
             if c.format & CHUNK_FORMAT_INDEXES != 0 {
                 let idx = ChunkIndex {
                     startblk_hi: U16::new(0),
-                    device_id: U16::new(0),
+                    device_id: U16::new(device),
                     startblk_lo: U32::new(blk),
                 };
                 out.extend_from_slice(idx.as_bytes());
@@ -511,8 +591,46 @@ fn create_temp(image: &Path) -> Result<tempfile::NamedTempFile> {
         .map_err(|e| Error::io(dir, "create a temporary file in", e))
 }
 
-/// Gives the image the usual permissions and moves it to its final name.
-fn commit(out: tempfile::NamedTempFile, image: &Path) -> Result<()> {
+/// Gives the image the usual permissions and moves it to its final name, `offset`
+/// bytes into the file (`--offset`; the bytes before it are zeros).
+fn commit(out: tempfile::NamedTempFile, image: &Path, offset: u64) -> Result<()> {
+    let out = if offset > 0 {
+        // Rare enough that one more copy (in the kernel where it can) is simpler
+        // than offsetting every write of the build.
+        let shifted = create_temp(image)?;
+        let len = out
+            .as_file()
+            .metadata()
+            .map_err(|e| Error::io(out.path(), "stat", e))?
+            .len();
+        let total = offset
+            .checked_add(len)
+            .ok_or_else(|| Error::TooLarge("--offset".into()))?;
+        shifted
+            .as_file()
+            .set_len(total)
+            .map_err(|e| Error::io(shifted.path(), "resize", e))?;
+        let mut done =
+            crate::data::copy_range(out.as_file(), 0, shifted.as_file(), offset, len).unwrap_or(0);
+        let mut buf = vec![0u8; 1 << 20];
+        while done < len {
+            let n = out
+                .as_file()
+                .read_at(&mut buf, done)
+                .map_err(|e| Error::io(out.path(), "read back", e))?;
+            if n == 0 {
+                break;
+            }
+            shifted
+                .as_file()
+                .write_all_at(&buf[..n], offset + done)
+                .map_err(|e| Error::io(shifted.path(), "write", e))?;
+            done += n as u64;
+        }
+        shifted
+    } else {
+        out
+    };
     let umask = rustix::process::umask(rustix::fs::Mode::empty());
     rustix::process::umask(umask);
     let mode = 0o666 & !umask.bits();

@@ -178,7 +178,9 @@ impl Body {
         for e in &self.inline {
             e.write(out, fingerprint);
         }
-        debug_assert_eq!(out.len() - start, self.size as usize);
+        // Reserved room (`--root-xattr-isize`) is zeros.
+        debug_assert!(out.len() - start <= self.size as usize);
+        out.resize(start + self.size as usize, 0);
     }
 }
 
@@ -301,6 +303,15 @@ pub(crate) fn plan(
             any_filter |= body.filter != 0;
         }
         bodies.push(body);
+    }
+    // `--root-xattr-isize`: room for later xattrs in the root inode, as zero padding
+    // after the real ones (a zero entry names no xattr to a reader).
+    if opts.root_xattr_isize > 0 {
+        let want = opts
+            .root_xattr_isize
+            .max(size_of::<XattrIbodyHeader>() as u32);
+        let root = &mut bodies[0];
+        root.size = root.size.max(want.next_multiple_of(4));
     }
     Ok(Plan {
         bodies,

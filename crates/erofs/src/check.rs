@@ -150,8 +150,13 @@ impl Image {
             }
         }
         // Every stored name must pass the bloom filter, or the kernel would miss it.
+        // Empty entries without a prefix are padding (mkfs.erofs --root-xattr-isize
+        // reserves room with zeros): no name looks them up.
         if let Some(filter) = self.xattr_filter(ino)? {
-            for x in &xattrs {
+            for x in xattrs
+                .iter()
+                .filter(|x| !(x.base_index == 0 && x.name.is_empty()))
+            {
                 let bit = crate::xattr::xattr_filter_bit(&x.name_after_prefix, x.base_index);
                 if filter & (1 << bit) != 0 {
                     return Err(self

@@ -32,8 +32,9 @@ enum Cmd {
     Fsck(fsck::Args),
     /// What a set of images would share under inode_share: page cache with and without.
     Report(report::Args),
-    /// Build an EROFS image from a directory (fingerprints on by default).
-    Mkfs(Box<mkfs::Args>),
+    /// Build an EROFS image from a directory or a tar, with mkfs.erofs 1.9.4's options
+    /// (fingerprints on by default); `ishare mkfs --help` lists them.
+    Mkfs(mkfs::RawArgs),
     /// Mount an image over FUSE, sharing page cache across images (-o inode_share,domain_id=ID).
     Mount(mount::Args),
     /// Unmount an `ishare mount`.
@@ -114,7 +115,15 @@ fn mount_helper_args(argv: Vec<OsString>) -> Option<Result<Vec<OsString>, String
 }
 
 fn main() -> ExitCode {
-    let cli = match mount_helper_args(std::env::args_os().collect()) {
+    // Called as `mkfs.erofs` (a link to this program): mkfs.erofs's command line.
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    if let Some(name) = argv.first().and_then(|a| Path::new(a).file_name())
+        && name == "mkfs.erofs"
+    {
+        let program = argv.remove(0).to_string_lossy().into_owned();
+        return mkfs::main_mkfs_erofs(argv, &program);
+    }
+    let cli = match mount_helper_args(argv) {
         None => Cli::parse(),
         Some(Ok(args)) if args.is_empty() => return ExitCode::SUCCESS,
         Some(Ok(args)) => Cli::parse_from(args),
@@ -128,7 +137,7 @@ fn main() -> ExitCode {
         Cmd::Extract(a) => extract::run(a),
         Cmd::Fsck(a) => fsck::run(a),
         Cmd::Report(a) => report::run(a),
-        Cmd::Mkfs(a) => mkfs::run(*a),
+        Cmd::Mkfs(a) => mkfs::run_ishare(a),
         Cmd::Mount(a) => mount::run(a),
         Cmd::Umount(a) => mount::umount(a),
         Cmd::Mounts(a) => mount::mounts(a),

@@ -116,6 +116,13 @@ impl Ctx<'_> {
         } else {
             0
         };
+        let (uid, gid) =
+            self.opts
+                .owner(m.uid(), m.gid())
+                .ok_or_else(|| Error::Unrepresentable {
+                    path: raw.path.clone(),
+                    what: "the uid or gid overflows 32 bits with --uid-offset/--gid-offset".into(),
+                })?;
         Ok(Node {
             origin: Origin::Entry {
                 parent,
@@ -123,8 +130,8 @@ impl Ctx<'_> {
             },
             kind,
             mode,
-            uid: self.opts.force_uid.unwrap_or(m.uid()),
-            gid: self.opts.force_gid.unwrap_or(m.gid()),
+            uid,
+            gid,
             mtime,
             mtime_nsec,
             nlink: 1,
@@ -170,8 +177,10 @@ pub(crate) fn scan(source: &Path, opts: &BuildOptions) -> Result<Tree> {
         for mut raw in children {
             let ft = raw.meta.file_type();
             let key = (raw.meta.dev(), raw.meta.ino());
+            // `--hard-dereference`: every name is an inode of its own.
             if !ft.is_dir()
                 && raw.meta.nlink() > 1
+                && !opts.hard_dereference
                 && let Some(&idx) = links.get(&key)
             {
                 let n = &mut nodes[idx];

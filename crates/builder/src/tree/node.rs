@@ -74,9 +74,15 @@ pub(crate) struct Tree {
 /// An uncompressed tar archive, the data source of a tree built from tar input.
 #[derive(Debug)]
 pub(crate) struct Archive {
-    pub file: std::fs::File,
+    /// `None` when the bytes were not kept: a tar index (`--tar=i`) read from a
+    /// stream needs none of them after parsing (digests are taken on the way).
+    pub file: Option<std::fs::File>,
     /// For messages: the archive as the user named it.
     pub name: PathBuf,
+    /// Bytes in the (uncompressed) archive.
+    pub len: u64,
+    /// SHA-256 of the data at these offsets, taken while the stream was parsed.
+    pub digests: std::collections::HashMap<u64, [u8; 32]>,
 }
 
 impl Tree {

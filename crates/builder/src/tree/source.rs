@@ -38,7 +38,19 @@ impl<'a> Source<'a> {
     pub(crate) fn open(tree: &'a Tree, node: usize) -> Result<Self> {
         let n = &tree.nodes[node];
         let (own, base) = match n.archive_offset {
-            Some(off) => (None, off),
+            Some(off) => {
+                let a = tree.archive.as_ref().expect("tar nodes have their archive");
+                if a.file.is_none() {
+                    return Err(Error::Tar {
+                        archive: a.name.clone(),
+                        what: format!(
+                            "the data of entry {} was not kept (a tar index read from a stream)",
+                            tree.path(node).display()
+                        ),
+                    });
+                }
+                (None, off)
+            }
             None => (Some(open_source(&tree.path(node))?), 0),
         };
         Ok(Self {
@@ -53,14 +65,12 @@ impl<'a> Source<'a> {
     pub(crate) fn file(&self) -> &File {
         match &self.own {
             Some(f) => f,
-            None => {
-                &self
-                    .tree
-                    .archive
-                    .as_ref()
-                    .expect("tar nodes have their archive")
-                    .file
-            }
+            None => self
+                .tree
+                .archive
+                .as_ref()
+                .and_then(|a| a.file.as_ref())
+                .expect("Source::open checked the archive file"),
         }
     }
 

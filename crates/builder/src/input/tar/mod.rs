@@ -40,7 +40,7 @@ use std::io::{self, BufWriter, Read};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::options::BuildOptions;
+use crate::options::{BuildOptions, TarData};
 use crate::tree::{Archive, Tree};
 use parser::Parser;
 use stream::{Compressed, FileStream, SPOOL_BUF, TeeStream, detect, read_full, unsupported};
@@ -72,23 +72,57 @@ pub(crate) fn index(input: &TarInput, image: &Path, opts: &BuildOptions) -> Resu
                 });
             }
             if meta.is_file() {
-                let mut magic = [0u8; 10];
-                let n = read_full(&mut &file, &mut magic).map_err(|e| Error::io(p, "read", e))?;
-                let c = detect(&magic[..n]).map_err(|name| unsupported(p, name))?;
-                if c == Compressed::None {
-                    return index_file(file, meta.len(), p, opts);
-                }
-                let file = File::open(p).map_err(|e| Error::io(p, "open", e))?;
-                return index_stream(Box::new(file), c, p, &spool_dir, opts);
+                return regular_file(file, meta.len(), p, &spool_dir, opts);
             }
             stream(Box::new(file), p, &spool_dir, opts)
         }
-        TarInput::Stdin => stream(
-            Box::new(io::stdin().lock()),
-            Path::new("<stdin>"),
-            &spool_dir,
-            opts,
-        ),
+        TarInput::Stdin => {
+            let name = Path::new("<stdin>");
+            // Standard input redirected from a regular file at its start
+            // (`mkfs.erofs --tar=f IMG < layer.tar`) is read in place like a named
+            // file, with no temporary copy.
+            use std::os::fd::AsFd;
+            if let Ok(fd) = io::stdin().as_fd().try_clone_to_owned() {
+                let file = File::from(fd);
+                let at_start = rustix::fs::seek(&file, rustix::fs::SeekFrom::Current(0)) == Ok(0);
+                if let Ok(meta) = file.metadata()
+                    && meta.is_file()
+                    && at_start
+                {
+                    return regular_file(file, meta.len(), name, &spool_dir, opts);
+                }
+            }
+            stream(Box::new(io::stdin().lock()), name, &spool_dir, opts)
+        }
+    }
+}
+
+/// An archive in a regular file: indexed in place when uncompressed.
+fn regular_file(
+    file: File,
+    len: u64,
+    name: &Path,
+    spool_dir: &Path,
+    opts: &BuildOptions,
+) -> Result<Tree> {
+    let mut magic = [0u8; 10];
+    let n = read_full(&mut ReadAt(&file, 0), &mut magic).map_err(|e| Error::io(name, "read", e))?;
+    let c = detect(&magic[..n]).map_err(|n| unsupported(name, n))?;
+    if c == Compressed::None {
+        return index_file(file, len, name, opts);
+    }
+    index_stream(Box::new(ReadAt(&file, 0)), c, name, spool_dir, opts)
+}
+
+/// Reads a file from an offset with `pread`, leaving its file position alone (the
+/// file may be standard input, shared with the caller).
+struct ReadAt<'a>(&'a File, u64);
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.0, buf, self.1)?;
+        self.1 += n as u64;
+        Ok(n)
     }
 }
 
@@ -121,8 +155,10 @@ fn index_file(file: File, len: u64, name: &Path, opts: &BuildOptions) -> Result<
     };
     parser.run(&mut s)?;
     parser.into_tree(Archive {
-        file,
+        file: Some(file),
         name: name.to_path_buf(),
+        len,
+        digests: Default::default(),
     })
 }
 
@@ -133,6 +169,17 @@ fn index_stream(
     spool_dir: &Path,
     opts: &BuildOptions,
 ) -> Result<Tree> {
+    // `--tar=i` refers to the tar's own bytes: a compressed archive's would be the
+    // decompressed stream's, which exists only if it is kept (`--ungzip=FILE`).
+    if c != Compressed::None && opts.tar_data == TarData::Index && opts.keep_tar.is_none() {
+        return Err(Error::Tar {
+            archive: name.to_path_buf(),
+            what: "is compressed, and a tar index (--tar=i) refers to the bytes of the \
+                   uncompressed tar: decompress it first, or keep the decompressed tar \
+                   with --ungzip=FILE / --unxz=FILE and append that"
+                .into(),
+        });
+    }
     let decompress_err = |e: io::Error| Error::Tar {
         archive: name.to_path_buf(),
         what: format!("cannot start decompressing: {e}"),
@@ -145,21 +192,37 @@ fn index_stream(
         }
         Compressed::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(input)),
     };
-    let spool = tempfile::tempfile_in(spool_dir)
-        .map_err(|e| Error::io(spool_dir, "create a temporary file in", e))?;
+    // A tar index needs none of the stream's bytes after parsing (digests are
+    // taken on the way), unless asked to keep them: then nothing is spooled.
+    let index_only = opts.tar_data == TarData::Index && opts.keep_tar.is_none();
+    let spool = match index_only {
+        true => None,
+        false => Some(BufWriter::with_capacity(
+            SPOOL_BUF,
+            tempfile::tempfile_in(spool_dir)
+                .map_err(|e| Error::io(spool_dir, "create a temporary file in", e))?,
+        )),
+    };
     let mut s = TeeStream {
         inner,
-        spool: BufWriter::with_capacity(SPOOL_BUF, spool),
+        spool,
         spool_dir,
         pos: 0,
     };
     let mut parser = Parser::new(name, c != Compressed::None, opts);
+    parser.hash_data = opts.tar_data == TarData::Index && opts.fingerprint.is_some();
     parser.run(&mut s)?;
     // Read to the end, so that the decompressor checks the rest of the stream
     // (a truncated gzip member, a bad checksum) and a writer on a pipe is not cut
     // off; what follows the end-of-archive marker is not kept.
     let end = s.pos;
-    io::copy(&mut s.inner, &mut io::sink()).map_err(|e| Error::Tar {
+    // A kept copy (`--ungzip=X`) is the whole decompressed stream, padding included.
+    let mut sink = io::sink();
+    let rest: &mut dyn io::Write = match (&opts.keep_tar, &mut s.spool) {
+        (Some(_), Some(spool)) => spool,
+        _ => &mut sink,
+    };
+    let rest_len = io::copy(&mut s.inner, rest).map_err(|e| Error::Tar {
         archive: name.to_path_buf(),
         what: format!(
             "after the end of the archive (at {}): {}: {e}",
@@ -173,10 +236,14 @@ fn index_stream(
     })?;
     let file = s
         .spool
-        .into_inner()
+        .map(|sp| sp.into_inner())
+        .transpose()
         .map_err(|e| Error::io(spool_dir, "write a temporary file in", e.into_error()))?;
+    let digests = parser.take_digests();
     parser.into_tree(Archive {
         file,
         name: name.to_path_buf(),
+        len: end + rest_len,
+        digests,
     })
 }

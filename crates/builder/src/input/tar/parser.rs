@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use ishare_erofs::format::encode_dev;
@@ -13,7 +14,7 @@ use super::path::{join, normalize};
 use super::pax::Pax;
 use super::stream::Stream;
 use crate::error::{Error, Result};
-use crate::options::BuildOptions;
+use crate::options::{BuildOptions, TarData};
 use crate::tree::{Archive, Kind, Node, OVL_ORIGIN, Origin, Tree, path_of};
 use std::io;
 
@@ -72,6 +73,11 @@ pub(super) struct Parser<'a> {
     global: Pax,
     /// Path and header offset of the last entry, for messages.
     last: Option<(Vec<u8>, u64)>,
+    /// Take the SHA-256 of regular files' data while reading past it (a tar index
+    /// read from a stream keeps no copy to hash later).
+    pub(super) hash_data: bool,
+    /// Those digests, by data offset.
+    digests: std::collections::HashMap<u64, [u8; 32]>,
 }
 
 /// Extension headers waiting for the entry they describe.
@@ -105,7 +111,33 @@ impl<'a> Parser<'a> {
             inodes: vec![root],
             global: Pax::default(),
             last: None,
+            hash_data: false,
+            digests: Default::default(),
         }
+    }
+
+    /// The digests taken while parsing ([`Parser::hash_data`]).
+    pub(super) fn take_digests(&mut self) -> std::collections::HashMap<u64, [u8; 32]> {
+        std::mem::take(&mut self.digests)
+    }
+
+    /// Reads past `size` bytes of file data hashing them; returns the bytes read.
+    fn hash_past(&mut self, s: &mut impl Stream, size: u64, data_at: u64) -> io::Result<u64> {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; size.min(1 << 16) as usize];
+        let mut done = 0;
+        while done < size {
+            let want = (size - done).min(buf.len() as u64) as usize;
+            let n = s.read_full(&mut buf[..want])?;
+            h.update(&buf[..n]);
+            done += n as u64;
+            if n < want {
+                return Ok(done);
+            }
+        }
+        self.digests.insert(data_at, h.finalize().into());
+        Ok(done)
     }
 
     pub(super) fn at(&self, pos: u64) -> String {
@@ -175,6 +207,11 @@ impl<'a> Parser<'a> {
                 .map_err(|e| self.stream_err(at, format!("cannot read a header: {e}")))?;
             if n == 0 && at == 0 {
                 return Err(self.err("is empty, not a tar archive"));
+            }
+            // A headerball (`--tar=headerball`) may end without the marker, as
+            // mkfs.erofs accepts it.
+            if n == 0 && self.opts.tar_data == TarData::Omitted {
+                return Ok(());
             }
             if n == 0 {
                 return Err(self.stream_err(
@@ -253,9 +290,21 @@ impl<'a> Parser<'a> {
             let padded = size
                 .checked_next_multiple_of(BLOCK)
                 .ok_or_else(|| self.entry_err(&path, at, "absurd size"))?;
-            let skipped = s
-                .skip(padded)
-                .map_err(|e| self.entry_err(&path, at, format!("cannot read its data: {e}")))?;
+            // A headerball holds no file data: the next header follows.
+            if self.opts.tar_data == TarData::Omitted {
+                continue;
+            }
+            let is_file = matches!(typeflag, b'0' | 0 | b'7') && !path.ends_with(b"/");
+            let skipped = if self.hash_data && is_file && size > 0 {
+                self.hash_past(s, size, data_at)
+                    .and_then(|n| match n == size {
+                        true => s.skip(padded - size).map(|p| n + p),
+                        false => Ok(n),
+                    })
+            } else {
+                s.skip(padded)
+            }
+            .map_err(|e| self.entry_err(&path, at, format!("cannot read its data: {e}")))?;
             if skipped < size {
                 return Err(self.entry_err(
                     &path,
@@ -602,7 +651,7 @@ impl<'a> Parser<'a> {
     /// order gets the inode).
     pub(super) fn into_tree(self, archive: Archive) -> Result<Tree> {
         let opts = self.opts;
-        let node = |ino: &Inode, parent: usize, name: &[u8]| -> Node {
+        let node = |ino: &Inode, parent: usize, name: &[u8]| -> Option<Node> {
             let kind = match &ino.kind {
                 IKind::Dir { .. } => Kind::Dir {
                     entries: Vec::new(),
@@ -632,15 +681,16 @@ impl<'a> Parser<'a> {
                 IKind::Special { rdev } => (0, None, rdev),
                 _ => (0, None, 0),
             };
-            Node {
+            let (uid, gid) = opts.owner(ino.uid, ino.gid)?;
+            Some(Node {
                 origin: Origin::Entry {
                     parent,
                     name: name.to_vec(),
                 },
                 kind,
                 mode: ino.mode,
-                uid: opts.force_uid.unwrap_or(ino.uid),
-                gid: opts.force_gid.unwrap_or(ino.gid),
+                uid,
+                gid,
                 mtime,
                 mtime_nsec,
                 nlink: if matches!(ino.kind, IKind::Dir { .. }) {
@@ -652,6 +702,17 @@ impl<'a> Parser<'a> {
                 rdev,
                 xattrs: xattrs.into_iter().collect(),
                 archive_offset,
+            })
+        };
+        let overflow = |nodes: &[Node], parent: usize, name: &[u8]| {
+            let mut p = match nodes.is_empty() {
+                true => PathBuf::from("."),
+                false => path_of(nodes, Path::new(""), parent),
+            };
+            p.push(std::ffi::OsStr::from_bytes(name));
+            Error::Unrepresentable {
+                path: p,
+                what: "the uid or gid overflows 32 bits with --uid-offset/--gid-offset".into(),
             }
         };
         let too_many = |nodes: &[Node], n: usize| Error::Unrepresentable {
@@ -659,7 +720,8 @@ impl<'a> Parser<'a> {
             what: "too many links".into(),
         };
         let mut node_of: Vec<Option<usize>> = vec![None; self.inodes.len()];
-        let mut nodes = vec![node(&self.inodes[0], 0, b"")];
+        let root = node(&self.inodes[0], 0, b"").ok_or_else(|| overflow(&[], 0, b""))?;
+        let mut nodes = vec![root];
         node_of[0] = Some(0);
         let mut queue = std::collections::VecDeque::from([(0usize, 0usize)]);
         while let Some((dir_node, dir_ino)) = queue.pop_front() {
@@ -675,7 +737,8 @@ impl<'a> Parser<'a> {
                 }
                 let idx = nodes.len();
                 node_of[child] = Some(idx);
-                let n = node(&self.inodes[child], dir_node, name);
+                let n = node(&self.inodes[child], dir_node, name)
+                    .ok_or_else(|| overflow(&nodes, dir_node, name))?;
                 if matches!(n.kind, Kind::Dir { .. }) {
                     let nl = nodes[dir_node].nlink.checked_add(1);
                     nodes[dir_node].nlink = nl.ok_or_else(|| too_many(&nodes, dir_node))?;

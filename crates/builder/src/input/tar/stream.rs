@@ -119,7 +119,8 @@ impl Stream for FileStream<'_> {
 /// A decompressed stream, copied to the temporary file as it is read.
 pub(super) struct TeeStream<'a> {
     pub(super) inner: Box<dyn Read + 'a>,
-    pub(super) spool: BufWriter<File>,
+    /// The temporary copy; `None` when the bytes are not needed afterwards.
+    pub(super) spool: Option<BufWriter<File>>,
     pub(super) spool_dir: &'a Path,
     pub(super) pos: u64,
 }
@@ -129,7 +130,11 @@ impl TeeStream<'_> {
         loop {
             match self.inner.read(buf) {
                 Ok(k) => {
-                    self.spool.write_all(&buf[..k]).map_err(|e| {
+                    let Some(spool) = self.spool.as_mut() else {
+                        self.pos += k as u64;
+                        return Ok(k);
+                    };
+                    spool.write_all(&buf[..k]).map_err(|e| {
                         io::Error::new(
                             e.kind(),
                             format!(
