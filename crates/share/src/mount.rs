@@ -295,7 +295,9 @@ pub(crate) fn mount_with(
             return Err(mount_err(error));
         }
     };
-    let registration = registry::register(id);
+    // A mount whose sharing is its own is served by a process of its own (a dedicated
+    // daemon, or `-f`), which exits with it; the node daemon's mounts share theirs.
+    let registration = registry::register(id, owns_sharing);
 
     if want_pt && !pt.active.load(Ordering::Relaxed) {
         why_not = "the kernel offers no FUSE passthrough (Linux before 6.9, or CONFIG_FUSE_PASSTHROUGH off)".into();
