@@ -89,6 +89,7 @@ mod doctor;
 mod error;
 mod fs;
 mod fusemount;
+mod kernel;
 mod logger;
 mod malloc;
 mod mount;
@@ -118,8 +119,8 @@ pub use node::{
     request, run_node, start as start_node,
 };
 pub use options::{
-    DEFAULT_STORE, DOMAIN_ID_ENV, DomainId, MountOptions, Passthrough, command_line_domain_warning,
-    domain_from_env, read_domain_id_file,
+    DEFAULT_STORE, DOMAIN_ID_ENV, DomainId, MountBackend, MountOptions, Passthrough,
+    command_line_domain_warning, domain_from_env, read_domain_id_file,
 };
 pub use store::gc::{GcOptions, GcReport, TMP_MIN_AGE, gc};
 pub use store::safe::problem as store_path_problem;

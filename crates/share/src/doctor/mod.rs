@@ -24,11 +24,9 @@ use crate::units::human_bytes;
 
 mod probe;
 
+use crate::kernel::config::{enabled, has_inode_share, kernel_config, parse_kernel_version};
 pub use probe::StoreCheck;
-use probe::{
-    enabled, examine_store, filesystems, kernel_config, module_installed, parse_kernel_version,
-    probe_mount,
-};
+use probe::{examine_store, filesystems, module_installed, probe_mount};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,11 +231,7 @@ pub fn examine_host(store: &Path) -> HostReport {
             }
             v
         }),
-        inode_share: match (cfg, version) {
-            (Some(c), _) => Some(enabled(c, "CONFIG_EROFS_FS_PAGE_CACHE_SHARE")),
-            (None, Some(v)) if v < (7, 0) => Some(false),
-            _ => None,
-        },
+        inode_share: has_inode_share(version, cfg),
     };
     let erofs_there = erofs.registered || erofs.module;
     check(
