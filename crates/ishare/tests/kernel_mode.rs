@@ -95,6 +95,7 @@ O=inode_share,domain_id_file=/etc/ishare/domain,store=/tmp/store,log=/tmp/ishare
 im() { ishare mount --socket $S -o "$O${2:+,$2}" "/images/$1" "/mnt/$3"; }
 listing() { ishare mounts --socket $S | sed "s/^/RESULT $1 /"; }
 mkdir -p /mnt/a /mnt/b /mnt/l /mnt/f
+result doctor_mode $(ishare doctor --json --store /tmp/store | sed -n 's/^  "mode": "\(.*\)",$/\1/p')
 im a.erofs "" a
 im b.erofs "" b
 listing after_ab
@@ -189,6 +190,9 @@ fn kernel_mode_in_the_linux_7_2_vm() {
             })
             .unwrap_or_else(|| panic!("{mountpoint} not listed in {label}:\n{shown}"))
     };
+
+    // `ishare doctor` predicts it.
+    assert_eq!(out.value("doctor_mode"), Some("kernel"), "{shown}");
 
     // Two honest images: kernel mode, one page cache.
     assert_eq!(mode_of("after_ab", "/mnt/a"), "kernel", "{shown}");
@@ -341,6 +345,39 @@ fn on_a_kernel_without_inode_share_kernel_mode_is_refused_and_auto_is_fuse() {
         "{err}"
     );
     assert!(!is_mounted(m.path(), "erofs") && !is_mounted(m.path(), "fuse.ishare"));
+
+    // A mount daemon of its own never mounts with the kernel.
+    let out = run_unchecked(
+        Command::new(ishare_bin!())
+            .env("ISHARE_DOMAIN_ID", "host-kernel-mode")
+            .args(["mount", "--dedicated", "-o"])
+            .arg(format!("{base},mode=kernel"))
+            .arg(&img)
+            .arg(m.path()),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "mode=kernel mounted with --dedicated"
+    );
+    assert!(err.contains("node daemon only"), "{err}");
+
+    // `ishare doctor` says so.
+    let doc = run_unchecked(
+        Command::new(ishare_bin!())
+            .args(["doctor", "--json", "--store"])
+            .arg(store.path()),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&doc.stdout).unwrap();
+    assert_eq!(v["kernel_mode"]["usable"], false, "{v:#}");
+    assert!(
+        v["kernel_mode"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("inode_share")),
+        "{v:#}"
+    );
+    assert_ne!(v["mode"], "kernel", "{v:#}");
+    assert_eq!(v["mode"], v["fuse_mode"], "{v:#}");
 
     let out = node_mount(&node, &img, m.path(), &format!("{base},mode=bogus"));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -63,7 +63,8 @@
 //! * `units`: byte counts for people;
 //! * `mountinfo`: `/proc/self/mountinfo`, read in one place;
 //! * `logger`: the daemon's log;
-//! * `malloc`: glibc malloc tuning for the daemons (the only `unsafe`, FFI);
+//! * `malloc`: glibc malloc tuning for the daemons (FFI: `unsafe`, as only
+//!   `kernel::loopdev` besides);
 //! * `direct`: reading image data past the page cache;
 //! * `stats`: a mount's sharing counters;
 //! * `store`: the per-domain content-addressed object store, with `stat` and `gc`;
@@ -75,6 +76,8 @@
 //!   unmounting only our own mount;
 //! * `registry`: which daemon serves which mount (for `ishare umount` to wait);
 //! * `mount`: mounting an image and the mode decision;
+//! * `kernel`: kernel mode (verified images mounted by the kernel's EROFS with
+//!   `inode_share`), the running kernel's configuration, loop devices;
 //! * `umount`: unmounting;
 //! * `daemon`: a mount daemon of its own as a process (foreground, or detached with
 //!   a launcher), signals;

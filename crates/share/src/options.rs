@@ -371,6 +371,18 @@ mod tests {
     }
 
     #[test]
+    fn mode_picks_who_serves() {
+        for (v, want) in [
+            ("auto", MountBackend::Auto),
+            ("fuse", MountBackend::Fuse),
+            ("kernel", MountBackend::Kernel),
+        ] {
+            let o = MountOptions::parse(&[format!("mode={v}")], None).unwrap();
+            assert_eq!(o.mode, want);
+        }
+    }
+
+    #[test]
     fn inode_share_needs_domain_id() {
         let e = MountOptions::parse(&["inode_share"], None).unwrap_err();
         assert!(e.to_string().contains("domain_id"), "{e}");

@@ -158,8 +158,12 @@ pub struct HostReport {
     pub passthrough: PassthroughSupport,
     /// The store.
     pub store: StoreCheck,
-    /// The resulting mode.
+    /// How FUSE serves shared files (the mode of `mode=fuse`, and of `mode=auto` for
+    /// images the kernel is not given).
     pub mode: MountMode,
+    /// `mode=auto` gives images whose fingerprints all verify to the kernel's own EROFS
+    /// with `inode_share` (`Ok`), or why it cannot on this host.
+    pub kernel_mode: Result<(), String>,
     /// One line per check, in order.
     pub checks: Vec<HostCheck>,
 }
@@ -290,6 +294,25 @@ pub fn examine_host(store: &Path) -> HostReport {
         ),
     };
     check("erofs_inode_share", status, false, detail);
+    let kernel_mode = if !erofs_there {
+        Err("no kernel EROFS".to_string())
+    } else if !(Path::new("/dev/loop-control").exists() || module_installed(&release, "loop")) {
+        Err("no loop devices (/dev/loop-control, loop module)".to_string())
+    } else {
+        crate::kernel::config::inode_share_support()
+    };
+    let (status, detail) = match &kernel_mode {
+        Ok(()) => (
+            CheckStatus::Ok,
+            "mode=auto mounts images whose every fingerprint verifies with the kernel's EROFS              (inode_share, loop device); mode=kernel requires it"
+                .to_string(),
+        ),
+        Err(why) => (
+            CheckStatus::Warn,
+            format!("no kernel mode (mode=auto uses FUSE, mode=kernel fails): {why}"),
+        ),
+    };
+    check("kernel_mode", status, false, detail);
 
     // FUSE: required.
     let mut fuse = FuseSupport {
@@ -478,6 +501,7 @@ pub fn examine_host(store: &Path) -> HostReport {
         passthrough: pt,
         store,
         mode,
+        kernel_mode,
         checks,
     }
 }

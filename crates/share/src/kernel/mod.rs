@@ -452,3 +452,20 @@ pub(crate) fn adopt(tag: &[u8]) -> Vec<KernelMount> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_domain_is_per_domain_and_verify_and_hides_the_id() {
+        let d = DomainId::new("s3cret-domain");
+        let k = kernel_domain(&d, true);
+        assert_eq!(k, kernel_domain(&DomainId::new("s3cret-domain"), true));
+        assert_eq!(k.len(), 64);
+        assert!(k.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(!k.contains("s3cret"));
+        assert_ne!(k, kernel_domain(&d, false));
+        assert_ne!(k, kernel_domain(&DomainId::new("s3cret-domaiN"), true));
+    }
+}
