@@ -79,8 +79,14 @@ pub(crate) fn has_inode_share(
 }
 
 /// `Ok` when the running kernel has EROFS `inode_share`, else why not (a sentence
-/// naming the release and what is missing).
+/// naming the release and what is missing). Read once per process: the running
+/// kernel does not change.
 pub(crate) fn inode_share_support() -> Result<(), String> {
+    static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(read_inode_share_support).clone()
+}
+
+fn read_inode_share_support() -> Result<(), String> {
     let release = release();
     let version = parse_kernel_version(&release);
     let config = kernel_config(&release);

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,9 @@ pub(crate) struct Table {
     gone: Condvar,
     pool: Mutex<HashMap<PoolKey, Arc<Sharing>>>,
     next: AtomicU64,
+    /// The kernel's lack of `inode_share` was logged (once per daemon: it does not
+    /// change).
+    told_no_kernel: AtomicBool,
 }
 
 impl Table {
@@ -149,10 +152,15 @@ impl Table {
             if forced {
                 return Err(refused(why));
             }
-            info!(
+            let msg = format!(
                 "{}: mode=auto: FUSE serves it, not the kernel: {why}",
                 image.display()
             );
+            if self.told_no_kernel.swap(true, Ordering::Relaxed) {
+                log::debug!("{msg}");
+            } else {
+                info!("{msg} (said once)");
+            }
             return Ok(None);
         }
         match kernel::mount(image, mountpoint, opts, &self.tag) {
