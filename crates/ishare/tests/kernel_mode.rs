@@ -446,3 +446,90 @@ fn ishare_umount_refuses_a_kernel_mount_it_did_not_make() {
         assert!(is_mounted(m, "erofs"));
     }
 }
+
+/// The loop device behind the mount at `dir` (from /proc/self/mountinfo), if any.
+fn loop_device_of(dir: &Path) -> Option<String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let want = dir.to_str().unwrap();
+    info.lines()
+        .filter(|l| l.split(' ').nth(4) == Some(want))
+        .filter_map(|l| l.split(" - ").nth(1)?.split(' ').nth(1).map(str::to_string))
+        .next_back()
+        .filter(|s| s.starts_with("/dev/loop"))
+}
+
+/// Whether the loop device at `dev` (`/dev/loopN`) is attached to a file.
+fn loop_attached(dev: &str) -> bool {
+    let name = dev.trim_start_matches("/dev/");
+    Path::new(&format!("/sys/block/{name}/loop/backing_file")).exists()
+}
+
+/// `mode=kernel` without `inode_share` works on any kernel (nothing to verify): the
+/// kernel mount, its listing, `ishare umount` and `umount(8)`, the loop device's end.
+#[test]
+fn a_kernel_mount_is_listed_unmounted_and_frees_its_loop_device() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let content = Rng::new(5).bytes(100_000);
+    let img = small_image(dir.path());
+    let node = NodeDaemon::start(&ishare_bin!());
+    let m = ishare_testkit::mounts::mount_point("ishare-kmode-");
+    let list = || -> serde_json::Value {
+        let out = run(Command::new(ishare_bin!())
+            .args(["mounts", "--json", "--socket"])
+            .arg(node.socket()));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    for how in ["ishare umount", "umount(8)"] {
+        let out = node_mount(&node, &img, m.path(), "ro,mode=kernel");
+        assert!(out.status.success(), "{how}: {out:?}\n{}", node.log_text());
+        assert!(is_mounted(m.path(), "erofs"), "{how}");
+        let dev = loop_device_of(m.path()).expect("a loop device under the mount");
+        assert!(loop_attached(&dev));
+        assert_eq!(fs::read(m.path().join("f")).unwrap(), content, "{how}");
+        let v = list();
+        assert_eq!(v["mounts"][0]["mode"], "kernel", "{v}");
+        assert_eq!(
+            v["mounts"][0]["mountpoint"].as_str(),
+            m.path().to_str(),
+            "{v}"
+        );
+        if how == "ishare umount" {
+            run(Command::new(ishare_bin!()).arg("umount").arg(m.path()));
+        } else {
+            run(Command::new("umount").arg(m.path()));
+        }
+        assert!(!is_mounted(m.path(), "erofs"), "{how}");
+        // Autoclear: the kernel detaches the device once the mount is gone (its release
+        // may lag the unmount a little).
+        let start = std::time::Instant::now();
+        while loop_attached(&dev) && start.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(!loop_attached(&dev), "{how}: {dev} still attached");
+        let v = list();
+        assert_eq!(v["mounts"].as_array().unwrap().len(), 0, "{how}: {v}");
+    }
+    // The daemon unmounts a kernel mount, and a FUSE one, when asked over its socket
+    // (as a snapshotter does; not lazily: a descriptor of the mount's root must not
+    // keep it busy).
+    for (opts, fstype) in [("ro,mode=kernel", "erofs"), ("ro,mode=fuse", "fuse.ishare")] {
+        let out = node_mount(&node, &img, m.path(), opts);
+        assert!(out.status.success(), "{out:?}");
+        assert!(is_mounted(m.path(), fstype), "{opts}");
+        let req = ishare_share_request_unmount(&node.socket(), m.path());
+        assert!(req.contains("\"ok\":true"), "{opts}: {req}");
+        assert!(!is_mounted(m.path(), fstype), "{opts}");
+    }
+}
+
+/// Sends `{"op":"unmount"}` for `dir` to the daemon at `socket`; its reply line.
+fn ishare_share_request_unmount(socket: &Path, dir: &Path) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    let req = serde_json::json!({"op": "unmount", "mountpoint": dir});
+    writeln!(s, "{req}").unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    line
+}

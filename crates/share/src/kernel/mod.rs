@@ -44,7 +44,7 @@ mod loopdev;
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -61,7 +61,7 @@ use sha2::Sha256;
 
 use crate::content::{check_content, sha256_digest};
 use crate::direct::DirectReader;
-use crate::fusemount::{MountId, identify, open_mount_root};
+use crate::fusemount::{MountId, identify, open_mount_root, unmount_checked};
 use crate::mountinfo::MountEntry;
 use crate::options::{DomainId, MountOptions};
 use crate::store::Store;
@@ -400,14 +400,7 @@ impl KernelMount {
         if identify(fd.as_fd())? != self.id {
             return Ok(false);
         }
-        // The magic link resolves to exactly the mount `fd` is on.
-        let by_fd = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        let flags = if lazy {
-            UnmountFlags::DETACH
-        } else {
-            UnmountFlags::empty()
-        };
-        rustix::mount::unmount(by_fd.as_str(), flags)?;
+        unmount_checked(&self.mountpoint, fd, lazy)?;
         Ok(true)
     }
 }
