@@ -7,7 +7,8 @@
 //!   `kernel` and read it into the page cache once; an image whose file claims that file's
 //!   fingerprint (same size, other bytes) is refused by `mode=kernel` with an error naming
 //!   the file, and `mode=auto` serves it with FUSE, reading its own bytes, while the honest
-//!   images keep reading theirs; `mode=fuse` uses FUSE; a second mount of a verified image
+//!   images keep reading theirs; `mode=kernel` also refuses an image whose fingerprint
+//!   is no `sha256:` digest and an image file others may write; `mode=fuse` uses FUSE; a second mount of a verified image
 //!   hashes nothing; `ishare umount` and umount(8) both end a kernel mount, the daemon's
 //!   list follows and the loop devices go; the domain id is in no /proc/mounts line and no
 //!   log.
@@ -107,6 +108,12 @@ result sha.b $(sha256sum /mnt/b/PATH_B | cut -d' ' -f1)
 if im liar.erofs mode=kernel l 2>/tmp/err; then result liar_kernel mounted; else result liar_kernel_refused $(tr '\n' ' ' < /tmp/err); fi
 im liar.erofs "" l
 im a.erofs mode=fuse f
+mkdir -p /mnt/o /mnt/w
+if im odd.erofs mode=kernel o 2>/tmp/err; then result odd_kernel mounted; else result odd_kernel_refused $(tr '\n' ' ' < /tmp/err); fi
+cp /images/b.erofs /tmp/writable.erofs
+chmod 666 /tmp/writable.erofs
+if ishare mount --socket $S -o "$O,mode=kernel" /tmp/writable.erofs /mnt/w 2>/tmp/err; then result writable_kernel mounted; else result writable_kernel_refused $(tr '\n' ' ' < /tmp/err); fi
+rm /tmp/writable.erofs
 listing with_liar
 result sha.liar $(sha256sum /mnt/l/PATH_LIAR | cut -d' ' -f1)
 result sha.a_again $(sha256sum /mnt/a/PATH_A | cut -d' ' -f1)
@@ -155,6 +162,14 @@ fn kernel_mode_in_the_linux_7_2_vm() {
     ishare_mkfs(&img("liar.erofs"), &src_l);
     // The liar's file claims the shared file's fingerprint (same size, other bytes).
     patch_image(&img("liar.erofs"), &fp_value(&liar), &fp_value(&big));
+    // A fingerprint that is no sha256: digest (the kernel would share by it all the same).
+    let src_o = dir.path().join("o");
+    let odd = Rng::new(0x6f6464).bytes(50_000);
+    write_file(&src_o, "odd", &odd);
+    ishare_mkfs(&img("odd.erofs"), &src_o);
+    let mut other = fp_value(&odd);
+    other[..7].copy_from_slice(b"sha512:");
+    patch_image(&img("odd.erofs"), &fp_value(&odd), &other);
 
     let script = SCRIPT
         .replace("$DOMAIN", DOMAIN)
@@ -165,6 +180,7 @@ fn kernel_mode_in_the_linux_7_2_vm() {
         .image("a.erofs", img("a.erofs"))
         .image("b.erofs", img("b.erofs"))
         .image("liar.erofs", img("liar.erofs"))
+        .image("odd.erofs", img("odd.erofs"))
         .executable("ishare", ishare_bin!())
         // Hashing 96 MiB under TCG on a busy host; the default 120 s is for lighter runs.
         .timeout(std::time::Duration::from_secs(400))
@@ -235,6 +251,20 @@ fn kernel_mode_in_the_linux_7_2_vm() {
                 "/{PATH_LIAR}: content does not match its sha256 fingerprint"
             )),
         "{refused}"
+    );
+    let odd = out
+        .value("odd_kernel_refused")
+        .unwrap_or_else(|| panic!("mode=kernel mounted an unverifiable image:\n{shown}"));
+    assert!(
+        odd.contains("/odd: its fingerprint is not a sha256: digest"),
+        "{odd}"
+    );
+    let writable = out
+        .value("writable_kernel_refused")
+        .unwrap_or_else(|| panic!("mode=kernel mounted a world-writable image:\n{shown}"));
+    assert!(
+        writable.contains("mode 0666: group or others could rewrite it"),
+        "{writable}"
     );
     let liar_mode = mode_of("with_liar", "/mnt/l");
     assert!(
