@@ -14,8 +14,11 @@
 //!   log.
 //! * On the host (Linux 6.18, no `inode_share` of the kernel's own): `mode=kernel` is
 //!   refused with an error naming the image and the reason, `mode=auto` is served by FUSE,
-//!   `mode=bogus` is refused; `ishare umount` refuses a kernel EROFS mount ishare did not
-//!   make.
+//!   `mode=bogus` is refused, `--dedicated` refuses `mode=kernel`, `ishare doctor` says
+//!   there is no kernel mode; `mode=kernel` without `inode_share` (nothing to verify) is a
+//!   kernel mount on any kernel: listed as `kernel`, ended by `ishare umount`, `umount(8)`
+//!   or an unmount request on the socket, its loop device then gone; `ishare umount`
+//!   refuses EROFS mounts ishare did not make (file-backed, or on mount(8)'s loop device).
 //!
 //! Run the VM test alone (as root, after `scripts/install-deps.sh`; about a minute):
 //!
