@@ -491,10 +491,12 @@ fn loop_device_of(dir: &Path) -> Option<String> {
         .filter(|s| s.starts_with("/dev/loop"))
 }
 
-/// Whether the loop device at `dev` (`/dev/loopN`) is attached to a file.
-fn loop_attached(dev: &str) -> bool {
+/// Whether the loop device at `dev` (`/dev/loopN`) reads `image` (other tests may
+/// attach the device to their files once ours is gone).
+fn loop_reads(dev: &str, image: &Path) -> bool {
     let name = dev.trim_start_matches("/dev/");
-    Path::new(&format!("/sys/block/{name}/loop/backing_file")).exists()
+    fs::read_to_string(format!("/sys/block/{name}/loop/backing_file"))
+        .is_ok_and(|f| Path::new(f.trim_end()) == fs::canonicalize(image).unwrap())
 }
 
 /// `mode=kernel` without `inode_share` works on any kernel (nothing to verify): the
@@ -518,7 +520,7 @@ fn a_kernel_mount_is_listed_unmounted_and_frees_its_loop_device() {
         assert!(out.status.success(), "{how}: {out:?}\n{}", node.log_text());
         assert!(is_mounted(m.path(), "erofs"), "{how}");
         let dev = loop_device_of(m.path()).expect("a loop device under the mount");
-        assert!(loop_attached(&dev));
+        assert!(loop_reads(&dev, &img), "{dev} does not read the image");
         assert_eq!(fs::read(m.path().join("f")).unwrap(), content, "{how}");
         let v = list();
         assert_eq!(v["mounts"][0]["mode"], "kernel", "{v}");
@@ -536,10 +538,10 @@ fn a_kernel_mount_is_listed_unmounted_and_frees_its_loop_device() {
         // Autoclear: the kernel detaches the device once the mount is gone (its release
         // may lag the unmount a little).
         let start = std::time::Instant::now();
-        while loop_attached(&dev) && start.elapsed() < std::time::Duration::from_secs(5) {
+        while loop_reads(&dev, &img) && start.elapsed() < std::time::Duration::from_secs(5) {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        assert!(!loop_attached(&dev), "{how}: {dev} still attached");
+        assert!(!loop_reads(&dev, &img), "{how}: {dev} still attached");
         let v = list();
         assert_eq!(v["mounts"].as_array().unwrap().len(), 0, "{how}: {v}");
     }

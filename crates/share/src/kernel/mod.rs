@@ -382,11 +382,14 @@ fn verify(
 }
 
 impl KernelMount {
-    /// Whether the mount is still in `mounts` (someone may have unmounted it).
+    /// Whether the mount is still in `mounts` (someone may have unmounted it). Mount
+    /// ids are reused and so are loop devices (whose number is the device's): the
+    /// mount point must match too.
     pub(crate) fn present(&self, mounts: &[MountEntry]) -> bool {
+        let at = self.mountpoint.as_os_str().as_bytes();
         mounts
             .iter()
-            .any(|m| m.mount_id == self.id.mount_id && m.dev == self.id.dev)
+            .any(|m| m.mount_id == self.id.mount_id && m.dev == self.id.dev && m.mount_point == at)
     }
 
     /// Unmounts the mount if it is still ours on its mount point (detaching it with
