@@ -568,3 +568,74 @@ fn ishare_share_request_unmount(socket: &Path, dir: &Path) -> String {
     BufReader::new(&s).read_line(&mut line).unwrap();
     line
 }
+
+/// Loop devices reading `file`.
+fn loops_reading(file: &Path) -> usize {
+    let want = fs::canonicalize(file).unwrap();
+    fs::read_dir("/sys/block")
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok()
+        })
+        .filter(|f| Path::new(f.trim_end()) == want)
+        .count()
+}
+
+/// An image with an extra blob device (mkfs.erofs 1.9.4 `--blobdev`): kernel-mounted
+/// with its blob on a loop device of its own when `device=` names it, refused without.
+#[test]
+fn an_extra_device_goes_to_the_kernel_on_a_loop_device_of_its_own() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let files: Vec<(String, Vec<u8>)> = (0..4)
+        .map(|i| {
+            (
+                format!("d/f{i}"),
+                Rng::new(40 + i).bytes(30_000 + 9_000 * i as usize),
+            )
+        })
+        .collect();
+    for (p, c) in &files {
+        write_file(&src, p, c);
+    }
+    let (img, blob) = (dir.path().join("i.erofs"), dir.path().join("blob.bin"));
+    run(Command::new(ishare_testkit::tools::mkfs_194())
+        .arg(format!("--blobdev={}", blob.display()))
+        .arg("--chunksize=4096")
+        .arg(&img)
+        .arg(&src));
+    let node = NodeDaemon::start(&ishare_bin!());
+    let m = ishare_testkit::mounts::mount_point("ishare-kmode-");
+
+    let out = node_mount(&node, &img, m.path(), "ro,mode=kernel");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "mounted without its device");
+    assert!(
+        err.contains("device table names 1 extra devices and device= gave 0"),
+        "{err}"
+    );
+
+    let opts = format!("ro,mode=kernel,device={}", blob.display());
+    let out = node_mount(&node, &img, m.path(), &opts);
+    assert!(out.status.success(), "{out:?}\n{}", node.log_text());
+    assert!(is_mounted(m.path(), "erofs"));
+    for (p, c) in &files {
+        assert_eq!(&fs::read(m.path().join(p)).unwrap(), c, "{p}");
+    }
+    assert_eq!(loops_reading(&img), 1);
+    assert_eq!(loops_reading(&blob), 1);
+    run(Command::new(ishare_bin!()).arg("umount").arg(m.path()));
+    let start = std::time::Instant::now();
+    while loops_reading(&img) + loops_reading(&blob) > 0
+        && start.elapsed() < std::time::Duration::from_secs(5)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        loops_reading(&img) + loops_reading(&blob),
+        0,
+        "loop devices left"
+    );
+}

@@ -36,8 +36,10 @@
 //! `erofs` on a loop device ([`loopdev`]: read-only, autoclear, marked as ours), with
 //! `ro,inode_share,domain_id=...` and the mount's `nodev`/`nosuid`/`noexec`. No process
 //! serves it: it survives the daemon, and unmounting it (`ishare umount`, `umount(8)`)
-//! frees the loop device. Images with extra devices (`device=`, a device table) are not
-//! given to the kernel.
+//! frees the loop device. Extra devices (a device table) must each be given with
+//! `device=` (as the kernel's option; our reader's unified address space is not the
+//! kernel's way) and get loop devices of their own, passed on as `device=/dev/loopN`;
+//! they are verified and must be unwritable by others like the image file.
 
 pub(crate) mod config;
 mod loopdev;
@@ -128,17 +130,30 @@ pub(crate) fn mount(
     let mountpoint = std::path::absolute(mountpoint)
         .and_then(|p| p.canonicalize())
         .map_err(|e| format!("mount point {}: {e}", mountpoint.display()))?;
-    if !opts.devices.is_empty() {
-        return Err("images with extra devices (device=) are not given to the kernel".into());
-    }
-    // The file the loop device reads, and the one verified: the same open file.
+    let devices = opts
+        .devices
+        .iter()
+        .map(std::path::absolute)
+        .collect::<io::Result<Vec<PathBuf>>>()
+        .map_err(|e| e.to_string())?;
+    // The files the loop devices read, and the ones verified: the same open files.
     let file = File::open(&image).map_err(|e| e.to_string())?;
-    check_ownership(&file)?;
-    let img = crate::mount::open_image(&image, &[]).map_err(|e| e.to_string())?;
-    if !img.devices().is_empty() {
+    check_ownership(&file).map_err(|e| format!("the image file {e}"))?;
+    let device_files = devices
+        .iter()
+        .map(|d| {
+            let f = File::open(d).map_err(|e| format!("device={}: {e}", d.display()))?;
+            check_ownership(&f).map_err(|e| format!("device={}: {e}", d.display()))?;
+            Ok(f)
+        })
+        .collect::<std::result::Result<Vec<File>, String>>()?;
+    let img = crate::mount::open_image(&image, &devices).map_err(|e| e.to_string())?;
+    if img.devices().len() != devices.len() {
         return Err(format!(
-            "the image has {} extra devices (a device table); such images are not given to the kernel",
-            img.devices().len()
+            "the image's device table names {} extra devices and device= gave {}: the kernel \
+             is given each extra device by device=",
+            img.devices().len(),
+            devices.len()
         ));
     }
     let share = opts.inode_share && img.superblock().has_compat(FEATURE_COMPAT_ISHARE_XATTRS);
@@ -166,6 +181,16 @@ pub(crate) fn mount(
     }
 
     let dev = loopdev::attach(&file, tag).map_err(|e| format!("loop device: {e}"))?;
+    // Extra devices in device table order, each on a loop device of its own (marked,
+    // autoclear: they go with the mount too).
+    let extra = device_files
+        .iter()
+        .zip(&devices)
+        .map(|(f, d)| {
+            loopdev::attach(f, tag)
+                .map_err(|e| format!("loop device for device={}: {e}", d.display()))
+        })
+        .collect::<std::result::Result<Vec<_>, String>>()?;
     let mut flags = MountFlags::RDONLY;
     for (off, flag) in [
         (!opts.dev, MountFlags::NODEV),
@@ -177,6 +202,10 @@ pub(crate) fn mount(
         }
     }
     let mut data = String::from("ro");
+    for x in &extra {
+        data.push_str(",device=");
+        data.push_str(&x.path.to_string_lossy());
+    }
     if share {
         let domain = opts.domain_id.as_ref().expect("checked above");
         data.push_str(",inode_share,domain_id=");
@@ -228,14 +257,19 @@ pub(crate) fn mount(
     } else {
         "kernel EROFS, unshared (no inode_share)".to_string()
     };
-    let detail = format!(
+    let mut detail = format!(
         "{how}; {}{}",
         dev.path.display(),
         if dev.direct_io { " (direct I/O)" } else { "" }
     );
-    // The mount holds the loop device now; ours closes (autoclear from here on).
+    for x in &extra {
+        detail.push_str(&format!(", device {}", x.path.display()));
+    }
+    // The mount holds the loop devices now; ours close (autoclear from here on).
     drop(dev);
+    drop(extra);
     drop(file);
+    drop(device_files);
     Ok(KernelMount {
         image,
         mountpoint,
@@ -246,19 +280,20 @@ pub(crate) fn mount(
     })
 }
 
-/// Refuses an image file that someone other than root, us or its owner could rewrite.
+/// Refuses a file of the image that someone but root or us could rewrite; the message
+/// follows "the image file" or the device's name.
 fn check_ownership(file: &File) -> std::result::Result<(), String> {
     let md = file.metadata().map_err(|e| e.to_string())?;
     let euid = rustix::process::geteuid().as_raw();
     if md.uid() != 0 && md.uid() != euid {
         return Err(format!(
-            "the image file is owned by uid {}, who could rewrite it after verification",
+            "is owned by uid {}, who could rewrite it after verification",
             md.uid()
         ));
     }
     if md.mode() & 0o022 != 0 {
         return Err(format!(
-            "the image file has mode {:04o}: group or others could rewrite it after verification",
+            "has mode {:04o}: group or others could rewrite it after verification",
             md.mode() & 0o7777
         ));
     }
