@@ -14,8 +14,9 @@
 //!   log.
 //! * On the host (Linux 6.18, no `inode_share` of the kernel's own): `mode=kernel` is
 //!   refused with an error naming the image and the reason, `mode=auto` is served by FUSE,
-//!   `mode=bogus` is refused, `--dedicated` refuses `mode=kernel`, `ishare doctor` says
-//!   there is no kernel mode; `mode=kernel` without `inode_share` (nothing to verify) is a
+//!   `mode=bogus` is refused, `--dedicated` decides as the node daemon (and makes a kernel
+//!   mount for `mode=kernel` without `inode_share`), `-f` refuses `mode=kernel`, `ishare
+//!   doctor` says there is no kernel mode; `mode=kernel` without `inode_share` (nothing to verify) is a
 //!   kernel mount on any kernel: listed as `kernel`, ended by `ishare umount`, `umount(8)`
 //!   or an unmount request on the socket, its loop device then gone; `ishare umount`
 //!   refuses EROFS mounts ishare did not make (file-backed, or on mount(8)'s loop device).
@@ -402,21 +403,44 @@ fn on_a_kernel_without_inode_share_kernel_mode_is_refused_and_auto_is_fuse() {
     );
     assert!(!is_mounted(m.path(), "erofs") && !is_mounted(m.path(), "fuse.ishare"));
 
-    // A mount daemon of its own never mounts with the kernel.
-    let out = run_unchecked(
-        Command::new(ishare_bin!())
-            .env("ISHARE_DOMAIN_ID", "host-kernel-mode")
-            .args(["mount", "--dedicated", "-o"])
-            .arg(format!("{base},mode=kernel"))
-            .arg(&img)
-            .arg(m.path()),
-    );
+    // A mount daemon of its own decides the same way.
+    let dedicated = |opts: &str| {
+        run_unchecked(
+            Command::new(ishare_bin!())
+                .env("ISHARE_DOMAIN_ID", "host-kernel-mode")
+                .args(["mount", "--dedicated", "-o", opts])
+                .arg(&img)
+                .arg(m.path()),
+        )
+    };
+    let out = dedicated(&format!("{base},mode=kernel"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
         "mode=kernel mounted with --dedicated"
     );
-    assert!(err.contains("node daemon only"), "{err}");
+    assert!(
+        err.contains("mode=kernel: not mounted by the kernel") && err.contains("inode_share"),
+        "{err}"
+    );
+    // Without inode_share, a kernel mount (no process stays to serve it).
+    let out = dedicated("ro,mode=kernel");
+    assert!(out.status.success(), "{out:?}");
+    assert!(is_mounted(m.path(), "erofs"));
+    run(Command::new(ishare_bin!()).arg("umount").arg(m.path()));
+    assert!(!is_mounted(m.path(), "erofs"));
+    // In the foreground there is nothing to run: refused.
+    let out = run_unchecked(
+        Command::new(ishare_bin!())
+            .args(["mount", "-f", "-o", "ro,mode=kernel"])
+            .arg(&img)
+            .arg(m.path()),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not with -f"),
+        "{err}"
+    );
 
     // `ishare doctor` says so.
     let doc = run_unchecked(

@@ -199,8 +199,7 @@ pub(crate) fn mount_with(
     if opts.mode == MountBackend::Kernel {
         return Err(Error::KernelMode {
             image: image.to_path_buf(),
-            reason: "kernel mounts are made by the node daemon only (not with --dedicated or -f)"
-                .into(),
+            reason: "kernel mounts are made by the node daemon or --dedicated (not with -f)".into(),
         });
     }
     raise_fd_limit();

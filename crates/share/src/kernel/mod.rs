@@ -51,21 +51,22 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hmac::{Hmac, Mac};
 use ishare_erofs::format::FEATURE_COMPAT_ISHARE_XATTRS;
 use ishare_erofs::{FileType, Image, Inode, Reached, WalkOrder, WalkStep};
-use log::info;
+use log::{info, warn};
 use rayon::prelude::*;
 use rustix::mount::{MountFlags, UnmountFlags};
 use sha2::Sha256;
 
 use crate::content::{check_content, sha256_digest};
 use crate::direct::DirectReader;
+use crate::error::Error;
 use crate::fusemount::{MountId, identify, open_mount_root, unmount_checked};
 use crate::mountinfo::MountEntry;
-use crate::options::{DomainId, MountOptions};
+use crate::options::{DomainId, MountBackend, MountOptions};
 use crate::store::Store;
 use crate::store::trust::{ImageId, Trust};
 
@@ -113,6 +114,67 @@ pub(crate) fn kernel_domain(domain: &DomainId, verify: bool) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The kernel side of the mode decision of a mount daemon (`mode=auto|fuse|kernel`):
+/// `Some` when the kernel mounted the image; `None` when FUSE is to serve it (`fuse`,
+/// `auto` without `inode_share`, or `auto` refused, logged with the reason); for
+/// `mode=kernel` the kernel did not take, an error naming the image and the reason.
+/// `told` says the kernel's lack of `inode_share` was logged already (then it is
+/// logged at debug level only: it is the same for every mount).
+pub(crate) fn try_mount(
+    image: &Path,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    tag: &[u8],
+    told: &AtomicBool,
+) -> crate::error::Result<Option<KernelMount>> {
+    let forced = match opts.mode {
+        MountBackend::Fuse => return Ok(None),
+        MountBackend::Auto if !opts.inode_share => return Ok(None),
+        MountBackend::Auto => false,
+        MountBackend::Kernel => true,
+    };
+    let refused = |reason: String| Error::KernelMode {
+        image: image.to_path_buf(),
+        reason,
+    };
+    if opts.inode_share
+        && let Err(why) = config::inode_share_support()
+    {
+        if forced {
+            return Err(refused(why));
+        }
+        let msg = format!(
+            "{}: mode=auto: FUSE serves it, not the kernel: {why}",
+            image.display()
+        );
+        if told.swap(true, Ordering::Relaxed) {
+            log::debug!("{msg}");
+        } else {
+            info!("{msg} (said once)");
+        }
+        return Ok(None);
+    }
+    match mount(image, mountpoint, opts, tag) {
+        Ok(km) => {
+            info!(
+                "{} on {}: {}",
+                km.image.display(),
+                km.mountpoint.display(),
+                km.detail
+            );
+            Ok(Some(km))
+        }
+        Err(why) if forced => Err(refused(why)),
+        Err(why) => {
+            warn!(
+                "{}: mode=auto: FUSE serves it, not the kernel: {why}",
+                image.display()
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Mounts `image` on `mountpoint` with the kernel's EROFS, marking the loop device with

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{error, info};
 use sha2::{Digest, Sha256};
 
 use super::protocol::MountInfo;
@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::fs::Counters;
 use crate::kernel::{self, KernelMount};
 use crate::mount::{Mounted, ServeMode, Stopper, mount_with, new_sharing};
-use crate::options::{DomainId, MountBackend, MountOptions};
+use crate::options::{DomainId, MountOptions};
 use crate::sharing::Sharing;
 
 /// (store root, SHA-256 of the domain id: the id itself is kept only by the store,
@@ -128,60 +128,16 @@ impl Table {
         info
     }
 
-    /// Mounts with the kernel when `opts` ask for it (or allow it, `mode=auto` with
-    /// `inode_share`) and the kernel takes the image; `None`: FUSE serves it.
+    /// Mounts with the kernel when `opts` ask for it (or allow it) and the kernel
+    /// takes the image (see [`kernel::try_mount`]); `None`: FUSE serves it.
     fn try_kernel(
         &self,
         image: &Path,
         mountpoint: &Path,
         opts: &MountOptions,
     ) -> Result<Option<MountInfo>> {
-        let forced = match opts.mode {
-            MountBackend::Fuse => return Ok(None),
-            MountBackend::Auto if !opts.inode_share => return Ok(None),
-            MountBackend::Auto => false,
-            MountBackend::Kernel => true,
-        };
-        let refused = |reason: String| Error::KernelMode {
-            image: image.to_path_buf(),
-            reason,
-        };
-        if opts.inode_share
-            && let Err(why) = kernel::config::inode_share_support()
-        {
-            if forced {
-                return Err(refused(why));
-            }
-            let msg = format!(
-                "{}: mode=auto: FUSE serves it, not the kernel: {why}",
-                image.display()
-            );
-            if self.told_no_kernel.swap(true, Ordering::Relaxed) {
-                log::debug!("{msg}");
-            } else {
-                info!("{msg} (said once)");
-            }
-            return Ok(None);
-        }
-        match kernel::mount(image, mountpoint, opts, &self.tag) {
-            Ok(km) => {
-                info!(
-                    "{} on {}: {}",
-                    km.image.display(),
-                    km.mountpoint.display(),
-                    km.detail
-                );
-                Ok(Some(self.insert_kernel(km)))
-            }
-            Err(why) if forced => Err(refused(why)),
-            Err(why) => {
-                warn!(
-                    "{}: mode=auto: FUSE serves it, not the kernel: {why}",
-                    image.display()
-                );
-                Ok(None)
-            }
-        }
+        let km = kernel::try_mount(image, mountpoint, opts, &self.tag, &self.told_no_kernel)?;
+        Ok(km.map(|km| self.insert_kernel(km)))
     }
 
     /// Drops the kernel mounts that are no longer mounted (unmounted by `umount(8)`).
