@@ -29,10 +29,18 @@ pub fn run(a: Args) -> Result<()> {
         let f = &r.fuse;
         let p = &r.passthrough;
         let s = &r.store;
+        let kernel = r.kernel_mode.is_ok() && r.ready();
         let v = json!({
             "ready": r.ready(),
-            "mode": r.mode.as_str(),
+            // What `ishare mount -o inode_share` (mode=auto) gets for an image whose
+            // fingerprints all verify; `fuse_mode` for the others.
+            "mode": if kernel { "kernel" } else { r.mode.as_str() },
             "mode_reason": why,
+            "fuse_mode": r.mode.as_str(),
+            "kernel_mode": {
+                "usable": r.kernel_mode.is_ok(),
+                "reason": r.kernel_mode.as_ref().err(),
+            },
             "kernel": {
                 "release": r.kernel_release,
                 "version": r.kernel_version.map(|(a, b)| format!("{a}.{b}")),
@@ -92,6 +100,13 @@ pub fn run(a: Args) -> Result<()> {
                 "=> ishare mount -o inode_share shares by daemon reads (direct_io: read(2) shares, mmap and splice do not): {w}"
             ),
             MountMode::Unavailable(w) => println!("=> ishare mount cannot work here: {w}"),
+        }
+        match &r.kernel_mode {
+            Ok(()) if r.ready() => println!(
+                "=> mode=auto (the default): images whose every fingerprint verifies are mounted by the kernel's EROFS with inode_share (kernel mode); the others as above"
+            ),
+            Ok(()) => {}
+            Err(w) => println!("=> no kernel mode here (mode=kernel fails): {w}"),
         }
     }
     if !r.ready() {

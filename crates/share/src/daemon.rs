@@ -19,11 +19,13 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
 
 use log::info;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::error::{Error, Result};
+use crate::kernel;
 use crate::logger;
 use crate::mount::{Mounted, mount};
 use crate::options::{DOMAIN_ID_ENV, MountOptions};
@@ -122,7 +124,8 @@ pub(crate) fn wait_ready(mut child: std::process::Child) -> Result<()> {
 
 /// The detached daemon's side of [`launch_detached`]: reads the options from standard
 /// input, mounts `image` on `mountpoint`, tells the launcher, and serves until
-/// unmounted. When mounting fails it reports the error to the launcher and exits the
+/// unmounted (a kernel mode mount, see `crate::kernel`, needs no serving: the process
+/// then ends once it is made). When mounting fails it reports the error to the launcher and exits the
 /// process with status 1 (the launcher shows the error; nobody else should).
 pub fn run_detached(image: &Path, mountpoint: &Path) -> Result<()> {
     let mut input = Vec::new();
@@ -135,11 +138,21 @@ pub fn run_detached(image: &Path, mountpoint: &Path) -> Result<()> {
         let opts = MountOptions::parse(&handoff.options, handoff.env_domain.take())?;
         // Leave the launcher's session (no terminal signals reach the daemon).
         let _ = rustix::process::setsid();
+        // A kernel mount needs no daemon: this process ends once it is made. (The
+        // kernel's lack of inode_share is not worth a line on the launcher's stderr.)
+        let told = AtomicBool::new(true);
+        if let Some(km) = kernel::try_mount(image, mountpoint, &opts, b"dedicated", &told)? {
+            return Ok(Err(km));
+        }
         let mounted = mount(image, mountpoint, &opts)?;
-        Ok((mounted, opts))
+        Ok(Ok((mounted, opts)))
     })();
     let (mounted, opts) = match res {
-        Ok(v) => v,
+        Ok(Ok(v)) => v,
+        Ok(Err(_kernel)) => {
+            let _ = writeln!(out, "ready");
+            return Ok(());
+        }
         Err(e) => {
             let _ = writeln!(out, "error: {}", with_sources(&e));
             std::process::exit(1);

@@ -85,6 +85,14 @@ pub enum Error {
     /// The launcher's hand-off to the detached daemon is not understood.
     #[error("bad daemon configuration: {0}")]
     Handoff(String),
+    /// `mode=kernel` was asked for and the kernel was not given the image.
+    #[error("{}: mode=kernel: not mounted by the kernel: {reason}", image.display())]
+    KernelMode {
+        /// The image.
+        image: PathBuf,
+        /// Why not.
+        reason: String,
+    },
     /// `ishare umount`: nothing is mounted there.
     #[error("{}: not mounted", .0.display())]
     NotMounted(PathBuf),

@@ -16,10 +16,12 @@
 //!   point; [`identify`] then records which mount that is ([`MountId`]: the
 //!   connection's device number and the mount id).
 //! * [`unmount_own`] detaches the mount at the mount point only if it is still this
-//!   connection's mount (same device and mount id, connection alive), and through a
-//!   descriptor of that very mount (`/proc/self/fd/N`), so no mount made after the
-//!   check can be hit. A connection the kernel already ended (someone unmounted it)
-//!   unmounts nothing.
+//!   connection's mount (same device and mount id, connection alive); a lazy unmount
+//!   (a daemon stopping) goes through a descriptor of that very mount
+//!   (`/proc/self/fd/N`), so no mount made after the check can be hit; a non-lazy one
+//!   (an explicit request) by path, as a descriptor would keep the mount busy (see
+//!   [`unmount_checked`]). A connection the kernel already ended (someone unmounted
+//!   it) unmounts nothing.
 
 use std::ffi::CString;
 use std::io;
@@ -235,6 +237,23 @@ pub(crate) enum OwnUnmount {
     NotOurs(MountId),
 }
 
+/// Unmounts the mount whose root `fd` is (`O_PATH`, just identified as the one to
+/// unmount) on `mountpoint`. Lazily, through `fd` itself (the magic link resolves to
+/// exactly that mount, whatever the path holds by now). Otherwise by path once `fd`
+/// is closed, since a descriptor of the mount's root keeps it busy (EBUSY): a mount
+/// stacked on the path between the check and the unmount would be the one unmounted,
+/// a window of two system calls on an explicit request.
+pub(crate) fn unmount_checked(mountpoint: &Path, fd: OwnedFd, lazy: bool) -> io::Result<()> {
+    if lazy {
+        let by_fd = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        rustix::mount::unmount(by_fd.as_str(), UnmountFlags::DETACH)?;
+    } else {
+        drop(fd);
+        rustix::mount::unmount(mountpoint, UnmountFlags::NOFOLLOW)?;
+    }
+    Ok(())
+}
+
 /// Unmounts the mount on `mountpoint` if it is `own`'s, the mount of the live
 /// connection `conn` (detaches it with `lazy`, else fails with EBUSY when it is busy);
 /// see the module's contract.
@@ -252,14 +271,6 @@ pub(crate) fn unmount_own(
     if at != own {
         return Ok(OwnUnmount::NotOurs(at));
     }
-    // The magic link resolves to exactly the mount `fd` is on, whatever the path
-    // holds by now.
-    let by_fd = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let flags = if lazy {
-        UnmountFlags::DETACH
-    } else {
-        UnmountFlags::empty()
-    };
-    rustix::mount::unmount(by_fd.as_str(), flags)?;
+    unmount_checked(mountpoint, fd, lazy)?;
     Ok(OwnUnmount::Detached)
 }

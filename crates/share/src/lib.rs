@@ -63,7 +63,8 @@
 //! * `units`: byte counts for people;
 //! * `mountinfo`: `/proc/self/mountinfo`, read in one place;
 //! * `logger`: the daemon's log;
-//! * `malloc`: glibc malloc tuning for the daemons (the only `unsafe`, FFI);
+//! * `malloc`: glibc malloc tuning for the daemons (FFI: `unsafe`, as only
+//!   `kernel::loopdev` besides);
 //! * `direct`: reading image data past the page cache;
 //! * `stats`: a mount's sharing counters;
 //! * `store`: the per-domain content-addressed object store, with `stat` and `gc`;
@@ -75,6 +76,8 @@
 //!   unmounting only our own mount;
 //! * `registry`: which daemon serves which mount (for `ishare umount` to wait);
 //! * `mount`: mounting an image and the mode decision;
+//! * `kernel`: kernel mode (verified images mounted by the kernel's EROFS with
+//!   `inode_share`), the running kernel's configuration, loop devices;
 //! * `umount`: unmounting;
 //! * `daemon`: a mount daemon of its own as a process (foreground, or detached with
 //!   a launcher), signals;
@@ -91,6 +94,7 @@ mod doctor;
 mod error;
 mod fs;
 mod fusemount;
+mod kernel;
 mod logger;
 mod malloc;
 mod mount;
@@ -121,8 +125,8 @@ pub use node::{
     request, run_node, start as start_node,
 };
 pub use options::{
-    DEFAULT_STORE, DOMAIN_ID_ENV, DomainId, MountOptions, Passthrough, command_line_domain_warning,
-    domain_from_env, read_domain_id_file,
+    DEFAULT_STORE, DOMAIN_ID_ENV, DomainId, MountBackend, MountOptions, Passthrough,
+    command_line_domain_warning, domain_from_env, read_domain_id_file,
 };
 pub use store::gc::{GcOptions, GcReport, TMP_MIN_AGE, gc};
 pub use store::safe::problem as store_path_problem;

@@ -1,4 +1,5 @@
-//! glibc malloc tuning for the daemons (FFI, the crate's only `unsafe`).
+//! glibc malloc tuning for the daemons (FFI: with `kernel::loopdev`'s ioctls, the crate's
+//! only `unsafe`).
 //!
 //! fuser gives every FUSE worker thread a 16 MiB request buffer (`vec![0; 16 MiB +
 //! 4 KiB]`), of which a read-only filesystem's requests touch a page or two. glibc

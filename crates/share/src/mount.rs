@@ -21,7 +21,7 @@ use crate::direct::DirectSource;
 use crate::error::{Error, Result};
 use crate::fs::{Counters, ImageFs, PassthroughState};
 use crate::fusemount::{self, FuseMountSpec, MountId, OwnUnmount};
-use crate::options::{DomainId, MountOptions, Passthrough};
+use crate::options::{DomainId, MountBackend, MountOptions, Passthrough};
 use crate::registry::{self, Registration};
 use crate::sharing::Sharing;
 use crate::store::Store;
@@ -56,6 +56,9 @@ pub enum ServeMode {
     Daemon,
     /// Nothing is shared.
     Unshared,
+    /// Mounted by the kernel's own EROFS (`inode_share` where the image has
+    /// fingerprints); no process serves it.
+    Kernel,
 }
 
 impl ServeMode {
@@ -65,6 +68,7 @@ impl ServeMode {
             ServeMode::Passthrough => "passthrough",
             ServeMode::Daemon => "daemon",
             ServeMode::Unshared => "unshared",
+            ServeMode::Kernel => "kernel",
         }
     }
 }
@@ -145,7 +149,7 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 
 /// Opens the image and its extra devices as [`DirectSource`]s: the daemon's metadata
 /// reads bypass the page cache.
-fn open_image(image: &Path, devices: &[PathBuf]) -> Result<Image> {
+pub(crate) fn open_image(image: &Path, devices: &[PathBuf]) -> Result<Image> {
     let open = |p: &Path| -> Result<(Arc<str>, Box<dyn ReadAt>)> {
         let src = DirectSource::open(p).map_err(|e| Error::io(p, e))?;
         Ok((p.display().to_string().into(), Box::new(src)))
@@ -192,6 +196,12 @@ pub(crate) fn mount_with(
     open_sharing: OpenSharing,
     owns_sharing: bool,
 ) -> Result<Mounted> {
+    if opts.mode == MountBackend::Kernel {
+        return Err(Error::KernelMode {
+            image: image.to_path_buf(),
+            reason: "kernel mounts are made by the node daemon or --dedicated (not with -f)".into(),
+        });
+    }
     raise_fd_limit();
     crate::malloc::fix_mmap_threshold();
     let image = absolute(image)?;

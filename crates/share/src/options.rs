@@ -59,6 +59,18 @@ pub enum Passthrough {
     Off,
 }
 
+/// `mode=`: who serves the mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountBackend {
+    /// The kernel's EROFS when it has `inode_share` and every fingerprint of the image
+    /// is verified (node daemon only), else FUSE.
+    Auto,
+    /// Always FUSE.
+    Fuse,
+    /// The kernel's EROFS, or the mount fails saying why.
+    Kernel,
+}
+
 /// Parsed mount options.
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -74,6 +86,8 @@ pub struct MountOptions {
     pub verify: bool,
     /// `passthrough=auto|on|off`.
     pub passthrough: Passthrough,
+    /// `mode=auto|fuse|kernel`.
+    pub mode: MountBackend,
     /// `allow_other`: let every user access the mount (FUSE restricts it to the mounter
     /// otherwise).
     pub allow_other: bool,
@@ -102,6 +116,7 @@ impl Default for MountOptions {
             store: PathBuf::from(DEFAULT_STORE),
             verify: true,
             passthrough: Passthrough::Auto,
+            mode: MountBackend::Auto,
             allow_other: false,
             threads: default_threads(),
             log: None,
@@ -259,6 +274,18 @@ impl MountOptions {
                             }
                         }
                     }
+                    "mode" => {
+                        o.mode = match need()? {
+                            "auto" => MountBackend::Auto,
+                            "fuse" => MountBackend::Fuse,
+                            "kernel" => MountBackend::Kernel,
+                            v => {
+                                return Err(bad(format!(
+                                    "mode={v}: expected auto, fuse or kernel"
+                                )));
+                            }
+                        }
+                    }
                     "allow_other" => {
                         flag(value)?;
                         o.allow_other = true;
@@ -339,12 +366,25 @@ mod tests {
         assert_eq!(o.store, PathBuf::from("/s"));
         assert!(!o.verify);
         assert_eq!(o.passthrough, Passthrough::Off);
+        assert_eq!(o.mode, MountBackend::Auto);
         assert!(o.allow_other);
         assert_eq!(o.threads, 3);
         assert!(
             !format!("{o:?}").contains("abc"),
             "the domain id leaks through Debug"
         );
+    }
+
+    #[test]
+    fn mode_picks_who_serves() {
+        for (v, want) in [
+            ("auto", MountBackend::Auto),
+            ("fuse", MountBackend::Fuse),
+            ("kernel", MountBackend::Kernel),
+        ] {
+            let o = MountOptions::parse(&[format!("mode={v}")], None).unwrap();
+            assert_eq!(o.mode, want);
+        }
     }
 
     #[test]
@@ -416,6 +456,8 @@ mod tests {
             "verify=maybe",
             "threads=0",
             "passthrough=x",
+            "mode=bogus",
+            "mode",
             "inode_share=1",
         ] {
             assert!(MountOptions::parse(&[bad], None).is_err(), "{bad} accepted");

@@ -1,5 +1,6 @@
 //! `ishare umount`: unmounting an ishare mount, and only one (the mount point's type
-//! must be `fuse.ishare`). Its daemon then sees its session end, waits for objects it
+//! must be `fuse.ishare`, or `erofs` on a loop device of ishare's kernel mode, which
+//! has no daemon to wait for: its loop device goes with the mount). Its daemon then sees its session end, waits for objects it
 //! is still publishing, and exits; [`unmount`] returns only once it has exited (a
 //! daemon found through its record, see `registry`), so a mount made on the same path
 //! right after never races the old daemon's exit.
@@ -29,6 +30,7 @@ pub fn unmount(mountpoint: &Path, lazy: bool, wait: Duration) -> Result<()> {
     let path = std::path::absolute(mountpoint)?;
     let entry = match mountinfo::mount_at(&path)? {
         None => return Err(Error::NotMounted(path)),
+        Some(m) if crate::kernel::is_ours(&m) => return detach_or_unmount(&path, lazy),
         Some(m) if m.fstype != FSTYPE => {
             return Err(Error::NotOurs {
                 path,

@@ -24,11 +24,9 @@ use crate::units::human_bytes;
 
 mod probe;
 
+use crate::kernel::config::{enabled, has_inode_share, kernel_config, parse_kernel_version};
 pub use probe::StoreCheck;
-use probe::{
-    enabled, examine_store, filesystems, kernel_config, module_installed, parse_kernel_version,
-    probe_mount,
-};
+use probe::{examine_store, filesystems, module_installed, probe_mount};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,8 +158,12 @@ pub struct HostReport {
     pub passthrough: PassthroughSupport,
     /// The store.
     pub store: StoreCheck,
-    /// The resulting mode.
+    /// How FUSE serves shared files (the mode of `mode=fuse`, and of `mode=auto` for
+    /// images the kernel is not given).
     pub mode: MountMode,
+    /// `mode=auto` gives images whose fingerprints all verify to the kernel's own EROFS
+    /// with `inode_share` (`Ok`), or why it cannot on this host.
+    pub kernel_mode: Result<(), String>,
     /// One line per check, in order.
     pub checks: Vec<HostCheck>,
 }
@@ -233,11 +235,7 @@ pub fn examine_host(store: &Path) -> HostReport {
             }
             v
         }),
-        inode_share: match (cfg, version) {
-            (Some(c), _) => Some(enabled(c, "CONFIG_EROFS_FS_PAGE_CACHE_SHARE")),
-            (None, Some(v)) if v < (7, 0) => Some(false),
-            _ => None,
-        },
+        inode_share: has_inode_share(version, cfg),
     };
     let erofs_there = erofs.registered || erofs.module;
     check(
@@ -296,6 +294,25 @@ pub fn examine_host(store: &Path) -> HostReport {
         ),
     };
     check("erofs_inode_share", status, false, detail);
+    let kernel_mode = if !erofs_there {
+        Err("no kernel EROFS".to_string())
+    } else if !(Path::new("/dev/loop-control").exists() || module_installed(&release, "loop")) {
+        Err("no loop devices (/dev/loop-control, loop module)".to_string())
+    } else {
+        crate::kernel::config::inode_share_support()
+    };
+    let (status, detail) = match &kernel_mode {
+        Ok(()) => (
+            CheckStatus::Ok,
+            "mode=auto mounts images whose every fingerprint verifies with the kernel's EROFS              (inode_share, loop device); mode=kernel requires it"
+                .to_string(),
+        ),
+        Err(why) => (
+            CheckStatus::Warn,
+            format!("no kernel mode (mode=auto uses FUSE, mode=kernel fails): {why}"),
+        ),
+    };
+    check("kernel_mode", status, false, detail);
 
     // FUSE: required.
     let mut fuse = FuseSupport {
@@ -484,6 +501,7 @@ pub fn examine_host(store: &Path) -> HostReport {
         passthrough: pt,
         store,
         mode,
+        kernel_mode,
         checks,
     }
 }

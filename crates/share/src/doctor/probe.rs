@@ -1,10 +1,8 @@
-//! Finding the facts `ishare doctor` judges: the kernel's version, configuration and
-//! filesystems, the store directory (as a mount would create and use it), and a test
+//! Finding the facts `ishare doctor` judges: the kernel's filesystems and modules (its
+//! version and configuration are `crate::kernel::config`'s), the store directory (as a mount would create and use it), and a test
 //! FUSE mount that asks for passthrough and registers a backing file.
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,44 +36,6 @@ pub struct StoreCheck {
     pub o_tmpfile: Option<bool>,
     /// What is wrong, when something is.
     pub error: Option<String>,
-}
-
-/// Parses "6.18.44-foo" into (6, 18).
-pub(super) fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
-    let mut it = release.split(|c: char| !c.is_ascii_digit());
-    let major = it.next()?.parse().ok()?;
-    let minor = it.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
-/// Parses a kernel configuration: `CONFIG_X=value` lines (`# CONFIG_X is not set` and
-/// comments are left out).
-pub(super) fn parse_kernel_config(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter(|l| l.starts_with("CONFIG_"))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect()
-}
-
-/// The running kernel's configuration and where it came from.
-pub(super) fn kernel_config(release: &str) -> Option<(HashMap<String, String>, String)> {
-    if let Ok(f) = File::open("/proc/config.gz") {
-        let mut text = String::new();
-        if flate2::read::GzDecoder::new(f)
-            .read_to_string(&mut text)
-            .is_ok()
-        {
-            return Some((parse_kernel_config(&text), "/proc/config.gz".into()));
-        }
-    }
-    let boot = format!("/boot/config-{release}");
-    let text = std::fs::read_to_string(&boot).ok()?;
-    Some((parse_kernel_config(&text), boot))
-}
-
-pub(super) fn enabled(config: &HashMap<String, String>, key: &str) -> bool {
-    config.get(key).is_some_and(|v| v == "y" || v == "m")
 }
 
 /// The file systems in `/proc/filesystems`.
@@ -264,19 +224,6 @@ pub(super) fn probe_mount(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kernel_versions_and_configs_parse() {
-        assert_eq!(parse_kernel_version("6.18.44-fc-v782"), Some((6, 18)));
-        assert_eq!(parse_kernel_version("7.0-rc1"), Some((7, 0)));
-        assert_eq!(parse_kernel_version("garbage"), None);
-        let c = parse_kernel_config(
-            "# comment\nCONFIG_EROFS_FS=y\n# CONFIG_EROFS_FS_ZIP_ZSTD is not set\nCONFIG_X=\"s\"\n",
-        );
-        assert!(enabled(&c, "CONFIG_EROFS_FS"));
-        assert!(!enabled(&c, "CONFIG_EROFS_FS_ZIP_ZSTD"));
-        assert_eq!(c.get("CONFIG_X").map(String::as_str), Some("s"));
-    }
 
     #[test]
     fn a_missing_store_is_examined_at_its_parent() {

@@ -83,7 +83,7 @@ pub struct MountInfo {
     /// The mount point.
     pub mountpoint: PathBuf,
     /// How files are served: `passthrough`, `daemon` (the daemon reads store
-    /// objects), `unshared`.
+    /// objects), `unshared`, `kernel` (the kernel's own EROFS).
     pub mode: String,
     /// The mode in words, as the log says it.
     pub detail: String,

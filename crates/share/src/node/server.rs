@@ -12,8 +12,9 @@
 //! * One request per connection, read within [`READ_TIMEOUT`]; at most
 //!   [`MAX_CLIENTS`] connections are handled at once (more are told to retry), so
 //!   neither slow nor many clients can stall mounts or exhaust threads.
-//! * SIGTERM, SIGINT, SIGHUP: every mount is detached (it goes once no longer busy),
-//!   the socket removed, the process exits. (Mounts do not outlive the daemon yet.)
+//! * SIGTERM, SIGINT, SIGHUP: every FUSE mount is detached (it goes once no longer
+//!   busy), the socket removed, the process exits. (FUSE mounts do not outlive the
+//!   daemon yet; kernel mode mounts do, and the next daemon on the socket lists them.)
 //! * Started by a launcher (`launched`), it answers `ready` or `error: MESSAGE` on its
 //!   standard output once listening, then leaves the launcher's session and points its
 //!   standard streams at its log, as a mount daemon does (see `crate::daemon`); under
@@ -126,6 +127,15 @@ fn bind(socket: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// What marks this daemon's kernel mounts: a hash of its socket's path, so that a
+/// daemon on another socket (a test's) never takes them for its own.
+fn daemon_tag(socket: &Path) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let path = std::path::absolute(socket).unwrap_or_else(|_| socket.to_path_buf());
+    let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
+    protocol::hex(&digest[..8]).into_bytes()
+}
+
 /// Tells systemd (Type=notify) that the daemon is ready, when run by it.
 fn notify_systemd() {
     // Hand-written: one datagram; not worth a dependency.
@@ -165,7 +175,7 @@ pub fn run_node(cfg: &NodeConfig) -> Result<()> {
         cfg.socket.display(),
         std::process::id()
     );
-    let table = Arc::new(Table::default());
+    let table = Arc::new(Table::new(daemon_tag(&cfg.socket)));
     stop_on_signals(table.clone(), cfg.socket.clone())?;
     let active = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {

@@ -12,11 +12,16 @@
 //!   other mounts and the daemon go on.
 //! * One [`Sharing`] per (store root, domain, verify), created at its first mount and
 //!   dropped (after its objects are published) when its last mount ends.
+//! * Kernel mode mounts (see [`crate::kernel`]) have no session: they are in the table
+//!   from their mount until they are found unmounted (by `ishare umount`, `umount(8)`:
+//!   checked against `/proc/self/mountinfo` whenever the table is listed or asked to
+//!   unmount), and they stay mounted when the daemon stops (a daemon started again on
+//!   the same socket takes them back into its table).
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +31,7 @@ use sha2::{Digest, Sha256};
 use super::protocol::MountInfo;
 use crate::error::{Error, Result};
 use crate::fs::Counters;
+use crate::kernel::{self, KernelMount};
 use crate::mount::{Mounted, ServeMode, Stopper, mount_with, new_sharing};
 use crate::options::{DomainId, MountOptions};
 use crate::sharing::Sharing;
@@ -33,6 +39,15 @@ use crate::sharing::Sharing;
 /// (store root, SHA-256 of the domain id: the id itself is kept only by the store,
 /// verify).
 type PoolKey = (PathBuf, [u8; 32], bool);
+
+/// What unmounts a mount.
+#[derive(Debug)]
+enum Handle {
+    /// A FUSE session of this process.
+    Fuse(Stopper),
+    /// A mount of the kernel's own EROFS.
+    Kernel(KernelMount),
+}
 
 /// One live mount.
 #[derive(Debug)]
@@ -42,7 +57,7 @@ struct Entry {
     kind: ServeMode,
     detail: String,
     counters: Arc<Counters>,
-    stopper: Stopper,
+    handle: Handle,
 }
 
 impl Entry {
@@ -61,14 +76,94 @@ impl Entry {
 /// Every mount of the daemon.
 #[derive(Debug, Default)]
 pub(crate) struct Table {
+    /// Marks this daemon's kernel mounts (see [`kernel::adopt`]).
+    tag: Vec<u8>,
     mounts: Mutex<HashMap<u64, Entry>>,
     /// Signalled whenever a mount leaves the table.
     gone: Condvar,
     pool: Mutex<HashMap<PoolKey, Arc<Sharing>>>,
     next: AtomicU64,
+    /// The kernel's lack of `inode_share` was logged (once per daemon: it does not
+    /// change).
+    told_no_kernel: AtomicBool,
 }
 
 impl Table {
+    /// An empty table whose kernel mounts are marked with `tag`, with the kernel mounts
+    /// of an earlier daemon of the same tag that are still mounted.
+    pub(crate) fn new(tag: Vec<u8>) -> Table {
+        let t = Table {
+            tag,
+            ..Table::default()
+        };
+        for km in kernel::adopt(&t.tag) {
+            info!(
+                "{} on {}: kernel mode mount of an earlier daemon, taken back",
+                km.image.display(),
+                km.mountpoint.display()
+            );
+            t.insert_kernel(km);
+        }
+        t
+    }
+
+    fn insert_kernel(&self, km: KernelMount) -> MountInfo {
+        let counters = Arc::new(Counters::default());
+        counters.shared_files.store(km.files, Ordering::Relaxed);
+        counters.shared_bytes.store(km.bytes, Ordering::Relaxed);
+        let entry = Entry {
+            image: km.image.clone(),
+            mountpoint: km.mountpoint.clone(),
+            kind: ServeMode::Kernel,
+            detail: km.detail.clone(),
+            counters,
+            handle: Handle::Kernel(km),
+        };
+        let info = entry.info();
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        self.mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, entry);
+        info
+    }
+
+    /// Mounts with the kernel when `opts` ask for it (or allow it) and the kernel
+    /// takes the image (see [`kernel::try_mount`]); `None`: FUSE serves it.
+    fn try_kernel(
+        &self,
+        image: &Path,
+        mountpoint: &Path,
+        opts: &MountOptions,
+    ) -> Result<Option<MountInfo>> {
+        let km = kernel::try_mount(image, mountpoint, opts, &self.tag, &self.told_no_kernel)?;
+        Ok(km.map(|km| self.insert_kernel(km)))
+    }
+
+    /// Drops the kernel mounts that are no longer mounted (unmounted by `umount(8)`).
+    fn prune_kernel(&self) {
+        let Ok(now) = crate::mountinfo::mounts() else {
+            return;
+        };
+        let mut mounts = self.mounts.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<u64> = mounts
+            .iter()
+            .filter(|(_, e)| matches!(&e.handle, Handle::Kernel(k) if !k.present(&now)))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in gone {
+            if let Some(e) = mounts.remove(&key) {
+                info!(
+                    "{} on {}: unmounted (kernel mode)",
+                    e.image.display(),
+                    e.mountpoint.display()
+                );
+            }
+        }
+        drop(mounts);
+        self.gone.notify_all();
+    }
+
     /// The pooled sharing state of (root, domain, verify), made at first use.
     fn sharing(&self, root: &Path, domain: &DomainId, verify: bool) -> Result<Arc<Sharing>> {
         let key = (
@@ -93,6 +188,10 @@ impl Table {
         mountpoint: &Path,
         opts: &MountOptions,
     ) -> Result<MountInfo> {
+        self.prune_kernel();
+        if let Some(info) = self.try_kernel(image, mountpoint, opts)? {
+            return Ok(info);
+        }
         let open =
             |root: &Path, domain: &DomainId, verify: bool| self.sharing(root, domain, verify);
         let mounted = mount_with(image, mountpoint, opts, &open, false);
@@ -111,7 +210,7 @@ impl Table {
             kind: mounted.kind,
             detail: mounted.mode.clone(),
             counters: mounted.counters(),
-            stopper: mounted.stopper(),
+            handle: Handle::Fuse(mounted.stopper()),
         };
         let info = entry.info();
         info!("{}", mounted.summary);
@@ -126,8 +225,12 @@ impl Table {
             .spawn(serve)
         {
             // The closure (and the mount in it) is gone: detach the mount.
-            if let Some(entry) = self.remove(key) {
-                entry.stopper.stop();
+            if let Some(Entry {
+                handle: Handle::Fuse(stopper),
+                ..
+            }) = self.remove(key)
+            {
+                stopper.stop();
             }
             return Err(Error::Os(e));
         }
@@ -198,6 +301,7 @@ impl Table {
 
     /// What `ishare mounts` shows, by mount point.
     pub(crate) fn list(&self) -> Vec<MountInfo> {
+        self.prune_kernel();
         let mut out: Vec<MountInfo> = self
             .mounts
             .lock()
@@ -212,14 +316,21 @@ impl Table {
     /// Unmounts the daemon's mount on `mountpoint` (detaching it if `lazy`) and,
     /// unless lazy, waits up to `wait` for its session to end.
     pub(crate) fn unmount(&self, mountpoint: &Path, lazy: bool, wait: Duration) -> Result<()> {
+        self.prune_kernel();
         let found = {
             let mounts = self.mounts.lock().unwrap_or_else(|e| e.into_inner());
             mounts
                 .iter()
                 .find(|(_, e)| e.mountpoint == mountpoint)
-                .map(|(k, e)| (*k, e.stopper.clone()))
+                .map(|(k, e)| match &e.handle {
+                    Handle::Fuse(s) => (*k, Some(s.clone())),
+                    Handle::Kernel(_) => (*k, None),
+                })
         };
-        let Some((key, stopper)) = found else {
+        if let Some((key, None)) = found {
+            return self.unmount_kernel(key, mountpoint, lazy);
+        }
+        let Some((key, Some(stopper))) = found else {
             // Mount points are kept canonical; the request may name a link to one.
             if let Ok(canonical) = mountpoint.canonicalize()
                 && canonical != mountpoint
@@ -250,15 +361,42 @@ impl Table {
         Ok(())
     }
 
-    /// Detaches every mount (the daemon is stopping) and waits up to `wait` for their
-    /// sessions to end.
+    /// Unmounts the kernel mount `key` on `mountpoint` and takes it out of the table.
+    fn unmount_kernel(&self, key: u64, mountpoint: &Path, lazy: bool) -> Result<()> {
+        let res = {
+            let mounts = self.mounts.lock().unwrap_or_else(|e| e.into_inner());
+            match mounts.get(&key).map(|e| &e.handle) {
+                Some(Handle::Kernel(km)) => km.unmount(lazy),
+                _ => Ok(false),
+            }
+        };
+        match res {
+            Ok(_) => {
+                self.remove(key);
+                Ok(())
+            }
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
+                Err(Error::Busy(mountpoint.to_path_buf()))
+            }
+            Err(error) => Err(Error::Unmount {
+                path: mountpoint.to_path_buf(),
+                error,
+            }),
+        }
+    }
+
+    /// Detaches every FUSE mount (the daemon is stopping) and waits up to `wait` for
+    /// their sessions to end; kernel mounts stay (no process serves them).
     pub(crate) fn stop_all(&self, wait: Duration) {
         let all: Vec<(u64, Stopper)> = self
             .mounts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(k, e)| (*k, e.stopper.clone()))
+            .filter_map(|(k, e)| match &e.handle {
+                Handle::Fuse(s) => Some((*k, s.clone())),
+                Handle::Kernel(_) => None,
+            })
             .collect();
         for (_, s) in &all {
             s.stop();

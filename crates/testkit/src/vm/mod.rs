@@ -23,6 +23,11 @@
 //!   ("Block device required").
 //! * `/bin/memtool` reads files through one kernel path each (read(2), mmap, sendfile, splice);
 //!   see `memtool.c`.
+//! * [`Vm::executable`] adds a dynamically linked program of the host (the `ishare` binary)
+//!   as `/bin/NAME`, debug information stripped, with the shared libraries `ldd` names at
+//!   their host paths.
+//! * `/boot/config-RELEASE` is the kernel's configuration, as Debian installs it (programs
+//!   that read the kernel's features from it, `ishare`, find them).
 //! * `Cached:` of `/proc/meminfo` includes the initramfs itself (tmpfs is shmem), a constant:
 //!   only differences are meaningful.
 //!
@@ -94,6 +99,8 @@ pub struct Kernel {
     /// e.g. `7.2.13+deb14-cloud-amd64`.
     pub version: String,
     pub vmlinuz: PathBuf,
+    /// Its configuration.
+    pub config: PathBuf,
     /// Uncompressed modules in load order (dependencies first).
     pub modules: Vec<PathBuf>,
 }
@@ -135,6 +142,7 @@ impl Kernel {
         Ok(Kernel {
             version,
             vmlinuz: dir.join("vmlinuz"),
+            config: dir.join("config"),
             modules,
         })
     }
@@ -187,6 +195,7 @@ fn tail_lines(text: &str, n: usize) -> String {
 #[derive(Debug, Clone)]
 pub struct Vm {
     images: Vec<(String, PathBuf)>,
+    executables: Vec<(String, PathBuf)>,
     script: String,
     timeout: Duration,
     memory_mib: Option<u64>,
@@ -204,6 +213,7 @@ impl Vm {
     pub fn new() -> Vm {
         Vm {
             images: Vec::new(),
+            executables: Vec::new(),
             script: String::new(),
             timeout: Duration::from_secs(
                 std::env::var("ISHARE_VM_TIMEOUT")
@@ -224,6 +234,18 @@ impl Vm {
             "image name {name:?} must be a plain file name"
         );
         self.images
+            .push((name.to_owned(), path.as_ref().to_owned()));
+        self
+    }
+
+    /// Puts the host executable at `path` into the initramfs as `/bin/NAME` (debug
+    /// information stripped), with the shared libraries it needs.
+    pub fn executable(mut self, name: &str, path: impl AsRef<Path>) -> Vm {
+        assert!(
+            !name.is_empty() && !name.contains('/'),
+            "executable name {name:?} must be a plain file name"
+        );
+        self.executables
             .push((name.to_owned(), path.as_ref().to_owned()));
         self
     }
@@ -307,6 +329,35 @@ impl Vm {
                 order.push('\n');
             }
             cpio.file_bytes("modules/order", order.as_bytes(), 0o644)?;
+            cpio.dir("boot")?;
+            cpio.file_from(
+                &format!("boot/config-{}", kernel.version),
+                &kernel.config,
+                0o644,
+            )?;
+            let mut libs = std::collections::BTreeSet::new();
+            for (name, path) in &self.executables {
+                let stripped = strip_debug(path, &work.path().join(name))?;
+                cpio.file_from(&format!("bin/{name}"), &stripped, 0o755)?;
+                libs.extend(shared_libraries(path)?);
+            }
+            let mut dirs = std::collections::BTreeSet::new();
+            for lib in &libs {
+                let rel = lib.strip_prefix("/").unwrap_or(lib);
+                for a in rel.ancestors().skip(1) {
+                    if !a.as_os_str().is_empty() && a != Path::new("lib") {
+                        dirs.insert(a.to_path_buf());
+                    }
+                }
+            }
+            // Parents before children (BTreeSet order sorts "lib64" after "lib").
+            for d in &dirs {
+                cpio.dir(d.to_str().context("library directory not UTF-8")?)?;
+            }
+            for lib in &libs {
+                let rel = lib.strip_prefix("/").unwrap_or(lib);
+                cpio.file_from(rel.to_str().context("library path not UTF-8")?, lib, 0o755)?;
+            }
             for (name, path) in &self.images {
                 images_bytes += fs::metadata(path)
                     .with_context(|| format!("image {name}: {}", path.display()))?
@@ -548,6 +599,52 @@ fn has_interp(elf: &[u8]) -> bool {
     };
     const PT_INTERP: u32 = 3;
     (0..phnum as usize).any(|i| rd32(phoff as usize + i * phentsize as usize) == Some(PT_INTERP))
+}
+
+/// A copy of the executable `src` at `dst` without debug information (`objcopy
+/// --strip-debug`: a debug build of ishare is 98 MiB, 21 MiB stripped).
+fn strip_debug(src: &Path, dst: &Path) -> Result<PathBuf> {
+    let objcopy = find_tool("objcopy", "binutils")?;
+    let res = Command::new(&objcopy)
+        .arg("--strip-debug")
+        .arg(src)
+        .arg(dst)
+        .output()
+        .with_context(|| format!("running {}", objcopy.display()))?;
+    ensure!(
+        res.status.success(),
+        "objcopy --strip-debug {} failed:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    Ok(dst.to_path_buf())
+}
+
+/// The shared libraries (and the dynamic loader) `ldd` says `exe` loads, as absolute
+/// paths on the host; none for a static executable.
+fn shared_libraries(exe: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd")
+        .arg(exe)
+        .output()
+        .with_context(|| format!("running ldd {} (package libc-bin)", exe.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        // "not a dynamic executable"
+        return Ok(Vec::new());
+    }
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        match path {
+            Some(p) if p.starts_with('/') => libs.push(PathBuf::from(p)),
+            _ if line.contains("not found") => bail!("ldd {}: {line}", exe.display()),
+            _ => {}
+        }
+    }
+    Ok(libs)
 }
 
 /// The source of memtool, the reader through one kernel path each (read(2), mmap,
