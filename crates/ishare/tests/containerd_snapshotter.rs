@@ -1,0 +1,333 @@
+//! `ishare snapshotter` with real containerd 2.1.9 and runc (everything private: the
+//! containerd root, state and sockets, the snapshotter, the node daemon, the store).
+//!
+//! Two OCI images built offline with umoci hold the same 64 MiB file at different
+//! paths in different layers, plus a file unique to each; both are imported into the
+//! `ishare` snapshotter and into containerd's built-in `overlayfs` (the baseline).
+//! * one container per image and snapshotter reads its copy: checksums right; with
+//!   `ishare` the second container's memory cgroup is charged at most 5% of the page
+//!   cache the first was charged, with `overlayfs` both are charged in full;
+//! * overlay semantics: a lower file deleted by a later layer (a whiteout) is gone, an
+//!   opaque directory hides the lower entries, and a container writes, deletes a
+//!   lower-layer file and lists directories as on any overlay;
+//! * the snapshotter restarts while both containers run: they keep reading right bytes,
+//!   `ctr snapshots ls` is unchanged;
+//! * removing the containers and images removes every layer (image, mount, record).
+//!
+//! Needs root, /dev/fuse, and what scripts/install-deps.sh installs (containerd 2.1.9
+//! unpacked, runc, umoci, busybox-static).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ishare_testkit::containerd::{
+    Containerd, OciLayout, SnapshotterProc, container_page_cache, evict_under, install_busybox,
+    unmount_under,
+};
+use ishare_testkit::{ishare_bin, pagecache};
+use ishare_testkit::mounts::NodeDaemon;
+use ishare_testkit::tools::{require_root, run};
+use sha2::{Digest, Sha256};
+
+const BIG: usize = 64 << 20;
+const DOMAIN: &str = "containerd-test-domain-7Qx";
+
+/// Unmounts what is left under the test directory before it is removed.
+struct UnmountGuard(PathBuf);
+
+impl Drop for UnmountGuard {
+    fn drop(&mut self) {
+        unmount_under(&self.0);
+    }
+}
+
+/// Dropped in order: containers and containerd, the snapshotter, the node daemon (its
+/// layer mounts), leftovers, the directory.
+struct Env {
+    ctrd: Containerd,
+    snap: SnapshotterProc,
+    daemon: NodeDaemon,
+    _guard: UnmountGuard,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn start() -> Env {
+        require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("ishare-ctrd-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        let daemon = NodeDaemon::start(&ishare_bin!());
+        let snap = SnapshotterProc::start(
+            &ishare_bin!(),
+            &d.join("snap"),
+            &d.join("snap.sock"),
+            &daemon.socket(),
+            &d.join("store"),
+            DOMAIN,
+        );
+        let ctrd = Containerd::start(&d.join("ctrd"), &d.join("snap.sock"));
+        Env {
+            ctrd,
+            snap,
+            daemon,
+            _guard: UnmountGuard(d.to_path_buf()),
+            dir,
+        }
+    }
+
+    fn snapshots(&self) -> String {
+        self.ctrd
+            .ctr_ok(&["snapshots", "--snapshotter", "ishare", "ls"])
+    }
+
+    fn snap_root(&self) -> PathBuf {
+        self.dir.path().join("snap")
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn write(root: &Path, rel: &str, data: &[u8]) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, data).unwrap();
+}
+
+/// Images `a` and `b` in one layout, archived for `ctr images import`; the big file's
+/// content.
+fn build_images(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let big = ishare_testkit::Rng::new(0x5eed_c0de).bytes(BIG);
+    let oci = OciLayout::init(&dir.join("oci"));
+    let base = |r: &Path| install_busybox(r);
+    let a_big = |r: &Path| {
+        write(r, "data/a/big", &big);
+        write(r, "data/a/gone", b"lower\n");
+        write(r, "opq/old", b"hidden\n");
+    };
+    let a_top = |r: &Path| {
+        write(r, "uniq", b"image a\n");
+        fs::remove_file(r.join("data/a/gone")).unwrap();
+    };
+    oci.image("a", &[&base, &a_big, &a_top]);
+    // An opaque directory, as docker writes one: `.wh..wh..opq` (umoci writes a
+    // whiteout per entry instead).
+    let stage = dir.join("opaque-layer");
+    write(&stage, "opq/.wh..wh..opq", b"");
+    write(&stage, "opq/new", b"new\n");
+    let tar = dir.join("opaque.tar");
+    run(std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&stage)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("opq"));
+    oci.add_tar_layer("a", &tar);
+    let b_big = |r: &Path| {
+        write(r, "srv/b/copy", &big);
+        write(r, "srv/b/pad", b"pad\n");
+    };
+    let b_top = |r: &Path| write(r, "uniq", b"image b\n");
+    oci.image("b", &[&base, &b_big, &b_top]);
+    let archive = dir.join("images.tar");
+    oci.archive(&archive);
+    (archive, big)
+}
+
+/// Reads the big file once through its layer mount (on the host) and waits until the
+/// node daemon has published it as a store object: the first open of a file copies it
+/// into the store in the daemon (charged to the daemon's cgroup, not a container's),
+/// so the containers are measured against a published, cold object.
+fn publish_big(env: &Env, want: &str) {
+    let mounts = env.snap_root().join("l");
+    let mut read = 0;
+    for e in fs::read_dir(&mounts).unwrap().flatten() {
+        let p = e.path().join("data/a/big");
+        if p.exists() {
+            assert_eq!(sha256_hex(&fs::read(&p).unwrap()), want, "{}", p.display());
+            read += 1;
+        }
+    }
+    assert_eq!(read, 1, "one layer mount holds data/a/big");
+    let store = env.dir.path().join("store");
+    let start = Instant::now();
+    while !find_object(&store) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no 64 MiB object appeared in {}",
+            store.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether a published (named, not temporary) object of BIG bytes is in the store.
+fn find_object(dir: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let m = e.metadata().unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if m.is_dir() {
+            find_object(&e.path())
+        } else {
+            m.len() == BIG as u64 && !name.contains(".tmp") && !name.ends_with(".lock")
+        }
+    })
+}
+
+/// Page cache charged to containers `first` and `second`, started one after the other
+/// (each reading its copy of the big file into `/sum`), checksums checked.
+fn measure(env: &Env, snapshotter: &str, first: &str, second: &str, want: &str) -> (u64, u64) {
+    evict_under(env.dir.path());
+    let mut charged = Vec::new();
+    for (id, image, file) in [
+        (first, "localhost/img:a", "/data/a/big"),
+        (second, "localhost/img:b", "/srv/b/copy"),
+    ] {
+        env.ctrd.run_detached(
+            snapshotter,
+            image,
+            id,
+            &format!("sha256sum {file} > /sum; sleep 100000"),
+        );
+        let sum = env.ctrd.wait_file(id, "/sum");
+        assert_eq!(
+            sum.split_whitespace().next(),
+            Some(want),
+            "{snapshotter}: container {id} read wrong bytes from {file}"
+        );
+        charged.push(container_page_cache(id));
+    }
+    (charged[0], charged[1])
+}
+
+#[test]
+fn containers_share_page_cache_keep_overlay_semantics_and_survive_restarts() {
+    require_root();
+    // Moves this process into a memory cgroup of its own first, so the daemons it
+    // starts are charged there.
+    pagecache::cached_kib();
+    let env = Env::start();
+    let (archive, big) = build_images(env.dir.path());
+    let want = sha256_hex(&big);
+    let archive = archive.to_str().unwrap();
+    for sn in ["ishare", "overlayfs"] {
+        env.ctrd.ctr_ok(&[
+            "images",
+            "import",
+            "--snapshotter",
+            sn,
+            "--base-name",
+            "localhost/img",
+            archive,
+        ]);
+    }
+    // Each image's layers are committed snapshots: 4 + 3 layers.
+    let listed = env.snapshots();
+    assert_eq!(listed.matches("Committed").count(), 7, "{listed}");
+
+    // Page cache: ishare next to overlayfs. The test's own cgroup holds the node
+    // daemon (and containerd, the snapshotter): what it is charged meanwhile is the
+    // daemon's side of serving the containers, printed too.
+    publish_big(&env, &want);
+    let daemon_before = pagecache::cached_kib();
+    let (ia, ib) = measure(&env, "ishare", "ia", "ib", &want);
+    let daemon = (pagecache::cached_kib() - daemon_before).max(0) as f64 / 1024.0;
+    let (oa, ob) = measure(&env, "overlayfs", "oa", "ob", &want);
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    eprintln!(
+        "page cache charged (MiB), first / second container reading the same 64 MiB file:\n\
+         ishare     {:8.1} / {:8.1}   (node daemon and test meanwhile: {daemon:.1})\n\
+         overlayfs  {:8.1} / {:8.1}",
+        mib(ia),
+        mib(ib),
+        mib(oa),
+        mib(ob)
+    );
+    let full = (BIG as u64) * 9 / 10;
+    assert!(ia >= full, "ishare: the first reader was charged only {ia} bytes");
+    assert!(
+        ib * 20 <= ia,
+        "ishare: the second container was charged {ib} bytes, more than 5% of the first's {ia}"
+    );
+    assert!(
+        oa >= full && ob >= full,
+        "overlayfs baseline: both containers should be charged in full ({oa}, {ob})"
+    );
+
+    // Overlay semantics: whiteouts and opaque directories of the layers, and a
+    // container's own writes and deletions.
+    let out = env.ctrd.ctr_ok(&[
+        "run",
+        "--rm",
+        "--snapshotter",
+        "ishare",
+        "localhost/img:a",
+        "sem",
+        "sh",
+        "-c",
+        "test -e /data/a/gone && echo gone-visible; ls /opq; cat /uniq; \
+         echo written > /data/a/w; rm /data/a/big; echo listing; ls /data/a; cat /data/a/w",
+    ]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["new", "image a", "listing", "w", "written"],
+        "overlay semantics in a container on ishare layers"
+    );
+
+    // Restart the snapshotter while ia and ib run: nothing they use moves.
+    let before = env.snapshots();
+    let mut env = env;
+    env.snap.restart();
+    assert_eq!(env.snapshots(), before, "ctr snapshots ls changed across a restart");
+    for (id, file) in [("ia", "/data/a/big"), ("ib", "/srv/b/copy")] {
+        let out = env.ctrd.ctr_ok(&[
+            "tasks",
+            "exec",
+            "--exec-id",
+            &format!("again-{id}"),
+            id,
+            "sha256sum",
+            file,
+        ]);
+        assert_eq!(out.split_whitespace().next(), Some(want.as_str()), "{id} after restart");
+    }
+
+    // Remove containers and images: every ishare layer goes.
+    env.ctrd.remove_containers();
+    env.ctrd
+        .ctr_ok(&["images", "rm", "--sync", "localhost/img:a", "localhost/img:b"]);
+    let start = Instant::now();
+    while !env.snapshots().lines().skip(1).all(|l| l.trim().is_empty()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "snapshots left after removing the images:\n{}\n{}",
+            env.snapshots(),
+            env.snap.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for sub in ["layers", "l", "snapshots"] {
+        let left: Vec<_> = fs::read_dir(env.snap_root().join(sub))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{sub}/ still holds {left:?}");
+    }
+    let mounts = ishare_share::list_mounts(&env.daemon.socket()).unwrap();
+    assert!(
+        mounts.as_ref().is_some_and(|(_, m)| m.is_empty()),
+        "the node daemon still serves {mounts:?}"
+    );
+}
