@@ -1,0 +1,247 @@
+//! `ishare snapshotter`'s gRPC API called directly with a tonic client, as containerd's
+//! proxy plugin calls it: containerd's error codes (NotFound, AlreadyExists,
+//! FailedPrecondition, InvalidArgument), the mounts of each kind of snapshot, labels,
+//! Usage, List filters, and Cleanup of what a crash left (at start).
+//!
+//! Needs root and /dev/fuse (layers are mounted by a private node daemon).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use ishare_snapshotter::proto::services::snapshots::v1 as pb;
+use ishare_snapshotter::proto::types::Mount;
+use ishare_testkit::containerd::{SnapshotterProc, unmount_under};
+use ishare_testkit::ishare_bin;
+use ishare_testkit::mounts::NodeDaemon;
+use ishare_testkit::tools::require_root;
+use pb::snapshots_client::SnapshotsClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+struct UnmountGuard(PathBuf);
+
+impl Drop for UnmountGuard {
+    fn drop(&mut self) {
+        unmount_under(&self.0);
+    }
+}
+
+async fn client(socket: &Path) -> SnapshotsClient<Channel> {
+    let socket = socket.to_path_buf();
+    let channel = tonic::transport::Endpoint::try_from("http://[::1]:1")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connect to the snapshotter");
+    SnapshotsClient::new(channel)
+}
+
+fn code<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(s) => {
+            assert!(!s.message().is_empty());
+            s.code()
+        }
+    }
+}
+
+fn prepare(key: &str, parent: &str) -> pb::PrepareSnapshotRequest {
+    pb::PrepareSnapshotRequest {
+        key: key.into(),
+        parent: parent.into(),
+        ..Default::default()
+    }
+}
+
+fn view(key: &str, parent: &str) -> pb::ViewSnapshotRequest {
+    pb::ViewSnapshotRequest {
+        key: key.into(),
+        parent: parent.into(),
+        ..Default::default()
+    }
+}
+
+fn commit(name: &str, key: &str) -> pb::CommitSnapshotRequest {
+    pb::CommitSnapshotRequest {
+        name: name.into(),
+        key: key.into(),
+        ..Default::default()
+    }
+}
+
+fn key(k: &str) -> pb::RemoveSnapshotRequest {
+    pb::RemoveSnapshotRequest {
+        key: k.into(),
+        ..Default::default()
+    }
+}
+
+fn stat(k: &str) -> pb::StatSnapshotRequest {
+    pb::StatSnapshotRequest {
+        key: k.into(),
+        ..Default::default()
+    }
+}
+
+fn one(m: Vec<Mount>) -> Mount {
+    assert_eq!(m.len(), 1, "{m:?}");
+    m.into_iter().next().unwrap()
+}
+
+async fn list(c: &mut SnapshotsClient<Channel>, filters: &[&str]) -> Vec<String> {
+    let mut s = c
+        .list(pb::ListSnapshotsRequest {
+            filters: filters.iter().map(|f| f.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut names = Vec::new();
+    while let Some(batch) = s.message().await.unwrap() {
+        names.extend(batch.info.into_iter().map(|i| i.name));
+    }
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_api_keeps_containerds_rules() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = NodeDaemon::start(&ishare_bin!());
+    let root = dir.path().join("snap");
+    let socket = dir.path().join("snap.sock");
+    let store = dir.path().join("store");
+    let _guard = UnmountGuard(dir.path().to_path_buf());
+    let mut snap = SnapshotterProc::start(
+        &ishare_bin!(),
+        &root,
+        &socket,
+        &daemon.socket(),
+        &store,
+        "grpc-test",
+    );
+    let mut c = client(&socket).await;
+
+    // A base layer: a bind of an empty directory, applied into, committed.
+    let m = one(c.prepare(prepare("a", "")).await.unwrap().into_inner().mounts);
+    assert_eq!((m.r#type.as_str(), &m.options[..]), ("bind", &["rw".to_string(), "rbind".into()][..]));
+    let fs_dir = PathBuf::from(&m.source);
+    assert_eq!(fs::read_dir(&fs_dir).unwrap().count(), 0, "a fresh snapshot is empty");
+    fs::write(fs_dir.join("hello"), b"hello\n").unwrap();
+    assert_eq!(code(c.prepare(prepare("a", "")).await), Code::AlreadyExists);
+    assert_eq!(code(c.view(view("v", "nope")).await), Code::NotFound);
+    assert_eq!(code(c.prepare(prepare("p", "a")).await), Code::InvalidArgument, "an active parent");
+    assert_eq!(
+        code(c.mounts(pb::MountsRequest { key: "nope".into(), ..Default::default() }).await),
+        Code::NotFound
+    );
+    assert_eq!(code(c.stat(stat("nope")).await), Code::NotFound);
+    assert_eq!(code(c.commit(commit("L1", "nope")).await), Code::NotFound);
+    assert_eq!(code(c.remove(key("nope")).await), Code::NotFound);
+    c.commit(commit("L1", "a")).await.unwrap();
+    assert!(!fs_dir.exists(), "the applied directory is removed after Commit");
+    assert_eq!(code(c.commit(commit("L1", "a")).await), Code::NotFound);
+    let info = c.stat(stat("L1")).await.unwrap().into_inner().info.unwrap();
+    assert_eq!(info.kind, pb::Kind::Committed as i32);
+    let usage = c
+        .usage(pb::UsageRequest { key: "L1".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(usage.size >= 4096 && usage.inodes >= 2, "{usage:?}");
+
+    // A view of one layer: a read-only bind of the layer's mount.
+    let m = one(c.view(view("v1", "L1")).await.unwrap().into_inner().mounts);
+    assert_eq!(m.r#type, "bind");
+    assert!(m.options.contains(&"ro".to_string()), "{m:?}");
+    assert_eq!(fs::read(Path::new(&m.source).join("hello")).unwrap(), b"hello\n");
+    assert_eq!(code(c.view(view("v1", "L1")).await), Code::AlreadyExists);
+    assert_eq!(code(c.commit(commit("L2", "v1")).await), Code::FailedPrecondition);
+    assert_eq!(
+        code(c.mounts(pb::MountsRequest { key: "L1".into(), ..Default::default() }).await),
+        Code::FailedPrecondition
+    );
+
+    // An active snapshot on the layer: an overlay.
+    let mut labels = HashMap::new();
+    labels.insert("x".to_string(), "1".to_string());
+    let m = one(
+        c.prepare(pb::PrepareSnapshotRequest { labels, ..prepare("b", "L1") })
+            .await
+            .unwrap()
+            .into_inner()
+            .mounts,
+    );
+    assert_eq!(m.r#type, "overlay");
+    assert!(m.options.iter().any(|o| o.starts_with("upperdir=")), "{m:?}");
+    let lower = m.options.iter().find_map(|o| o.strip_prefix("lowerdir=")).unwrap();
+    assert_eq!(fs::read(Path::new(lower).join("hello")).unwrap(), b"hello\n");
+    let again = one(
+        c.mounts(pb::MountsRequest { key: "b".into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .mounts,
+    );
+    assert_eq!(again, m, "Mounts repeats Prepare's answer");
+
+    // Labels: set one, delete one, refuse other fields.
+    let mut labels = HashMap::new();
+    labels.insert("y".to_string(), "2".to_string());
+    let upd = |labels: HashMap<String, String>, paths: &[&str]| pb::UpdateSnapshotRequest {
+        info: Some(pb::Info { name: "b".into(), labels, ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        }),
+        ..Default::default()
+    };
+    let i = c.update(upd(labels, &["labels.y", "labels.x"])).await.unwrap().into_inner();
+    let got = i.info.unwrap().labels;
+    assert_eq!(got.get("y").map(String::as_str), Some("2"));
+    assert!(!got.contains_key("x"), "labels.x absent from the request deletes it: {got:?}");
+    assert_eq!(code(c.update(upd(HashMap::new(), &["parent"])).await), Code::InvalidArgument);
+
+    // List, with filters.
+    assert_eq!(list(&mut c, &[]).await, ["L1", "b", "v1"]);
+    assert_eq!(list(&mut c, &["kind==committed"]).await, ["L1"]);
+    assert_eq!(list(&mut c, &["parent==L1,labels.y==2"]).await, ["b"]);
+    assert_eq!(list(&mut c, &["kind==view", "kind==committed"]).await, ["L1", "v1"]);
+    assert_eq!(code(c.list(pb::ListSnapshotsRequest { filters: vec!["size==1".into()], ..Default::default() }).await), Code::InvalidArgument);
+
+    // Remove: not while children exist; then the layer's image and mount go.
+    assert_eq!(code(c.remove(key("L1")).await), Code::FailedPrecondition);
+
+    // A crash's leftovers (a snapshot directory and a layer no record names) are gone
+    // after a restart; the records, the layer mount and the overlay stay.
+    fs::create_dir_all(root.join("snapshots/999/fs")).unwrap();
+    fs::create_dir_all(root.join("layers/998")).unwrap();
+    fs::write(root.join("layers/998/layer.erofs.tmp"), b"half").unwrap();
+    drop(c);
+    snap.restart();
+    let mut c = client(&socket).await;
+    assert!(!root.join("snapshots/999").exists() && !root.join("layers/998").exists());
+    assert_eq!(list(&mut c, &[]).await, ["L1", "b", "v1"]);
+    assert_eq!(fs::read(Path::new(lower).join("hello")).unwrap(), b"hello\n");
+
+    c.remove(key("b")).await.unwrap();
+    c.remove(key("v1")).await.unwrap();
+    c.remove(key("L1")).await.unwrap();
+    assert_eq!(code(c.stat(stat("L1")).await), Code::NotFound);
+    for sub in ["snapshots", "layers", "l"] {
+        assert_eq!(fs::read_dir(root.join(sub)).unwrap().count(), 0, "{sub}/ is empty");
+    }
+    let (_, mounts) = ishare_share::list_mounts(&daemon.socket()).unwrap().unwrap();
+    assert!(mounts.is_empty(), "{mounts:?}");
+    c.cleanup(pb::CleanupRequest::default()).await.unwrap();
+}
