@@ -84,6 +84,30 @@ impl Env {
             .ctr_ok(&["snapshots", "--snapshotter", "ishare", "ls"])
     }
 
+    /// `ctr snapshots ls` once containerd has reconnected to a restarted snapshotter:
+    /// its proxy client redials with a backoff capped at 3 s, and calls meanwhile fail
+    /// with "connection refused" (only those are retried).
+    fn snapshots_after_restart(&self) -> String {
+        let start = Instant::now();
+        loop {
+            let out = ishare_testkit::tools::run_unchecked(self.ctrd.ctr().args([
+                "snapshots",
+                "--snapshotter",
+                "ishare",
+                "ls",
+            ]));
+            let err = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            assert!(
+                err.contains("connection refused") && start.elapsed() < Duration::from_secs(15),
+                "ctr snapshots ls after the restart: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn snap_root(&self) -> PathBuf {
         self.dir.path().join("snap")
     }
@@ -289,7 +313,11 @@ fn containers_share_page_cache_keep_overlay_semantics_and_survive_restarts() {
     let before = env.snapshots();
     let mut env = env;
     env.snap.restart();
-    assert_eq!(env.snapshots(), before, "ctr snapshots ls changed across a restart");
+    assert_eq!(
+        env.snapshots_after_restart(),
+        before,
+        "ctr snapshots ls changed across a restart"
+    );
     for (id, file) in [("ia", "/data/a/big"), ("ib", "/srv/b/copy")] {
         let out = env.ctrd.ctr_ok(&[
             "tasks",
@@ -330,4 +358,29 @@ fn containers_share_page_cache_keep_overlay_semantics_and_survive_restarts() {
         mounts.as_ref().is_some_and(|(_, m)| m.is_empty()),
         "the node daemon still serves {mounts:?}"
     );
+    // No layer holds the objects any more: `ishare store gc` collects them all.
+    let store = env.dir.path().join("store");
+    assert!(find_object(&store), "the shared object is in the store before gc");
+    run(std::process::Command::new(ishare_bin!())
+        .args(["store", "gc", "--store"])
+        .arg(&store));
+    let left = objects(&store);
+    assert!(left.is_empty(), "objects left after gc: {left:?}");
+}
+
+/// The files of the store outside its records.
+fn objects(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_name() == "records" {
+            continue;
+        }
+        if p.is_dir() {
+            out.extend(objects(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
