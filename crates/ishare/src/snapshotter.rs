@@ -57,9 +57,10 @@ pub fn run(a: Args) -> Result<()> {
             .with_context(|| format!("opening the snapshotter at {}", root.display()))?;
         let shutdown = async {
             use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) =
-                (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-            else {
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
                 return std::future::pending().await;
             };
             tokio::select! {

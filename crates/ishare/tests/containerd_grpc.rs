@@ -134,28 +134,56 @@ async fn snapshots_api_keeps_containerds_rules() {
     let mut c = client(&socket).await;
 
     // A base layer: a bind of an empty directory, applied into, committed.
-    let m = one(c.prepare(prepare("a", "")).await.unwrap().into_inner().mounts);
-    assert_eq!((m.r#type.as_str(), &m.options[..]), ("bind", &["rw".to_string(), "rbind".into()][..]));
+    let m = one(c
+        .prepare(prepare("a", ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts);
+    assert_eq!(
+        (m.r#type.as_str(), &m.options[..]),
+        ("bind", &["rw".to_string(), "rbind".into()][..])
+    );
     let fs_dir = PathBuf::from(&m.source);
-    assert_eq!(fs::read_dir(&fs_dir).unwrap().count(), 0, "a fresh snapshot is empty");
+    assert_eq!(
+        fs::read_dir(&fs_dir).unwrap().count(),
+        0,
+        "a fresh snapshot is empty"
+    );
     fs::write(fs_dir.join("hello"), b"hello\n").unwrap();
     assert_eq!(code(c.prepare(prepare("a", "")).await), Code::AlreadyExists);
     assert_eq!(code(c.view(view("v", "nope")).await), Code::NotFound);
-    assert_eq!(code(c.prepare(prepare("p", "a")).await), Code::InvalidArgument, "an active parent");
     assert_eq!(
-        code(c.mounts(pb::MountsRequest { key: "nope".into(), ..Default::default() }).await),
+        code(c.prepare(prepare("p", "a")).await),
+        Code::InvalidArgument,
+        "an active parent"
+    );
+    assert_eq!(
+        code(
+            c.mounts(pb::MountsRequest {
+                key: "nope".into(),
+                ..Default::default()
+            })
+            .await
+        ),
         Code::NotFound
     );
     assert_eq!(code(c.stat(stat("nope")).await), Code::NotFound);
     assert_eq!(code(c.commit(commit("L1", "nope")).await), Code::NotFound);
     assert_eq!(code(c.remove(key("nope")).await), Code::NotFound);
     c.commit(commit("L1", "a")).await.unwrap();
-    assert!(!fs_dir.exists(), "the applied directory is removed after Commit");
+    assert!(
+        !fs_dir.exists(),
+        "the applied directory is removed after Commit"
+    );
     assert_eq!(code(c.commit(commit("L1", "a")).await), Code::NotFound);
     let info = c.stat(stat("L1")).await.unwrap().into_inner().info.unwrap();
     assert_eq!(info.kind, pb::Kind::Committed as i32);
     let usage = c
-        .usage(pb::UsageRequest { key: "L1".into(), ..Default::default() })
+        .usage(pb::UsageRequest {
+            key: "L1".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -165,59 +193,111 @@ async fn snapshots_api_keeps_containerds_rules() {
     let m = one(c.view(view("v1", "L1")).await.unwrap().into_inner().mounts);
     assert_eq!(m.r#type, "bind");
     assert!(m.options.contains(&"ro".to_string()), "{m:?}");
-    assert_eq!(fs::read(Path::new(&m.source).join("hello")).unwrap(), b"hello\n");
-    assert_eq!(code(c.view(view("v1", "L1")).await), Code::AlreadyExists);
-    assert_eq!(code(c.commit(commit("L2", "v1")).await), Code::FailedPrecondition);
     assert_eq!(
-        code(c.mounts(pb::MountsRequest { key: "L1".into(), ..Default::default() }).await),
+        fs::read(Path::new(&m.source).join("hello")).unwrap(),
+        b"hello\n"
+    );
+    assert_eq!(code(c.view(view("v1", "L1")).await), Code::AlreadyExists);
+    assert_eq!(
+        code(c.commit(commit("L2", "v1")).await),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(
+            c.mounts(pb::MountsRequest {
+                key: "L1".into(),
+                ..Default::default()
+            })
+            .await
+        ),
         Code::FailedPrecondition
     );
 
     // An active snapshot on the layer: an overlay.
     let mut labels = HashMap::new();
     labels.insert("x".to_string(), "1".to_string());
-    let m = one(
-        c.prepare(pb::PrepareSnapshotRequest { labels, ..prepare("b", "L1") })
-            .await
-            .unwrap()
-            .into_inner()
-            .mounts,
-    );
+    let m = one(c
+        .prepare(pb::PrepareSnapshotRequest {
+            labels,
+            ..prepare("b", "L1")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts);
     assert_eq!(m.r#type, "overlay");
-    assert!(m.options.iter().any(|o| o.starts_with("upperdir=")), "{m:?}");
-    let lower = m.options.iter().find_map(|o| o.strip_prefix("lowerdir=")).unwrap();
-    assert_eq!(fs::read(Path::new(lower).join("hello")).unwrap(), b"hello\n");
-    let again = one(
-        c.mounts(pb::MountsRequest { key: "b".into(), ..Default::default() })
-            .await
-            .unwrap()
-            .into_inner()
-            .mounts,
+    assert!(
+        m.options.iter().any(|o| o.starts_with("upperdir=")),
+        "{m:?}"
     );
+    let lower = m
+        .options
+        .iter()
+        .find_map(|o| o.strip_prefix("lowerdir="))
+        .unwrap();
+    assert_eq!(
+        fs::read(Path::new(lower).join("hello")).unwrap(),
+        b"hello\n"
+    );
+    let again = one(c
+        .mounts(pb::MountsRequest {
+            key: "b".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts);
     assert_eq!(again, m, "Mounts repeats Prepare's answer");
 
     // Labels: set one, delete one, refuse other fields.
     let mut labels = HashMap::new();
     labels.insert("y".to_string(), "2".to_string());
     let upd = |labels: HashMap<String, String>, paths: &[&str]| pb::UpdateSnapshotRequest {
-        info: Some(pb::Info { name: "b".into(), labels, ..Default::default() }),
+        info: Some(pb::Info {
+            name: "b".into(),
+            labels,
+            ..Default::default()
+        }),
         update_mask: Some(prost_types::FieldMask {
             paths: paths.iter().map(|p| p.to_string()).collect(),
         }),
         ..Default::default()
     };
-    let i = c.update(upd(labels, &["labels.y", "labels.x"])).await.unwrap().into_inner();
+    let i = c
+        .update(upd(labels, &["labels.y", "labels.x"]))
+        .await
+        .unwrap()
+        .into_inner();
     let got = i.info.unwrap().labels;
     assert_eq!(got.get("y").map(String::as_str), Some("2"));
-    assert!(!got.contains_key("x"), "labels.x absent from the request deletes it: {got:?}");
-    assert_eq!(code(c.update(upd(HashMap::new(), &["parent"])).await), Code::InvalidArgument);
+    assert!(
+        !got.contains_key("x"),
+        "labels.x absent from the request deletes it: {got:?}"
+    );
+    assert_eq!(
+        code(c.update(upd(HashMap::new(), &["parent"])).await),
+        Code::InvalidArgument
+    );
 
     // List, with filters.
     assert_eq!(list(&mut c, &[]).await, ["L1", "b", "v1"]);
     assert_eq!(list(&mut c, &["kind==committed"]).await, ["L1"]);
     assert_eq!(list(&mut c, &["parent==L1,labels.y==2"]).await, ["b"]);
-    assert_eq!(list(&mut c, &["kind==view", "kind==committed"]).await, ["L1", "v1"]);
-    assert_eq!(code(c.list(pb::ListSnapshotsRequest { filters: vec!["size==1".into()], ..Default::default() }).await), Code::InvalidArgument);
+    assert_eq!(
+        list(&mut c, &["kind==view", "kind==committed"]).await,
+        ["L1", "v1"]
+    );
+    assert_eq!(
+        code(
+            c.list(pb::ListSnapshotsRequest {
+                filters: vec!["size==1".into()],
+                ..Default::default()
+            })
+            .await
+        ),
+        Code::InvalidArgument
+    );
 
     // Remove: not while children exist; then the layer's image and mount go.
     assert_eq!(code(c.remove(key("L1")).await), Code::FailedPrecondition);
@@ -232,16 +312,67 @@ async fn snapshots_api_keeps_containerds_rules() {
     let mut c = client(&socket).await;
     assert!(!root.join("snapshots/999").exists() && !root.join("layers/998").exists());
     assert_eq!(list(&mut c, &[]).await, ["L1", "b", "v1"]);
-    assert_eq!(fs::read(Path::new(lower).join("hello")).unwrap(), b"hello\n");
+    assert_eq!(
+        fs::read(Path::new(lower).join("hello")).unwrap(),
+        b"hello\n"
+    );
 
     c.remove(key("b")).await.unwrap();
     c.remove(key("v1")).await.unwrap();
     c.remove(key("L1")).await.unwrap();
     assert_eq!(code(c.stat(stat("L1")).await), Code::NotFound);
     for sub in ["snapshots", "layers", "l"] {
-        assert_eq!(fs::read_dir(root.join(sub)).unwrap().count(), 0, "{sub}/ is empty");
+        assert_eq!(
+            fs::read_dir(root.join(sub)).unwrap().count(),
+            0,
+            "{sub}/ is empty"
+        );
     }
-    let (_, mounts) = ishare_share::list_mounts(&daemon.socket()).unwrap().unwrap();
+    let (_, mounts) = ishare_share::list_mounts(&daemon.socket())
+        .unwrap()
+        .unwrap();
     assert!(mounts.is_empty(), "{mounts:?}");
     c.cleanup(pb::CleanupRequest::default()).await.unwrap();
+
+    // A full disk during Commit: ResourceExhausted naming the snapshot, nothing
+    // half-written left, the snapshot still active; Commit works once there is room.
+    let m = one(c
+        .prepare(prepare("full", ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts);
+    fs::write(Path::new(&m.source).join("data"), vec![7u8; 1 << 20]).unwrap();
+    let layers = root.join("layers");
+    rustix::mount::mount(
+        "tmpfs",
+        &layers,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        c"size=64k",
+    )
+    .unwrap();
+    let r = c.commit(commit("F", "full")).await;
+    let listed: Vec<_> = fs::read_dir(&layers)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    rustix::mount::unmount(&layers, rustix::mount::UnmountFlags::empty()).unwrap();
+    let status = r.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("\"full\""), "{status:?}");
+    assert!(listed.is_empty(), "a failed Commit left {listed:?}");
+    assert_eq!(fs::read_dir(root.join("l")).unwrap().count(), 0);
+    let info = c
+        .stat(stat("full"))
+        .await
+        .unwrap()
+        .into_inner()
+        .info
+        .unwrap();
+    assert_eq!(info.kind, pb::Kind::Active as i32);
+    assert_eq!(code(c.stat(stat("F")).await), Code::NotFound);
+    c.commit(commit("F", "full")).await.unwrap();
+    c.remove(key("F")).await.unwrap();
 }

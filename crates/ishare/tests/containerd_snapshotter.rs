@@ -25,9 +25,9 @@ use ishare_testkit::containerd::{
     Containerd, OciLayout, SnapshotterProc, container_page_cache, evict_under, install_busybox,
     unmount_under,
 };
-use ishare_testkit::{ishare_bin, pagecache};
 use ishare_testkit::mounts::NodeDaemon;
 use ishare_testkit::tools::{require_root, run};
+use ishare_testkit::{ishare_bin, pagecache};
 use sha2::{Digest, Sha256};
 
 const BIG: usize = 64 << 20;
@@ -279,7 +279,10 @@ fn containers_share_page_cache_keep_overlay_semantics_and_survive_restarts() {
         mib(ob)
     );
     let full = (BIG as u64) * 9 / 10;
-    assert!(ia >= full, "ishare: the first reader was charged only {ia} bytes");
+    assert!(
+        ia >= full,
+        "ishare: the first reader was charged only {ia} bytes"
+    );
     assert!(
         ib * 20 <= ia,
         "ishare: the second container was charged {ib} bytes, more than 5% of the first's {ia}"
@@ -328,13 +331,22 @@ fn containers_share_page_cache_keep_overlay_semantics_and_survive_restarts() {
             "sha256sum",
             file,
         ]);
-        assert_eq!(out.split_whitespace().next(), Some(want.as_str()), "{id} after restart");
+        assert_eq!(
+            out.split_whitespace().next(),
+            Some(want.as_str()),
+            "{id} after restart"
+        );
     }
 
     // Remove containers and images: every ishare layer goes.
     env.ctrd.remove_containers();
-    env.ctrd
-        .ctr_ok(&["images", "rm", "--sync", "localhost/img:a", "localhost/img:b"]);
+    env.ctrd.ctr_ok(&[
+        "images",
+        "rm",
+        "--sync",
+        "localhost/img:a",
+        "localhost/img:b",
+    ]);
     let start = Instant::now();
     while !env.snapshots().lines().skip(1).all(|l| l.trim().is_empty()) {
         assert!(
@@ -360,7 +372,10 @@ fn containers_share_page_cache_keep_overlay_semantics_and_survive_restarts() {
     );
     // No layer holds the objects any more: `ishare store gc` collects them all.
     let store = env.dir.path().join("store");
-    assert!(find_object(&store), "the shared object is in the store before gc");
+    assert!(
+        find_object(&store),
+        "the shared object is in the store before gc"
+    );
     run(std::process::Command::new(ishare_bin!())
         .args(["store", "gc", "--store"])
         .arg(&store));

@@ -246,7 +246,9 @@ impl Drop for Containerd {
 pub fn container_page_cache(id: &str) -> u64 {
     let (stat, key) = if Path::new("/sys/fs/cgroup/memory").is_dir() {
         (
-            PathBuf::from(format!("/sys/fs/cgroup/memory/{NAMESPACE}/{id}/memory.stat")),
+            PathBuf::from(format!(
+                "/sys/fs/cgroup/memory/{NAMESPACE}/{id}/memory.stat"
+            )),
             "cache",
         )
     } else {
@@ -451,9 +453,22 @@ fn umoci() -> PathBuf {
 pub fn install_busybox(rootfs: &Path) {
     let bin = rootfs.join("bin");
     fs::create_dir_all(&bin).unwrap();
-    fs::copy(require_tool(PathBuf::from("/bin/busybox")), bin.join("busybox")).unwrap();
+    fs::copy(
+        require_tool(PathBuf::from("/bin/busybox")),
+        bin.join("busybox"),
+    )
+    .unwrap();
     for applet in [
-        "sh", "ls", "cat", "sha256sum", "rm", "echo", "sleep", "mkdir", "test", "stat",
+        "sh",
+        "ls",
+        "cat",
+        "sha256sum",
+        "rm",
+        "echo",
+        "sleep",
+        "mkdir",
+        "test",
+        "stat",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
     }
