@@ -3,10 +3,11 @@
 //!
 //! Two OCI images built offline with umoci hold the same 64 MiB file at different
 //! paths in different layers, plus a file unique to each; both are imported into the
-//! `ishare` snapshotter and into containerd's built-in `overlayfs` (the baseline).
+//! `ishare` snapshotter and into containerd's built-in `overlayfs` and `erofs` (with
+//! fingerprints; the baselines).
 //! * one container per image and snapshotter reads its copy: checksums right; with
 //!   `ishare` the second container's memory cgroup is charged at most 5% of the page
-//!   cache the first was charged, with `overlayfs` both are charged in full;
+//!   cache the first was charged, with `overlayfs` and `erofs` both are charged in full;
 //! * overlay semantics: a lower file deleted by a later layer (a whiteout) is gone, an
 //!   opaque directory hides the lower entries, and a container writes, deletes a
 //!   lower-layer file and lists directories as on any overlay;
@@ -245,7 +246,7 @@ fn containers_share_page_cache_keep_overlay_semantics_and_survive_restarts() {
     let (archive, big) = build_images(env.dir.path());
     let want = sha256_hex(&big);
     let archive = archive.to_str().unwrap();
-    for sn in ["ishare", "overlayfs"] {
+    for sn in ["ishare", "overlayfs", "erofs"] {
         env.ctrd.ctr_ok(&[
             "images",
             "import",
@@ -268,15 +269,19 @@ fn containers_share_page_cache_keep_overlay_semantics_and_survive_restarts() {
     let (ia, ib) = measure(&env, "ishare", "ia", "ib", &want);
     let daemon = (pagecache::cached_kib() - daemon_before).max(0) as f64 / 1024.0;
     let (oa, ob) = measure(&env, "overlayfs", "oa", "ob", &want);
+    let (ea, eb) = measure(&env, "erofs", "ea", "eb", &want);
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     eprintln!(
         "page cache charged (MiB), first / second container reading the same 64 MiB file:\n\
          ishare     {:8.1} / {:8.1}   (node daemon and test meanwhile: {daemon:.1})\n\
-         overlayfs  {:8.1} / {:8.1}",
+         overlayfs  {:8.1} / {:8.1}\n\
+         erofs      {:8.1} / {:8.1}",
         mib(ia),
         mib(ib),
         mib(oa),
-        mib(ob)
+        mib(ob),
+        mib(ea),
+        mib(eb)
     );
     let full = (BIG as u64) * 9 / 10;
     assert!(
@@ -288,8 +293,8 @@ fn containers_share_page_cache_keep_overlay_semantics_and_survive_restarts() {
         "ishare: the second container was charged {ib} bytes, more than 5% of the first's {ia}"
     );
     assert!(
-        oa >= full && ob >= full,
-        "overlayfs baseline: both containers should be charged in full ({oa}, {ob})"
+        oa >= full && ob >= full && ea >= full && eb >= full,
+        "baselines: overlayfs ({oa}, {ob}) and erofs ({ea}, {eb}) charge both containers in full"
     );
 
     // Overlay semantics: whiteouts and opaque directories of the layers, and a

@@ -29,9 +29,12 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// PATH with containerd's directory first (containerd finds its shim, the shim runc).
+/// PATH with containerd's directory first (containerd finds its shim, the shim runc),
+/// then mkfs.erofs 1.9.4 (for the `erofs` differ's fingerprints).
 fn path_env() -> std::ffi::OsString {
     let mut p = bin_dir().into_os_string();
+    p.push(":");
+    p.push(crate::tools::mkfs_194().parent().unwrap());
     p.push(":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     p
 }
@@ -98,7 +101,7 @@ pub struct Containerd {
 impl Containerd {
     /// Starts containerd with everything under `dir`, the proxy snapshotter `ishare` at
     /// `proxy`, and import unpacking for linux/amd64 into `ishare`, `overlayfs` and
-    /// `erofs` (by `ctr images import --snapshotter`).
+    /// `erofs` (by `ctr images import --snapshotter`; erofs layers with fingerprints).
     pub fn start(dir: &Path, proxy: &Path) -> Containerd {
         fs::create_dir_all(dir).unwrap();
         let d = dir.display();
@@ -123,6 +126,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
     platform = "linux/amd64"
     snapshotter = "overlayfs"
     differ = "walking"
+  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+    platform = "linux/amd64"
+    snapshotter = "erofs"
+    differ = "erofs"
+[plugins."io.containerd.differ.v1.erofs"]
+  mkfs_options = ["--xattr-inode-digest"]
 "#,
             proxy = proxy.display()
         );
