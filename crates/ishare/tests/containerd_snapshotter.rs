@@ -10,7 +10,8 @@
 //!   cache the first was charged, with `overlayfs` and `erofs` both are charged in full;
 //! * overlay semantics: a lower file deleted by a later layer (a whiteout) is gone, an
 //!   opaque directory hides the lower entries, and a container writes, deletes a
-//!   lower-layer file and lists directories as on any overlay;
+//!   lower-layer file and lists directories as on any overlay; a layer member named
+//!   `../escaped` lands inside the image, nowhere else;
 //! * the snapshotter restarts while both containers run: they keep reading right bytes,
 //!   `ctr snapshots ls` is unchanged;
 //! * removing the containers and images removes every layer (image, mount, record).
@@ -155,6 +156,16 @@ fn build_images(dir: &Path) -> (PathBuf, Vec<u8>) {
         .arg("-cf")
         .arg(&tar)
         .arg("opq"));
+    // And a member that would escape the layer's root (`../escaped`, kept by -P):
+    // containerd's differ must land it inside the snapshot.
+    write(&stage, "escaped", b"escaped\n");
+    run(std::process::Command::new("tar")
+        .arg("-C")
+        .arg(stage.join("opq"))
+        .args(["-P", "-rf"])
+        .arg(&tar)
+        .arg("../escaped"));
+    fs::remove_file(stage.join("escaped")).unwrap();
     oci.add_tar_layer("a", &tar);
     let b_big = |r: &Path| {
         write(r, "srv/b/copy", &big);
@@ -309,12 +320,21 @@ fn containers_share_page_cache_keep_overlay_semantics_and_survive_restarts() {
         "sh",
         "-c",
         "test -e /data/a/gone && echo gone-visible; ls /opq; cat /uniq; \
-         echo written > /data/a/w; rm /data/a/big; echo listing; ls /data/a; cat /data/a/w",
+         echo written > /data/a/w; rm /data/a/big; echo listing; ls /data/a; cat /data/a/w; \
+         cat /escaped",
     ]);
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
-        ["new", "image a", "listing", "w", "written"],
+        ["new", "image a", "listing", "w", "written", "escaped"],
         "overlay semantics in a container on ishare layers"
+    );
+    // Only at the root of a snapshot tree (overlayfs keeps layers as directories
+    // `snapshots/ID/fs`), nowhere else.
+    let mut escaped = find_named(env.dir.path(), "escaped");
+    escaped.retain(|p| p.parent().and_then(Path::file_name) != Some("fs".as_ref()));
+    assert!(
+        escaped.is_empty(),
+        "a layer member escaped its snapshot: {escaped:?}"
     );
 
     // Restart the snapshotter while ia and ib run: nothing they use moves.
@@ -386,6 +406,32 @@ fn containers_share_page_cache_keep_overlay_semantics_and_survive_restarts() {
         .arg(&store));
     let left = objects(&store);
     assert!(left.is_empty(), "objects left after gc: {left:?}");
+}
+
+/// Entries named `name` under `dir`, on its filesystem (mounts below are skipped: the
+/// layer mounts and containers' root filesystems hold the file legitimately).
+fn find_named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = fs::metadata(dir).unwrap().dev();
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.dev() != dev {
+                continue;
+            }
+            if e.file_name() == name {
+                out.push(e.path());
+            }
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
 }
 
 /// The files of the store outside its records.
