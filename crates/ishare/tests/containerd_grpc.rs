@@ -1,7 +1,9 @@
 //! `ishare snapshotter`'s gRPC API called directly with a tonic client, as containerd's
 //! proxy plugin calls it: containerd's error codes (NotFound, AlreadyExists,
-//! FailedPrecondition, InvalidArgument), the mounts of each kind of snapshot, labels,
-//! Usage, List filters, and Cleanup of what a crash left (at start).
+//! FailedPrecondition, InvalidArgument, ResourceExhausted for a full disk during Commit,
+//! which leaves nothing behind), the mounts of each kind of snapshot, labels, Usage,
+//! List filters, Cleanup of what a crash left (at start), and layers mounted again at
+//! start after the node daemon went away.
 //!
 //! Needs root and /dev/fuse (layers are mounted by a private node daemon).
 
@@ -307,8 +309,27 @@ async fn snapshots_api_keeps_containerds_rules() {
     fs::create_dir_all(root.join("snapshots/999/fs")).unwrap();
     fs::create_dir_all(root.join("layers/998")).unwrap();
     fs::write(root.join("layers/998/layer.erofs.tmp"), b"half").unwrap();
+    // And the node daemon stops meanwhile (its mounts go with it): the restarted
+    // snapshotter starts one (`ishare daemon --launched` on the same socket) and
+    // mounts every committed layer again.
     drop(c);
+    let old = daemon.pid().expect("the node daemon's pid");
+    daemon.signal(rustix::process::Signal::TERM);
+    let t = std::time::Instant::now();
+    while NodeDaemon::alive(old) {
+        assert!(t.elapsed().as_secs() < 30, "the node daemon does not stop");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        fs::read(Path::new(lower).join("hello")).is_err(),
+        "the layer mount is gone"
+    );
     snap.restart();
+    assert_ne!(
+        daemon.pid(),
+        Some(old),
+        "a new node daemon serves the layers"
+    );
     let mut c = client(&socket).await;
     assert!(!root.join("snapshots/999").exists() && !root.join("layers/998").exists());
     assert_eq!(list(&mut c, &[]).await, ["L1", "b", "v1"]);

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Benchmark: containers from a family of related images on containerd 2.1.9 + runc,
+# through `ishare snapshotter` (layers shared through the node daemon) against
+# containerd's built-in overlayfs and erofs (fingerprints on) snapshotters.
+#
+# The images are the Debian root filesystems of bench/mount.sh's family (minbase,
+# minbase-r2, curl, python, python-r2, perl, git, web, dev, dev-r2), one uncompressed
+# layer each, written as an OCI layout by this script. For N in $NS: N containers, one
+# per image, started one after the other; each reads every regular file of its root
+# (`find / -xdev -type f | xargs cat`). Reported: the page cache charged to the
+# containers' memory cgroups in total, and to the cgroup of this script (the node
+# daemon, the snapshotter, containerd: ishare's first open of a file copies it into
+# the store there), and the wall time of `ctr run --rm IMAGE true` (snapshot, mount,
+# runc start and exit) per snapshotter.
+#
+# Everything is private: containerd's root, state and sockets, the snapshotter, the
+# node daemon and the store live in a temporary directory. Caches are dropped before
+# each (snapshotter, N). Run as root.
+#
+# Environment:
+#   ISHARE_CACHE  cache directory (default /var/cache/ishare)
+#   NS            container counts (default "2 5 10")
+#   SNAPSHOTTERS  (default "ishare overlayfs erofs")
+#   RESULTS       where the report goes (default bench/results/containerd.md)
+#   SKIP_BUILD=1  do not run `cargo build --release -p ishare`
+#   ISHARE_BIN    ishare binary (default $CARGO_TARGET_DIR/release/ishare, or
+#                 target/release/ishare)
+set -euo pipefail
+
+BENCH_NAME=containerd.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+NS=${NS:-2 5 10}
+SNAPSHOTTERS=${SNAPSHOTTERS:-ishare overlayfs erofs}
+RESULTS=${RESULTS:-$ROOT/bench/results/containerd.md}
+ISHARE_BIN=${ISHARE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/ishare}
+CTRD_BIN=$CACHE/containerd-2.1.9/usr/bin
+FAMILY=(minbase minbase-r2 curl python python-r2 perl git web dev dev-r2)
+[ "$(id -u)" = 0 ] || die "run as root"
+[ -x "$CTRD_BIN/containerd" ] || die "containerd 2.1.9 missing: run scripts/install-deps.sh"
+[ -x "$MKFS" ] || die "mkfs.erofs 1.9.4 missing: run scripts/install-deps.sh"
+max_n=0
+for n in $NS; do [ "$n" -le ${#FAMILY[@]} ] || die "NS: at most ${#FAMILY[@]}"; [ "$n" -le "$max_n" ] || max_n=$n; done
+for name in "${FAMILY[@]:0:$max_n}"; do
+  [ -d "$BENCH/rootfs-bookworm-$name" ] ||
+    die "$BENCH/rootfs-bookworm-$name missing: run PARTS=memory bench/mount.sh once (it builds the family)"
+done
+bench_build "$ISHARE_BIN"
+
+# --- the OCI layout: one uncompressed layer per image, cached -------------------
+OCI=$BENCH/containerd-oci
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+if [ ! -f "$OCI/index.json" ] || [ "$(cat "$OCI/family" 2>/dev/null)" != "${FAMILY[*]:0:$max_n}" ]; then
+  log "writing the OCI layout ($max_n images) into $OCI"
+  rm -rf "$OCI"
+  mkdir -p "$OCI/blobs/sha256"
+  printf '{"imageLayoutVersion":"1.0.0"}' >"$OCI/oci-layout"
+  entries=()
+  for name in "${FAMILY[@]:0:$max_n}"; do
+    tar --sort=name --numeric-owner --xattrs --xattrs-include='*' \
+      -C "$BENCH/rootfs-bookworm-$name" -cf "$OCI/layer.tar" .
+    l=$(sha "$OCI/layer.tar"); lsize=$(stat -c %s "$OCI/layer.tar")
+    mv "$OCI/layer.tar" "$OCI/blobs/sha256/$l"
+    printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$l" >"$OCI/c"
+    c=$(sha "$OCI/c"); csize=$(stat -c %s "$OCI/c"); mv "$OCI/c" "$OCI/blobs/sha256/$c"
+    printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
+      "$c" "$csize" "$l" "$lsize" >"$OCI/m"
+    m=$(sha "$OCI/m"); msize=$(stat -c %s "$OCI/m"); mv "$OCI/m" "$OCI/blobs/sha256/$m"
+    entries+=("$(printf '{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"%s"}}' "$m" "$msize" "$name")")
+  done
+  (IFS=,; printf '{"schemaVersion":2,"manifests":[%s]}' "${entries[*]}") >"$OCI/index.json"
+  echo "${FAMILY[*]:0:$max_n}" >"$OCI/family"
+fi
+
+# --- private containerd, node daemon, snapshotter --------------------------------
+W=$(mktemp -d /var/tmp/ishare-bench-ctrd.XXXXXX)
+PIDS=()
+cleanup() {
+  set +e
+  if [ -S "$W/containerd.sock" ]; then
+    for c in $(ctr containers ls -q 2>/dev/null); do
+      ctr tasks kill -s KILL "$c" >/dev/null 2>&1; sleep 0.2
+      ctr tasks rm -f "$c" >/dev/null 2>&1; ctr containers rm "$c" >/dev/null 2>&1
+    done
+  fi
+  local i
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill "${PIDS[$i]}" 2>/dev/null; wait "${PIDS[$i]}" 2>/dev/null
+  done
+  grep -o " $W/[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  rm -rf "$W"
+  [ -z "${CG:-}" ] || { echo $$ >"$CG_PARENT$ORIG_CG/cgroup.procs"; rmdir "$CG" 2>/dev/null; }
+}
+trap cleanup EXIT
+export PATH=$CTRD_BIN:$EU_BIN:$PATH
+ctr() { "$CTRD_BIN/ctr" -a "$W/containerd.sock" "$@"; }
+
+# This script, and so the daemons it starts, in a memory cgroup of its own (v1 here).
+CG_PARENT=/sys/fs/cgroup/memory
+[ -d "$CG_PARENT" ] || die "this script reads cgroup v1 memory.stat (cache)"
+ORIG_CG=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ { print $3 }' /proc/self/cgroup)
+CG=$CG_PARENT$ORIG_CG/ishare-bench-ctrd-$$
+mkdir "$CG"
+echo $$ >"$CG/cgroup.procs"
+cg_cache() { awk '$1 == "cache" { print $2 }' "$1/memory.stat"; }
+
+"$ISHARE_BIN" daemon --socket "$W/daemon.sock" --log "$W/daemon.log" >/dev/null 2>&1 &
+PIDS+=($!)
+until [ -S "$W/daemon.sock" ]; do sleep 0.1; done
+ISHARE_DOMAIN_ID=bench-containerd "$ISHARE_BIN" snapshotter --root "$W/snap" --address "$W/snap.sock" \
+  --socket "$W/daemon.sock" --store "$W/store" >"$W/snapshotter.log" 2>&1 &
+PIDS+=($!)
+until [ -S "$W/snap.sock" ]; do sleep 0.1; done
+cat >"$W/config.toml" <<EOF
+version = 3
+root = "$W/root"
+state = "$W/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.podsandbox.controller.v1.podsandbox", "io.containerd.sandbox.controller.v1.shim"]
+[grpc]
+  address = "$W/containerd.sock"
+[ttrpc]
+  address = "$W/containerd.sock.ttrpc"
+[proxy_plugins.ishare]
+  type = "snapshot"
+  address = "$W/snap.sock"
+[plugins."io.containerd.transfer.v1.local"]
+  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+    platform = "linux/amd64"
+    snapshotter = "ishare"
+    differ = "walking"
+  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+    platform = "linux/amd64"
+    snapshotter = "overlayfs"
+    differ = "walking"
+  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+    platform = "linux/amd64"
+    snapshotter = "erofs"
+    differ = "erofs"
+[plugins."io.containerd.differ.v1.erofs"]
+  mkfs_options = ["--xattr-inode-digest"]
+EOF
+"$CTRD_BIN/containerd" --config "$W/config.toml" >"$W/containerd.log" 2>&1 &
+PIDS+=($!)
+until [ -S "$W/containerd.sock" ]; do sleep 0.1; done
+
+tar -C "$OCI" -cf "$W/images.tar" .
+declare -A IMPORT_S=()
+for s in $SNAPSHOTTERS; do
+  log "import into $s"
+  t0=$(date +%s.%N)
+  ctr images import --snapshotter "$s" --base-name localhost/fam "$W/images.tar" >/dev/null
+  IMPORT_S[$s]=$(echo "$(date +%s.%N) - $t0" | bc)
+done
+rm -f "$W/images.tar"
+
+mib() { echo "scale=1; $1 / 1048576" | bc; }
+wait_done() { # container id
+  local f="$W/state/io.containerd.runtime.v2.task/default/$1/rootfs/done" i
+  for ((i = 0; i < 6000; i++)); do [ -f "$f" ] && return 0; sleep 0.1; done
+  die "container $1 did not finish reading"
+}
+
+declare -A ROW=()
+for s in $SNAPSHOTTERS; do
+  # Start latency: `ctr run --rm IMAGE true`, median of 3 (the image of the first
+  # container, its snapshot chain unpacked already).
+  times=()
+  for i in 1 2 3; do
+    t0=$(date +%s.%N)
+    ctr run --rm --snapshotter "$s" "localhost/fam:${FAMILY[0]}" "lat-$s-$i" true >/dev/null
+    times+=("$(echo "$(date +%s.%N) - $t0" | bc)")
+  done
+  lat=$(printf '%s\n' "${times[@]}" | median)
+  for n in $NS; do
+    log "$s: $n containers"
+    drop_caches
+    infra0=$(cg_cache "$CG")
+    total=0; first=0
+    for ((i = 0; i < n; i++)); do
+      id=b-$s-$n-$i
+      ctr run -d --snapshotter "$s" "localhost/fam:${FAMILY[$i]}" "$id" \
+        sh -c 'find / -xdev -type f -print0 | xargs -0 cat >/dev/null; echo done >/done; sleep 100000' >/dev/null
+      wait_done "$id"
+      c=$(cg_cache "$CG_PARENT/default/$id")
+      total=$((total + c))
+      [ "$i" != 0 ] || first=$c
+    done
+    infra=$(( $(cg_cache "$CG") - infra0 ))
+    ROW[$s,$n]="| $n | $s | $(mib "$first") | $(mib "$total") | $(mib "$infra") | $(mib $((total + infra))) | $lat |"
+    for ((i = 0; i < n; i++)); do
+      id=b-$s-$n-$i
+      ctr tasks kill -s KILL "$id" >/dev/null 2>&1 || true
+      for _ in 1 2 3 4 5 6 7 8 9 10; do ctr tasks rm -f "$id" >/dev/null 2>&1 && break; sleep 0.3; done
+      ctr containers rm "$id" >/dev/null
+    done
+  done
+done
+
+{
+  echo "# containerd: N containers from N related images, page cache charged"
+  echo
+  echo "$(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), $(nproc) CPUs, load $(loadavg) at the end;"
+  echo "containerd 2.1.9, runc $(runc --version | head -1 | awk '{print $3}'), ishare $(git -C "$ROOT" rev-parse --short HEAD)."
+  echo "Images: ${FAMILY[*]:0:$max_n} (bench/mount.sh's family, one uncompressed layer each)."
+  echo "Each container reads every regular file of its root; containers start one after the other."
+  echo "\"infra\": the cgroup of the node daemon, the snapshotter and containerd (ishare copies a file"
+  echo "into its store there at the file's first open). Import time (s): $(for s in $SNAPSHOTTERS; do printf '%s %s; ' "$s" "${IMPORT_S[$s]}"; done)"
+  echo
+  echo "| N | snapshotter | first container (MiB) | all containers (MiB) | infra (MiB) | total (MiB) | ctr run --rm true (s) |"
+  echo "|---|---|---|---|---|---|---|"
+  for n in $NS; do for s in $SNAPSHOTTERS; do echo "${ROW[$s,$n]}"; done; done
+} | tee "$RESULTS"
