@@ -39,6 +39,9 @@ pub struct Layers {
     /// How to start a node daemon when none listens (`ishare daemon --launched`);
     /// `None`: a missing daemon is an error.
     pub daemon_exe: Option<PathBuf>,
+    /// Serialises [`Layers::ensure_mounted`]: two calls stacking the same layer at once
+    /// must not both mount it.
+    pub mounting: std::sync::Mutex<()>,
 }
 
 /// What a layer's Usage reports: bytes on disk and inodes.
@@ -103,6 +106,7 @@ impl Layers {
 
     /// Mounts layer `id` unless it is mounted and alive.
     pub fn ensure_mounted(&self, id: u64) -> Result<()> {
+        let _one_at_a_time = self.mounting.lock().unwrap_or_else(|e| e.into_inner());
         let mp = self.mountpoint(id);
         match mount_state(&mp) {
             MountState::Live => return Ok(()),

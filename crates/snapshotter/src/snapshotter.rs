@@ -104,6 +104,7 @@ impl Snapshotter {
             ),
             domain: cfg.domain,
             daemon_exe: cfg.daemon_exe,
+            mounting: std::sync::Mutex::new(()),
         };
         if cfg.store.as_os_str().as_encoded_bytes().contains(&b',') {
             return Err(Error::Config(format!(
