@@ -15,7 +15,8 @@
 #
 # Everything is private: containerd's root, state and sockets, the snapshotter, the
 # node daemon and the store live in a temporary directory. Caches are dropped before
-# each (snapshotter, N). Run as root.
+# each (snapshotter, N). Run as root; it needs free disk space of about seven times
+# the trees of the largest N (checked first).
 #
 # Environment:
 #   ISHARE_CACHE  cache directory (default /var/cache/ishare)
@@ -47,31 +48,6 @@ for name in "${FAMILY[@]:0:$max_n}"; do
 done
 bench_build "$ISHARE_BIN"
 
-# --- the OCI layout: one uncompressed layer per image, cached -------------------
-OCI=$BENCH/containerd-oci
-sha() { sha256sum "$1" | cut -d' ' -f1; }
-if [ ! -f "$OCI/index.json" ] || [ "$(cat "$OCI/family" 2>/dev/null)" != "${FAMILY[*]:0:$max_n}" ]; then
-  log "writing the OCI layout ($max_n images) into $OCI"
-  rm -rf "$OCI"
-  mkdir -p "$OCI/blobs/sha256"
-  printf '{"imageLayoutVersion":"1.0.0"}' >"$OCI/oci-layout"
-  entries=()
-  for name in "${FAMILY[@]:0:$max_n}"; do
-    tar --sort=name --numeric-owner --xattrs --xattrs-include='*' \
-      -C "$BENCH/rootfs-bookworm-$name" -cf "$OCI/layer.tar" .
-    l=$(sha "$OCI/layer.tar"); lsize=$(stat -c %s "$OCI/layer.tar")
-    mv "$OCI/layer.tar" "$OCI/blobs/sha256/$l"
-    printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$l" >"$OCI/c"
-    c=$(sha "$OCI/c"); csize=$(stat -c %s "$OCI/c"); mv "$OCI/c" "$OCI/blobs/sha256/$c"
-    printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
-      "$c" "$csize" "$l" "$lsize" >"$OCI/m"
-    m=$(sha "$OCI/m"); msize=$(stat -c %s "$OCI/m"); mv "$OCI/m" "$OCI/blobs/sha256/$m"
-    entries+=("$(printf '{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"%s"}}' "$m" "$msize" "$name")")
-  done
-  (IFS=,; printf '{"schemaVersion":2,"manifests":[%s]}' "${entries[*]}") >"$OCI/index.json"
-  echo "${FAMILY[*]:0:$max_n}" >"$OCI/family"
-fi
-
 # --- private containerd, node daemon, snapshotter --------------------------------
 W=$(mktemp -d /var/tmp/ishare-bench-ctrd.XXXXXX)
 PIDS=()
@@ -92,6 +68,39 @@ cleanup() {
   [ -z "${CG:-}" ] || { echo $$ >"$CG_PARENT$ORIG_CG/cgroup.procs"; rmdir "$CG" 2>/dev/null; }
 }
 trap cleanup EXIT
+
+# --- the OCI layout: one uncompressed layer per image ----------------------------
+# Written into the work directory and streamed into each import: the layers, the
+# content store and three snapshotters each hold the trees once, so the script
+# first checks there is room for about seven times the trees.
+OCI=$W/oci
+need_kib=0
+for name in "${FAMILY[@]:0:$max_n}"; do
+  need_kib=$((need_kib + $(du -sk "$BENCH/rootfs-bookworm-$name" | cut -f1)))
+done
+avail_kib=$(df -Pk "$W" | awk 'NR == 2 { print $4 }')
+if [ $((need_kib * 7)) -gt "$avail_kib" ]; then
+  die "needs about $((need_kib * 7 / 1024)) MiB free on $(dirname "$W"), has $((avail_kib / 1024)) MiB (use a smaller NS)"
+fi
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+log "writing the OCI layout ($max_n images)"
+mkdir -p "$OCI/blobs/sha256"
+printf '{"imageLayoutVersion":"1.0.0"}' >"$OCI/oci-layout"
+entries=()
+for name in "${FAMILY[@]:0:$max_n}"; do
+  tar --sort=name --numeric-owner --xattrs --xattrs-include='*' \
+    -C "$BENCH/rootfs-bookworm-$name" -cf "$OCI/layer.tar" .
+  l=$(sha "$OCI/layer.tar"); lsize=$(stat -c %s "$OCI/layer.tar")
+  mv "$OCI/layer.tar" "$OCI/blobs/sha256/$l"
+  printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$l" >"$OCI/c"
+  c=$(sha "$OCI/c"); csize=$(stat -c %s "$OCI/c"); mv "$OCI/c" "$OCI/blobs/sha256/$c"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
+    "$c" "$csize" "$l" "$lsize" >"$OCI/m"
+  m=$(sha "$OCI/m"); msize=$(stat -c %s "$OCI/m"); mv "$OCI/m" "$OCI/blobs/sha256/$m"
+  entries+=("$(printf '{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"%s"}}' "$m" "$msize" "$name")")
+done
+(IFS=,; printf '{"schemaVersion":2,"manifests":[%s]}' "${entries[*]}") >"$OCI/index.json"
+
 export PATH=$CTRD_BIN:$EU_BIN:$PATH
 ctr() { "$CTRD_BIN/ctr" -a "$W/containerd.sock" "$@"; }
 
@@ -143,15 +152,14 @@ EOF
 PIDS+=($!)
 until [ -S "$W/containerd.sock" ]; do sleep 0.1; done
 
-tar -C "$OCI" -cf "$W/images.tar" .
 declare -A IMPORT_S=()
 for s in $SNAPSHOTTERS; do
   log "import into $s"
   t0=$(date +%s.%N)
-  ctr images import --snapshotter "$s" --base-name localhost/fam "$W/images.tar" >/dev/null
+  tar -C "$OCI" -cf - . | ctr images import --snapshotter "$s" --base-name localhost/fam - >/dev/null
   IMPORT_S[$s]=$(echo "$(date +%s.%N) - $t0" | bc)
 done
-rm -f "$W/images.tar"
+rm -rf "$OCI"
 
 mib() { echo "scale=1; $1 / 1048576" | bc; }
 wait_done() { # container id
