@@ -15,7 +15,8 @@
 #
 # Everything is private: containerd's root, state and sockets, the snapshotter, the
 # node daemon and the store live in a temporary directory. Caches are dropped before
-# each (snapshotter, N). Run as root; it needs free disk space of about seven times
+# each row; ishare is measured twice per N: from an empty store and with the objects
+# kept. Run as root; it needs free disk space of about seven times
 # the trees of the largest N (checked first).
 #
 # Environment:
@@ -168,39 +169,58 @@ wait_done() { # container id
   die "container $1 did not finish reading"
 }
 
-declare -A ROW=()
+# Caches dropped twice with a pause: the imports leave much to write back.
+settle() { sync; sleep 1; drop_caches; sleep 1; drop_caches; }
+
+declare -A ROW=() LAT=()
+LABELS=()
+RUN=0
+# measure LABEL SNAPSHOTTER N: N containers, one after the other, each reading its root.
+measure() {
+  local label=$1 s=$2 n=$3 i id c total=0 first=0 infra0 infra
+  RUN=$((RUN + 1))
+  log "$label: $n containers"
+  settle
+  infra0=$(cg_cache "$CG")
+  for ((i = 0; i < n; i++)); do
+    id=b$RUN-$i
+    ctr run -d --snapshotter "$s" "localhost/fam:${FAMILY[$i]}" "$id" \
+      sh -c 'find / -xdev -type f -print0 | xargs -0 cat >/dev/null; echo done >/done; sleep 100000' >/dev/null
+    wait_done "$id"
+    c=$(cg_cache "$CG_PARENT/default/$id")
+    total=$((total + c))
+    [ "$i" != 0 ] || first=$c
+  done
+  infra=$(( $(cg_cache "$CG") - infra0 ))
+  ROW[$label,$n]="| $n | $label | $(mib "$first") | $(mib "$total") | $(mib "$infra") | $(mib $((total + infra))) |"
+  [[ " ${LABELS[*]} " == *" $label "* ]] || LABELS+=("$label")
+  for ((i = 0; i < n; i++)); do
+    id=b$RUN-$i
+    ctr tasks kill -s KILL "$id" >/dev/null 2>&1 || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do ctr tasks rm -f "$id" >/dev/null 2>&1 && break; sleep 0.3; done
+    ctr containers rm "$id" >/dev/null
+  done
+}
+
 for s in $SNAPSHOTTERS; do
-  # Start latency: `ctr run --rm IMAGE true`, median of 3 (the image of the first
-  # container, its snapshot chain unpacked already).
+  # Start latency: `ctr run --rm IMAGE true`, median of 3 (the first image, unpacked).
   times=()
   for i in 1 2 3; do
     t0=$(date +%s.%N)
     ctr run --rm --snapshotter "$s" "localhost/fam:${FAMILY[0]}" "lat-$s-$i" true >/dev/null
     times+=("$(echo "$(date +%s.%N) - $t0" | bc)")
   done
-  lat=$(printf '%s\n' "${times[@]}" | median)
+  LAT[$s]=$(printf '%s\n' "${times[@]}" | median)
   for n in $NS; do
-    log "$s: $n containers"
-    drop_caches
-    infra0=$(cg_cache "$CG")
-    total=0; first=0
-    for ((i = 0; i < n; i++)); do
-      id=b-$s-$n-$i
-      ctr run -d --snapshotter "$s" "localhost/fam:${FAMILY[$i]}" "$id" \
-        sh -c 'find / -xdev -type f -print0 | xargs -0 cat >/dev/null; echo done >/done; sleep 100000' >/dev/null
-      wait_done "$id"
-      c=$(cg_cache "$CG_PARENT/default/$id")
-      total=$((total + c))
-      [ "$i" != 0 ] || first=$c
-    done
-    infra=$(( $(cg_cache "$CG") - infra0 ))
-    ROW[$s,$n]="| $n | $s | $(mib "$first") | $(mib "$total") | $(mib "$infra") | $(mib $((total + infra))) | $lat |"
-    for ((i = 0; i < n; i++)); do
-      id=b-$s-$n-$i
-      ctr tasks kill -s KILL "$id" >/dev/null 2>&1 || true
-      for _ in 1 2 3 4 5 6 7 8 9 10; do ctr tasks rm -f "$id" >/dev/null 2>&1 && break; sleep 0.3; done
-      ctr containers rm "$id" >/dev/null
-    done
+    if [ "$s" = ishare ]; then
+      # Objects made by these reads (an empty store, as on a new node), then again
+      # with the objects kept (caches dropped): the steady state.
+      "$ISHARE_BIN" store gc --store "$W/store" >/dev/null
+      measure ishare-new-objects ishare "$n"
+      measure ishare-objects-kept ishare "$n"
+    else
+      measure "$s" "$s" "$n"
+    fi
   done
 done
 
@@ -210,11 +230,15 @@ done
   echo "$(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), $(nproc) CPUs, load $(loadavg) at the end;"
   echo "containerd 2.1.9, runc $(runc --version | head -1 | awk '{print $3}'), ishare $(git -C "$ROOT" rev-parse --short HEAD)."
   echo "Images: ${FAMILY[*]:0:$max_n} (bench/mount.sh's family, one uncompressed layer each)."
-  echo "Each container reads every regular file of its root; containers start one after the other."
-  echo "\"infra\": the cgroup of the node daemon, the snapshotter and containerd (ishare copies a file"
-  echo "into its store there at the file's first open). Import time (s): $(for s in $SNAPSHOTTERS; do printf '%s %s; ' "$s" "${IMPORT_S[$s]}"; done)"
+  echo "Each container reads every regular file of its root; containers start one after the other;"
+  echo "caches are dropped before each row. \"infra\": the cgroup of the node daemon, the snapshotter and"
+  echo "containerd (ishare copies a file into its store there at the file's first open;"
+  echo "ishare-new-objects starts from an empty store, ishare-objects-kept from the objects of the row above)."
   echo
-  echo "| N | snapshotter | first container (MiB) | all containers (MiB) | infra (MiB) | total (MiB) | ctr run --rm true (s) |"
-  echo "|---|---|---|---|---|---|---|"
-  for n in $NS; do for s in $SNAPSHOTTERS; do echo "${ROW[$s,$n]}"; done; done
+  echo "| N | snapshotter | first container (MiB) | all containers (MiB) | infra (MiB) | total (MiB) |"
+  echo "|---|---|---|---|---|---|"
+  for n in $NS; do for l in "${LABELS[@]}"; do echo "${ROW[$l,$n]}"; done; done
+  echo
+  echo "Import (s): $(for s in $SNAPSHOTTERS; do printf '%s %.1f; ' "$s" "${IMPORT_S[$s]}"; done)"
+  echo "\`ctr run --rm IMAGE true\` (s, median of 3): $(for s in $SNAPSHOTTERS; do printf '%s %.3f; ' "$s" "${LAT[$s]}"; done)"
 } | tee "$RESULTS"
