@@ -397,3 +397,73 @@ async fn snapshots_api_keeps_containerds_rules() {
     c.commit(commit("F", "full")).await.unwrap();
     c.remove(key("F")).await.unwrap();
 }
+
+/// The domain id comes from ISHARE_DOMAIN_ID or a root-only file, nothing else: no id
+/// is an error naming both ways, a file others may read is refused (naming it), a
+/// 0600 file is accepted.
+#[test]
+fn the_domain_id_comes_from_the_environment_or_a_root_only_file() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = NodeDaemon::start(&ishare_bin!());
+    let run = |file: Option<&Path>| {
+        let mut cmd = std::process::Command::new(ishare_bin!());
+        cmd.args(["snapshotter", "--root"])
+            .arg(dir.path().join("root"))
+            .arg("--address")
+            .arg(dir.path().join("snap.sock"))
+            .arg("--socket")
+            .arg(daemon.socket())
+            .arg("--store")
+            .arg(dir.path().join("store"))
+            .env_remove("ISHARE_DOMAIN_ID");
+        if let Some(f) = file {
+            cmd.arg("--domain-id-file").arg(f);
+        }
+        cmd
+    };
+    let out = ishare_testkit::tools::run_unchecked(&mut run(None));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("ISHARE_DOMAIN_ID")
+            && err.contains("--domain-id-file"),
+        "{err}"
+    );
+
+    let file = dir.path().join("domain-id");
+    fs::write(&file, b"secret-domain").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = ishare_testkit::tools::run_unchecked(&mut run(Some(&file)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&*file.to_string_lossy()),
+        "{err}"
+    );
+
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    let mut child = run(Some(&file))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while std::os::unix::net::UnixStream::connect(dir.path().join("snap.sock")).is_err() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the snapshotter refused a 0600 domain id file"
+        );
+        assert!(
+            t.elapsed().as_secs() < 30,
+            "the snapshotter does not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(
+        !dir.path().join("snap.sock").exists(),
+        "the socket is removed at exit"
+    );
+}
