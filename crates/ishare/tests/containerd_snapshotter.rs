@@ -14,7 +14,11 @@
 //!   `../escaped` lands inside the image, nowhere else;
 //! * the snapshotter restarts while both containers run: they keep reading right bytes,
 //!   `ctr snapshots ls` is unchanged;
-//! * removing the containers and images removes every layer (image, mount, record).
+//! * a second snapshotter, `ishare-erofs`, unpacked by containerd's EROFS differ
+//!   (mkfs.erofs with fingerprints): Commit takes the differ's images as they are; they
+//!   share (second container at most 5%) and overlay the same way;
+//! * removing the containers and images removes every layer (image, mount, record) and
+//!   `ishare store gc` then empties the store.
 //!
 //! Needs root, /dev/fuse, and what scripts/install-deps.sh installs (containerd 2.1.9
 //! unpacked, runc, umoci, busybox-static).
@@ -49,6 +53,9 @@ impl Drop for UnmountGuard {
 struct Env {
     ctrd: Containerd,
     snap: SnapshotterProc,
+    /// A second snapshotter (own root, same node daemon, store and domain) that
+    /// containerd unpacks into with its EROFS differ: Commit takes the differ's image.
+    _snap_erofs: SnapshotterProc,
     daemon: NodeDaemon,
     _guard: UnmountGuard,
     dir: tempfile::TempDir,
@@ -71,10 +78,25 @@ impl Env {
             &d.join("store"),
             DOMAIN,
         );
-        let ctrd = Containerd::start(&d.join("ctrd"), &d.join("snap.sock"));
+        let snap_erofs = SnapshotterProc::start(
+            &ishare_bin!(),
+            &d.join("snap-erofs"),
+            &d.join("snap-erofs.sock"),
+            &daemon.socket(),
+            &d.join("store"),
+            DOMAIN,
+        );
+        let ctrd = Containerd::start_with(
+            &d.join("ctrd"),
+            &[
+                ("ishare", &d.join("snap.sock"), "walking"),
+                ("ishare-erofs", &d.join("snap-erofs.sock"), "erofs"),
+            ],
+        );
         Env {
             ctrd,
             snap,
+            _snap_erofs: snap_erofs,
             daemon,
             _guard: UnmountGuard(d.to_path_buf()),
             dir,
@@ -257,7 +279,7 @@ fn containers_share_page_cache_keep_overlay_semantics_and_survive_restarts() {
     let (archive, big) = build_images(env.dir.path());
     let want = sha256_hex(&big);
     let archive = archive.to_str().unwrap();
-    for sn in ["ishare", "overlayfs", "erofs"] {
+    for sn in ["ishare", "overlayfs", "erofs", "ishare-erofs"] {
         env.ctrd.ctr_ok(&[
             "images",
             "import",
@@ -308,26 +330,52 @@ fn containers_share_page_cache_keep_overlay_semantics_and_survive_restarts() {
         "baselines: overlayfs ({oa}, {ob}) and erofs ({ea}, {eb}) charge both containers in full"
     );
 
+    // The EROFS differ's fast path: layers converted by containerd (mkfs.erofs with
+    // --xattr-inode-digest) are taken as they are and shared the same way.
+    let (fa, fb) = measure(&env, "ishare-erofs", "fa", "fb", &want);
+    eprintln!(
+        "ishare-erofs (the EROFS differ's layers) {:8.1} / {:8.1}",
+        mib(fa),
+        mib(fb)
+    );
+    assert!(
+        fa >= full,
+        "ishare-erofs: the first reader was charged only {fa} bytes"
+    );
+    assert!(
+        fb * 20 <= fa,
+        "ishare-erofs: the second was charged {fb} bytes, more than 5% of {fa}"
+    );
+    let log = env._snap_erofs.log_text();
+    assert!(
+        log.contains("taken from containerd's EROFS differ")
+            && !log.contains("building the layer image"),
+        "ishare-erofs built layers itself:\n{log}"
+    );
+
     // Overlay semantics: whiteouts and opaque directories of the layers, and a
-    // container's own writes and deletions.
-    let out = env.ctrd.ctr_ok(&[
-        "run",
-        "--rm",
-        "--snapshotter",
-        "ishare",
-        "localhost/img:a",
-        "sem",
-        "sh",
-        "-c",
-        "test -e /data/a/gone && echo gone-visible; ls /opq; cat /uniq; \
+    // container's own writes and deletions; the same on the differ's layers (whiteouts
+    // converted by mkfs.erofs --aufs).
+    for sn in ["ishare", "ishare-erofs"] {
+        let out = env.ctrd.ctr_ok(&[
+            "run",
+            "--rm",
+            "--snapshotter",
+            sn,
+            "localhost/img:a",
+            "sem",
+            "sh",
+            "-c",
+            "test -e /data/a/gone && echo gone-visible; ls /opq; cat /uniq; \
          echo written > /data/a/w; rm /data/a/big; echo listing; ls /data/a; cat /data/a/w; \
          cat /escaped",
-    ]);
-    assert_eq!(
-        out.lines().collect::<Vec<_>>(),
-        ["new", "image a", "listing", "w", "written", "escaped"],
-        "overlay semantics in a container on ishare layers"
-    );
+        ]);
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            ["new", "image a", "listing", "w", "written", "escaped"],
+            "overlay semantics in a container on {sn} layers"
+        );
+    }
     // Only at the root of a snapshot tree (overlayfs keeps layers as directories
     // `snapshots/ID/fs`), nowhere else.
     let mut escaped = find_named(env.dir.path(), "escaped");
@@ -373,7 +421,14 @@ fn containers_share_page_cache_keep_overlay_semantics_and_survive_restarts() {
         "localhost/img:b",
     ]);
     let start = Instant::now();
-    while !env.snapshots().lines().skip(1).all(|l| l.trim().is_empty()) {
+    let left = |sn: &str| {
+        env.ctrd
+            .ctr_ok(&["snapshots", "--snapshotter", sn, "ls"])
+            .lines()
+            .skip(1)
+            .any(|l| !l.trim().is_empty())
+    };
+    while left("ishare") || left("ishare-erofs") {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "snapshots left after removing the images:\n{}\n{}",
@@ -382,8 +437,14 @@ fn containers_share_page_cache_keep_overlay_semantics_and_survive_restarts() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    for sub in ["layers", "l", "snapshots"] {
-        let left: Vec<_> = fs::read_dir(env.snap_root().join(sub))
+    for sub in [
+        "snap/layers",
+        "snap/l",
+        "snap/snapshots",
+        "snap-erofs/layers",
+        "snap-erofs/l",
+    ] {
+        let left: Vec<_> = fs::read_dir(env.dir.path().join(sub))
             .unwrap()
             .flatten()
             .map(|e| e.file_name())

@@ -52,6 +52,16 @@ pub enum Error {
         /// The builder's error.
         source: ishare_builder::Error,
     },
+    /// A layer image containerd's EROFS differ wrote is not one we can serve.
+    #[error("snapshot {key:?}: the EROFS differ's layer image {path} is unusable: {source}")]
+    BadLayer {
+        /// The snapshot being committed.
+        key: String,
+        /// The image.
+        path: PathBuf,
+        /// The reader's error.
+        source: ishare_erofs::Error,
+    },
     /// The node daemon refused or failed a mount or unmount.
     #[error("{what}: {source}")]
     Daemon {
@@ -91,7 +101,7 @@ impl Error {
             Error::NotFound(_) | Error::ParentNotFound { .. } => tonic::Code::NotFound,
             Error::AlreadyExists(_) => tonic::Code::AlreadyExists,
             Error::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
-            Error::InvalidArgument(_) => tonic::Code::InvalidArgument,
+            Error::InvalidArgument(_) | Error::BadLayer { .. } => tonic::Code::InvalidArgument,
             Error::Build { source, .. } if is_no_space(source) => tonic::Code::ResourceExhausted,
             Error::Io { source, .. } if source.raw_os_error() == Some(28) => {
                 tonic::Code::ResourceExhausted

@@ -4,7 +4,9 @@
 //! Layout under the root (mode 0700):
 //! * `metadata.redb`: the snapshots ([`crate::meta`]);
 //! * `snapshots/ID/{fs,work}`: active snapshots and views (`fs` is the upper
-//!   directory, or the whole tree of a snapshot without parent);
+//!   directory, or the whole tree of a snapshot without parent); an active one also
+//!   holds `.erofslayer`, so containerd's EROFS differ (if configured for us) writes
+//!   the layer as `snapshots/ID/layer.erofs`, which Commit then takes as it is;
 //! * `layers/ID/layer.erofs`: committed layers' images;
 //! * `l/ID`: their mounts (the node daemon's).
 //!
@@ -27,6 +29,9 @@ use crate::error::{Error, Result};
 use crate::layer::{Layers, MountState, Usage, mount_state, remove_path};
 use crate::meta::{Kind, Meta, Record};
 use crate::mounts::{MountSpec, mounts};
+
+/// The marker containerd's EROFS differ looks for (`internal/erofsutils`).
+const EROFS_MARKER: &str = ".erofslayer";
 
 /// How the snapshotter is set up.
 #[derive(Debug)]
@@ -181,6 +186,13 @@ impl Snapshotter {
                     .create(&d)
                     .map_err(|e| Error::io(&d, e))?;
             }
+            if kind == Kind::Active {
+                // containerd's EROFS differ converts a layer tar straight to
+                // `DIR/layer.erofs` when it finds this marker next to the mount's
+                // source or upper directory; other differs ignore it.
+                let marker = dir.join(EROFS_MARKER);
+                fs::write(&marker, b"").map_err(|e| Error::io(&marker, e))?;
+            }
             self.meta.create(key, parent, kind, id, labels)
         })();
         if let Err(e) = made {
@@ -229,9 +241,15 @@ impl Snapshotter {
         let _busy = self.mark_busy(key, rec.id)?;
         let id = rec.id;
         let done = (|| {
-            let usage = self
-                .layers
-                .build(key, id, &self.snapshot_dir(id).join("fs"))?;
+            let dir = self.snapshot_dir(id);
+            let differ_made = dir.join("layer.erofs");
+            let usage = if differ_made.exists() {
+                log::debug!("snapshot {key:?}: layer image taken from containerd's EROFS differ");
+                self.layers.adopt(key, id, &differ_made)?
+            } else {
+                log::debug!("snapshot {key:?}: building the layer image");
+                self.layers.build(key, id, &dir.join("fs"))?
+            };
             self.layers.ensure_mounted(id)?;
             self.meta.commit(key, name, labels, usage)
         })();

@@ -103,7 +103,23 @@ impl Containerd {
     /// `proxy`, and import unpacking for linux/amd64 into `ishare`, `overlayfs` and
     /// `erofs` (by `ctr images import --snapshotter`; erofs layers with fingerprints).
     pub fn start(dir: &Path, proxy: &Path) -> Containerd {
+        Containerd::start_with(dir, &[("ishare", proxy, "walking")])
+    }
+
+    /// As [`Containerd::start`] with several proxy snapshotters: (name, socket, the
+    /// differ that unpacks into it: `walking`, or `erofs` for the EROFS differ's fast
+    /// path).
+    pub fn start_with(dir: &Path, proxies: &[(&str, &Path, &str)]) -> Containerd {
         fs::create_dir_all(dir).unwrap();
+        let mut extra = String::new();
+        for (name, socket, differ) in proxies {
+            extra += &format!(
+                "[proxy_plugins.{name}]\n  type = \"snapshot\"\n  address = \"{}\"\n\
+                 [[plugins.\"io.containerd.transfer.v1.local\".unpack_config]]\n  \
+                 platform = \"linux/amd64\"\n  snapshotter = \"{name}\"\n  differ = \"{differ}\"\n",
+                socket.display()
+            );
+        }
         let d = dir.display();
         let config = format!(
             r#"version = 3
@@ -114,15 +130,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
   address = "{d}/containerd.sock"
 [ttrpc]
   address = "{d}/containerd.sock.ttrpc"
-[proxy_plugins.ishare]
-  type = "snapshot"
-  address = "{proxy}"
-[plugins."io.containerd.transfer.v1.local"]
-  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
-    platform = "linux/amd64"
-    snapshotter = "ishare"
-    differ = "walking"
-  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+{extra}[[plugins."io.containerd.transfer.v1.local".unpack_config]]
     platform = "linux/amd64"
     snapshotter = "overlayfs"
     differ = "walking"
@@ -132,8 +140,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
     differ = "erofs"
 [plugins."io.containerd.differ.v1.erofs"]
   mkfs_options = ["--xattr-inode-digest"]
-"#,
-            proxy = proxy.display()
+"#
         );
         let cfg = dir.join("config.toml");
         fs::write(&cfg, config).unwrap();
