@@ -396,6 +396,28 @@ async fn snapshots_api_keeps_containerds_rules() {
     assert_eq!(code(c.stat(stat("F")).await), Code::NotFound);
     c.commit(commit("F", "full")).await.unwrap();
     c.remove(key("F")).await.unwrap();
+
+    // A corrupt layer image from containerd's EROFS differ (written next to the
+    // `.erofslayer` marker): InvalidArgument naming the snapshot, nothing kept.
+    let m = one(c
+        .prepare(prepare("bad", ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts);
+    let snapdir = Path::new(&m.source).parent().unwrap().to_path_buf();
+    assert!(
+        snapdir.join(".erofslayer").exists(),
+        "the EROFS differ's marker"
+    );
+    fs::write(snapdir.join("layer.erofs"), vec![0x5a; 8192]).unwrap();
+    let status = c.commit(commit("B", "bad")).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("\"bad\""), "{status:?}");
+    assert_eq!(fs::read_dir(root.join("layers")).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(root.join("l")).unwrap().count(), 0);
+    c.remove(key("bad")).await.unwrap();
+    assert!(!snapdir.exists());
 }
 
 /// The domain id comes from ISHARE_DOMAIN_ID or a root-only file, nothing else: no id
