@@ -60,7 +60,7 @@ pub enum Error {
         /// The image.
         path: PathBuf,
         /// The reader's error.
-        source: ishare_erofs::Error,
+        source: Box<ishare_erofs::Error>,
     },
     /// The node daemon refused or failed a mount or unmount.
     #[error("{what}: {source}")]

@@ -111,7 +111,7 @@ impl Layers {
         let img = ishare_erofs::Image::open(made).map_err(|source| Error::BadLayer {
             key: key.to_string(),
             path: made.to_path_buf(),
-            source,
+            source: Box::new(source),
         })?;
         let inodes = img.superblock().inos;
         if img.fingerprint_prefix().is_none() {
