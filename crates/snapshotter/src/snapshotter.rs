@@ -240,6 +240,7 @@ impl Snapshotter {
         }
         let _busy = self.mark_busy(key, rec.id)?;
         let id = rec.id;
+        let start = std::time::Instant::now();
         let done = (|| {
             let dir = self.snapshot_dir(id);
             let differ_made = dir.join("layer.erofs");
@@ -250,8 +251,18 @@ impl Snapshotter {
                 log::debug!("snapshot {key:?}: building the layer image");
                 self.layers.build(key, id, &dir.join("fs"))?
             };
+            let built = start.elapsed();
             self.layers.ensure_mounted(id)?;
-            self.meta.commit(key, name, labels, usage)
+            let mounted = start.elapsed();
+            let r = self.meta.commit(key, name, labels, usage);
+            log::debug!(
+                "snapshot {key:?}: layer {id} of {} bytes: image {:.3}s, mount {:.3}s, recorded {:.3}s",
+                usage.0,
+                built.as_secs_f64(),
+                (mounted - built).as_secs_f64(),
+                (start.elapsed() - mounted).as_secs_f64()
+            );
+            r
         })();
         if let Err(e) = done {
             // Nothing half-made stays: the layer goes, the active snapshot stays as it was.
