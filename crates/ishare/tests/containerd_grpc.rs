@@ -325,12 +325,21 @@ async fn snapshots_api_keeps_containerds_rules() {
         "the layer mount is gone"
     );
     snap.restart();
+    let mut c = client(&socket).await;
+    // Mounts of a snapshot on the layer makes sure the layer is mounted too (should the
+    // remount at start have failed, it is retried here).
+    c.mounts(pb::MountsRequest {
+        key: "b".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("Mounts after the restart: {e:?}\n{}", snap.log_text()));
     assert_ne!(
         daemon.pid(),
         Some(old),
-        "a new node daemon serves the layers"
+        "a new node daemon serves the layers:\n{}",
+        snap.log_text()
     );
-    let mut c = client(&socket).await;
     assert!(!root.join("snapshots/999").exists() && !root.join("layers/998").exists());
     assert_eq!(list(&mut c, &[]).await, ["L1", "b", "v1"]);
     assert_eq!(
