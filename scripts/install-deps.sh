@@ -63,4 +63,35 @@ bootstrap_rootfs "$CACHE/bench/rootfs-bookworm-minbase"
 # memtool.c is built with) are in the package list above.
 ISHARE_CACHE=$CACHE bash "$(dirname "${BASH_SOURCE[0]}")/vm/fetch-linux.sh"
 # --- end of VM tests ---------------------------------------------------------------------
+# --- containerd (snapshotter tests) -----------------------------------------------------
+# crates/snapshotter's tests run real containerd 2.1.9 + runc. protoc builds the vendored
+# snapshots protos (crates/snapshotter/build.rs; libprotobuf-dev holds the well-known
+# types they import); runc and umoci (offline OCI images) come
+# from bookworm. containerd 2.1.9 comes from Debian sid's package, downloaded and unpacked
+# into $CACHE/containerd-2.1.9 but never installed (installing it would upgrade libc; its
+# binaries need only glibc 2.34). The sid suite is set up, pinned low, above.
+CTRD_VER=2.1.9
+CTRD_DIR=$CACHE/containerd-$CTRD_VER
+need_ctr=()
+for p in protobuf-compiler libprotobuf-dev runc umoci; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_ctr+=("$p")
+done
+if [ ${#need_ctr[@]} -gt 0 ]; then
+  apt-get install -y -qq --no-install-recommends "${need_ctr[@]}" >/dev/null
+fi
+if [ ! -x "$CTRD_DIR/usr/bin/containerd" ] || [ ! -x "$CTRD_DIR/usr/bin/containerd-shim-runc-v2" ]; then
+  work=$(mktemp -d)
+  chmod 0755 "$work" && chown _apt "$work" 2>/dev/null || true # apt downloads as _apt
+  (
+    cd "$work"
+    apt-get download -qq "containerd=$CTRD_VER*" >/dev/null
+    rm -rf "$CTRD_DIR.tmp"
+    dpkg-deb -x containerd_*.deb "$CTRD_DIR.tmp"
+    rm -rf "$CTRD_DIR"
+    mv "$CTRD_DIR.tmp" "$CTRD_DIR"
+  )
+  rm -rf "$work"
+fi
+"$CTRD_DIR/usr/bin/containerd" --version
+# --- end of containerd -------------------------------------------------------------------
 "$EU_DIR/bin/mkfs.erofs" --version | head -1

@@ -7,6 +7,7 @@ mod fsck;
 mod mkfs;
 mod mount;
 mod report;
+mod snapshotter;
 mod store;
 
 use std::ffi::OsString;
@@ -45,6 +46,9 @@ enum Cmd {
     Daemon(mount::DaemonArgs),
     /// Inspect (stat) or clean up (gc) the object store of `ishare mount -o inode_share`.
     Store(store::Args),
+    /// Serve containerd's snapshots API (a proxy snapshotter): layers become
+    /// fingerprinted EROFS images shared through the node daemon.
+    Snapshotter(snapshotter::Args),
     /// Tell what this host supports (EROFS, FUSE, passthrough, the store) and the mode
     /// `ishare mount` will run in.
     Doctor(doctor::Args),
@@ -144,6 +148,7 @@ fn main() -> ExitCode {
         Cmd::Daemon(a) => mount::daemon(a),
         Cmd::Store(a) => store::run(a),
         Cmd::Doctor(a) => doctor::run(a),
+        Cmd::Snapshotter(a) => snapshotter::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

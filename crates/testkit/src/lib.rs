@@ -1,5 +1,7 @@
 //! The test harness of the ishare workspace, shared by the integration tests of every crate.
 //!
+//! * [`containerd`]: a private containerd 2.1.9 with runc, `ishare snapshotter`, OCI images
+//!   built with umoci, container page cache charges;
 //! * [`tools`]: the external tools the oracle tests compare against (erofs-utils 1.9.4 and
 //!   1.5, host programs), the cache directory, running commands, the root check;
 //! * [`mounts`]: tmpfs, kernel EROFS (file-backed or loop), bind and FUSE mounts, each
@@ -22,6 +24,7 @@
 //! `trusted.` xattrs needs root and says so ([`tools::require_root`]).
 
 pub mod faultfs;
+pub mod containerd;
 pub mod image;
 pub mod mounts;
 pub mod pagecache;
