@@ -23,8 +23,8 @@
 //! `scripts/install-deps.sh`, never a skip. Everything that mounts, chowns, mknods or sets
 //! `trusted.` xattrs needs root and says so ([`tools::require_root`]).
 
-pub mod faultfs;
 pub mod containerd;
+pub mod faultfs;
 pub mod image;
 pub mod mounts;
 pub mod pagecache;
