@@ -58,8 +58,13 @@ for t in "${targets[@]}"; do
   cargo "${toolchain[@]}" fuzz run "$t" "corpus/$t" "${seeds[@]}" -- \
     -max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 -detect_leaks=0 \
     -print_final_stats=1 -jobs="$jobs" -workers="$jobs" >"$log" 2>&1 || true
-  runs=$(grep -h 'stat::number_of_executed_units' "$log" fuzz-*.log 2>/dev/null |
-    awk '{s += $2} END {print s + 0}')
+  runs=$(cat "$log" fuzz-*.log 2>/dev/null | grep 'stat::number_of_executed_units' |
+    awk '{s += $2} END {print s + 0}' || true)
+  if [ "$runs" = 0 ]; then
+    echo "   $t did not run:" >&2
+    tail -n 20 "$log" >&2
+    status=1
+  fi
   rm -f fuzz-*.log
   after=$(find "artifacts/$t" -type f | wc -l)
   echo "   $runs inputs run, corpus $(find "corpus/$t" -type f | wc -l) files, $((after - before)) new failing input(s)"
