@@ -43,7 +43,18 @@ pub enum Decision {
 /// the object while the mount still holds it. (Held weakly: past the budget of
 /// [`Kept`], a mount keeps an object open only while it serves from it, so the number
 /// of descriptors stays bounded whatever the number of files in the image.)
-type Slot = Arc<Mutex<Weak<Object>>>;
+type Slot = Arc<Mutex<SlotState>>;
+
+/// What a [`Slot`] knows of its object.
+#[derive(Debug, Default)]
+struct SlotState {
+    /// The object, while someone holds it.
+    obj: Weak<Object>,
+    /// Set while `obj` is a copy this process prepared and its check has not passed
+    /// yet: other files wait for the check (not for the copy's publication, which
+    /// syncs the disk), and get the copy only if it passes.
+    pending: Option<Arc<Verdict>>,
+}
 
 /// Objects kept open, by address, with their order of arrival.
 #[derive(Debug, Default)]
@@ -194,6 +205,12 @@ impl Sharing {
             slots.entry(fp.clone()).or_default().clone()
         };
         let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(verdict) = guard.pending.take()
+            && verdict.wait() != Some(true)
+        {
+            // Failed its check (or never checked): not for anyone else.
+            guard.obj = Weak::new();
+        }
         let cannot_open = |e: io::Error| {
             warn!(
                 "{image}: {}: cannot open its shared object in {}: {e}; served unshared",
@@ -202,8 +219,9 @@ impl Sharing {
             );
             Decision::Unshared
         };
-        // An object this Sharing holds was checked when it was opened.
-        let from_slot = guard.upgrade();
+        // An object this Sharing holds was checked when it was opened (or, prepared
+        // here, when its copy was checked).
+        let from_slot = guard.obj.upgrade();
         let held = from_slot.is_some();
         let mut existing = match from_slot {
             Some(o) => Some(o),
@@ -290,12 +308,17 @@ impl Sharing {
         };
         match &decision {
             Decision::Shared(obj) => {
-                *guard = Arc::downgrade(obj);
+                guard.obj = Arc::downgrade(obj);
                 self.keep(obj);
             }
-            // Not for other files until checked: the slot stays empty, so they look
-            // in the store, waiting for the preparation lock the check holds.
-            Decision::Own(obj, _) => self.keep(obj),
+            // Not for other files until checked: in this process they wait for the
+            // check; other processes look in the store, waiting for the preparation
+            // lock that publishing releases.
+            Decision::Own(obj, verdict) => {
+                guard.obj = Arc::downgrade(obj);
+                guard.pending = Some(verdict.clone());
+                self.keep(obj);
+            }
             Decision::Unshared => {}
         }
         decision
