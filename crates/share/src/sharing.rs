@@ -56,6 +56,39 @@ struct SlotState {
     pending: Option<Arc<Verdict>>,
 }
 
+/// The slots, by fingerprint value. Slots of objects nobody holds any more are
+/// dropped now and then, so the map follows the objects in use, not every fingerprint
+/// ever opened.
+#[derive(Debug, Default)]
+struct Slots {
+    map: HashMap<Vec<u8>, Slot>,
+    /// Size after the last pruning.
+    kept: usize,
+}
+
+/// Fewest slots worth pruning.
+const PRUNE_MIN: usize = 1024;
+
+impl Slots {
+    fn get(&mut self, fp: &[u8]) -> Slot {
+        if let Some(s) = self.map.get(fp) {
+            return s.clone();
+        }
+        if self.map.len() >= PRUNE_MIN.max(2 * self.kept) {
+            // Unused: no thread holds it (only the map does) and it leads nowhere; a
+            // slot being locked right now is held by its user, so it stays.
+            self.map.retain(|_, slot| {
+                Arc::strong_count(slot) > 1
+                    || slot
+                        .try_lock()
+                        .map_or(true, |st| st.pending.is_some() || st.obj.strong_count() > 0)
+            });
+            self.kept = self.map.len();
+        }
+        self.map.entry(fp.to_vec()).or_default().clone()
+    }
+}
+
 /// Objects kept open, by address, with their order of arrival.
 #[derive(Debug, Default)]
 struct Kept {
@@ -112,7 +145,7 @@ pub struct Sharing {
     /// hold that many descriptors.
     kept: Mutex<Kept>,
     /// One slot per fingerprint value.
-    slots: Mutex<HashMap<Vec<u8>, Slot>>,
+    slots: Mutex<Slots>,
     unverifiable_noted: AtomicBool,
     /// Counters.
     pub stats: Arc<Stats>,
@@ -133,7 +166,7 @@ impl Sharing {
                 budget: keep_budget(),
                 ..Kept::default()
             }),
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots::default()),
             unverifiable_noted: AtomicBool::new(false),
             stats,
         })
@@ -202,7 +235,7 @@ impl Sharing {
         }
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            slots.entry(fp.clone()).or_default().clone()
+            slots.get(&fp)
         };
         let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(verdict) = guard.pending.take()

@@ -18,49 +18,46 @@ use quick_cache::sync::Cache;
 
 use super::FileState;
 
-/// Bytes of metadata the process keeps at most (approximately: each entry is weighed
-/// by its size plus a fixed overhead).
-const BUDGET: u64 = 16 << 20;
+/// Bytes of file states the process keeps at most, and of names (approximately: each
+/// entry is weighed by its size plus a fixed overhead). Names only make log lines
+/// readable, and a stat walk looks up every entry: they get their own, smaller share,
+/// so a walk never pushes out the states of the files in use.
+const FILES_BUDGET: u64 = 12 << 20;
+const NAMES_BUDGET: u64 = 4 << 20;
 /// Per-entry overhead beyond the entry's own size: the cache's slot, key and
 /// allocator headers.
 const OVERHEAD: u64 = 64;
 
-/// What kind of entry a key names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Kind {
-    File,
-    Name,
-}
-
-type Key = (u64, u64, Kind);
-
-#[derive(Clone)]
-enum Meta {
-    File(Arc<FileState>),
-    /// Parent NID and name.
-    Name(Arc<(u64, Box<[u8]>)>),
-}
+/// (mount, NID).
+type Key = (u64, u64);
+/// Parent NID and name.
+type Name = Arc<(u64, Box<[u8]>)>;
 
 #[derive(Clone)]
 struct Weigh;
 
-impl Weighter<Key, Meta> for Weigh {
-    fn weight(&self, _key: &Key, val: &Meta) -> u64 {
-        OVERHEAD
-            + match val {
-                Meta::File(_) => std::mem::size_of::<FileState>() as u64,
-                Meta::Name(n) => (std::mem::size_of::<(u64, Box<[u8]>)>() + n.1.len()) as u64,
-            }
+impl Weighter<Key, Arc<FileState>> for Weigh {
+    fn weight(&self, _key: &Key, _val: &Arc<FileState>) -> u64 {
+        OVERHEAD + std::mem::size_of::<FileState>() as u64
     }
 }
 
-/// The process's metadata cache.
-fn cache() -> &'static Cache<Key, Meta, Weigh> {
-    static CACHE: OnceLock<Cache<Key, Meta, Weigh>> = OnceLock::new();
-    CACHE.get_or_init(|| {
-        // (The item estimate only sizes the tables; the weight is the budget.)
-        Cache::with_weighter((BUDGET / 256) as usize, BUDGET, Weigh)
-    })
+impl Weighter<Key, Name> for Weigh {
+    fn weight(&self, _key: &Key, val: &Name) -> u64 {
+        OVERHEAD + (std::mem::size_of::<(u64, Box<[u8]>)>() + val.1.len()) as u64
+    }
+}
+
+/// The process's caches of file states and of names.
+fn files() -> &'static Cache<Key, Arc<FileState>, Weigh> {
+    static CACHE: OnceLock<Cache<Key, Arc<FileState>, Weigh>> = OnceLock::new();
+    // (The item estimate only sizes the tables; the weight is the budget.)
+    CACHE.get_or_init(|| Cache::with_weighter((FILES_BUDGET / 256) as usize, FILES_BUDGET, Weigh))
+}
+
+fn names() -> &'static Cache<Key, Name, Weigh> {
+    static CACHE: OnceLock<Cache<Key, Name, Weigh>> = OnceLock::new();
+    CACHE.get_or_init(|| Cache::with_weighter((NAMES_BUDGET / 128) as usize, NAMES_BUDGET, Weigh))
 }
 
 /// One mount's view of the process's metadata cache.
@@ -80,38 +77,30 @@ impl MountMeta {
 
     /// The cached state of file `nid`, if still cached.
     pub(super) fn file(&self, nid: u64) -> Option<Arc<FileState>> {
-        match cache().get(&(self.mount, nid, Kind::File)) {
-            Some(Meta::File(f)) => Some(f),
-            _ => None,
-        }
+        files().get(&(self.mount, nid))
     }
 
     /// Caches `state` for file `nid` unless another thread cached one first; returns
     /// the one cached.
     pub(super) fn insert_file(&self, nid: u64, state: Arc<FileState>) -> Arc<FileState> {
-        let key = (self.mount, nid, Kind::File);
-        match cache().get_or_insert_with(&key, || {
-            Ok::<_, std::convert::Infallible>(Meta::File(state.clone()))
-        }) {
-            Ok(Meta::File(f)) => f,
-            _ => state,
-        }
+        files()
+            .get_or_insert_with(&(self.mount, nid), || {
+                Ok::<_, std::convert::Infallible>(state.clone())
+            })
+            .unwrap_or(state)
     }
 
     /// Parent and name of `nid`, if still cached.
-    pub(super) fn name(&self, nid: u64) -> Option<Arc<(u64, Box<[u8]>)>> {
-        match cache().get(&(self.mount, nid, Kind::Name)) {
-            Some(Meta::Name(n)) => Some(n),
-            _ => None,
-        }
+    pub(super) fn name(&self, nid: u64) -> Option<Name> {
+        names().get(&(self.mount, nid))
     }
 
     /// Remembers that `nid` is `name` in directory `parent` (the first name seen
     /// stays: a hard link has several).
     pub(super) fn remember(&self, parent: u64, name: &[u8], nid: u64) {
-        let key = (self.mount, nid, Kind::Name);
-        if cache().peek(&key).is_none() {
-            cache().insert(key, Meta::Name(Arc::new((parent, name.into()))));
+        let key = (self.mount, nid);
+        if names().peek(&key).is_none() {
+            names().insert(key, Arc::new((parent, name.into())));
         }
     }
 }
@@ -120,7 +109,8 @@ impl Drop for MountMeta {
     /// A mount gone: its entries go now rather than when the budget pushes them out.
     fn drop(&mut self) {
         let mount = self.mount;
-        cache().retain(|k, _| k.0 != mount);
+        files().retain(|k, _| k.0 != mount);
+        names().retain(|k, _| k.0 != mount);
     }
 }
 
@@ -136,12 +126,16 @@ mod tests {
         assert!(b.name(7).is_none(), "another mount's entry");
         // Far more names than the budget holds: the cache's weight stays bounded.
         let name = [b'n'; 200];
-        for nid in 0..(2 * BUDGET / 200) {
+        for nid in 0..(2 * NAMES_BUDGET / 200) {
             b.remember(1, &name, nid + 100);
         }
-        assert!(cache().weight() <= BUDGET, "{} > {BUDGET}", cache().weight());
+        assert!(
+            names().weight() <= NAMES_BUDGET,
+            "{} > {NAMES_BUDGET}",
+            names().weight()
+        );
         let gone = b.mount;
         drop(b);
-        assert!(cache().iter().all(|(k, _)| k.0 != gone));
+        assert!(names().iter().all(|(k, _)| k.0 != gone));
     }
 }
