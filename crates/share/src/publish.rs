@@ -1,23 +1,25 @@
 //! Checking and publishing prepared objects in the background, in batches.
 //!
 //! A prepared object is a copy of one file's content, served to that file at once
-//! from its unpublished file. Checking it against its `sha256:` fingerprint (SHA-256
-//! runs at half the speed the disk reads here), making it durable and linking it
-//! under its name happen on one thread per mount, behind the readers; no other file
-//! gets the object before it is published, so verification still comes before
-//! sharing. Objects queued together are made durable with one
-//! `syncfs` instead of one `fdatasync` each (opening thousands of small files would
-//! otherwise queue thousands of journal commits). The queue is bounded by the open
-//! file limit: every queued object holds descriptors until it is linked, and a full
-//! queue makes the next preparation wait instead of running out of them.
+//! from its unpublished file. Checking it against its `sha256:` fingerprint, making it
+//! durable and linking it under its name happen behind the readers: checker threads
+//! (one per core) hash the copies, so that a mount preparing many objects (or many
+//! mounts of one node daemon sharing one publisher) is not held to one core; one
+//! publishing thread then syncs and links what passed. No other file gets the object
+//! before its check passed ([`Verdict`]), so verification still comes before sharing.
+//! Objects queued together are made durable with one `syncfs` instead of one
+//! `fdatasync` each (opening thousands of small files would otherwise queue thousands
+//! of journal commits). The queues are bounded by the open file limit: every queued
+//! object holds descriptors until it is linked, and full queues make the next
+//! preparation wait instead of running out of them.
 //!
 //! A checked copy also verifies the file it was copied from (recorded in the domain's
 //! records, see [`crate::store::trust`]), and a published verified object is sealed as
 //! it is once linked, so later mounts trust it without hashing it again.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -31,27 +33,54 @@ use crate::store::{ObjectLock, Published, Store, TmpObject};
 /// Most objects queued at once.
 const MAX_QUEUE: u64 = 256;
 
-/// The outcome of checking a prepared object: not yet, it matched, it did not.
+/// The outcome of checking a prepared object: not yet, it matched, it did not, or
+/// never checked (dropped first: the daemon stopped, or the queue was closed).
 #[derive(Debug, Default)]
-pub struct Verdict(AtomicU8);
+pub struct Verdict {
+    state: Mutex<u8>,
+    decided: Condvar,
+}
 
 const PENDING: u8 = 0;
 const MATCHED: u8 = 1;
 const MISMATCHED: u8 = 2;
+const ABANDONED: u8 = 3;
 
 impl Verdict {
-    /// `None` while the check runs (or was never made: the daemon stopped first),
-    /// then whether the content matched its fingerprint.
-    pub fn get(&self) -> Option<bool> {
-        match self.0.load(Ordering::Acquire) {
-            PENDING => None,
-            v => Some(v == MATCHED),
-        }
+    fn state(&self) -> std::sync::MutexGuard<'_, u8> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set(&self, matched: bool) {
-        let v = if matched { MATCHED } else { MISMATCHED };
-        self.0.store(v, Ordering::Release);
+    /// `None` while the check runs (or when it was never made: the daemon stopped
+    /// first), then whether the content matched its fingerprint.
+    pub fn get(&self) -> Option<bool> {
+        decided(*self.state())
+    }
+
+    /// Waits for the check, then says what [`Verdict::get`] says (`None`: it will never
+    /// be made).
+    pub fn wait(&self) -> Option<bool> {
+        let mut st = self.state();
+        while *st == PENDING {
+            st = self.decided.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        decided(*st)
+    }
+
+    fn set(&self, to: u8) {
+        let mut st = self.state();
+        if *st == PENDING {
+            *st = to;
+            self.decided.notify_all();
+        }
+    }
+}
+
+fn decided(state: u8) -> Option<bool> {
+    match state {
+        MATCHED => Some(true),
+        MISMATCHED => Some(false),
+        _ => None,
     }
 }
 
@@ -67,6 +96,14 @@ pub struct Check {
     /// The image file and NID the copy was made from, unchanged while it was copied:
     /// recorded as verified when the copy matches.
     pub source: Option<(ImageId, u64)>,
+}
+
+impl Drop for Check {
+    /// A check dropped unmade (the object was dropped unpublished) must not leave
+    /// anyone waiting for it.
+    fn drop(&mut self) {
+        self.verdict.set(ABANDONED);
+    }
 }
 
 /// An object to publish.
@@ -88,15 +125,32 @@ pub struct Job {
     pub started: Instant,
 }
 
-/// The publishing thread of one mount.
+/// The checker and publishing threads of one sharing state.
+struct Pipeline {
+    /// To the checkers.
+    tx: SyncSender<Job>,
+    checkers: Vec<JoinHandle<()>>,
+    publisher: JoinHandle<()>,
+}
+
+/// The checker and publishing threads of one sharing state (one mount, or every mount
+/// of one store, domain and verify= in the node daemon).
 pub struct Publisher {
-    queue: Mutex<Option<(SyncSender<Job>, JoinHandle<()>)>>,
+    queue: Mutex<Option<Pipeline>>,
 }
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher").finish_non_exhaustive()
     }
+}
+
+/// How many checker threads: one per core (hashing is CPU work), at most 8.
+fn checker_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
 }
 
 impl Publisher {
@@ -107,17 +161,35 @@ impl Publisher {
         trust: Arc<Trust>,
     ) -> std::io::Result<Publisher> {
         // Each queued object holds three descriptors (file, directory, lock); keep the
-        // queue to a small share of what the process may open.
+        // queues and a batch to a small share of what the process may open (each
+        // queue holds half a batch).
         let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
             .current
             .unwrap_or(u64::MAX);
         let bound = (soft / 16).clamp(2, MAX_QUEUE) as usize;
-        let (tx, rx) = sync_channel(bound);
-        let handle = std::thread::Builder::new()
+        let (tx, rx) = sync_channel::<Job>(bound / 2);
+        let (ptx, prx) = sync_channel::<Job>(bound / 2);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut checkers = Vec::new();
+        for i in 0..checker_count() {
+            let (rx, ptx, stats, trust) = (rx.clone(), ptx.clone(), stats.clone(), trust.clone());
+            checkers.push(
+                std::thread::Builder::new()
+                    .name(format!("check-{i}"))
+                    .spawn(move || run_checker(&rx, &ptx, &stats, &trust))?,
+            );
+        }
+        // The publisher's queue closes once every checker has ended.
+        drop(ptx);
+        let publisher = std::thread::Builder::new()
             .name("publish".into())
-            .spawn(move || run(&store, &stats, &trust, &rx, bound))?;
+            .spawn(move || run(&store, &stats, &trust, &prx, bound))?;
         Ok(Publisher {
-            queue: Mutex::new(Some((tx, handle))),
+            queue: Mutex::new(Some(Pipeline {
+                tx,
+                checkers,
+                publisher,
+            })),
         })
     }
 
@@ -129,38 +201,47 @@ impl Publisher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .map(|(tx, _)| tx.clone());
+            .map(|p| p.tx.clone());
         if let Some(tx) = tx {
             let _ = tx.send(job);
         }
     }
 
-    /// Publishes what is queued and stops.
+    /// Checks and publishes what is queued and stops.
     pub fn finish(&self) {
         let taken = self.queue.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some((tx, handle)) = taken {
-            drop(tx);
-            let _ = handle.join();
+        if let Some(p) = taken {
+            drop(p.tx);
+            for c in p.checkers {
+                let _ = c.join();
+            }
+            let _ = p.publisher.join();
+        }
+    }
+}
+
+/// One checker: checks queued objects and hands those that passed to the publisher.
+fn run_checker(rx: &Mutex<Receiver<Job>>, to: &SyncSender<Job>, stats: &Stats, trust: &Trust) {
+    loop {
+        // (Held only while waiting: the other checkers hash meanwhile.)
+        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(job) = job else {
+            return;
+        };
+        if let Some(job) = check(job, stats, trust) {
+            let _ = to.send(job);
         }
     }
 }
 
 fn run(store: &Store, stats: &Stats, trust: &Trust, rx: &Receiver<Job>, bound: usize) {
     while let Ok(first) = rx.recv() {
-        let mut batch = Vec::new();
-        let mut next = Some(first);
-        while let Some(job) = next {
-            if let Some(job) = check(job, stats, trust) {
-                batch.push(job);
+        let mut batch = vec![first];
+        while batch.len() < bound {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
             }
-            next = if batch.len() < bound {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
-        }
-        if batch.is_empty() {
-            continue;
         }
         let synced = if batch.len() > 1 {
             match rustix::fs::syncfs(&batch[0].tmp.file) {
@@ -193,7 +274,7 @@ fn check(job: Job, stats: &Stats, trust: &Trust) -> Option<Job> {
             false
         }
     };
-    c.verdict.set(matched);
+    c.verdict.set(if matched { MATCHED } else { MISMATCHED });
     if matched {
         if let Some((id, nid)) = &c.source {
             trust.add_verified(id, *nid, &c.fp);
@@ -248,5 +329,58 @@ fn publish(store: &Store, stats: &Stats, trust: &Trust, job: Job, synced: bool) 
     }
     if let Some(l) = lock {
         l.release_published();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(verdict: &Arc<Verdict>) -> Check {
+        Check {
+            want: [0; 32],
+            verdict: verdict.clone(),
+            fp: b"sha256:x".to_vec(),
+            source: None,
+        }
+    }
+
+    #[test]
+    fn a_waiter_gets_the_verdict_set_later() {
+        let v = Arc::new(Verdict::default());
+        assert_eq!(v.get(), None);
+        let waiter = {
+            let v = v.clone();
+            std::thread::spawn(move || v.wait())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        v.set(MISMATCHED);
+        assert_eq!(waiter.join().unwrap(), Some(false));
+        // Decided once: a later outcome changes nothing.
+        v.set(MATCHED);
+        assert_eq!(v.get(), Some(false));
+    }
+
+    #[test]
+    fn a_check_dropped_unmade_releases_its_waiters() {
+        let v = Arc::new(Verdict::default());
+        let c = check(&v);
+        let waiter = {
+            let v = v.clone();
+            std::thread::spawn(move || v.wait())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        drop(c);
+        assert_eq!(waiter.join().unwrap(), None);
+        assert_eq!(v.get(), None);
+    }
+
+    #[test]
+    fn a_made_check_keeps_its_verdict_when_dropped() {
+        let v = Arc::new(Verdict::default());
+        let c = check(&v);
+        v.set(MATCHED);
+        drop(c);
+        assert_eq!(v.wait(), Some(true));
     }
 }

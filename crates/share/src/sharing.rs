@@ -43,7 +43,51 @@ pub enum Decision {
 /// the object while the mount still holds it. (Held weakly: past the budget of
 /// [`Kept`], a mount keeps an object open only while it serves from it, so the number
 /// of descriptors stays bounded whatever the number of files in the image.)
-type Slot = Arc<Mutex<Weak<Object>>>;
+type Slot = Arc<Mutex<SlotState>>;
+
+/// What a [`Slot`] knows of its object.
+#[derive(Debug, Default)]
+struct SlotState {
+    /// The object, while someone holds it.
+    obj: Weak<Object>,
+    /// Set while `obj` is a copy this process prepared and its check has not passed
+    /// yet: other files wait for the check (not for the copy's publication, which
+    /// syncs the disk), and get the copy only if it passes.
+    pending: Option<Arc<Verdict>>,
+}
+
+/// The slots, by fingerprint value. Slots of objects nobody holds any more are
+/// dropped now and then, so the map follows the objects in use, not every fingerprint
+/// ever opened.
+#[derive(Debug, Default)]
+struct Slots {
+    map: HashMap<Vec<u8>, Slot>,
+    /// Size after the last pruning.
+    kept: usize,
+}
+
+/// Fewest slots worth pruning.
+const PRUNE_MIN: usize = 1024;
+
+impl Slots {
+    fn get(&mut self, fp: &[u8]) -> Slot {
+        if let Some(s) = self.map.get(fp) {
+            return s.clone();
+        }
+        if self.map.len() >= PRUNE_MIN.max(2 * self.kept) {
+            // Unused: no thread holds it (only the map does) and it leads nowhere; a
+            // slot being locked right now is held by its user, so it stays.
+            self.map.retain(|_, slot| {
+                Arc::strong_count(slot) > 1
+                    || slot
+                        .try_lock()
+                        .map_or(true, |st| st.pending.is_some() || st.obj.strong_count() > 0)
+            });
+            self.kept = self.map.len();
+        }
+        self.map.entry(fp.to_vec()).or_default().clone()
+    }
+}
 
 /// Objects kept open, by address, with their order of arrival.
 #[derive(Debug, Default)]
@@ -101,7 +145,7 @@ pub struct Sharing {
     /// hold that many descriptors.
     kept: Mutex<Kept>,
     /// One slot per fingerprint value.
-    slots: Mutex<HashMap<Vec<u8>, Slot>>,
+    slots: Mutex<Slots>,
     unverifiable_noted: AtomicBool,
     /// Counters.
     pub stats: Arc<Stats>,
@@ -122,7 +166,7 @@ impl Sharing {
                 budget: keep_budget(),
                 ..Kept::default()
             }),
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots::default()),
             unverifiable_noted: AtomicBool::new(false),
             stats,
         })
@@ -190,9 +234,15 @@ impl Sharing {
         }
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            slots.entry(fp.clone()).or_default().clone()
+            slots.get(&fp)
         };
         let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(verdict) = guard.pending.take()
+            && verdict.wait() != Some(true)
+        {
+            // Failed its check (or never checked): not for anyone else.
+            guard.obj = Weak::new();
+        }
         let cannot_open = |e: io::Error| {
             warn!(
                 "{image}: {}: cannot open its shared object in {}: {e}; served unshared",
@@ -201,8 +251,9 @@ impl Sharing {
             );
             Decision::Unshared
         };
-        // An object this Sharing holds was checked when it was opened.
-        let from_slot = guard.upgrade();
+        // An object this Sharing holds was checked when it was opened (or, prepared
+        // here, when its copy was checked).
+        let from_slot = guard.obj.upgrade();
         let held = from_slot.is_some();
         let mut existing = match from_slot {
             Some(o) => Some(o),
@@ -289,12 +340,17 @@ impl Sharing {
         };
         match &decision {
             Decision::Shared(obj) => {
-                *guard = Arc::downgrade(obj);
+                guard.obj = Arc::downgrade(obj);
                 self.keep(obj);
             }
-            // Not for other files until checked: the slot stays empty, so they look
-            // in the store, waiting for the preparation lock the check holds.
-            Decision::Own(obj, _) => self.keep(obj),
+            // Not for other files until checked: in this process they wait for the
+            // check; other processes look in the store, waiting for the preparation
+            // lock that publishing releases.
+            Decision::Own(obj, verdict) => {
+                guard.obj = Arc::downgrade(obj);
+                guard.pending = Some(verdict.clone());
+                self.keep(obj);
+            }
             Decision::Unshared => {}
         }
         decision

@@ -19,13 +19,24 @@
 //! * A mount keeps the objects it has used open (marking them in use for `ishare store
 //!   gc`) up to half its open file limit; past that, an object stays open only while
 //!   a file is open from it (with passthrough, the kernel holds it), so a mount never
-//!   runs out of descriptors, whatever the number of files in the image.
+//!   runs out of descriptors, whatever the number of files in the image. A backing
+//!   file registered for passthrough stays registered after its last close (up to
+//!   [`IDLE_BACKING`] per mount), so opening the file again costs no registration.
+//! * The image never changes, so what the kernel may cache, it caches for good:
+//!   entries, attributes and negative lookups for a day, file pages (`keep_cache`)
+//!   and directory listings (`cache_dir`); directories are not opened (the kernel's
+//!   `no_opendir`: no OPENDIR and RELEASEDIR requests, listings are stateless) and
+//!   FLUSH is refused once (`no_flush`), so a warm stat walk sends no request at all
+//!   and an open sends OPEN and RELEASE only. A mount sharing nothing does not open
+//!   files either (`no_open`).
+//! * What the mount remembers of files and names is in the process's one metadata
+//!   budget ([`meta`]); evicted entries are found again in the image.
 //! * Errors from the reader are EIO with a log line naming the image and the path.
 //!
 //! This module holds the mount's state and how a file is opened and read; [`attr`]
 //! maps inodes to what `stat` shows, [`ops`] answers the FUSE requests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -40,6 +51,7 @@ use crate::sharing::{Decision, Sharing};
 use crate::store::Object;
 
 mod attr;
+mod meta;
 mod ops;
 
 /// An xattr name and value.
@@ -47,6 +59,19 @@ type NameValue = (Vec<u8>, Vec<u8>);
 
 /// File handle of opens that pass through to a backing file.
 const FH_PASSTHROUGH: u64 = 1;
+
+/// Backing files a mount keeps registered after their files' last close.
+const IDLE_BACKING: usize = 2048;
+
+/// A mount's registered backing files.
+#[derive(Debug, Default)]
+struct Backing {
+    /// By NID: the id and how many open files use it.
+    ids: HashMap<u64, (BackingId, u64)>,
+    /// NIDs whose files were all closed, oldest first (may repeat: checked again when
+    /// taken).
+    idle: VecDeque<u64>,
+}
 
 /// The passthrough state of a mount, shared with the daemon.
 #[derive(Debug, Default)]
@@ -100,15 +125,17 @@ pub struct ImageFs {
     /// Passthrough wanted at all (sharing on and `passthrough` not `off`).
     want_passthrough: bool,
     stack_depth: u32,
-    files: Mutex<HashMap<u64, Arc<FileState>>>,
-    backing: Mutex<HashMap<u64, (BackingId, u64)>>,
+    backing: Mutex<Backing>,
     /// Objects of open files the daemon reads from (no passthrough), by file handle.
     handles: Mutex<HashMap<u64, Arc<Object>>>,
     direct: DirectReader,
-    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_fh: AtomicU64,
-    /// Parent and name of every inode looked up, for paths in log lines.
-    names: Mutex<HashMap<u64, (u64, Vec<u8>)>>,
+    /// File states and names (for paths in log lines), within the process's budget.
+    meta: meta::MountMeta,
+    /// The kernel sends no OPENDIR (we refuse the first one: `no_opendir`).
+    no_opendir: bool,
+    /// The kernel sends no OPEN (refused: `no_open`; only when nothing is shared).
+    no_open: bool,
     counters: Arc<Counters>,
 }
 
@@ -146,13 +173,13 @@ impl ImageFs {
             sharing,
             passthrough,
             stack_depth,
-            files: Mutex::new(HashMap::new()),
-            backing: Mutex::new(HashMap::new()),
+            backing: Mutex::new(Backing::default()),
             handles: Mutex::new(HashMap::new()),
             direct: DirectReader::default(),
-            dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(2),
-            names: Mutex::new(HashMap::new()),
+            meta: meta::MountMeta::new(),
+            no_opendir: false,
+            no_open: false,
             counters,
         }
     }
@@ -183,16 +210,16 @@ impl ImageFs {
         self.img.name()
     }
 
-    /// The path of `nid` inside the image, as far as lookups told us.
+    /// The path of `nid` inside the image, as far as lookups told us (and the names
+    /// are still cached).
     fn path(&self, nid: u64) -> String {
-        let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         let mut parts = Vec::new();
         let mut cur = nid;
         while cur != self.root_nid && parts.len() < 4096 {
-            match names.get(&cur) {
-                Some((parent, name)) => {
-                    parts.push(String::from_utf8_lossy(name).into_owned());
-                    cur = *parent;
+            match self.meta.name(cur) {
+                Some(n) => {
+                    parts.push(String::from_utf8_lossy(&n.1).into_owned());
+                    cur = n.0;
                 }
                 None => return format!("(nid {nid})"),
             }
@@ -202,8 +229,7 @@ impl ImageFs {
     }
 
     fn remember(&self, parent: u64, name: &[u8], nid: u64) {
-        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        names.entry(nid).or_insert_with(|| (parent, name.to_vec()));
+        self.meta.remember(parent, name, nid);
     }
 
     /// Logs a reader error and returns EIO.
@@ -219,25 +245,17 @@ impl ImageFs {
     }
 
     fn file_state(&self, nid: u64) -> Result<Arc<FileState>, Errno> {
-        if let Some(st) = self
-            .files
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&nid)
-        {
-            return Ok(st.clone());
+        if let Some(st) = self.meta.file(nid) {
+            return Ok(st);
         }
         let inode = self.inode(nid)?;
-        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(files
-            .entry(nid)
-            .or_insert_with(|| {
-                Arc::new(FileState {
-                    inode,
-                    served: Mutex::new(Served::Undecided),
-                })
-            })
-            .clone())
+        Ok(self.meta.insert_file(
+            nid,
+            Arc::new(FileState {
+                inode,
+                served: Mutex::new(Served::Undecided),
+            }),
+        ))
     }
 
     /// The object a file is served from, or `None` when it is served from the image;
@@ -320,10 +338,13 @@ impl ImageFs {
     /// Opens a shared file with passthrough to its object; gives the reply back when
     /// passthrough fails (the mount then reads objects in the daemon).
     fn open_passthrough(&self, nid: u64, state: &FileState, reply: ReplyOpen) -> Option<ReplyOpen> {
-        let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((id, count)) = backing.get_mut(&nid) {
-            *count += 1;
+        let opened = |reply: ReplyOpen, id: &BackingId| {
             reply.opened_passthrough(FileHandle(FH_PASSTHROUGH), FopenFlags::empty(), id);
+        };
+        let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((id, count)) = backing.ids.get_mut(&nid) {
+            *count += 1;
+            opened(reply, id);
             return None;
         }
         drop(backing);
@@ -332,18 +353,18 @@ impl ImageFs {
             return None;
         };
         let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((id, count)) = backing.get_mut(&nid) {
+        if let Some((id, count)) = backing.ids.get_mut(&nid) {
             // Another open registered it meanwhile.
             *count += 1;
-            reply.opened_passthrough(FileHandle(FH_PASSTHROUGH), FopenFlags::empty(), id);
+            opened(reply, id);
             return None;
         }
         // The kernel holds the object file (and with it the flock marking it in use)
-        // from here until the last open of it is released; `obj` closes when dropped.
+        // from here until the id is dropped; `obj` closes when dropped.
         match reply.open_backing(&obj.file) {
             Ok(id) => {
-                reply.opened_passthrough(FileHandle(FH_PASSTHROUGH), FopenFlags::empty(), &id);
-                backing.insert(nid, (id, 1));
+                opened(reply, &id);
+                backing.ids.insert(nid, (id, 1));
                 None
             }
             Err(e) => {
@@ -355,6 +376,29 @@ impl ImageFs {
                     );
                 }
                 Some(reply)
+            }
+        }
+    }
+
+    /// The last open file of `nid` passing through was closed: its backing file stays
+    /// registered for the next open, the oldest idle one beyond [`IDLE_BACKING`] goes.
+    fn release_backing(&self, nid: u64) {
+        let mut b = self.backing.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((_, count)) = b.ids.get_mut(&nid) else {
+            return;
+        };
+        *count = count.saturating_sub(1);
+        if *count > 0 {
+            return;
+        }
+        b.idle.push_back(nid);
+        while b.idle.len() > IDLE_BACKING {
+            let Some(old) = b.idle.pop_front() else {
+                break;
+            };
+            // Dropping the BackingId closes it in the kernel.
+            if b.ids.get(&old).is_some_and(|(_, c)| *c == 0) {
+                b.ids.remove(&old);
             }
         }
     }
@@ -418,11 +462,27 @@ impl ImageFs {
         Ok(out)
     }
 
-    fn dir_entries(&self, fh: FileHandle) -> Option<Arc<Vec<DirEntry>>> {
-        self.dirs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&fh.0)
-            .cloned()
+    /// The entries of directory `nid` in on-disk order, "." first when the image omits
+    /// it (readdir is stateless: the kernel caches listings, and sends no OPENDIR).
+    fn dir_listing(&self, nid: u64) -> Result<Vec<DirEntry>, Errno> {
+        let dir = self.inode(nid)?;
+        if !dir.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let mut entries = Vec::new();
+        if dir.dot_omitted {
+            entries.push(DirEntry {
+                name: b".".to_vec(),
+                nid,
+                file_type: dir.file_type.dirent_type(),
+            });
+        }
+        self.img
+            .for_each_entry(&dir, |e| {
+                entries.push(e);
+                Ok(())
+            })
+            .map_err(|e| self.eio(nid, "cannot read the directory", e))?;
+        Ok(entries)
     }
 }

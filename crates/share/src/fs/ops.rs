@@ -6,7 +6,6 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use fuser::{
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyXattr,
     Request,
 };
-use ishare_erofs::{DirEntry, FileType};
+use ishare_erofs::FileType;
 
 use super::attr::{dirent_kind, negative_attr};
 use super::{FH_PASSTHROUGH, ImageFs};
@@ -34,6 +33,12 @@ impl Filesystem for ImageFs {
             | InitFlags::FUSE_POSIX_ACL
             | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
         let _ = config.add_capabilities(caps & optional);
+        // Refusing the first OPENDIR (OPEN) with ENOSYS tells the kernel to send none
+        // again; it then caches listings (and pages) as `cache_dir` (`keep_cache`).
+        self.no_opendir = caps.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
+        // Passthrough and daemon reads from objects need the open: only a mount that
+        // shares nothing can do without.
+        self.no_open = self.sharing.is_none() && caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
         if let Err(max) = config.set_max_readahead(u32::MAX) {
             let _ = config.set_max_readahead(max);
         }
@@ -125,6 +130,9 @@ impl Filesystem for ImageFs {
             if flags.0 & O_ACCMODE_WRITE != 0 {
                 return reply.error(Errno::EROFS);
             }
+            if self.no_open {
+                return reply.error(Errno::ENOSYS);
+            }
             let state = match self.file_state(nid) {
                 Ok(s) => s,
                 Err(e) => return reply.error(e),
@@ -185,6 +193,8 @@ impl Filesystem for ImageFs {
         });
     }
 
+    /// Nothing to flush on a read-only filesystem: ENOSYS makes the kernel send no
+    /// FLUSH again (one request less at every close).
     fn flush(
         &self,
         _req: &Request,
@@ -193,7 +203,7 @@ impl Filesystem for ImageFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -214,15 +224,7 @@ impl Filesystem for ImageFs {
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&fh.0);
             } else {
-                let nid = self.nid(ino);
-                let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((_, count)) = backing.get_mut(&nid) {
-                    *count -= 1;
-                    if *count == 0 {
-                        // Dropping the BackingId closes it in the kernel.
-                        backing.remove(&nid);
-                    }
-                }
+                self.release_backing(self.nid(ino));
             }
             reply.ok();
         });
@@ -230,39 +232,16 @@ impl Filesystem for ImageFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.contained("opendir", || {
+            if self.no_opendir {
+                return reply.error(Errno::ENOSYS);
+            }
             let nid = self.nid(ino);
-            let res = self.inode(nid).and_then(|dir| {
-                if !dir.is_dir() {
-                    return Err(Errno::ENOTDIR);
-                }
-                let mut entries = Vec::new();
-                if dir.dot_omitted {
-                    entries.push(DirEntry {
-                        name: b".".to_vec(),
-                        nid,
-                        file_type: dir.file_type.dirent_type(),
-                    });
-                }
-                self.img
-                    .for_each_entry(&dir, |e| {
-                        entries.push(e);
-                        Ok(())
-                    })
-                    .map_err(|e| self.eio(nid, "cannot read the directory", e))?;
-                Ok(entries)
-            });
-            match res {
-                Ok(entries) => {
-                    let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                    self.dirs
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(fh, Arc::new(entries));
-                    reply.opened(
-                        FileHandle(fh),
-                        FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
-                    );
-                }
+            match self.inode(nid) {
+                Ok(dir) if dir.is_dir() => reply.opened(
+                    FileHandle(0),
+                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+                ),
+                Ok(_) => reply.error(Errno::ENOTDIR),
                 Err(e) => reply.error(e),
             }
         });
@@ -271,14 +250,15 @@ impl Filesystem for ImageFs {
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         self.contained("readdir", || {
-            let Some(entries) = self.dir_entries(fh) else {
-                return reply.error(Errno::EBADF);
+            let entries = match self.dir_listing(self.nid(ino)) {
+                Ok(e) => e,
+                Err(e) => return reply.error(e),
             };
             for (i, e) in entries.iter().enumerate().skip(offset as usize) {
                 let ino = self.st_ino(e.nid);
@@ -299,14 +279,15 @@ impl Filesystem for ImageFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         self.contained("readdirplus", || {
             let dnid = self.nid(ino);
-            let Some(entries) = self.dir_entries(fh) else {
-                return reply.error(Errno::EBADF);
+            let entries = match self.dir_listing(dnid) {
+                Ok(e) => e,
+                Err(e) => return reply.error(e),
             };
             for (i, e) in entries.iter().enumerate().skip(offset as usize) {
                 let inode = match self.inode(e.nid) {
@@ -342,17 +323,11 @@ impl Filesystem for ImageFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.contained("releasedir", || {
-            self.dirs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&fh.0);
-            reply.ok();
-        });
+        reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
