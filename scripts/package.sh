@@ -74,7 +74,7 @@ Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: ishare
 
 Files: *
-Copyright: the ishare authors
+Copyright: 2026 the ishare authors
 License: MIT or Apache-2.0
  On Debian systems the Apache License 2.0 is in
  /usr/share/common-licenses/Apache-2.0. The MIT license:
@@ -197,6 +197,8 @@ fi
 exit 0
 EOF
 chmod 0755 DEBIAN/prerm DEBIAN/postrm DEBIAN/postinst
+# md5sums lets debsums check the installed files.
+find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 md5sum >DEBIAN/md5sums
 
 cd "$out"
 deb=$out/ishare_${version}_$arch.deb
