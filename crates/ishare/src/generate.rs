@@ -230,12 +230,20 @@ fn mkfs_page(version: &str) -> Result<String> {
     // the following indented lines.
     let mut opts: Vec<(String, String)> = Vec::new();
     let mut tail = String::new();
+    // The option table ends at the first blank line after it; the rest (what is refused)
+    // is prose, though a line of it may start with an option's name.
+    let mut in_table = false;
     for l in lines {
         let t = l.trim();
         if t.is_empty() {
+            if in_table {
+                in_table = false;
+                tail.push(' ');
+            }
             continue;
         }
-        if t.starts_with('-') && l.len() - l.trim_start().len() < 8 {
+        if tail.is_empty() && t.starts_with('-') && l.len() - l.trim_start().len() < 8 {
+            in_table = true;
             let (spec, d) = t.split_once("  ").unwrap_or((t, ""));
             opts.push((spec.trim().to_owned(), d.trim().to_owned()));
         } else if l.starts_with("   ") && !opts.is_empty() && tail.is_empty() {
