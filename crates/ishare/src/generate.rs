@@ -149,12 +149,43 @@ fn extra_sections(name: &str) -> Result<String> {
             "as mount.fuse.ishare: the helper's command line is wrong (mount(8)'s mount failure)",
         )]);
     }
+    if name != "ishare" {
+        r.control("SH", ["SEE ALSO"])
+            .text([bold("ishare"), roman("(1)")]);
+    }
     Ok(r.to_roff())
 }
 
-fn write_page(dir: &Path, man: Man, name: &str, section: &str) -> Result<()> {
+/// A page: clap_mangen's sections, then a SUBCOMMANDS section naming each page with its
+/// own section number (clap_mangen gives every one its parent's), then ours.
+fn write_page(dir: &Path, cmd: clap::Command, name: &str, section: &str) -> Result<()> {
+    // No `help` subcommand: it has no page.
+    let cmd = cmd.disable_help_subcommand(true);
+    let man = Man::new(cmd.clone()).title(name).section(section);
     let mut out = Vec::new();
-    man.render(&mut out)?;
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    let subs: Vec<_> = cmd.get_subcommands().filter(|s| !s.is_hide_set()).collect();
+    if !subs.is_empty() {
+        let mut r = Roff::new();
+        r.control("SH", ["SUBCOMMANDS"]);
+        for sub in subs {
+            let sect = if name == "ishare" {
+                self::section(sub.get_name())
+            } else {
+                section
+            };
+            let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+            r.control("TP", [])
+                .text([bold(format!("{name}-{}({sect})", sub.get_name()))])
+                .text([roman(about)]);
+        }
+        out.extend_from_slice(r.to_roff().as_bytes());
+    }
+    man.render_version_section(&mut out)?;
     out.extend_from_slice(extra_sections(name)?.as_bytes());
     let path = dir.join(format!("{name}.{section}"));
     fs::write(&path, out).with_context(|| format!("writing {}", path.display()))
@@ -164,7 +195,8 @@ fn man_pages(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let cmd = crate::Cli::command();
     let version = cmd.get_version().unwrap_or_default().to_owned();
-    write_page(dir, Man::new(cmd.clone()), "ishare", "1")?;
+    let top = cmd.clone().long_about(DESCRIPTION);
+    write_page(dir, top, "ishare", "1")?;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = sub.get_name();
         if name == "mkfs" {
@@ -181,7 +213,7 @@ fn man_pages(dir: &Path) -> Result<()> {
             .name(&page_name)
             .bin_name(format!("ishare {name}"))
             .version(version.clone());
-        write_page(dir, Man::new(c.clone()).section(sect), &page_name, sect)?;
+        write_page(dir, c.clone(), &page_name, sect)?;
         for nested in c.get_subcommands().filter(|s| !s.is_hide_set()) {
             let n = nested.get_name();
             let nested_name = format!("{page_name}-{n}");
@@ -190,11 +222,20 @@ fn man_pages(dir: &Path) -> Result<()> {
                 .name(&nested_name)
                 .bin_name(format!("ishare {name} {n}"))
                 .version(version.clone());
-            write_page(dir, Man::new(nc).section(sect), &nested_name, sect)?;
+            write_page(dir, nc, &nested_name, sect)?;
         }
     }
     Ok(())
 }
+
+/// ishare(1)'s DESCRIPTION: what the program is for (the subcommands' pages say how).
+const DESCRIPTION: &str = "ishare builds EROFS images whose files carry content fingerprints \
+(mkfs.erofs-compatible), reads and checks any EROFS image, and mounts images over FUSE \
+so that identical files across images share one copy in the page cache, on kernels \
+without Linux 7.0's inode_share. A node daemon serves every mount of the host, and a \
+containerd proxy snapshotter turns container layers into such images.
+
+Each subcommand has its own page, listed under SUBCOMMANDS.";
 
 /// `ishare-mkfs(1)` from the text `ishare mkfs --help` prints: option lines (starting
 /// with `-`) become tagged paragraphs, their descriptions the continuation lines.
@@ -202,7 +243,7 @@ fn mkfs_page(version: &str) -> Result<String> {
     let help = mkfs::help::usage("ishare mkfs", Flavor::Ishare);
     let mut lines = help.lines();
     let mut r = Roff::new();
-    r.control("TH", ["ISHARE-MKFS", "1", "", &format!("ishare {version}")]);
+    r.control("TH", ["ishare-mkfs", "1", "", &format!("ishare {version}")]);
     r.control("SH", ["NAME"]).text([roman(
         "ishare-mkfs - build an EROFS image from a directory or a tar",
     )]);

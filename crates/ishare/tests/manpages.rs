@@ -173,6 +173,24 @@ fn man_pages_render_and_document_every_option() {
             assert_options_documented(&help, &page(d, &format!("ishare-{sub}-{nested}")));
         }
     }
+    // Every page a page refers to, as ishare-NAME(SECTION), exists in that section.
+    for p in &pages {
+        let text = page_text(p).replace("\\fB", "").replace("\\fR", "");
+        for (i, _) in text.match_indices("ishare-") {
+            let rest = &text[i..];
+            let Some(open) = rest.find('(') else { continue };
+            let name = &rest[..open];
+            if !name.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+                continue;
+            }
+            let sect = &rest[open + 1..open + 2];
+            assert!(
+                d.join(format!("{name}.{sect}")).exists(),
+                "{} refers to {name}({sect}), which does not exist",
+                p.display()
+            );
+        }
+    }
     for admin in ["mount", "daemon", "snapshotter"] {
         assert!(
             d.join(format!("ishare-{admin}.8")).exists(),
