@@ -161,7 +161,8 @@ cat >DEBIAN/prerm <<'EOF'
 set -e
 if [ "$1" = remove ] || [ "$1" = deconfigure ]; then
   if [ -d /run/systemd/system ]; then
-    systemctl stop ishare-snapshotter.service ishare.service >/dev/null 2>&1 || true
+    # deb-systemd-invoke (init-system-helpers, Essential) stops enabled or not.
+    deb-systemd-invoke stop ishare-snapshotter.service ishare.service >/dev/null 2>&1 || true
   fi
   # Unmount every ishare mount, innermost first.
   awk '$3 == "fuse.ishare" { print $2 }' /proc/self/mounts | sort -r | while read -r m; do
