@@ -94,4 +94,15 @@ if [ ! -x "$CTRD_DIR/usr/bin/containerd" ] || [ ! -x "$CTRD_DIR/usr/bin/containe
 fi
 "$CTRD_DIR/usr/bin/containerd" --version
 # --- end of containerd -------------------------------------------------------------------
+# --- packaging (crates/ishare/tests/manpages.rs, scripts/package.sh) ----------------------
+# man-db and groff render the generated man pages (the test checks they render without
+# warnings); dpkg-dev has dpkg-shlibdeps (the package's Depends); lintian checks the .deb.
+need_pkg=()
+for p in man-db groff-base dpkg-dev lintian; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkg+=("$p")
+done
+if [ ${#need_pkg[@]} -gt 0 ]; then
+  apt-get install -y -qq --no-install-recommends "${need_pkg[@]}" >/dev/null
+fi
+# --- end of packaging --------------------------------------------------------------------
 "$EU_DIR/bin/mkfs.erofs" --version | head -1

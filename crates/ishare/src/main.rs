@@ -4,6 +4,7 @@ mod doctor;
 mod dump;
 mod extract;
 mod fsck;
+mod generate;
 mod mkfs;
 mod mount;
 mod report;
@@ -52,6 +53,9 @@ enum Cmd {
     /// Tell what this host supports (EROFS, FUSE, passthrough, the store) and the mode
     /// `ishare mount` will run in.
     Doctor(doctor::Args),
+    /// Write the man pages or the shell completions (for packaging).
+    #[command(hide = true)]
+    Generate(generate::Args),
 }
 
 /// Extra devices, as `--device PATH` (repeatable), shared by the reading commands.
@@ -149,6 +153,7 @@ fn main() -> ExitCode {
         Cmd::Store(a) => store::run(a),
         Cmd::Doctor(a) => doctor::run(a),
         Cmd::Snapshotter(a) => snapshotter::run(a),
+        Cmd::Generate(a) => generate::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

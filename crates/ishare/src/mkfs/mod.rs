@@ -15,7 +15,7 @@ use ishare_builder::{
 };
 
 pub mod args;
-mod help;
+pub(crate) mod help;
 
 pub use args::Flavor;
 use args::{Args, Command, TarMode, TimeScope};
