@@ -277,6 +277,8 @@ fn a_full_store_still_serves_every_byte() {
     );
     assert!(gc.status.success(), "gc of a full store: {gc:?}");
     let log = node.log_text();
+    // The store was really used and really full: the daemon met ENOSPC and said so.
+    assert!(log.contains("No space left on device"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
 
