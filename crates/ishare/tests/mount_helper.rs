@@ -88,8 +88,9 @@ fn mount_8_and_fstab_mount_through_the_helper() {
         id.display(),
         store.path().display()
     );
-    let node = NodeDaemon::at();
+    // Declared first, dropped last: the daemon's end unmounts them, then they go.
     let (m0, m1) = (mount_point("ishare-helper-"), mount_point("ishare-helper-"));
+    let node = NodeDaemon::at();
 
     // A command line.
     let out = run_unchecked(
