@@ -66,25 +66,6 @@ fn fp_value(content: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Replaces the only occurrence of `from` in the image file with `to` (same length).
-fn patch_image(image: &Path, from: &[u8], to: &[u8]) {
-    let mut data = fs::read(image).unwrap();
-    let hits: Vec<usize> = data
-        .windows(from.len())
-        .enumerate()
-        .filter(|(_, w)| *w == from)
-        .map(|(i, _)| i)
-        .collect();
-    assert_eq!(
-        hits.len(),
-        1,
-        "fingerprint bytes found {} times",
-        hits.len()
-    );
-    data[hits[0]..hits[0] + to.len()].copy_from_slice(to);
-    fs::write(image, data).unwrap();
-}
-
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -165,7 +146,7 @@ fn kernel_mode_in_the_linux_7_2_vm() {
     ishare_mkfs(&img("b.erofs"), &src_b);
     ishare_mkfs(&img("liar.erofs"), &src_l);
     // The liar's file claims the shared file's fingerprint (same size, other bytes).
-    patch_image(&img("liar.erofs"), &fp_value(&liar), &fp_value(&big));
+    ishare_testkit::image::replace_unique(&img("liar.erofs"), &fp_value(&liar), &fp_value(&big));
     // A fingerprint that is no sha256: digest (the kernel would share by it all the same).
     let src_o = dir.path().join("o");
     let odd = Rng::new(0x6f6464).bytes(50_000);
@@ -173,7 +154,7 @@ fn kernel_mode_in_the_linux_7_2_vm() {
     ishare_mkfs(&img("odd.erofs"), &src_o);
     let mut other = fp_value(&odd);
     other[..7].copy_from_slice(b"sha512:");
-    patch_image(&img("odd.erofs"), &fp_value(&odd), &other);
+    ishare_testkit::image::replace_unique(&img("odd.erofs"), &fp_value(&odd), &other);
 
     let script = SCRIPT
         .replace("$DOMAIN", DOMAIN)

@@ -334,26 +334,6 @@ fn without_inode_share_nothing_is_shared() {
 // Sharing rules and verification
 // ---------------------------------------------------------------------------------------------
 
-/// Replaces the only occurrence of `from` in the image file with `to` (same length).
-fn patch_image(image: &Path, from: &[u8], to: &[u8]) {
-    assert_eq!(from.len(), to.len());
-    let mut data = fs::read(image).unwrap();
-    let hits: Vec<usize> = data
-        .windows(from.len())
-        .enumerate()
-        .filter(|(_, w)| *w == from)
-        .map(|(i, _)| i)
-        .collect();
-    assert_eq!(
-        hits.len(),
-        1,
-        "fingerprint bytes found {} times",
-        hits.len()
-    );
-    data[hits[0]..hits[0] + to.len()].copy_from_slice(to);
-    fs::write(image, data).unwrap();
-}
-
 fn fp_value(content: &[u8]) -> Vec<u8> {
     let mut v = b"sha256:".to_vec();
     v.extend_from_slice(&sha256(content));
@@ -394,7 +374,7 @@ fn liar_images(dir: &Path, honest: &[u8], liar: &[u8]) -> (PathBuf, PathBuf) {
     let (i1, i2) = (dir.join("honest.erofs"), dir.join("liar.erofs"));
     ishare_mkfs(&i1, &s1, &["-E", "nosbcrc"]);
     ishare_mkfs(&i2, &s2, &["-E", "nosbcrc"]);
-    patch_image(&i2, &fp_value(liar), &fp_value(honest));
+    ishare_testkit::image::replace_unique(&i2, &fp_value(liar), &fp_value(honest));
     (i1, i2)
 }
 
@@ -454,7 +434,7 @@ fn a_liar_in_the_same_image_never_serves_the_honest_file() {
     write_file(&src, "g", &liar);
     let img = dir.path().join("i.erofs");
     ishare_mkfs(&img, &src, &["-E", "nosbcrc"]);
-    patch_image(&img, &fp_value(&liar), &fp_value(&honest));
+    ishare_testkit::image::replace_unique(&img, &fp_value(&liar), &fp_value(&honest));
     for extra in ["", ",passthrough=off"] {
         let store = tempfile::tempdir().unwrap();
         // In the foreground: dropping it waits for the daemon, and so for publishing.

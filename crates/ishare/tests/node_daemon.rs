@@ -26,7 +26,7 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ishare_testkit::mounts::{ErofsMount, NodeDaemon, is_mounted};
+use ishare_testkit::mounts::{ErofsMount, MountPoints, NodeDaemon, is_mounted};
 use ishare_testkit::rng::Rng;
 use ishare_testkit::snapshot::{CompareOpts, assert_trees_eq, hash_file, snapshot};
 use ishare_testkit::tools::{require_root, run, run_unchecked};
@@ -83,32 +83,6 @@ fn node_mount(node: &NodeDaemon, image: &Path, dir: &Path, opts: &str) -> Output
     )
 }
 
-/// Mount points that unmount themselves (lazily if busy) when dropped.
-struct Points(Vec<tempfile::TempDir>);
-
-impl Points {
-    fn new(n: usize) -> Points {
-        Points(
-            (0..n)
-                .map(|_| ishare_testkit::mounts::mount_point("ishare-node-"))
-                .collect(),
-        )
-    }
-    fn path(&self, i: usize) -> &Path {
-        self.0[i].path()
-    }
-}
-
-impl Drop for Points {
-    fn drop(&mut self) {
-        for d in &self.0 {
-            if is_mounted(d.path(), "fuse.ishare") {
-                ishare_testkit::mounts::unmount(d.path());
-            }
-        }
-    }
-}
-
 /// `ishare mounts --json` of the daemon.
 fn listed(node: &NodeDaemon) -> serde_json::Value {
     let out = run(Command::new(ishare_bin!())
@@ -135,7 +109,7 @@ fn eight_images_one_process_one_page_cache() {
     let (images, want) = family(dir.path(), 8);
     let store = tempfile::tempdir().unwrap();
     let node = NodeDaemon::start(&ishare_bin!());
-    let points = Points::new(8);
+    let points = MountPoints::new("ishare-node-", 8);
     for (i, img) in images.iter().enumerate() {
         let out = node_mount(&node, img, points.path(i), &opts(store.path()));
         assert!(out.status.success(), "mount {i}: {out:?}");
@@ -224,7 +198,7 @@ fn mount_starts_the_daemon_and_unmounts_leave_it_running() {
     let (images, want) = family(dir.path(), 3);
     let store = tempfile::tempdir().unwrap();
     let node = NodeDaemon::at();
-    let points = Points::new(3);
+    let points = MountPoints::new("ishare-node-", 3);
     // Three mounts at once on a host with no daemon: one daemon results.
     std::thread::scope(|s| {
         for (i, img) in images.iter().enumerate() {
@@ -304,7 +278,7 @@ fn a_bad_image_fails_alone_and_good_mounts_serve_on() {
     let (images, want) = family(dir.path(), 3);
     let store = tempfile::tempdir().unwrap();
     let node = NodeDaemon::start(&ishare_bin!());
-    let points = Points::new(4);
+    let points = MountPoints::new("ishare-node-", 4);
     for (i, img) in images.iter().take(2).enumerate() {
         let out = node_mount(&node, img, points.path(i), &opts(store.path()));
         assert!(out.status.success(), "{out:?}");
@@ -439,7 +413,7 @@ fn a_verified_image_is_not_hashed_again_by_the_daemon() {
     let (images, want) = family(dir.path(), 1);
     let store = tempfile::tempdir().unwrap();
     let node = NodeDaemon::start(&ishare_bin!());
-    let points = Points::new(1);
+    let points = MountPoints::new("ishare-node-", 1);
     let files = ["d0/common", "etc/small", "own-0"];
     for round in 0..2 {
         let out = node_mount(&node, &images[0], points.path(0), &opts(store.path()));

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ishare_testkit::faultfs::{Fault, FaultMount};
-use ishare_testkit::mounts::{NodeDaemon, is_mounted, mount_point};
+use ishare_testkit::mounts::{MountPoints, NodeDaemon, is_mounted};
 use ishare_testkit::rng::Rng;
 use ishare_testkit::tools::{require_root, run, run_unchecked};
 use ishare_testkit::tree::write_file;
@@ -59,28 +59,6 @@ fn mount(socket: Option<&Path>, image: &Path, dir: &Path, opts: &str) -> Output 
 
 fn umount(dir: &Path) -> Output {
     run_unchecked(Command::new(ishare_bin!()).arg("umount").arg(dir))
-}
-
-/// Mount points that are unmounted (lazily) when dropped.
-struct Points(Vec<tempfile::TempDir>);
-
-impl Points {
-    fn new(n: usize) -> Points {
-        Points((0..n).map(|_| mount_point("ishare-rel-")).collect())
-    }
-    fn path(&self, i: usize) -> &Path {
-        self.0[i].path()
-    }
-}
-
-impl Drop for Points {
-    fn drop(&mut self) {
-        for d in &self.0 {
-            if is_mounted(d.path(), "fuse.ishare") {
-                ishare_testkit::mounts::unmount(d.path());
-            }
-        }
-    }
 }
 
 /// The bytes of `path`, or the error's errno.
@@ -147,7 +125,7 @@ fn a_failing_image_disk_gives_eio_never_wrong_bytes() {
     let store = tempfile::tempdir().unwrap();
     let node = NodeDaemon::start(&ishare_bin!());
     let pid = node.pid().unwrap();
-    let points = Points::new(3);
+    let points = MountPoints::new("ishare-rel-", 3);
     let cases = [
         ("plain.erofs", "ro".to_string()),
         ("lz4hc.erofs", "ro".to_string()),
@@ -254,7 +232,7 @@ fn a_full_store_still_serves_every_byte() {
     let _ = fs::write(store.join("filler"), vec![0u8; 1000 << 10]);
 
     let node = NodeDaemon::start(&ishare_bin!());
-    let points = Points::new(2);
+    let points = MountPoints::new("ishare-rel-", 2);
     let opts = format!("inode_share,store={}", store.display());
     for (i, img) in images.iter().enumerate() {
         let out = mount(Some(&node.socket()), img, points.path(i), &opts);
@@ -313,7 +291,7 @@ fn readers_gc_and_remount_churn_for_a_bounded_time() {
     let opts = format!("inode_share,store={}", store.path().display());
     let node = NodeDaemon::start(&ishare_bin!());
     let pid = node.pid().unwrap();
-    let points = Points::new(10);
+    let points = MountPoints::new("ishare-rel-", 10);
     for (i, img) in images.iter().take(8).enumerate() {
         let out = mount(Some(&node.socket()), img, points.path(i), &opts);
         assert!(out.status.success(), "mount {i}: {out:?}");

@@ -127,3 +127,19 @@ pub fn read_checked(img: &Image, ino: &Inode, pos: u64, len: usize, what: &str) 
     buf.truncate(n);
     buf
 }
+
+/// Replaces the only occurrence of `from` in the file `image` with `to` (same length),
+/// e.g. one fingerprint value by another.
+pub fn replace_unique(image: &std::path::Path, from: &[u8], to: &[u8]) {
+    assert_eq!(from.len(), to.len());
+    let mut data = fs::read(image).unwrap();
+    let hits: Vec<usize> = data
+        .windows(from.len())
+        .enumerate()
+        .filter(|(_, w)| *w == from)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(hits.len(), 1, "bytes to replace found {} times", hits.len());
+    data[hits[0]..hits[0] + to.len()].copy_from_slice(to);
+    fs::write(image, data).unwrap();
+}

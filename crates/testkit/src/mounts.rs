@@ -477,3 +477,30 @@ impl Drop for NodeDaemon {
         }
     }
 }
+
+/// Fresh mount points that are unmounted (lazily, if an ishare mount is still there)
+/// and removed when dropped.
+#[derive(Debug)]
+pub struct MountPoints(Vec<tempfile::TempDir>);
+
+impl MountPoints {
+    /// `n` mount points named `PREFIX…`.
+    pub fn new(prefix: &str, n: usize) -> MountPoints {
+        MountPoints((0..n).map(|_| mount_point(prefix)).collect())
+    }
+
+    /// The `i`-th.
+    pub fn path(&self, i: usize) -> &Path {
+        self.0[i].path()
+    }
+}
+
+impl Drop for MountPoints {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            if is_mounted(d.path(), "fuse.ishare") {
+                unmount(d.path());
+            }
+        }
+    }
+}
