@@ -46,6 +46,8 @@ pub(crate) fn copy_all(pass: &DataPass<'_>) -> Result<Vec<Option<[u8; 32]>>> {
             matches!(pass.tree.nodes[i].kind, Kind::File)
                 && pass.layout.inodes[i].size > 0
                 && target(i) != Some(ChunkTarget::Hole)
+                // Chunk blobs are copied by `chunk::copy_chunks`.
+                && !matches!(target(i), Some(ChunkTarget::Blob { .. }))
                 && (pass.hash || !matches!(target(i), Some(ChunkTarget::Device(_))))
         })
         .collect();

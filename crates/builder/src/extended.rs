@@ -23,6 +23,9 @@ pub struct ExtendedOptions {
     pub packed_pcluster: Option<u32>,
     /// `dedupe`.
     pub dedupe: bool,
+    /// `^dedupe` (or bit 4 clear in `--zfeature-bits`): without compression, no
+    /// chunk deduplication either.
+    pub dedupe_off: bool,
 }
 
 impl ExtendedOptions {
@@ -69,7 +72,10 @@ impl ExtendedOptions {
                     }
                 }
                 "all-fragments" => self.all_fragments = !clear,
-                "dedupe" => self.dedupe = !clear,
+                "dedupe" => {
+                    self.dedupe = !clear;
+                    self.dedupe_off = clear;
+                }
                 _ => {
                     return Err(Error::InvalidOption(format!(
                         "-E {token}: unknown or unsupported extended option"
@@ -111,7 +117,10 @@ impl ExtendedOptions {
                 1 => self.ztailpacking = on,
                 2 => self.fragments = on,
                 3 => self.all_fragments = on,
-                4 => self.dedupe = on,
+                4 => {
+                    self.dedupe = on;
+                    self.dedupe_off = !on;
+                }
                 _ if on => {
                     return Err(Error::InvalidOption(format!(
                         "--zfeature-bits={bits}: bit {i} ({name}) is not supported by ishare yet"
@@ -133,12 +142,20 @@ impl ExtendedOptions {
         c.dedupe = self.dedupe;
     }
 
-    /// An error if an option that needs compression is set (for a build without `-z`).
-    pub fn check_uncompressed(&self) -> Result<()> {
-        if self.fragments || self.all_fragments || self.dedupe {
+    /// For a build without `-z`: an error if an option that needs compression is
+    /// set; `dedupe` means chunk deduplication instead, with block-sized chunks, and
+    /// `^dedupe` turns chunk deduplication off (both as mkfs.erofs 1.9.4).
+    pub fn apply_uncompressed(&self, o: &mut BuildOptions) -> Result<()> {
+        if self.fragments || self.all_fragments {
             return Err(Error::InvalidOption(
-                "-E fragments, all-fragments and dedupe need compression (-z)".into(),
+                "-E fragments and all-fragments need compression (-z)".into(),
             ));
+        }
+        if self.dedupe {
+            o.chunk_size = Some(u64::from(o.block_size));
+        }
+        if self.dedupe_off {
+            o.chunk_dedupe = false;
         }
         Ok(())
     }
@@ -158,7 +175,11 @@ mod tests {
         assert!(!o.inline_data && !o.xattr_name_filter);
         assert!(!e.fragments && !e.all_fragments && e.dedupe);
         assert_eq!(e.packed_pcluster, Some(16384));
-        assert!(e.check_uncompressed().is_err());
+        assert!(e.apply_uncompressed(&mut o).is_ok());
+        assert_eq!(o.chunk_size, Some(4096));
+        e.all_fragments = true;
+        assert!(e.apply_uncompressed(&mut o).is_err());
+        e.all_fragments = false;
         let mut z = ExtendedOptions {
             legacy_compress: true,
             ..Default::default()

@@ -14,6 +14,7 @@ use ishare_erofs::format::{
 };
 
 use crate::compress::extent::ZFile;
+use crate::chunk::ChunkPlan;
 use crate::compress::map::zmap;
 
 use crate::dir::DirLayout;
@@ -47,12 +48,13 @@ pub(crate) struct Chunks {
 /// Where a chunk-based file's chunks are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ChunkTarget {
-    /// In the image's data blocks, from the inode's `startblk`.
-    Image,
     /// On extra device 1 (the tar of `--tar=i`), from this block.
     Device(u64),
     /// Nowhere: the file reads as zeros (`--tar=headerball`).
     Hole,
+    /// In the chunk blob (`--chunksize`): after the image's other data, or on
+    /// extra device 1 (`--blobdev`); the map's entries are in the chunk plan.
+    Blob { device: bool },
 }
 
 /// One inode, placed.
@@ -107,6 +109,8 @@ pub(crate) struct Layout {
     pub meta_blkaddr: u32,
     /// Total blocks.
     pub blocks: u64,
+    /// First block of the chunk blob when it is in the image.
+    pub blob_start: u64,
 }
 
 impl Layout {
@@ -190,6 +194,7 @@ fn shape(
     dirs: &[Option<DirLayout>],
     opts: &BuildOptions,
     epoch: i64,
+    plan: Option<&ChunkPlan>,
 ) -> Result<Shape> {
     let n = &tree.nodes[node];
     let bs = u64::from(opts.block_size);
@@ -254,35 +259,32 @@ fn shape(
                 target,
             })
         }
-        (Some(cs), Kind::File) if size > 0 => {
-            let nblocks = size.div_ceil(bs);
-            // Data is one contiguous extent, so chunks can be as large as the
-            // largest power of two dividing its block count (mkfs.erofs merges
-            // chunks the same way), which keeps the map short.
-            let max_rel = u32::from(CHUNK_FORMAT_BLKBITS_MASK);
-            let rel = (cs.trailing_zeros() - bits).max(nblocks.trailing_zeros().min(max_rel));
-            let unit = if opts.chunk_indexes {
-                size_of::<ChunkIndex>()
-            } else {
-                BLOCK_MAP_ENTRY_SIZE
-            } as u64;
-            let mut format = rel as u16;
-            if opts.chunk_indexes {
+        // Copied files: their map was planned with the chunks' deduplication.
+        (Some(_), Kind::File) if size > 0 => plan.and_then(|p| p.files[node].as_ref()).map(|f| {
+            let blobdev = opts.blob_device.is_some();
+            let indexes = opts.chunk_indexes || blobdev;
+            let mut format = f.rel_bits as u16;
+            if indexes {
                 format |= CHUNK_FORMAT_INDEXES;
             }
-            Some(Chunks {
+            Chunks {
                 format,
-                blocks_per_chunk: 1 << rel,
-                count: size.div_ceil(bs << rel),
-                unit,
-                target: ChunkTarget::Image,
-            })
-        }
+                blocks_per_chunk: 1 << f.rel_bits,
+                count: f.chunks.len() as u64,
+                unit: if indexes {
+                    size_of::<ChunkIndex>()
+                } else {
+                    BLOCK_MAP_ENTRY_SIZE
+                } as u64,
+                target: ChunkTarget::Blob { device: blobdev },
+            }
+        }),
         _ => None,
     };
-    let (tail, full_blocks) = if chunks.is_some_and(|c| c.target != ChunkTarget::Image) {
+    // A chunk-based file has no data blocks of its own.
+    let (tail, full_blocks) = if chunks.is_some() {
         (0, 0)
-    } else if chunks.is_some() || !inline_ok {
+    } else if !inline_ok {
         (0, size.div_ceil(bs))
     } else {
         (size % bs, size / bs)
@@ -304,6 +306,7 @@ pub(crate) fn layout(
     zfiles: &[Option<ZFile>],
     opts: &BuildOptions,
     meta_start: u64,
+    plan: Option<&ChunkPlan>,
 ) -> Result<Layout> {
     let bs = u64::from(opts.block_size);
     let epoch = i64::try_from(opts.build_time).unwrap_or(i64::MAX);
@@ -317,7 +320,7 @@ pub(crate) fn layout(
     // form (such maps use full indexes).
     let provisional = |_| PROVISIONAL_STARTBLK;
     for (node, body) in bodies.iter().enumerate() {
-        let s = shape(tree, node, dirs, opts, epoch)?;
+        let s = shape(tree, node, dirs, opts, epoch, plan)?;
         let isize = if s.extended {
             size_of::<InodeExtended>()
         } else {
@@ -436,6 +439,11 @@ pub(crate) fn layout(
     }
     // `--fsalignblks`: the image's size is a multiple of this many blocks (rounded
     // up to a power of two, as mkfs.erofs does).
+    // The chunk blob follows everything else, as mkfs.erofs appends it.
+    let blob_start = next;
+    if opts.blob_device.is_none() {
+        next += plan.map_or(0, |p| p.blob_blocks);
+    }
     if opts.fsalign_blocks > 1 {
         let align = opts
             .fsalign_blocks
@@ -450,6 +458,7 @@ pub(crate) fn layout(
         inodes,
         meta_blkaddr,
         blocks: next,
+        blob_start,
     })
 }
 

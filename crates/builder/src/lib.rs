@@ -6,6 +6,7 @@
 //! - `input`: the source into the in-memory `tree` (`input::dir` scans a directory;
 //!   `input::tar` indexes an archive and leaves each file's data where it is in it);
 //! - `xattr` plans xattrs, `dir` directory blocks;
+//! - `chunk` cuts uncompressed files into deduplicated chunks (`--chunksize`);
 //! - `compress` compresses regular files (settings and the `-z`/hints grammar in
 //!   `compress::config`; `-E` in `extended`);
 //! - `layout` places every inode and data block;
@@ -18,6 +19,7 @@
 
 #![deny(missing_docs)]
 
+mod chunk;
 mod compress;
 mod data;
 mod dir;

@@ -83,6 +83,17 @@ pub struct BuildOptions {
     pub chunk_size: Option<u64>,
     /// 8-byte chunk indexes instead of a 4-byte block map.
     pub chunk_indexes: bool,
+    /// Chunk-based files: store equal chunks once and chunks of zeros as holes
+    /// (mkfs.erofs's default; `-E ^dedupe` turns it off).
+    pub chunk_dedupe: bool,
+    /// Chunk-based files: put the chunks on this extra device instead of in the
+    /// image (`--blobdev`; needs `chunk_size`).
+    pub blob_device: Option<std::path::PathBuf>,
+    /// The 48-bit layout (`-E 48bit`): compact inodes keep their own 32-bit mtime
+    /// (relative to the epoch), so nearly every inode is compact.
+    pub format_48bit: bool,
+    /// Directories leave out their "." entry (`-E dot-omitted`; implies 48-bit).
+    pub dot_omitted: bool,
     /// Tail-pack regular files into their inode's block (`^noinline_data`).
     pub inline_data: bool,
     /// Inode version choice.
@@ -161,6 +172,10 @@ impl Default for BuildOptions {
             xattr_tolerance: DEFAULT_XATTR_TOLERANCE,
             chunk_size: None,
             chunk_indexes: false,
+            chunk_dedupe: true,
+            blob_device: None,
+            format_48bit: false,
+            dot_omitted: false,
             inline_data: true,
             inode_version: InodeVersion::Auto,
             // On by default, as in mkfs.erofs 1.9 (`-E ^xattr-name-filter` turns it off).
@@ -243,6 +258,11 @@ impl BuildOptions {
                     self.block_size
                 )));
             }
+        }
+        if self.blob_device.is_some() && self.chunk_size.is_none() {
+            return Err(Error::InvalidOption(
+                "--blobdev must be used together with --chunksize".into(),
+            ));
         }
         if let Some(c) = &self.compression {
             c.validate(self.block_size)?;

@@ -9,6 +9,7 @@ use ishare_erofs::format::*;
 use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32, U64};
 
+use crate::chunk::ChunkAt;
 use crate::compress::config::{LZ4_MAX_DISTANCE, algorithms_bitmap, compr_cfgs, uses_cfgs};
 use crate::compress::frag::merge;
 use crate::compress::map::zmap;
@@ -120,7 +121,7 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         .unwrap_or_default();
     // `--tar=i`: one device table slot (the tar) before the shared xattrs.
     let devt_off = (SUPER_OFFSET + SB_SIZE + zcfgs.len() as u64).next_multiple_of(DEVT_SLOT);
-    let devt = opts.tar_data == TarData::Index;
+    let devt = opts.tar_data == TarData::Index || opts.blob_device.is_some();
     let shared_start = if devt {
         devt_off + DEVT_SLOT
     } else {
@@ -158,8 +159,27 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         zfiles.push(compress_packed(&tree, real_nodes, cfg, opts, spill)?);
     }
     let packed_node = packed.as_ref().map(|_| real_nodes);
+    // `--chunksize`: copied files that are not compressed become chunk-based, their
+    // chunks deduplicated into a blob.
+    let chunk_plan = match opts.chunk_size {
+        Some(cs) if opts.tar_data == TarData::Copy => Some(crate::chunk::plan(
+            &tree,
+            opts,
+            cs,
+            |i| i < real_nodes && zfiles[i].is_none(),
+        )?),
+        _ => None,
+    };
     let dirs = dir_layouts(&tree, opts.block_size as usize);
-    let lay = layout(&tree, &xplan.bodies, &dirs, &zfiles, opts, meta_start)?;
+    let lay = layout(
+        &tree,
+        &xplan.bodies,
+        &dirs,
+        &zfiles,
+        opts,
+        meta_start,
+        chunk_plan.as_ref(),
+    )?;
     let total = lay
         .blocks
         .checked_mul(bs)
@@ -178,7 +198,22 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         zfiles: &zfiles,
         spill: spill.as_ref().map(|s| &s.file),
     };
-    let digests = copy_all(&pass)?;
+    let mut digests = copy_all(&pass)?;
+    let blob = match (&chunk_plan, &opts.blob_device) {
+        (Some(plan), Some(path)) => Some(write_blob(&tree, plan, path, bs)?),
+        (Some(plan), None) => {
+            crate::chunk::copy_chunks(&tree, plan, file, out.path(), lay.blob_start, bs)?;
+            None
+        }
+        _ => None,
+    };
+    if let Some(plan) = &chunk_plan {
+        for (d, c) in digests.iter_mut().zip(&plan.digests) {
+            if c.is_some() {
+                *d = *c;
+            }
+        }
+    }
     drop(spill);
     drop(packed);
 
@@ -204,6 +239,10 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
             report.fingerprints += u64::from(fp.is_some());
         }
         buf.clear();
+        let blob_map = chunk_plan
+            .as_ref()
+            .and_then(|c| c.files[i].as_ref())
+            .map_or(&[][..], |f| &f.chunks[..]);
         inode_bytes(
             &mut buf,
             node,
@@ -211,6 +250,7 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
             i,
             &xplan.bodies[i],
             fp.as_deref().unwrap_or_default(),
+            (blob_map, lay.blob_start),
         );
         if let (Some(z), Some(zp)) = (&zfiles[i], &p.z) {
             buf.resize((zp.map_off - p.off) as usize, 0);
@@ -248,6 +288,19 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
     }
     w.write(&zcfgs, SUPER_OFFSET + SB_SIZE)?;
     let device_blocks = match (devt, &tree.archive) {
+        (true, _) if opts.blob_device.is_some() => {
+            let blocks = chunk_plan.as_ref().map_or(0, |p| p.blob_blocks);
+            let slot = DeviceSlot {
+                tag: [0; 64],
+                blocks_lo: U32::new(blocks as u32),
+                uniaddr_lo: U32::new(lay.blocks as u32),
+                blocks_hi: U16::new(0),
+                uniaddr_hi: U16::new(0),
+                reserved: [0; 52],
+            };
+            w.write(slot.as_bytes(), devt_off)?;
+            Some(slot)
+        }
         (true, Some(a)) => {
             let slot = device_slot(a, &lay, bs)?;
             w.write(slot.as_bytes(), devt_off)?;
@@ -294,7 +347,33 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         w.flush()?;
     }
     commit(out, image, opts.offset)?;
+    if let (Some(b), Some(path)) = (blob, &opts.blob_device) {
+        commit(b, path, 0)?;
+    }
     Ok(report)
+}
+
+/// Writes the chunk blob of `--blobdev` to a temporary file next to `path` (renamed
+/// into place after the image), sized to whole blocks.
+fn write_blob(
+    tree: &Tree,
+    plan: &crate::chunk::ChunkPlan,
+    path: &Path,
+    bs: u64,
+) -> Result<tempfile::NamedTempFile> {
+    // Chunk indexes hold 32-bit device addresses without the 48-bit layout.
+    if plan.blob_blocks > u64::from(u32::MAX) {
+        return Err(Error::TooLarge(format!(
+            "the blob device would take {} blocks, at most 2^32 - 1",
+            plan.blob_blocks
+        )));
+    }
+    let blob = create_temp(path)?;
+    blob.as_file()
+        .set_len(plan.blob_blocks * bs)
+        .map_err(|e| Error::io(blob.path(), "resize", e))?;
+    crate::chunk::copy_chunks(tree, plan, blob.as_file(), blob.path(), 0, bs)?;
+    Ok(blob)
 }
 
 /// Bytes of a device table slot.
@@ -403,6 +482,7 @@ fn inode_bytes(
     index: usize,
     body: &crate::xattr::Body,
     fingerprint: &[u8],
+    (blob_map, blob_start): (&[crate::chunk::ChunkAt], u64),
 ) {
     let i_u = match (&n.kind, &p.chunks) {
         (Kind::Special, _) => n.rdev,
@@ -454,7 +534,14 @@ fn inode_bytes(
             // Block addresses were checked to fit 32 bits by the layout (image) and
             // by `check_device_blocks` (the tar of `--tar=i`).
             let (device, blk) = match c.target {
-                ChunkTarget::Image => (0, (u64::from(p.startblk) + k * c.blocks_per_chunk) as u32),
+                // Holes are the null address on the primary device, as mkfs.erofs.
+                ChunkTarget::Blob { .. } if blob_map[k as usize] == ChunkAt::Hole => (0, u32::MAX),
+                ChunkTarget::Blob { device } => {
+                    let ChunkAt::At { blk, .. } = blob_map[k as usize] else {
+                        unreachable!("holes were matched above")
+                    };
+                    if device { (1, blk as u32) } else { (0, (blob_start + blk) as u32) }
+                }
                 ChunkTarget::Device(start) => (1, (start + k * c.blocks_per_chunk) as u32),
                 ChunkTarget::Hole => (0, u32::MAX),
             };

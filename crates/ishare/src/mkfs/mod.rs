@@ -261,6 +261,7 @@ fn options(a: &Args) -> Result<BuildOptions> {
         o.xattr_tolerance = x;
     }
     o.chunk_size = a.chunksize;
+    o.blob_device = a.blobdev.clone();
     let default_on = a.flavor == Flavor::Ishare && !a.no_fingerprint;
     o.fingerprint = match &a.fingerprint {
         Some(name) => Some(
@@ -303,7 +304,7 @@ fn options(a: &Args) -> Result<BuildOptions> {
         {
             bail!("-C, --max-extent-bytes and --compress-hints need compression (-z)")
         }
-        None => z.check_uncompressed()?,
+        None => z.apply_uncompressed(&mut o)?,
     }
     Ok(o)
 }
