@@ -45,6 +45,8 @@ pub(crate) fn copy_all(pass: &DataPass<'_>) -> Result<Vec<Option<[u8; 32]>>> {
         .filter(|&i| {
             matches!(pass.tree.nodes[i].kind, Kind::File)
                 && pass.layout.inodes[i].size > 0
+                // No blocks and no tail: all holes (48-bit layout), nothing to copy.
+                && (pass.layout.inodes[i].nblocks > 0 || pass.layout.inodes[i].tail > 0 || target(i).is_some() || pass.zfiles[i].is_some())
                 && target(i) != Some(ChunkTarget::Hole)
                 // Chunk blobs are copied by `chunk::copy_chunks`.
                 && !matches!(target(i), Some(ChunkTarget::Blob { .. }))

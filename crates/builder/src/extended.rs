@@ -4,7 +4,7 @@
 //! [`Compression`] (or refused without it). The `-z` grammar itself is
 //! [`Compression::parse`].
 
-use crate::compress::config::{Compression, parse_size};
+use crate::compress::config::{Compression, FragDedupe, parse_size};
 use crate::error::{Error, Result};
 use crate::options::{BuildOptions, InodeVersion};
 
@@ -26,6 +26,8 @@ pub struct ExtendedOptions {
     /// `^dedupe` (or bit 4 clear in `--zfeature-bits`): without compression, no
     /// chunk deduplication either.
     pub dedupe_off: bool,
+    /// `fragdedupe[=inode]` / `^fragdedupe`: how tail fragments are deduplicated.
+    pub fragdedupe: FragDedupe,
 }
 
 impl ExtendedOptions {
@@ -38,6 +40,15 @@ impl ExtendedOptions {
             };
             let (key, value) = match key.split_once('=') {
                 Some((k, v)) if k == "fragments" || k == "all-fragments" => (k, Some(v)),
+                // Any value but "inode" means full deduplication, as mkfs.erofs.
+                Some(("fragdedupe", v)) if !clear && !v.is_empty() => {
+                    self.fragdedupe = if v == "inode" {
+                        FragDedupe::Inode
+                    } else {
+                        FragDedupe::Full
+                    };
+                    continue;
+                }
                 _ => (key, None),
             };
             if let Some(v) = value {
@@ -72,6 +83,10 @@ impl ExtendedOptions {
                     }
                 }
                 "all-fragments" => self.all_fragments = !clear,
+                "fragdedupe" if clear => self.fragdedupe = FragDedupe::Off,
+                "fragdedupe" => self.fragdedupe = FragDedupe::Full,
+                "48bit" => o.format_48bit = !clear,
+                "dot-omitted" => o.dot_omitted = !clear,
                 "dedupe" => {
                     self.dedupe = !clear;
                     self.dedupe_off = clear;
@@ -89,8 +104,8 @@ impl ExtendedOptions {
     /// `--zfeature-bits=N`: bit i sets (1) or clears (0) the i-th compression
     /// feature of mkfs.erofs's list, up to N's highest set bit: legacy-compress,
     /// ztailpacking, fragments, all-fragments, dedupe, fragdedupe, 48bit,
-    /// dot-omitted. The last three are not implemented: setting them is refused.
-    pub fn apply_bits(&mut self, bits: i64) -> Result<()> {
+    /// dot-omitted.
+    pub fn apply_bits(&mut self, o: &mut BuildOptions, bits: i64) -> Result<()> {
         const NAMES: [&str; 8] = [
             "legacy-compress",
             "ztailpacking",
@@ -121,12 +136,13 @@ impl ExtendedOptions {
                     self.dedupe = on;
                     self.dedupe_off = !on;
                 }
-                _ if on => {
-                    return Err(Error::InvalidOption(format!(
-                        "--zfeature-bits={bits}: bit {i} ({name}) is not supported by ishare yet"
-                    )));
+                5 if on => self.fragdedupe = FragDedupe::Full,
+                5 => self.fragdedupe = FragDedupe::Off,
+                6 => o.format_48bit = on,
+                _ => {
+                    debug_assert_eq!(*name, "dot-omitted");
+                    o.dot_omitted = on;
                 }
-                _ => {}
             }
         }
         Ok(())
@@ -140,6 +156,7 @@ impl ExtendedOptions {
         c.all_fragments = self.all_fragments;
         c.packed_pcluster_size = self.packed_pcluster;
         c.dedupe = self.dedupe;
+        c.fragdedupe = self.fragdedupe;
     }
 
     /// For a build without `-z`: an error if an option that needs compression is
@@ -184,11 +201,22 @@ mod tests {
             legacy_compress: true,
             ..Default::default()
         };
-        z.apply_bits(0b10010).unwrap();
+        z.apply_bits(&mut o, 0b10010).unwrap();
         assert!(z.ztailpacking && z.dedupe && !z.legacy_compress && !z.fragments);
-        assert!(z.apply_bits(1 << 6).is_err());
-        assert!(z.apply_bits(1 << 8).is_err());
-        assert!(z.apply_bits(-1).is_err());
+        assert_eq!(z.fragdedupe, FragDedupe::Full);
+        z.apply_bits(&mut o, 0b1000_0000).unwrap();
+        assert!(o.dot_omitted && !o.format_48bit && z.fragdedupe == FragDedupe::Off);
+        z.apply_bits(&mut o, 1 << 6).unwrap();
+        assert!(o.format_48bit);
+        assert!(z.apply_bits(&mut o, 1 << 8).is_err());
+        assert!(z.apply_bits(&mut o, -1).is_err());
+        e.parse(&mut o, "fragdedupe=inode,^48bit").unwrap();
+        assert_eq!(e.fragdedupe, FragDedupe::Inode);
+        assert!(!o.format_48bit);
+        e.parse(&mut o, "^fragdedupe").unwrap();
+        assert_eq!(e.fragdedupe, FragDedupe::Off);
+        e.parse(&mut o, "fragdedupe=x").unwrap();
+        assert_eq!(e.fragdedupe, FragDedupe::Full);
         for (bad, msg) in [
             (
                 "^fragments=4k",

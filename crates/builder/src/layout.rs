@@ -13,14 +13,15 @@ use ishare_erofs::format::{
     INODE_CHUNK_BASED, INODE_FLAT_INLINE, INODE_FLAT_PLAIN, ISLOTBITS, InodeCompact, InodeExtended,
 };
 
-use crate::compress::extent::ZFile;
 use crate::chunk::ChunkPlan;
+use crate::compress::extent::ZFile;
 use crate::compress::map::zmap;
 
 use crate::dir::DirLayout;
 use crate::error::{Error, Result};
 use crate::options::{BuildOptions, InodeVersion, TarData};
 use crate::tree::{Kind, Tree};
+use crate::wide::InodeFormat;
 use crate::xattr::Body;
 
 /// Inode slot size: inodes start at multiples of it.
@@ -193,8 +194,9 @@ fn shape(
     node: usize,
     dirs: &[Option<DirLayout>],
     opts: &BuildOptions,
-    epoch: i64,
+    fmt: &InodeFormat,
     plan: Option<&ChunkPlan>,
+    sparse: bool,
 ) -> Result<Shape> {
     let n = &tree.nodes[node];
     let bs = u64::from(opts.block_size);
@@ -212,7 +214,8 @@ fn shape(
     // Compact inodes carry no time of their own on kernels before 6.15 (they show
     // the superblock epoch), so only inodes whose mtime is exactly the epoch are
     // compact, as mkfs.erofs does; that keeps every kernel since 6.4 correct.
-    let same_time = n.mtime == epoch && n.mtime_nsec == 0;
+    // With the 48-bit layout compact inodes hold their own mtime (`wide`).
+    let same_time = fmt.compact_mtime(n.mtime, n.mtime_nsec).is_some();
     let extended = match opts.inode_version {
         InodeVersion::Extended => true,
         // `--ignore-mtime`: the mtime alone does not make an inode extended.
@@ -281,8 +284,9 @@ fn shape(
         }),
         _ => None,
     };
-    // A chunk-based file has no data blocks of its own.
-    let (tail, full_blocks) = if chunks.is_some() {
+    // A chunk-based file has no data blocks of its own, nor (48-bit layout) does
+    // a file that is entirely holes.
+    let (tail, full_blocks) = if chunks.is_some() || sparse {
         (0, 0)
     } else if !inline_ok {
         (0, size.div_ceil(bs))
@@ -307,9 +311,10 @@ pub(crate) fn layout(
     opts: &BuildOptions,
     meta_start: u64,
     plan: Option<&ChunkPlan>,
+    sparse: &[Option<[u8; 32]>],
 ) -> Result<Layout> {
     let bs = u64::from(opts.block_size);
-    let epoch = i64::try_from(opts.build_time).unwrap_or(i64::MAX);
+    let fmt = InodeFormat::new(opts);
     let mut alloc = MetaAlloc {
         bs,
         cursor: meta_start,
@@ -320,7 +325,8 @@ pub(crate) fn layout(
     // form (such maps use full indexes).
     let provisional = |_| PROVISIONAL_STARTBLK;
     for (node, body) in bodies.iter().enumerate() {
-        let s = shape(tree, node, dirs, opts, epoch, plan)?;
+        let is_sparse = sparse.get(node).is_some_and(Option::is_some);
+        let s = shape(tree, node, dirs, opts, &fmt, plan, is_sparse)?;
         let isize = if s.extended {
             size_of::<InodeExtended>()
         } else {

@@ -29,10 +29,11 @@ mod input;
 mod layout;
 mod options;
 mod tree;
+mod wide;
 mod writer;
 mod xattr;
 
-pub use compress::config::{Codec, Compression, Compressor, parse_size};
+pub use compress::config::{Codec, Compression, Compressor, FragDedupe, parse_size};
 pub use error::{Error, Result};
 pub use extended::ExtendedOptions;
 pub use input::tar::TarInput;

@@ -265,6 +265,13 @@ impl BuildOptions {
             ));
         }
         if let Some(c) = &self.compression {
+            // Compressed files in the 48-bit layout use byte-aligned extents, which
+            // this builder does not write.
+            if self.format_48bit || self.dot_omitted {
+                return Err(Error::InvalidOption(
+                    "-E 48bit (also implied by dot-omitted) with compression (-z) is not supported by ishare yet".into(),
+                ));
+            }
             c.validate(self.block_size)?;
         }
         let prefixes = self.xattr_prefixes.iter().chain(self.fingerprint.iter());

@@ -20,9 +20,10 @@ use crate::dir::{DirEntry, DirLayout};
 use crate::error::{Error, Result};
 use crate::input::dir::scan;
 use crate::input::tar::TarInput;
-use crate::layout::{ChunkTarget, Layout, Placed, layout};
+use crate::layout::{ChunkTarget, Layout, NULL_STARTBLK, Placed, layout};
 use crate::options::{BuildOptions, TarData};
 use crate::tree::{Kind, Node, Tree};
+use crate::wide::InodeFormat;
 use crate::xattr::{FINGERPRINT_LEN, Prefixes};
 
 /// What a build produced.
@@ -162,15 +163,25 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
     // `--chunksize`: copied files that are not compressed become chunk-based, their
     // chunks deduplicated into a blob.
     let chunk_plan = match opts.chunk_size {
-        Some(cs) if opts.tar_data == TarData::Copy => Some(crate::chunk::plan(
-            &tree,
-            opts,
-            cs,
-            |i| i < real_nodes && zfiles[i].is_none(),
-        )?),
+        Some(cs) if opts.tar_data == TarData::Copy => {
+            Some(crate::chunk::plan(&tree, opts, cs, |i| {
+                i < real_nodes && zfiles[i].is_none()
+            })?)
+        }
         _ => None,
     };
-    let dirs = dir_layouts(&tree, opts.block_size as usize);
+    let fmt = InodeFormat::new(opts);
+    // 48-bit layout: files that are all holes get no blocks.
+    let sparse = if fmt.wide && chunk_plan.is_none() && opts.tar_data == TarData::Copy {
+        crate::wide::sparse_files(
+            &tree,
+            |i| i < real_nodes && zfiles[i].is_none(),
+            prefixes.fingerprint.is_some(),
+        )?
+    } else {
+        Vec::new()
+    };
+    let dirs = dir_layouts(&tree, opts.block_size as usize, fmt.dot_omitted);
     let lay = layout(
         &tree,
         &xplan.bodies,
@@ -179,6 +190,7 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         opts,
         meta_start,
         chunk_plan.as_ref(),
+        &sparse,
     )?;
     let total = lay
         .blocks
@@ -199,6 +211,11 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         spill: spill.as_ref().map(|s| &s.file),
     };
     let mut digests = copy_all(&pass)?;
+    for (d, s) in digests.iter_mut().zip(&sparse) {
+        if s.is_some() && prefixes.fingerprint.is_some() {
+            *d = *s;
+        }
+    }
     let blob = match (&chunk_plan, &opts.blob_device) {
         (Some(plan), Some(path)) => Some(write_blob(&tree, plan, path, bs)?),
         (Some(plan), None) => {
@@ -251,6 +268,7 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
             &xplan.bodies[i],
             fp.as_deref().unwrap_or_default(),
             (blob_map, lay.blob_start),
+            &fmt,
         );
         if let (Some(z), Some(zp)) = (&zfiles[i], &p.z) {
             buf.resize((zp.map_off - p.off) as usize, 0);
@@ -442,7 +460,7 @@ impl<'a> MetaWriter<'a> {
 }
 
 /// Entries of every directory, sorted and split into blocks.
-fn dir_layouts(tree: &Tree, bs: usize) -> Vec<Option<DirLayout>> {
+fn dir_layouts(tree: &Tree, bs: usize, dot_omitted: bool) -> Vec<Option<DirLayout>> {
     let ft = |n: usize| {
         FileType::from_mode(tree.nodes[n].mode).map_or(FT_UNKNOWN, FileType::dirent_type)
     };
@@ -452,11 +470,14 @@ fn dir_layouts(tree: &Tree, bs: usize) -> Vec<Option<DirLayout>> {
         .map(|(i, n)| match &n.kind {
             Kind::Dir { entries, parent } => {
                 let mut v = Vec::with_capacity(entries.len() + 2);
-                v.push(DirEntry {
-                    name: b".".to_vec(),
-                    node: i,
-                    file_type: FT_DIR,
-                });
+                // `-E dot-omitted`: the kernel makes up "." itself.
+                if !dot_omitted {
+                    v.push(DirEntry {
+                        name: b".".to_vec(),
+                        node: i,
+                        file_type: FT_DIR,
+                    });
+                }
                 v.push(DirEntry {
                     name: b"..".to_vec(),
                     node: *parent,
@@ -483,22 +504,37 @@ fn inode_bytes(
     body: &crate::xattr::Body,
     fingerprint: &[u8],
     (blob_map, blob_start): (&[crate::chunk::ChunkAt], u64),
+    fmt: &InodeFormat,
 ) {
     let i_u = match (&n.kind, &p.chunks) {
         (Kind::Special, _) => n.rdev,
         (_, Some(c)) => u32::from(c.format),
         // Compressed: the blocks the data takes (st_blocks).
         _ if p.z.is_some() => p.nblocks as u32,
+        // An empty file was never given a data address: mkfs.erofs leaves 0.
+        (Kind::File, None) if p.size == 0 => 0,
         _ => p.startblk,
     };
     // i_ino is informational (32-bit stat); the serial number, as mkfs.erofs.
     let ino = U32::new((index as u32).wrapping_add(1));
+    let mut i_format = p.layout << I_DATALAYOUT_BIT;
+    if fmt.dot_omitted && matches!(n.kind, Kind::Dir { .. }) {
+        i_format |= 1 << I_DOT_OMITTED_BIT;
+    }
+    // 48-bit: an uncompressed flat inode without data blocks has the null address,
+    // whose upper 16 bits go in `i_nb` where that is not the link count (extended
+    // inodes), as mkfs.erofs writes it.
+    let null_hi = fmt.wide
+        && i_u == NULL_STARTBLK
+        && p.chunks.is_none()
+        && p.z.is_none()
+        && !matches!(n.kind, Kind::Special);
     if p.extended {
         let d = InodeExtended {
-            i_format: U16::new(INODE_LAYOUT_EXTENDED | (p.layout << I_DATALAYOUT_BIT)),
+            i_format: U16::new(INODE_LAYOUT_EXTENDED | i_format),
             i_xattr_icount: U16::new(body.icount()),
             i_mode: U16::new(n.mode),
-            i_nb: U16::new(0),
+            i_nb: U16::new(if null_hi { u16::MAX } else { 0 }),
             i_size: U64::new(p.size),
             i_u: U32::new(i_u),
             i_ino: ino,
@@ -511,14 +547,15 @@ fn inode_bytes(
         };
         out.extend_from_slice(d.as_bytes());
     } else {
-        // Fits were checked by the layout; the mtime is the epoch, offset 0.
+        // Fits were checked by the layout; without the 48-bit layout the mtime is
+        // the epoch, offset 0.
         let d = InodeCompact {
-            i_format: U16::new(INODE_LAYOUT_COMPACT | (p.layout << I_DATALAYOUT_BIT)),
+            i_format: U16::new(INODE_LAYOUT_COMPACT | i_format),
             i_xattr_icount: U16::new(body.icount()),
             i_mode: U16::new(n.mode),
             i_nb: U16::new(n.nlink as u16),
             i_size: U32::new(p.size as u32),
-            i_mtime: U32::new(0),
+            i_mtime: U32::new(fmt.compact_mtime(n.mtime, n.mtime_nsec).unwrap_or(0)),
             i_u: U32::new(i_u),
             i_ino: ino,
             i_uid: U16::new(n.uid as u16),
@@ -540,7 +577,11 @@ fn inode_bytes(
                     let ChunkAt::At { blk, .. } = blob_map[k as usize] else {
                         unreachable!("holes were matched above")
                     };
-                    if device { (1, blk as u32) } else { (0, (blob_start + blk) as u32) }
+                    if device {
+                        (1, blk as u32)
+                    } else {
+                        (0, (blob_start + blk) as u32)
+                    }
                 }
                 ChunkTarget::Device(start) => (1, (start + k * c.blocks_per_chunk) as u32),
                 ChunkTarget::Hole => (0, u32::MAX),
@@ -618,6 +659,10 @@ fn superblock(
             incompat |= FEATURE_INCOMPAT_ZTAILPACKING;
         }
     }
+    let wide = opts.format_48bit || opts.dot_omitted;
+    if wide {
+        incompat |= FEATURE_INCOMPAT_48BIT;
+    }
     let mut volume_name = [0u8; 16];
     volume_name[..opts.label.len()].copy_from_slice(&opts.label);
     SuperBlock {
@@ -628,7 +673,7 @@ fn superblock(
         sb_extslots: 0,
         rootnid_2b: U16::new(lay.nid(0, bs) as u16),
         inos: U64::new(tree.nodes.len() as u64),
-        epoch: U64::new(opts.build_time),
+        epoch: U64::new(crate::wide::epoch(opts, wide)),
         fixed_nsec: U32::new(0),
         blocks_lo: U32::new(lay.blocks as u32),
         meta_blkaddr: U32::new(lay.meta_blkaddr),
@@ -646,7 +691,7 @@ fn superblock(
         xattr_filter_reserved: 0,
         ishare_xattr_prefix_id: prefixes.fingerprint.unwrap_or(0),
         reserved: [0; 2],
-        build_time: U32::new(0),
+        build_time: U32::new(crate::wide::build_time(opts, wide)),
         rootnid_8b: U64::new(0),
         reserved2: [0; 8],
         metabox_nid: U64::new(0),

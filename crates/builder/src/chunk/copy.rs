@@ -31,10 +31,11 @@ pub(crate) fn copy_chunks(
         let mut buf = Vec::new();
         for c in g {
             let to = (base + c.blk) * bs;
-            let done = copy_range(src.file(), src.base + c.src, dst, to, c.len).map_err(|e| match e {
-                CopyError::Src(e) => src.read_err(e),
-                CopyError::Dst(e) => Error::io(dst_path, "write", e),
-            })?;
+            let done =
+                copy_range(src.file(), src.base + c.src, dst, to, c.len).map_err(|e| match e {
+                    CopyError::Src(e) => src.read_err(e),
+                    CopyError::Dst(e) => Error::io(dst_path, "write", e),
+                })?;
             if done < c.len {
                 buf.resize((c.len - done) as usize, 0);
                 src.read_exact_at(&mut buf, c.src + done, size)?;

@@ -17,7 +17,13 @@ pub(crate) enum ChunkAt {
 /// The chunk size shift (in bytes) to use for a file of `size` bytes whose chunks of
 /// `1 << bits` bytes are `chunks`, with `bs_bits` the block size shift and `max_bits`
 /// the largest shift the format allows.
-pub(crate) fn merged_bits(chunks: &[ChunkAt], size: u64, bits: u32, bs_bits: u32, max_bits: u32) -> u32 {
+pub(crate) fn merged_bits(
+    chunks: &[ChunkAt],
+    size: u64,
+    bits: u32,
+    bs_bits: u32,
+    max_bits: u32,
+) -> u32 {
     let chunk = 1u64 << bits;
     // The smallest run, as a power of two of blocks; at most the file's blocks.
     let mut min_run = size.div_ceil(1 << bs_bits);
@@ -81,13 +87,22 @@ mod tests {
             .collect();
         assert_eq!(merged_bits(&chunks, 100_000, BS, BS, BS + 31), BS + 3);
         let g = regroup(&chunks, 100_000, BS, BS + 3);
-        assert_eq!(g, vec![at(0, 4096), at(8, 4096), at(16, 4096), at(24, 1696)]);
+        assert_eq!(
+            g,
+            vec![at(0, 4096), at(8, 4096), at(16, 4096), at(24, 1696)]
+        );
     }
 
     #[test]
     fn shared_or_hole_chunks_break_runs() {
         // data, data, hole, hole, data(elsewhere): runs 2, 2, 1 -> 1 block.
-        let chunks = [at(0, 4096), at(1, 4096), ChunkAt::Hole, ChunkAt::Hole, at(7, 4096)];
+        let chunks = [
+            at(0, 4096),
+            at(1, 4096),
+            ChunkAt::Hole,
+            ChunkAt::Hole,
+            at(7, 4096),
+        ];
         assert_eq!(merged_bits(&chunks, 5 * 4096, BS, BS, BS + 31), BS);
         // data x2, holes x2: runs 2 and 2 -> 2 blocks.
         let chunks = [at(0, 4096), at(1, 4096), ChunkAt::Hole, ChunkAt::Hole];

@@ -15,7 +15,7 @@
 
 mod copy;
 mod merge;
-mod scan;
+pub(crate) mod scan;
 
 use std::collections::HashMap;
 
@@ -144,7 +144,14 @@ pub(crate) fn plan(
 }
 
 /// Appends a chunk to the blob (whole blocks: the last one is zero-padded).
-fn store(plan: &mut ChunkPlan, cursor: &mut u64, node: usize, src: u64, len: u64, bs: u64) -> ChunkAt {
+fn store(
+    plan: &mut ChunkPlan,
+    cursor: &mut u64,
+    node: usize,
+    src: u64,
+    len: u64,
+    bs: u64,
+) -> ChunkAt {
     let blk = *cursor;
     plan.copies.push(Copy {
         node,

@@ -36,7 +36,7 @@ pub(crate) struct Scanned {
 /// The first byte at or after `pos` (relative to the file's data) that is not in a
 /// hole, `None` if only holes follow. File systems without `SEEK_DATA` report the
 /// position itself.
-fn next_data(src: &Source<'_>, pos: u64, size: u64) -> Result<Option<u64>> {
+pub(crate) fn next_data(src: &Source<'_>, pos: u64, size: u64) -> Result<Option<u64>> {
     match rustix::fs::seek(src.file(), SeekFrom::Data(src.base + pos)) {
         Ok(off) if off - src.base >= size => Ok(None),
         Ok(off) => Ok(Some(off.saturating_sub(src.base).max(pos))),
@@ -47,7 +47,7 @@ fn next_data(src: &Source<'_>, pos: u64, size: u64) -> Result<Option<u64>> {
 }
 
 /// Hashes `n` zero bytes into `h` (a hole's share of the file digest).
-fn hash_zeros(h: &mut Sha256, mut n: u64) {
+pub(crate) fn hash_zeros(h: &mut Sha256, mut n: u64) {
     static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
     while n > 0 {
         let k = n.min(ZEROS.len() as u64) as usize;
@@ -81,9 +81,8 @@ pub(crate) fn scan(
     let mut pos = 0u64;
     while pos < size {
         // Holes up to the chunk holding the next data byte.
-        let data_chunk = next_data(&src, pos, size)?.map_or(size.next_multiple_of(chunk), |d| {
-            d / chunk * chunk
-        });
+        let data_chunk =
+            next_data(&src, pos, size)?.map_or(size.next_multiple_of(chunk), |d| d / chunk * chunk);
         if data_chunk > pos {
             if let Some(h) = file_hash.as_mut() {
                 hash_zeros(h, data_chunk.min(size) - pos);

@@ -286,6 +286,32 @@ pub struct Compression {
     /// Reuse pclusters already written whose data starts the same way, also in part
     /// (`-E dedupe`; files are then compressed one after another).
     pub dedupe: bool,
+    /// How tail fragments are deduplicated (`-E fragdedupe`).
+    pub fragdedupe: FragDedupe,
+}
+
+/// `-E fragdedupe=`: which tail fragments may point into an earlier one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FragDedupe {
+    /// Any fragment equal to (the end of) an earlier one (the default).
+    #[default]
+    Full,
+    /// Only fragments that are a whole file (`fragdedupe=inode`).
+    Inode,
+    /// None: every fragment is appended (`^fragdedupe`).
+    Off,
+}
+
+impl FragDedupe {
+    /// How much of a `matched`-byte match with an earlier fragment may be used for
+    /// a file of `size` bytes.
+    pub(crate) fn keep(self, matched: u64, size: u64) -> u64 {
+        match self {
+            FragDedupe::Full => matched,
+            FragDedupe::Inode if matched >= size => matched,
+            FragDedupe::Inode | FragDedupe::Off => 0,
+        }
+    }
 }
 
 /// One line of a `--compress-hints` file: `PCLUSTER_SIZE [ALGORITHM_INDEX] REGEX`.
@@ -332,6 +358,7 @@ impl Compression {
             all_fragments: false,
             packed_pcluster_size: None,
             dedupe: false,
+            fragdedupe: FragDedupe::Full,
         })
     }
 

@@ -174,7 +174,12 @@ pub(crate) fn merge(
                 .and_then(|end| end.checked_sub(f.len));
             f.offset = match matched {
                 Some(off) => off,
-                None => place(&mut pk, tree, node, f, spill)?,
+                None => {
+                    // `-E fragdedupe`: which fragments may share earlier bytes.
+                    let size = tree.nodes[node].size;
+                    let share = cfg.fragdedupe.keep(f.len, size) > 0;
+                    place(&mut pk, tree, node, f, spill, share)?
+                }
             };
             frag_end[node] = Some(f.offset + f.len);
         }
@@ -187,18 +192,25 @@ pub(crate) fn merge(
 
 /// Where fragment `f` of `node` goes in the packed inode: inside an equal earlier
 /// one, or appended.
-fn place(pk: &mut Packed, tree: &Tree, node: usize, f: &Frag, spill: &Spill) -> Result<u64> {
+fn place(
+    pk: &mut Packed,
+    tree: &Tree,
+    node: usize,
+    f: &Frag,
+    spill: &Spill,
+    share: bool,
+) -> Result<u64> {
     let d = FragData::new(tree, node, f, spill)?;
     let len = f.len;
     let tl = len.min(TAIL_HASH_LEN);
     let mut last = vec![0u8; tl as usize];
     d.read(&mut last, len - tl, f.lstart)?;
     let h = xxhash_rust::xxh3::xxh3_64(&last);
-    if len < TAIL_HASH_LEN {
+    if share && len < TAIL_HASH_LEN {
         if let Some(&off) = pk.small.get(&last) {
             return Ok(off);
         }
-    } else if let Some(cands) = pk.by_tail.get(&h) {
+    } else if share && let Some(cands) = pk.by_tail.get(&h) {
         for &(end, clen) in cands {
             if clen >= len && same(pk, &d, f, end - len)? {
                 return Ok(end - len);

@@ -223,8 +223,8 @@ pub(crate) fn compress_dedupe(
         };
         let (matched, end) = match tofh.and_then(|h| cands.get(&h)) {
             Some(c) => {
-                let (m, end) = match_end(pass, node, c)?;
-                (m, Some(end))
+                let ((m, mnode), end) = match_end(pass, node, c)?;
+                ((pass.cfg.fragdedupe.keep(m, size), mnode), Some(end))
             }
             None => ((0, 0), None),
         };
@@ -323,6 +323,7 @@ fn fragment_group(
         let (node, pcluster, alg) = nodes[k];
         let size = pass.tree.nodes[node].size;
         let ((m, mnode), end) = match_end(pass, node, &cands)?;
+        let m = pass.cfg.fragdedupe.keep(m, size);
         if whole && m == 0 {
             out.push((k, whole_fragment(pass, node, alg)?));
             cands.push(Cand {

@@ -280,7 +280,7 @@ fn options(a: &Args) -> Result<BuildOptions> {
         z.parse(&mut o, e)?;
     }
     if let Some(bits) = a.zfeature_bits {
-        z.apply_bits(bits)?;
+        z.apply_bits(&mut o, bits)?;
     }
     match &a.compression {
         Some(_) if o.tar_data != TarData::Copy => {
