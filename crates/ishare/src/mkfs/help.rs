@@ -50,7 +50,8 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
                         force-inode-extended, force-chunk-indexes,
                         force-inode-blockmap, xattr-name-filter, nosbcrc,
                         plain-xattr-prefixes, ztailpacking, legacy-compress,
-                        fragments[=SIZE], all-fragments, dedupe ('^' negates)
+                        fragments[=SIZE], all-fragments, dedupe, fragdedupe[=inode],
+                        48bit, dot-omitted ('^' negates)
  -L label               volume label (at most 15 bytes)
  -T#                    fixed UNIX timestamp # as the build time
     --all-time          ... and every file's mtime (the default)
@@ -58,7 +59,9 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
  -UX                    filesystem UUID X, 'clear' or 'random'
  --all-root             make every file owned by root
  --async-queue-limit=#  accepted; ishare's pipeline has no job queue to bound
- --chunksize=#          chunk-based files with #-byte chunks
+ --blobdev=X            store the chunks of chunk-based files on device X
+ --chunksize=#          chunk-based files with #-byte chunks (equal chunks
+                        stored once, chunks of zeros as holes)
  --compress-hints=X     per-file compression settings from file X
  --dsunit=#             align the start of each file's data to # blocks
  --exclude-path=X       leave out the file X (an exact path)
@@ -99,7 +102,7 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
                         ztailpacking, fragments, all-fragments, dedupe, ...
 
 Refused with a clear error (not implemented by ishare yet): SOURCEs that are
-EROFS images (rebuild mode), --blobdev, --clean, --incremental, --ovlfs-strip,
+EROFS images (rebuild mode), --clean, --incremental, --ovlfs-strip,
 --zD, --MZ, -m, --gzinfo, --vmdk-desc, --oci, --file-contexts, --tar=MODE,MAP;
 --s3 (a network service) is not supported.
 "

@@ -442,7 +442,7 @@ mod tests {
             &["-zlz5", "img", "src"][..],
             &["-zzstd,23", "img", "src"],
             &["-C65536", "img", "src"],
-            &["-zlz4", "--zfeature-bits=64", "img", "src"],
+            &["-zlz4", "--zfeature-bits=256", "img", "src"],
             &["--root-xattr-isize=70000", "img", "src"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
