@@ -17,6 +17,8 @@
 #   C             with Z: -C pcluster size in bytes (default 4096)
 #   E             with Z: extended options for both tools (e.g. fragments, dedupe,
 #                 ztailpacking; -E's comma-separated form)
+#   CHUNK         chunk-based files with this --chunksize for both tools (equal
+#                 chunks stored once, zeros as holes); unset = flat files
 #   MODES         "cold warm" (default uncompressed) or "warm" (default with Z)
 #   VARIANTS      TOOL:WORKERS list (default "ishare:0 mkfs:0 ishare:1 mkfs:1",
 #                 with Z "ishare:0 mkfs:0")
@@ -55,6 +57,10 @@ if [ -n "$Z" ]; then
     OPTS+=(-E "$E")
     RESULTS=${RESULTS%.md}-E${E//[^a-z0-9=]/_}.md
   fi
+fi
+if [ -n "${CHUNK:-}" ]; then
+  OPTS+=("--chunksize=$CHUNK")
+  RESULTS=${RESULTS%.md}-chunk$CHUNK.md
 fi
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (drop_caches, tmpfs, loop mounts)"
