@@ -41,12 +41,16 @@ pub(crate) fn copy_all(pass: &DataPass<'_>) -> Result<Vec<Option<[u8; 32]>>> {
     // Files whose data stays out of the image: in the tar of `--tar=i` (only read,
     // for their digest), or nowhere (`--tar=headerball`).
     let target = |i: usize| pass.layout.inodes[i].chunks.map(|c| c.target);
+    // A flat file without blocks or tail is all holes (48-bit layout): nothing to copy.
+    let all_holes = |i: usize| {
+        let p = &pass.layout.inodes[i];
+        p.nblocks == 0 && p.tail == 0 && p.chunks.is_none() && p.z.is_none()
+    };
     let files: Vec<usize> = (0..pass.tree.nodes.len())
         .filter(|&i| {
             matches!(pass.tree.nodes[i].kind, Kind::File)
                 && pass.layout.inodes[i].size > 0
-                // No blocks and no tail: all holes (48-bit layout), nothing to copy.
-                && (pass.layout.inodes[i].nblocks > 0 || pass.layout.inodes[i].tail > 0 || target(i).is_some() || pass.zfiles[i].is_some())
+                && !all_holes(i)
                 && target(i) != Some(ChunkTarget::Hole)
                 // Chunk blobs are copied by `chunk::copy_chunks`.
                 && !matches!(target(i), Some(ChunkTarget::Blob { .. }))

@@ -302,6 +302,16 @@ fn shape(
     })
 }
 
+/// What reading the files before the layout found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Prescan<'a> {
+    /// Chunk-based files' maps (`--chunksize`).
+    pub chunks: Option<&'a ChunkPlan>,
+    /// By node: `Some` for files that are entirely holes and get no blocks (48-bit
+    /// layout); may be empty.
+    pub sparse: &'a [Option<[u8; 32]>],
+}
+
 /// Places every inode, starting the metadata area at byte `meta_start`.
 pub(crate) fn layout(
     tree: &Tree,
@@ -310,9 +320,12 @@ pub(crate) fn layout(
     zfiles: &[Option<ZFile>],
     opts: &BuildOptions,
     meta_start: u64,
-    plan: Option<&ChunkPlan>,
-    sparse: &[Option<[u8; 32]>],
+    pre: Prescan<'_>,
 ) -> Result<Layout> {
+    let Prescan {
+        chunks: plan,
+        sparse,
+    } = pre;
     let bs = u64::from(opts.block_size);
     let fmt = InodeFormat::new(opts);
     let mut alloc = MetaAlloc {

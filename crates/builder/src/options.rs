@@ -264,6 +264,12 @@ impl BuildOptions {
                 "--blobdev must be used together with --chunksize".into(),
             ));
         }
+        // The device table has room for the tar or the blob, not both.
+        if self.blob_device.is_some() && self.tar_data != TarData::Copy {
+            return Err(Error::InvalidOption(
+                "--blobdev cannot be used with --tar=i or --tar=headerball".into(),
+            ));
+        }
         if let Some(c) = &self.compression {
             // Compressed files in the 48-bit layout use byte-aligned extents, which
             // this builder does not write.

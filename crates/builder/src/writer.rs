@@ -20,7 +20,7 @@ use crate::dir::{DirEntry, DirLayout};
 use crate::error::{Error, Result};
 use crate::input::dir::scan;
 use crate::input::tar::TarInput;
-use crate::layout::{ChunkTarget, Layout, NULL_STARTBLK, Placed, layout};
+use crate::layout::{ChunkTarget, Layout, NULL_STARTBLK, Placed, Prescan, layout};
 use crate::options::{BuildOptions, TarData};
 use crate::tree::{Kind, Node, Tree};
 use crate::wide::InodeFormat;
@@ -189,8 +189,10 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         &zfiles,
         opts,
         meta_start,
-        chunk_plan.as_ref(),
-        &sparse,
+        Prescan {
+            chunks: chunk_plan.as_ref(),
+            sparse: &sparse,
+        },
     )?;
     let total = lay
         .blocks
@@ -267,8 +269,11 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
             i,
             &xplan.bodies[i],
             fp.as_deref().unwrap_or_default(),
-            (blob_map, lay.blob_start),
-            &fmt,
+            &Encoding {
+                fmt: &fmt,
+                blob_map,
+                blob_start: lay.blob_start,
+            },
         );
         if let (Some(z), Some(zp)) = (&zfiles[i], &p.z) {
             buf.resize((zp.map_off - p.off) as usize, 0);
@@ -495,6 +500,15 @@ fn dir_layouts(tree: &Tree, bs: usize, dot_omitted: bool) -> Vec<Option<DirLayou
         .collect()
 }
 
+/// What an inode's bytes depend on besides its node and placement.
+struct Encoding<'a> {
+    fmt: &'a InodeFormat,
+    /// A chunk-based file's map (empty for other inodes).
+    blob_map: &'a [ChunkAt],
+    /// First block of the chunk blob in the image.
+    blob_start: u64,
+}
+
 /// Serializes an inode with its xattrs and chunk map.
 fn inode_bytes(
     out: &mut Vec<u8>,
@@ -503,9 +517,13 @@ fn inode_bytes(
     index: usize,
     body: &crate::xattr::Body,
     fingerprint: &[u8],
-    (blob_map, blob_start): (&[crate::chunk::ChunkAt], u64),
-    fmt: &InodeFormat,
+    enc: &Encoding<'_>,
 ) {
+    let Encoding {
+        fmt,
+        blob_map,
+        blob_start,
+    } = *enc;
     let i_u = match (&n.kind, &p.chunks) {
         (Kind::Special, _) => n.rdev,
         (_, Some(c)) => u32::from(c.format),
@@ -571,18 +589,12 @@ fn inode_bytes(
             // Block addresses were checked to fit 32 bits by the layout (image) and
             // by `check_device_blocks` (the tar of `--tar=i`).
             let (device, blk) = match c.target {
-                // Holes are the null address on the primary device, as mkfs.erofs.
-                ChunkTarget::Blob { .. } if blob_map[k as usize] == ChunkAt::Hole => (0, u32::MAX),
-                ChunkTarget::Blob { device } => {
-                    let ChunkAt::At { blk, .. } = blob_map[k as usize] else {
-                        unreachable!("holes were matched above")
-                    };
-                    if device {
-                        (1, blk as u32)
-                    } else {
-                        (0, (blob_start + blk) as u32)
-                    }
-                }
+                ChunkTarget::Blob { device } => match blob_map[k as usize] {
+                    // Holes are the null address on the primary device, as mkfs.erofs.
+                    ChunkAt::Hole => (0, u32::MAX),
+                    ChunkAt::At { blk, .. } if device => (1, blk as u32),
+                    ChunkAt::At { blk, .. } => (0, (blob_start + blk) as u32),
+                },
                 ChunkTarget::Device(start) => (1, (start + k * c.blocks_per_chunk) as u32),
                 ChunkTarget::Hole => (0, u32::MAX),
             };

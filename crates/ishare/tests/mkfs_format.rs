@@ -452,6 +452,26 @@ fn refused_combinations() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), b"f").unwrap();
+    let tarball = dir.path().join("t.tar");
+    run(Command::new(ishare_testkit::tools::host_tool("tar"))
+        .arg("-C")
+        .arg(&src)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("."));
+    // The device table holds the tar of an index, or the blob, not both.
+    let out = Command::new(env!("CARGO_BIN_EXE_ishare"))
+        .args(["mkfs", "--tar=i", "--chunksize=4096", "--blobdev=b"])
+        .arg(dir.path().join("x.img"))
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--blobdev cannot"),
+        "{err}"
+    );
     for (args, want) in [
         (&["-zlz4", "-E48bit"][..], "48bit"),
         (&["-zlz4", "-Edot-omitted"], "48bit"),
