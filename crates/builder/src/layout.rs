@@ -458,10 +458,14 @@ pub(crate) fn layout(
     }
     // `--fsalignblks`: the image's size is a multiple of this many blocks (rounded
     // up to a power of two, as mkfs.erofs does).
-    // The chunk blob follows everything else, as mkfs.erofs appends it.
-    let blob_start = next;
-    if opts.blob_device.is_none() {
-        next += plan.map_or(0, |p| p.blob_blocks);
+    // The chunk blob follows everything else, as mkfs.erofs appends it (on a
+    // stripe unit with `--dsunit`, since its files are aligned inside it).
+    let mut blob_start = next;
+    if let Some(p) = plan.filter(|_| opts.blob_device.is_none()) {
+        if opts.dsunit > 1 {
+            blob_start = blob_start.next_multiple_of(opts.dsunit);
+        }
+        next = blob_start + p.blob_blocks;
     }
     if opts.fsalign_blocks > 1 {
         let align = opts

@@ -292,6 +292,8 @@ fn chunks_are_deduplicated_and_zeros_are_holes() {
         ),
         ("dedupe-no-z", &["-Ededupe"]),
         ("chunk4k-nodedupe", &["--chunksize=4096", "-E^dedupe"]),
+        // Files aligned to 4 blocks in the blob, the blob too.
+        ("chunk16k-dsunit", &["--chunksize=16384", "--dsunit=4"]),
     ] {
         let case = Case {
             args,
