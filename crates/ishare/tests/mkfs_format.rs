@@ -292,8 +292,8 @@ fn chunks_are_deduplicated_and_zeros_are_holes() {
         ),
         ("dedupe-no-z", &["-Ededupe"]),
         ("chunk4k-nodedupe", &["--chunksize=4096", "-E^dedupe"]),
-        // Files aligned to 4 blocks in the blob, the blob too.
-        ("chunk16k-dsunit", &["--chunksize=16384", "--dsunit=4"]),
+        // (Not `--dsunit`: mkfs.erofs 1.9.4 fails on this tree with it, "failed to
+        // append the remaining ... chunk data", when the blob ends in alignment.)
     ] {
         let case = Case {
             args,
