@@ -28,6 +28,9 @@ pub struct ExtendedOptions {
     pub dedupe_off: bool,
     /// `fragdedupe[=inode]` / `^fragdedupe`: how tail fragments are deduplicated.
     pub fragdedupe: FragDedupe,
+    /// `force-inode-blockmap` was the last chunk format asked for (a blob device
+    /// needs chunk indexes, so `--blobdev` refuses it, as mkfs.erofs).
+    pub force_blockmap: bool,
 }
 
 impl ExtendedOptions {
@@ -69,8 +72,14 @@ impl ExtendedOptions {
                 "inline_data" => o.inline_data = !clear,
                 "force-inode-compact" => o.inode_version = InodeVersion::Compact,
                 "force-inode-extended" => o.inode_version = InodeVersion::Extended,
-                "force-chunk-indexes" => o.chunk_indexes = !clear,
-                "force-inode-blockmap" => o.chunk_indexes = clear,
+                "force-chunk-indexes" => {
+                    o.chunk_indexes = !clear;
+                    self.force_blockmap = clear;
+                }
+                "force-inode-blockmap" => {
+                    o.chunk_indexes = clear;
+                    self.force_blockmap = !clear;
+                }
                 "xattr-name-filter" => o.xattr_name_filter = !clear,
                 "nosbcrc" => o.sb_checksum = clear,
                 "plain-xattr-prefixes" => o.plain_xattr_prefixes = !clear,

@@ -478,6 +478,10 @@ fn refused_combinations() {
         (&["-zlz4", "-E48bit"][..], "48bit"),
         (&["-zlz4", "-Edot-omitted"], "48bit"),
         (&["--blobdev=b"], "--chunksize"),
+        (
+            &["--blobdev=b", "--chunksize=4096", "-Eforce-inode-blockmap"],
+            "block map",
+        ),
         (&["-E48bit=1"], "48bit=1"),
         (&["-Edot-omitted=1"], "dot-omitted=1"),
     ] {

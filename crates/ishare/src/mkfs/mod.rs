@@ -282,6 +282,11 @@ fn options(a: &Args) -> Result<BuildOptions> {
     if let Some(bits) = a.zfeature_bits {
         z.apply_bits(&mut o, bits)?;
     }
+    if z.force_blockmap && o.blob_device.is_some() {
+        bail!(
+            "--blobdev cannot work with a block map (-E force-inode-blockmap): chunks on a device need chunk indexes"
+        );
+    }
     match &a.compression {
         Some(_) if o.tar_data != TarData::Copy => {
             bail!("-z: --tar=i and --tar=headerball images hold no data to compress")
