@@ -12,6 +12,9 @@ use crate::data::{CopyError, copy_range};
 use crate::error::{Error, Result};
 use crate::tree::{Source, Tree};
 
+/// Largest read buffer when the kernel cannot copy.
+const BUF_SIZE: u64 = 1 << 20;
+
 /// Copies the chunks of `plan` to `dst` (named `dst_path` in errors), the blob
 /// starting at block `base` of it.
 pub(crate) fn copy_chunks(
@@ -36,11 +39,15 @@ pub(crate) fn copy_chunks(
                     CopyError::Src(e) => src.read_err(e),
                     CopyError::Dst(e) => Error::io(dst_path, "write", e),
                 })?;
-            if done < c.len {
-                buf.resize((c.len - done) as usize, 0);
-                src.read_exact_at(&mut buf, c.src + done, size)?;
-                std::os::unix::fs::FileExt::write_all_at(dst, &buf, to + done)
+            // Without copy_file_range: through a bounded buffer (chunks may be large).
+            let mut pos = done;
+            while pos < c.len {
+                let n = (c.len - pos).min(BUF_SIZE);
+                buf.resize(n as usize, 0);
+                src.read_exact_at(&mut buf, c.src + pos, size)?;
+                std::os::unix::fs::FileExt::write_all_at(dst, &buf, to + pos)
                     .map_err(|e| Error::io(dst_path, "write", e))?;
+                pos += n;
             }
         }
         Ok(())
