@@ -1,0 +1,192 @@
+//! The long help of each command: what `ishare CMD --help` prints after the options
+//! (EXAMPLES and EXIT STATUS), and the man pages' sections of the same names
+//! (`generate.rs` reads them back from the clap definitions, so the two cannot
+//! differ). The short `-h` leaves them out.
+//!
+//! Layout, which `generate.rs` parses: an `Examples:` block of pairs, what it does
+//! (two spaces in) then the command (four spaces in); an `Exit status:` block of
+//! `  CODE  meaning` lines.
+
+/// ishare(1)'s DESCRIPTION: what the program is for (each subcommand's page says how).
+pub const ISHARE: &str = "\
+ishare builds EROFS images whose files carry content fingerprints \
+(mkfs.erofs-compatible), reads and checks any EROFS image, and mounts images over \
+FUSE so that identical files across images share one copy in the page cache, on \
+kernels without Linux 7.0's inode_share. A node daemon serves every mount of the \
+host, and a containerd proxy snapshotter turns container layers into such images.
+
+Each subcommand has its own page (ishare-mkfs(1), ishare-mount(8), ...), and its own \
+--help.";
+
+pub const ISHARE_AFTER: &str = "\
+Examples:
+  Build an image with fingerprints:
+    ishare mkfs -zlz4 app.erofs rootfs/
+  Mount it, sharing page cache with other images (domain id in a root-only file):
+    ishare mount -o inode_share,domain_id_file=/etc/ishare/domain-id \\
+      app.erofs /mnt/app
+  Check what this host supports:
+    ishare doctor
+
+Exit status:
+  0  success
+  1  failure (the error is printed on standard error)
+  2  the command line is wrong";
+
+pub const DUMP: &str = "\
+Examples:
+  Show the superblock and statistics:
+    ishare dump -s -S app.erofs
+  Show one file's inode, then print its contents:
+    ishare dump --path=/etc/os-release app.erofs
+    ishare dump --cat --path=/etc/os-release app.erofs
+
+Exit status:
+  0  success
+  1  the image cannot be read, or the inode asked for does not exist
+  2  the command line is wrong";
+
+pub const EXTRACT: &str = "\
+Examples:
+  Recreate the tree of an image in out/:
+    ishare extract app.erofs out/
+
+Exit status:
+  0  success
+  1  the image cannot be read, DIR is not empty (without --overwrite), or a file \
+cannot be written
+  2  the command line is wrong";
+
+pub const FSCK: &str = "\
+Examples:
+  Check an image and every file's fingerprint:
+    ishare fsck --xattr-inode-digest app.erofs
+
+Exit status:
+  0  the image is consistent
+  1  the image is corrupt or cannot be read (each problem is printed)
+  2  the command line is wrong";
+
+pub const REPORT: &str = "\
+Examples:
+  What two images would share, drawn into an SVG picture too:
+    ishare report --svg share.svg a.erofs b.erofs
+  The same as JSON, for scripts:
+    ishare report --json a.erofs b.erofs
+
+Exit status:
+  0  success
+  1  an image cannot be read
+  2  the command line is wrong";
+
+pub const MKFS: &str = "\
+Examples:
+  Build an LZ4-compressed image from a directory:
+    ishare mkfs -zlz4 app.erofs rootfs/
+  Build from a tar on standard input, with fixed timestamps:
+    ishare mkfs --tar=f -T0 app.erofs < layer.tar
+
+Exit status:
+  0  success
+  1  the image could not be built or the options are wrong";
+
+pub const MOUNT: &str = "\
+Examples:
+  Mount with page cache sharing, the domain id in a root-only file:
+    ishare mount -o inode_share,domain_id_file=/etc/ishare/domain-id \\
+      app.erofs /mnt/app
+  The same through mount(8):
+    mount -t fuse.ishare app.erofs /mnt/app \\
+      -o inode_share,domain_id_file=/etc/ishare/domain-id
+  Mount without sharing, served in the foreground (Ctrl-C unmounts):
+    ishare mount -f app.erofs /mnt/app
+
+Exit status:
+  0  the mount is ready
+  1  the mount failed (the daemon's error is printed)
+  2  the command line is wrong
+  32  as mount.fuse.ishare: the helper's command line is wrong (mount(8)'s mount failure)";
+
+pub const UMOUNT: &str = "\
+Examples:
+  Unmount and wait for the daemon to finish:
+    ishare umount /mnt/app
+
+Exit status:
+  0  unmounted (and its daemon of its own, if any, has exited)
+  1  not unmounted, or the mount's daemon still runs after --timeout
+  2  the command line is wrong";
+
+pub const MOUNTS: &str = "\
+Examples:
+  List the node daemon's mounts:
+    ishare mounts
+
+Exit status:
+  0  success
+  1  no node daemon answers on the socket
+  2  the command line is wrong";
+
+pub const DAEMON: &str = "\
+Examples:
+  Run the node daemon (as ishare.service does):
+    ishare daemon --socket /run/ishare/daemon.sock
+
+Exit status:
+  0  stopped by SIGTERM or SIGINT
+  1  the daemon could not start (e.g. the socket is taken) or failed
+  2  the command line is wrong";
+
+pub const STORE: &str = "\
+Examples:
+  Show the object store:
+    ishare store stat
+  Shrink it to 10 GiB, least recently used objects first:
+    ishare store gc --max-size 10G
+
+Exit status:
+  0  success
+  1  the store cannot be read or changed
+  2  the command line is wrong";
+
+pub const STORE_STAT: &str = "\
+Examples:
+  Show the object store, as JSON:
+    ishare store stat --json
+
+Exit status:
+  0  success
+  1  the store cannot be read
+  2  the command line is wrong";
+
+pub const STORE_GC: &str = "\
+Examples:
+  What a collection would remove:
+    ishare store gc --dry-run
+  Remove every object no mount uses:
+    ishare store gc
+
+Exit status:
+  0  success
+  1  the store cannot be read or changed
+  2  the command line is wrong";
+
+pub const SNAPSHOTTER: &str = "\
+Examples:
+  Serve containerd's snapshots API (as ishare-snapshotter.service does):
+    ishare snapshotter --domain-id-file /etc/ishare/domain-id
+
+Exit status:
+  0  stopped by SIGTERM or SIGINT
+  1  the snapshotter could not start (no domain id, the socket is taken) or failed
+  2  the command line is wrong";
+
+pub const DOCTOR: &str = "\
+Examples:
+  Tell what this host supports, as JSON:
+    ishare doctor --json
+
+Exit status:
+  0  everything ishare mount needs is there
+  1  something ishare mount needs is missing (see the lines marked no)
+  2  the command line is wrong";
