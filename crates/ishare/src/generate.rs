@@ -214,8 +214,10 @@ fn mkfs_page(version: &str) -> Result<String> {
         desc.push(' ');
     }
     desc.push_str(
-        "Under the name mkfs.erofs (a link to ishare) the program takes the same options, \
-         prints erofs-utils' version line and records fingerprints only when asked.",
+        "As ishare mkfs it records every file's fingerprint (the xattr of mkfs.erofs \
+         --xattr-inode-digest) unless given --no-xattr-inode-digest; under the name mkfs.erofs (a link to \
+         ishare) the program takes the same options, prints erofs-utils' version line and \
+         records fingerprints only when asked.",
     );
     r.text([roman(desc)]);
     r.control("SH", ["OPTIONS"]);

@@ -62,7 +62,7 @@ enum Cmd {
     /// its fingerprint, the xattr page cache sharing trusts.
     #[command(after_long_help = help::FSCK)]
     Fsck(fsck::Args),
-    /// What a set of images would share under inode_share: page cache with and without.
+    /// Predict the page cache a set of images needs, with and without sharing.
     ///
     /// Predicts from the images' metadata alone, before anything is mounted, how much
     /// page cache a set of images needs when each is mounted on its own and when
@@ -74,8 +74,7 @@ enum Cmd {
     /// a file whose content does not match its fingerprint as not shared.
     #[command(after_long_help = help::REPORT)]
     Report(report::Args),
-    /// Build an EROFS image from a directory or a tar, with mkfs.erofs 1.9.4's options
-    /// (fingerprints on by default); `ishare mkfs --help` lists them.
+    /// Build an EROFS image from a directory or a tar (mkfs.erofs 1.9.4's options).
     #[command(after_long_help = help::MKFS)]
     Mkfs(mkfs::RawArgs),
     /// Mount an image over FUSE, sharing page cache across images (-o inode_share).
@@ -101,7 +100,7 @@ enum Cmd {
     /// into the store). -l detaches the mount at once and does not wait.
     #[command(after_long_help = help::UMOUNT)]
     Umount(mount::UmountArgs),
-    /// List the node daemon's mounts (image, mount point, mode, shared files and bytes).
+    /// List the node daemon's mounts and what each shares.
     ///
     /// Asks the node daemon over its control socket for the mounts it serves: for each,
     /// the image, the mount point, the mode it runs in (passthrough, daemon reads or
@@ -118,7 +117,7 @@ enum Cmd {
     /// info, debug, trace; /etc/default/ishare for the service).
     #[command(after_long_help = help::DAEMON)]
     Daemon(mount::DaemonArgs),
-    /// Inspect (stat) or clean up (gc) the object store of `ishare mount -o inode_share`.
+    /// Inspect (stat) or clean up (gc) the object store of shared mounts.
     ///
     /// The store holds one backing file per sharing domain and content (a name derived
     /// from the fingerprint, keyed by the domain id) for the mounts of
@@ -126,8 +125,7 @@ enum Cmd {
     /// removes what no live mount uses.
     #[command(after_long_help = help::STORE)]
     Store(store::Args),
-    /// Serve containerd's snapshots API (a proxy snapshotter): layers become
-    /// fingerprinted EROFS images shared through the node daemon.
+    /// Serve containerd's snapshots API: layers become shared EROFS images.
     ///
     /// Listens on a unix socket (--address) that containerd's configuration names under
     /// [proxy_plugins.ishare]. Each layer containerd unpacks becomes a fingerprinted
@@ -137,8 +135,7 @@ enum Cmd {
     /// alone, as their mounts belong to the node daemon.
     #[command(after_long_help = help::SNAPSHOTTER)]
     Snapshotter(snapshotter::Args),
-    /// Tell what this host supports (EROFS, FUSE, passthrough, the store) and the mode
-    /// `ishare mount` will run in.
+    /// Tell what this host supports and the mode `ishare mount` will run in.
     ///
     /// Checks the kernel and its EROFS (compressors, its own inode_share), /dev/fuse
     /// with a real test mount, FUSE passthrough (a backing file registered on the
