@@ -1,9 +1,11 @@
-//! `scripts/package.sh`, built from the binary under test (no release build: about
-//! 40 s with lintian): the .deb lists the binary, units, configuration, man pages,
-//! completions and the helper links; lintian reports no error; installed into a
-//! scratch root (`tests/package/scratch_root.sh`, an overlay of this host in private
-//! namespaces) it runs `--version` and `doctor --json`, serves mounts, and removing it
-//! stops the units and leaves no mount and no process behind.
+//! `scripts/package.sh`, built from the binary under test (no release build; the
+//! whole test took 113–128 s of wall time, 33 s of CPU, at load average 12–17 on 2
+//! cores): the .deb lists the binary, units, configuration, man pages, completions and
+//! the helper links; lintian reports no error; installed with dpkg into a scratch root
+//! (`tests/package/scratch_root.sh`, an overlay of this host in private mount and PID
+//! namespaces) systemd accepts its units, it runs `--version` and `doctor --json` and
+//! serves mounts, and removing it stops the units and leaves no mount and no process
+//! behind.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -102,6 +104,7 @@ fn package_builds_lints_installs_and_removes_cleanly() {
     let get = |k: &str| *f.get(k).unwrap_or_else(|| panic!("no {k} in:\n{out}"));
     assert_eq!(get("status"), "install ok installed");
     assert_eq!(get("version"), format!("ishare {VERSION}"));
+    assert_eq!(get("units-verify"), "", "systemd-analyze verify complains");
     let doctor: serde_json::Value = serde_json::from_str(get("doctor")).expect("doctor --json");
     assert!(doctor["checks"].is_array(), "doctor --json: {doctor}");
     assert_eq!(

@@ -50,6 +50,8 @@ echo "status: $(in_root dpkg-query -W -f='${Status}' ishare)"
 echo "version: $(in_root ishare --version)"
 echo "doctor: $(in_root ishare doctor --json | tr -d '\n')"
 echo "config: $(grep -c '^#' "$r/etc/default/ishare") comment lines"
+# systemd's own check of the units with their drop-ins (it warns on stderr, exits 0).
+echo "units-verify: $(in_root systemd-analyze verify ishare.service ishare-snapshotter.service 2>&1 | tr '\n' ';')"
 
 # An image, mounted twice by the installed binary.
 mkdir "$r/tmp/tree" "$r/tmp/mnt1" "$r/tmp/mnt2"
