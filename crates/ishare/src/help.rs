@@ -123,8 +123,8 @@ Examples:
     ishare mounts
 
 Exit status:
-  0  success
-  1  no node daemon answers on the socket
+  0  success, also when no node daemon runs (it says so; --json gives \"daemon\": null)
+  1  the daemon cannot be asked (e.g. no permission on the socket) or its answer is wrong
   2  the command line is wrong";
 
 pub const DAEMON: &str = "\
@@ -133,7 +133,7 @@ Examples:
     ishare daemon --socket /run/ishare/daemon.sock
 
 Exit status:
-  0  stopped by SIGTERM or SIGINT
+  0  stopped by SIGTERM, SIGINT or SIGHUP (every mount it served detached)
   1  the daemon could not start (e.g. the socket is taken) or failed
   2  the command line is wrong";
 

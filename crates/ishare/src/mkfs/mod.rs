@@ -70,7 +70,13 @@ fn dispatch(cmd: Command, program: &str) -> Result<()> {
     };
     match cmd {
         Command::Help => {
-            std::io::stdout().write_all(help::usage(program, flavor).as_bytes())?;
+            let mut text = help::usage(program, flavor);
+            // `ishare mkfs` ends with the examples and exit statuses of its man page;
+            // the mkfs.erofs link prints erofs-utils' help alone.
+            if program == "ishare mkfs" {
+                text = format!("{text}\n{}\n", crate::help::MKFS);
+            }
+            std::io::stdout().write_all(text.as_bytes())?;
             Ok(())
         }
         Command::Version => {
