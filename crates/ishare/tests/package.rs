@@ -105,6 +105,18 @@ fn package_builds_lints_installs_and_removes_cleanly() {
     assert_eq!(get("status"), "install ok installed");
     assert_eq!(get("version"), format!("ishare {VERSION}"));
     assert_eq!(get("units-verify"), "", "systemd-analyze verify complains");
+    // mount.fuse.ishare(8) is a .so link to ishare-mount(8), which man follows.
+    assert_eq!(
+        get("man").trim(),
+        "/usr/share/man/man8/ishare-mount.8.gz /usr/share/man/man8/ishare-mount.8.gz \
+         /usr/share/man/man1/ishare.1.gz",
+        "man -w ishare-mount mount.fuse.ishare ishare"
+    );
+    assert!(
+        get("completion").starts_with("complete ") && get("completion").ends_with(" ishare"),
+        "bash completion: {}",
+        get("completion")
+    );
     let doctor: serde_json::Value = serde_json::from_str(get("doctor")).expect("doctor --json");
     assert!(doctor["checks"].is_array(), "doctor --json: {doctor}");
     assert_eq!(

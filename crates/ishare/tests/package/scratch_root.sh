@@ -50,6 +50,9 @@ echo "status: $(in_root dpkg-query -W -f='${Status}' ishare)"
 echo "version: $(in_root ishare --version)"
 echo "doctor: $(in_root ishare doctor --json | tr -d '\n')"
 echo "config: $(grep -c '^#' "$r/etc/default/ishare") comment lines"
+# man(1) finds the pages, bash loads the completion.
+echo "man: $(in_root man -w ishare-mount mount.fuse.ishare ishare | tr '\n' ' ')"
+echo "completion: $(in_root bash -c '. /usr/share/bash-completion/completions/ishare && complete -p ishare')"
 # systemd's own check of the units with their drop-ins (it warns on stderr, exits 0).
 echo "units-verify: $(in_root systemd-analyze verify ishare.service ishare-snapshotter.service 2>&1 | tr '\n' ';')"
 
