@@ -44,70 +44,96 @@ fn section(sub: &str) -> &'static str {
     }
 }
 
-/// The `Examples:` and `Exit status:` blocks of a command's long help (see help.rs):
-/// (what it does, command lines) pairs and (code, meaning) pairs. A command without
-/// both is an error, so a new one cannot ship without them.
-type Examples = Vec<(String, Vec<String>)>;
-type Statuses = Vec<(String, String)>;
+/// A block of a command's long help (see help.rs) and the man page section it
+/// becomes: `Examples:` holds (what it does, command lines) pairs; every other block
+/// (`Exit status:`, `Environment:`, `Files:`) holds `  TERM  meaning` lines.
+enum Block {
+    Examples(Vec<(String, Vec<String>)>),
+    Terms(Vec<(String, String)>),
+}
 
-fn parse_after_help(name: &str, after: Option<&str>) -> Result<(Examples, Statuses)> {
+/// The blocks of a long help, in order, by their man page section name. Examples and
+/// Exit status are required, so a new command cannot ship without them.
+fn parse_after_help(name: &str, after: Option<&str>) -> Result<Vec<(String, Block)>> {
     let Some(after) = after else {
         bail!("{name} has no after_long_help with Examples and Exit status (see help.rs)");
     };
-    let (mut examples, mut statuses) = (Examples::new(), Statuses::new());
-    let mut block = "";
+    let mut blocks: Vec<(String, Block)> = Vec::new();
     for line in after.lines() {
         if line.trim().is_empty() {
             continue;
         }
         if !line.starts_with(' ') {
-            block = line;
+            let Some(title) = line.strip_suffix(':') else {
+                bail!("{name}: {line:?} in the long help is not a `Title:` line");
+            };
+            let block = if title == "Examples" {
+                Block::Examples(Vec::new())
+            } else {
+                Block::Terms(Vec::new())
+            };
+            blocks.push((title.to_uppercase(), block));
             continue;
         }
-        match block {
-            "Examples:" if line.starts_with("    ") => match examples.last_mut() {
+        match blocks.last_mut() {
+            None => bail!("{name}: long help text before its first `Title:` line"),
+            Some((_, Block::Examples(ex))) if line.starts_with("    ") => match ex.last_mut() {
                 // Continuation lines keep their indentation past the command's.
                 Some((_, cmds)) => cmds.push(line[4..].to_owned()),
                 None => bail!("{name}: an example command before its description"),
             },
-            "Examples:" => examples.push((line.trim().to_owned(), Vec::new())),
-            "Exit status:" => {
-                let Some((code, what)) = line.trim().split_once("  ") else {
-                    bail!("{name}: exit status line {line:?} is not `CODE  meaning`");
+            Some((_, Block::Examples(ex))) => ex.push((line.trim().to_owned(), Vec::new())),
+            Some((title, Block::Terms(terms))) => {
+                let Some((term, what)) = line.trim().split_once("  ") else {
+                    bail!("{name}: {title} line {line:?} is not `TERM  meaning`");
                 };
-                statuses.push((code.to_owned(), what.trim().to_owned()));
+                terms.push((term.to_owned(), what.trim().to_owned()));
             }
-            other => bail!("{name}: unknown block {other:?} in the long help"),
         }
     }
-    if examples.is_empty() || examples.iter().any(|(_, c)| c.is_empty()) {
-        bail!("{name}: no Examples (or one without a command) in its long help");
+    let has = |t: &str| {
+        blocks.iter().any(|(title, b)| {
+            title == t
+                && match b {
+                    Block::Examples(ex) => !ex.is_empty() && ex.iter().all(|(_, c)| !c.is_empty()),
+                    Block::Terms(terms) => !terms.is_empty(),
+                }
+        })
+    };
+    for required in ["EXAMPLES", "EXIT STATUS"] {
+        if !has(required) {
+            bail!("{name}: no (or an empty) {required} block in its long help");
+        }
     }
-    if statuses.is_empty() {
-        bail!("{name}: no Exit status in its long help");
-    }
-    Ok((examples, statuses))
+    Ok(blocks)
 }
 
-/// EXAMPLES and EXIT STATUS (from the long help), SEE ALSO.
+/// The long help's sections (EXAMPLES, EXIT STATUS, ...), then SEE ALSO.
 fn extra_sections(name: &str, after: Option<&str>) -> Result<String> {
-    let (examples, statuses) = parse_after_help(name, after)?;
     let mut r = Roff::new();
-    r.control("SH", ["EXAMPLES"]);
-    for (what, cmds) in &examples {
-        // Command lines as written (no filling): a long one is continued with `\`.
-        r.control("TP", []).text([roman(what.as_str())]);
-        r.control("nf", []);
-        for cmd in cmds {
-            r.text([bold(cmd.as_str())]);
+    for (title, block) in parse_after_help(name, after)? {
+        r.control("SH", [title.as_str()]);
+        match block {
+            Block::Examples(ex) => {
+                for (what, cmds) in &ex {
+                    // Command lines as written (no filling): a long one is continued
+                    // with `\`.
+                    r.control("TP", []).text([roman(what.as_str())]);
+                    r.control("nf", []);
+                    for cmd in cmds {
+                        r.text([bold(cmd.as_str())]);
+                    }
+                    r.control("fi", []);
+                }
+            }
+            Block::Terms(terms) => {
+                for (term, what) in &terms {
+                    r.control("TP", [])
+                        .text([bold(term.as_str())])
+                        .text([roman(what.as_str())]);
+                }
+            }
         }
-        r.control("fi", []);
-    }
-    r.control("SH", ["EXIT STATUS"]);
-    for (code, what) in &statuses {
-        r.control("TP", [])
-            .text([bold(code.as_str())])
-            .text([roman(what.as_str())]);
     }
     if name != "ishare" {
         r.control("SH", ["SEE ALSO"])
@@ -274,4 +300,38 @@ fn completions(dir: &Path) -> Result<()> {
             .with_context(|| format!("writing the {shell} completions"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_help_blocks_parse_and_examples_exit_status_are_required() {
+        let ok = "Examples:\n  Do it:\n    ishare x \\\n      y\n\nExit status:\n  0  fine\n\
+                  \nEnvironment:\n  X_Y  what it sets\n";
+        let blocks = parse_after_help("t", Some(ok)).expect("parses");
+        let titles: Vec<_> = blocks.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(titles, ["EXAMPLES", "EXIT STATUS", "ENVIRONMENT"]);
+        match &blocks[0].1 {
+            Block::Examples(ex) => assert_eq!(
+                ex,
+                &[(
+                    "Do it:".to_owned(),
+                    vec!["ishare x \\".to_owned(), "  y".to_owned()]
+                )]
+            ),
+            Block::Terms(_) => panic!("examples parsed as terms"),
+        }
+        for bad in [
+            None,
+            Some("Exit status:\n  0  fine\n"),
+            Some("Examples:\n  Do it:\n    ishare x\n"),
+            Some("Examples:\n  Do it:\nExit status:\n  0  fine\n"),
+            Some("Examples:\n  Do it:\n    ishare x\nExit status:\n  0 fine\n"),
+            Some("  stray\nExamples:\n  Do it:\n    ishare x\nExit status:\n  0  fine\n"),
+        ] {
+            assert!(parse_after_help("t", bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

@@ -3,9 +3,10 @@
 //! (`generate.rs` reads them back from the clap definitions, so the two cannot
 //! differ). The short `-h` leaves them out.
 //!
-//! Layout, which `generate.rs` parses: an `Examples:` block of pairs, what it does
-//! (two spaces in) then the command (four spaces in); an `Exit status:` block of
-//! `  CODE  meaning` lines.
+//! Layout, which `generate.rs` parses into man page sections of the same names: an
+//! `Examples:` block of pairs, what it does (two spaces in) then the command (four
+//! spaces in); an `Exit status:` block (required) and optional `Environment:` and
+//! `Files:` blocks of `  TERM  meaning` lines (two spaces between).
 
 /// ishare(1)'s DESCRIPTION: what the program is for (each subcommand's page says how).
 pub const ISHARE: &str = "\
@@ -31,7 +32,18 @@ Examples:
 Exit status:
   0  success
   1  failure (the error is printed on standard error)
-  2  the command line is wrong";
+  2  the command line is wrong
+
+Environment:
+  ISHARE_DOMAIN_ID  the sharing domain id, for mount and snapshotter (never on a command line)
+  ISHARE_SOCKET  the node daemon's control socket (default /run/ishare/daemon.sock)
+  ISHARE_LOG  how much the daemons log: warn, info (default), debug or trace
+
+Files:
+  /etc/default/ishare  the units' settings (the Debian package)
+  /etc/ishare/domain-id  the domain id the snapshotter unit reads (root-only, mode 0600)
+  /run/ishare/daemon.sock  the node daemon's control socket
+  /var/cache/ishare/store  the object store of shared mounts";
 
 pub const DUMP: &str = "\
 Examples:
@@ -105,7 +117,12 @@ Exit status:
   0  the mount is ready
   1  the mount failed (the daemon's error is printed)
   2  the command line is wrong
-  32  as mount.fuse.ishare: the helper's command line is wrong (mount(8)'s mount failure)";
+  32  as mount.fuse.ishare: the helper's command line is wrong (mount(8)'s mount failure)
+
+Environment:
+  ISHARE_DOMAIN_ID  the sharing domain id when no domain_id_file= or domain_id= is given
+  ISHARE_SOCKET  the node daemon's control socket (as --socket)
+  ISHARE_LOG  how much a started daemon logs: warn, info (default), debug or trace";
 
 pub const UMOUNT: &str = "\
 Examples:
@@ -135,7 +152,15 @@ Examples:
 Exit status:
   0  stopped by SIGTERM, SIGINT or SIGHUP (every mount it served detached)
   1  the daemon could not start (e.g. the socket is taken) or failed
-  2  the command line is wrong";
+  2  the command line is wrong
+
+Environment:
+  ISHARE_SOCKET  the control socket (as --socket)
+  ISHARE_LOG  how much it logs: warn, info (default), debug or trace
+
+Files:
+  /run/ishare/daemon.sock  the control socket (its directory must be the daemon's alone)
+  /etc/default/ishare  ishare.service's settings (the Debian package)";
 
 pub const STORE: &str = "\
 Examples:
@@ -179,7 +204,18 @@ Examples:
 Exit status:
   0  stopped by SIGTERM or SIGINT
   1  the snapshotter could not start (no domain id, the socket is taken) or failed
-  2  the command line is wrong";
+  2  the command line is wrong
+
+Environment:
+  ISHARE_DOMAIN_ID  the sharing domain id (else --domain-id-file)
+  ISHARE_SOCKET  the node daemon's control socket (as --socket)
+  ISHARE_LOG  how much it logs: warn, info (default), debug or trace
+
+Files:
+  /etc/ishare/domain-id  the domain id ishare-snapshotter.service reads
+  /var/lib/ishare/snapshotter  its metadata, layer images and mounts (--root)
+  /run/ishare/snapshotter.sock  the socket containerd talks to (--address)
+  /etc/default/ishare  ishare-snapshotter.service's settings (the Debian package)";
 
 pub const DOCTOR: &str = "\
 Examples:
