@@ -133,6 +133,10 @@ pub struct BuildOptions {
     pub keep_tar: Option<std::path::PathBuf>,
     /// Told how far the data pass is (for a progress bar).
     pub progress: Option<Arc<dyn Progress>>,
+    /// `-m`: inodes and the long prefix table in the metabox inode.
+    pub metabox: Option<crate::metabox::Metabox>,
+    /// `--MZ`: the metadata area (and directory blocks) after the file data.
+    pub metazone: crate::metabox::MetaZone,
 }
 
 /// Receives the progress of the data pass, which dominates a build's time.
@@ -182,6 +186,8 @@ impl Default for BuildOptions {
             tar_data: TarData::Copy,
             keep_tar: None,
             progress: None,
+            metabox: None,
+            metazone: crate::metabox::MetaZone::default(),
         }
     }
 }

@@ -305,6 +305,12 @@ fn options(a: &Args) -> Result<BuildOptions> {
         }
         None => z.check_uncompressed()?,
     }
+    if let Some(m) = &a.metabox {
+        o.metabox = Some(ishare_builder::Metabox::parse(m)?);
+    }
+    if let Some(zone) = &a.metazone {
+        o.metazone = ishare_builder::MetaZone::parse(zone.as_deref())?;
+    }
     Ok(o)
 }
 
