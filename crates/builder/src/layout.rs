@@ -114,6 +114,9 @@ pub(crate) struct Layout {
     pub box_base: u64,
     /// Bytes of metabox data (a whole number of blocks; 0 without a metabox).
     pub box_len: u64,
+    /// First free byte of the metadata before the data (the rest of its last block
+    /// is unused).
+    pub meta_free: u64,
 }
 
 /// Where the metadata goes besides the usual area before the data.
@@ -124,6 +127,8 @@ pub(crate) struct Placement {
     pub metabox: Option<(usize, u64)>,
     /// `--MZ`.
     pub zone: crate::metabox::MetaZone,
+    /// Data blocks start at this block rather than after the metadata.
+    pub data_start: Option<u64>,
 }
 
 impl Layout {
@@ -445,7 +450,10 @@ pub(crate) fn layout(
                 Some(Kind::Dir { .. })
             )
     };
-    let mut next = if zone {
+    let meta_free = if zone { meta_start } else { primary.cursor };
+    let mut next = if let Some(d) = placement.data_start {
+        d
+    } else if zone {
         meta_start.div_ceil(bs)
     } else {
         primary.cursor.next_multiple_of(bs) / bs
@@ -534,6 +542,7 @@ pub(crate) fn layout(
         blocks: next,
         box_base,
         box_len,
+        meta_free,
     })
 }
 

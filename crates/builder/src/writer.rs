@@ -194,6 +194,7 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
             (real_nodes, start as u64)
         }),
         zone: opts.metazone,
+        data_start: None,
     };
     let lay = layout(
         &tree,
@@ -468,15 +469,31 @@ fn append_metabox(
     };
     let zfiles = [z];
     let body = crate::xattr::Body::default();
-    let sublay = layout(
-        &tree,
-        std::slice::from_ref(&body),
-        &[None],
-        &zfiles,
-        &sub,
-        start,
-        Placement::default(),
-    )?;
+    let place = |meta_start: u64, data_start: Option<u64>| {
+        layout(
+            &tree,
+            std::slice::from_ref(&body),
+            &[None],
+            &zfiles,
+            &sub,
+            meta_start,
+            Placement {
+                data_start,
+                ..Placement::default()
+            },
+        )
+    };
+    // In the free end of the metadata's last block when it fits there (as mkfs.erofs
+    // puts it among the first inodes), its data where the scratch region was; else
+    // the inode there too, its data after it.
+    let free = lay.meta_free.next_multiple_of(1 << ISLOTBITS);
+    let in_meta = place(free, Some(start / bs))?;
+    let p = &in_meta.inodes[0];
+    let sublay = if p.off == free && p.tail_off() + p.tail <= lay.meta_free.next_multiple_of(bs) {
+        in_meta
+    } else {
+        place(start, None)?
+    };
     file.set_len(sublay.blocks * bs)
         .map_err(|e| Error::io(path, "resize", e))?;
     copy_all(&DataPass {
