@@ -30,6 +30,7 @@ mod options;
 mod tree;
 mod writer;
 mod xattr;
+mod zdir;
 
 pub use compress::config::{Codec, Compression, Compressor, parse_size};
 pub use error::{Error, Result};

@@ -137,6 +137,9 @@ pub struct BuildOptions {
     pub metabox: Option<crate::metabox::Metabox>,
     /// `--MZ`: the metadata area (and directory blocks) after the file data.
     pub metazone: crate::metabox::MetaZone,
+    /// `--zD`: directories compressed, their data in the packed inode (needs
+    /// `compression`).
+    pub compress_dirs: bool,
 }
 
 /// Receives the progress of the data pass, which dominates a build's time.
@@ -188,6 +191,7 @@ impl Default for BuildOptions {
             progress: None,
             metabox: None,
             metazone: crate::metabox::MetaZone::default(),
+            compress_dirs: false,
         }
     }
 }

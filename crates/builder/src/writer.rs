@@ -166,7 +166,7 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
     let out = create_temp(image)?;
     let file = out.as_file();
     let dir = out.path().parent().unwrap_or(Path::new("."));
-    let (mut zfiles, spill, packed) = match &opts.compression {
+    let (mut zfiles, spill, mut packed) = match &opts.compression {
         Some(cfg) => {
             let spill = Spill::new(dir)?;
             let mut z = compress_files(&tree, cfg, opts, &spill, prefixes.fingerprint.is_some())?;
@@ -176,14 +176,29 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         }
         None => (vec![None; tree.nodes.len()], None, None),
     };
+    let mut dirs = dir_layouts(&tree, opts.block_size as usize);
+    // `--zD`: directories are fragments of the packed inode.
+    let zdirs = opts.compress_dirs && opts.compression.is_some();
+    if zdirs {
+        let pk = match &mut packed {
+            Some(pk) => pk,
+            None => packed.insert(crate::compress::frag::Packed::empty(dir)?),
+        };
+        crate::zdir::plan(&tree, &dirs, &mut zfiles, pk)?;
+    }
     if let (Some(pk), Some(cfg), Some(spill)) = (&packed, &opts.compression, &spill) {
         // The packed inode comes last, after every inode of the tree.
         tree.nodes.push(pk.node(opts.build_time));
         xplan.bodies.push(crate::xattr::Body::default());
-        zfiles.push(compress_packed(&tree, real_nodes, cfg, opts, spill)?);
+        dirs.push(None);
+        // With compressed directories it is complete only once the NIDs are known.
+        zfiles.push(if zdirs {
+            None
+        } else {
+            compress_packed(&tree, real_nodes, cfg, opts, spill)?
+        });
     }
     let packed_node = packed.as_ref().map(|_| real_nodes);
-    let dirs = dir_layouts(&tree, opts.block_size as usize);
     let placement = Placement {
         metabox: opts.metabox.as_ref().map(|_| {
             let start = if boxed_prefixes {
@@ -196,7 +211,7 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         zone: opts.metazone,
         data_start: None,
     };
-    let lay = layout(
+    let mut lay = layout(
         &tree,
         &xplan.bodies,
         &dirs,
@@ -205,6 +220,26 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         meta_start,
         placement,
     )?;
+    if let (true, Some(pk), Some(cfg), Some(spill)) = (zdirs, &packed, &opts.compression, &spill) {
+        crate::zdir::fill(&tree, &dirs, &zfiles, &lay, pk, bs)?;
+        zfiles[real_nodes] = compress_packed(&tree, real_nodes, cfg, opts, spill)?;
+        let again = layout(
+            &tree,
+            &xplan.bodies,
+            &dirs,
+            &zfiles,
+            opts,
+            meta_start,
+            placement,
+        )?;
+        // Only the packed inode, the last node, changed: the NIDs written into the
+        // directories still hold.
+        assert!(
+            (0..real_nodes).all(|n| again.nid(n, bs) == lay.nid(n, bs)),
+            "NIDs moved when the packed inode was compressed"
+        );
+        lay = again;
+    }
     let total = lay
         .blocks
         .checked_mul(bs)
@@ -262,7 +297,7 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         w.write(&buf, p.off)?;
         // Directory and symlink contents; file data was copied above.
         let content: Vec<Vec<u8>> = match &node.kind {
-            Kind::Dir { .. } => {
+            Kind::Dir { .. } if !crate::zdir::is_compressed_dir(&tree, &zfiles, i) => {
                 let d = dirs[i].as_ref().expect("directory layout");
                 (0..d.block_ends.len())
                     .map(|b| d.block(b, bs as usize, |n| lay.nid(n, bs)))

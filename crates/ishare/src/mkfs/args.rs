@@ -95,6 +95,8 @@ pub struct Args {
     pub metabox: Option<String>,
     /// `--MZ[=<0|[id]>]`: `Some(None)` without a value.
     pub metazone: Option<Option<String>>,
+    /// `--zD[=0|1]`: compressed directories.
+    pub compress_dirs: Option<bool>,
     pub quiet: bool,
     pub workers: usize,
     /// `--xattr-inode-digest[=NAME]`: `Some(None)` = the default name.
@@ -150,6 +152,7 @@ impl Args {
             compress_hints: None,
             metabox: None,
             metazone: None,
+            compress_dirs: None,
             quiet: false,
             workers: 0,
             fingerprint: None,
@@ -586,7 +589,14 @@ fn long(a: &mut Args, id: &str, v: Option<OsString>) -> Result<()> {
         "gzinfo" => not_yet("SOCI zinfo generation")?,
         "clean" | "incremental" => not_yet("choosing the data import mode")?,
         "vmdk-desc" => not_yet("a VMDK descriptor")?,
-        "zD" => not_yet("directory compression")?,
+        // As `--help` documents it (1.9.4's binary inverts 0 and 1).
+        "zD" => {
+            a.compress_dirs = Some(match v.as_ref().map(text).transpose()? {
+                None | Some("1") => true,
+                Some("0") => false,
+                Some(x) => bail!("--zD={x}: expected 0 (off) or 1 (on)"),
+            })
+        }
         "MZ" => a.metazone = Some(v.as_ref().map(text).transpose()?.map(str::to_owned)),
         _ => unreachable!("LONG lists {id}"),
     }
@@ -714,7 +724,7 @@ mod tests {
             (&["--sort=size", "i", "s"], "unknown order"),
             (&["--chunksize=3000", "i", "s"], "power of two"),
             (&["--s3=host", "i", "s"], "not supported"),
-            (&["--zD", "i", "s"], "not supported by ishare yet"),
+            (&["--zD=2", "i", "s"], "expected 0 (off) or 1 (on)"),
         ] {
             let e = format!("{:#}", p(bad).unwrap_err());
             assert!(e.contains(want), "{bad:?}: {e}");

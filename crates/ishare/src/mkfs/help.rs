@@ -76,6 +76,8 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
                         that lets their inode be compact
  --preserve-mtime       keep every file's mtime (the default)
  --max-extent-bytes=#   largest decompressed extent, in bytes
+ --zD[=<0|1>]           compress directories (0: off, 1 or no value: on;
+                        needs -z)
  --MZ[=<0|[id]>]        put inodes ('i') and/or directory blocks ('d') into a
                         metadata zone after the data (no value: both)
  --mount-point=X        where the image will be mounted (only labelling rules
@@ -105,7 +107,7 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
 
 Refused with a clear error (not implemented by ishare yet): SOURCEs that are
 EROFS images (rebuild mode), --blobdev, --clean, --incremental, --ovlfs-strip,
---zD, --gzinfo, --vmdk-desc, --oci, --file-contexts, --tar=MODE,MAP;
+--gzinfo, --vmdk-desc, --oci, --file-contexts, --tar=MODE,MAP;
 --s3 (a network service) is not supported.
 "
     )
