@@ -1,6 +1,6 @@
 //! `ishare mkfs` with mkfs.erofs 1.9.4's metadata options (issue 13): `-m#[:X]` (inodes in
-//! the metabox inode, compressed or not) and `--MZ[=<0|[id]>]` (a metadata zone after
-//! the data), against `mkfs.erofs` 1.9.4 with the same options on the same tree. For each
+//! the metabox inode, compressed or not), `--MZ[=<0|[id]>]` (a metadata zone after the
+//! data) and `--zD` (compressed directories), against `mkfs.erofs` 1.9.4 with the same options on the same tree. For each
 //! configuration:
 //!
 //! - the host kernel mounts our image and shows exactly the source tree (plus the
@@ -79,6 +79,29 @@ const CONFIGS: &[Config] = &[
         args: &["-zlz4", "--MZ=id", "-Eztailpacking"],
         dump: &["ztailpacking"],
         fsck_digest: true,
+    },
+    // `--zD` alone: mkfs.erofs 1.9.4 turns compression of directories on for `--zD`
+    // and `--zD=0`, off for `--zD=1` (its help says the opposite); ishare follows the
+    // help, so only the bare form means the same to both.
+    Config {
+        args: &["-zlz4", "--zD"],
+        dump: &["fragments"],
+        fsck_digest: true,
+    },
+    Config {
+        args: &[
+            "-zlzma",
+            "-C16384",
+            "-Eztailpacking,fragments,dedupe",
+            "--zD",
+        ],
+        dump: &["fragments", "compr_cfgs"],
+        fsck_digest: true,
+    },
+    Config {
+        args: &["-zlz4hc", "--zD", "-m4096", "--MZ"],
+        dump: &["fragments", "48bit metabox"],
+        fsck_digest: false,
     },
 ];
 
@@ -276,6 +299,23 @@ fn placement_is_what_was_asked() {
     for e in i.read_dir(&i.root().unwrap()).unwrap() {
         assert_ne!(e.nid >> 63, 0, "{e:?} lives in the metabox");
     }
+    let img = work.path().join("zd.erofs");
+    ishare_mkfs(&["-zlz4", "--zD"], &img, src.path());
+    let i = ishare_erofs::Image::open(&img).unwrap();
+    let root = i.root().unwrap();
+    assert!(
+        root.layout.is_compressed(),
+        "the root directory is compressed"
+    );
+    assert_eq!(
+        root.compressed_blocks(),
+        Some(0),
+        "its data is in the packed inode"
+    );
+    let img = work.path().join("zd0.erofs");
+    ishare_mkfs(&["-zlz4", "--zD=0"], &img, src.path());
+    let i = ishare_erofs::Image::open(&img).unwrap();
+    assert!(!i.root().unwrap().layout.is_compressed(), "--zD=0 is off");
 }
 
 /// The same image whatever the number of workers.
@@ -285,7 +325,7 @@ fn reproducible_for_any_workers() {
     let (src, _) = source();
     let work = tempfile::tempdir().unwrap();
     for args in [
-        &["-zlz4hc", "-m4096", "-Efragments,ztailpacking"][..],
+        &["-zlz4hc", "-m4096", "-Efragments,ztailpacking", "--zD"][..],
         &["-m4096", "--MZ"][..],
     ] {
         let mut images = Vec::new();
@@ -318,6 +358,8 @@ fn option_errors() {
         (&["-m4096:bogus"][..], "bogus"),
         (&["--MZ=x"][..], "--MZ=x"),
         (&["--MZ=d"][..], "with the inodes"),
+        (&["--zD"][..], "need compression (-z)"),
+        (&["-zlz4", "--zD=2"][..], "--zD=2"),
     ] {
         let out = Command::new(ishare_bin!())
             .arg("mkfs")
