@@ -456,7 +456,7 @@ pub(crate) fn layout(
     } else if zone {
         meta_start.div_ceil(bs)
     } else {
-        primary.cursor.next_multiple_of(bs) / bs
+        primary.cursor.div_ceil(bs)
     };
     let assign = |p: &mut Placed, node: usize, next: &mut u64| -> Result<()> {
         // `--dsunit`: file data starts on a multiple of the stripe unit.
@@ -490,7 +490,7 @@ pub(crate) fn layout(
                 z.map_off += zone_start;
             }
         }
-        next += primary.cursor.next_multiple_of(bs) / bs;
+        next += primary.cursor.div_ceil(bs);
         for (node, p) in inodes.iter_mut().enumerate() {
             if zone_dir(node) {
                 assign(p, node, &mut next)?;
@@ -512,8 +512,8 @@ pub(crate) fn layout(
     let meta_blkaddr = u32::try_from(meta_base / bs)
         .map_err(|_| Error::TooLarge("metadata start beyond 2^32 blocks".into()))?;
     // `--fsalignblks`: the image's size is a multiple of this many blocks (rounded
-    // up to a power of two, as mkfs.erofs does).
-    if opts.fsalign_blocks > 1 {
+    // up to a power of two, as mkfs.erofs does); with a metabox, once it is appended.
+    if opts.fsalign_blocks > 1 && box_nodes == 0 {
         let align = opts
             .fsalign_blocks
             .checked_next_power_of_two()

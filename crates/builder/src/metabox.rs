@@ -75,8 +75,9 @@ impl Metabox {
                 "-m {p}: the metabox pcluster size must be a multiple of the block size ({block_size})"
             )));
         }
-        let max = files.map_or(block_size, Compression::max_pcluster);
-        if self.compressed(files) && p > max.max(block_size) && files.is_some() {
+        if let Some(max) = files.map(Compression::max_pcluster)
+            && p > max
+        {
             return Err(Error::InvalidOption(format!(
                 "-m {p}: the metabox pcluster size exceeds the largest pcluster ({max} bytes, -C)"
             )));
@@ -121,7 +122,7 @@ impl Metabox {
         if files.is_none() {
             image.algorithms.clear();
         }
-        if !image.algorithms.iter().any(|a| *a == chosen) {
+        if !image.algorithms.contains(&chosen) {
             image.algorithms.push(chosen.clone());
         }
         // The metabox's own pcluster may exceed the files' (no -z): the records

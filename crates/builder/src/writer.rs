@@ -529,7 +529,16 @@ fn append_metabox(
     } else {
         place(start, None)?
     };
-    file.set_len(sublay.blocks * bs)
+    // `--fsalignblks` rounds the whole image, metabox included.
+    let mut blocks = sublay.blocks;
+    if opts.fsalign_blocks > 1 {
+        let align = opts
+            .fsalign_blocks
+            .checked_next_power_of_two()
+            .ok_or_else(|| Error::TooLarge("--fsalignblks".into()))?;
+        blocks = blocks.next_multiple_of(align);
+    }
+    file.set_len(blocks * bs)
         .map_err(|e| Error::io(path, "resize", e))?;
     copy_all(&DataPass {
         tree: &tree,
@@ -560,7 +569,7 @@ fn append_metabox(
     debug_assert_eq!(lay.meta_blkaddr, 0);
     Ok(Appended {
         nid: p.off >> ISLOTBITS,
-        blocks: sublay.blocks,
+        blocks,
         inline_tail: p.z.is_some_and(|z| z.inline),
     })
 }
