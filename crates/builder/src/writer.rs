@@ -117,6 +117,13 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
     let mbox = match &opts.metabox {
         Some(m) => {
             m.validate(opts.block_size, opts.compression.as_ref())?;
+            // The tar of an index follows the image's blocks in the unified address
+            // space, and the metabox is appended after them.
+            if opts.tar_data == TarData::Index {
+                return Err(Error::InvalidOption(
+                    "-m: metadata compression cannot be combined with a tar index (--tar=i)".into(),
+                ));
+            }
             Some(m.settings(opts.compression.as_ref(), opts.block_size)?)
         }
         None => None,

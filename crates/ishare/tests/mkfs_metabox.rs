@@ -124,9 +124,13 @@ fn without_fingerprints(mut t: Tree) -> Tree {
     t
 }
 
-fn dump_s(image: &Path) -> String {
+fn dump_s_raw(image: &Path) -> String {
     let out = run(Command::new(dump_194()).arg("-s").arg(image));
-    String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn dump_s(image: &Path) -> String {
+    dump_s_raw(image)
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
@@ -299,6 +303,16 @@ fn placement_is_what_was_asked() {
     for e in i.read_dir(&i.root().unwrap()).unwrap() {
         assert_ne!(e.nid >> 63, 0, "{e:?} lives in the metabox");
     }
+    // `ishare dump -s` names the metabox inode as dump.erofs does.
+    let ours = run(Command::new(ishare_bin!()).args(["dump", "-s"]).arg(&img));
+    let line = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("Filesystem metabox nid:"))
+            .map(|l| l.split_whitespace().last().unwrap().to_owned())
+    };
+    let nid = line(&String::from_utf8_lossy(&ours.stdout));
+    assert_eq!(nid, Some(sb.metabox_nid.unwrap().to_string()));
+    assert_eq!(nid, line(&dump_s_raw(&img)), "ishare dump and dump.erofs");
     let img = work.path().join("zd.erofs");
     ishare_mkfs(&["-zlz4", "--zD"], &img, src.path());
     let i = ishare_erofs::Image::open(&img).unwrap();
@@ -344,12 +358,13 @@ fn reproducible_for_any_workers() {
     }
 }
 
-/// Bad values of -m and --MZ: a clear error naming the option, no image.
+/// Bad values of -m, --MZ and --zD: a clear error naming the option, no image.
 #[test]
 fn option_errors() {
     let work = tempfile::tempdir().unwrap();
     let img = work.path().join("bad.erofs");
     for (args, want) in [
+        (&["--tar=i", "-m4096"][..], "--tar=i"),
         (&["-m0"][..], "-m 0"),
         (&["-mx"][..], "-m x"),
         (&["-m1000"][..], "multiple of the block size"),
@@ -361,11 +376,19 @@ fn option_errors() {
         (&["--zD"][..], "need compression (-z)"),
         (&["-zlz4", "--zD=2"][..], "--zD=2"),
     ] {
+        // A tar for --tar=i: an empty archive (zero blocks).
+        let tar = work.path().join("empty.tar");
+        std::fs::write(&tar, vec![0u8; 10240]).unwrap();
+        let source = if args.contains(&"--tar=i") {
+            tar.as_path()
+        } else {
+            work.path()
+        };
         let out = Command::new(ishare_bin!())
             .arg("mkfs")
             .args(args)
             .arg(&img)
-            .arg(work.path())
+            .arg(source)
             .output()
             .unwrap();
         let e = String::from_utf8_lossy(&out.stderr);
