@@ -249,6 +249,26 @@ impl Image {
         &self.prefixes
     }
 
+    /// The inode number the kernel reports for NID `nid` (`erofs_nid_to_ino64`): the
+    /// NID itself, except in metabox images, where the metabox bit (63) moves to bit
+    /// 31 and bits 31..62 move up one, so inode numbers stay small.
+    pub fn ino_of(&self, nid: u64) -> u64 {
+        if !self.sb.has_incompat(FEATURE_INCOMPAT_METABOX) {
+            return nid;
+        }
+        ((nid << 1) & !((1 << 32) - 1)) | (nid & ((1 << 31) - 1)) | ((nid >> 63) << 31)
+    }
+
+    /// The NID whose inode number is `ino` (the inverse of [`Image::ino_of`]).
+    pub fn nid_of(&self, ino: u64) -> u64 {
+        if !self.sb.has_incompat(FEATURE_INCOMPAT_METABOX) {
+            return ino;
+        }
+        ((ino >> 1) & !((1 << 31) - 1) & !(1 << 63))
+            | (ino & ((1 << 31) - 1))
+            | (((ino >> 31) & 1) << 63)
+    }
+
     /// The name of the page-cache-share fingerprint xattr, when the image has one.
     pub fn fingerprint_prefix(&self) -> Option<&LongPrefix> {
         self.sb

@@ -303,6 +303,22 @@ fn placement_is_what_was_asked() {
     for e in i.read_dir(&i.root().unwrap()).unwrap() {
         assert_ne!(e.nid >> 63, 0, "{e:?} lives in the metabox");
     }
+    // Inode numbers as the kernel shows them (`ishare mount` reports these).
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mnt = ErofsMount::new(&img, &[]);
+        for e in i.read_dir(&i.root().unwrap()).unwrap() {
+            let name = String::from_utf8_lossy(&e.name).into_owned();
+            let p = if e.is_dot_or_dotdot() {
+                mnt.path().to_path_buf()
+            } else {
+                mnt.path().join(&name)
+            };
+            let ino = std::fs::symlink_metadata(&p).unwrap().ino();
+            assert_eq!(i.ino_of(e.nid), ino, "{name}: inode number");
+            assert_eq!(i.nid_of(ino), e.nid, "{name}: back to the NID");
+        }
+    }
     // `ishare dump -s` names the metabox inode as dump.erofs does.
     let ours = run(Command::new(ishare_bin!()).args(["dump", "-s"]).arg(&img));
     let line = |text: &str| {
