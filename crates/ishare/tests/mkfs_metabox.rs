@@ -413,3 +413,50 @@ fn option_errors() {
         assert!(!img.exists(), "{args:?} left an image");
     }
 }
+
+/// `ishare mount` serves a metabox image with compressed directories exactly as the
+/// kernel mounts it, inode numbers included (the kernel's `erofs_nid_to_ino64`), with
+/// and without page cache sharing.
+#[test]
+fn ishare_mount_serves_metabox_images() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    require_root();
+    let (src, _) = source();
+    let work = tempfile::tempdir().unwrap();
+    let img = work.path().join("m.erofs");
+    ishare_mkfs(
+        &["-zlz4hc", "-m4096", "--zD", "-Eztailpacking"],
+        &img,
+        src.path(),
+    );
+    let kmnt = ErofsMount::new(&img, &[]);
+    let kernel = snapshot(kmnt.path());
+    let store = tempfile::tempdir().unwrap();
+    for opts in [
+        "ro".to_string(),
+        format!(
+            "inode_share,domain_id=metabox-test,store={}",
+            store.path().display()
+        ),
+    ] {
+        let m = ishare_testkit::mounts::ishare_mount(&ishare_bin!(), &img, &opts);
+        assert_trees_eq(
+            "kernel mount",
+            &kernel,
+            &format!("ishare mount -o {opts}"),
+            &snapshot(m.path()),
+            &CompareOpts::ALL,
+        );
+        for rel in kernel.entries.keys() {
+            let rel = std::ffi::OsStr::from_bytes(rel);
+            let ino = |root: &Path| std::fs::symlink_metadata(root.join(rel)).unwrap().ino();
+            assert_eq!(
+                ino(m.path()),
+                ino(kmnt.path()),
+                "{rel:?}: inode number through ishare mount -o {opts}\n{}",
+                m.log_text()
+            );
+        }
+    }
+}
