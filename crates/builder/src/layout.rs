@@ -3,8 +3,10 @@
 //!
 //! The image is: the superblock (bytes 1024..1152), the shared xattrs, the long
 //! prefix table, then the metadata area (inodes, their inline xattrs, chunk maps and
-//! inline tails), then the data blocks in inode order. Nothing here depends on file
-//! contents, so the layout is fixed before any data is read.
+//! inline tails), then the data blocks in inode order. With `--MZ` the metadata area
+//! (and with `d` the directory blocks) follows the data instead; with `-m` the tree's
+//! inodes go into a metabox scratch region after the image's blocks. Nothing here
+//! depends on file contents, so the layout is fixed before any data is read.
 
 use std::collections::BTreeSet;
 
