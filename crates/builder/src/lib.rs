@@ -25,15 +25,18 @@ mod error;
 mod extended;
 mod input;
 mod layout;
+mod metabox;
 mod options;
 mod tree;
 mod writer;
 mod xattr;
+mod zdir;
 
 pub use compress::config::{Codec, Compression, Compressor, parse_size};
 pub use error::{Error, Result};
 pub use extended::ExtendedOptions;
 pub use input::tar::TarInput;
+pub use metabox::{MetaZone, Metabox, MetaboxAlgorithm};
 pub use options::{
     BuildOptions, DEFAULT_FINGERPRINT_NAME, DEFAULT_XATTR_TOLERANCE, InodeVersion,
     MAX_INLINE_XATTR_SIZE, Progress, TarData, TimePolicy,

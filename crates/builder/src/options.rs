@@ -133,6 +133,13 @@ pub struct BuildOptions {
     pub keep_tar: Option<std::path::PathBuf>,
     /// Told how far the data pass is (for a progress bar).
     pub progress: Option<Arc<dyn Progress>>,
+    /// `-m`: inodes and the long prefix table in the metabox inode.
+    pub metabox: Option<crate::metabox::Metabox>,
+    /// `--MZ`: the metadata area (and directory blocks) after the file data.
+    pub metazone: crate::metabox::MetaZone,
+    /// `--zD`: directories compressed, their data in the packed inode (needs
+    /// `compression`).
+    pub compress_dirs: bool,
 }
 
 /// Receives the progress of the data pass, which dominates a build's time.
@@ -182,6 +189,9 @@ impl Default for BuildOptions {
             tar_data: TarData::Copy,
             keep_tar: None,
             progress: None,
+            metabox: None,
+            metazone: crate::metabox::MetaZone::default(),
+            compress_dirs: false,
         }
     }
 }

@@ -91,6 +91,12 @@ pub struct Args {
     pub chunksize: Option<u64>,
     pub max_extent_bytes: Option<u64>,
     pub compress_hints: Option<PathBuf>,
+    /// `-m#[:X]`: metadata compression (the metabox), parsed by the builder.
+    pub metabox: Option<String>,
+    /// `--MZ[=<0|[id]>]`: `Some(None)` without a value.
+    pub metazone: Option<Option<String>>,
+    /// `--zD[=0|1]`: compressed directories.
+    pub compress_dirs: Option<bool>,
     pub quiet: bool,
     pub workers: usize,
     /// `--xattr-inode-digest[=NAME]`: `Some(None)` = the default name.
@@ -144,6 +150,9 @@ impl Args {
             chunksize: None,
             max_extent_bytes: None,
             compress_hints: None,
+            metabox: None,
+            metazone: None,
+            compress_dirs: None,
             quiet: false,
             workers: 0,
             fingerprint: None,
@@ -476,10 +485,7 @@ fn short(a: &mut Args, c: char, v: OsString) -> Result<()> {
                     .with_context(|| format!("-C: invalid physical cluster size {n}"))?,
             );
         }
-        'm' => bail!(
-            "-m {}: metadata compression is not supported by ishare yet",
-            v.to_string_lossy()
-        ),
+        'm' => a.metabox = Some(s()?.to_owned()),
         _ => unreachable!("SHORT_WITH_VALUE lists {c}"),
     }
     Ok(())
@@ -583,8 +589,15 @@ fn long(a: &mut Args, id: &str, v: Option<OsString>) -> Result<()> {
         "gzinfo" => not_yet("SOCI zinfo generation")?,
         "clean" | "incremental" => not_yet("choosing the data import mode")?,
         "vmdk-desc" => not_yet("a VMDK descriptor")?,
-        "zD" => not_yet("directory compression")?,
-        "MZ" => not_yet("a metadata zone")?,
+        // As `--help` documents it (1.9.4's binary inverts 0 and 1).
+        "zD" => {
+            a.compress_dirs = Some(match v.as_ref().map(text).transpose()? {
+                None | Some("1") => true,
+                Some("0") => false,
+                Some(x) => bail!("--zD={x}: expected 0 (off) or 1 (on)"),
+            })
+        }
+        "MZ" => a.metazone = Some(v.as_ref().map(text).transpose()?.map(str::to_owned)),
         _ => unreachable!("LONG lists {id}"),
     }
     Ok(())
@@ -711,8 +724,7 @@ mod tests {
             (&["--sort=size", "i", "s"], "unknown order"),
             (&["--chunksize=3000", "i", "s"], "power of two"),
             (&["--s3=host", "i", "s"], "not supported"),
-            (&["--zD", "i", "s"], "not supported by ishare yet"),
-            (&["-m4096", "i", "s"], "not supported by ishare yet"),
+            (&["--zD=2", "i", "s"], "expected 0 (off) or 1 (on)"),
         ] {
             let e = format!("{:#}", p(bad).unwrap_err());
             assert!(e.contains(want), "{bad:?}: {e}");

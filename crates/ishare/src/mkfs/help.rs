@@ -52,6 +52,9 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
                         plain-xattr-prefixes, ztailpacking, legacy-compress,
                         fragments[=SIZE], all-fragments, dedupe ('^' negates)
  -L label               volume label (at most 15 bytes)
+ -m#[:X]                metadata compression: inodes go into the metabox inode,
+                        compressed in #-byte pclusters (with -z, or with X, an
+                        index into -z's list or an algorithm name)
  -T#                    fixed UNIX timestamp # as the build time
     --all-time          ... and every file's mtime (the default)
     --mkfs-time         ... as the build time only
@@ -73,6 +76,10 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
                         that lets their inode be compact
  --preserve-mtime       keep every file's mtime (the default)
  --max-extent-bytes=#   largest decompressed extent, in bytes
+ --zD[=<0|1>]           compress directories (0: off, 1 or no value: on;
+                        needs -z)
+ --MZ[=<0|[id]>]        put inodes ('i') and/or directory blocks ('d') into a
+                        metadata zone after the data (no value: both)
  --mount-point=X        where the image will be mounted (only labelling rules
                         use it; accepted, no effect here)
  --offset=#             write the image # bytes into FILE
@@ -100,7 +107,7 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
 
 Refused with a clear error (not implemented by ishare yet): SOURCEs that are
 EROFS images (rebuild mode), --blobdev, --clean, --incremental, --ovlfs-strip,
---zD, --MZ, -m, --gzinfo, --vmdk-desc, --oci, --file-contexts, --tar=MODE,MAP;
+--gzinfo, --vmdk-desc, --oci, --file-contexts, --tar=MODE,MAP;
 --s3 (a network service) is not supported.
 "
     )

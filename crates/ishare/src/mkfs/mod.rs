@@ -311,6 +311,18 @@ fn options(a: &Args) -> Result<BuildOptions> {
         }
         None => z.check_uncompressed()?,
     }
+    if let Some(m) = &a.metabox {
+        o.metabox = Some(ishare_builder::Metabox::parse(m)?);
+    }
+    if let Some(on) = a.compress_dirs {
+        if on && o.compression.is_none() {
+            bail!("--zD: compressed directories need compression (-z)");
+        }
+        o.compress_dirs = on;
+    }
+    if let Some(zone) = &a.metazone {
+        o.metazone = ishare_builder::MetaZone::parse(zone.as_deref())?;
+    }
     Ok(o)
 }
 
