@@ -26,6 +26,7 @@ mod extended;
 mod input;
 mod layout;
 mod options;
+mod rebuild;
 mod tree;
 mod writer;
 mod xattr;
@@ -38,4 +39,5 @@ pub use options::{
     BuildOptions, DEFAULT_FINGERPRINT_NAME, DEFAULT_XATTR_TOLERANCE, InodeVersion,
     MAX_INLINE_XATTR_SIZE, Progress, TarData, TimePolicy,
 };
+pub use rebuild::{RebuildData, RebuildOptions, build_rebuild};
 pub use writer::{BuildReport, build, build_tar};

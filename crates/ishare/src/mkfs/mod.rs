@@ -93,14 +93,17 @@ pub fn run(a: &Args) -> Result<()> {
     let r = match a.tar {
         None => {
             let source = &a.sources[0];
-            if a.sources.len() > 1 || !source.is_dir() && source.exists() {
-                bail!(
-                    "{}: rebuild mode (EROFS images as SOURCEs) is not supported by ishare yet; \
-                     give a directory, or --tar for a tar archive",
-                    source.display()
-                );
+            // As mkfs.erofs: a SOURCE that is not a directory, or several, are
+            // EROFS images to merge (rebuild mode).
+            if a.sources.len() > 1 || !source.is_dir() {
+                let ro = rebuild_options(a)?;
+                ishare_builder::build_rebuild(&ro, &a.image, &opts)
+            } else {
+                if a.incremental || a.data_import.is_some() || a.ovlfs_strip {
+                    bail!("--clean, --incremental and --ovlfs-strip apply to rebuild mode (EROFS images as SOURCEs)");
+                }
+                ishare_builder::build(source, &a.image, &opts)
             }
-            ishare_builder::build(source, &a.image, &opts)
         }
         Some(_) => {
             let input = match a.sources.first() {
@@ -127,6 +130,32 @@ pub fn run(a: &Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Rebuild mode's settings: the layers and what becomes of their data.
+fn rebuild_options(a: &Args) -> Result<ishare_builder::RebuildOptions> {
+    use args::DataImport;
+    if a.incremental {
+        bail!(
+            "--incremental (adding to an existing image) is not supported by ishare yet; use --clean"
+        );
+    }
+    let data = match a.data_import {
+        None => ishare_builder::RebuildData::BlobIndex,
+        Some(DataImport::Full) => ishare_builder::RebuildData::Full,
+        Some(DataImport::Reserve) => ishare_builder::RebuildData::Reserve,
+        // mkfs.erofs refuses it too: zero-filled data is for S3 sources.
+        Some(DataImport::ZeroFill) => {
+            bail!(
+                "--clean=0 (zero-filled data) does not apply to rebuild mode: use data, rvsp or the default"
+            )
+        }
+    };
+    Ok(ishare_builder::RebuildOptions {
+        layers: a.sources.clone(),
+        data,
+        ovlfs_strip: a.ovlfs_strip,
+    })
 }
 
 /// The data pass's progress on standard error.
