@@ -36,6 +36,19 @@ pub(crate) fn map(layer: &Layer, inode: &Inode, path: &[u8]) -> Result<ChunkMap>
     let bs = 1u64 << bits;
     let size = inode.size;
     let name = || String::from_utf8_lossy(path).into_owned();
+    let inline_msg = || {
+        bad(
+            &layer.path,
+            format!(
+                "{}: its last block is inline in the metadata and cannot be referenced \
+                 in place; build the layer with -Enoinline_data, or use --clean=data",
+                name()
+            ),
+        )
+    };
+    if inode.layout == DataLayout::FlatInline && size % bs != 0 {
+        return Err(inline_msg());
+    }
     let rel = match inode.layout {
         DataLayout::FlatPlain | DataLayout::FlatInline => {
             let need = u64::BITS - (size - 1).leading_zeros();
@@ -47,7 +60,7 @@ pub(crate) fn map(layer: &Layer, inode: &Inode, path: &[u8]) -> Result<ChunkMap>
             return Err(bad(
                 &layer.path,
                 format!(
-                    "/{}: compressed files cannot be referenced in place; \
+                    "{}: compressed files cannot be referenced in place; \
                      use --clean=data to copy the data, or build the layer uncompressed",
                     name()
                 ),
@@ -62,7 +75,7 @@ pub(crate) fn map(layer: &Layer, inode: &Inode, path: &[u8]) -> Result<ChunkMap>
         return Err(bad(
             &layer.path,
             format!(
-                "/{}: {size} bytes is larger than the layer could hold",
+                "{}: {size} bytes is larger than the layer could hold",
                 name()
             ),
         ));
@@ -73,7 +86,7 @@ pub(crate) fn map(layer: &Layer, inode: &Inode, path: &[u8]) -> Result<ChunkMap>
         let want = chunk.min(size - pos);
         let ext = img
             .map(inode, pos)
-            .map_err(|e| bad(&layer.path, format!("/{}: {e}", name())))?;
+            .map_err(|e| bad(&layer.path, format!("{}: {e}", name())))?;
         match ext.kind {
             ExtentKind::Hole => blocks.push(HOLE),
             ExtentKind::Mapped { device: 0, offset } => {
@@ -87,7 +100,7 @@ pub(crate) fn map(layer: &Layer, inode: &Inode, path: &[u8]) -> Result<ChunkMap>
                     return Err(bad(
                         &layer.path,
                         format!(
-                            "/{}: its data at byte {offset} is not block-aligned, contiguous \
+                            "{}: its data at byte {offset} is not block-aligned, contiguous \
                              and inside the layer",
                             name()
                         ),
@@ -98,20 +111,11 @@ pub(crate) fn map(layer: &Layer, inode: &Inode, path: &[u8]) -> Result<ChunkMap>
                 })?;
                 blocks.push(blk);
             }
-            ExtentKind::Inline { .. } => {
-                return Err(bad(
-                    &layer.path,
-                    format!(
-                        "/{}: its last block is inline in the metadata and cannot be referenced \
-                         in place; build the layer with -Enoinline_data, or use --clean=data",
-                        name()
-                    ),
-                ));
-            }
+            ExtentKind::Inline { .. } => return Err(inline_msg()),
             _ => {
                 return Err(bad(
                     &layer.path,
-                    format!("/{}: its data is not on the layer's own device", name()),
+                    format!("{}: its data is not on the layer's own device", name()),
                 ));
             }
         }
