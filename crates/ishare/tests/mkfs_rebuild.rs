@@ -350,6 +350,16 @@ fn merged_layers_mount_as_their_overlay() {
     let mut b = theirs_tree.clone();
     a.entries.remove(&b""[..]);
     b.entries.remove(&b""[..]);
+    // 1.9.4 also splits hard-linked device nodes, fifos and sockets into one inode
+    // per name (it links regular files only); overlayfs and ishare keep the links.
+    let regular = |t: &Tree, g: &Vec<Vec<u8>>| t.entries[&g[0]].kind == ishare_testkit::Kind::File;
+    let kept: Vec<_> = a
+        .hardlinks
+        .iter()
+        .filter(|g| regular(&a, g))
+        .cloned()
+        .collect();
+    a.hardlinks = kept.into_iter().collect();
     ishare_testkit::assert_trees_eq("ishare", &a, "mkfs.erofs 1.9.4", &b, &CompareOpts::EXACT);
 }
 

@@ -112,6 +112,18 @@ pub fn build_rebuild(
     if ro.data != RebuildData::Full {
         opts.inline_data = false;
     }
+    // Without fingerprints of our own the layers' are carried as they are; naming
+    // them through a long prefix, as in the layers, keeps each to a few bytes.
+    if opts.fingerprint.is_none() {
+        for l in &layers {
+            if let Some(p) = l.image.fingerprint_prefix() {
+                let name = p.full_name();
+                if !opts.xattr_prefixes.contains(&name) {
+                    opts.xattr_prefixes.push(name);
+                }
+            }
+        }
+    }
     crate::writer::in_pool(&opts, || {
         let tree = merge::merge(layers, ro, &opts)?;
         crate::writer::finish(tree, image, &opts)
