@@ -295,15 +295,13 @@ fn merged_layers_mount_as_their_overlay() {
     assert!(dump.contains("device_table"), "{dump}");
     let uuid = |img: &Path| {
         let d = ok(Command::new(dump_194()).arg("-s").arg(img));
-        let u = d
-            .lines()
+        d.lines()
             .find(|l| l.starts_with("Filesystem UUID:"))
             .unwrap()
             .split_whitespace()
             .last()
             .unwrap()
-            .replace('-', "");
-        u
+            .replace('-', "")
     };
     let b = std::fs::read(&merged).unwrap();
     for (k, img) in images.iter().enumerate() {

@@ -46,7 +46,7 @@ pub(crate) fn map(layer: &Layer, inode: &Inode, path: &[u8]) -> Result<ChunkMap>
             ),
         )
     };
-    if inode.layout == DataLayout::FlatInline && size % bs != 0 {
+    if inode.layout == DataLayout::FlatInline && !size.is_multiple_of(bs) {
         return Err(inline_msg());
     }
     let rel = match inode.layout {
@@ -92,7 +92,7 @@ pub(crate) fn map(layer: &Layer, inode: &Inode, path: &[u8]) -> Result<ChunkMap>
             ExtentKind::Mapped { device: 0, offset } => {
                 let covered = ext.logical + ext.len - pos;
                 let end = offset.checked_add(want.next_multiple_of(bs));
-                if offset % bs != 0
+                if !offset.is_multiple_of(bs)
                     || ext.logical != pos
                     || covered < want
                     || end.is_none_or(|e| e > layer_blocks(layer) * bs)
