@@ -472,6 +472,13 @@ fn data_modes() {
         size(&rvsp),
         size(&theirs)
     );
+    // Well-formed; the layers' fingerprints are carried (they are of the data to
+    // come, not of the zeros there now), as mkfs.erofs does.
+    ok(Command::new(fsck_194()).arg(&rvsp));
+    let layer_fp = fp(&images[0], "/ovl/keep").expect("layer 1 has fingerprints");
+    let digest = layer_fp.rsplit(':').next().unwrap();
+    let dump = ok(ishare(&["dump", "--path", "/ovl/keep"]).arg(&rvsp));
+    assert!(dump.contains(digest), "{dump}");
     let m = ErofsMount::new(&rvsp, &[]);
     let keep = std::fs::read(m.path().join("ovl/keep")).unwrap();
     assert_eq!(keep.len(), 10000);

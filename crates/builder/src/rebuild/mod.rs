@@ -112,6 +112,11 @@ pub fn build_rebuild(
     if ro.data != RebuildData::Full {
         opts.inline_data = false;
     }
+    // Reserved room holds no data to take a digest of, and the layers' digests are
+    // of the data still to come: carry them as they are (as mkfs.erofs does).
+    if ro.data == RebuildData::Reserve {
+        opts.fingerprint = None;
+    }
     // Without fingerprints of our own the layers' are carried as they are; naming
     // them through a long prefix, as in the layers, keeps each to a few bytes.
     if opts.fingerprint.is_none() {
