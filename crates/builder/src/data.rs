@@ -49,17 +49,13 @@ pub(crate) fn copy_all(pass: &DataPass<'_>) -> Result<Vec<Option<[u8; 32]>>> {
             Some(ChunkTarget::Device(_) | ChunkTarget::Layer(_))
         )
     };
-    let reserved = pass
-        .tree
-        .layers
-        .as_ref()
-        .is_some_and(|l| l.data == crate::rebuild::RebuildData::Reserve);
+    let reserved = |i: usize| pass.tree.layers.as_ref().is_some_and(|l| l.reserved(i));
     let files: Vec<usize> = (0..pass.tree.nodes.len())
         .filter(|&i| {
             matches!(pass.tree.nodes[i].kind, Kind::File)
                 && pass.layout.inodes[i].size > 0
                 && target(i) != Some(ChunkTarget::Hole)
-                && !reserved
+                && !reserved(i)
                 && (pass.hash || !in_place(i))
         })
         .collect();

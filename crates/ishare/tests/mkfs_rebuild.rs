@@ -592,3 +592,65 @@ fn hostile_layers_error_clearly() {
         }
     }
 }
+
+/// `--incremental=data` adds layers to an existing image (which keeps its UUID):
+/// the result shows the overlay of all of them; `--incremental=rvsp` keeps the
+/// image's own data and only reserves room for the new layers'.
+#[test]
+fn incremental_adds_layers() {
+    let tmp = Work::new();
+    let images = layers(&tmp);
+    let want = overlay_of(&images);
+    let base = tmp.path().join("base.erofs");
+    ok(
+        ishare(&["mkfs", "--quiet", "--clean=data", "--ovlfs-strip"])
+            .arg(&base)
+            .arg(&images[0]),
+    );
+    let uuid = |p: &Path| std::fs::read(p).unwrap()[1024 + 48..1024 + 64].to_vec();
+    let before = uuid(&base);
+    ok(
+        ishare(&["mkfs", "--quiet", "--incremental=data", "--ovlfs-strip"])
+            .arg(&base)
+            .args(&images[1..]),
+    );
+    assert_eq!(uuid(&base), before, "the UUID changed");
+    fsck_ok(&base, &[]);
+    let m = ErofsMount::new(&base, &[]);
+    let got = visible(snapshot(m.path()));
+    drop(m);
+    ishare_testkit::assert_trees_eq("incremental", &got, "overlayfs", &want, &CompareOpts::EXACT);
+
+    let base = tmp.path().join("base2.erofs");
+    ok(ishare(&["mkfs", "--quiet", "--clean=data"])
+        .arg(&base)
+        .arg(&images[0]));
+    ok(ishare(&["mkfs", "--quiet", "--incremental=rvsp"])
+        .arg(&base)
+        .arg(&images[1]));
+    let m = ErofsMount::new(&base, &[]);
+    assert_eq!(
+        std::fs::read(m.path().join("ovl/keep")).unwrap(),
+        vec![7u8; 10000]
+    );
+    assert_eq!(
+        std::fs::read(m.path().join("ovl/over")).unwrap(),
+        vec![0u8; 9000]
+    );
+    drop(m);
+    // Nothing to add to, or data left in the layers: refused.
+    let none = tmp.path().join("none.erofs");
+    let e = fails(
+        ishare(&["mkfs", "--incremental"])
+            .arg(&none)
+            .arg(&images[1]),
+    );
+    assert!(e.contains("no") && e.contains("none.erofs"), "{e}");
+    assert!(!none.exists());
+    let e = fails(
+        ishare(&["mkfs", "--incremental=0x0"])
+            .arg(&base)
+            .arg(&images[1]),
+    );
+    assert!(e.contains("incremental"), "{e}");
+}

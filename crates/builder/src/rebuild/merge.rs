@@ -398,6 +398,7 @@ fn number(
             images: layers,
             files,
             data: ro.data,
+            base: ro.incremental,
         }),
     })
 }

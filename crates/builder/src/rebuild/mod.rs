@@ -52,6 +52,13 @@ pub struct RebuildOptions {
     /// result (they are resolved against the layers below either way); without it
     /// they stay, so the image can itself be a layer of an overlay.
     pub ovlfs_strip: bool,
+    /// `--incremental`: the first layer is the image being added to, which is
+    /// replaced by the result. Its files are always copied (with `Reserve` too:
+    /// their data is there already), and its UUID is kept unless `keep_uuid` is
+    /// false. [`RebuildData::BlobIndex`] cannot be combined with it.
+    pub incremental: bool,
+    /// With `incremental`: the result takes the base image's UUID.
+    pub keep_uuid: bool,
 }
 
 /// The layers behind a merged tree, and where each regular file's data is.
@@ -61,6 +68,8 @@ pub(crate) struct Layers {
     /// Regular file nodes with data (by node index).
     pub files: HashMap<usize, LayerFile>,
     pub data: RebuildData,
+    /// Layer 0 is the image being added to (`--incremental`).
+    pub base: bool,
 }
 
 impl std::fmt::Debug for Layers {
@@ -87,6 +96,16 @@ pub(crate) struct LayerFile {
 }
 
 impl Layers {
+    /// Whether node `node` only gets room for its data (`rvsp`), not the data:
+    /// the files of an incremental build's base image keep theirs.
+    pub(crate) fn reserved(&self, node: usize) -> bool {
+        self.data == RebuildData::Reserve
+            && self
+                .files
+                .get(&node)
+                .is_some_and(|f| !(self.base && f.layer == 0))
+    }
+
     /// The layer image of node `node`, with its inode and path, if it is a
     /// regular file taken from a layer.
     pub(crate) fn file(&self, node: usize) -> Option<(&Image, &Inode, &Path)> {
@@ -102,8 +121,16 @@ pub fn build_rebuild(
     image: &Path,
     opts: &BuildOptions,
 ) -> Result<BuildReport> {
+    if ro.incremental && ro.data == RebuildData::BlobIndex {
+        return Err(crate::error::Error::InvalidOption(
+            "an incremental build copies the data (data) or reserves room for it (rvsp)".into(),
+        ));
+    }
     let layers = open::open_all(&ro.layers)?;
     let mut opts = opts.clone();
+    if ro.incremental && ro.keep_uuid {
+        opts.uuid = layers[0].image.superblock().raw.uuid;
+    }
     // The layers' blocks are referenced (or copied) as they are, so the image takes
     // their block size whatever -b says, as mkfs.erofs does.
     opts.block_size = layers[0].image.superblock().block_size();

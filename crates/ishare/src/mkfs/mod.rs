@@ -135,11 +135,6 @@ pub fn run(a: &Args) -> Result<()> {
 /// Rebuild mode's settings: the layers and what becomes of their data.
 fn rebuild_options(a: &Args) -> Result<ishare_builder::RebuildOptions> {
     use args::DataImport;
-    if a.incremental {
-        bail!(
-            "--incremental (adding to an existing image) is not supported by ishare yet; use --clean"
-        );
-    }
     let data = match a.data_import {
         None => ishare_builder::RebuildData::BlobIndex,
         Some(DataImport::Full) => ishare_builder::RebuildData::Full,
@@ -151,10 +146,27 @@ fn rebuild_options(a: &Args) -> Result<ishare_builder::RebuildOptions> {
             )
         }
     };
+    // `--incremental`: the image is the lowest layer of its own rebuild. Unlike
+    // mkfs.erofs, which appends new metadata and data after the image's blocks
+    // and rewrites its root in place, the result is written afresh (temporary file
+    // and rename, as every build): the same tree, and the image is never left
+    // half-updated.
+    let mut layers = a.sources.clone();
+    if a.incremental {
+        if !a.image.is_file() {
+            bail!(
+                "{}: --incremental adds to an existing image, and there is none",
+                a.image.display()
+            );
+        }
+        layers.insert(0, a.image.clone());
+    }
     Ok(ishare_builder::RebuildOptions {
-        layers: a.sources.clone(),
+        layers,
         data,
         ovlfs_strip: a.ovlfs_strip,
+        incremental: a.incremental,
+        keep_uuid: a.uuid.is_none(),
     })
 }
 
@@ -475,6 +487,49 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn rebuild_mode_options() {
+        use args::DataImport;
+        let args = |a: &[&str]| match args::parse(a.iter().map(OsString::from), Flavor::MkfsErofs) {
+            Ok(Command::Build(a)) => Ok(*a),
+            Ok(c) => bail!("not a build: {c:?}"),
+            Err(e) => Err(e),
+        };
+        for (opt, data, incremental) in [
+            ("--clean", Some(DataImport::Full), false),
+            ("--clean=data", Some(DataImport::Full), false),
+            ("--clean=rvsp", Some(DataImport::Reserve), false),
+            ("--clean=0", Some(DataImport::ZeroFill), false),
+            ("--clean=0x0", None, false),
+            ("--incremental", Some(DataImport::Full), true),
+            ("--incremental=2", Some(DataImport::Reserve), true),
+            ("--incremental=03", Some(DataImport::ZeroFill), true),
+        ] {
+            let a = args(&[opt, "img", "a.erofs", "b.erofs"]).unwrap();
+            assert_eq!((a.data_import, a.incremental), (data, incremental), "{opt}");
+        }
+        assert!(args(&["--clean=7", "img", "a"]).is_err());
+        assert!(args(&["--clean=bogus", "img", "a"]).is_err());
+        // As mkfs.erofs: no value or 1 strips, anything else keeps.
+        for (opt, strip) in [
+            ("--ovlfs-strip", true),
+            ("--ovlfs-strip=1", true),
+            ("--ovlfs-strip=0", false),
+            ("--ovlfs-strip=yes", false),
+        ] {
+            assert_eq!(
+                args(&[opt, "img", "a"]).unwrap().ovlfs_strip,
+                strip,
+                "{opt}"
+            );
+        }
+        let a = args(&["img", "a.erofs", "b.erofs"]).unwrap();
+        let ro = rebuild_options(&a).unwrap();
+        assert_eq!(ro.data, ishare_builder::RebuildData::BlobIndex);
+        assert_eq!(ro.layers.len(), 2);
+        assert!(rebuild_options(&args(&["--clean=0", "img", "a"]).unwrap()).is_err());
     }
 
     #[test]
