@@ -484,6 +484,11 @@ fn data_modes() {
     assert_eq!(keep.len(), 10000);
     assert!(keep.iter().all(|&b| b == 0), "reserved data was written");
     drop(m);
+    // -z does not pull the data in: it stays in the layers (as with mkfs.erofs).
+    let z = tmp.path().join("z.erofs");
+    ok(ishare(&["mkfs", "--quiet", "-zlz4"]).arg(&z).args(&images));
+    assert!(size(&z) < size(&images[0]) / 4, "-z copied data in");
+    fsck_ok(&z, &images);
     // mkfs.erofs refuses zero-fill here, and so does ishare.
     let e = fails(
         ishare(&["mkfs", "--clean=0"])

@@ -135,9 +135,11 @@ pub fn build_rebuild(
     // their block size whatever -b says, as mkfs.erofs does.
     opts.block_size = layers[0].image.superblock().block_size();
     // Inline tails would sit among the metadata; chunk maps and reserved ranges
-    // cover whole blocks.
+    // cover whole blocks. Nor is there data to compress: it stays in the layers,
+    // or is still to come (as with mkfs.erofs, `-z` then changes nothing).
     if ro.data != RebuildData::Full {
         opts.inline_data = false;
+        opts.compression = None;
     }
     // Reserved room holds no data to take a digest of, and the layers' digests are
     // of the data still to come: carry them as they are (as mkfs.erofs does).
