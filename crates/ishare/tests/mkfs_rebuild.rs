@@ -235,7 +235,7 @@ fn fsck_ok(image: &Path, devices: &[PathBuf]) {
         c.arg(format!("--device={}", d.display()));
     }
     ok(c.arg(image));
-    let mut c = ishare(&["fsck"]);
+    let mut c = ishare(&["fsck", "--xattr-inode-digest"]);
     for d in devices {
         c.arg("--device").arg(d);
     }
