@@ -526,7 +526,7 @@ fn refused_clearly() {
         (vec!["--blobdev=x", o, a], "not supported by ishare yet"),
         (
             vec!["--incremental=data", o, a],
-            "not supported by ishare yet",
+            "adds to an existing image",
         ),
         (vec!["--tar=f", o, a, a], "one SOURCE"),
     ] {
