@@ -137,9 +137,9 @@ if [ "${REBUILD:-}" = 1 ]; then
     echo "| data | tool | wall median (s) | CPU user+sys median (s) | image (bytes) | time / mkfs.erofs | size / mkfs.erofs |"
     echo "|---|---|---|---|---|---|---|"
     for mode in blob data; do
-      m_wall=$(col 1 "$WORK/log/rebuild.$mode.mkfs")
+      m_wall=$(awk '{ print $1 }' "$WORK/log/rebuild.$mode.mkfs" | median)
       for tool in ishare mkfs; do
-        wall=$(col 1 "$WORK/log/rebuild.$mode.$tool")
+        wall=$(awk '{ print $1 }' "$WORK/log/rebuild.$mode.$tool" | median)
         cpu=$(awk '{ print $2 + $3 }' "$WORK/log/rebuild.$mode.$tool" | median)
         label=$([ "$mode" = blob ] && echo "in the layers (default)" || echo "copied (--clean=data)")
         echo "| $label | $tool | $wall | $cpu | ${size[$mode.$tool]} | $(awk -v a="$wall" -v b="$m_wall" 'BEGIN { printf "%.2f", a / b }') | $(awk -v a="${size[$mode.$tool]}" -v b="${size[$mode.mkfs]}" 'BEGIN { printf "%.4f", a / b }') |"

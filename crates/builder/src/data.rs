@@ -96,7 +96,14 @@ fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
     let short = || source.short(size);
     let write_err = |e| Error::io(pass.image_path, "write", e);
     let mut tail = Vec::with_capacity(p.tail as usize);
-    let mut hasher = pass.hash.then(Sha256::new);
+    // Rebuild mode: a digest the layer already had is not taken again.
+    let known = pass
+        .tree
+        .layers
+        .as_ref()
+        .and_then(|l| l.files.get(&node)?.digest)
+        .filter(|_| pass.hash);
+    let mut hasher = (pass.hash && known.is_none()).then(Sha256::new);
     let mut pos = 0u64;
     if let (None, true, Some(src)) = (&hasher, to_blocks > 0, source.file()) {
         pos =
@@ -133,7 +140,7 @@ fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
             .write_all_at(&tail, p.tail_off())
             .map_err(write_err)?;
     }
-    Ok(hasher.map(|h| h.finalize().into()))
+    Ok(hasher.map(|h| h.finalize().into()).or(known))
 }
 
 /// Reads a file whose data stays where it is (the tar of `--tar=i`) for its digest.

@@ -30,6 +30,9 @@ fn open_source(path: &Path) -> Result<File> {
 pub(crate) struct Source<'a> {
     own: Option<File>,
     layer: Option<(&'a ishare_erofs::Image, &'a ishare_erofs::Inode, &'a Path)>,
+    /// A layer file whose data is one contiguous range of its layer image: that
+    /// file, read directly from [`Source::base`] (and copied in the kernel).
+    in_layer: Option<&'a File>,
     tree: &'a Tree,
     node: usize,
     /// Offset of the data in the file read.
@@ -40,12 +43,24 @@ impl<'a> Source<'a> {
     pub(crate) fn open(tree: &'a Tree, node: usize) -> Result<Self> {
         let n = &tree.nodes[node];
         if let Some(l) = tree.layers.as_ref().and_then(|l| l.file(node)) {
+            let (img, inode, _) = l;
+            let bs = u64::from(img.superblock().block_size());
+            let contiguous = inode.layout == ishare_erofs::DataLayout::FlatPlain
+                || inode.size.is_multiple_of(bs);
+            let direct = match inode.start_block() {
+                Some(blk) if contiguous => img
+                    .device_file(0, blk.saturating_mul(bs), inode.size)
+                    .ok()
+                    .flatten(),
+                _ => None,
+            };
             return Ok(Self {
                 own: None,
                 layer: Some(l),
+                in_layer: direct.map(|(f, _)| f),
                 tree,
                 node,
-                base: 0,
+                base: direct.map_or(0, |(_, at)| at),
             });
         }
         let (own, base) = match n.archive_offset {
@@ -67,6 +82,7 @@ impl<'a> Source<'a> {
         Ok(Self {
             own,
             layer: None,
+            in_layer: None,
             tree,
             node,
             base,
@@ -77,7 +93,7 @@ impl<'a> Source<'a> {
     /// layer image, which is only read through [`Source::read_at`].
     pub(crate) fn file(&self) -> Option<&File> {
         if self.layer.is_some() {
-            return None;
+            return self.in_layer;
         }
         Some(match &self.own {
             Some(f) => f,
@@ -93,10 +109,10 @@ impl<'a> Source<'a> {
     /// Reads file bytes from `pos` into `buf`; returns the count (0 at the end).
     pub(crate) fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
         match (self.layer, self.file()) {
-            (Some((img, inode, _)), _) => img
+            (_, Some(f)) => f.read_at(buf, self.base + pos),
+            (Some((img, inode, _)), None) => img
                 .read_at(inode, pos, buf)
                 .map_err(|e| std::io::Error::other(e.to_string())),
-            (None, Some(f)) => f.read_at(buf, self.base + pos),
             (None, None) => unreachable!("a source without a layer has a file"),
         }
     }
