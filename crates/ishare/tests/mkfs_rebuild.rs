@@ -34,6 +34,21 @@ fn ok(c: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `c` and waits at most a minute for it (a hostile layer must not hang a
+/// build).
+fn timeout_cmd(c: &mut Command) -> std::process::Output {
+    let child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{c:?} (pid {pid}) hung on a hostile layer"))
+}
+
 /// Runs `c` expecting failure; returns its standard error.
 fn fails(c: &mut Command) -> String {
     let out = c.output().unwrap();
@@ -575,6 +590,7 @@ fn hostile_layers_error_clearly() {
     let orig = std::fs::read(&good).unwrap();
     let mut rng = ishare_testkit::Rng::new(7);
     let bad = tmp.path().join("bad.erofs");
+    let mut refused = 0;
     for _ in 0..60 {
         let mut b = orig.clone();
         for _ in 0..4 {
@@ -582,20 +598,26 @@ fn hostile_layers_error_clearly() {
             b[at] ^= 1 << rng.below(8);
         }
         std::fs::write(&bad, &b).unwrap();
-        let o = ishare(&["mkfs", "--quiet", "--clean=data"])
-            .arg(&out)
-            .arg(&bad)
-            .output()
-            .unwrap();
-        let e = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            !e.contains("panicked") && o.status.code() != Some(101),
-            "{e}"
-        );
-        if !o.status.success() {
-            assert!(e.contains("bad.erofs"), "{e}");
+        for mode in ["--clean=data", "--clean=rvsp", "--ovlfs-strip"] {
+            let o = timeout_cmd(
+                ishare(&["mkfs", "--quiet", mode])
+                    .arg(&out)
+                    .arg(&good)
+                    .arg(&bad),
+            );
+            let e = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                !e.contains("panicked") && o.status.code() != Some(101),
+                "{mode}: {e}"
+            );
+            if !o.status.success() {
+                assert!(e.contains("bad.erofs"), "{mode}: {e}");
+                refused += 1;
+            }
         }
     }
+    // The damage was seen, not just survived.
+    assert!(refused > 0, "no damaged layer was refused");
 }
 
 /// `--incremental=data` adds layers to an existing image (which keeps its UUID):
