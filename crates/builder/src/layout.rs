@@ -21,6 +21,7 @@ use crate::compress::map::zmap;
 use crate::dir::DirLayout;
 use crate::error::{Error, Result};
 use crate::options::{BuildOptions, InodeVersion, TarData};
+use crate::rebuild::RebuildData;
 use crate::tree::{Kind, Tree};
 use crate::xattr::Body;
 
@@ -55,6 +56,9 @@ pub(crate) enum ChunkTarget {
     Device(u64),
     /// Nowhere: the file reads as zeros (`--tar=headerball`).
     Hole,
+    /// In its layer image, extra device `layer + 1`, at the blocks of the tree's
+    /// chunk map (rebuild mode).
+    Layer(u16),
 }
 
 /// One inode, placed.
@@ -248,7 +252,28 @@ fn shape(
             });
         }
     };
+    let layer = tree
+        .layers
+        .as_ref()
+        .and_then(|l| Some((l.data, l.files.get(&node)?)));
     let chunks = match (opts.chunk_size, &n.kind) {
+        // Rebuild mode: the data stays in the layer, or only its room is taken.
+        _ if layer.is_some() => match layer {
+            Some((RebuildData::BlobIndex, f)) => {
+                let c = f
+                    .chunks
+                    .as_ref()
+                    .expect("chunk maps are made in blob index mode");
+                Some(Chunks {
+                    format: c.rel | CHUNK_FORMAT_INDEXES,
+                    blocks_per_chunk: 1 << c.rel,
+                    count: c.blocks.len() as u64,
+                    unit: size_of::<ChunkIndex>() as u64,
+                    target: ChunkTarget::Layer(f.layer as u16),
+                })
+            }
+            _ => None,
+        },
         // Tar index and headerball modes: the data is not in the image. One chunk
         // covers the file where the format allows, as mkfs.erofs does.
         (_, Kind::File) if size > 0 && opts.tar_data != TarData::Copy => {

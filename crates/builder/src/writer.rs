@@ -97,7 +97,10 @@ fn keep_archive(archive: &std::fs::File, to: &Path) -> Result<()> {
 }
 
 /// Runs `f` on a pool of `opts.workers` threads, after checking the options.
-fn in_pool<T: Send>(opts: &BuildOptions, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+pub(crate) fn in_pool<T: Send>(
+    opts: &BuildOptions,
+    f: impl FnOnce() -> Result<T> + Send,
+) -> Result<T> {
     opts.validate()?;
     // The scan recurses once per directory level on the workers' stacks.
     let pool = rayon::ThreadPoolBuilder::new()
@@ -109,7 +112,7 @@ fn in_pool<T: Send>(opts: &BuildOptions, f: impl FnOnce() -> Result<T> + Send) -
 }
 
 /// Plans, writes and commits the image of a scanned tree.
-fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildReport> {
+pub(crate) fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildReport> {
     let bits = opts.blkszbits()?;
     let bs = u64::from(opts.block_size);
     let prefixes = Prefixes::new(opts)?;
@@ -141,11 +144,16 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
     } else {
         SB_SIZE
     };
-    // `--tar=i`: one device table slot (the tar) before the shared xattrs.
+    // `--tar=i`: one device table slot (the tar) before the shared xattrs; rebuild
+    // mode referring to the layers in place: one per layer.
     let devt_off = (SUPER_OFFSET + sb_size + zcfgs.len() as u64).next_multiple_of(DEVT_SLOT);
-    let devt = opts.tar_data == TarData::Index;
+    let devt_slots = match &tree.layers {
+        Some(l) if l.data == crate::rebuild::RebuildData::BlobIndex => l.images.len() as u64,
+        _ => u64::from(opts.tar_data == TarData::Index),
+    };
+    let devt = devt_slots > 0;
     let shared_start = if devt {
-        devt_off + DEVT_SLOT
+        devt_off + devt_slots * DEVT_SLOT
     } else {
         SUPER_OFFSET + sb_size + zcfgs.len() as u64
     };
@@ -323,11 +331,18 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         }
     }
     w.write(&zcfgs, SUPER_OFFSET + sb_size)?;
-    let device_blocks = match (devt, &tree.archive) {
-        (true, Some(a)) => {
+    let device_blocks = match (devt, &tree.archive, &tree.layers) {
+        (true, Some(a), _) => {
             let slot = device_slot(a, &lay, bs)?;
             w.write(slot.as_bytes(), devt_off)?;
             Some(slot)
+        }
+        (true, _, Some(l)) => {
+            let slots = crate::rebuild::device_slots(l, lay.blocks)?;
+            for (k, slot) in slots.iter().enumerate() {
+                w.write(slot.as_bytes(), devt_off + k as u64 * DEVT_SLOT)?;
+            }
+            slots.into_iter().next()
         }
         _ => None,
     };
@@ -385,7 +400,7 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
     }
     if device_blocks.is_some() {
         sb.feature_incompat |= FEATURE_INCOMPAT_DEVICE_TABLE;
-        sb.extra_devices = U16::new(1);
+        sb.extra_devices = U16::new(devt_slots as u16);
         sb.devt_slotoff = U16::new((devt_off / DEVT_SLOT) as u16);
     }
     w.write(&sb.as_bytes()[..sb_size as usize], SUPER_OFFSET)?;
@@ -423,7 +438,13 @@ fn inode_record(
     opts: &BuildOptions,
 ) {
     let p = &lay.inodes[i];
-    inode_bytes(buf, &tree.nodes[i], p, i, body, fingerprint);
+    // Rebuild mode: where the file's chunks lie in its layer.
+    let layer_chunks = tree
+        .layers
+        .as_ref()
+        .and_then(|l| l.files.get(&i)?.chunks.as_ref())
+        .map(|c| c.blocks.as_slice());
+    inode_bytes(buf, &tree.nodes[i], p, i, body, fingerprint, layer_chunks);
     if let (Some(z), Some(zp)) = (z, &p.z) {
         buf.resize((zp.map_off - p.off) as usize, 0);
         let start_of = |n: usize| lay.inodes[n].startblk;
@@ -489,6 +510,7 @@ fn append_metabox(
         }],
         base: std::path::PathBuf::new(),
         archive: None,
+        layers: None,
     };
     let sub = BuildOptions {
         compression: mcfg.cloned(),
@@ -687,6 +709,7 @@ fn inode_bytes(
     index: usize,
     body: &crate::xattr::Body,
     fingerprint: &[u8],
+    layer_chunks: Option<&[u32]>,
 ) {
     let i_u = match (&n.kind, &p.chunks) {
         (Kind::Special, _) => n.rdev,
@@ -741,6 +764,11 @@ fn inode_bytes(
                 ChunkTarget::Image => (0, (u64::from(p.startblk) + k * c.blocks_per_chunk) as u32),
                 ChunkTarget::Device(start) => (1, (start + k * c.blocks_per_chunk) as u32),
                 ChunkTarget::Hole => (0, u32::MAX),
+                // Checked against the layer by `rebuild::chunks`.
+                ChunkTarget::Layer(l) => match layer_chunks.map(|c| c[k as usize]) {
+                    Some(u32::MAX) | None => (0, u32::MAX),
+                    Some(b) => (l + 1, b),
+                },
             };
             if c.format & CHUNK_FORMAT_INDEXES != 0 {
                 let idx = ChunkIndex {

@@ -34,7 +34,9 @@ pub fn usage(program: &str, flavor: Flavor) -> String {
     format!(
         "Usage: {program} [OPTIONS] FILE [SOURCE(s)]
 Build an EROFS image FILE from a directory or a tar archive SOURCE
-(with --tar and no SOURCE, the tar is read from standard input).
+(with --tar and no SOURCE, the tar is read from standard input), or from
+EROFS images SOURCE(s) (rebuild mode: their overlay, later ones on top; the
+data stays in them, which become FILE's devices, unless --clean=data).
 
  -V, --version          print the version and exit
  -h, --help             print this help and exit
@@ -62,6 +64,11 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
  --all-root             make every file owned by root
  --async-queue-limit=#  accepted; ishare's pipeline has no job queue to bound
  --chunksize=#          chunk-based files with #-byte chunks
+ --clean=X              rebuild mode, X = data (copy the data into FILE) or
+                        rvsp (reserve room for it); by default it stays in the
+                        SOURCE images
+ --incremental=X        rebuild mode: add the SOURCE images to FILE, X = data
+                        or rvsp as with --clean
  --compress-hints=X     per-file compression settings from file X
  --dsunit=#             align the start of each file's data to # blocks
  --exclude-path=X       leave out the file X (an exact path)
@@ -83,6 +90,8 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
  --mount-point=X        where the image will be mounted (only labelling rules
                         use it; accepted, no effect here)
  --offset=#             write the image # bytes into FILE
+ --ovlfs-strip=<0,1>    rebuild mode: drop overlayfs whiteouts and opaque
+                        marks (1) or keep them (0, the default)
  --root-xattr-isize=#   reserve at least # bytes of inline xattrs in the root
  --aufs                 turn AUFS whiteouts in a tar into overlayfs ones
  --sort=<path,none>     order of tar data (path: by path; none: as in the tar)
@@ -105,9 +114,8 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
  --zfeature-bits=#      set the compression features by bits: legacy-compress,
                         ztailpacking, fragments, all-fragments, dedupe, ...
 
-Refused with a clear error (not implemented by ishare yet): SOURCEs that are
-EROFS images (rebuild mode), --blobdev, --clean, --incremental, --ovlfs-strip,
---gzinfo, --vmdk-desc, --oci, --file-contexts, --tar=MODE,MAP;
+Refused with a clear error (not implemented by ishare yet): --blobdev, --gzinfo,
+--vmdk-desc, --oci, --file-contexts, --tar=MODE,MAP;
 --s3 (a network service) is not supported.
 "
     )
