@@ -22,6 +22,13 @@
 #   MODES         "cold warm" (default uncompressed) or "warm" (default with Z)
 #   VARIANTS      TOOL:WORKERS list (default "ishare:0 mkfs:0 ishare:1 mkfs:1",
 #                 with Z "ishare:0 mkfs:0")
+#   REBUILD=1     measure rebuild mode instead: merge the layer images of the
+#                 minbase family (LAYERS, bench/mount.sh's root filesystems, each
+#                 built by mkfs.erofs -Enoinline_data --xattr-inode-digest) into
+#                 one image, data left in the layers (default) and copied
+#                 (--clean=data); results in bench/results/mkfs-rebuild.md
+#   LAYERS        with REBUILD: the family's trees, lowest first (default
+#                 "minbase minbase-r2 curl python perl git web")
 set -euo pipefail
 
 BENCH_NAME=mkfs.sh
@@ -83,6 +90,71 @@ for t in $TREES; do
     dev) bootstrap_rootfs "$(src_of "$t")" --include=$DEV_PACKAGES ;;
   esac
 done
+
+# --- rebuild mode (REBUILD=1) ---------------------------------------------------
+# Each tool merges the same layer images, RUNS times per data mode, warm (the
+# layers were just read); every image must be byte-identical to the tool's first
+# one and pass fsck.erofs --xattr-inode-digest (with the layers as devices).
+if [ "${REBUILD:-}" = 1 ]; then
+  read -r -a LAYER_NAMES <<<"${LAYERS:-minbase minbase-r2 curl python perl git web}"
+  RESULTS=$ROOT/bench/results/mkfs-rebuild.md
+  mkdir -p "$WORK/log" "$WORK/mnt/layers"
+  LAYER_IMGS=()
+  for t in "${LAYER_NAMES[@]}"; do
+    [ -d "$(src_of "$t")" ] || die "no tree $(src_of "$t"): run bench/mount.sh once, which derives the family"
+    img=$WORK/mnt/layers/$t.erofs
+    "$MKFS" "${OPTS[@]}" -Enoinline_data "$img" "$(src_of "$t")" >/dev/null
+    LAYER_IMGS+=("$img")
+  done
+  declare -A size=()
+  for mode in blob data; do
+    mopt=()
+    [ "$mode" = blob ] || mopt=(--clean=data)
+    for tool in ishare mkfs; do
+      for ((n = 1; n <= RUNS; n++)); do
+        img=$WORK/mnt/merged.$mode.$tool.erofs
+        rm -f "$img"
+        case $tool in
+          ishare) CMD=("$ISHARE" mkfs "${OPTS[@]}" "${mopt[@]}" "$img" "${LAYER_IMGS[@]}") ;;
+          mkfs) CMD=("$MKFS" "${OPTS[@]}" "${mopt[@]}" "$img" "${LAYER_IMGS[@]}") ;;
+        esac
+        cat "${LAYER_IMGS[@]}" >/dev/null
+        timed "$tool rebuild ($mode, run $n)" "$WORK/log/rebuild.$mode.$tool" "$WORK/log/out" "${CMD[@]}" ||
+          die "$tool failed"
+        if [ "$n" = 1 ]; then
+          cp "$img" "$img.ref"
+        elif ! cmp -s "$img" "$img.ref"; then
+          die "$tool ($mode) built an image that differs from its first one"
+        fi
+      done
+      devs=()
+      [ "$mode" = data ] || for l in "${LAYER_IMGS[@]}"; do devs+=("--device=$l"); done
+      "$FSCK" --xattr-inode-digest "${devs[@]}" "$img" >"$WORK/log/fsck" 2>&1 ||
+        die "fsck.erofs rejects the $tool $mode image: $(tail -3 "$WORK/log/fsck")"
+      size[$mode.$tool]=$(stat -c %s "$img")
+    done
+  done
+  {
+    echo "### mkfs rebuild mode: ${#LAYER_NAMES[@]} layers of the minbase family"
+    echo
+    echo "- layers (lowest first): ${LAYER_NAMES[*]}, each \`mkfs.erofs -Enoinline_data --xattr-inode-digest\` of bench/mount.sh's root filesystem, $(du -cb "${LAYER_IMGS[@]}" | tail -1 | cut -f1) bytes in all"
+    echo "- options for both tools: \`${OPTS[*]}\` [--clean=data] MERGED LAYERS...; warm (the layers read just before), median of $RUNS runs, all cores; $(nproc) CPUs, load at start $(loadavg)"
+    echo
+    echo "| data | tool | wall median (s) | CPU user+sys median (s) | image (bytes) | time / mkfs.erofs | size / mkfs.erofs |"
+    echo "|---|---|---|---|---|---|---|"
+    for mode in blob data; do
+      m_wall=$(awk '{ print $1 }' "$WORK/log/rebuild.$mode.mkfs" | median)
+      for tool in ishare mkfs; do
+        wall=$(awk '{ print $1 }' "$WORK/log/rebuild.$mode.$tool" | median)
+        cpu=$(awk '{ print $2 + $3 }' "$WORK/log/rebuild.$mode.$tool" | median)
+        label=$([ "$mode" = blob ] && echo "in the layers (default)" || echo "copied (--clean=data)")
+        echo "| $label | $tool | $wall | $cpu | ${size[$mode.$tool]} | $(awk -v a="$wall" -v b="$m_wall" 'BEGIN { printf "%.2f", a / b }') | $(awk -v a="${size[$mode.$tool]}" -v b="${size[$mode.mkfs]}" 'BEGIN { printf "%.4f", a / b }') |"
+      done
+    done
+  } >"$RESULTS"
+  cat "$RESULTS"
+  exit 0
+fi
 
 # cmd TOOL WORKERS IMAGE SOURCE: the command line, in array CMD.
 cmd() {

@@ -8,6 +8,7 @@
 #
 #   scripts/package.sh            # build the release binary, then the package
 #   ISHARE_BIN=path scripts/package.sh   # package an already-built binary
+#   ISHARE_DEB_DIR=dir scripts/package.sh # write the .deb (and its staging tree) there
 #
 # Needs dpkg-dev (dpkg-shlibdeps), man-db is not needed; scripts/install-deps.sh
 # installs them. Prints the path of the .deb.
@@ -28,7 +29,9 @@ fi
 got=$("$bin" --version)
 [ "$got" = "ishare $version" ] || { echo "package.sh: $bin says '$got', Cargo.toml $version" >&2; exit 1; }
 
-out=$root/target/debian
+out=${ISHARE_DEB_DIR:-$root/target/debian}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
 stage=$out/ishare_${version}_$arch
 rm -rf "$stage"
 mkdir -p "$stage/DEBIAN"
@@ -47,6 +50,15 @@ ln -s ../../../bin/ishare usr/lib/ishare/bin/mkfs.erofs
 
 # Units, installed but not enabled (no postinst enabling them): the admin chooses.
 install -D -m 0644 -t lib/systemd/system "$root"/dist/systemd/*.service
+# The default configuration (a conffile) and, per unit, a vendor drop-in reading it:
+# the units in dist/systemd stay usable without the package.
+install -D -m 0644 "$root/dist/default/ishare" etc/default/ishare
+for unit in "$root"/dist/systemd/*.service; do
+  unit=$(basename "$unit")
+  install -d "lib/systemd/system/$unit.d"
+  printf '# From the ishare package: settings in /etc/default/ishare (optional).\n[Service]\nEnvironmentFile=-/etc/default/ishare\n' \
+    >"lib/systemd/system/$unit.d/ishare-defaults.conf"
+done
 
 # Man pages and completions from the binary's own definitions.
 gen=$(mktemp -d)
@@ -74,7 +86,7 @@ Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: ishare
 
 Files: *
-Copyright: 2026 the ishare authors
+Copyright: 2026 ishare developers
 License: MIT or Apache-2.0
  On Debian systems the Apache License 2.0 is in
  /usr/share/common-licenses/Apache-2.0. The MIT license:
@@ -106,6 +118,9 @@ The units ishare.service (the node daemon) and ishare-snapshotter.service
 
 examples/containerd-config.toml is the snippet for /etc/containerd/config.toml.
 
+/etc/default/ishare sets the units' environment (the log level); its comments say
+what is configured where else.
+
 mkfs.erofs: /usr/lib/ishare/bin/mkfs.erofs is ishare with mkfs.erofs's command line
 (erofs-utils 1.9.4's options). It does not replace erofs-utils' /usr/bin/mkfs.erofs;
 put /usr/lib/ishare/bin first in PATH where you want it, e.g. in a systemd drop-in:
@@ -120,7 +135,7 @@ ishare ($version) unstable; urgency=medium
 
   * Release $version; see CHANGELOG.md in the source for what it contains.
 
- -- ishare maintainers <maintainers@ishare.invalid>  $date_rfc
+ -- ishare developers <developers@ishare.invalid>  $date_rfc
 EOF
 gzip -9n "$doc/changelog"
 install -m 0644 "$root/CHANGELOG.md" "$doc/CHANGELOG.md"
@@ -139,7 +154,7 @@ cat >DEBIAN/control <<EOF
 Package: ishare
 Version: $version
 Architecture: $arch
-Maintainer: ishare maintainers <maintainers@ishare.invalid>
+Maintainer: ishare developers <developers@ishare.invalid>
 Installed-Size: $installed_size
 Depends: $depends
 Recommends: fuse3
@@ -168,12 +183,25 @@ if [ "$1" = remove ] || [ "$1" = deconfigure ]; then
   awk '$3 == "fuse.ishare" { print $2 }' /proc/self/mounts | sort -r | while read -r m; do
     umount -l "$(printf '%b' "$m")" 2>/dev/null || true
   done
-  # Any process still running this package's binary (a daemon started by a mount).
-  for p in /proc/[0-9]*; do
-    if [ "$(readlink "$p/exe" 2>/dev/null)" = /usr/bin/ishare ]; then
-      kill "${p#/proc/}" 2>/dev/null || true
-    fi
+  # Any process still running this package's binary (a daemon started by a mount):
+  # asked to stop, given 10 s to finish (a daemon may be publishing objects), then
+  # killed, so that nothing runs the binary dpkg is about to remove.
+  ishare_pids() {
+    for p in /proc/[0-9]*; do
+      if [ "$(readlink "$p/exe" 2>/dev/null)" = /usr/bin/ishare ]; then
+        echo "${p#/proc/}"
+      fi
+    done
+  }
+  pids=$(ishare_pids)
+  [ -z "$pids" ] || kill $pids 2>/dev/null || true
+  tries=0
+  while [ -n "$pids" ] && [ $tries -lt 100 ]; do
+    sleep 0.1
+    tries=$((tries + 1))
+    pids=$(ishare_pids)
   done
+  [ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
 fi
 exit 0
 EOF
@@ -198,8 +226,10 @@ fi
 exit 0
 EOF
 chmod 0755 DEBIAN/prerm DEBIAN/postrm DEBIAN/postinst
+# Every file under /etc is the admin's once installed: dpkg keeps their changes.
+find etc -type f -printf '/%p\n' | LC_ALL=C sort >DEBIAN/conffiles
 # md5sums lets debsums check the installed files.
-find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 md5sum >DEBIAN/md5sums
+find . \( -path ./DEBIAN -o -path ./etc \) -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 md5sum >DEBIAN/md5sums
 
 cd "$out"
 deb=$out/ishare_${version}_$arch.deb

@@ -40,12 +40,21 @@ pub(crate) struct DataPass<'a> {
 pub(crate) fn copy_all(pass: &DataPass<'_>) -> Result<Vec<Option<[u8; 32]>>> {
     // Files whose data stays out of the image: in the tar of `--tar=i` (only read,
     // for their digest), or nowhere (`--tar=headerball`).
+    // Rebuild mode: files in place in their layer are only read for a digest the
+    // layer did not have; reserved ones (`rvsp`) are not touched.
     let target = |i: usize| pass.layout.inodes[i].chunks.map(|c| c.target);
     // A flat file without blocks or tail is all holes (48-bit layout): nothing to copy.
     let all_holes = |i: usize| {
         let p = &pass.layout.inodes[i];
         p.nblocks == 0 && p.tail == 0 && p.chunks.is_none() && p.z.is_none()
     };
+    let in_place = |i: usize| {
+        matches!(
+            target(i),
+            Some(ChunkTarget::Device(_) | ChunkTarget::Layer(_))
+        )
+    };
+    let reserved = |i: usize| pass.tree.layers.as_ref().is_some_and(|l| l.reserved(i));
     let files: Vec<usize> = (0..pass.tree.nodes.len())
         .filter(|&i| {
             matches!(pass.tree.nodes[i].kind, Kind::File)
@@ -54,7 +63,8 @@ pub(crate) fn copy_all(pass: &DataPass<'_>) -> Result<Vec<Option<[u8; 32]>>> {
                 && target(i) != Some(ChunkTarget::Hole)
                 // Chunk blobs are copied by `chunk::copy_chunks`.
                 && !matches!(target(i), Some(ChunkTarget::Blob { .. }))
-                && (pass.hash || !matches!(target(i), Some(ChunkTarget::Device(_))))
+                && !reserved(i)
+                && (pass.hash || !in_place(i))
         })
         .collect();
     if let Some(p) = pass.progress {
@@ -65,7 +75,7 @@ pub(crate) fn copy_all(pass: &DataPass<'_>) -> Result<Vec<Option<[u8; 32]>>> {
         .map(|i| {
             let d = match (&pass.zfiles[i], target(i)) {
                 (Some(z), _) => copy_compressed(pass, i, z)?,
-                (None, Some(ChunkTarget::Device(_))) => hash_only(pass, i)?,
+                (None, Some(ChunkTarget::Device(_) | ChunkTarget::Layer(_))) => hash_only(pass, i)?,
                 (None, _) => copy_one(pass, i)?,
             };
             if let Some(p) = pass.progress {
@@ -87,7 +97,6 @@ pub(crate) fn copy_all(pass: &DataPass<'_>) -> Result<Vec<Option<[u8; 32]>>> {
 fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
     let p = &pass.layout.inodes[node];
     let source = Source::open(pass.tree, node)?;
-    let (src, base) = (source.file(), source.base);
     let read_err = |e| source.read_err(e);
     let size = p.size;
     let to_blocks = size - p.tail;
@@ -95,18 +104,26 @@ fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
     let short = || source.short(size);
     let write_err = |e| Error::io(pass.image_path, "write", e);
     let mut tail = Vec::with_capacity(p.tail as usize);
-    let mut hasher = pass.hash.then(Sha256::new);
+    // Rebuild mode: a digest the layer already had is not taken again.
+    let known = pass
+        .tree
+        .layers
+        .as_ref()
+        .and_then(|l| l.files.get(&node)?.digest)
+        .filter(|_| pass.hash);
+    let mut hasher = (pass.hash && known.is_none()).then(Sha256::new);
     let mut pos = 0u64;
-    if hasher.is_none() && to_blocks > 0 {
-        pos = copy_range(src, base, pass.image, dst_off, to_blocks).map_err(|e| match e {
-            CopyError::Src(e) => read_err(e),
-            CopyError::Dst(e) => write_err(e),
-        })?;
+    if let (None, true, Some(src)) = (&hasher, to_blocks > 0, source.file()) {
+        pos =
+            copy_range(src, source.base, pass.image, dst_off, to_blocks).map_err(|e| match e {
+                CopyError::Src(e) => read_err(e),
+                CopyError::Dst(e) => write_err(e),
+            })?;
     }
     let mut buf = vec![0u8; (size - pos).min(BUF_SIZE as u64) as usize];
     while pos < size {
         let want = (size - pos).min(buf.len() as u64) as usize;
-        let got = match src.read_at(&mut buf[..want], base + pos) {
+        let got = match source.read_at(&mut buf[..want], pos) {
             Ok(0) => return Err(short()),
             Ok(k) => k,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -131,7 +148,7 @@ fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
             .write_all_at(&tail, p.tail_off())
             .map_err(write_err)?;
     }
-    Ok(hasher.map(|h| h.finalize().into()))
+    Ok(hasher.map(|h| h.finalize().into()).or(known))
 }
 
 /// Reads a file whose data stays where it is (the tar of `--tar=i`) for its digest.
@@ -140,6 +157,8 @@ fn hash_only(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
         let off = pass.tree.nodes[node].archive_offset?;
         a.digests.get(&off).copied()
     });
+    // Rebuild mode: the layer's own fingerprint of the file.
+    let taken = taken.or_else(|| pass.tree.layers.as_ref()?.files.get(&node)?.digest);
     if taken.is_some() {
         return Ok(taken);
     }

@@ -56,6 +56,14 @@ pub enum Error {
         /// What is wrong, with the entry's path and the byte offset of its header.
         what: String,
     },
+    /// A layer image of rebuild mode that is corrupt or cannot be used.
+    #[error("layer {}: {what}", layer.display())]
+    Layer {
+        /// The layer image as given.
+        layer: PathBuf,
+        /// What is wrong, with the path in the layer where it applies.
+        what: String,
+    },
     /// The image would exceed a limit of the on-disk format.
     #[error("image too large: {0}")]
     TooLarge(String),

@@ -3,8 +3,10 @@
 //!
 //! The image is: the superblock (bytes 1024..1152), the shared xattrs, the long
 //! prefix table, then the metadata area (inodes, their inline xattrs, chunk maps and
-//! inline tails), then the data blocks in inode order. Nothing here depends on file
-//! contents, so the layout is fixed before any data is read.
+//! inline tails), then the data blocks in inode order. With `--MZ` the metadata area
+//! (and with `d` the directory blocks) follows the data instead; with `-m` the tree's
+//! inodes go into a metabox scratch region after the image's blocks. Nothing here
+//! depends on file contents, so the layout is fixed before any data is read.
 
 use std::collections::BTreeSet;
 
@@ -20,6 +22,7 @@ use crate::compress::map::zmap;
 use crate::dir::DirLayout;
 use crate::error::{Error, Result};
 use crate::options::{BuildOptions, InodeVersion, TarData};
+use crate::rebuild::RebuildData;
 use crate::tree::{Kind, Tree};
 use crate::wide::InodeFormat;
 use crate::xattr::Body;
@@ -56,6 +59,9 @@ pub(crate) enum ChunkTarget {
     /// In the chunk blob (`--chunksize`): after the image's other data, or on
     /// extra device 1 (`--blobdev`); the map's entries are in the chunk plan.
     Blob { device: bool },
+    /// In its layer image, extra device `layer + 1`, at the blocks of the tree's
+    /// chunk map (rebuild mode).
+    Layer(u16),
 }
 
 /// One inode, placed.
@@ -79,6 +85,9 @@ pub(crate) struct Placed {
     pub chunks: Option<Chunks>,
     /// Compressed files: whether the last pcluster is inline (`tail` bytes of it).
     pub z: Option<ZPlaced>,
+    /// In the metabox (`-m`): `off` is then in the scratch region from
+    /// [`Layout::box_base`], and the NID carries the metabox bit.
+    pub in_box: bool,
 }
 
 /// How a compressed file is placed.
@@ -108,15 +117,38 @@ pub(crate) struct Layout {
     pub inodes: Vec<Placed>,
     /// `meta_blkaddr`.
     pub meta_blkaddr: u32,
-    /// Total blocks.
+    /// Total blocks (without the metabox scratch region).
     pub blocks: u64,
     /// First block of the chunk blob when it is in the image.
     pub blob_start: u64,
+    /// Byte offset of the metabox scratch region (just past `blocks`).
+    pub box_base: u64,
+    /// Bytes of metabox data (a whole number of blocks; 0 without a metabox).
+    pub box_len: u64,
+    /// First free byte of the metadata before the data (the rest of its last block
+    /// is unused).
+    pub meta_free: u64,
+}
+
+/// Where the metadata goes besides the usual area before the data.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Placement {
+    /// `-m`: the first this many nodes (the tree's own) go into the metabox, whose
+    /// data starts with this many bytes of other things (the long prefix table).
+    pub metabox: Option<(usize, u64)>,
+    /// `--MZ`.
+    pub zone: crate::metabox::MetaZone,
+    /// Data blocks start at this block rather than after the metadata.
+    pub data_start: Option<u64>,
 }
 
 impl Layout {
     pub(crate) fn nid(&self, node: usize, bs: u64) -> u64 {
-        (self.inodes[node].off - u64::from(self.meta_blkaddr) * bs) >> ISLOTBITS
+        let p = &self.inodes[node];
+        if p.in_box {
+            return 1 << 63 | (p.off - self.box_base) >> ISLOTBITS;
+        }
+        (p.off - u64::from(self.meta_blkaddr) * bs) >> ISLOTBITS
     }
 }
 
@@ -228,7 +260,28 @@ fn shape(
             });
         }
     };
+    let layer = tree
+        .layers
+        .as_ref()
+        .and_then(|l| Some((l.data, l.files.get(&node)?)));
     let chunks = match (opts.chunk_size, &n.kind) {
+        // Rebuild mode: the data stays in the layer, or only its room is taken.
+        _ if layer.is_some() => match layer {
+            Some((RebuildData::BlobIndex, f)) => {
+                let c = f
+                    .chunks
+                    .as_ref()
+                    .expect("chunk maps are made in blob index mode");
+                Some(Chunks {
+                    format: c.rel | CHUNK_FORMAT_INDEXES,
+                    blocks_per_chunk: 1 << c.rel,
+                    count: c.blocks.len() as u64,
+                    unit: size_of::<ChunkIndex>() as u64,
+                    target: ChunkTarget::Layer(f.layer as u16),
+                })
+            }
+            _ => None,
+        },
         // Tar index and headerball modes: the data is not in the image. One chunk
         // covers the file where the format allows, as mkfs.erofs does.
         (_, Kind::File) if size > 0 && opts.tar_data != TarData::Copy => {
@@ -313,6 +366,7 @@ pub(crate) struct Prescan<'a> {
 }
 
 /// Places every inode, starting the metadata area at byte `meta_start`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn layout(
     tree: &Tree,
     bodies: &[Body],
@@ -321,6 +375,7 @@ pub(crate) fn layout(
     opts: &BuildOptions,
     meta_start: u64,
     pre: Prescan<'_>,
+    placement: Placement,
 ) -> Result<Layout> {
     let Prescan {
         chunks: plan,
@@ -328,9 +383,17 @@ pub(crate) fn layout(
     } = pre;
     let bs = u64::from(opts.block_size);
     let fmt = InodeFormat::new(opts);
-    let mut alloc = MetaAlloc {
+    let zone = placement.zone.inodes;
+    // In a metadata zone, offsets are relative to the zone until the data is placed.
+    let mut primary = MetaAlloc {
         bs,
-        cursor: meta_start,
+        cursor: if zone { 0 } else { meta_start },
+        gaps: BTreeSet::new(),
+    };
+    let (box_nodes, box_start) = placement.metabox.unwrap_or((0, 0));
+    let mut boxed = MetaAlloc {
+        bs,
+        cursor: box_start,
         gaps: BTreeSet::new(),
     };
     let mut inodes = Vec::with_capacity(tree.nodes.len());
@@ -338,6 +401,8 @@ pub(crate) fn layout(
     // form (such maps use full indexes).
     let provisional = |_| PROVISIONAL_STARTBLK;
     for (node, body) in bodies.iter().enumerate() {
+        let in_box = node < box_nodes;
+        let alloc = if in_box { &mut boxed } else { &mut primary };
         let is_sparse = sparse.get(node).is_some_and(Option::is_some);
         let s = shape(tree, node, dirs, opts, &fmt, plan, is_sparse)?;
         let isize = if s.extended {
@@ -398,6 +463,7 @@ pub(crate) fn layout(
                     inline: use_inline,
                     map_off: off + map_rel,
                 }),
+                in_box,
             });
             continue;
         }
@@ -422,44 +488,84 @@ pub(crate) fn layout(
             startblk: NULL_STARTBLK,
             chunks: s.chunks,
             z: None,
+            in_box,
         });
     }
 
-    // The root NID must fit the superblock's 16 bits; NID 0 is avoided because
-    // inode number 0 means "no inode" to some programs.
-    let root_off = inodes[0].off;
-    let meta_base = if root_off >> ISLOTBITS <= MAX_ROOT_NID {
-        0
-    } else {
-        let base = meta_start / bs * bs;
-        if base == root_off { base - bs } else { base }
+    // Directory blocks that go into the metadata zone, after its inodes.
+    let zone_dir = |node: usize| {
+        placement.zone.dirdata
+            && matches!(
+                tree.nodes.get(node).map(|n| &n.kind),
+                Some(Kind::Dir { .. })
+            )
     };
-    let meta_blkaddr = u32::try_from(meta_base / bs)
-        .map_err(|_| Error::TooLarge("metadata start beyond 2^32 blocks".into()))?;
-
-    let meta_size = alloc.cursor.next_multiple_of(bs);
-    let mut next = meta_size / bs;
-    for (node, p) in inodes.iter_mut().enumerate() {
+    let meta_free = if zone { meta_start } else { primary.cursor };
+    let mut next = if let Some(d) = placement.data_start {
+        d
+    } else if zone {
+        meta_start.div_ceil(bs)
+    } else {
+        primary.cursor.div_ceil(bs)
+    };
+    let assign = |p: &mut Placed, node: usize, next: &mut u64| -> Result<()> {
         // `--dsunit`: file data starts on a multiple of the stripe unit.
         let is_file = tree
             .nodes
             .get(node)
             .is_some_and(|n| matches!(n.kind, Kind::File));
         if p.nblocks > 0 && is_file && opts.dsunit > 1 {
-            next = next.next_multiple_of(opts.dsunit);
+            *next = next.next_multiple_of(opts.dsunit);
         }
         if p.nblocks > 0 {
-            p.startblk = u32::try_from(next)
+            p.startblk = u32::try_from(*next)
                 .ok()
                 .filter(|&b| b != NULL_STARTBLK)
                 .ok_or_else(|| Error::TooLarge("more than 2^32 blocks".into()))?;
-            next += p.nblocks;
+            *next += p.nblocks;
+        }
+        Ok(())
+    };
+    for (node, p) in inodes.iter_mut().enumerate() {
+        if !zone_dir(node) {
+            assign(p, node, &mut next)?;
         }
     }
+    // The metadata zone: its inodes after the data, then its directory blocks.
+    let zone_start = next * bs;
+    if zone {
+        for p in inodes.iter_mut().filter(|p| !p.in_box) {
+            p.off += zone_start;
+            if let Some(z) = p.z.as_mut() {
+                z.map_off += zone_start;
+            }
+        }
+        next += primary.cursor.div_ceil(bs);
+        for (node, p) in inodes.iter_mut().enumerate() {
+            if zone_dir(node) {
+                assign(p, node, &mut next)?;
+            }
+        }
+    }
+
+    // The root NID must fit the superblock's 16 bits; NID 0 is avoided because
+    // inode number 0 means "no inode" to some programs. A root in the metabox has
+    // a 64-bit NID (48-bit superblock) and needs no base.
+    let root_off = inodes[0].off;
+    let area_start = if zone { zone_start } else { meta_start };
+    let meta_base = if box_nodes > 0 || (!zone && root_off >> ISLOTBITS <= MAX_ROOT_NID) {
+        0
+    } else {
+        let base = area_start / bs * bs;
+        if base == root_off { base - bs } else { base }
+    };
+    let meta_blkaddr = u32::try_from(meta_base / bs)
+        .map_err(|_| Error::TooLarge("metadata start beyond 2^32 blocks".into()))?;
     // `--fsalignblks`: the image's size is a multiple of this many blocks (rounded
-    // up to a power of two, as mkfs.erofs does).
+    // up to a power of two, as mkfs.erofs does); with a metabox, once it is appended.
     // The chunk blob follows everything else, as mkfs.erofs appends it (on a
-    // stripe unit with `--dsunit`, since its files are aligned inside it).
+    // stripe unit with `--dsunit`, since its files are aligned inside it); a
+    // metabox comes after it.
     let mut blob_start = next;
     if let Some(p) = plan.filter(|_| opts.blob_device.is_none()) {
         if opts.dsunit > 1 {
@@ -467,7 +573,7 @@ pub(crate) fn layout(
         }
         next = blob_start + p.blob_blocks;
     }
-    if opts.fsalign_blocks > 1 {
+    if opts.fsalign_blocks > 1 && box_nodes == 0 {
         let align = opts
             .fsalign_blocks
             .checked_next_power_of_two()
@@ -477,11 +583,27 @@ pub(crate) fn layout(
     if next > u64::from(u32::MAX) {
         return Err(Error::TooLarge(format!("{next} blocks, at most 2^32 - 1")));
     }
+    // The metabox scratch region follows the image's blocks.
+    let box_base = next * bs;
+    let box_len = if box_nodes > 0 {
+        boxed.cursor.next_multiple_of(bs)
+    } else {
+        0
+    };
+    for p in inodes.iter_mut().filter(|p| p.in_box) {
+        p.off += box_base;
+        if let Some(z) = p.z.as_mut() {
+            z.map_off += box_base;
+        }
+    }
     Ok(Layout {
         inodes,
         meta_blkaddr,
         blocks: next,
         blob_start,
+        box_base,
+        box_len,
+        meta_free,
     })
 }
 

@@ -4,7 +4,9 @@
 //! The build is a pipeline, one folder or file per stage:
 //!
 //! - `input`: the source into the in-memory `tree` (`input::dir` scans a directory;
-//!   `input::tar` indexes an archive and leaves each file's data where it is in it);
+//!   `input::tar` indexes an archive and leaves each file's data where it is in it;
+//!   `rebuild` merges EROFS layer images into their overlay, whose files stay in,
+//!   or are read from, the layers);
 //! - `xattr` plans xattrs, `dir` directory blocks;
 //! - `chunk` cuts uncompressed files into deduplicated chunks (`--chunksize`);
 //! - `compress` compresses regular files (settings and the `-z`/hints grammar in
@@ -27,18 +29,23 @@ mod error;
 mod extended;
 mod input;
 mod layout;
+mod metabox;
 mod options;
+mod rebuild;
 mod tree;
 mod wide;
 mod writer;
 mod xattr;
+mod zdir;
 
 pub use compress::config::{Codec, Compression, Compressor, FragDedupe, parse_size};
 pub use error::{Error, Result};
 pub use extended::ExtendedOptions;
 pub use input::tar::TarInput;
+pub use metabox::{MetaZone, Metabox, MetaboxAlgorithm};
 pub use options::{
     BuildOptions, DEFAULT_FINGERPRINT_NAME, DEFAULT_XATTR_TOLERANCE, InodeVersion,
     MAX_INLINE_XATTR_SIZE, Progress, TarData, TimePolicy,
 };
+pub use rebuild::{RebuildData, RebuildOptions, build_rebuild};
 pub use writer::{BuildReport, build, build_tar};

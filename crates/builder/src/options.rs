@@ -144,6 +144,13 @@ pub struct BuildOptions {
     pub keep_tar: Option<std::path::PathBuf>,
     /// Told how far the data pass is (for a progress bar).
     pub progress: Option<Arc<dyn Progress>>,
+    /// `-m`: inodes and the long prefix table in the metabox inode.
+    pub metabox: Option<crate::metabox::Metabox>,
+    /// `--MZ`: the metadata area (and directory blocks) after the file data.
+    pub metazone: crate::metabox::MetaZone,
+    /// `--zD`: directories compressed, their data in the packed inode (needs
+    /// `compression`).
+    pub compress_dirs: bool,
 }
 
 /// Receives the progress of the data pass, which dominates a build's time.
@@ -197,6 +204,9 @@ impl Default for BuildOptions {
             tar_data: TarData::Copy,
             keep_tar: None,
             progress: None,
+            metabox: None,
+            metazone: crate::metabox::MetaZone::default(),
+            compress_dirs: false,
         }
     }
 }
@@ -268,6 +278,14 @@ impl BuildOptions {
         if self.blob_device.is_some() && self.tar_data != TarData::Copy {
             return Err(Error::InvalidOption(
                 "--blobdev cannot be used with --tar=i or --tar=headerball".into(),
+            ));
+        }
+        // A metabox image is 48-bit already, but with the epoch and link counts of
+        // the usual layout (and a compressed metabox would need byte-aligned extents).
+        if self.metabox.is_some() && (self.format_48bit || self.dot_omitted) {
+            return Err(Error::InvalidOption(
+                "-m (metabox) with -E 48bit or -E dot-omitted is not supported by ishare yet"
+                    .into(),
             ));
         }
         if let Some(c) = &self.compression {

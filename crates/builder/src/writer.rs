@@ -14,13 +14,13 @@ use crate::compress::config::{LZ4_MAX_DISTANCE, algorithms_bitmap, compr_cfgs, u
 use crate::compress::frag::merge;
 use crate::compress::map::zmap;
 use crate::compress::spill::Spill;
-use crate::compress::{compress_files, compress_packed};
+use crate::compress::{compress_files, compress_packed, compress_special};
 use crate::data::{DataPass, copy_all};
 use crate::dir::{DirEntry, DirLayout};
 use crate::error::{Error, Result};
 use crate::input::dir::scan;
 use crate::input::tar::TarInput;
-use crate::layout::{ChunkTarget, Layout, NULL_STARTBLK, Placed, Prescan, layout};
+use crate::layout::{ChunkTarget, Layout, NULL_STARTBLK, Placed, Placement, Prescan, layout};
 use crate::options::{BuildOptions, TarData};
 use crate::tree::{Kind, Node, Tree};
 use crate::wide::InodeFormat;
@@ -99,7 +99,10 @@ fn keep_archive(archive: &std::fs::File, to: &Path) -> Result<()> {
 }
 
 /// Runs `f` on a pool of `opts.workers` threads, after checking the options.
-fn in_pool<T: Send>(opts: &BuildOptions, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+pub(crate) fn in_pool<T: Send>(
+    opts: &BuildOptions,
+    f: impl FnOnce() -> Result<T> + Send,
+) -> Result<T> {
     opts.validate()?;
     // The scan recurses once per directory level on the workers' stacks.
     let pool = rayon::ThreadPoolBuilder::new()
@@ -111,39 +114,76 @@ fn in_pool<T: Send>(opts: &BuildOptions, f: impl FnOnce() -> Result<T> + Send) -
 }
 
 /// Plans, writes and commits the image of a scanned tree.
-fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildReport> {
+pub(crate) fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildReport> {
     let bits = opts.blkszbits()?;
     let bs = u64::from(opts.block_size);
     let prefixes = Prefixes::new(opts)?;
-    let zcfgs = opts
-        .compression
-        .as_ref()
+    // `-m`: the image's algorithms include the metabox's, which has its own settings.
+    let mbox = match &opts.metabox {
+        Some(m) => {
+            m.validate(opts.block_size, opts.compression.as_ref())?;
+            // The tar of an index follows the image's blocks in the unified address
+            // space, and the metabox is appended after them.
+            if opts.tar_data == TarData::Index {
+                return Err(Error::InvalidOption(
+                    "-m: metadata compression cannot be combined with a tar index (--tar=i)".into(),
+                ));
+            }
+            Some(m.settings(opts.compression.as_ref(), opts.block_size)?)
+        }
+        None => None,
+    };
+    let image_cfg = match &mbox {
+        Some(Some((image, _))) => Some(image),
+        _ => opts.compression.as_ref(),
+    };
+    let zcfgs = image_cfg
         .map(|c| compr_cfgs(c, opts.block_size))
         .unwrap_or_default();
-    // `--tar=i`: one device table slot (the tar) before the shared xattrs.
-    let devt_off = (SUPER_OFFSET + SB_SIZE + zcfgs.len() as u64).next_multiple_of(DEVT_SLOT);
-    let devt = opts.tar_data == TarData::Index || opts.blob_device.is_some();
-    let shared_start = if devt {
-        devt_off + DEVT_SLOT
+    // A metabox image has a superblock extension slot for the metabox NID.
+    let sb_size = if opts.metabox.is_some() {
+        SB_SIZE + SB_EXTSLOT_SIZE as u64
     } else {
-        SUPER_OFFSET + SB_SIZE + zcfgs.len() as u64
+        SB_SIZE
+    };
+    // `--tar=i`: one device table slot (the tar) before the shared xattrs; rebuild
+    // mode referring to the layers in place: one per layer.
+    let devt_off = (SUPER_OFFSET + sb_size + zcfgs.len() as u64).next_multiple_of(DEVT_SLOT);
+    let devt_slots = match &tree.layers {
+        Some(l) if l.data == crate::rebuild::RebuildData::BlobIndex => l.images.len() as u64,
+        _ => u64::from(opts.tar_data == TarData::Index || opts.blob_device.is_some()),
+    };
+    let devt = devt_slots > 0;
+    let shared_start = if devt {
+        devt_off + devt_slots * DEVT_SLOT
+    } else {
+        SUPER_OFFSET + sb_size + zcfgs.len() as u64
     };
     let mut xplan = crate::xattr::plan(&mut tree, &prefixes, opts, shared_start)?;
     let prefix_off = shared_start + xplan.shared_area.len() as u64;
     let prefix_table = prefixes.serialize();
     // With fragments the table is the start of the packed inode's data, as
     // mkfs.erofs stores it; otherwise plain bytes before the metadata.
+    // With a metabox the table starts the metabox's data instead, as mkfs.erofs
+    // stores it.
+    let boxed_prefixes =
+        opts.metabox.is_some() && !opts.plain_xattr_prefixes && !prefix_table.is_empty();
     let frags = opts.compression.as_ref().is_some_and(|c| c.fragments)
         && !opts.plain_xattr_prefixes
-        && !prefix_table.is_empty();
-    let plain_prefixes = if frags { &[][..] } else { &prefix_table[..] };
+        && !prefix_table.is_empty()
+        && !boxed_prefixes;
+    let plain_prefixes = if frags || boxed_prefixes {
+        &[][..]
+    } else {
+        &prefix_table[..]
+    };
     let meta_start = prefix_off + plain_prefixes.len() as u64;
     let real_nodes = tree.nodes.len();
 
     let out = create_temp(image)?;
     let file = out.as_file();
     let dir = out.path().parent().unwrap_or(Path::new("."));
-    let (mut zfiles, spill, packed) = match &opts.compression {
+    let (mut zfiles, spill, mut packed) = match &opts.compression {
         Some(cfg) => {
             let spill = Spill::new(dir)?;
             let mut z = compress_files(&tree, cfg, opts, &spill, prefixes.fingerprint.is_some())?;
@@ -153,11 +193,28 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         }
         None => (vec![None; tree.nodes.len()], None, None),
     };
+    let fmt = InodeFormat::new(opts);
+    let mut dirs = dir_layouts(&tree, opts.block_size as usize, fmt.dot_omitted);
+    // `--zD`: directories are fragments of the packed inode.
+    let zdirs = opts.compress_dirs && opts.compression.is_some();
+    if zdirs {
+        let pk = match &mut packed {
+            Some(pk) => pk,
+            None => packed.insert(crate::compress::frag::Packed::empty(dir)?),
+        };
+        crate::zdir::plan(&tree, &dirs, &mut zfiles, pk)?;
+    }
     if let (Some(pk), Some(cfg), Some(spill)) = (&packed, &opts.compression, &spill) {
         // The packed inode comes last, after every inode of the tree.
         tree.nodes.push(pk.node(opts.build_time));
         xplan.bodies.push(crate::xattr::Body::default());
-        zfiles.push(compress_packed(&tree, real_nodes, cfg, opts, spill)?);
+        dirs.push(None);
+        // With compressed directories it is complete only once the NIDs are known.
+        zfiles.push(if zdirs {
+            None
+        } else {
+            compress_packed(&tree, real_nodes, cfg, opts, spill)?
+        });
     }
     let packed_node = packed.as_ref().map(|_| real_nodes);
     // `--chunksize`: copied files that are not compressed become chunk-based, their
@@ -170,9 +227,13 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         }
         _ => None,
     };
-    let fmt = InodeFormat::new(opts);
     // 48-bit layout: files that are all holes get no blocks.
-    let sparse = if fmt.wide && chunk_plan.is_none() && opts.tar_data == TarData::Copy {
+    // (Not in rebuild mode, whose files keep the layers' layout or reserved room.)
+    let sparse = if fmt.wide
+        && chunk_plan.is_none()
+        && opts.tar_data == TarData::Copy
+        && tree.layers.is_none()
+    {
         crate::wide::sparse_files(
             &tree,
             |i| i < real_nodes && zfiles[i].is_none(),
@@ -181,24 +242,58 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
     } else {
         Vec::new()
     };
-    let dirs = dir_layouts(&tree, opts.block_size as usize, fmt.dot_omitted);
-    let lay = layout(
+    let prescan = Prescan {
+        chunks: chunk_plan.as_ref(),
+        sparse: &sparse,
+    };
+    let placement = Placement {
+        metabox: opts.metabox.as_ref().map(|_| {
+            let start = if boxed_prefixes {
+                prefix_table.len()
+            } else {
+                0
+            };
+            (real_nodes, start as u64)
+        }),
+        zone: opts.metazone,
+        data_start: None,
+    };
+    let mut lay = layout(
         &tree,
         &xplan.bodies,
         &dirs,
         &zfiles,
         opts,
         meta_start,
-        Prescan {
-            chunks: chunk_plan.as_ref(),
-            sparse: &sparse,
-        },
+        prescan,
+        placement,
     )?;
+    if let (true, Some(pk), Some(cfg), Some(spill)) = (zdirs, &packed, &opts.compression, &spill) {
+        crate::zdir::fill(&tree, &dirs, &zfiles, &lay, pk, bs)?;
+        zfiles[real_nodes] = compress_packed(&tree, real_nodes, cfg, opts, spill)?;
+        let again = layout(
+            &tree,
+            &xplan.bodies,
+            &dirs,
+            &zfiles,
+            opts,
+            meta_start,
+            prescan,
+            placement,
+        )?;
+        // Only the packed inode, the last node, changed: the NIDs written into the
+        // directories still hold.
+        assert!(
+            (0..real_nodes).all(|n| again.nid(n, bs) == lay.nid(n, bs)),
+            "NIDs moved when the packed inode was compressed"
+        );
+        lay = again;
+    }
     let total = lay
         .blocks
         .checked_mul(bs)
         .ok_or_else(|| Error::TooLarge("size overflows".into()))?;
-    file.set_len(total)
+    file.set_len(total + lay.box_len)
         .map_err(|e| Error::io(out.path(), "resize", e))?;
 
     let pass = DataPass {
@@ -262,36 +357,26 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
             .as_ref()
             .and_then(|c| c.files[i].as_ref())
             .map_or(&[][..], |f| &f.chunks[..]);
-        inode_bytes(
+        inode_record(
             &mut buf,
-            node,
-            p,
+            &tree,
+            &lay,
             i,
             &xplan.bodies[i],
             fp.as_deref().unwrap_or_default(),
+            zfiles[i].as_ref(),
+            opts,
             &Encoding {
                 fmt: &fmt,
                 blob_map,
                 blob_start: lay.blob_start,
+                layer_chunks: None,
             },
         );
-        if let (Some(z), Some(zp)) = (&zfiles[i], &p.z) {
-            buf.resize((zp.map_off - p.off) as usize, 0);
-            let start_of = |n: usize| lay.inodes[n].startblk;
-            let map = zmap(z, zp.inline, p.startblk, &start_of, opts, zp.map_off);
-            buf.extend_from_slice(&map.bytes);
-            // The form (so the size) cannot depend on where the data starts (see
-            // PROVISIONAL_STARTBLK); writing past the placed length would corrupt the
-            // next inode, so this is checked in every build.
-            assert!(
-                map.layout == p.layout && buf.len() as u64 == p.meta_len,
-                "map of inode {i} changed form between layout and write"
-            );
-        }
         w.write(&buf, p.off)?;
         // Directory and symlink contents; file data was copied above.
         let content: Vec<Vec<u8>> = match &node.kind {
-            Kind::Dir { .. } => {
+            Kind::Dir { .. } if !crate::zdir::is_compressed_dir(&tree, &zfiles, i) => {
                 let d = dirs[i].as_ref().expect("directory layout");
                 (0..d.block_ends.len())
                     .map(|b| d.block(b, bs as usize, |n| lay.nid(n, bs)))
@@ -309,30 +394,42 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
             }
         }
     }
-    w.write(&zcfgs, SUPER_OFFSET + SB_SIZE)?;
-    let device_blocks = match (devt, &tree.archive) {
-        (true, _) if opts.blob_device.is_some() => {
-            let blocks = chunk_plan.as_ref().map_or(0, |p| p.blob_blocks);
-            let slot = DeviceSlot {
-                tag: [0; 64],
-                blocks_lo: U32::new(blocks as u32),
-                uniaddr_lo: U32::new(lay.blocks as u32),
-                blocks_hi: U16::new(0),
-                uniaddr_hi: U16::new(0),
-                reserved: [0; 52],
-            };
-            w.write(slot.as_bytes(), devt_off)?;
-            Some(slot)
-        }
-        (true, Some(a)) => {
+    w.write(&zcfgs, SUPER_OFFSET + sb_size)?;
+    let device_blocks = match (devt, &tree.archive, &tree.layers) {
+        // `--blobdev`: its slot is written once the image's size is known (below).
+        (true, _, _) if opts.blob_device.is_some() => None,
+        (true, Some(a), _) => {
             let slot = device_slot(a, &lay, bs)?;
             w.write(slot.as_bytes(), devt_off)?;
             Some(slot)
+        }
+        (true, _, Some(l)) => {
+            let slots = crate::rebuild::device_slots(l, lay.blocks)?;
+            for (k, slot) in slots.iter().enumerate() {
+                w.write(slot.as_bytes(), devt_off + k as u64 * DEVT_SLOT)?;
+            }
+            slots.into_iter().next()
         }
         _ => None,
     };
     w.write(&xplan.shared_area, shared_start)?;
     w.write(plain_prefixes, prefix_off)?;
+    if boxed_prefixes {
+        w.write(&prefix_table, lay.box_base)?;
+    }
+    // `-m`: the metabox scratch region, now complete, becomes the metabox inode.
+    let appended = if opts.metabox.is_some() {
+        w.flush()?;
+        let data = crate::metabox::read_back(file, out.path(), lay.box_base, lay.box_len)?;
+        let mcfg = mbox.as_ref().and_then(|m| m.as_ref()).map(|(_, m)| m);
+        let pcluster = opts.metabox.as_ref().map_or(0, |m| m.pcluster_size);
+        let a = append_metabox(file, out.path(), dir, data, &lay, opts, mcfg, pcluster)?;
+        report.blocks = a.blocks;
+        report.image_size = a.blocks * bs;
+        Some(a)
+    } else {
+        None
+    };
     let mut sb = superblock(
         opts,
         bits,
@@ -341,18 +438,55 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         &prefixes,
         &xplan,
         Packing {
-            prefix_off: if frags { 0 } else { prefix_off },
-            plain_prefixes: !frags,
+            prefix_off: if frags || boxed_prefixes {
+                0
+            } else {
+                prefix_off
+            },
+            plain_prefixes: !frags && !boxed_prefixes,
             packed_nid: packed_node.map(|n| lay.nid(n, bs)),
             dedupe: zfiles.iter().flatten().any(|z| z.dedupe),
+            compression: image_cfg,
         },
     );
-    if device_blocks.is_some() {
+    if let Some(a) = &appended {
+        // The root's NID has bit 63: only the 48-bit superblock's 64-bit field
+        // holds it (the 16-bit field then holds the block count's high bits, 0).
+        sb.feature_incompat =
+            U32::new(sb.feature_incompat.get() | FEATURE_INCOMPAT_48BIT | FEATURE_INCOMPAT_METABOX);
+        if a.inline_tail {
+            sb.feature_incompat =
+                U32::new(sb.feature_incompat.get() | FEATURE_INCOMPAT_ZTAILPACKING);
+        }
+        sb.sb_extslots = 1;
+        sb.rootnid_2b = U16::new(0);
+        sb.rootnid_8b = U64::new(lay.nid(0, bs));
+        sb.metabox_nid = U64::new(a.nid);
+        sb.blocks_lo = U32::new(a.blocks as u32);
+    }
+    // `--blobdev`: the blob's blocks follow the image's, a metabox included, in the
+    // unified address space.
+    let blob_slot = if devt && opts.blob_device.is_some() {
+        let blocks = chunk_plan.as_ref().map_or(0, |p| p.blob_blocks);
+        let slot = DeviceSlot {
+            tag: [0; 64],
+            blocks_lo: U32::new(blocks as u32),
+            uniaddr_lo: U32::new(appended.as_ref().map_or(lay.blocks, |a| a.blocks) as u32),
+            blocks_hi: U16::new(0),
+            uniaddr_hi: U16::new(0),
+            reserved: [0; 52],
+        };
+        w.write(slot.as_bytes(), devt_off)?;
+        true
+    } else {
+        false
+    };
+    if device_blocks.is_some() || blob_slot {
         sb.feature_incompat |= FEATURE_INCOMPAT_DEVICE_TABLE;
-        sb.extra_devices = U16::new(1);
+        sb.extra_devices = U16::new(devt_slots as u16);
         sb.devt_slotoff = U16::new((devt_off / DEVT_SLOT) as u16);
     }
-    w.write(&sb.as_bytes()[..SB_SIZE as usize], SUPER_OFFSET)?;
+    w.write(&sb.as_bytes()[..sb_size as usize], SUPER_OFFSET)?;
     w.flush()?;
     if opts.sb_checksum {
         // The checksum covers the rest of the superblock's block, metadata included,
@@ -397,6 +531,200 @@ fn write_blob(
         .map_err(|e| Error::io(blob.path(), "resize", e))?;
     crate::chunk::copy_chunks(tree, plan, blob.as_file(), blob.path(), 0, bs)?;
     Ok(blob)
+}
+
+/// Serializes inode `i` of `tree` as placed in `lay`: the inode, its xattrs, and its
+/// chunk map or compressed map.
+#[allow(clippy::too_many_arguments)]
+fn inode_record(
+    buf: &mut Vec<u8>,
+    tree: &Tree,
+    lay: &Layout,
+    i: usize,
+    body: &crate::xattr::Body,
+    fingerprint: &[u8],
+    z: Option<&crate::compress::extent::ZFile>,
+    opts: &BuildOptions,
+    enc: &Encoding<'_>,
+) {
+    let p = &lay.inodes[i];
+    // Rebuild mode: where the file's chunks lie in its layer.
+    let layer_chunks = tree
+        .layers
+        .as_ref()
+        .and_then(|l| l.files.get(&i)?.chunks.as_ref())
+        .map(|c| c.blocks.as_slice());
+    let enc = Encoding {
+        layer_chunks,
+        ..*enc
+    };
+    inode_bytes(buf, &tree.nodes[i], p, i, body, fingerprint, &enc);
+    if let (Some(z), Some(zp)) = (z, &p.z) {
+        buf.resize((zp.map_off - p.off) as usize, 0);
+        let start_of = |n: usize| lay.inodes[n].startblk;
+        let map = zmap(z, zp.inline, p.startblk, &start_of, opts, zp.map_off);
+        buf.extend_from_slice(&map.bytes);
+        // The form (so the size) cannot depend on where the data starts (see
+        // PROVISIONAL_STARTBLK); writing past the placed length would corrupt the
+        // next inode, so this is checked in every build.
+        assert!(
+            map.layout == p.layout && buf.len() as u64 == p.meta_len,
+            "map of inode {i} changed form between layout and write"
+        );
+    }
+}
+
+/// The metabox inode as appended to the image.
+struct Appended {
+    nid: u64,
+    /// The image's blocks with it.
+    blocks: u64,
+    /// Its last pcluster is inline (ztailpacking).
+    inline_tail: bool,
+}
+
+/// Stores `data`, the metabox (whose scratch copy is `lay.box_len` bytes at
+/// `lay.box_base`), as the metabox inode: a regular file, as mkfs.erofs writes it,
+/// placed where the scratch region was, its inode first, then its data, compressed
+/// with `mcfg` in `pcluster`-byte pclusters when given (and when that saves space).
+#[allow(clippy::too_many_arguments)]
+fn append_metabox(
+    file: &std::fs::File,
+    path: &Path,
+    dir: &Path,
+    data: Vec<u8>,
+    lay: &Layout,
+    opts: &BuildOptions,
+    mcfg: Option<&crate::compress::config::Compression>,
+    pcluster: u32,
+) -> Result<Appended> {
+    let bs = u64::from(opts.block_size);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".ishare-metabox.")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, "create a temporary file in", e))?;
+    std::io::Write::write_all(&mut tmp, &data).map_err(|e| Error::io(tmp.path(), "write", e))?;
+    let start = lay.box_base;
+    file.set_len(start)
+        .map_err(|e| Error::io(path, "resize", e))?;
+    let tree = Tree {
+        nodes: vec![Node {
+            origin: crate::tree::Origin::File(tmp.path().to_path_buf()),
+            kind: Kind::File,
+            mode: S_IFREG | 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: i64::try_from(opts.build_time).unwrap_or(i64::MAX),
+            mtime_nsec: 0,
+            nlink: 1,
+            size: data.len() as u64,
+            rdev: 0,
+            xattrs: Vec::new(),
+            archive_offset: None,
+        }],
+        base: std::path::PathBuf::new(),
+        archive: None,
+        layers: None,
+    };
+    let sub = BuildOptions {
+        compression: mcfg.cloned(),
+        metabox: None,
+        metazone: Default::default(),
+        chunk_size: None,
+        tar_data: TarData::Copy,
+        inline_data: true,
+        inode_version: crate::options::InodeVersion::Auto,
+        dsunit: 0,
+        fsalign_blocks: 0,
+        fingerprint: None,
+        progress: None,
+        ..opts.clone()
+    };
+    let spill = mcfg.map(|_| Spill::new(dir)).transpose()?;
+    let z = match (mcfg, &spill) {
+        (Some(c), Some(s)) => compress_special(&tree, 0, c, &sub, s, pcluster)?,
+        _ => None,
+    };
+    let zfiles = [z];
+    let body = crate::xattr::Body::default();
+    let place = |meta_start: u64, data_start: Option<u64>| {
+        layout(
+            &tree,
+            std::slice::from_ref(&body),
+            &[None],
+            &zfiles,
+            &sub,
+            meta_start,
+            Prescan {
+                chunks: None,
+                sparse: &[],
+            },
+            Placement {
+                data_start,
+                ..Placement::default()
+            },
+        )
+    };
+    // In the free end of the metadata's last block when it fits there (as mkfs.erofs
+    // puts it among the first inodes), its data where the scratch region was; else
+    // the inode there too, its data after it.
+    let free = lay.meta_free.next_multiple_of(1 << ISLOTBITS);
+    let in_meta = place(free, Some(start / bs))?;
+    let p = &in_meta.inodes[0];
+    let sublay = if p.off == free && p.tail_off() + p.tail <= lay.meta_free.next_multiple_of(bs) {
+        in_meta
+    } else {
+        place(start, None)?
+    };
+    // `--fsalignblks` rounds the whole image, metabox included.
+    let mut blocks = sublay.blocks;
+    if opts.fsalign_blocks > 1 {
+        let align = opts
+            .fsalign_blocks
+            .checked_next_power_of_two()
+            .ok_or_else(|| Error::TooLarge("--fsalignblks".into()))?;
+        blocks = blocks.next_multiple_of(align);
+    }
+    file.set_len(blocks * bs)
+        .map_err(|e| Error::io(path, "resize", e))?;
+    copy_all(&DataPass {
+        tree: &tree,
+        layout: &sublay,
+        image: file,
+        image_path: path,
+        block_size: bs,
+        hash: false,
+        progress: None,
+        zfiles: &zfiles,
+        spill: spill.as_ref().map(|s| &s.file),
+    })?;
+    let mut buf = Vec::new();
+    inode_record(
+        &mut buf,
+        &tree,
+        &sublay,
+        0,
+        &body,
+        &[],
+        zfiles[0].as_ref(),
+        &sub,
+        &Encoding {
+            fmt: &InodeFormat::new(&sub),
+            blob_map: &[],
+            blob_start: 0,
+            layer_chunks: None,
+        },
+    );
+    let p = &sublay.inodes[0];
+    file.write_all_at(&buf, p.off)
+        .map_err(|e| Error::io(path, "write", e))?;
+    // The main layout has meta_blkaddr 0 with a metabox (the root is in it).
+    debug_assert_eq!(lay.meta_blkaddr, 0);
+    Ok(Appended {
+        nid: p.off >> ISLOTBITS,
+        blocks,
+        inline_tail: p.z.is_some_and(|z| z.inline),
+    })
 }
 
 /// Bytes of a device table slot.
@@ -507,6 +835,9 @@ struct Encoding<'a> {
     blob_map: &'a [ChunkAt],
     /// First block of the chunk blob in the image.
     blob_start: u64,
+    /// Rebuild mode: each chunk's first block in the file's layer (`u32::MAX`: a
+    /// hole); set by `inode_record`.
+    layer_chunks: Option<&'a [u32]>,
 }
 
 /// Serializes an inode with its xattrs and chunk map.
@@ -523,6 +854,7 @@ fn inode_bytes(
         fmt,
         blob_map,
         blob_start,
+        layer_chunks,
     } = *enc;
     let i_u = match (&n.kind, &p.chunks) {
         (Kind::Special, _) => n.rdev,
@@ -597,6 +929,11 @@ fn inode_bytes(
                 },
                 ChunkTarget::Device(start) => (1, (start + k * c.blocks_per_chunk) as u32),
                 ChunkTarget::Hole => (0, u32::MAX),
+                // Checked against the layer by `rebuild::chunks`.
+                ChunkTarget::Layer(l) => match layer_chunks.map(|c| c[k as usize]) {
+                    Some(u32::MAX) | None => (0, u32::MAX),
+                    Some(b) => (l + 1, b),
+                },
             };
             if c.format & CHUNK_FORMAT_INDEXES != 0 {
                 let idx = ChunkIndex {
@@ -614,13 +951,15 @@ fn inode_bytes(
 }
 
 /// Where the superblock's packed-inode related fields come from.
-struct Packing {
+struct Packing<'a> {
     /// Byte offset of the long prefix table: in the image, or in the packed inode.
     prefix_off: u64,
     plain_prefixes: bool,
     packed_nid: Option<u64>,
     /// Some pcluster is shared or partly referenced.
     dedupe: bool,
+    /// The image's compression settings (with the metabox's algorithm).
+    compression: Option<&'a crate::compress::config::Compression>,
 }
 
 fn superblock(
@@ -630,7 +969,7 @@ fn superblock(
     lay: &Layout,
     prefixes: &Prefixes,
     xplan: &crate::xattr::Plan,
-    pk: Packing,
+    pk: Packing<'_>,
 ) -> SuperBlock {
     let bs = u64::from(opts.block_size);
     let mut compat = FEATURE_COMPAT_MTIME;
@@ -658,7 +997,7 @@ fn superblock(
         incompat |= FEATURE_INCOMPAT_CHUNKED_FILE;
     }
     let mut u1 = 0;
-    if let Some(c) = &opts.compression {
+    if let Some(c) = pk.compression {
         incompat |= FEATURE_INCOMPAT_LZ4_0PADDING;
         if uses_cfgs(c, opts.block_size) {
             // Also BIG_PCLUSTER (the same bit).

@@ -21,9 +21,11 @@ pub enum ExtentKind {
         /// Byte offset on that device (unified address space for device 0).
         offset: u64,
     },
-    /// In the metadata area of the primary device at byte `offset` (inline tail).
+    /// In the metadata area at byte `offset` (inline tail): of the primary device,
+    /// or, when bit 63 of `offset` is set, of the metabox inode's data (an inode in
+    /// the metabox; read it with [`Image::read_extent`]).
     Inline {
-        /// Byte offset on the primary device.
+        /// Byte offset on the primary device, or in the metabox with bit 63 set.
         offset: u64,
     },
     /// Encoded in a pcluster (compressed inodes): read it with [`Image::read_at`].

@@ -74,6 +74,8 @@ pub struct SuperInfo {
     pub ishare_xattr_prefix_id: Option<u8>,
     /// NID of the packed inode when it exists.
     pub packed_nid: Option<u64>,
+    /// NID of the metabox inode (`INCOMPAT_METABOX`).
+    pub metabox_nid: Option<u64>,
     /// Compression settings (algorithms and their configuration records).
     pub compression: CompressionInfo,
 }
@@ -130,9 +132,17 @@ pub struct Image {
     cache: Mutex<MetaCache>,
     /// The packed inode (fragments), read on first use.
     pub(crate) packed: OnceLock<Inode>,
+    /// The metabox inode (`INCOMPAT_METABOX`), read when the image is opened as the
+    /// kernel does: its data is the home of the inodes whose NID has bit 63 set.
+    pub(crate) metabox: Option<Inode>,
     /// Recently decoded compressed extents.
     pub(crate) zcache: Mutex<ZCache>,
 }
+
+/// Bit of a metadata address (an inode's location and what follows it) that puts
+/// it in the metabox inode's data rather than on the primary device, as bit 63 of a
+/// NID does. Offsets inside the metabox stay far below it (NIDs are checked).
+pub(crate) const META_IN_METABOX: u64 = 1 << 63;
 
 /// Number of metadata blocks kept in memory (direct-mapped by block number).
 const META_CACHE_BLOCKS: usize = 64;
@@ -201,10 +211,15 @@ impl Image {
                 slots: vec![None; META_CACHE_BLOCKS],
             }),
             packed: OnceLock::new(),
+            metabox: None,
             zcache: Mutex::new(ZCache::default()),
         };
         img.sb.compression = img.read_compression_info()?;
         img.scan_devices(devices)?;
+        if let Some(nid) = img.sb.metabox_nid {
+            let ino = img.inode(nid).map_err(|e| e.at_path("(metabox inode)"))?;
+            img.metabox = Some(ino);
+        }
         img.prefixes = img.read_prefixes()?;
         Ok(img)
     }
@@ -234,6 +249,26 @@ impl Image {
         &self.prefixes
     }
 
+    /// The inode number the kernel reports for NID `nid` (`erofs_nid_to_ino64`): the
+    /// NID itself, except in metabox images, where the metabox bit (63) moves to bit
+    /// 31 and bits 31..62 move up one, so inode numbers stay small.
+    pub fn ino_of(&self, nid: u64) -> u64 {
+        if !self.sb.has_incompat(FEATURE_INCOMPAT_METABOX) {
+            return nid;
+        }
+        ((nid << 1) & !((1 << 32) - 1)) | (nid & ((1 << 31) - 1)) | ((nid >> 63) << 31)
+    }
+
+    /// The NID whose inode number is `ino` (the inverse of [`Image::ino_of`]).
+    pub fn nid_of(&self, ino: u64) -> u64 {
+        if !self.sb.has_incompat(FEATURE_INCOMPAT_METABOX) {
+            return ino;
+        }
+        ((ino >> 1) & !((1 << 31) - 1) & !(1 << 63))
+            | (ino & ((1 << 31) - 1))
+            | (((ino >> 31) & 1) << 63)
+    }
+
     /// The name of the page-cache-share fingerprint xattr, when the image has one.
     pub fn fingerprint_prefix(&self) -> Option<&LongPrefix> {
         self.sb
@@ -249,8 +284,13 @@ impl Image {
         self.err(ErrorKind::Corrupt(msg.into()))
     }
 
-    /// Reads `buf.len()` bytes of the primary device at `offset`, checking bounds.
+    /// Reads `buf.len()` bytes of metadata at `offset`, checking bounds: on the
+    /// primary device, or in the metabox inode's data when `offset` carries
+    /// [`META_IN_METABOX`].
     pub(crate) fn read_meta(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        if offset & META_IN_METABOX != 0 {
+            return self.read_metabox(buf, offset & !META_IN_METABOX);
+        }
         let bs = u64::from(self.sb.block_size());
         let (blk, off) = (offset / bs, (offset % bs) as usize);
         let block_end = (blk + 1).saturating_mul(bs);
@@ -287,6 +327,15 @@ impl Image {
     }
 
     pub(crate) fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        if offset & META_IN_METABOX != 0 {
+            let (offset, size) = (offset & !META_IN_METABOX, self.metabox_inode()?.size);
+            return match offset.checked_add(len) {
+                Some(end) if end <= size => Ok(()),
+                _ => Err(self.corrupt(format!(
+                    "metadata at {offset}+{len} runs past the metabox inode ({size} bytes)"
+                ))),
+            };
+        }
         match offset.checked_add(len) {
             Some(end) if end <= self.size => Ok(()),
             _ => Err(self.err(ErrorKind::Truncated {
@@ -295,6 +344,28 @@ impl Image {
                 size: self.size,
             })),
         }
+    }
+
+    /// The metabox inode, or a corruption error when the image has none (a NID or
+    /// address with the metabox bit in an image without `INCOMPAT_METABOX`).
+    pub(crate) fn metabox_inode(&self) -> Result<&Inode> {
+        self.metabox.as_ref().ok_or_else(|| {
+            self.corrupt("metadata in the metabox, but the image has no metabox inode")
+        })
+    }
+
+    /// Reads bytes `offset..` of the metabox inode's data (decoded when compressed).
+    fn read_metabox(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.check_range(offset | META_IN_METABOX, buf.len() as u64)?;
+        let mb = self.metabox_inode()?;
+        let got = self.read_at(mb, offset, buf)?;
+        if got < buf.len() {
+            return Err(self.corrupt(format!(
+                "metadata at {offset}+{} runs past the metabox inode",
+                buf.len()
+            )));
+        }
+        Ok(())
     }
 
     /// Resolves device `device` (0 = primary, unified address space) and byte
@@ -416,15 +487,12 @@ impl Image {
             return Ok(Vec::new());
         }
         let plain = self.sb.has_compat(FEATURE_COMPAT_PLAIN_XATTR_PFX);
-        if !plain && self.sb.has_incompat(FEATURE_INCOMPAT_METABOX) {
-            return Err(self.err(ErrorKind::Unsupported(
-                "long xattr prefixes stored in the metabox inode (metadata compression)".into(),
-            )));
-        }
-        // Without the plain flag the table lives in the packed inode's data when
-        // there is one, else plain on the primary device.
+        // Without the plain flag the table lives in the metabox inode's data when
+        // there is one, else in the packed inode's, else plain on the primary device.
         let packed = if plain {
             None
+        } else if let Some(mb) = &self.metabox {
+            Some(mb.clone())
         } else {
             self.sb.packed_nid.map(|nid| self.inode(nid)).transpose()?
         };
@@ -433,9 +501,9 @@ impl Image {
                 Some(ino) => {
                     let n = self.read_at(ino, pos, buf)?;
                     if n < buf.len() {
-                        return Err(
-                            self.corrupt("long xattr prefix table runs past the packed inode")
-                        );
+                        return Err(self.corrupt(
+                            "long xattr prefix table runs past the packed or metabox inode",
+                        ));
                     }
                     Ok(())
                 }
@@ -604,6 +672,13 @@ fn read_superblock(name: &Arc<str>, src: &dyn ReadAt, size: u64) -> Result<Super
         if sb.metabox_nid.get() >> DIRENT_NID_METABOX_BIT != 0 {
             return Err(corrupt("metabox NID refers to the metabox itself".into()));
         }
+        // The kernel reads the packed inode before the metabox one: a packed inode
+        // inside the metabox cannot be read (and could loop through fragments).
+        if incompat & FEATURE_INCOMPAT_FRAGMENTS != 0
+            && sb.packed_nid.get() >> DIRENT_NID_METABOX_BIT != 0
+        {
+            return Err(corrupt("packed inode NID points into the metabox".into()));
+        }
     }
     // Every compact inode's nanoseconds: refused as an extended inode's are (see
     // `Image::inode`); the kernel takes them as they are.
@@ -630,6 +705,7 @@ fn read_superblock(name: &Arc<str>, src: &dyn ReadAt, size: u64) -> Result<Super
         sb_size,
         ishare_xattr_prefix_id: ishare,
         packed_nid,
+        metabox_nid: (incompat & FEATURE_INCOMPAT_METABOX != 0).then(|| sb.metabox_nid.get()),
         compression: CompressionInfo::default(),
     })
 }

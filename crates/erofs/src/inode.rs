@@ -7,7 +7,7 @@ use zerocopy::FromBytes;
 
 use crate::error::{ErrorKind, Result};
 use crate::format::*;
-use crate::image::Image;
+use crate::image::{Image, META_IN_METABOX};
 use crate::zmap::ZInfo;
 
 /// How an inode's data is stored.
@@ -166,7 +166,8 @@ impl Inode {
         self.loc + u64::from(self.inode_isize) + u64::from(self.xattr_isize)
     }
 
-    /// Byte offset of the inode in the image.
+    /// Byte offset of the inode in the image; with bit 63 set, the offset in the
+    /// metabox inode's data instead (an inode whose NID has the metabox bit).
     pub fn location(&self) -> u64 {
         self.loc
     }
@@ -223,17 +224,25 @@ impl Image {
     }
 
     fn read_inode(&self, nid: u64) -> Result<Inode> {
-        if nid >> DIRENT_NID_METABOX_BIT != 0 {
-            return Err(self.err(ErrorKind::Unsupported(
-                "inode stored in the metabox (metadata compression)".into(),
-            )));
-        }
-        let loc = self
-            .sb
-            .meta_blkaddr
-            .checked_mul(u64::from(self.sb.block_size()))
-            .and_then(|base| base.checked_add(nid.checked_mul(1 << ISLOTBITS)?))
-            .ok_or_else(|| self.corrupt(format!("NID {nid} is out of range")))?;
+        // A NID with bit 63 addresses a slot in the metabox inode's data; the
+        // location keeps that bit, so everything read relative to it (xattrs, inline
+        // data, indexes) comes from the metabox too.
+        let (base, slot, mbox) = if nid >> DIRENT_NID_METABOX_BIT != 0 {
+            self.metabox_inode()?;
+            (0, nid & !META_IN_METABOX, META_IN_METABOX)
+        } else {
+            let base = self
+                .sb
+                .meta_blkaddr
+                .checked_mul(u64::from(self.sb.block_size()));
+            (base.unwrap_or(u64::MAX), nid, 0)
+        };
+        let loc = slot
+            .checked_mul(1 << ISLOTBITS)
+            .and_then(|o| o.checked_add(base))
+            .filter(|o| o & META_IN_METABOX == 0)
+            .ok_or_else(|| self.corrupt(format!("NID {nid} is out of range")))?
+            | mbox;
         let mut raw = [0u8; size_of::<InodeExtended>()];
         self.read_meta(&mut raw[..size_of::<InodeCompact>()], loc)?;
         let ifmt = u16::from_le_bytes([raw[0], raw[1]]);

@@ -5,7 +5,7 @@ use zerocopy::FromBytes;
 
 use crate::error::{ErrorKind, Result};
 use crate::format::*;
-use crate::image::Image;
+use crate::image::{Image, META_IN_METABOX};
 use crate::inode::Inode;
 
 /// One extended attribute.
@@ -164,17 +164,20 @@ impl Image {
 
     /// Reads shared xattr `id` (at `xattr_blkaddr * blksz + 4 * id`).
     fn shared_xattr(&self, id: u32) -> Result<Xattr> {
-        if self.sb.has_compat(FEATURE_COMPAT_SHARED_EA_IN_METABOX) {
-            return Err(self.err(ErrorKind::Unsupported(
-                "shared xattrs in the metabox".into(),
-            )));
-        }
+        // With SHARED_EA_IN_METABOX the same address is taken in the metabox data.
+        let mbox = if self.sb.has_compat(FEATURE_COMPAT_SHARED_EA_IN_METABOX) {
+            META_IN_METABOX
+        } else {
+            0
+        };
         let pos = self
             .sb
             .xattr_blkaddr
             .checked_mul(u64::from(self.sb.block_size()))
             .and_then(|b| b.checked_add(u64::from(id) * 4))
-            .ok_or_else(|| self.corrupt(format!("shared xattr {id} address overflows")))?;
+            .filter(|p| p & META_IN_METABOX == 0)
+            .ok_or_else(|| self.corrupt(format!("shared xattr {id} address overflows")))?
+            | mbox;
         let mut head = [0u8; size_of::<XattrEntry>()];
         self.read_meta(&mut head, pos)?;
         let e = XattrEntry::read_from_bytes(&head).expect("entry size");

@@ -26,7 +26,8 @@ mod lcluster;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Pcluster {
     /// Byte offset: on the primary device (unified address space), or in the
-    /// metadata area for an inline pcluster.
+    /// metadata area for an inline pcluster (in the metabox's data when bit 63 is
+    /// set, as for [`ExtentKind::Inline`](crate::ExtentKind::Inline)).
     pub offset: u64,
     /// Encoded length in bytes (leading zero padding included).
     pub len: u32,

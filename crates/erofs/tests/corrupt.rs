@@ -74,6 +74,14 @@ const SEED_SPECS: &[(&str, bool, &[&str])] = &[
         ],
     ),
     ("mkfs15-4k", false, &[]),
+    // Metadata in the metabox inode, stored plain (no -z), so tests can patch the
+    // inodes in it; and compressed.
+    ("metabox-4k", true, &["-m4096", "--xattr-prefix=user.pfx."]),
+    (
+        "metabox-lz4",
+        true,
+        &["-zlz4hc", "-m4096", "-Eztailpacking"],
+    ),
 ];
 
 /// The seed images, built once per test binary from the reader's small tree.
@@ -877,7 +885,12 @@ fn dirent_nid_past_the_end() {
     // The metabox bit without a metabox.
     let mut b = t.bytes.clone();
     put_u64(&mut b, d.at, (1 << 63) | d.nid);
-    expect_err("metabox nid", b, Nature::Unsupported, &["metabox"]);
+    expect_err(
+        "metabox nid",
+        b,
+        Nature::Corrupt,
+        &["metabox", "no metabox inode"],
+    );
 }
 
 #[test]
@@ -1793,4 +1806,236 @@ fn random_mutations() {
         tally.panics.join("\n")
     );
     assert!(tally.corrupt > 0 && tally.ok > 0, "{tally:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metabox (metadata in the metabox inode's data)
+// ---------------------------------------------------------------------------------------------
+
+impl Target {
+    /// The metabox inode of a metabox seed.
+    fn metabox(&self) -> Inode {
+        let nid = self.img.superblock().metabox_nid.expect("metabox seed");
+        self.img.inode(nid).expect("metabox inode")
+    }
+
+    /// Where byte `loc` of the (plain) metabox inode's data lies in the image; `loc` may
+    /// carry the metabox bit, as [`Inode::location`] returns it.
+    fn in_metabox(&self, loc: u64) -> u64 {
+        assert_ne!(loc >> 63, 0, "not a metabox location");
+        let ext = self
+            .img
+            .map(&self.metabox(), loc & !(1 << 63))
+            .expect("map");
+        match ext.kind {
+            ExtentKind::Mapped { offset, .. } | ExtentKind::Inline { offset } => {
+                offset + (loc & !(1 << 63)) - ext.logical
+            }
+            k => panic!("metabox stored as {k:?}"),
+        }
+    }
+}
+
+#[test]
+fn metabox_seeds_are_metabox_images() {
+    for name in ["metabox-4k", "metabox-lz4"] {
+        let t = Target::new(name);
+        let sbi = t.img.superblock();
+        assert!(sbi.has_incompat(FEATURE_INCOMPAT_METABOX), "{name}");
+        assert_ne!(sbi.root_nid >> 63, 0, "{name}: root in the metabox");
+        assert_ne!(t.ino("/small.txt").nid >> 63, 0, "{name}");
+        assert_ne!(t.ino("/small.txt").location() >> 63, 0, "{name}");
+    }
+    let t = Target::new("metabox-lz4");
+    assert!(t.metabox().layout.is_compressed(), "metabox compressed");
+    let t = Target::new("metabox-4k");
+    assert!(!t.metabox().layout.is_compressed());
+    // The long prefix table lives in the metabox too (no plain-prefix flag).
+    assert!(
+        !t.img
+            .superblock()
+            .has_compat(FEATURE_COMPAT_PLAIN_XATTR_PFX)
+    );
+    assert_eq!(t.img.long_prefixes()[0].full_name(), b"user.pfx.");
+}
+
+#[test]
+fn metabox_superblock_fields() {
+    let t = Target::new("metabox-4k");
+    let nid = t.img.superblock().metabox_nid.expect("metabox");
+    // The metabox NID with the metabox bit (the kernel's self-loop check).
+    let mut b = t.bytes.clone();
+    put_u64(&mut b, sb(0x80), nid | 1 << 63);
+    expect_err(
+        "metabox nid in the metabox",
+        b,
+        Nature::Corrupt,
+        &["metabox NID refers to the metabox itself"],
+    );
+    // The metabox inode past the end of the image.
+    let mut b = t.bytes.clone();
+    put_u64(&mut b, sb(0x80), 1 << 40);
+    let e = expect_err(
+        "metabox nid past the end",
+        b,
+        Nature::Truncated,
+        &["truncated image", "(metabox inode)"],
+    );
+    assert_eq!(e.location().nid, Some(1 << 40));
+    // No room in the superblock for metabox_nid.
+    let mut b = t.bytes.clone();
+    put_u8(&mut b, sb(0x0D), 0);
+    expect_err(
+        "sb_extslots 0",
+        b,
+        Nature::Corrupt,
+        &["without room for metabox_nid"],
+    );
+    // The metabox feature cleared: the NIDs with bit 63 have no home.
+    let mut b = t.bytes.clone();
+    let v = get_u32(&b, sb(0x50));
+    put_u32(&mut b, sb(0x50), v & !FEATURE_INCOMPAT_METABOX);
+    put_u8(&mut b, sb(0x5B), 0); // the prefix table would be read elsewhere
+    expect_err(
+        "metabox feature cleared",
+        b,
+        Nature::Corrupt,
+        &["no metabox inode"],
+    );
+    // A packed inode inside the metabox.
+    let mut b = t.bytes.clone();
+    let v = get_u32(&b, sb(0x50));
+    put_u32(&mut b, sb(0x50), v | FEATURE_INCOMPAT_FRAGMENTS);
+    put_u64(&mut b, sb(0x60), 1 << 63 | 2);
+    expect_err(
+        "packed inode in the metabox",
+        b,
+        Nature::Corrupt,
+        &["packed inode NID points into the metabox"],
+    );
+}
+
+#[test]
+fn metabox_too_small_for_its_inodes() {
+    let t = Target::new("metabox-4k");
+    let mb = t.metabox();
+    let size_at = mb.location() + 8; // i_size of a compact or extended inode
+    let root = t.ino("/").location() & !(1 << 63);
+    // The root inode lies past the end of the metabox data.
+    let e = expect_err(
+        "metabox i_size",
+        {
+            let mut b = t.bytes.clone();
+            if mb.extended {
+                put_u64(&mut b, size_at, root);
+            } else {
+                put_u32(&mut b, size_at, root as u32);
+            }
+            b
+        },
+        Nature::Corrupt,
+        &["runs past the metabox inode"],
+    );
+    assert_eq!(e.location().nid, Some(t.img.superblock().root_nid));
+    // A dirent NID far past the metabox data.
+    let d = t.dirent_in_metabox("/", "small.txt");
+    let mut b = t.bytes.clone();
+    put_u64(&mut b, d, 1 << 63 | 1 << 40);
+    let e = expect_err(
+        "dirent nid past the metabox",
+        b,
+        Nature::Corrupt,
+        &["runs past the metabox inode"],
+    );
+    assert_at(&e, "/small.txt");
+    // A NID whose slot offset overflows into the metabox bit.
+    let mut b = t.bytes.clone();
+    put_u64(&mut b, d, u64::MAX);
+    expect_err("dirent nid overflow", b, Nature::Corrupt, &["out of range"]);
+}
+
+#[test]
+fn metabox_inode_fields() {
+    let t = Target::new("metabox-4k");
+    // A bad mode on an inode inside the metabox is found and located like any other.
+    let small = t.in_metabox(t.loc("/small.txt"));
+    t.corrupt_at(
+        "mode in the metabox",
+        "/small.txt",
+        &["bogus i_mode"],
+        |b| {
+            let m = get_u16(b, small + 4);
+            put_u16(b, small + 4, m & 0o7777);
+        },
+    );
+    // An inline xattr entry running past its area, inside the metabox.
+    let area = t.in_metabox(t.xattr_area("/small.txt"));
+    let first = area + 12 + 4 * u64::from(t.bytes[area as usize + 4]);
+    t.corrupt_at("xattr in the metabox", "/small.txt", &["xattr"], |b| {
+        put_u16(b, first + 2, 0xFFFF)
+    });
+}
+
+/// `--zD` (compressed directories, their data grouped in the packed inode): garbage
+/// in the packed inode's pclusters is a corruption error, never a panic. (Not a seed:
+/// the packed inode's metadata lies in the image's last block, which breaks the
+/// truncation test's "last byte read" rule through the metadata cache.)
+#[test]
+fn compressed_directory_data() {
+    let mut cmd = Command::new(mkfs_194());
+    cmd.args(["-T0", "--quiet", "-zlz4hc", "--zD"]);
+    let seeds = build_seeds(&reader_tree(), vec![("zdirs", cmd)]);
+    let s = &seeds[0];
+    let img = open(s.name, s.bytes.clone()).expect("opens");
+    let dir = img.lookup_path(b"/bigdir").expect("bigdir");
+    assert!(dir.layout.is_compressed(), "--zD directory");
+    check_bounded(s.bytes.clone()).expect("the image checks");
+    let packed = img
+        .inode(img.superblock().packed_nid.expect("packed inode"))
+        .expect("packed inode");
+    let mut garbled = 0;
+    let mut pos = 0;
+    let mut b = s.bytes.clone();
+    while pos < packed.size {
+        let ext = img.map(&packed, pos).expect("map");
+        if let ExtentKind::Compressed(p) = ext.kind
+            && !p.inline
+        {
+            for i in 0..u64::from(p.len) {
+                put_u8(&mut b, p.offset + i, (i * 37 % 251) as u8);
+            }
+            garbled += 1;
+        }
+        pos = ext.logical + ext.len;
+    }
+    assert!(garbled > 0, "the packed inode has pclusters");
+    let e = check_bounded(b).expect_err("garbage directory data");
+    assert!(e.is_corruption(), "{e}");
+}
+
+impl Target {
+    /// Image offset of the dirent `name` of `dir`, a directory whose blocks are
+    /// inline in the plain metabox (or mapped).
+    fn dirent_in_metabox(&self, dir: &str, name: &str) -> u64 {
+        let all = self.img.read_dir(&self.ino(dir)).expect("read_dir");
+        let idx = all
+            .iter()
+            .position(|d| d.name == name.as_bytes())
+            .expect("entry");
+        // The root is small: one block, the inline tail after the inode.
+        let ino = self.ino(dir);
+        assert!(ino.size <= self.bs(), "{dir} fits one block");
+        let start = self.data_at_any(dir, 0);
+        start + 12 * idx as u64
+    }
+
+    /// Like `data_at`, following metabox locations.
+    fn data_at_any(&self, path: &str, pos: u64) -> u64 {
+        let at = self.data_at(path, pos);
+        if at >> 63 != 0 {
+            self.in_metabox(at)
+        } else {
+            at
+        }
+    }
 }

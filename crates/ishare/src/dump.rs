@@ -244,6 +244,7 @@ fn superblock_json(img: &Image) -> Value {
         "extra_devices": devices,
         "xattr_prefixes": prefixes,
         "packed_nid": sb.packed_nid,
+        "metabox_nid": sb.metabox_nid,
         "compression": compression_json(&sb.compression),
         "fingerprint_xattr": img.fingerprint_prefix().map(|p| bytes_str(&p.full_name())),
         "ishare_xattr_prefix_id": sb.ishare_xattr_prefix_id,
@@ -277,6 +278,15 @@ fn print_superblock(out: &mut impl Write, img: &Image, v: &Value) -> Result<()> 
         .flatten()
         .map(plain)
         .collect();
+    // As dump.erofs: only images with a metabox (metadata compression) have the row.
+    if !v["metabox_nid"].is_null() {
+        writeln!(
+            out,
+            "{:<46}{}",
+            "Filesystem metabox nid:",
+            plain(&v["metabox_nid"])
+        )?;
+    }
     writeln!(out, "{:<46}{}", "Filesystem features:", feats.join(" "))?;
     let c = &v["compression"];
     if let Some(algs) = c["algorithms"].as_array().filter(|a| !a.is_empty()) {

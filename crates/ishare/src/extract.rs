@@ -16,8 +16,9 @@ pub struct Args {
     /// Extract into a directory that is not empty, replacing what is in the way.
     #[arg(long)]
     overwrite: bool,
-    /// Threads writing file contents and metadata (default: one per core; 1 does
-    /// everything in the walking thread).
+    /// Threads writing file contents and metadata (default: one per core).
+    ///
+    /// 1 does everything in the walking thread.
     #[arg(long)]
     workers: Option<usize>,
     /// Do not restore extended attributes.

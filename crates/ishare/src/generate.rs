@@ -1,7 +1,8 @@
 //! `ishare generate man DIR` and `ishare generate completions DIR` (hidden): man pages
 //! and shell completions written from the command line's own definitions (clap's for
-//! every subcommand, the `--help` text for `mkfs`), so that neither can drift from the
-//! program. `scripts/package.sh` and `tests/manpages.rs` call it.
+//! every subcommand: about, long about, options, and the EXAMPLES and EXIT STATUS of
+//! the long help, help.rs; the `--help` text for `mkfs`), so that neither can drift
+//! from the program. `scripts/package.sh` and `tests/manpages.rs` call it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -43,111 +44,96 @@ fn section(sub: &str) -> &'static str {
     }
 }
 
-/// The EXAMPLES of each page: (what it does, the command line). A subcommand without
-/// examples is an error, so a new one cannot ship without them.
-fn examples(name: &str) -> Option<&'static [(&'static str, &'static str)]> {
-    Some(match name {
-        "ishare" => &[
-            (
-                "Build an image with fingerprints:",
-                "ishare mkfs -zlz4 app.erofs rootfs/",
-            ),
-            (
-                "Mount it, sharing page cache with other images:",
-                "ishare mount -o inode_share,domain_id=node app.erofs /mnt/app",
-            ),
-            ("Check what this host supports:", "ishare doctor"),
-        ],
-        "ishare-dump" => &[
-            (
-                "Show the superblock and statistics:",
-                "ishare dump -s -S app.erofs",
-            ),
-            (
-                "Print a file's contents:",
-                "ishare dump --cat --path=/etc/os-release app.erofs",
-            ),
-        ],
-        "ishare-extract" => &[(
-            "Recreate the tree of an image:",
-            "ishare extract app.erofs out/",
-        )],
-        "ishare-fsck" => &[("Check an image:", "ishare fsck app.erofs")],
-        "ishare-report" => &[(
-            "What two images would share:",
-            "ishare report a.erofs b.erofs",
-        )],
-        "ishare-mkfs" => &[
-            (
-                "Build an LZ4-compressed image from a directory:",
-                "ishare mkfs -zlz4 app.erofs rootfs/",
-            ),
-            (
-                "Build from a tar on standard input:",
-                "ishare mkfs --tar=f app.erofs < layer.tar",
-            ),
-        ],
-        "ishare-mount" => &[
-            (
-                "Mount with page cache sharing:",
-                "ishare mount -o inode_share,domain_id=node app.erofs /mnt/app",
-            ),
-            (
-                "The same through mount(8):",
-                "mount -t fuse.ishare app.erofs /mnt/app -o inode_share,domain_id=node",
-            ),
-        ],
-        "ishare-umount" => &[("Unmount:", "ishare umount /mnt/app")],
-        "ishare-mounts" => &[("List the node daemon's mounts:", "ishare mounts")],
-        "ishare-daemon" => &[(
-            "Run the node daemon (as ishare.service does):",
-            "ishare daemon",
-        )],
-        "ishare-store" => &[("Show the object store:", "ishare store stat")],
-        "ishare-store-stat" => &[("Show the object store:", "ishare store stat")],
-        "ishare-store-gc" => &[("Remove objects no mount uses:", "ishare store gc")],
-        "ishare-snapshotter" => &[(
-            "Serve containerd's snapshots API (as ishare-snapshotter.service does):",
-            "ishare snapshotter",
-        )],
-        "ishare-doctor" => &[(
-            "Tell what this host supports, as JSON:",
-            "ishare doctor --json",
-        )],
-        _ => return None,
-    })
+/// A block of a command's long help (see help.rs) and the man page section it
+/// becomes: `Examples:` holds (what it does, command lines) pairs; every other block
+/// (`Exit status:`, `Environment:`, `Files:`) holds `  TERM  meaning` lines.
+enum Block {
+    Examples(Vec<(String, Vec<String>)>),
+    Terms(Vec<(String, String)>),
 }
 
-/// EXAMPLES and EXIT STATUS, which clap has no place for.
-fn extra_sections(name: &str) -> Result<String> {
-    let Some(ex) = examples(name) else {
-        bail!("no EXAMPLES for {name}: add them in generate.rs");
+/// The blocks of a long help, in order, by their man page section name. Examples and
+/// Exit status are required, so a new command cannot ship without them.
+fn parse_after_help(name: &str, after: Option<&str>) -> Result<Vec<(String, Block)>> {
+    let Some(after) = after else {
+        bail!("{name} has no after_long_help with Examples and Exit status (see help.rs)");
     };
+    let mut blocks: Vec<(String, Block)> = Vec::new();
+    for line in after.lines() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if !line.starts_with(' ') {
+            let Some(title) = line.strip_suffix(':') else {
+                bail!("{name}: {line:?} in the long help is not a `Title:` line");
+            };
+            let block = if title == "Examples" {
+                Block::Examples(Vec::new())
+            } else {
+                Block::Terms(Vec::new())
+            };
+            blocks.push((title.to_uppercase(), block));
+            continue;
+        }
+        match blocks.last_mut() {
+            None => bail!("{name}: long help text before its first `Title:` line"),
+            Some((_, Block::Examples(ex))) if line.starts_with("    ") => match ex.last_mut() {
+                // Continuation lines keep their indentation past the command's.
+                Some((_, cmds)) => cmds.push(line[4..].to_owned()),
+                None => bail!("{name}: an example command before its description"),
+            },
+            Some((_, Block::Examples(ex))) => ex.push((line.trim().to_owned(), Vec::new())),
+            Some((title, Block::Terms(terms))) => {
+                let Some((term, what)) = line.trim().split_once("  ") else {
+                    bail!("{name}: {title} line {line:?} is not `TERM  meaning`");
+                };
+                terms.push((term.to_owned(), what.trim().to_owned()));
+            }
+        }
+    }
+    let has = |t: &str| {
+        blocks.iter().any(|(title, b)| {
+            title == t
+                && match b {
+                    Block::Examples(ex) => !ex.is_empty() && ex.iter().all(|(_, c)| !c.is_empty()),
+                    Block::Terms(terms) => !terms.is_empty(),
+                }
+        })
+    };
+    for required in ["EXAMPLES", "EXIT STATUS"] {
+        if !has(required) {
+            bail!("{name}: no (or an empty) {required} block in its long help");
+        }
+    }
+    Ok(blocks)
+}
+
+/// The long help's sections (EXAMPLES, EXIT STATUS, ...), then SEE ALSO.
+fn extra_sections(name: &str, after: Option<&str>) -> Result<String> {
     let mut r = Roff::new();
-    r.control("SH", ["EXAMPLES"]);
-    for (what, cmd) in ex {
-        r.control("TP", []).text([roman(*what)]).text([bold(*cmd)]);
-    }
-    r.control("SH", ["EXIT STATUS"]);
-    let status: &[(&str, &str)] = if name == "ishare-mkfs" {
-        &[
-            ("0", "success"),
-            ("1", "the image could not be built or the options are wrong"),
-        ]
-    } else {
-        &[
-            ("0", "success"),
-            ("1", "failure (the error is printed on standard error)"),
-            ("2", "the command line is wrong"),
-        ]
-    };
-    for (code, what) in status {
-        r.control("TP", []).text([bold(*code)]).text([roman(*what)]);
-    }
-    if name == "ishare-mount" {
-        r.control("TP", []).text([bold("32")]).text([roman(
-            "as mount.fuse.ishare: the helper's command line is wrong (mount(8)'s mount failure)",
-        )]);
+    for (title, block) in parse_after_help(name, after)? {
+        r.control("SH", [title.as_str()]);
+        match block {
+            Block::Examples(ex) => {
+                for (what, cmds) in &ex {
+                    // Command lines as written (no filling): a long one is continued
+                    // with `\`.
+                    r.control("TP", []).text([roman(what.as_str())]);
+                    r.control("nf", []);
+                    for cmd in cmds {
+                        r.text([bold(cmd.as_str())]);
+                    }
+                    r.control("fi", []);
+                }
+            }
+            Block::Terms(terms) => {
+                for (term, what) in &terms {
+                    r.control("TP", [])
+                        .text([bold(term.as_str())])
+                        .text([roman(what.as_str())]);
+                }
+            }
+        }
     }
     if name != "ishare" {
         r.control("SH", ["SEE ALSO"])
@@ -186,7 +172,8 @@ fn write_page(dir: &Path, cmd: clap::Command, name: &str, section: &str) -> Resu
         out.extend_from_slice(r.to_roff().as_bytes());
     }
     man.render_version_section(&mut out)?;
-    out.extend_from_slice(extra_sections(name)?.as_bytes());
+    let after = cmd.get_after_long_help().map(|a| a.to_string());
+    out.extend_from_slice(extra_sections(name, after.as_deref())?.as_bytes());
     let path = dir.join(format!("{name}.{section}"));
     fs::write(&path, out).with_context(|| format!("writing {}", path.display()))
 }
@@ -195,14 +182,14 @@ fn man_pages(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let cmd = crate::Cli::command();
     let version = cmd.get_version().unwrap_or_default().to_owned();
-    let top = cmd.clone().long_about(DESCRIPTION);
-    write_page(dir, top, "ishare", "1")?;
+    write_page(dir, cmd.clone(), "ishare", "1")?;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = sub.get_name();
         if name == "mkfs" {
             // Not clap's: its parser is mkfs.erofs's (see mkfs/args.rs).
             let path = dir.join("ishare-mkfs.1");
-            let page = mkfs_page(&version)? + &extra_sections("ishare-mkfs")?;
+            let after = sub.get_after_long_help().map(|a| a.to_string());
+            let page = mkfs_page(&version)? + &extra_sections("ishare-mkfs", after.as_deref())?;
             fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
             continue;
         }
@@ -227,15 +214,6 @@ fn man_pages(dir: &Path) -> Result<()> {
     }
     Ok(())
 }
-
-/// ishare(1)'s DESCRIPTION: what the program is for (the subcommands' pages say how).
-const DESCRIPTION: &str = "ishare builds EROFS images whose files carry content fingerprints \
-(mkfs.erofs-compatible), reads and checks any EROFS image, and mounts images over FUSE \
-so that identical files across images share one copy in the page cache, on kernels \
-without Linux 7.0's inode_share. A node daemon serves every mount of the host, and a \
-containerd proxy snapshotter turns container layers into such images.
-
-Each subcommand has its own page, listed under SUBCOMMANDS.";
 
 /// `ishare-mkfs(1)` from the text `ishare mkfs --help` prints: option lines (starting
 /// with `-`) become tagged paragraphs, their descriptions the continuation lines.
@@ -262,8 +240,10 @@ fn mkfs_page(version: &str) -> Result<String> {
         desc.push(' ');
     }
     desc.push_str(
-        "Under the name mkfs.erofs (a link to ishare) the program takes the same options, \
-         prints erofs-utils' version line and records fingerprints only when asked.",
+        "As ishare mkfs it records every file's fingerprint (the xattr of mkfs.erofs \
+         --xattr-inode-digest) unless given --no-xattr-inode-digest; under the name mkfs.erofs (a link to \
+         ishare) the program takes the same options, prints erofs-utils' version line and \
+         records fingerprints only when asked.",
     );
     r.text([roman(desc)]);
     r.control("SH", ["OPTIONS"]);
@@ -320,4 +300,38 @@ fn completions(dir: &Path) -> Result<()> {
             .with_context(|| format!("writing the {shell} completions"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_help_blocks_parse_and_examples_exit_status_are_required() {
+        let ok = "Examples:\n  Do it:\n    ishare x \\\n      y\n\nExit status:\n  0  fine\n\
+                  \nEnvironment:\n  X_Y  what it sets\n";
+        let blocks = parse_after_help("t", Some(ok)).expect("parses");
+        let titles: Vec<_> = blocks.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(titles, ["EXAMPLES", "EXIT STATUS", "ENVIRONMENT"]);
+        match &blocks[0].1 {
+            Block::Examples(ex) => assert_eq!(
+                ex,
+                &[(
+                    "Do it:".to_owned(),
+                    vec!["ishare x \\".to_owned(), "  y".to_owned()]
+                )]
+            ),
+            Block::Terms(_) => panic!("examples parsed as terms"),
+        }
+        for bad in [
+            None,
+            Some("Exit status:\n  0  fine\n"),
+            Some("Examples:\n  Do it:\n    ishare x\n"),
+            Some("Examples:\n  Do it:\nExit status:\n  0  fine\n"),
+            Some("Examples:\n  Do it:\n    ishare x\nExit status:\n  0 fine\n"),
+            Some("  stray\nExamples:\n  Do it:\n    ishare x\nExit status:\n  0  fine\n"),
+        ] {
+            assert!(parse_after_help("t", bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

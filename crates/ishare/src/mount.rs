@@ -33,12 +33,19 @@ pub struct Args {
     dedicated: bool,
     #[command(flatten)]
     socket: SocketArg,
-    /// Mount options, comma-separated (repeatable): inode_share, domain_id=ID,
-    /// domain_id_file=PATH, device=PATH, ro, store=DIR, verify=on|off,
-    /// passthrough=auto|on|off, allow_other (implies nosuid,nodev unless suid/dev are
-    /// given), threads=N, log=FILE, [no]dev, [no]suid, [no]exec. Give the domain id with
-    /// domain_id_file=PATH (a root-owned file of mode 0600/0400) or ISHARE_DOMAIN_ID:
-    /// command lines are world-readable, so domain_id= draws a warning.
+    /// Mount options, comma-separated (repeatable), e.g. inode_share,domain_id_file=PATH.
+    ///
+    /// inode_share (share page cache with every mount of the same domain);
+    /// domain_id_file=PATH (the sharing domain id, from a root-owned file of mode 0600
+    /// or 0400; or ISHARE_DOMAIN_ID; domain_id=ID works but draws a warning, as command
+    /// lines are world-readable); store=DIR (the object store, default
+    /// /var/cache/ishare/store); verify=on|off (check fingerprints before sharing,
+    /// default on); passthrough=auto|on|off (FUSE passthrough); mode=auto|fuse|kernel
+    /// (who serves the mount: auto takes the kernel's EROFS where it has inode_share);
+    /// device=PATH (an extra device, repeatable); allow_other (every user may enter;
+    /// implies nosuid,nodev unless suid/dev are given); [no]dev, [no]suid, [no]exec;
+    /// threads=N (FUSE worker threads); log=FILE (a started daemon's log); ro and
+    /// mount(8)'s generic options are accepted, rw is refused.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Internal: run as the detached daemon (options on stdin).
@@ -56,8 +63,10 @@ pub struct UmountArgs {
     /// daemon.
     #[arg(short = 'l', long)]
     lazy: bool,
-    /// Seconds to wait for the mount's daemon to exit (it may finish publishing
-    /// objects first); exit 1 if it still runs then.
+    /// Seconds to wait for the mount's daemon to exit.
+    ///
+    /// A daemon of the mount's own may first finish publishing objects; exit 1 if it
+    /// still runs then.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     timeout: u64,
     /// The mount point of an `ishare mount`.
@@ -134,8 +143,10 @@ pub fn umount(args: UmountArgs) -> Result<()> {
 pub struct DaemonArgs {
     #[command(flatten)]
     socket: SocketArg,
-    /// Log to FILE (appended). In the foreground the log goes to standard error;
-    /// started by `ishare mount` it goes to FILE, else syslog, else nowhere.
+    /// Log to FILE (appended).
+    ///
+    /// Without it the log goes to standard error in the foreground (the journal, under
+    /// systemd) and, for a daemon started by `ishare mount`, to syslog, else nowhere.
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
     /// Internal: started by `ishare mount`, which waits for `ready` on standard output.

@@ -21,12 +21,14 @@ pub struct Args {
     /// How many of the largest shared contents to list.
     #[arg(long, value_name = "N", default_value_t = 10)]
     top: usize,
-    /// Extra device (blob) files of multi-device images: each image, in the order
-    /// given, takes as many as its device table lists.
+    /// Extra device (blob) file of a multi-device image (repeatable).
+    ///
+    /// Each image, in the order given, takes as many as its device table lists.
     #[arg(long = "device", value_name = "PATH")]
     devices: Vec<PathBuf>,
-    /// Hash every file's content and check it against its fingerprint (files whose
-    /// content does not match are listed, and counted as not shared).
+    /// Hash every file's content and check it against its fingerprint.
+    ///
+    /// Files whose content does not match are listed, and counted as not shared.
     #[arg(long)]
     verify: bool,
     /// The EROFS images.

@@ -16,8 +16,20 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 enum Cmd {
     /// Objects, bytes, domains (by tag, never the id), what live mounts use and save.
+    ///
+    /// Counts the store's objects and bytes, verified or not, per sharing domain (named
+    /// by a tag, a keyed hash, never by the id), which objects live mounts hold and for
+    /// how many mounts, the page cache that sharing saves, and stray temporary and
+    /// lock files.
+    #[command(after_long_help = crate::help::STORE_STAT)]
     Stat(StatArgs),
     /// Remove objects no live mount uses, stray temporary files and empty directories.
+    ///
+    /// Every mount holds a shared lock on each object it serves from; gc removes only
+    /// objects nobody holds (all of them, or with --max-size the least recently used
+    /// until the store fits), and stray temporary files, unheld lock files and empty
+    /// directories. A mount reading a removed object keeps reading the same bytes.
+    #[command(after_long_help = crate::help::STORE_GC)]
     Gc(GcArgs),
 }
 
@@ -36,9 +48,10 @@ struct GcArgs {
     /// The store (as `ishare mount -o store=DIR`).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STORE)]
     store: PathBuf,
-    /// Remove unused objects, least recently used first, only until the store's files
-    /// take at most SIZE on disk (bytes, or K, M, G, T with powers of 1024; KB, MB, ...
-    /// with powers of 1000). Without it, every unused object goes.
+    /// Remove unused objects only until the store takes at most SIZE on disk.
+    ///
+    /// Least recently used first. SIZE in bytes, or with K, M, G, T (powers of 1024) or
+    /// KB, MB, GB, TB (powers of 1000). Without it, every unused object goes.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_size: Option<u64>,
     /// Only tell what would be removed.

@@ -414,6 +414,34 @@ configs! {
         "--xattr-prefix=user.long.prefix.",
     ])
     .dump(&["xattr_prefixes", "fragments"]);
+    // Metadata options (issue 13). -m puts every inode (with its inline xattrs, tails
+    // and indexes) into the metabox inode, which implies 48bit (so compact inodes lose
+    // mtime nanoseconds, as with -E48bit); --zD compresses directories; --MZ moves
+    // inodes and directory blocks into a zone after the data.
+    metabox_lz4 = Config::new(&["-zlz4", "-m4096"])
+        .no_mtime_nsec()
+        .extents()
+        .dump(&["metabox", "48bit"]);
+    metabox_plain_data = Config::new(&["-m4096"])
+        .no_mtime_nsec()
+        .dump(&["metabox"]);
+    metabox_lzma_everything = Config::new(&[
+        "-zlz4hc",
+        "-m16384:lzma",
+        "-C16384",
+        "-Eztailpacking,fragments,dedupe",
+        "--xattr-prefix=user.long.prefix.",
+    ])
+    .no_mtime_nsec()
+    .extents()
+    .fingerprints()
+    .dump(&["metabox", "xattr_prefixes", "fragments"]);
+    compressed_dirs = Config::new(&["-zlz4hc", "--zD"]).extents().fingerprints();
+    metazone = Config::new(&["-zlz4", "--MZ"]).extents();
+    metazone_inodes = Config::new(&["--MZ=i"]);
+    metadata_all = Config::new(&["-zzstd", "-C16384", "--MZ", "--zD", "-m16384"])
+        .no_mtime_nsec()
+        .dump(&["metabox", "fragments"]);
 }
 
 /// HEAD2 lclusters (a file's second algorithm). mkfs.erofs 1.9.4 cannot write them (see

@@ -1,6 +1,8 @@
-//! The man pages `ishare generate man` writes: each renders without warnings, every
+//! The man pages `ishare generate man` writes: each renders without warnings, has a
+//! DESCRIPTION paragraph, EXAMPLES and EXIT STATUS and the workspace's version; every
 //! subcommand `ishare --help` lists has a page, and every long option a `--help` lists
-//! appears in its page — so an option added without documentation fails here.
+//! appears in its page — so an option added without documentation fails here. `--help`
+//! carries the same examples and exit statuses; `-h` stays short.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -59,6 +61,19 @@ fn long_options(help: &str) -> BTreeSet<String> {
     opts
 }
 
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How many words a page's section (roff source, `.SH NAME` to the next `.SH`) holds.
+fn section_words(text: &str, name: &str) -> usize {
+    text.lines()
+        .skip_while(|l| *l != format!(".SH {name}"))
+        .skip(1)
+        .take_while(|l| !l.starts_with(".SH "))
+        .filter(|l| !l.starts_with('.'))
+        .map(|l| l.split_whitespace().count())
+        .sum()
+}
+
 /// A page's source with roff's escaped hyphens plain, for looking options up.
 fn page_text(path: &Path) -> String {
     std::fs::read_to_string(path)
@@ -88,6 +103,26 @@ fn assert_options_documented(help: &str, page_path: &Path) {
         missing.is_empty(),
         "{} lacks {missing:?}",
         page_path.display()
+    );
+}
+
+/// `--help` (long) ends with the examples and exit statuses the man page shows; `-h`
+/// (short) leaves them (and the long descriptions) out.
+fn assert_long_and_short_help(cmd: &[&str]) {
+    let long = run(&[cmd, &["--help"]].concat());
+    let short = run(&[cmd, &["-h"]].concat());
+    for block in ["\nExamples:\n", "\nExit status:\n  0  "] {
+        assert!(
+            long.contains(block),
+            "ishare {cmd:?} --help lacks {block:?}"
+        );
+        assert!(!short.contains(block), "ishare {cmd:?} -h has {block:?}");
+    }
+    assert!(
+        short.len() < long.len(),
+        "ishare {cmd:?} -h is not short ({} bytes, --help {})",
+        short.len(),
+        long.len()
     );
 }
 
@@ -146,6 +181,23 @@ fn man_pages_render_and_document_every_option() {
             String::from_utf8_lossy(&out.stderr)
         );
         let text = page_text(p);
+        // .TH NAME SECTION DATE "ishare VERSION" (or clap_mangen's "NAME VERSION"):
+        // the version the package and --version carry.
+        let th = text
+            .lines()
+            .find(|l| l.starts_with(".TH "))
+            .expect(".TH line");
+        assert!(
+            th.contains(&format!(" {VERSION}")),
+            "{}: {th} lacks version {VERSION}",
+            p.display()
+        );
+        let words = section_words(&text, "DESCRIPTION");
+        assert!(
+            words >= 30,
+            "{}: DESCRIPTION has {words} words, not a paragraph",
+            p.display()
+        );
         for section in [
             ".SH NAME",
             ".SH SYNOPSIS",
@@ -160,15 +212,20 @@ fn man_pages_render_and_document_every_option() {
 
     // Every subcommand has a page with every long option of its --help.
     let top = run(&["--help"]);
+    assert_long_and_short_help(&[]);
     assert_options_documented(&top, &page(d, "ishare"));
     let subs = subcommands(&top);
     assert!(subs.contains(&"mount".to_owned()), "subcommands: {subs:?}");
     for sub in &subs {
         let help = run(&[sub, "--help"]);
+        if sub != "mkfs" {
+            assert_long_and_short_help(&[sub]);
+        }
         let p = page(d, &format!("ishare-{sub}"));
         // mkfs has mkfs.erofs's own parser and help; its page is made from that help.
         assert_options_documented(&help, &p);
         for nested in subcommands(&help) {
+            assert_long_and_short_help(&[sub, &nested]);
             let help = run(&[sub, &nested, "--help"]);
             assert_options_documented(&help, &page(d, &format!("ishare-{sub}-{nested}")));
         }

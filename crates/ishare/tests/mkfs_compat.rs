@@ -509,7 +509,7 @@ fn version_help_and_usage_errors() {
     assert!(e.contains("missing argument: SOURCE"), "{e}");
 }
 
-/// Several SOURCEs or an image as SOURCE (rebuild mode), `--s3`, and options not
+/// A SOURCE that is not an EROFS image (rebuild mode), `--s3`, and options not
 /// implemented yet are refused, naming what.
 #[test]
 fn refused_clearly() {
@@ -520,13 +520,13 @@ fn refused_clearly() {
     let out = tmp.path().join("out.erofs");
     let (o, a) = (out.to_str().unwrap(), a.to_str().unwrap());
     for (args, want) in [
-        (vec![o, a, a], "rebuild mode"),
-        (vec![o, a], "rebuild mode"),
+        (vec![o, a, a], "not a usable EROFS image"),
+        (vec![o, a], "not a usable EROFS image"),
         (vec!["--s3=host", o, a], "not supported"),
         (vec!["--blobdev=x", o, a], "not supported by ishare yet"),
         (
             vec!["--incremental=data", o, a],
-            "not supported by ishare yet",
+            "adds to an existing image",
         ),
         (vec!["--tar=f", o, a, a], "one SOURCE"),
     ] {

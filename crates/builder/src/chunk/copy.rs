@@ -34,11 +34,16 @@ pub(crate) fn copy_chunks(
         let mut buf = Vec::new();
         for c in g {
             let to = (base + c.blk) * bs;
-            let done =
-                copy_range(src.file(), src.base + c.src, dst, to, c.len).map_err(|e| match e {
-                    CopyError::Src(e) => src.read_err(e),
-                    CopyError::Dst(e) => Error::io(dst_path, "write", e),
-                })?;
+            // A layer file read through the EROFS reader has no file to copy from.
+            let done = match src.file() {
+                Some(f) => {
+                    copy_range(f, src.base + c.src, dst, to, c.len).map_err(|e| match e {
+                        CopyError::Src(e) => src.read_err(e),
+                        CopyError::Dst(e) => Error::io(dst_path, "write", e),
+                    })?
+                }
+                None => 0,
+            };
             // Without copy_file_range: through a bounded buffer (chunks may be large).
             let mut pos = done;
             while pos < c.len {

@@ -37,7 +37,11 @@ pub(crate) struct Scanned {
 /// hole, `None` if only holes follow. File systems without `SEEK_DATA` report the
 /// position itself.
 pub(crate) fn next_data(src: &Source<'_>, pos: u64, size: u64) -> Result<Option<u64>> {
-    match rustix::fs::seek(src.file(), SeekFrom::Data(src.base + pos)) {
+    // A layer file read through the EROFS reader has no file to ask: all data.
+    let Some(file) = src.file() else {
+        return Ok(Some(pos));
+    };
+    match rustix::fs::seek(file, SeekFrom::Data(src.base + pos)) {
         Ok(off) if off - src.base >= size => Ok(None),
         Ok(off) => Ok(Some(off.saturating_sub(src.base).max(pos))),
         Err(Errno::NXIO) => Ok(None),

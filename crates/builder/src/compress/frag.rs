@@ -39,6 +39,41 @@ pub(crate) struct Packed {
 }
 
 impl Packed {
+    /// An empty packed inode (for `--zD` without `-E fragments`).
+    pub(crate) fn empty(dir: &Path) -> Result<Self> {
+        let file = tempfile::Builder::new()
+            .prefix(".ishare-packed.")
+            .tempfile_in(dir)
+            .map_err(|e| Error::io(dir, "create a temporary file in", e))?;
+        Ok(Self {
+            file,
+            len: 0,
+            by_tail: HashMap::new(),
+            small: HashMap::new(),
+        })
+    }
+
+    /// Reserves `len` bytes at the end (zeros until [`Packed::put`] fills them);
+    /// returns their offset.
+    pub(crate) fn reserve(&mut self, len: u64) -> Result<u64> {
+        let at = self.len;
+        self.len += len;
+        self.file
+            .as_file()
+            .set_len(self.len)
+            .map_err(|e| Error::io(self.file.path(), "resize", e))?;
+        Ok(at)
+    }
+
+    /// Writes `data` at `off`, inside what was reserved.
+    pub(crate) fn put(&self, data: &[u8], off: u64) -> Result<()> {
+        debug_assert!(off + data.len() as u64 <= self.len);
+        self.file
+            .as_file()
+            .write_all_at(data, off)
+            .map_err(|e| Error::io(self.file.path(), "write", e))
+    }
+
     fn path(&self) -> &Path {
         self.file.path()
     }

@@ -119,6 +119,20 @@ pub(crate) fn compress_packed(
     opts: &BuildOptions,
     spill: &Spill,
 ) -> Result<Option<ZFile>> {
+    compress_special(tree, node, cfg, opts, spill, cfg.packed_pcluster())
+}
+
+/// Compresses a special inode (the packed inode, the metabox inode) whose data is
+/// node `node`'s file, with pclusters of `pcluster` bytes and the first algorithm of
+/// `cfg`: ztailpacking if asked, no fragments, no dedupe. `None` if that saves nothing.
+pub(crate) fn compress_special(
+    tree: &Tree,
+    node: usize,
+    cfg: &Compression,
+    opts: &BuildOptions,
+    spill: &Spill,
+    pcluster: u32,
+) -> Result<Option<ZFile>> {
     let bs = u64::from(opts.block_size);
     let size = tree.nodes[node].size;
     if size <= bs && !cfg.ztailpacking {
@@ -136,7 +150,7 @@ pub(crate) fn compress_packed(
         interlaced: cfg.interlaced(),
         pcluster_hashes: false,
     };
-    let z = schedule::compress_all(&pass, &[(node, cfg.packed_pcluster(), 0)])?
+    let z = schedule::compress_all(&pass, &[(node, pcluster, 0)])?
         .pop()
         .expect("one file");
     Ok(worth_keeping(&z, size, bs).then_some(z))

@@ -245,6 +245,7 @@ pub(crate) fn scan(source: &Path, opts: &BuildOptions) -> Result<Tree> {
         nodes,
         base: source,
         archive: None,
+        layers: None,
     })
 }
 

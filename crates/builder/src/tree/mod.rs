@@ -10,5 +10,5 @@
 mod node;
 mod source;
 
-pub(crate) use node::{Archive, Kind, Node, OVL_ORIGIN, Origin, Tree, path_of};
+pub(crate) use node::{Archive, Kind, Node, OVL_ORIGIN, Origin, Tree, path_of, relative_of};
 pub(crate) use source::Source;

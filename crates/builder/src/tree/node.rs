@@ -69,6 +69,8 @@ pub(crate) struct Tree {
     /// The (uncompressed) tar archive that holds the data of nodes with an
     /// `archive_offset`.
     pub archive: Option<Archive>,
+    /// Rebuild mode: the layer images that hold regular files' data.
+    pub layers: Option<crate::rebuild::Layers>,
 }
 
 /// An uncompressed tar archive, the data source of a tree built from tar input.

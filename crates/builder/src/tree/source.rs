@@ -1,6 +1,7 @@
 //! Reading a regular file's data wherever the input left it: its own file (opened
-//! without following symlinks and, when allowed, without touching its atime) or its
-//! range of the tar archive. Read errors name the file, or the archive, the entry
+//! without following symlinks and, when allowed, without touching its atime), its
+//! range of the tar archive, or its inode in a layer image (rebuild mode, read
+//! through the EROFS reader, so any layout of the layer can be copied). Read errors name the file, or the archive, the entry
 //! and the offset; data that ends early is reported as a changed source.
 
 use std::fs::File;
@@ -28,6 +29,10 @@ fn open_source(path: &Path) -> Result<File> {
 /// archive; read errors name the file (or the archive, entry and offset).
 pub(crate) struct Source<'a> {
     own: Option<File>,
+    layer: Option<(&'a ishare_erofs::Image, &'a ishare_erofs::Inode, &'a Path)>,
+    /// A layer file whose data is one contiguous range of its layer image: that
+    /// file, read directly from [`Source::base`] (and copied in the kernel).
+    in_layer: Option<&'a File>,
     tree: &'a Tree,
     node: usize,
     /// Offset of the data in the file read.
@@ -37,6 +42,27 @@ pub(crate) struct Source<'a> {
 impl<'a> Source<'a> {
     pub(crate) fn open(tree: &'a Tree, node: usize) -> Result<Self> {
         let n = &tree.nodes[node];
+        if let Some(l) = tree.layers.as_ref().and_then(|l| l.file(node)) {
+            let (img, inode, _) = l;
+            let bs = u64::from(img.superblock().block_size());
+            let contiguous = inode.layout == ishare_erofs::DataLayout::FlatPlain
+                || inode.size.is_multiple_of(bs);
+            let direct = match inode.start_block() {
+                Some(blk) if contiguous => img
+                    .device_file(0, blk.saturating_mul(bs), inode.size)
+                    .ok()
+                    .flatten(),
+                _ => None,
+            };
+            return Ok(Self {
+                own: None,
+                layer: Some(l),
+                in_layer: direct.map(|(f, _)| f),
+                tree,
+                node,
+                base: direct.map_or(0, |(_, at)| at),
+            });
+        }
         let (own, base) = match n.archive_offset {
             Some(off) => {
                 let a = tree.archive.as_ref().expect("tar nodes have their archive");
@@ -55,15 +81,21 @@ impl<'a> Source<'a> {
         };
         Ok(Self {
             own,
+            layer: None,
+            in_layer: None,
             tree,
             node,
             base,
         })
     }
 
-    /// The file the data is in.
-    pub(crate) fn file(&self) -> &File {
-        match &self.own {
+    /// The file the data is in, from byte [`Source::base`]; `None` for a file in a
+    /// layer image, which is only read through [`Source::read_at`].
+    pub(crate) fn file(&self) -> Option<&File> {
+        if self.layer.is_some() {
+            return self.in_layer;
+        }
+        Some(match &self.own {
             Some(f) => f,
             None => self
                 .tree
@@ -71,11 +103,25 @@ impl<'a> Source<'a> {
                 .as_ref()
                 .and_then(|a| a.file.as_ref())
                 .expect("Source::open checked the archive file"),
+        })
+    }
+
+    /// Reads file bytes from `pos` into `buf`; returns the count (0 at the end).
+    pub(crate) fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+        match (self.layer, self.file()) {
+            (_, Some(f)) => f.read_at(buf, self.base + pos),
+            (Some((img, inode, _)), None) => img
+                .read_at(inode, pos, buf)
+                .map_err(|e| std::io::Error::other(e.to_string())),
+            (None, None) => unreachable!("a source without a layer has a file"),
         }
     }
 
     /// The path that read errors name.
     pub(crate) fn path(&self) -> PathBuf {
+        if let Some((_, _, p)) = self.layer {
+            return p.to_path_buf();
+        }
         match &self.own {
             Some(_) => self.tree.path(self.node),
             None => self.tree.archive.as_ref().expect("archive").name.clone(),
@@ -83,6 +129,12 @@ impl<'a> Source<'a> {
     }
 
     pub(crate) fn read_err(&self, e: std::io::Error) -> Error {
+        if let Some((_, _, layer)) = self.layer {
+            return Error::Layer {
+                layer: layer.to_path_buf(),
+                what: format!("/{}: {e}", self.tree.path(self.node).display()),
+            };
+        }
         let n = &self.tree.nodes[self.node];
         match n.archive_offset {
             Some(off) => Error::io(
@@ -119,10 +171,7 @@ impl<'a> Source<'a> {
     pub(crate) fn read_exact_at(&self, buf: &mut [u8], pos: u64, size: u64) -> Result<()> {
         let mut done = 0;
         while done < buf.len() {
-            match self
-                .file()
-                .read_at(&mut buf[done..], self.base + pos + done as u64)
-            {
+            match self.read_at(&mut buf[done..], pos + done as u64) {
                 Ok(0) => return Err(self.short(size)),
                 Ok(k) => done += k,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}

@@ -54,6 +54,17 @@ pub enum TimeScope {
     MkfsTime,
 }
 
+/// `--clean=X` / `--incremental=X`: what rebuild mode does with the layers' data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataImport {
+    /// `data` (or no value, or 1): copy it into the image.
+    Full,
+    /// `rvsp` (or 2): reserve its room in the image without writing it.
+    Reserve,
+    /// `0` (or 3): zero-filled data, which mkfs.erofs offers for S3 sources only.
+    ZeroFill,
+}
+
 /// A parsed command line.
 #[derive(Debug)]
 pub enum Command {
@@ -93,6 +104,12 @@ pub struct Args {
     pub blobdev: Option<PathBuf>,
     pub max_extent_bytes: Option<u64>,
     pub compress_hints: Option<PathBuf>,
+    /// `-m#[:X]`: metadata compression (the metabox), parsed by the builder.
+    pub metabox: Option<String>,
+    /// `--MZ[=<0|[id]>]`: `Some(None)` without a value.
+    pub metazone: Option<Option<String>>,
+    /// `--zD[=0|1]`: compressed directories.
+    pub compress_dirs: Option<bool>,
     pub quiet: bool,
     pub workers: usize,
     /// `--xattr-inode-digest[=NAME]`: `Some(None)` = the default name.
@@ -114,6 +131,13 @@ pub struct Args {
     pub offset: u64,
     pub fsalignblks: Option<u64>,
     pub dsunit: Option<u64>,
+    /// `--ovlfs-strip[=0|1]` (rebuild mode).
+    pub ovlfs_strip: bool,
+    /// `--clean=X` / `--incremental=X`; `None` = the default (rebuild mode: the
+    /// data stays in the layers).
+    pub data_import: Option<DataImport>,
+    /// `--incremental[=X]`: add to an existing image.
+    pub incremental: bool,
     /// The image file.
     pub image: PathBuf,
     /// SOURCE(s): none (tar on standard input), a directory or a tar, or several
@@ -147,6 +171,9 @@ impl Args {
             blobdev: None,
             max_extent_bytes: None,
             compress_hints: None,
+            metabox: None,
+            metazone: None,
+            compress_dirs: None,
             quiet: false,
             workers: 0,
             fingerprint: None,
@@ -164,6 +191,9 @@ impl Args {
             offset: 0,
             fsalignblks: None,
             dsunit: None,
+            ovlfs_strip: false,
+            data_import: None,
+            incremental: false,
             image: PathBuf::new(),
             sources: Vec::new(),
         }
@@ -479,13 +509,38 @@ fn short(a: &mut Args, c: char, v: OsString) -> Result<()> {
                     .with_context(|| format!("-C: invalid physical cluster size {n}"))?,
             );
         }
-        'm' => bail!(
-            "-m {}: metadata compression is not supported by ishare yet",
-            v.to_string_lossy()
-        ),
+        'm' => a.metabox = Some(s()?.to_owned()),
         _ => unreachable!("SHORT_WITH_VALUE lists {c}"),
     }
     Ok(())
+}
+
+/// `--clean=X` / `--incremental=X`, read as mkfs.erofs does: a name, or a mode
+/// number in C syntax (0 = the default).
+fn data_import(v: Option<std::borrow::Cow<'_, str>>, id: &str) -> Result<Option<DataImport>> {
+    Ok(Some(match v.as_deref() {
+        None | Some("data") => DataImport::Full,
+        Some("rvsp") => DataImport::Reserve,
+        Some("0") => DataImport::ZeroFill,
+        Some(s) => match c_number(s) {
+            Some(0) => return Ok(None),
+            Some(1) => DataImport::Full,
+            Some(2) => DataImport::Reserve,
+            Some(3) => DataImport::ZeroFill,
+            _ => bail!("invalid --{id}={s} (data, rvsp or 0)"),
+        },
+    }))
+}
+
+/// A C integer literal (decimal, 0x hex or 0 octal), as strtol with base 0.
+fn c_number(s: &str) -> Option<i64> {
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        i64::from_str_radix(h, 16).ok()
+    } else if s.len() > 1 && s.starts_with('0') {
+        i64::from_str_radix(&s[1..], 8).ok()
+    } else {
+        s.parse().ok()
+    }
 }
 
 fn not_yet(what: &str) -> Result<()> {
@@ -582,12 +637,23 @@ fn long(a: &mut Args, id: &str, v: Option<OsString>) -> Result<()> {
         "oci" => not_yet("an OCI image source")?,
         "file-contexts" => not_yet("SELinux labelling")?,
         "blobdev" => a.blobdev = Some(PathBuf::from(req()?)),
-        "ovlfs-strip" => not_yet("overlayfs metadata stripping (rebuild mode)")?,
+        // As mkfs.erofs: no value or `1` strips, anything else keeps.
+        "ovlfs-strip" => a.ovlfs_strip = v.as_deref().is_none_or(|x| x == "1"),
         "gzinfo" => not_yet("SOCI zinfo generation")?,
-        "clean" | "incremental" => not_yet("choosing the data import mode")?,
+        "clean" | "incremental" => {
+            a.incremental = id == "incremental";
+            a.data_import = data_import(v.as_deref().map(|x| x.to_string_lossy()), id)?;
+        }
         "vmdk-desc" => not_yet("a VMDK descriptor")?,
-        "zD" => not_yet("directory compression")?,
-        "MZ" => not_yet("a metadata zone")?,
+        // As `--help` documents it (1.9.4's binary inverts 0 and 1).
+        "zD" => {
+            a.compress_dirs = Some(match v.as_ref().map(text).transpose()? {
+                None | Some("1") => true,
+                Some("0") => false,
+                Some(x) => bail!("--zD={x}: expected 0 (off) or 1 (on)"),
+            })
+        }
+        "MZ" => a.metazone = Some(v.as_ref().map(text).transpose()?.map(str::to_owned)),
         _ => unreachable!("LONG lists {id}"),
     }
     Ok(())
@@ -714,8 +780,7 @@ mod tests {
             (&["--sort=size", "i", "s"], "unknown order"),
             (&["--chunksize=3000", "i", "s"], "power of two"),
             (&["--s3=host", "i", "s"], "not supported"),
-            (&["--zD", "i", "s"], "not supported by ishare yet"),
-            (&["-m4096", "i", "s"], "not supported by ishare yet"),
+            (&["--zD=2", "i", "s"], "expected 0 (off) or 1 (on)"),
         ] {
             let e = format!("{:#}", p(bad).unwrap_err());
             assert!(e.contains(want), "{bad:?}: {e}");

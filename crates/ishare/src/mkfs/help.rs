@@ -34,7 +34,9 @@ pub fn usage(program: &str, flavor: Flavor) -> String {
     format!(
         "Usage: {program} [OPTIONS] FILE [SOURCE(s)]
 Build an EROFS image FILE from a directory or a tar archive SOURCE
-(with --tar and no SOURCE, the tar is read from standard input).
+(with --tar and no SOURCE, the tar is read from standard input), or from
+EROFS images SOURCE(s) (rebuild mode: their overlay, later ones on top; the
+data stays in them, which become FILE's devices, unless --clean=data).
 
  -V, --version          print the version and exit
  -h, --help             print this help and exit
@@ -53,6 +55,9 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
                         fragments[=SIZE], all-fragments, dedupe, fragdedupe[=inode],
                         48bit, dot-omitted ('^' negates)
  -L label               volume label (at most 15 bytes)
+ -m#[:X]                metadata compression: inodes go into the metabox inode,
+                        compressed in #-byte pclusters (with -z, or with X, an
+                        index into -z's list or an algorithm name)
  -T#                    fixed UNIX timestamp # as the build time
     --all-time          ... and every file's mtime (the default)
     --mkfs-time         ... as the build time only
@@ -62,6 +67,11 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
  --blobdev=X            store the chunks of chunk-based files on device X
  --chunksize=#          chunk-based files with #-byte chunks (equal chunks
                         stored once, chunks of zeros as holes)
+ --clean=X              rebuild mode, X = data (copy the data into FILE) or
+                        rvsp (reserve room for it); by default it stays in the
+                        SOURCE images
+ --incremental=X        rebuild mode: add the SOURCE images to FILE, X = data
+                        or rvsp as with --clean
  --compress-hints=X     per-file compression settings from file X
  --dsunit=#             align the start of each file's data to # blocks
  --exclude-path=X       leave out the file X (an exact path)
@@ -76,9 +86,15 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
                         that lets their inode be compact
  --preserve-mtime       keep every file's mtime (the default)
  --max-extent-bytes=#   largest decompressed extent, in bytes
+ --zD[=<0|1>]           compress directories (0: off, 1 or no value: on;
+                        needs -z)
+ --MZ[=<0|[id]>]        put inodes ('i') and/or directory blocks ('d') into a
+                        metadata zone after the data (no value: both)
  --mount-point=X        where the image will be mounted (only labelling rules
                         use it; accepted, no effect here)
  --offset=#             write the image # bytes into FILE
+ --ovlfs-strip=<0,1>    rebuild mode: drop overlayfs whiteouts and opaque
+                        marks (1) or keep them (0, the default)
  --root-xattr-isize=#   reserve at least # bytes of inline xattrs in the root
  --aufs                 turn AUFS whiteouts in a tar into overlayfs ones
  --sort=<path,none>     order of tar data (path: by path; none: as in the tar)
@@ -101,9 +117,10 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
  --zfeature-bits=#      set the compression features by bits: legacy-compress,
                         ztailpacking, fragments, all-fragments, dedupe, ...
 
-Refused with a clear error (not implemented by ishare yet): SOURCEs that are
-EROFS images (rebuild mode), --clean, --incremental, --ovlfs-strip,
---zD, --MZ, -m, --gzinfo, --vmdk-desc, --oci, --file-contexts, --tar=MODE,MAP;
+Refused with a clear error (not implemented by ishare yet): --gzinfo,
+--vmdk-desc, --oci, --file-contexts, --tar=MODE,MAP; -E48bit or -Edot-omitted
+with -z or -m; --chunksize or --blobdev in rebuild mode; --blobdev with --tar=i
+or headerball; -m with --tar=i;
 --s3 (a network service) is not supported.
 "
     )

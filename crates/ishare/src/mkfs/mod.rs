@@ -70,7 +70,13 @@ fn dispatch(cmd: Command, program: &str) -> Result<()> {
     };
     match cmd {
         Command::Help => {
-            std::io::stdout().write_all(help::usage(program, flavor).as_bytes())?;
+            let mut text = help::usage(program, flavor);
+            // `ishare mkfs` ends with the examples and exit statuses of its man page;
+            // the mkfs.erofs link prints erofs-utils' help alone.
+            if program == "ishare mkfs" {
+                text = format!("{text}\n{}\n", crate::help::MKFS);
+            }
+            std::io::stdout().write_all(text.as_bytes())?;
             Ok(())
         }
         Command::Version => {
@@ -93,14 +99,17 @@ pub fn run(a: &Args) -> Result<()> {
     let r = match a.tar {
         None => {
             let source = &a.sources[0];
-            if a.sources.len() > 1 || !source.is_dir() && source.exists() {
-                bail!(
-                    "{}: rebuild mode (EROFS images as SOURCEs) is not supported by ishare yet; \
-                     give a directory, or --tar for a tar archive",
-                    source.display()
-                );
+            // As mkfs.erofs: a SOURCE that is not a directory, or several, are
+            // EROFS images to merge (rebuild mode).
+            if a.sources.len() > 1 || !source.is_dir() {
+                let ro = rebuild_options(a)?;
+                ishare_builder::build_rebuild(&ro, &a.image, &opts)
+            } else {
+                if a.incremental || a.data_import.is_some() || a.ovlfs_strip {
+                    bail!("--clean, --incremental and --ovlfs-strip apply to rebuild mode (EROFS images as SOURCEs)");
+                }
+                ishare_builder::build(source, &a.image, &opts)
             }
-            ishare_builder::build(source, &a.image, &opts)
         }
         Some(_) => {
             let input = match a.sources.first() {
@@ -127,6 +136,44 @@ pub fn run(a: &Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Rebuild mode's settings: the layers and what becomes of their data.
+fn rebuild_options(a: &Args) -> Result<ishare_builder::RebuildOptions> {
+    use args::DataImport;
+    let data = match a.data_import {
+        None => ishare_builder::RebuildData::BlobIndex,
+        Some(DataImport::Full) => ishare_builder::RebuildData::Full,
+        Some(DataImport::Reserve) => ishare_builder::RebuildData::Reserve,
+        // mkfs.erofs refuses it too: zero-filled data is for S3 sources.
+        Some(DataImport::ZeroFill) => {
+            bail!(
+                "--clean=0 (zero-filled data) does not apply to rebuild mode: use data, rvsp or the default"
+            )
+        }
+    };
+    // `--incremental`: the image is the lowest layer of its own rebuild. Unlike
+    // mkfs.erofs, which appends new metadata and data after the image's blocks
+    // and rewrites its root in place, the result is written afresh (temporary file
+    // and rename, as every build): the same tree, and the image is never left
+    // half-updated.
+    let mut layers = a.sources.clone();
+    if a.incremental {
+        if !a.image.is_file() {
+            bail!(
+                "{}: --incremental adds to an existing image, and there is none",
+                a.image.display()
+            );
+        }
+        layers.insert(0, a.image.clone());
+    }
+    Ok(ishare_builder::RebuildOptions {
+        layers,
+        data,
+        ovlfs_strip: a.ovlfs_strip,
+        incremental: a.incremental,
+        keep_uuid: a.uuid.is_none(),
+    })
 }
 
 /// The data pass's progress on standard error.
@@ -311,6 +358,18 @@ fn options(a: &Args) -> Result<BuildOptions> {
         }
         None => z.apply_uncompressed(&mut o)?,
     }
+    if let Some(m) = &a.metabox {
+        o.metabox = Some(ishare_builder::Metabox::parse(m)?);
+    }
+    if let Some(on) = a.compress_dirs {
+        if on && o.compression.is_none() {
+            bail!("--zD: compressed directories need compression (-z)");
+        }
+        o.compress_dirs = on;
+    }
+    if let Some(zone) = &a.metazone {
+        o.metazone = ishare_builder::MetaZone::parse(zone.as_deref())?;
+    }
     Ok(o)
 }
 
@@ -452,6 +511,49 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn rebuild_mode_options() {
+        use args::DataImport;
+        let args = |a: &[&str]| match args::parse(a.iter().map(OsString::from), Flavor::MkfsErofs) {
+            Ok(Command::Build(a)) => Ok(*a),
+            Ok(c) => bail!("not a build: {c:?}"),
+            Err(e) => Err(e),
+        };
+        for (opt, data, incremental) in [
+            ("--clean", Some(DataImport::Full), false),
+            ("--clean=data", Some(DataImport::Full), false),
+            ("--clean=rvsp", Some(DataImport::Reserve), false),
+            ("--clean=0", Some(DataImport::ZeroFill), false),
+            ("--clean=0x0", None, false),
+            ("--incremental", Some(DataImport::Full), true),
+            ("--incremental=2", Some(DataImport::Reserve), true),
+            ("--incremental=03", Some(DataImport::ZeroFill), true),
+        ] {
+            let a = args(&[opt, "img", "a.erofs", "b.erofs"]).unwrap();
+            assert_eq!((a.data_import, a.incremental), (data, incremental), "{opt}");
+        }
+        assert!(args(&["--clean=7", "img", "a"]).is_err());
+        assert!(args(&["--clean=bogus", "img", "a"]).is_err());
+        // As mkfs.erofs: no value or 1 strips, anything else keeps.
+        for (opt, strip) in [
+            ("--ovlfs-strip", true),
+            ("--ovlfs-strip=1", true),
+            ("--ovlfs-strip=0", false),
+            ("--ovlfs-strip=yes", false),
+        ] {
+            assert_eq!(
+                args(&[opt, "img", "a"]).unwrap().ovlfs_strip,
+                strip,
+                "{opt}"
+            );
+        }
+        let a = args(&["img", "a.erofs", "b.erofs"]).unwrap();
+        let ro = rebuild_options(&a).unwrap();
+        assert_eq!(ro.data, ishare_builder::RebuildData::BlobIndex);
+        assert_eq!(ro.layers.len(), 2);
+        assert!(rebuild_options(&args(&["--clean=0", "img", "a"]).unwrap()).is_err());
     }
 
     #[test]

@@ -188,13 +188,13 @@ impl ImageFs {
         if ino == INodeNo::ROOT {
             self.root_nid
         } else {
-            ino.0 - self.ino_offset
+            self.img.nid_of(ino.0 - self.ino_offset)
         }
     }
 
-    /// `st_ino` of an inode.
+    /// `st_ino` of an inode: the kernel's inode number (see `Image::ino_of`).
     fn st_ino(&self, nid: u64) -> u64 {
-        nid + self.ino_offset
+        self.img.ino_of(nid) + self.ino_offset
     }
 
     /// FUSE node id of an inode.

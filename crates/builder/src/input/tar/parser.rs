@@ -755,6 +755,7 @@ impl<'a> Parser<'a> {
             nodes,
             base: PathBuf::new(),
             archive: Some(archive),
+            layers: None,
         })
     }
 }

@@ -1,0 +1,709 @@
+//! Rebuild mode (`ishare mkfs MERGED LAYER1.erofs LAYER2.erofs ...`) against the
+//! kernel's overlayfs and erofs-utils 1.9.4.
+//!
+//! Three layers: a directory tree with every kind of entry (ishare mkfs), an AUFS tar
+//! layer with whiteouts and an opaque directory (mkfs.erofs --tar=f --aufs), and a
+//! directory layer (mkfs.erofs) that re-creates a whited-out directory, replaces a
+//! file by a directory, and holds overlayfs' own forms: a 0:0 character device
+//! whiteout and a directory made opaque by `trusted.overlay.opaque`. The merged image, mounted by the host kernel with
+//! `device=` for each layer, must show exactly what overlayfs shows for the three
+//! layer images stacked (every field and xattr, overlayfs' own xattrs aside); it must
+//! pass `fsck.erofs --xattr-inode-digest` 1.9.4 and `ishare fsck`, list its devices
+//! in `dump.erofs -s`, and be at most 1.01x mkfs.erofs's merged image. Then the data
+//! modes (`--clean=data`, `--clean=rvsp`), `--ovlfs-strip=0`, and hostile layers.
+//! Needs root, GNU tar and erofs-utils 1.9.4 (scripts/install-deps.sh).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ishare_testkit::mounts::{ErofsMount, Tmpfs, mount_point, unmount};
+use ishare_testkit::snapshot::{CompareOpts, Tree, snapshot};
+use ishare_testkit::tools::{dump_194, fsck_194, host_tool, mkfs_194, require_root, try_run};
+use ishare_testkit::tree::{BlockTree, T0, block_tree};
+
+const ISHARE: &str = env!("CARGO_BIN_EXE_ishare");
+
+fn ishare(args: &[&str]) -> Command {
+    let mut c = Command::new(ISHARE);
+    c.args(args);
+    c
+}
+
+fn ok(c: &mut Command) -> String {
+    let out = try_run(c).unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `c` and waits at most a minute for it (a hostile layer must not hang a
+/// build).
+fn timeout_cmd(c: &mut Command) -> std::process::Output {
+    let child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{c:?} (pid {pid}) hung on a hostile layer"))
+}
+
+/// Runs `c` expecting failure; returns its standard error.
+fn fails(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(!out.status.success(), "{c:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn set_mtime(p: &Path, secs: i64) {
+    let t = std::fs::FileTimes::new()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::new(secs as u64, 5000));
+    File::options()
+        .read(true)
+        .open(p)
+        .or_else(|_| File::open(p))
+        .unwrap()
+        .set_times(t)
+        .unwrap();
+}
+
+fn write(root: &Path, rel: &str, data: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+/// Sources on a tmpfs (which holds any xattr); images on the disk, since EROFS's
+/// file-backed mounts do not take files on tmpfs.
+struct Work {
+    tmp: Tmpfs,
+    disk: tempfile::TempDir,
+}
+
+impl Work {
+    fn new() -> Work {
+        require_root();
+        Work {
+            tmp: Tmpfs::new(),
+            disk: tempfile::tempdir_in(
+                std::env::var_os("CARGO_TARGET_TMPDIR")
+                    .map_or_else(std::env::temp_dir, PathBuf::from),
+            )
+            .unwrap(),
+        }
+    }
+    fn path(&self) -> &Path {
+        self.disk.path()
+    }
+}
+
+/// The three layer images (lowest first), their sources in `src`.
+fn layers(w: &Work) -> Vec<PathBuf> {
+    let dir = w.tmp.path();
+    // Layer 1: every kind of entry, plus what the upper layers change.
+    let l1 = dir.join("l1");
+    std::fs::create_dir(&l1).unwrap();
+    block_tree(&BlockTree {
+        block_size: 4096,
+        large_ids: true,
+    })
+    .write(&l1, false);
+    for (rel, data) in [
+        ("ovl/gone", &b"whited out by layer 2"[..]),
+        ("ovl/dir/x", b"in a directory layer 2 removes"),
+        ("ovl/opq/y", b"hidden by layer 2's opaque directory"),
+        ("ovl/replaced", b"a file layer 3 replaces by a directory"),
+        ("ovl/over", b"layer 1's version"),
+        ("ovl/keep", &[7u8; 10000][..]),
+        ("ovl/op3/old", b"hidden by layer 3's opaque directory"),
+    ] {
+        write(&l1, rel, data);
+    }
+    // Layer 2: an AUFS tar layer (whiteouts as .wh. files), built by mkfs.erofs.
+    let l2 = dir.join("l2");
+    for (rel, data) in [
+        ("ovl/.wh.gone", &b""[..]),
+        ("ovl/.wh.dir", b""),
+        ("ovl/opq/.wh..wh..opq", b""),
+        ("ovl/opq/z", b"layer 2's own entry of the opaque directory"),
+        ("ovl/over", &[2u8; 9000][..]),
+        ("ovl/new/hl1", b"hard-linked"),
+    ] {
+        write(&l2, rel, data);
+    }
+    std::fs::hard_link(l2.join("ovl/new/hl1"), l2.join("ovl/new/hl2")).unwrap();
+    // Layer 3: re-creates the directory layer 2 removed, replaces a file by a
+    // directory, changes a directory's mode and owner.
+    let l3 = dir.join("l3");
+    write(&l3, "ovl/dir/back", b"back in layer 3");
+    write(&l3, "ovl/replaced/inside", b"now a directory");
+    // Overlayfs' own forms, as a directory layer holds them: a 0:0 character
+    // device hiding one name of layer 2's hard-linked pair, and a directory made
+    // opaque by its xattr.
+    std::fs::create_dir_all(l3.join("ovl/new")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        l3.join("ovl/new/hl1").as_path(),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        rustix::fs::makedev(0, 0),
+    )
+    .unwrap();
+    write(&l3, "ovl/op3/new", b"layer 3's own entry");
+    rustix::fs::setxattr(
+        l3.join("ovl/op3").as_path(),
+        "trusted.overlay.opaque",
+        b"y",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(l3.join("ovl"), Some(1234), Some(5678)).unwrap();
+    for root in [&l1, &l2, &l3] {
+        let mut all: Vec<PathBuf> = walk(root);
+        all.reverse(); // children before their directories
+        for (i, p) in all.iter().enumerate() {
+            if !p.is_symlink() && (p.is_file() || p.is_dir()) {
+                set_mtime(p, T0 + 10 + i as i64);
+            }
+        }
+    }
+    std::fs::set_permissions(
+        l3.join("ovl"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .unwrap();
+    let tar = dir.join("l2.tar");
+    try_run(
+        Command::new(host_tool("tar"))
+            .args(["--format=pax", "--numeric-owner", "-C"])
+            .arg(&l2)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    )
+    .unwrap();
+    let out = w.path();
+    let (i1, i2, i3) = (
+        out.join("1.erofs"),
+        out.join("2.erofs"),
+        out.join("3.erofs"),
+    );
+    ok(ishare(&["mkfs", "--quiet", "-Enoinline_data"])
+        .arg(&i1)
+        .arg(&l1));
+    ok(Command::new(mkfs_194())
+        .args(["--quiet", "--tar=f", "--aufs", "-Enoinline_data"])
+        .arg(&i2)
+        .arg(&tar));
+    ok(Command::new(mkfs_194())
+        .args(["--quiet", "-Enoinline_data"])
+        .arg(&i3)
+        .arg(&l3));
+    vec![i1, i2, i3]
+}
+
+/// Every path under `root` (not following symlinks), parents first.
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i].clone();
+        if p.is_dir() && !p.is_symlink() {
+            let mut kids: Vec<PathBuf> = std::fs::read_dir(&p)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            kids.sort();
+            out.extend(kids);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A read-only overlayfs of `lowers` (uppermost first), unmounted on drop.
+struct Overlay(tempfile::TempDir);
+
+impl Overlay {
+    fn new(lowers: &[&Path]) -> Overlay {
+        let dir = mount_point("ishare-ovl-");
+        let lower: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+        ok(Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!("ro,lowerdir={}", lower.join(":")))
+            .arg(dir.path()));
+        Overlay(dir)
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        unmount(self.0.path());
+    }
+}
+
+/// A snapshot without overlayfs' own xattrs, which overlayfs hides, and without
+/// hard-link "groups" of one name: overlayfs reports a lower inode's own link
+/// count, so a file whose other name an upper layer whited out still shows 2
+/// (the merged image says 1, the names it has). Groups of two or more names are
+/// compared.
+fn visible(mut t: Tree) -> Tree {
+    for e in t.entries.values_mut() {
+        e.xattrs
+            .retain(|(n, _)| !n.starts_with(b"trusted.overlay."));
+    }
+    t.hardlinks.retain(|g| g.len() > 1);
+    t
+}
+
+/// What overlayfs shows for the layer images stacked (lowest first in `images`).
+fn overlay_of(images: &[PathBuf]) -> Tree {
+    let mounts: Vec<ErofsMount> = images.iter().map(|i| ErofsMount::new(i, &[])).collect();
+    let lowers: Vec<&Path> = mounts.iter().rev().map(|m| m.path()).collect();
+    let o = Overlay::new(&lowers);
+    visible(snapshot(o.0.path()))
+}
+
+fn fsck_ok(image: &Path, devices: &[PathBuf]) {
+    let mut c = Command::new(fsck_194());
+    c.arg("--xattr-inode-digest");
+    for d in devices {
+        c.arg(format!("--device={}", d.display()));
+    }
+    ok(c.arg(image));
+    let mut c = ishare(&["fsck", "--xattr-inode-digest"]);
+    for d in devices {
+        c.arg("--device").arg(d);
+    }
+    ok(c.arg(image));
+}
+
+fn size(p: &Path) -> u64 {
+    std::fs::metadata(p).unwrap().len()
+}
+
+#[test]
+fn merged_layers_mount_as_their_overlay() {
+    let tmp = Work::new();
+    let images = layers(&tmp);
+    let want = overlay_of(&images);
+    // The cases the layers set up really are in the overlay.
+    for (path, present) in [
+        (&b"ovl/gone"[..], false),
+        (b"ovl/dir/x", false),
+        (b"ovl/dir/back", true),
+        (b"ovl/opq/y", false),
+        (b"ovl/opq/z", true),
+        (b"ovl/replaced/inside", true),
+        (b"ovl/new/hl2", true),
+        (b"ovl/new/hl1", false),
+        (b"ovl/op3/old", false),
+        (b"ovl/op3/new", true),
+        (b"ovl/keep", true),
+    ] {
+        assert_eq!(
+            want.entries.contains_key(path),
+            present,
+            "{}",
+            String::from_utf8_lossy(path)
+        );
+    }
+
+    let merged = tmp.path().join("merged.erofs");
+    let mut c = ishare(&["mkfs", "--quiet", "--ovlfs-strip=1", "-Uclear"]);
+    ok(c.arg(&merged).args(&images));
+    // Metadata only: the data stays in the layers.
+    assert!(
+        size(&merged) < size(&images[0]) / 4,
+        "merged image holds data"
+    );
+    let m = ErofsMount::new(&merged, &images);
+    let got = visible(snapshot(m.path()));
+    ishare_testkit::assert_trees_eq(
+        "merged image",
+        &got,
+        "overlayfs",
+        &want,
+        &CompareOpts::EXACT,
+    );
+    drop(m);
+    fsck_ok(&merged, &images);
+
+    // The device table lists the layers.
+    let dump = ok(Command::new(dump_194()).arg("-s").arg(&merged));
+    assert!(dump.contains("device_table"), "{dump}");
+    let uuid = |img: &Path| {
+        let d = ok(Command::new(dump_194()).arg("-s").arg(img));
+        d.lines()
+            .find(|l| l.starts_with("Filesystem UUID:"))
+            .unwrap()
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .replace('-', "")
+    };
+    let b = std::fs::read(&merged).unwrap();
+    for (k, img) in images.iter().enumerate() {
+        let slot = 1152 + k * 128;
+        assert_eq!(
+            &b[slot..slot + 32],
+            uuid(img).as_bytes(),
+            "device {} tag",
+            k + 1
+        );
+    }
+
+    // Within 1.01x of mkfs.erofs's merged image (fingerprints off on both, since
+    // 1.9.4 carries the layers' xattrs and does not add its own here).
+    let ours = tmp.path().join("ours.erofs");
+    let theirs = tmp.path().join("theirs.erofs");
+    ok(ishare(&[
+        "mkfs",
+        "--quiet",
+        "--ovlfs-strip=1",
+        "--no-xattr-inode-digest",
+    ])
+    .arg(&ours)
+    .args(&images));
+    ok(Command::new(mkfs_194())
+        .args(["--quiet", "--ovlfs-strip=1"])
+        .arg(&theirs)
+        .args(&images));
+    assert!(
+        size(&ours) * 100 <= size(&theirs) * 101,
+        "{} bytes vs mkfs.erofs's {}",
+        size(&ours),
+        size(&theirs)
+    );
+    let m = ErofsMount::new(&theirs, &images);
+    let theirs_tree = visible(snapshot(m.path()));
+    drop(m);
+    let m = ErofsMount::new(&ours, &images);
+    let ours_tree = visible(snapshot(m.path()));
+    drop(m);
+    // mkfs.erofs 1.9.4 gives the root a fresh inode (0777, build time) where
+    // overlayfs (and ishare) show the top layer's root; all else is the same.
+    let mut a = ours_tree.clone();
+    let mut b = theirs_tree.clone();
+    a.entries.remove(&b""[..]);
+    b.entries.remove(&b""[..]);
+    // 1.9.4 also splits hard-linked device nodes, fifos and sockets into one inode
+    // per name (it links regular files only); overlayfs and ishare keep the links.
+    let regular = |t: &Tree, g: &Vec<Vec<u8>>| t.entries[&g[0]].kind == ishare_testkit::Kind::File;
+    let kept: Vec<_> = a
+        .hardlinks
+        .iter()
+        .filter(|g| regular(&a, g))
+        .cloned()
+        .collect();
+    a.hardlinks = kept.into_iter().collect();
+    ishare_testkit::assert_trees_eq("ishare", &a, "mkfs.erofs 1.9.4", &b, &CompareOpts::EXACT);
+}
+
+/// Without `--ovlfs-strip` the whiteouts and opaque marks stay, so the merged image
+/// is itself an overlayfs layer showing the same tree.
+#[test]
+fn kept_whiteouts_make_a_layer() {
+    let tmp = Work::new();
+    let images = layers(&tmp);
+    let want = overlay_of(&images);
+    let merged = tmp.path().join("merged.erofs");
+    ok(ishare(&["mkfs", "--quiet"]).arg(&merged).args(&images));
+    fsck_ok(&merged, &images);
+    let m = ErofsMount::new(&merged, &images);
+    let raw = snapshot(m.path());
+    // The whiteouts are there as 0:0 character devices, their directory marked.
+    let gone = raw.entries.get(&b"ovl/gone"[..]).expect("whiteout kept");
+    assert_eq!(
+        (gone.kind, gone.rdev),
+        (ishare_testkit::Kind::CharDev, Some(0))
+    );
+    let ovl = &raw.entries[&b"ovl"[..]];
+    assert!(
+        ovl.xattrs
+            .iter()
+            .any(|(n, _)| n == b"trusted.overlay.origin")
+    );
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = Overlay::new(&[m.path(), &empty]);
+    let got = visible(snapshot(o.0.path()));
+    ishare_testkit::assert_trees_eq(
+        "merged image as a layer",
+        &got,
+        "overlayfs",
+        &want,
+        &CompareOpts::EXACT,
+    );
+}
+
+/// `--clean=data` copies the data (the image stands alone); `--clean=rvsp` reserves
+/// its room without writing it; fingerprints are the layers' or computed.
+#[test]
+fn data_modes() {
+    let tmp = Work::new();
+    let images = layers(&tmp);
+    let want = overlay_of(&images);
+    let full = tmp.path().join("full.erofs");
+    ok(
+        ishare(&["mkfs", "--quiet", "--clean=data", "--ovlfs-strip"])
+            .arg(&full)
+            .args(&images),
+    );
+    fsck_ok(&full, &[]);
+    let m = ErofsMount::new(&full, &[]);
+    let got = visible(snapshot(m.path()));
+    drop(m);
+    // Layer 3 was built without fingerprints: computed for its files.
+    let fp = |img: &Path, path: &str| {
+        let out = ok(ishare(&["dump", "--path", path]).arg(img));
+        out.lines()
+            .find(|l| l.contains("sha256:"))
+            .map(str::to_owned)
+    };
+    assert!(
+        fp(&full, "/ovl/dir/back").is_some(),
+        "no fingerprint for a layer-3 file"
+    );
+    assert_eq!(fp(&full, "/ovl/keep"), fp(&images[0], "/ovl/keep"));
+    // Fingerprint xattrs differ from the overlay's view only by being there.
+    let strip_fp = |mut t: Tree| {
+        for e in t.entries.values_mut() {
+            e.xattrs
+                .retain(|(n, _)| !n.ends_with(b"erofs.fingerprint.v1"));
+        }
+        t
+    };
+    ishare_testkit::assert_trees_eq(
+        "--clean=data",
+        &strip_fp(got),
+        "overlayfs",
+        &strip_fp(want.clone()),
+        &CompareOpts::EXACT,
+    );
+
+    let theirs = tmp.path().join("theirs-full.erofs");
+    ok(Command::new(mkfs_194())
+        .args(["--quiet", "--clean=data", "--ovlfs-strip"])
+        .arg(&theirs)
+        .args(&images));
+    assert!(
+        size(&full) * 100 <= size(&theirs) * 101,
+        "{} vs {}",
+        size(&full),
+        size(&theirs)
+    );
+
+    let rvsp = tmp.path().join("rvsp.erofs");
+    ok(
+        ishare(&["mkfs", "--quiet", "--clean=rvsp", "--ovlfs-strip"])
+            .arg(&rvsp)
+            .args(&images),
+    );
+    let theirs = tmp.path().join("theirs-rvsp.erofs");
+    ok(Command::new(mkfs_194())
+        .args(["--quiet", "--clean=rvsp", "--ovlfs-strip"])
+        .arg(&theirs)
+        .args(&images));
+    assert!(
+        size(&rvsp) * 100 <= size(&theirs) * 101,
+        "{} vs {}",
+        size(&rvsp),
+        size(&theirs)
+    );
+    // Well-formed; the layers' fingerprints are carried (they are of the data to
+    // come, not of the zeros there now), as mkfs.erofs does.
+    ok(Command::new(fsck_194()).arg(&rvsp));
+    let layer_fp = fp(&images[0], "/ovl/keep").expect("layer 1 has fingerprints");
+    let digest = layer_fp.rsplit(':').next().unwrap();
+    let dump = ok(ishare(&["dump", "--path", "/ovl/keep"]).arg(&rvsp));
+    assert!(dump.contains(digest), "{dump}");
+    let m = ErofsMount::new(&rvsp, &[]);
+    let keep = std::fs::read(m.path().join("ovl/keep")).unwrap();
+    assert_eq!(keep.len(), 10000);
+    assert!(keep.iter().all(|&b| b == 0), "reserved data was written");
+    drop(m);
+    // -z does not pull the data in: it stays in the layers (as with mkfs.erofs).
+    let z = tmp.path().join("z.erofs");
+    ok(ishare(&["mkfs", "--quiet", "-zlz4"]).arg(&z).args(&images));
+    assert!(size(&z) < size(&images[0]) / 4, "-z copied data in");
+    fsck_ok(&z, &images);
+    // mkfs.erofs refuses zero-fill here, and so does ishare.
+    let e = fails(
+        ishare(&["mkfs", "--clean=0"])
+            .arg(tmp.path().join("z.erofs"))
+            .args(&images),
+    );
+    assert!(e.contains("--clean=0"), "{e}");
+}
+
+/// The image and the layers agree on the fields a merge must carry, reading the
+/// result with the workers' count varied: the bytes do not change.
+#[test]
+fn reproducible_for_any_workers() {
+    let tmp = Work::new();
+    let images = layers(&tmp);
+    let mut prev: Option<Vec<u8>> = None;
+    for w in ["1", "2", "7"] {
+        let out = tmp.path().join(format!("m{w}.erofs"));
+        ok(
+            ishare(&["mkfs", "--quiet", "-Uclear", "-T0", "--workers", w])
+                .arg(&out)
+                .args(&images),
+        );
+        let b = std::fs::read(&out).unwrap();
+        if let Some(p) = &prev {
+            assert!(p == &b, "--workers {w} changed the image");
+        }
+        prev = Some(b);
+    }
+}
+
+/// Layers that cannot be merged, or are damaged, fail with the layer's name and
+/// what is wrong, never a panic; nothing is left at the image's name.
+#[test]
+fn hostile_layers_error_clearly() {
+    let tmp = Work::new();
+    let src = tmp.tmp.path().join("src");
+    write(&src, "a/b", &[1u8; 5000]);
+    write(&src, "c", b"small");
+    let good = tmp.path().join("good.erofs");
+    ok(ishare(&["mkfs", "--quiet", "-Enoinline_data"])
+        .arg(&good)
+        .arg(&src));
+    let out = tmp.path().join("out.erofs");
+    let check = |layer: &Path, want: &str| {
+        let e = fails(ishare(&["mkfs", "--quiet"]).arg(&out).arg(&good).arg(layer));
+        assert!(
+            e.contains(&format!("layer {}", layer.display())) && e.contains(want),
+            "{}: {e}",
+            layer.display()
+        );
+        assert!(!e.contains("panicked"), "{e}");
+        assert!(!out.exists(), "a failed build left {}", out.display());
+    };
+    // Not an image at all.
+    let junk = tmp.path().join("junk.erofs");
+    std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
+    check(&junk, "not a usable EROFS image");
+    // Inline tails cannot be referenced in place (mkfs.erofs refuses them too).
+    let inline = tmp.path().join("inline.erofs");
+    ok(ishare(&["mkfs", "--quiet"]).arg(&inline).arg(&src));
+    check(&inline, "inline");
+    // Compressed files neither.
+    let z = tmp.path().join("z.erofs");
+    ok(ishare(&["mkfs", "--quiet", "-zlz4", "-Enoinline_data"])
+        .arg(&z)
+        .arg(&src));
+    check(&z, "compressed");
+    // Another block size.
+    let b1k = tmp.path().join("b1k.erofs");
+    ok(ishare(&["mkfs", "--quiet", "-b1024", "-Enoinline_data"])
+        .arg(&b1k)
+        .arg(&src));
+    check(&b1k, "block size");
+    // A file whose data runs past the end of the layer: truncate the layer.
+    let cut = tmp.path().join("cut.erofs");
+    let mut b = std::fs::read(&good).unwrap();
+    b.truncate(b.len() - 4096);
+    std::fs::write(&cut, &b).unwrap();
+    let e = fails(ishare(&["mkfs", "--quiet"]).arg(&out).arg(&good).arg(&cut));
+    assert!(e.contains(&format!("layer {}", cut.display())), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    // Flipped bytes all over the metadata: an error or a good image, never a panic.
+    let orig = std::fs::read(&good).unwrap();
+    let mut rng = ishare_testkit::Rng::new(7);
+    let bad = tmp.path().join("bad.erofs");
+    let mut refused = 0;
+    for _ in 0..60 {
+        let mut b = orig.clone();
+        for _ in 0..4 {
+            let at = 1024 + rng.below(3072) as usize;
+            b[at] ^= 1 << rng.below(8);
+        }
+        std::fs::write(&bad, &b).unwrap();
+        for mode in ["--clean=data", "--clean=rvsp", "--ovlfs-strip"] {
+            let o = timeout_cmd(
+                ishare(&["mkfs", "--quiet", mode])
+                    .arg(&out)
+                    .arg(&good)
+                    .arg(&bad),
+            );
+            let e = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                !e.contains("panicked") && o.status.code() != Some(101),
+                "{mode}: {e}"
+            );
+            if !o.status.success() {
+                assert!(e.contains("bad.erofs"), "{mode}: {e}");
+                refused += 1;
+            }
+        }
+    }
+    // The damage was seen, not just survived.
+    assert!(refused > 0, "no damaged layer was refused");
+}
+
+/// `--incremental=data` adds layers to an existing image (which keeps its UUID):
+/// the result shows the overlay of all of them; `--incremental=rvsp` keeps the
+/// image's own data and only reserves room for the new layers'.
+#[test]
+fn incremental_adds_layers() {
+    let tmp = Work::new();
+    let images = layers(&tmp);
+    let want = overlay_of(&images);
+    let base = tmp.path().join("base.erofs");
+    ok(
+        ishare(&["mkfs", "--quiet", "--clean=data", "--ovlfs-strip"])
+            .arg(&base)
+            .arg(&images[0]),
+    );
+    let uuid = |p: &Path| std::fs::read(p).unwrap()[1024 + 48..1024 + 64].to_vec();
+    let before = uuid(&base);
+    ok(
+        ishare(&["mkfs", "--quiet", "--incremental=data", "--ovlfs-strip"])
+            .arg(&base)
+            .args(&images[1..]),
+    );
+    assert_eq!(uuid(&base), before, "the UUID changed");
+    fsck_ok(&base, &[]);
+    let m = ErofsMount::new(&base, &[]);
+    let got = visible(snapshot(m.path()));
+    drop(m);
+    ishare_testkit::assert_trees_eq("incremental", &got, "overlayfs", &want, &CompareOpts::EXACT);
+
+    let base = tmp.path().join("base2.erofs");
+    ok(ishare(&["mkfs", "--quiet", "--clean=data"])
+        .arg(&base)
+        .arg(&images[0]));
+    ok(ishare(&["mkfs", "--quiet", "--incremental=rvsp"])
+        .arg(&base)
+        .arg(&images[1]));
+    let m = ErofsMount::new(&base, &[]);
+    assert_eq!(
+        std::fs::read(m.path().join("ovl/keep")).unwrap(),
+        vec![7u8; 10000]
+    );
+    assert_eq!(
+        std::fs::read(m.path().join("ovl/over")).unwrap(),
+        vec![0u8; 9000]
+    );
+    drop(m);
+    // Nothing to add to, or data left in the layers: refused.
+    let none = tmp.path().join("none.erofs");
+    let e = fails(
+        ishare(&["mkfs", "--incremental"])
+            .arg(&none)
+            .arg(&images[1]),
+    );
+    assert!(e.contains("no") && e.contains("none.erofs"), "{e}");
+    assert!(!none.exists());
+    let e = fails(
+        ishare(&["mkfs", "--incremental=0x0"])
+            .arg(&base)
+            .arg(&images[1]),
+    );
+    assert!(e.contains("incremental"), "{e}");
+}
