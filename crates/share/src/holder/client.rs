@@ -1,0 +1,135 @@
+//! The daemon's side of the holder: handing it connections, telling it which mounts
+//! ended, taking the held ones back at start.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+
+use super::HeldMount;
+use super::process::ALREADY;
+use super::wire::{self, Msg};
+
+/// How long the daemon waits for the holder's answer.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The holder of one daemon socket.
+#[derive(Debug, Clone)]
+pub(crate) struct HolderClient {
+    socket: PathBuf,
+}
+
+impl HolderClient {
+    /// The holder for the daemon socket `daemon_socket`.
+    pub(crate) fn new(daemon_socket: &Path) -> HolderClient {
+        HolderClient {
+            socket: super::holder_socket(daemon_socket),
+        }
+    }
+
+    fn connect(&self) -> io::Result<OwnedFd> {
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        rustix::net::connect(&fd, &SocketAddrUnix::new(&self.socket)?)?;
+        let timeout = Some(REPLY_TIMEOUT);
+        rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, timeout)?;
+        rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Send, timeout)?;
+        Ok(fd)
+    }
+
+    /// Starts a holder (`THIS_BINARY fd-holder --socket S`) and waits until it listens;
+    /// another one winning the race is as good.
+    fn start(&self) -> io::Result<()> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .arg("fd-holder")
+            .arg("--socket")
+            .arg(&self.socket)
+            .env_remove(crate::options::DOMAIN_ID_ENV)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut line = String::new();
+        let out = child.stdout.take().expect("piped");
+        io::BufRead::read_line(&mut io::BufReader::new(out), &mut line)?;
+        // Reaped by a thread of its own: the holder outlives this call (and often us).
+        let _ = std::thread::Builder::new()
+            .name("holder-reaper".into())
+            .spawn(move || child.wait());
+        match line.trim_end() {
+            "ready" => Ok(()),
+            l if l.contains(ALREADY) => Ok(()),
+            l => Err(io::Error::other(format!(
+                "the fd holder did not start: {}",
+                l.strip_prefix("error: ").unwrap_or("no answer")
+            ))),
+        }
+    }
+
+    /// Sends `msg` (with `fd`) and collects the replies up to `Done`.
+    fn request(
+        &self,
+        conn: &OwnedFd,
+        msg: &Msg,
+        fd: Option<BorrowedFd>,
+    ) -> io::Result<Vec<(HeldMount, OwnedFd)>> {
+        wire::send(conn.as_fd(), msg, fd)?;
+        let mut held = Vec::new();
+        loop {
+            match wire::receive(conn.as_fd())? {
+                None => return Err(io::Error::other("the fd holder closed the connection")),
+                Some((Msg::Done {}, _)) => return Ok(held),
+                Some((Msg::Failed { error }, _)) => return Err(io::Error::other(error)),
+                Some((Msg::Held { mount }, Some(fd))) => held.push((mount, fd)),
+                Some((other, _)) => {
+                    return Err(io::Error::other(format!(
+                        "unexpected answer from the fd holder: {other:?}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Hands the holder `mount` and its connection `conn`, starting the holder when
+    /// none runs.
+    pub(crate) fn put(&self, mount: &HeldMount, conn: BorrowedFd) -> io::Result<()> {
+        let sock = match self.connect() {
+            Ok(s) => s,
+            Err(_) => {
+                self.start()?;
+                self.connect()?
+            }
+        };
+        let msg = Msg::Put {
+            mount: mount.clone(),
+        };
+        self.request(&sock, &msg, Some(conn)).map(|_| ())
+    }
+
+    /// Tells the holder that the mount `mount_id` ended (nothing to do when no holder
+    /// runs).
+    pub(crate) fn forget(&self, mount_id: u64) -> io::Result<()> {
+        let Ok(sock) = self.connect() else {
+            return Ok(());
+        };
+        self.request(&sock, &Msg::Drop { mount_id }, None)
+            .map(|_| ())
+    }
+
+    /// Every mount the holder holds, each with a duplicate of its connection (none
+    /// when no holder runs).
+    pub(crate) fn take(&self) -> io::Result<Vec<(HeldMount, OwnedFd)>> {
+        let Ok(sock) = self.connect() else {
+            return Ok(Vec::new());
+        };
+        self.request(&sock, &Msg::Take {}, None)
+    }
+}
