@@ -130,6 +130,10 @@ pub struct ImageFs {
     handles: Mutex<HashMap<u64, Arc<Object>>>,
     direct: DirectReader,
     next_fh: AtomicU64,
+    /// What this process's file handles start at: a connection served again by a new
+    /// daemon (see `crate::holder`) still has files opened by the earlier one, whose
+    /// handles must never be taken for ours (see [`ImageFs::set_generation`]).
+    fh_base: u64,
     /// File states and names (for paths in log lines), within the process's budget.
     meta: meta::MountMeta,
     /// The kernel sends no OPENDIR (we refuse the first one: `no_opendir`).
@@ -177,11 +181,26 @@ impl ImageFs {
             handles: Mutex::new(HashMap::new()),
             direct: DirectReader::default(),
             next_fh: AtomicU64::new(2),
+            fh_base: 0,
             meta: meta::MountMeta::new(),
             no_opendir: false,
             no_open: false,
             counters,
         }
+    }
+
+    /// The connection was served by `generation` daemons before this one: this one's
+    /// file handles are `generation << 40 | n`. A READ on a handle of an earlier daemon
+    /// (a file opened before the restart, without passthrough) finds no object and is
+    /// read from the image (the same bytes); its RELEASE releases nothing of ours.
+    pub fn set_generation(&mut self, generation: u64) {
+        self.fh_base = generation << 40;
+        self.next_fh = AtomicU64::new(self.fh_base + 2);
+    }
+
+    /// The file handle of opens that pass through to a backing file.
+    fn fh_passthrough(&self) -> u64 {
+        self.fh_base + FH_PASSTHROUGH
     }
 
     fn nid(&self, ino: INodeNo) -> u64 {
@@ -339,7 +358,7 @@ impl ImageFs {
     /// passthrough fails (the mount then reads objects in the daemon).
     fn open_passthrough(&self, nid: u64, state: &FileState, reply: ReplyOpen) -> Option<ReplyOpen> {
         let opened = |reply: ReplyOpen, id: &BackingId| {
-            reply.opened_passthrough(FileHandle(FH_PASSTHROUGH), FopenFlags::empty(), id);
+            reply.opened_passthrough(FileHandle(self.fh_passthrough()), FopenFlags::empty(), id);
         };
         let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((id, count)) = backing.ids.get_mut(&nid) {
