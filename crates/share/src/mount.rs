@@ -19,7 +19,7 @@ use log::{info, warn};
 
 use crate::direct::DirectSource;
 use crate::error::{Error, Result};
-use crate::fs::{Counters, ImageFs, PassthroughState};
+use crate::fs::{BackingLog, Counters, ImageFs, PassthroughState};
 use crate::fusemount::{self, FuseMountSpec, MountId, OwnUnmount};
 use crate::options::{DomainId, MountBackend, MountOptions, Passthrough};
 use crate::registry::{self, Registration};
@@ -87,6 +87,8 @@ pub(crate) struct Resume {
     pub(crate) passthrough: bool,
     /// How many daemons served it before.
     pub(crate) generation: u64,
+    /// The backing files the earlier daemons registered on it (node id, kernel id).
+    pub(crate) backing: Vec<(u64, u32)>,
 }
 
 /// A mounted image, not yet serving.
@@ -204,13 +206,14 @@ fn raise_fd_limit() {
 /// initialized the connection (requests then queue until [`Mounted::run`]). The
 /// mount's sharing state is its own.
 pub fn mount(image: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<Mounted> {
-    mount_with(image, mountpoint, opts, &new_sharing, true, None)
+    mount_with(image, mountpoint, opts, &new_sharing, true, None, None)
 }
 
 /// [`mount`] with the sharing state from `open_sharing`; `owns_sharing` when it is
 /// this mount's alone (its publishing then ends with the session). With `resume`, no
 /// new mount is made: the connection of an earlier daemon's mount is served again
-/// (no INIT: the kernel keeps what the first handshake agreed).
+/// (no INIT: the kernel keeps what the first handshake agreed). `backing_log` is told
+/// of backing file registrations (see [`BackingLog`]).
 pub(crate) fn mount_with(
     image: &Path,
     mountpoint: &Path,
@@ -218,6 +221,7 @@ pub(crate) fn mount_with(
     open_sharing: OpenSharing,
     owns_sharing: bool,
     resume: Option<Resume>,
+    backing_log: Option<BackingLog>,
 ) -> Result<Mounted> {
     if opts.mode == MountBackend::Kernel {
         return Err(Error::KernelMode {
@@ -292,6 +296,12 @@ pub(crate) fn mount_with(
 
     let generation = resume.as_ref().map_or(0, |r| r.generation);
     fs.set_generation(generation);
+    if let Some(r) = &resume {
+        fs.inherit_backing(&r.backing);
+    }
+    if let Some(log) = backing_log {
+        fs.set_backing_log(log);
+    }
     let mount_err = |error| Error::Mount {
         path: mountpoint.clone(),
         error,

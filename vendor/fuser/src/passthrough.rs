@@ -82,6 +82,23 @@ impl BackingId {
     ///
     /// The returned ID may subsequently be reopened using
     /// [`ReplyOpen::wrap_backing()`](crate::ReplyOpen::wrap_backing).
+    /// ISHARE PATCH: an id registered on this connection by an earlier process (which
+    /// handed the connection on): it can be given in `opened_passthrough` replies, and
+    /// dropping it does not close it (this process does not own it). A wrong id makes
+    /// the kernel refuse the open; nothing in this process depends on it.
+    pub fn inherited(id: u32) -> Self {
+        Self {
+            channel: Weak::new(),
+            backing_id: id,
+        }
+    }
+
+    /// ISHARE PATCH: the raw id, to tell whoever keeps the connection for the next
+    /// process.
+    pub fn id(&self) -> u32 {
+        self.backing_id
+    }
+
     pub fn into_raw(mut self) -> u32 {
         let id = self.backing_id;
         drop(std::mem::take(&mut self.channel));

@@ -73,6 +73,11 @@ struct Backing {
     idle: VecDeque<u64>,
 }
 
+/// Told of every backing file registration of a mount (the node id and the kernel's
+/// id) and of its end (`None`): the fd holder keeps them for the next daemon, which must
+/// answer opens of a file still open with the same id.
+pub type BackingLog = Arc<dyn Fn(u64, Option<u32>) + Send + Sync>;
+
 /// The passthrough state of a mount, shared with the daemon.
 #[derive(Debug, Default)]
 pub struct PassthroughState {
@@ -126,6 +131,8 @@ pub struct ImageFs {
     want_passthrough: bool,
     stack_depth: u32,
     backing: Mutex<Backing>,
+    /// Told of registrations (see [`BackingLog`]).
+    backing_log: Option<BackingLog>,
     /// Objects of open files the daemon reads from (no passthrough), by file handle.
     handles: Mutex<HashMap<u64, Arc<Object>>>,
     direct: DirectReader,
@@ -178,6 +185,7 @@ impl ImageFs {
             passthrough,
             stack_depth,
             backing: Mutex::new(Backing::default()),
+            backing_log: None,
             handles: Mutex::new(HashMap::new()),
             direct: DirectReader::default(),
             next_fh: AtomicU64::new(2),
@@ -196,6 +204,22 @@ impl ImageFs {
     pub fn set_generation(&mut self, generation: u64) {
         self.fh_base = generation << 40;
         self.next_fh = AtomicU64::new(self.fh_base + 2);
+    }
+
+    /// Tells `log` of every backing file registration from now on.
+    pub fn set_backing_log(&mut self, log: BackingLog) {
+        self.backing_log = Some(log);
+    }
+
+    /// Takes over the backing file registrations of an earlier daemon on this
+    /// connection (node id, kernel id): opens of those files answer with them (the
+    /// kernel refuses another backing file for a file still open). They count as idle.
+    pub fn inherit_backing(&mut self, ids: &[(u64, u32)]) {
+        let b = self.backing.get_mut().unwrap_or_else(|e| e.into_inner());
+        for &(nid, id) in ids {
+            b.ids.insert(nid, (BackingId::inherited(id), 0));
+            b.idle.push_back(nid);
+        }
     }
 
     /// The file handle of opens that pass through to a backing file.
@@ -382,6 +406,10 @@ impl ImageFs {
         // from here until the id is dropped; `obj` closes when dropped.
         match reply.open_backing(&obj.file) {
             Ok(id) => {
+                // The holder knows the id before the kernel has the reply.
+                if let Some(log) = &self.backing_log {
+                    log(nid, Some(id.id()));
+                }
                 opened(reply, &id);
                 backing.ids.insert(nid, (id, 1));
                 None
@@ -418,6 +446,9 @@ impl ImageFs {
             // Dropping the BackingId closes it in the kernel.
             if b.ids.get(&old).is_some_and(|(_, c)| *c == 0) {
                 b.ids.remove(&old);
+                if let Some(log) = &self.backing_log {
+                    log(old, None);
+                }
             }
         }
     }

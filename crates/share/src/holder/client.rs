@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
@@ -16,10 +17,16 @@ use super::wire::{self, Msg};
 /// How long the daemon waits for the holder's answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A held mount as taken back: its record, its connection, its backing file
+/// registrations (node id, kernel id).
+pub(crate) type Taken = (HeldMount, OwnedFd, Vec<(u64, u32)>);
+
 /// The holder of one daemon socket.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct HolderClient {
     socket: PathBuf,
+    /// The connection registrations go on (opened at the first).
+    log: Mutex<Option<OwnedFd>>,
 }
 
 impl HolderClient {
@@ -27,6 +34,7 @@ impl HolderClient {
     pub(crate) fn new(daemon_socket: &Path) -> HolderClient {
         HolderClient {
             socket: super::holder_socket(daemon_socket),
+            log: Mutex::new(None),
         }
     }
 
@@ -80,15 +88,27 @@ impl HolderClient {
         conn: &OwnedFd,
         msg: &Msg,
         fd: Option<BorrowedFd>,
-    ) -> io::Result<Vec<(HeldMount, OwnedFd)>> {
+    ) -> io::Result<Vec<Taken>> {
         wire::send(conn.as_fd(), msg, fd)?;
-        let mut held = Vec::new();
+        let mut held: Vec<Taken> = Vec::new();
         loop {
-            match wire::receive(conn.as_fd())? {
+            match wire::receive(conn.as_fd(), false)? {
                 None => return Err(io::Error::other("the fd holder closed the connection")),
                 Some((Msg::Done {}, _)) => return Ok(held),
                 Some((Msg::Failed { error }, _)) => return Err(io::Error::other(error)),
-                Some((Msg::Held { mount }, Some(fd))) => held.push((mount, fd)),
+                Some((Msg::Held { mount }, Some(fd))) => held.push((mount, fd, Vec::new())),
+                Some((
+                    Msg::Backing {
+                        mount_id,
+                        nid,
+                        id: Some(id),
+                    },
+                    _,
+                )) => {
+                    if let Some(h) = held.last_mut().filter(|h| h.0.mount_id == mount_id) {
+                        h.2.push((nid, id));
+                    }
+                }
                 Some((other, _)) => {
                     return Err(io::Error::other(format!(
                         "unexpected answer from the fd holder: {other:?}"
@@ -126,10 +146,32 @@ impl HolderClient {
 
     /// Every mount the holder holds, each with a duplicate of its connection (none
     /// when no holder runs).
-    pub(crate) fn take(&self) -> io::Result<Vec<(HeldMount, OwnedFd)>> {
+    pub(crate) fn take(&self) -> io::Result<Vec<Taken>> {
         let Ok(sock) = self.connect() else {
             return Ok(Vec::new());
         };
         self.request(&sock, &Msg::Take {}, None)
+    }
+
+    /// Tells the holder that the mount `mount_id` registered backing file `id` for node
+    /// `nid` (`None`: closed it). Sent without waiting (before the open it is for is
+    /// answered, so even a daemon killed right after has told it); lost when no holder
+    /// runs, which only matters to a mount the holder does not keep.
+    pub(crate) fn note_backing(&self, mount_id: u64, nid: u64, id: Option<u32>) {
+        let msg = Msg::Backing { mount_id, nid, id };
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..2 {
+            if log.is_none() {
+                *log = self.connect().ok();
+            }
+            let Some(sock) = log.as_ref() else {
+                return;
+            };
+            if wire::send(sock.as_fd(), &msg, None).is_ok() {
+                return;
+            }
+            // The holder went (it exits with its last mount); a new one may run.
+            *log = None;
+        }
     }
 }

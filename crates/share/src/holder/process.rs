@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -103,19 +103,21 @@ fn peer_allowed(conn: &OwnedFd) -> bool {
 fn serve(listener: &OwnedFd) {
     let started = Instant::now();
     let mut served = false;
-    let mut held: BTreeMap<u64, (HeldMount, OwnedFd)> = BTreeMap::new();
-    let mut clients: Vec<OwnedFd> = Vec::new();
+    let mut held: Held = BTreeMap::new();
+    let mut clients: Vec<Client> = Vec::new();
     loop {
-        if held.is_empty() && clients.is_empty() && (served || started.elapsed() > FIRST_CLIENT)
-        {
+        // A daemon's connection that only reports registrations does not keep an
+        // empty holder alive.
+        let busy = clients.iter().any(|c| !c.log_only);
+        if held.is_empty() && !busy && (served || started.elapsed() > FIRST_CLIENT) {
             return;
         }
         let (ready_listener, ready_clients, gone) = {
             let mut fds = Vec::with_capacity(1 + clients.len() + held.len());
             fds.push(PollFd::new(listener, PollFlags::IN));
-            fds.extend(clients.iter().map(|c| PollFd::new(c, PollFlags::IN)));
+            fds.extend(clients.iter().map(|c| PollFd::new(&c.fd, PollFlags::IN)));
             // Nothing asked of a connection: its end shows as POLLERR (or POLLHUP).
-            fds.extend(held.values().map(|(_, c)| PollFd::new(c, PollFlags::empty())));
+            fds.extend(held.values().map(|h| PollFd::new(&h.conn, PollFlags::empty())));
             let timeout = (!served).then(|| Timespec {
                 tv_sec: FIRST_CLIENT.saturating_sub(started.elapsed()).as_secs() as i64 + 1,
                 tv_nsec: 0,
@@ -144,17 +146,26 @@ fn serve(listener: &OwnedFd) {
         for k in gone {
             held.remove(&k);
         }
-        // Clients whose connection ended or misbehaved are dropped (highest first, so
-        // the indices stay valid).
-        for i in ready_clients.into_iter().rev() {
-            if !answer(clients[i].as_fd(), &mut held) {
-                clients.swap_remove(i);
+        // In the order they connected: an earlier daemon's registrations (queued before
+        // it died) are taken in before a new daemon's `take`. Clients whose connection
+        // ended or misbehaved are dropped.
+        let mut kept = Vec::with_capacity(clients.len());
+        for (i, mut c) in clients.drain(..).enumerate() {
+            if !ready_clients.contains(&i) || answer(&mut c, &mut held) {
+                kept.push(c);
             }
         }
+        clients = kept;
         if ready_listener
             && let Ok(conn) = rustix::net::accept_with(listener, SocketFlags::CLOEXEC)
         {
             served = true;
+            // A client that stops reading cannot stall the holder for long.
+            let _ = rustix::net::sockopt::set_socket_timeout(
+                &conn,
+                rustix::net::sockopt::Timeout::Send,
+                Some(Duration::from_secs(5)),
+            );
             if !peer_allowed(&conn) {
                 let _ = wire::send(
                     conn.as_fd(),
@@ -172,26 +183,84 @@ fn serve(listener: &OwnedFd) {
                     None,
                 );
             } else {
-                clients.push(conn);
+                clients.push(Client {
+                    fd: conn,
+                    log_only: false,
+                });
             }
         }
     }
 }
 
-/// Answers one message of `conn`; false when the client is done (closed, or sent
-/// something wrong).
-fn answer(conn: rustix::fd::BorrowedFd, held: &mut BTreeMap<u64, (HeldMount, OwnedFd)>) -> bool {
-    let (msg, fd) = match wire::receive(conn) {
-        Ok(Some(m)) => m,
-        Ok(None) => return false,
-        Err(e) => {
-            let _ = wire::send(conn, &Msg::Failed { error: e.to_string() }, None);
+/// One held mount.
+struct Entry {
+    mount: HeldMount,
+    /// The connection.
+    conn: OwnedFd,
+    /// Its backing file registrations: node id to the kernel's id.
+    backing: BTreeMap<u64, u32>,
+}
+
+type Held = BTreeMap<u64, Entry>;
+
+/// A connected client.
+struct Client {
+    fd: OwnedFd,
+    /// It has sent registrations only (see [`Msg::Backing`]).
+    log_only: bool,
+}
+
+/// Answers every message `c` has queued; false when the client is done (closed, or
+/// sent something wrong).
+fn answer(c: &mut Client, held: &mut Held) -> bool {
+    let mut first = true;
+    loop {
+        let got = wire::receive(c.fd.as_fd(), !first);
+        first = false;
+        let (msg, fd) = match got {
+            Ok(Some(m)) => m,
+            Ok(None) => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(e) => {
+                let _ = wire::send(c.fd.as_fd(), &Msg::Failed { error: e.to_string() }, None);
+                return false;
+            }
+        };
+        if let Msg::Backing { mount_id, nid, id } = msg {
+            c.log_only = true;
+            if let Some(e) = held.get_mut(&mount_id) {
+                match id {
+                    Some(id) => e.backing.insert(nid, id),
+                    None => e.backing.remove(&nid),
+                };
+            }
+            continue;
+        }
+        c.log_only = false;
+        if !answer_one(c.fd.as_fd(), msg, fd, held) {
             return false;
         }
-    };
+    }
+}
+
+/// Answers one request; false when the client is done.
+fn answer_one(conn: BorrowedFd, msg: Msg, fd: Option<OwnedFd>, held: &mut Held) -> bool {
     let reply = match (msg, fd) {
         (Msg::Put { mount }, Some(fd)) => {
-            held.insert(mount.mount_id, (mount, fd));
+            // The same connection again (a new daemon took it over): its registrations
+            // stay, they are the kernel's.
+            let backing = match held.remove(&mount.mount_id) {
+                Some(old) if old.mount.dev == mount.dev => old.backing,
+                _ => BTreeMap::new(),
+            };
+            held.insert(
+                mount.mount_id,
+                Entry {
+                    mount,
+                    conn: fd,
+                    backing,
+                },
+            );
             Msg::Done {}
         }
         (Msg::Put { .. }, None) => Msg::Failed {
@@ -202,10 +271,22 @@ fn answer(conn: rustix::fd::BorrowedFd, held: &mut BTreeMap<u64, (HeldMount, Own
             Msg::Done {}
         }
         (Msg::Take {}, _) => {
-            for (m, c) in held.values() {
-                let msg = Msg::Held { mount: m.clone() };
-                if wire::send(conn, &msg, Some(c.as_fd())).is_err() {
+            for e in held.values() {
+                let msg = Msg::Held {
+                    mount: e.mount.clone(),
+                };
+                if wire::send(conn, &msg, Some(e.conn.as_fd())).is_err() {
                     return false;
+                }
+                for (&nid, &id) in &e.backing {
+                    let msg = Msg::Backing {
+                        mount_id: e.mount.mount_id,
+                        nid,
+                        id: Some(id),
+                    };
+                    if wire::send(conn, &msg, None).is_err() {
+                        return false;
+                    }
                 }
             }
             Msg::Done {}

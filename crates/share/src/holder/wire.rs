@@ -31,7 +31,17 @@ pub(super) enum Msg {
         /// Its mount id.
         mount_id: u64,
     },
-    /// Send every held mount.
+    /// The daemon registered backing file `id` for node `nid` of the mount (`None`: it
+    /// closed it). Not answered (sent before the open is answered: it must be cheap).
+    Backing {
+        /// The mount.
+        mount_id: u64,
+        /// The node (NID-based node id of the image).
+        nid: u64,
+        /// The kernel's backing id.
+        id: Option<u32>,
+    },
+    /// Send every held mount (each `Held` followed by its `Backing` registrations).
     Take {},
     /// One held mount (its connection attached), in answer to `Take`.
     Held {
@@ -73,18 +83,22 @@ pub(super) fn send(sock: BorrowedFd, msg: &Msg, fd: Option<BorrowedFd>) -> io::R
     }
 }
 
-/// Receives one message and its descriptor; `None` when the peer closed.
-pub(super) fn receive(sock: BorrowedFd) -> io::Result<Option<(Msg, Option<OwnedFd>)>> {
+/// Receives one message and its descriptor; `None` when the peer closed. With
+/// `dontwait`, `WouldBlock` when nothing is queued.
+pub(super) fn receive(
+    sock: BorrowedFd,
+    dontwait: bool,
+) -> io::Result<Option<(Msg, Option<OwnedFd>)>> {
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
+    let flags = if dontwait {
+        RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT
+    } else {
+        RecvFlags::CMSG_CLOEXEC
+    };
     let got = loop {
-        match rustix::net::recvmsg(
-            sock,
-            &mut [IoSliceMut::new(&mut buf)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        ) {
+        match rustix::net::recvmsg(sock, &mut [IoSliceMut::new(&mut buf)], &mut control, flags) {
             Ok(r) => break r,
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e.into()),

@@ -185,7 +185,7 @@ pub fn run_node(cfg: &NodeConfig) -> Result<()> {
     );
     let table = Arc::new(Table::new(
         daemon_tag(&cfg.socket),
-        Some(HolderClient::new(&cfg.socket)),
+        Some(Arc::new(HolderClient::new(&cfg.socket))),
     ));
     table.resume_held();
     stop_on_signals(table.clone(), cfg.socket.clone())?;

@@ -23,7 +23,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 
 use super::protocol::MountInfo;
 use crate::error::{Error, Result};
-use crate::fs::Counters;
+use crate::fs::{BackingLog, Counters};
 use crate::kernel::{self, KernelMount};
 use crate::fusemount::{self, MountId};
 use crate::holder::{HeldMount, HolderClient};
@@ -92,13 +92,13 @@ pub(crate) struct Table {
     /// change).
     told_no_kernel: AtomicBool,
     /// Keeps the FUSE connections across restarts (`None`: mounts end with the daemon).
-    holder: Option<HolderClient>,
+    holder: Option<Arc<HolderClient>>,
 }
 
 impl Table {
     /// An empty table whose kernel mounts are marked with `tag`, with the kernel mounts
     /// of an earlier daemon of the same tag that are still mounted.
-    pub(crate) fn new(tag: Vec<u8>, holder: Option<HolderClient>) -> Table {
+    pub(crate) fn new(tag: Vec<u8>, holder: Option<Arc<HolderClient>>) -> Table {
         let t = Table {
             tag,
             holder,
@@ -206,7 +206,10 @@ impl Table {
         }
         let open =
             |root: &Path, domain: &DomainId, verify: bool| self.sharing(root, domain, verify);
-        let mounted = mount_with(image, mountpoint, opts, &open, false, None);
+        // The mount id is known once mounted, before any file can be opened.
+        let mount_id = Arc::new(OnceLock::new());
+        let log = self.backing_log(mount_id.clone());
+        let mounted = mount_with(image, mountpoint, opts, &open, false, None, log);
         let mounted = match mounted {
             Ok(m) => m,
             Err(e) => {
@@ -215,8 +218,20 @@ impl Table {
                 return Err(e);
             }
         };
+        let _ = mount_id.set(mounted.held().0.mount_id);
         let held = self.hold(&mounted, options, domain);
         self.serve_on(mounted, held)
+    }
+
+    /// What tells the fd holder of the backing file registrations of the mount whose
+    /// id `mount_id` will hold.
+    fn backing_log(&self, mount_id: Arc<OnceLock<u64>>) -> Option<BackingLog> {
+        let holder = self.holder.clone()?;
+        Some(Arc::new(move |nid, id| {
+            if let Some(m) = mount_id.get() {
+                holder.note_backing(*m, nid, id);
+            }
+        }))
     }
 
     /// Hands the mount's connection and record to the fd holder; false (logged) when
@@ -308,13 +323,13 @@ impl Table {
                 return;
             }
         };
-        for (record, conn) in held {
+        for (record, conn, backing) in held {
             let shown = format!("{} on {}", record.image.display(), record.mountpoint.display());
             if !fusemount::connected(conn.as_fd()) {
                 let _ = holder.forget(record.mount_id);
                 continue;
             }
-            match self.resume_one(&record, conn) {
+            match self.resume_one(&record, conn, backing) {
                 Ok(()) => info!("{shown}: served again (kept by the fd holder)"),
                 Err((e, conn)) => {
                     error!("{shown}: cannot serve it again: {e}; unmounting it");
@@ -337,6 +352,7 @@ impl Table {
         self: &Arc<Self>,
         record: &HeldMount,
         conn: OwnedFd,
+        backing: Vec<(u64, u32)>,
     ) -> std::result::Result<(), (Error, OwnedFd)> {
         let spare = match conn.try_clone() {
             Ok(c) => c,
@@ -363,9 +379,11 @@ impl Table {
                 },
                 passthrough: record.passthrough,
                 generation: record.generation + 1,
+                backing,
             };
             let open =
                 |root: &Path, domain: &DomainId, verify: bool| self.sharing(root, domain, verify);
+            let log = self.backing_log(Arc::new(OnceLock::from(record.mount_id)));
             let mounted = mount_with(
                 &record.image,
                 &record.mountpoint,
@@ -373,6 +391,7 @@ impl Table {
                 &open,
                 false,
                 Some(resume),
+                log,
             )?;
             let held = self.hold(&mounted, &record.options, record.domain.as_deref());
             self.serve_on(mounted, held)?;
