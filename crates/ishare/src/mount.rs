@@ -174,7 +174,12 @@ fn stop_daemon(socket: &Path) -> Result<()> {
     ishare_share::request(socket, &ishare_share::Request::Stop {})
         .with_context(|| format!("cannot stop the daemon on {}", socket.display()))?;
     let start = std::time::Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() {
+    // Gone, or a zombie its parent has not reaped yet.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, t)| t.starts_with(" Z")))
+    };
+    while running() {
         if start.elapsed() > std::time::Duration::from_secs(60) {
             anyhow::bail!("the daemon (pid {pid}) still runs after 60 s");
         }

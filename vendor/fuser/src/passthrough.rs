@@ -75,13 +75,6 @@ impl BackingId {
         }
     }
 
-    /// Converts this backing file reference into the raw `backing_id` value as returned by the kernel.
-    ///
-    /// This method transfers ownership of the backing file to the caller, who must invoke the
-    /// `FUSE_DEV_IOC_BACKING_CLOSE` themselves once they wish to close the backing file.
-    ///
-    /// The returned ID may subsequently be reopened using
-    /// [`ReplyOpen::wrap_backing()`](crate::ReplyOpen::wrap_backing).
     /// ISHARE PATCH: an id registered on this connection by an earlier process (which
     /// handed the connection on): it can be given in `opened_passthrough` replies, and
     /// dropping it does not close it (this process does not own it). A wrong id makes
@@ -99,6 +92,13 @@ impl BackingId {
         self.backing_id
     }
 
+    /// Converts this backing file reference into the raw `backing_id` value as returned by the kernel.
+    ///
+    /// This method transfers ownership of the backing file to the caller, who must invoke the
+    /// `FUSE_DEV_IOC_BACKING_CLOSE` themselves once they wish to close the backing file.
+    ///
+    /// The returned ID may subsequently be reopened using
+    /// [`ReplyOpen::wrap_backing()`](crate::ReplyOpen::wrap_backing).
     pub fn into_raw(mut self) -> u32 {
         let id = self.backing_id;
         drop(std::mem::take(&mut self.channel));
