@@ -320,7 +320,10 @@ async fn snapshots_api_keeps_containerds_rules() {
         .arg(daemon.socket())
         .output()
         .unwrap();
-    assert!(stopped.status.success(), "ishare daemon --stop: {stopped:?}");
+    assert!(
+        stopped.status.success(),
+        "ishare daemon --stop: {stopped:?}"
+    );
     let t = std::time::Instant::now();
     while NodeDaemon::alive(old) {
         assert!(t.elapsed().as_secs() < 30, "the node daemon does not stop");

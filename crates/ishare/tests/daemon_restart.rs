@@ -23,12 +23,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ishare_testkit::ishare_bin;
 use ishare_testkit::mounts::{MountPoints, NodeDaemon, is_mounted};
 use ishare_testkit::pagecache::memtool;
 use ishare_testkit::rng::Rng;
 use ishare_testkit::tools::{require_root, run, run_unchecked};
 use ishare_testkit::tree::write_file;
-use ishare_testkit::ishare_bin;
 use sha2::{Digest, Sha256};
 
 const MOUNTS: usize = 8;
@@ -273,7 +273,10 @@ fn restart_under_load() {
         let opts = if i < MOUNTS / 2 {
             format!("inode_share,store={}", store.path().display())
         } else {
-            format!("inode_share,store={},passthrough=off", store.path().display())
+            format!(
+                "inode_share,store={},passthrough=off",
+                store.path().display()
+            )
         };
         let out = run_unchecked(
             Command::new(ishare_bin!())

@@ -17,8 +17,8 @@ use fuser::{
 };
 use ishare_erofs::FileType;
 
-use super::attr::{dirent_kind, negative_attr};
 use super::ImageFs;
+use super::attr::{dirent_kind, negative_attr};
 
 /// Entry and attribute timeout: the image never changes.
 const TTL: Duration = Duration::from_secs(24 * 3600);

@@ -47,8 +47,16 @@ impl HolderClient {
         )?;
         rustix::net::connect(&fd, &SocketAddrUnix::new(&self.socket)?)?;
         let timeout = Some(REPLY_TIMEOUT);
-        rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, timeout)?;
-        rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Send, timeout)?;
+        rustix::net::sockopt::set_socket_timeout(
+            &fd,
+            rustix::net::sockopt::Timeout::Recv,
+            timeout,
+        )?;
+        rustix::net::sockopt::set_socket_timeout(
+            &fd,
+            rustix::net::sockopt::Timeout::Send,
+            timeout,
+        )?;
         Ok(fd)
     }
 
@@ -83,12 +91,7 @@ impl HolderClient {
     }
 
     /// Sends `msg` (with `fd`) and collects the replies up to `Done`.
-    fn request(
-        &self,
-        conn: &OwnedFd,
-        msg: &Msg,
-        fd: Option<BorrowedFd>,
-    ) -> io::Result<Vec<Taken>> {
+    fn request(&self, conn: &OwnedFd, msg: &Msg, fd: Option<BorrowedFd>) -> io::Result<Vec<Taken>> {
         wire::send(conn.as_fd(), msg, fd)?;
         let mut held: Vec<Taken> = Vec::new();
         loop {

@@ -39,7 +39,10 @@ pub fn run_fd_holder(socket: &Path) -> std::io::Result<()> {
     let _ = std::env::set_current_dir("/");
     writeln!(out, "ready")?;
     out.flush()?;
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
     rustix::stdio::dup2_stdin(&null)?;
     rustix::stdio::dup2_stdout(&null)?;
     rustix::stdio::dup2_stderr(&null)?;
@@ -88,15 +91,15 @@ fn listen(socket: &Path) -> std::io::Result<Listening> {
         rustix::net::listen(&fd, 16)?;
         Ok(fd)
     };
-    let fd = bind().map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", socket.display())))?;
+    let fd =
+        bind().map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", socket.display())))?;
     Ok((lock, fd))
 }
 
 /// Whether the peer of `conn` is root or our own user.
 fn peer_allowed(conn: &OwnedFd) -> bool {
-    rustix::net::sockopt::socket_peercred(conn).is_ok_and(|c| {
-        c.uid.as_raw() == 0 || c.uid == rustix::process::geteuid()
-    })
+    rustix::net::sockopt::socket_peercred(conn)
+        .is_ok_and(|c| c.uid.as_raw() == 0 || c.uid == rustix::process::geteuid())
 }
 
 /// The poll loop.
@@ -117,7 +120,10 @@ fn serve(listener: &OwnedFd) {
             fds.push(PollFd::new(listener, PollFlags::IN));
             fds.extend(clients.iter().map(|c| PollFd::new(&c.fd, PollFlags::IN)));
             // Nothing asked of a connection: its end shows as POLLERR (or POLLHUP).
-            fds.extend(held.values().map(|h| PollFd::new(&h.conn, PollFlags::empty())));
+            fds.extend(
+                held.values()
+                    .map(|h| PollFd::new(&h.conn, PollFlags::empty())),
+            );
             let timeout = (!served).then(|| Timespec {
                 tv_sec: FIRST_CLIENT.saturating_sub(started.elapsed()).as_secs() as i64 + 1,
                 tv_nsec: 0,
@@ -156,8 +162,7 @@ fn serve(listener: &OwnedFd) {
             }
         }
         clients = kept;
-        if ready_listener
-            && let Ok(conn) = rustix::net::accept_with(listener, SocketFlags::CLOEXEC)
+        if ready_listener && let Ok(conn) = rustix::net::accept_with(listener, SocketFlags::CLOEXEC)
         {
             served = true;
             // A client that stops reading cannot stall the holder for long.
@@ -222,7 +227,13 @@ fn answer(c: &mut Client, held: &mut Held) -> bool {
             Ok(None) => return false,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
             Err(e) => {
-                let _ = wire::send(c.fd.as_fd(), &Msg::Failed { error: e.to_string() }, None);
+                let _ = wire::send(
+                    c.fd.as_fd(),
+                    &Msg::Failed {
+                        error: e.to_string(),
+                    },
+                    None,
+                );
                 return false;
             }
         };

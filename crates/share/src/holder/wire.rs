@@ -125,9 +125,11 @@ pub(super) fn receive(
         ));
     }
     let msg = serde_json::from_slice(&buf[..got.bytes]).map_err(|e| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("malformed message: {e}"))
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("malformed message: {e}"),
+        )
     });
     buf.fill(0);
     Ok(Some((msg?, fd)))
 }
-

@@ -42,8 +42,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::protocol::{self, Reply, Request};
 use super::table::Table;
-use crate::holder::HolderClient;
 use crate::error::{Error, Result};
+use crate::holder::HolderClient;
 use crate::options::MountOptions;
 
 /// How long a client may take to send its request.

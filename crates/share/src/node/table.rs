@@ -32,9 +32,9 @@ use sha2::{Digest, Sha256};
 use super::protocol::MountInfo;
 use crate::error::{Error, Result};
 use crate::fs::{BackingLog, Counters};
-use crate::kernel::{self, KernelMount};
 use crate::fusemount::{self, MountId};
 use crate::holder::{HeldMount, HolderClient};
+use crate::kernel::{self, KernelMount};
 use crate::mount::{Mounted, Resume, ServeMode, Stopper, mount_with, new_sharing};
 use crate::options::{DomainId, MountOptions};
 use crate::sharing::Sharing;
@@ -324,7 +324,11 @@ impl Table {
             }
         };
         for (record, conn, backing) in held {
-            let shown = format!("{} on {}", record.image.display(), record.mountpoint.display());
+            let shown = format!(
+                "{} on {}",
+                record.image.display(),
+                record.mountpoint.display()
+            );
             if !fusemount::connected(conn.as_fd()) {
                 let _ = holder.forget(record.mount_id);
                 continue;
@@ -337,7 +341,8 @@ impl Table {
                         dev: record.dev,
                         mount_id: record.mount_id,
                     };
-                    if let Err(e) = fusemount::unmount_own(&record.mountpoint, id, conn.as_fd(), true)
+                    if let Err(e) =
+                        fusemount::unmount_own(&record.mountpoint, id, conn.as_fd(), true)
                     {
                         warn!("{shown}: cannot unmount: {e}");
                     }
