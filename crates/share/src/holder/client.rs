@@ -124,17 +124,26 @@ impl HolderClient {
     /// Hands the holder `mount` and its connection `conn`, starting the holder when
     /// none runs.
     pub(crate) fn put(&self, mount: &HeldMount, conn: BorrowedFd) -> io::Result<()> {
-        let sock = match self.connect() {
-            Ok(s) => s,
-            Err(_) => {
-                self.start()?;
-                self.connect()?
-            }
-        };
         let msg = Msg::Put {
             mount: mount.clone(),
         };
-        self.request(&sock, &msg, Some(conn)).map(|_| ())
+        let mut tries = 0;
+        loop {
+            let res = match self.connect() {
+                Ok(s) => self.request(&s, &msg, Some(conn)),
+                Err(_) => self
+                    .start()
+                    .and_then(|()| self.connect())
+                    .and_then(|s| self.request(&s, &msg, Some(conn))),
+            };
+            // A holder that has just let its last mount go may exit under our request
+            // (and keep its lock a moment): try again.
+            tries += 1;
+            match res {
+                Err(_) if tries < 3 => std::thread::sleep(Duration::from_millis(50)),
+                other => return other.map(|_| ()),
+            }
+        }
     }
 
     /// Tells the holder that the mount `mount_id` ended (nothing to do when no holder

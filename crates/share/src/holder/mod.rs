@@ -79,3 +79,32 @@ impl std::fmt::Debug for HeldMount {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_round_trips_and_its_debug_hides_the_domain() {
+        let m = HeldMount {
+            image: "/i.erofs".into(),
+            mountpoint: "/m".into(),
+            options: vec!["inode_share".into()],
+            domain: Some("73336372657421".into()),
+            dev: (0, 77),
+            mount_id: 1234,
+            abi: (7, 41),
+            capabilities: 1 << 41,
+            max_readahead: 131_072,
+            passthrough: true,
+            generation: 2,
+        };
+        let json = serde_json::to_vec(&m).unwrap();
+        assert_eq!(serde_json::from_slice::<HeldMount>(&json).unwrap(), m);
+        assert!(!format!("{m:?}").contains("73336372657421"));
+        assert_eq!(
+            holder_socket(Path::new("/run/ishare/daemon.sock")),
+            Path::new("/run/ishare/daemon.sock.holder")
+        );
+    }
+}
