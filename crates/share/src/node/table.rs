@@ -398,28 +398,25 @@ impl Table {
                 Some(resume),
                 log,
             )?;
+            // Before this daemon reads anything: only what the earlier one read and did
+            // not answer is queued again (nothing is answered twice).
+            if let Err(e) = fusemount::notify_resend(spare.as_fd()) {
+                warn!(
+                    "{} on {}: the kernel cannot send pending requests again \
+                     (FUSE_NOTIFY_RESEND, Linux 6.9+): {e}; a read in flight at the \
+                     restart waits until its process is killed",
+                    record.image.display(),
+                    record.mountpoint.display()
+                );
+            }
             let held = self.hold(&mounted, &record.options, record.domain.as_deref());
             self.serve_on(mounted, held)?;
             Ok(())
         })();
-        match res {
-            Ok(()) => {
-                if let Err(e) = fusemount::notify_resend(spare.as_fd()) {
-                    warn!(
-                        "{} on {}: the kernel cannot send pending requests again \
-                         (FUSE_NOTIFY_RESEND, Linux 6.9+): {e}; a read in flight at the \
-                         restart waits until its process is killed",
-                        record.image.display(),
-                        record.mountpoint.display()
-                    );
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.release_unused();
-                Err((e, spare))
-            }
-        }
+        res.map_err(|e| {
+            self.release_unused();
+            (e, spare)
+        })
     }
 
     /// Runs one mount's session until it ends, containing a panic to it.
