@@ -146,6 +146,10 @@ enum Cmd {
     /// Write the man pages or the shell completions (for packaging).
     #[command(hide = true)]
     Generate(generate::Args),
+    /// Internal: keep the node daemon's FUSE connections across its restarts (started by
+    /// the daemon).
+    #[command(hide = true)]
+    FdHolder(mount::HolderArgs),
 }
 
 /// Extra devices, as `--device PATH` (repeatable), shared by the reading commands.
@@ -244,6 +248,7 @@ fn main() -> ExitCode {
         Cmd::Doctor(a) => doctor::run(a),
         Cmd::Snapshotter(a) => snapshotter::run(a),
         Cmd::Generate(a) => generate::run(a),
+        Cmd::FdHolder(a) => mount::fd_holder(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,7 +9,7 @@
 //! input); with `-f` this process is that daemon. Either way the command exits 0 once
 //! the mount is ready, or prints the daemon's error and exits 1.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
@@ -152,9 +152,16 @@ pub struct DaemonArgs {
     /// Internal: started by `ishare mount`, which waits for `ready` on standard output.
     #[arg(long, hide = true)]
     launched: bool,
+    /// Stop the running daemon and unmount every mount it serves (a signal stops it
+    /// but keeps the mounts for the next daemon).
+    #[arg(long, conflicts_with_all = ["log", "launched"])]
+    stop: bool,
 }
 
 pub fn daemon(args: DaemonArgs) -> Result<()> {
+    if args.stop {
+        return stop_daemon(&args.socket.socket);
+    }
     ishare_share::init_logging();
     if let (Some(log), false) = (&args.log, args.launched) {
         let target = ishare_share::logger_target(Some(log))
@@ -166,6 +173,42 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         log: args.log,
         launched: args.launched,
     })?)
+}
+
+/// `ishare daemon --stop`: asks the daemon to unmount everything and exit, and waits
+/// for it to be gone.
+fn stop_daemon(socket: &Path) -> Result<()> {
+    let Some((pid, _)) = ishare_share::list_mounts(socket)? else {
+        eprintln!("ishare: no daemon runs on {}", socket.display());
+        return Ok(());
+    };
+    ishare_share::request(socket, &ishare_share::Request::Stop {})
+        .with_context(|| format!("cannot stop the daemon on {}", socket.display()))?;
+    let start = std::time::Instant::now();
+    // Gone, or a zombie its parent has not reaped yet.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, t)| t.starts_with(" Z")))
+    };
+    while running() {
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            anyhow::bail!("the daemon (pid {pid}) still runs after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct HolderArgs {
+    /// The holder's socket.
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+}
+
+/// The fd holder process (see `ishare_share::run_fd_holder`).
+pub fn fd_holder(args: HolderArgs) -> Result<()> {
+    Ok(ishare_share::run_fd_holder(&args.socket)?)
 }
 
 #[derive(clap::Args, Debug)]

@@ -309,12 +309,21 @@ async fn snapshots_api_keeps_containerds_rules() {
     fs::create_dir_all(root.join("snapshots/999/fs")).unwrap();
     fs::create_dir_all(root.join("layers/998")).unwrap();
     fs::write(root.join("layers/998/layer.erofs.tmp"), b"half").unwrap();
-    // And the node daemon stops meanwhile (its mounts go with it): the restarted
-    // snapshotter starts one (`ishare daemon --launched` on the same socket) and
-    // mounts every committed layer again.
+    // And the node daemon stops meanwhile, its mounts with it (`ishare daemon --stop`;
+    // a signal would keep them for the next daemon): the restarted snapshotter starts
+    // one (`ishare daemon --launched` on the same socket) and mounts every committed
+    // layer again.
     drop(c);
     let old = daemon.pid().expect("the node daemon's pid");
-    daemon.signal(rustix::process::Signal::TERM);
+    let stopped = std::process::Command::new(ishare_bin!())
+        .args(["daemon", "--stop", "--socket"])
+        .arg(daemon.socket())
+        .output()
+        .unwrap();
+    assert!(
+        stopped.status.success(),
+        "ishare daemon --stop: {stopped:?}"
+    );
     let t = std::time::Instant::now();
     while NodeDaemon::alive(old) {
         assert!(t.elapsed().as_secs() < 30, "the node daemon does not stop");

@@ -7,8 +7,8 @@
 //! * `ishare mount` starts the daemon when none runs (racing starts leave one), and the
 //!   domain id travels only over the socket (not in any command line, log or
 //!   /proc/mounts);
-//! * `ishare umount` and umount(8) both end a mount, the daemon lives on; SIGTERM
-//!   detaches every mount and removes the socket;
+//! * `ishare umount` and umount(8) both end a mount, the daemon lives on; `ishare
+//!   daemon --stop` detaches every mount and removes the socket;
 //! * faults: a missing or corrupt image fails in `ishare mount` with the daemon's error
 //!   naming the image; an image whose file data is corrupt answers EIO for that file
 //!   while the other mounts keep serving right bytes; the control socket refuses
@@ -91,13 +91,18 @@ fn listed(node: &NodeDaemon) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Pids of processes running the ishare binary.
+/// Pids of processes running the ishare binary, but the daemon's fd holder (which
+/// keeps the mounts' connections across restarts and serves no request).
 fn ishare_processes() -> Vec<u32> {
     let bin = fs::canonicalize(ishare_bin!()).unwrap();
     fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == bin))
+        .filter(|pid| {
+            !fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(b"fd-holder"))
+        })
         .collect()
 }
 
@@ -241,8 +246,11 @@ fn mount_starts_the_daemon_and_unmounts_leave_it_running() {
         hash_file(&points.path(0).join("d0/common")).unwrap().1,
         want
     );
-    // SIGTERM: every mount goes, and the socket.
-    node.signal(rustix::process::Signal::TERM);
+    // `ishare daemon --stop`: every mount goes, and the socket. (SIGTERM keeps the
+    // mounts for the next daemon: tests/daemon_restart.rs.)
+    run(Command::new(ishare_bin!())
+        .args(["daemon", "--stop", "--socket"])
+        .arg(node.socket()));
     let start = Instant::now();
     while NodeDaemon::alive(pid) {
         assert!(

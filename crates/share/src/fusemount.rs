@@ -274,3 +274,22 @@ pub(crate) fn unmount_own(
     unmount_checked(mountpoint, fd, lazy)?;
     Ok(OwnUnmount::Detached)
 }
+
+/// `FUSE_NOTIFY_RESEND` (Linux 6.9+): the kernel queues again every request of the
+/// connection `conn` that was read but not answered (by a daemon that died or exited
+/// in between), so a new daemon answers them. Older kernels refuse it (EINVAL): the
+/// readers of those requests then wait until they are killed.
+pub(crate) fn notify_resend(conn: BorrowedFd) -> io::Result<()> {
+    const FUSE_NOTIFY_RESEND: i32 = 7;
+    // struct fuse_out_header { u32 len; i32 error (the notify code); u64 unique (0) }.
+    let mut msg = [0u8; 16];
+    msg[0..4].copy_from_slice(&16u32.to_ne_bytes());
+    msg[4..8].copy_from_slice(&FUSE_NOTIFY_RESEND.to_ne_bytes());
+    loop {
+        match rustix::io::write(conn, &msg) {
+            Ok(_) => return Ok(()),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

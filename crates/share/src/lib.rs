@@ -94,6 +94,7 @@ mod doctor;
 mod error;
 mod fs;
 mod fusemount;
+mod holder;
 mod kernel;
 mod logger;
 mod malloc;
@@ -116,6 +117,7 @@ pub use doctor::{
     StoreCheck, examine_host,
 };
 pub use error::{Error, Result};
+pub use holder::{holder_socket, run_fd_holder};
 pub use logger::{
     detached_target as logger_target, init as init_logging, set_target as set_log_target,
 };

@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use fuser::{BackingId, Config, Session, SessionACL};
+use fuser::{BackingId, Config, InitFlags, KernelInit, Session, SessionACL};
 use ishare_erofs::format::FEATURE_COMPAT_ISHARE_XATTRS;
 use ishare_erofs::{Image, ReadAt};
 use log::{info, warn};
 
 use crate::direct::DirectSource;
 use crate::error::{Error, Result};
-use crate::fs::{Counters, ImageFs, PassthroughState};
+use crate::fs::{BackingLog, Counters, ImageFs, PassthroughState};
 use crate::fusemount::{self, FuseMountSpec, MountId, OwnUnmount};
 use crate::options::{DomainId, MountBackend, MountOptions, Passthrough};
 use crate::registry::{self, Registration};
@@ -73,6 +73,24 @@ impl ServeMode {
     }
 }
 
+/// A connection made by an earlier node daemon, kept by the fd holder, to serve again
+/// (see `crate::holder`).
+#[derive(Debug)]
+pub(crate) struct Resume {
+    /// The connection.
+    pub(crate) conn: OwnedFd,
+    /// Which mount it is.
+    pub(crate) id: MountId,
+    /// What the kernel's INIT offered.
+    pub(crate) init: KernelInit,
+    /// Passthrough was negotiated (and worked).
+    pub(crate) passthrough: bool,
+    /// How many daemons served it before.
+    pub(crate) generation: u64,
+    /// The backing files the earlier daemons registered on it (node id, kernel id).
+    pub(crate) backing: Vec<(u64, u32)>,
+}
+
 /// A mounted image, not yet serving.
 pub struct Mounted {
     session: Session<ImageFs>,
@@ -87,6 +105,10 @@ pub struct Mounted {
     conn: Arc<OwnedFd>,
     /// This daemon's record, for `ishare umount` (kept until the process exits).
     _registration: Option<Registration>,
+    /// What the kernel's INIT offered (for the fd holder).
+    kernel_init: Option<KernelInit>,
+    /// Daemons that served the connection before this one.
+    generation: u64,
     /// How files are served.
     pub mode: String,
     /// The same, in one word.
@@ -184,17 +206,22 @@ fn raise_fd_limit() {
 /// initialized the connection (requests then queue until [`Mounted::run`]). The
 /// mount's sharing state is its own.
 pub fn mount(image: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<Mounted> {
-    mount_with(image, mountpoint, opts, &new_sharing, true)
+    mount_with(image, mountpoint, opts, &new_sharing, true, None, None)
 }
 
 /// [`mount`] with the sharing state from `open_sharing`; `owns_sharing` when it is
-/// this mount's alone (its publishing then ends with the session).
+/// this mount's alone (its publishing then ends with the session). With `resume`, no
+/// new mount is made: the connection of an earlier daemon's mount is served again
+/// (no INIT: the kernel keeps what the first handshake agreed). `backing_log` is told
+/// of backing file registrations (see [`BackingLog`]).
 pub(crate) fn mount_with(
     image: &Path,
     mountpoint: &Path,
     opts: &MountOptions,
     open_sharing: OpenSharing,
     owns_sharing: bool,
+    resume: Option<Resume>,
+    backing_log: Option<BackingLog>,
 ) -> Result<Mounted> {
     if opts.mode == MountBackend::Kernel {
         return Err(Error::KernelMode {
@@ -206,12 +233,18 @@ pub(crate) fn mount_with(
     crate::malloc::fix_mmap_threshold();
     let image = absolute(image)?;
     // Canonical: the daemon later opens it to find its own mount there.
-    let mountpoint = absolute(mountpoint)?
-        .canonicalize()
-        .map_err(|error| Error::Mount {
-            path: mountpoint.to_path_buf(),
-            error,
-        })?;
+    let mountpoint = if resume.is_some() {
+        // Kept canonical by the holder; resolving it would ask the connection no one
+        // serves yet for the root's attributes, and wait forever.
+        absolute(mountpoint)?
+    } else {
+        absolute(mountpoint)?
+            .canonicalize()
+            .map_err(|error| Error::Mount {
+                path: mountpoint.to_path_buf(),
+                error,
+            })?
+    };
     let devices = opts
         .devices
         .iter()
@@ -252,7 +285,7 @@ pub(crate) fn mount_with(
         .map_or(1, |s| stack_depth_for(s.store().root()));
     let pt = Arc::new(PassthroughState::default());
     let counters = Arc::new(Counters::default());
-    let fs = ImageFs::new(
+    let mut fs = ImageFs::new(
         img,
         sharing.clone(),
         want_pt,
@@ -261,27 +294,18 @@ pub(crate) fn mount_with(
         counters.clone(),
     );
 
+    let generation = resume.as_ref().map_or(0, |r| r.generation);
+    fs.set_generation(generation);
+    if let Some(r) = &resume {
+        fs.inherit_backing(&r.backing);
+    }
+    if let Some(log) = backing_log {
+        fs.set_backing_log(log);
+    }
     let mount_err = |error| Error::Mount {
         path: mountpoint.clone(),
         error,
     };
-    let mut flags = rustix::mount::MountFlags::RDONLY;
-    for (off, flag) in [
-        (!opts.dev, rustix::mount::MountFlags::NODEV),
-        (!opts.suid, rustix::mount::MountFlags::NOSUID),
-        (!opts.exec, rustix::mount::MountFlags::NOEXEC),
-    ] {
-        if off {
-            flags |= flag;
-        }
-    }
-    let spec = FuseMountSpec {
-        source: &shown,
-        flags,
-        allow_other: opts.allow_other,
-    };
-    let dev = fusemount::mount_fuse(&mountpoint, &spec).map_err(mount_err)?;
-    let conn = Arc::new(dev.try_clone().map_err(mount_err)?);
     let mut config = Config::default();
     config.acl = if opts.allow_other {
         SessionACL::All
@@ -289,20 +313,58 @@ pub(crate) fn mount_with(
         SessionACL::Owner
     };
     config.n_threads = Some(opts.threads);
-    config.clone_fd = true;
+    // A clone of the connection ends the requests it has read and not answered
+    // (ECONNABORTED) when it is closed, so a daemon whose connections outlive it (the
+    // node daemon's, kept by the fd holder) reads them all on the one descriptor the
+    // holder keeps: its pending requests survive a crash and are sent again.
+    config.clone_fd = owns_sharing;
     let acl = config.acl;
-    // On any failure from here, the mount must go (it is surely ours: just made).
-    let made = (|| {
-        let session = Session::from_fd(fs, dev, acl, config)?;
-        let root = fusemount::open_mount_root(&mountpoint)?;
-        let id = fusemount::identify(root.as_fd())?;
-        Ok((session, id))
-    })();
-    let (session, id) = match made {
-        Ok(v) => v,
-        Err(error) => {
-            let _ = rustix::mount::unmount(&mountpoint, rustix::mount::UnmountFlags::DETACH);
-            return Err(mount_err(error));
+    let (session, id, conn) = match resume {
+        Some(r) => {
+            let conn = Arc::new(r.conn.try_clone().map_err(mount_err)?);
+            // What the first daemon did not take is not offered to this one, where the
+            // mount's state depends on it.
+            let mut init = r.init;
+            if !r.passthrough {
+                init.capabilities &= !InitFlags::FUSE_PASSTHROUGH;
+            }
+            let session =
+                Session::from_initialized_fd(fs, r.conn, acl, config, init).map_err(mount_err)?;
+            (session, r.id, conn)
+        }
+        None => {
+            let mut flags = rustix::mount::MountFlags::RDONLY;
+            for (off, flag) in [
+                (!opts.dev, rustix::mount::MountFlags::NODEV),
+                (!opts.suid, rustix::mount::MountFlags::NOSUID),
+                (!opts.exec, rustix::mount::MountFlags::NOEXEC),
+            ] {
+                if off {
+                    flags |= flag;
+                }
+            }
+            let spec = FuseMountSpec {
+                source: &shown,
+                flags,
+                allow_other: opts.allow_other,
+            };
+            let dev = fusemount::mount_fuse(&mountpoint, &spec).map_err(mount_err)?;
+            let conn = Arc::new(dev.try_clone().map_err(mount_err)?);
+            // On any failure from here, the mount must go (it is surely ours: just made).
+            let made = (|| {
+                let session = Session::from_fd(fs, dev, acl, config)?;
+                let root = fusemount::open_mount_root(&mountpoint)?;
+                let id = fusemount::identify(root.as_fd())?;
+                Ok((session, id))
+            })();
+            match made {
+                Ok((session, id)) => (session, id, conn),
+                Err(error) => {
+                    let _ =
+                        rustix::mount::unmount(&mountpoint, rustix::mount::UnmountFlags::DETACH);
+                    return Err(mount_err(error));
+                }
+            }
         }
     };
     // A mount whose sharing is its own is served by a process of its own (a dedicated
@@ -312,8 +374,9 @@ pub(crate) fn mount_with(
     if want_pt && !pt.active.load(Ordering::Relaxed) {
         why_not = "the kernel offers no FUSE passthrough (Linux before 6.9, or CONFIG_FUSE_PASSTHROUGH off)".into();
     }
-    if pt.active.load(Ordering::Relaxed) {
+    if pt.active.load(Ordering::Relaxed) && generation == 0 {
         // Probe with a file in the store: privileges and stacking depth both show.
+        // (A connection served again was probed by its first daemon.)
         if let Err(e) = probe_passthrough(&session, sharing.as_ref().expect("sharing").store()) {
             pt.active.store(false, Ordering::Relaxed);
             why_not = format!("opening a backing file failed: {e}");
@@ -352,6 +415,7 @@ pub(crate) fn mount_with(
     if !why_not.is_empty() && opts.passthrough == Passthrough::Auto && sharing.is_some() {
         warn!("{shown}: no FUSE passthrough ({why_not}); shared files are read by the daemon");
     }
+    let session_init = session.kernel_init();
     Ok(Mounted {
         session,
         sharing,
@@ -361,6 +425,8 @@ pub(crate) fn mount_with(
         id,
         conn,
         _registration: registration,
+        kernel_init: session_init,
+        generation,
         mode,
         kind,
         image,
@@ -388,6 +454,19 @@ impl Mounted {
             id: self.id,
             conn: self.conn.clone(),
         }
+    }
+
+    /// What the fd holder keeps of the connection: which mount, the connection, what
+    /// the kernel's INIT offered, whether passthrough is on, and how many daemons
+    /// served it before this one.
+    pub(crate) fn held(&self) -> (MountId, Arc<OwnedFd>, Option<KernelInit>, bool, u64) {
+        (
+            self.id,
+            self.conn.clone(),
+            self.kernel_init,
+            self.kind == ServeMode::Passthrough,
+            self.generation,
+        )
     }
 
     /// Files served shared so far, and their bytes.

@@ -466,6 +466,15 @@ impl NodeDaemon {
 impl Drop for NodeDaemon {
     fn drop(&mut self) {
         let pid = self.pid();
+        // A signal stops the daemon but keeps its mounts (held for the next daemon): a
+        // `stop` request unmounts them too, as a test's end wants.
+        if let Ok(mut s) = std::os::unix::net::UnixStream::connect(self.socket()) {
+            use std::io::{Read, Write};
+            let _ = s.set_read_timeout(Some(DAEMON_WAIT));
+            if s.write_all(b"{\"op\":\"stop\"}\n").is_ok() {
+                let _ = s.read(&mut [0u8; 256]);
+            }
+        }
         self.signal(rustix::process::Signal::TERM);
         if let Some(mut c) = self.child.take() {
             let _ = c.wait();

@@ -73,6 +73,11 @@ struct Backing {
     idle: VecDeque<u64>,
 }
 
+/// Told of every backing file registration of a mount (the node id and the kernel's
+/// id) and of its end (`None`): the fd holder keeps them for the next daemon, which must
+/// answer opens of a file still open with the same id.
+pub type BackingLog = Arc<dyn Fn(u64, Option<u32>) + Send + Sync>;
+
 /// The passthrough state of a mount, shared with the daemon.
 #[derive(Debug, Default)]
 pub struct PassthroughState {
@@ -126,10 +131,16 @@ pub struct ImageFs {
     want_passthrough: bool,
     stack_depth: u32,
     backing: Mutex<Backing>,
+    /// Told of registrations (see [`BackingLog`]).
+    backing_log: Option<BackingLog>,
     /// Objects of open files the daemon reads from (no passthrough), by file handle.
     handles: Mutex<HashMap<u64, Arc<Object>>>,
     direct: DirectReader,
     next_fh: AtomicU64,
+    /// What this process's file handles start at: a connection served again by a new
+    /// daemon (see `crate::holder`) still has files opened by the earlier one, whose
+    /// handles must never be taken for ours (see [`ImageFs::set_generation`]).
+    fh_base: u64,
     /// File states and names (for paths in log lines), within the process's budget.
     meta: meta::MountMeta,
     /// The kernel sends no OPENDIR (we refuse the first one: `no_opendir`).
@@ -174,14 +185,46 @@ impl ImageFs {
             passthrough,
             stack_depth,
             backing: Mutex::new(Backing::default()),
+            backing_log: None,
             handles: Mutex::new(HashMap::new()),
             direct: DirectReader::default(),
             next_fh: AtomicU64::new(2),
+            fh_base: 0,
             meta: meta::MountMeta::new(),
             no_opendir: false,
             no_open: false,
             counters,
         }
+    }
+
+    /// The connection was served by `generation` daemons before this one: this one's
+    /// file handles are `generation << 40 | n`. A READ on a handle of an earlier daemon
+    /// (a file opened before the restart, without passthrough) finds no object and is
+    /// read from the image (the same bytes); its RELEASE releases nothing of ours.
+    pub fn set_generation(&mut self, generation: u64) {
+        self.fh_base = generation << 40;
+        self.next_fh = AtomicU64::new(self.fh_base + 2);
+    }
+
+    /// Tells `log` of every backing file registration from now on.
+    pub fn set_backing_log(&mut self, log: BackingLog) {
+        self.backing_log = Some(log);
+    }
+
+    /// Takes over the backing file registrations of an earlier daemon on this
+    /// connection (node id, kernel id): opens of those files answer with them (the
+    /// kernel refuses another backing file for a file still open). They count as idle.
+    pub fn inherit_backing(&mut self, ids: &[(u64, u32)]) {
+        let b = self.backing.get_mut().unwrap_or_else(|e| e.into_inner());
+        for &(nid, id) in ids {
+            b.ids.insert(nid, (BackingId::inherited(id), 0));
+            b.idle.push_back(nid);
+        }
+    }
+
+    /// The file handle of opens that pass through to a backing file.
+    fn fh_passthrough(&self) -> u64 {
+        self.fh_base + FH_PASSTHROUGH
     }
 
     fn nid(&self, ino: INodeNo) -> u64 {
@@ -339,7 +382,7 @@ impl ImageFs {
     /// passthrough fails (the mount then reads objects in the daemon).
     fn open_passthrough(&self, nid: u64, state: &FileState, reply: ReplyOpen) -> Option<ReplyOpen> {
         let opened = |reply: ReplyOpen, id: &BackingId| {
-            reply.opened_passthrough(FileHandle(FH_PASSTHROUGH), FopenFlags::empty(), id);
+            reply.opened_passthrough(FileHandle(self.fh_passthrough()), FopenFlags::empty(), id);
         };
         let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((id, count)) = backing.ids.get_mut(&nid) {
@@ -363,6 +406,10 @@ impl ImageFs {
         // from here until the id is dropped; `obj` closes when dropped.
         match reply.open_backing(&obj.file) {
             Ok(id) => {
+                // The holder knows the id before the kernel has the reply.
+                if let Some(log) = &self.backing_log {
+                    log(nid, Some(id.id()));
+                }
                 opened(reply, &id);
                 backing.ids.insert(nid, (id, 1));
                 None
@@ -399,6 +446,9 @@ impl ImageFs {
             // Dropping the BackingId closes it in the kernel.
             if b.ids.get(&old).is_some_and(|(_, c)| *c == 0) {
                 b.ids.remove(&old);
+                if let Some(log) = &self.backing_log {
+                    log(old, None);
+                }
             }
         }
     }

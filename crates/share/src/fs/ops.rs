@@ -17,8 +17,8 @@ use fuser::{
 };
 use ishare_erofs::FileType;
 
+use super::ImageFs;
 use super::attr::{dirent_kind, negative_attr};
-use super::{FH_PASSTHROUGH, ImageFs};
 
 /// Entry and attribute timeout: the image never changes.
 const TTL: Duration = Duration::from_secs(24 * 3600);
@@ -217,7 +217,7 @@ impl Filesystem for ImageFs {
         reply: ReplyEmpty,
     ) {
         self.contained("release", || {
-            if fh.0 != FH_PASSTHROUGH {
+            if fh.0 != self.fh_passthrough() {
                 // Closes the object unless another open file uses it.
                 self.handles
                     .lock()

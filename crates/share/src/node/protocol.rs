@@ -48,6 +48,9 @@ pub enum Request {
     },
     /// The daemon's mounts.
     List {},
+    /// Unmount every mount (lazily) and exit: `ishare daemon --stop`. (SIGTERM stops
+    /// the daemon but keeps the mounts the fd holder holds, for the next daemon.)
+    Stop {},
 }
 
 impl std::fmt::Debug for Request {
@@ -71,6 +74,7 @@ impl std::fmt::Debug for Request {
                 .field("lazy", lazy)
                 .finish(),
             Request::List {} => f.write_str("List"),
+            Request::Stop {} => f.write_str("Stop"),
         }
     }
 }

@@ -12,9 +12,16 @@
 //! * One request per connection, read within [`READ_TIMEOUT`]; at most
 //!   [`MAX_CLIENTS`] connections are handled at once (more are told to retry), so
 //!   neither slow nor many clients can stall mounts or exhaust threads.
-//! * SIGTERM, SIGINT, SIGHUP: every FUSE mount is detached (it goes once no longer
-//!   busy), the socket removed, the process exits. (FUSE mounts do not outlive the
-//!   daemon yet; kernel mode mounts do, and the next daemon on the socket lists them.)
+//! * Every FUSE mount's connection is handed to the fd holder (`crate::holder`),
+//!   which keeps it while no daemon runs. A daemon starting on the socket first serves
+//!   again every mount the holder keeps (an earlier daemon's: a restart, an upgrade,
+//!   `kill -9`), then has the kernel send again the requests the earlier one read and
+//!   did not answer (`FUSE_NOTIFY_RESEND`). Readers see a pause, never an error.
+//! * SIGTERM, SIGINT, SIGHUP: the daemon stops and the mounts stay (as
+//!   `systemctl restart` needs): those the holder keeps wait for the next daemon, any
+//!   other FUSE mount is detached (it goes once no longer busy). `ishare daemon
+//!   --stop` (a `stop` request) detaches every FUSE mount, then exits. Kernel mode
+//!   mounts stay either way, and the next daemon on the socket lists them.
 //! * Started by a launcher (`launched`), it answers `ready` or `error: MESSAGE` on its
 //!   standard output once listening, then leaves the launcher's session and points its
 //!   standard streams at its log, as a mount daemon does (see `crate::daemon`); under
@@ -36,6 +43,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use super::protocol::{self, Reply, Request};
 use super::table::Table;
 use crate::error::{Error, Result};
+use crate::holder::HolderClient;
 use crate::options::MountOptions;
 
 /// How long a client may take to send its request.
@@ -175,7 +183,11 @@ pub fn run_node(cfg: &NodeConfig) -> Result<()> {
         cfg.socket.display(),
         std::process::id()
     );
-    let table = Arc::new(Table::new(daemon_tag(&cfg.socket)));
+    let table = Arc::new(Table::new(
+        daemon_tag(&cfg.socket),
+        Some(Arc::new(HolderClient::new(&cfg.socket))),
+    ));
+    table.resume_held();
     stop_on_signals(table.clone(), cfg.socket.clone())?;
     let active = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
@@ -192,11 +204,11 @@ pub fn run_node(cfg: &NodeConfig) -> Result<()> {
             let _ = protocol::send(&stream, &Reply::failed("the daemon is busy; try again"));
             continue;
         }
-        let (table, active) = (table.clone(), active.clone());
+        let (table, active, socket) = (table.clone(), active.clone(), cfg.socket.clone());
         let spawned = std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
-                handle(&table, stream);
+                handle(&table, stream, &socket);
                 active.fetch_sub(1, Ordering::AcqRel);
             });
         if let Err(e) = spawned {
@@ -212,16 +224,24 @@ fn stop_on_signals(table: Arc<Table>, socket: PathBuf) -> Result<()> {
         .name("signals".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
-                info!("signal {sig}: detaching every mount and stopping");
                 let _ = std::fs::remove_file(&socket);
-                table.stop_all(STOP_WAIT);
-                // Objects prepared but not yet published, and verification records
-                // not yet written, would otherwise be prepared and hashed again.
-                table.finish();
-                std::process::exit(0);
+                let kept = table.stop_unheld(STOP_WAIT);
+                info!(
+                    "signal {sig}: stopping; {kept} mount(s) kept by the fd holder for the \
+                     next daemon (`ishare daemon --stop` unmounts them)"
+                );
+                stop(&table);
             }
         })?;
     Ok(())
+}
+
+/// Exits, once every sharing state has published what it prepared.
+fn stop(table: &Table) -> ! {
+    // Objects prepared but not yet published, and verification records not yet
+    // written, would otherwise be prepared and hashed again.
+    table.finish();
+    std::process::exit(0);
 }
 
 /// Who may talk to the daemon: root, and the daemon's own user.
@@ -239,7 +259,7 @@ fn peer_allowed(stream: &UnixStream) -> std::result::Result<(), String> {
 }
 
 /// Answers one connection's request.
-fn handle(table: &Arc<Table>, stream: UnixStream) {
+fn handle(table: &Arc<Table>, stream: UnixStream, socket: &Path) {
     let reply = match peer_allowed(&stream) {
         Err(msg) => {
             warn!("control socket: {msg}");
@@ -248,7 +268,7 @@ fn handle(table: &Arc<Table>, stream: UnixStream) {
         Ok(()) => {
             let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
             match protocol::receive::<Request>(BufReader::new(&stream)) {
-                Ok(req) => answer(table, req),
+                Ok(req) => answer(table, req, socket, &stream),
                 // A probe (connect and close) is not a bad request.
                 Err(e) if e.to_string().starts_with("empty request") => {
                     log::debug!("control socket: {e}");
@@ -270,7 +290,7 @@ fn handle(table: &Arc<Table>, stream: UnixStream) {
     let _ = protocol::send(&stream, &reply);
 }
 
-fn answer(table: &Arc<Table>, req: Request) -> Reply {
+fn answer(table: &Arc<Table>, req: Request, socket: &Path, stream: &UnixStream) -> Reply {
     let res = match req {
         Request::Mount {
             image,
@@ -286,6 +306,14 @@ fn answer(table: &Arc<Table>, req: Request) -> Reply {
             pid: Some(std::process::id()),
             ..Reply::done()
         }),
+        Request::Stop {} => {
+            info!("stop requested: detaching every mount and stopping");
+            let _ = std::fs::remove_file(socket);
+            table.stop_all(STOP_WAIT);
+            // The reply goes before the exit (the caller waits for the pid to end).
+            let _ = protocol::send(stream, &Reply::done());
+            stop(table);
+        }
     };
     res.unwrap_or_else(|e| Reply::failed(crate::daemon::with_sources(&e)))
 }
@@ -315,7 +343,7 @@ fn mount(
     if let Some(w) = crate::options::command_line_domain_warning(options) {
         warn!("{}: {w}", image.display());
     }
-    let info = table.mount(image, mountpoint, &opts)?;
+    let info = table.mount(image, mountpoint, &opts, options, domain)?;
     Ok(Reply {
         mount: Some(info),
         ..Reply::done()

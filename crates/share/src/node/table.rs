@@ -19,20 +19,23 @@
 //!   the same socket takes them back into its table).
 
 use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use log::{error, info};
+use log::{error, info, warn};
 use sha2::{Digest, Sha256};
 
 use super::protocol::MountInfo;
 use crate::error::{Error, Result};
-use crate::fs::Counters;
+use crate::fs::{BackingLog, Counters};
+use crate::fusemount::{self, MountId};
+use crate::holder::{HeldMount, HolderClient};
 use crate::kernel::{self, KernelMount};
-use crate::mount::{Mounted, ServeMode, Stopper, mount_with, new_sharing};
+use crate::mount::{Mounted, Resume, ServeMode, Stopper, mount_with, new_sharing};
 use crate::options::{DomainId, MountOptions};
 use crate::sharing::Sharing;
 
@@ -58,6 +61,8 @@ struct Entry {
     detail: String,
     counters: Arc<Counters>,
     handle: Handle,
+    /// The fd holder keeps the connection (the mount survives the daemon).
+    held: bool,
 }
 
 impl Entry {
@@ -86,14 +91,17 @@ pub(crate) struct Table {
     /// The kernel's lack of `inode_share` was logged (once per daemon: it does not
     /// change).
     told_no_kernel: AtomicBool,
+    /// Keeps the FUSE connections across restarts (`None`: mounts end with the daemon).
+    holder: Option<Arc<HolderClient>>,
 }
 
 impl Table {
     /// An empty table whose kernel mounts are marked with `tag`, with the kernel mounts
     /// of an earlier daemon of the same tag that are still mounted.
-    pub(crate) fn new(tag: Vec<u8>) -> Table {
+    pub(crate) fn new(tag: Vec<u8>, holder: Option<Arc<HolderClient>>) -> Table {
         let t = Table {
             tag,
+            holder,
             ..Table::default()
         };
         for km in kernel::adopt(&t.tag) {
@@ -118,6 +126,7 @@ impl Table {
             detail: km.detail.clone(),
             counters,
             handle: Handle::Kernel(km),
+            held: false,
         };
         let info = entry.info();
         let key = self.next.fetch_add(1, Ordering::Relaxed);
@@ -181,12 +190,15 @@ impl Table {
     }
 
     /// Mounts `image` on `mountpoint` and serves it on a thread of its own; returns
-    /// once the mount is ready, with what `ishare mounts` shows of it.
+    /// once the mount is ready, with what `ishare mounts` shows of it. `options` and
+    /// `domain` are the request's (what the fd holder keeps to serve it again).
     pub(crate) fn mount(
         self: &Arc<Self>,
         image: &Path,
         mountpoint: &Path,
         opts: &MountOptions,
+        options: &[String],
+        domain: Option<&str>,
     ) -> Result<MountInfo> {
         self.prune_kernel();
         if let Some(info) = self.try_kernel(image, mountpoint, opts)? {
@@ -194,7 +206,10 @@ impl Table {
         }
         let open =
             |root: &Path, domain: &DomainId, verify: bool| self.sharing(root, domain, verify);
-        let mounted = mount_with(image, mountpoint, opts, &open, false);
+        // The mount id is known once mounted, before any file can be opened.
+        let mount_id = Arc::new(OnceLock::new());
+        let log = self.backing_log(mount_id.clone());
+        let mounted = mount_with(image, mountpoint, opts, &open, false, None, log);
         let mounted = match mounted {
             Ok(m) => m,
             Err(e) => {
@@ -203,6 +218,61 @@ impl Table {
                 return Err(e);
             }
         };
+        let _ = mount_id.set(mounted.held().0.mount_id);
+        let held = self.hold(&mounted, options, domain);
+        self.serve_on(mounted, held)
+    }
+
+    /// What tells the fd holder of the backing file registrations of the mount whose
+    /// id `mount_id` will hold.
+    fn backing_log(&self, mount_id: Arc<OnceLock<u64>>) -> Option<BackingLog> {
+        let holder = self.holder.clone()?;
+        Some(Arc::new(move |nid, id| {
+            if let Some(m) = mount_id.get() {
+                holder.note_backing(*m, nid, id);
+            }
+        }))
+    }
+
+    /// Hands the mount's connection and record to the fd holder; false (logged) when
+    /// there is none or it fails: the mount then ends with the daemon.
+    fn hold(&self, mounted: &Mounted, options: &[String], domain: Option<&str>) -> bool {
+        let Some(holder) = &self.holder else {
+            return false;
+        };
+        let (id, conn, init, passthrough, generation) = mounted.held();
+        let Some(init) = init else {
+            return false;
+        };
+        let record = HeldMount {
+            image: mounted.image.clone(),
+            mountpoint: mounted.mountpoint().to_path_buf(),
+            options: options.to_vec(),
+            domain: domain.map(str::to_string),
+            dev: id.dev,
+            mount_id: id.mount_id,
+            abi: (init.abi.0, init.abi.1),
+            capabilities: init.capabilities.bits(),
+            max_readahead: init.max_readahead,
+            passthrough,
+            generation,
+        };
+        match holder.put(&record, conn.as_fd()) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(
+                    "{} on {}: the fd holder does not keep this mount ({e}); it ends with \
+                     the daemon",
+                    mounted.image.display(),
+                    mounted.mountpoint().display()
+                );
+                false
+            }
+        }
+    }
+
+    /// Puts `mounted` in the table and serves it on a thread of its own.
+    fn serve_on(self: &Arc<Self>, mounted: Mounted, held: bool) -> Result<MountInfo> {
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         let entry = Entry {
             image: mounted.image.clone(),
@@ -211,6 +281,7 @@ impl Table {
             detail: mounted.mode.clone(),
             counters: mounted.counters(),
             handle: Handle::Fuse(mounted.stopper()),
+            held,
         };
         let info = entry.info();
         info!("{}", mounted.summary);
@@ -237,6 +308,117 @@ impl Table {
         Ok(info)
     }
 
+    /// Serves again every mount the fd holder keeps (an earlier daemon's: this one
+    /// starts after a restart or a crash), then has the kernel send again the requests
+    /// the earlier daemon read and did not answer. A mount that cannot be served again
+    /// is detached (its readers get ENOTCONN rather than waiting forever).
+    pub(crate) fn resume_held(self: &Arc<Self>) {
+        let Some(holder) = &self.holder else {
+            return;
+        };
+        let held = match holder.take() {
+            Ok(h) => h,
+            Err(e) => {
+                warn!("the fd holder did not give its mounts: {e}");
+                return;
+            }
+        };
+        for (record, conn, backing) in held {
+            let shown = format!(
+                "{} on {}",
+                record.image.display(),
+                record.mountpoint.display()
+            );
+            if !fusemount::connected(conn.as_fd()) {
+                let _ = holder.forget(record.mount_id);
+                continue;
+            }
+            match self.resume_one(&record, conn, backing) {
+                Ok(()) => info!("{shown}: served again (kept by the fd holder)"),
+                Err((e, conn)) => {
+                    error!("{shown}: cannot serve it again: {e}; unmounting it");
+                    let id = MountId {
+                        dev: record.dev,
+                        mount_id: record.mount_id,
+                    };
+                    if let Err(e) =
+                        fusemount::unmount_own(&record.mountpoint, id, conn.as_fd(), true)
+                    {
+                        warn!("{shown}: cannot unmount: {e}");
+                    }
+                    let _ = holder.forget(record.mount_id);
+                }
+            }
+        }
+    }
+
+    /// Serves one held mount again; gives the connection back on failure.
+    fn resume_one(
+        self: &Arc<Self>,
+        record: &HeldMount,
+        conn: OwnedFd,
+        backing: Vec<(u64, u32)>,
+    ) -> std::result::Result<(), (Error, OwnedFd)> {
+        let spare = match conn.try_clone() {
+            Ok(c) => c,
+            Err(e) => return Err((Error::Os(e), conn)),
+        };
+        let res = (|| -> Result<()> {
+            let env_domain = match &record.domain {
+                None => None,
+                Some(h) => Some(super::protocol::unhex(h).ok_or_else(|| {
+                    Error::BadOption("the held mount's domain is not hex".into())
+                })?),
+            };
+            let opts = MountOptions::parse(&record.options, env_domain)?;
+            let resume = Resume {
+                conn,
+                id: MountId {
+                    dev: record.dev,
+                    mount_id: record.mount_id,
+                },
+                init: fuser::KernelInit {
+                    abi: fuser::Version(record.abi.0, record.abi.1),
+                    capabilities: fuser::InitFlags::from_bits_retain(record.capabilities),
+                    max_readahead: record.max_readahead,
+                },
+                passthrough: record.passthrough,
+                generation: record.generation + 1,
+                backing,
+            };
+            let open =
+                |root: &Path, domain: &DomainId, verify: bool| self.sharing(root, domain, verify);
+            let log = self.backing_log(Arc::new(OnceLock::from(record.mount_id)));
+            let mounted = mount_with(
+                &record.image,
+                &record.mountpoint,
+                &opts,
+                &open,
+                false,
+                Some(resume),
+                log,
+            )?;
+            // Before this daemon reads anything: only what the earlier one read and did
+            // not answer is queued again (nothing is answered twice).
+            if let Err(e) = fusemount::notify_resend(spare.as_fd()) {
+                warn!(
+                    "{} on {}: the kernel cannot send pending requests again \
+                     (FUSE_NOTIFY_RESEND, Linux 6.9+): {e}; a read in flight at the \
+                     restart waits until its process is killed",
+                    record.image.display(),
+                    record.mountpoint.display()
+                );
+            }
+            let held = self.hold(&mounted, &record.options, record.domain.as_deref());
+            self.serve_on(mounted, held)?;
+            Ok(())
+        })();
+        res.map_err(|e| {
+            self.release_unused();
+            (e, spare)
+        })
+    }
+
     /// Runs one mount's session until it ends, containing a panic to it.
     fn serve(&self, key: u64, mounted: Mounted) {
         let shown = format!(
@@ -245,6 +427,7 @@ impl Table {
             mounted.mountpoint().display()
         );
         let sharing = mounted.sharing().cloned();
+        let mount_id = mounted.held().0.mount_id;
         match std::panic::catch_unwind(AssertUnwindSafe(|| mounted.run())) {
             Ok(Ok(())) => info!("{shown}: unmounted"),
             Ok(Err(e)) => error!("{shown}: session ended: {e}"),
@@ -253,7 +436,12 @@ impl Table {
             }
         }
         drop(sharing);
-        self.remove(key);
+        if let Some(Entry { held: true, .. }) = self.remove(key)
+            && let Some(holder) = &self.holder
+            && let Err(e) = holder.forget(mount_id)
+        {
+            warn!("{shown}: the fd holder was not told the mount ended: {e}");
+        }
         self.release_unused();
     }
 
@@ -403,6 +591,31 @@ impl Table {
         }
         let keys: Vec<u64> = all.iter().map(|(k, _)| *k).collect();
         self.wait_gone(&keys, wait);
+    }
+
+    /// The daemon stops but its mounts stay: detaches the FUSE mounts the fd holder
+    /// does not keep (waiting up to `wait` for their sessions) and returns how many it
+    /// keeps, which the next daemon serves again.
+    pub(crate) fn stop_unheld(&self, wait: Duration) -> usize {
+        let mounts = self.mounts.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = mounts
+            .values()
+            .filter(|e| e.held && matches!(e.handle, Handle::Fuse(_)))
+            .count();
+        let unheld: Vec<(u64, Stopper)> = mounts
+            .iter()
+            .filter_map(|(k, e)| match &e.handle {
+                Handle::Fuse(s) if !e.held => Some((*k, s.clone())),
+                _ => None,
+            })
+            .collect();
+        drop(mounts);
+        for (_, s) in &unheld {
+            s.stop();
+        }
+        let keys: Vec<u64> = unheld.iter().map(|(k, _)| *k).collect();
+        self.wait_gone(&keys, wait);
+        kept
     }
 
     /// Waits until none of `keys` is in the table; false on timeout.
