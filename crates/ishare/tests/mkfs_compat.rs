@@ -523,7 +523,7 @@ fn refused_clearly() {
         (vec![o, a, a], "not a usable EROFS image"),
         (vec![o, a], "not a usable EROFS image"),
         (vec!["--s3=host", o, a], "not supported"),
-        (vec!["--blobdev=x", o, a], "not supported by ishare yet"),
+        (vec!["--blobdev=x", o, a], "do not apply to rebuild mode"),
         (
             vec!["--incremental=data", o, a],
             "adds to an existing image",
