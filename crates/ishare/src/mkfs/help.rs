@@ -10,7 +10,7 @@ use super::args::Flavor;
 pub const COMPAT_VERSION: &str = "1.9.4";
 
 /// The compressors `-z` takes.
-const COMPRESSORS: &str = "lz4, lz4hc, lzma, deflate, zstd";
+const COMPRESSORS: &str = "lz4, lz4hc, lzma, deflate, libdeflate, zstd";
 
 pub fn version(flavor: Flavor) -> String {
     let ours = env!("CARGO_PKG_VERSION");
@@ -43,8 +43,10 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
  -x#                    xattr tolerance: < 0 = no xattrs; an xattr carried by
                         more than # inodes is shared (default 2)
  -zX[,level=Y][,dictsize=Z][:...]
-                        compress with X = lz4, lz4hc, lzma, deflate or zstd;
-                        a second algorithm after ':'
+                        compress with X = lz4, lz4hc, lzma, deflate,
+                        libdeflate (levels 0-12) or zstd; a second algorithm
+                        after ':'; lzma also takes lc=#, lp=#, pb=# (literal
+                        context, literal position and position bits)
  -C#                    largest physical cluster, in bytes
  -EX[,...]              extended options: noinline_data, force-inode-compact,
                         force-inode-extended, force-chunk-indexes,
