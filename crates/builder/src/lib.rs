@@ -33,9 +33,10 @@ mod xattr;
 pub use compress::config::{Codec, Compression, Compressor, parse_size};
 pub use error::{Error, Result};
 pub use extended::ExtendedOptions;
+pub use input::oci::{OciLayer, OciSource};
 pub use input::tar::TarInput;
 pub use options::{
     BuildOptions, DEFAULT_FINGERPRINT_NAME, DEFAULT_XATTR_TOLERANCE, InodeVersion,
     MAX_INLINE_XATTR_SIZE, Progress, TarData, TimePolicy,
 };
-pub use writer::{BuildReport, build, build_tar};
+pub use writer::{BuildReport, build, build_oci, build_tar};

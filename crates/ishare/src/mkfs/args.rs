@@ -45,6 +45,17 @@ pub enum TarMode {
     Headerball,
 }
 
+/// `--oci[=f|i][,platform=X][,layer=N|blob=DIGEST]`: SOURCE is a local OCI image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OciArgs {
+    /// `i`: a tar index of one (uncompressed) layer instead of a full image.
+    pub index: bool,
+    /// `platform=OS/ARCH[/VARIANT]`.
+    pub platform: Option<String>,
+    /// `layer=N` or `blob=DIGEST`.
+    pub layer: Option<ishare_builder::OciLayer>,
+}
+
 /// `--all-time` / `--mkfs-time`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeScope {
@@ -112,6 +123,8 @@ pub struct Args {
     pub offset: u64,
     pub fsalignblks: Option<u64>,
     pub dsunit: Option<u64>,
+    /// `--oci[=...]`.
+    pub oci: Option<OciArgs>,
     /// The image file.
     pub image: PathBuf,
     /// SOURCE(s): none (tar on standard input), a directory or a tar, or several
@@ -161,6 +174,7 @@ impl Args {
             offset: 0,
             fsalignblks: None,
             dsunit: None,
+            oci: None,
             image: PathBuf::new(),
             sources: Vec::new(),
         }
@@ -385,6 +399,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, flavor: Flavor) -> Result
     if a.sources.is_empty() && a.tar.is_none() {
         bail!("missing argument: SOURCE(s)");
     }
+    if a.oci.is_some() {
+        if a.tar.is_some() {
+            bail!("--oci and --tar cannot be combined: the OCI image's layers are the tars");
+        }
+        if a.sources.len() != 1 {
+            bail!("--oci takes one SOURCE, the OCI image layout (directory or archive)");
+        }
+    }
     if a.tar.is_some() && a.sources.len() > 1 {
         bail!(
             "--tar takes one SOURCE (a tar archive, or none for standard input), not {}",
@@ -489,6 +511,50 @@ fn not_yet(what: &str) -> Result<()> {
     bail!("{what} is not supported by ishare yet")
 }
 
+/// `--oci`'s value: `[f|i][,platform=X][,layer=N|blob=DIGEST]`, comma-separated
+/// as erofs-utils reads it; its registry options are refused.
+fn oci(v: Option<&str>) -> Result<OciArgs> {
+    use ishare_builder::OciLayer;
+    let mut o = OciArgs::default();
+    let Some(v) = v else {
+        return Ok(o);
+    };
+    let mut opts = v.split(',').peekable();
+    if let Some(&m @ ("f" | "i")) = opts.peek() {
+        o.index = m == "i";
+        opts.next();
+    }
+    for opt in opts {
+        if let Some(p) = opt.strip_prefix("platform=") {
+            o.platform = Some(p.to_owned());
+        } else if let Some(b) = opt.strip_prefix("blob=") {
+            if matches!(o.layer, Some(OciLayer::Index(_))) {
+                bail!("blob= and layer= cannot be set together");
+            }
+            o.layer = Some(OciLayer::Blob(b.to_owned()));
+        } else if let Some(n) = opt.strip_prefix("layer=") {
+            if matches!(o.layer, Some(OciLayer::Blob(_))) {
+                bail!("layer= and blob= cannot be set together");
+            }
+            let n = n
+                .parse::<usize>()
+                .with_context(|| format!("layer={n}: not a layer index (0 = lowest)"))?;
+            o.layer = Some(OciLayer::Index(n));
+        } else if ["username=", "password=", "insecure"]
+            .iter()
+            .any(|k| opt.starts_with(k))
+        {
+            bail!(
+                "{opt}: pulling from a registry is not supported; ishare reads local OCI \
+                 image layouts only (e.g. made with `skopeo copy docker://... oci:DIR:TAG`)"
+            );
+        } else {
+            bail!("invalid value {opt:?} (f, i, platform=, layer=, blob=)");
+        }
+    }
+    Ok(o)
+}
+
 fn long(a: &mut Args, id: &str, v: Option<OsString>) -> Result<()> {
     // Required values are always there; optional ones may not be.
     let req = || -> Result<&OsString> { v.as_ref().context("a value is required") };
@@ -576,7 +642,7 @@ fn long(a: &mut Args, id: &str, v: Option<OsString>) -> Result<()> {
             a.no_fingerprint = true;
         }
         "s3" => bail!("reading from S3 (a network service) is not supported"),
-        "oci" => not_yet("an OCI image source")?,
+        "oci" => a.oci = Some(oci(v.as_ref().map(text).transpose()?)?),
         "file-contexts" => not_yet("SELinux labelling")?,
         "blobdev" => not_yet("an extra blob device")?,
         "ovlfs-strip" => not_yet("overlayfs metadata stripping (rebuild mode)")?,

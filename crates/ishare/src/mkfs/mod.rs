@@ -10,8 +10,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use ishare_builder::{
-    BuildOptions, Compression, DEFAULT_FINGERPRINT_NAME, ExtendedOptions, TarData, TarInput,
-    TimePolicy,
+    BuildOptions, Compression, DEFAULT_FINGERPRINT_NAME, ExtendedOptions, OciSource, TarData,
+    TarInput, TimePolicy,
 };
 
 pub mod args;
@@ -91,6 +91,15 @@ pub fn run(a: &Args) -> Result<()> {
     }
     let start = Instant::now();
     let r = match a.tar {
+        None if a.oci.is_some() => {
+            let o = a.oci.as_ref().expect("checked");
+            let src = OciSource {
+                path: a.sources[0].clone(),
+                platform: o.platform.clone(),
+                layer: o.layer.clone(),
+            };
+            ishare_builder::build_oci(&src, &a.image, &opts)
+        }
         None => {
             let source = &a.sources[0];
             if a.sources.len() > 1 || !source.is_dir() && source.exists() {
@@ -183,8 +192,14 @@ fn options(a: &Args) -> Result<BuildOptions> {
     }
     // `--aufs` only means something for tar input (directories carry overlayfs
     // whiteouts as they are); mkfs.erofs accepts and ignores it there.
-    o.aufs = a.aufs && a.tar.is_some();
-    o.tar_data = match a.tar {
+    // `--oci` reads tar layers: `--oci=i` is a tar index of one.
+    let tar = match &a.oci {
+        Some(oci) if oci.index => Some(TarMode::Index),
+        Some(_) => Some(TarMode::Full),
+        None => a.tar,
+    };
+    o.aufs = a.aufs && tar.is_some();
+    o.tar_data = match tar {
         Some(TarMode::Index) => {
             // The tar's data blocks are addressed in 512-byte units, whatever -b
             // says (mkfs.erofs does the same: containerd passes -b4096 here too).
