@@ -389,6 +389,22 @@ impl Layout<'_> {
                 ));
             }
         }
+        // Several images, not all told apart by platform (a flat multi-platform
+        // index): which one is the user's to say.
+        if cands.len() > 1 && cands.iter().any(|d| d.platform.is_none()) {
+            let refs: Vec<String> = cands
+                .iter()
+                .filter_map(|d| d.annotations.get(REF_NAME).cloned())
+                .collect();
+            return Err(err(
+                self.name,
+                format!(
+                    "index.json lists {} images: name one as SOURCE:REF (its references: {})",
+                    cands.len(),
+                    list_or_none(&refs)
+                ),
+            ));
+        }
         // Follow nested indexes (a multi-platform image) down to manifests.
         for _ in 0..MAX_NESTING {
             if !cands.iter().any(|d| self.is_index(d)) {
