@@ -555,3 +555,70 @@ fn libdeflate_and_lzma_parameters() {
         assert!(e.contains(want), "-z{z}: {e}");
     }
 }
+
+/// `--vmdk-desc`: the descriptor erofs-utils writes for a tar index (the image then
+/// the tar as flat extents, CID from the UUID, IDE geometry), with ishare's own
+/// image and tar sizes; and for a directory build, the image alone.
+#[test]
+fn vmdk_descriptor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = compressible_source(tmp.path());
+    let tarball = tmp.path().join("l.tar");
+    tar_of(&src, &tarball);
+    let uuid = "01020304-0506-0708-090a-0b0c0d0e0f10";
+    let (ours, theirs) = (tmp.path().join("ours.vmdk"), tmp.path().join("theirs.vmdk"));
+    let (img, ref_img) = (tmp.path().join("i.erofs"), tmp.path().join("r.erofs"));
+    for (tar, extra) in [(true, Some(&tarball)), (false, None)] {
+        let source = if tar { &tarball } else { &src };
+        let mode: &[&str] = if tar { &["--tar=i"] } else { &[] };
+        let mut args: Vec<String> = mode.iter().map(|s| s.to_string()).collect();
+        args.extend(["-U".into(), uuid.into(), "-T0".into()]);
+        mkfs(
+            &[
+                args.iter().map(String::as_str).collect::<Vec<_>>(),
+                vec![&format!("--vmdk-desc={}", s(&ours)), s(&img), s(source)],
+            ]
+            .concat(),
+        );
+        run(Command::new(mkfs_194())
+            .arg("--quiet")
+            .args(&args)
+            .arg(format!("--vmdk-desc={}", s(&theirs)))
+            .arg(&ref_img)
+            .arg(source));
+        let sectors = |p: &Path| fs::metadata(p).unwrap().len().div_ceil(512);
+        let extents = |d: &str| -> Vec<String> {
+            d.lines()
+                .filter(|l| l.starts_with("RW "))
+                .map(str::to_owned)
+                .collect()
+        };
+        let (o, t) = (
+            fs::read_to_string(&ours).unwrap(),
+            fs::read_to_string(&theirs).unwrap(),
+        );
+        let mut want = vec![format!("RW {} FLAT \"{}\" 0", sectors(&img), s(&img))];
+        if let Some(x) = extra {
+            want.push(format!("RW {} FLAT \"{}\" 0", sectors(x), s(x)));
+        }
+        assert_eq!(extents(&o), want);
+        assert_eq!(extents(&t).len(), want.len(), "{t}");
+        // Everything but the extents and the geometry (which follows the sizes) is
+        // erofs-utils' text, CID included.
+        let rest = |d: &str| -> Vec<String> {
+            d.lines()
+                .filter(|l| !l.starts_with("RW ") && !l.contains("cylinders"))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(rest(&o), rest(&t));
+        assert!(o.contains("CID=10000000\n"), "{o}");
+        let total: u64 = want
+            .iter()
+            .map(|l| l.split(' ').nth(1).unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert!(o.contains(&format!("cylinders = \"{}\"", total.div_ceil(16 * 63))));
+    }
+    let e = mkfs_fails(&["--tar=i", "--vmdk-desc=x.vmdk", s(&img)]);
+    assert!(e.contains("standard input"), "{e}");
+}

@@ -535,7 +535,7 @@ impl Layout<'_> {
             ));
         }
         self.verify(&p, d)?;
-        let text = std::fs::read(&p).map_err(|e| Error::io(&self.shown(&p), "read", e))?;
+        let text = std::fs::read(&p).map_err(|e| Error::io(self.shown(&p), "read", e))?;
         serde_json::from_slice(&text)
             .map_err(|e| err(&self.shown(&p), format!("not a valid {what}: {e}")))
     }

@@ -125,6 +125,8 @@ pub struct Args {
     pub dsunit: Option<u64>,
     /// `--oci[=...]`.
     pub oci: Option<OciArgs>,
+    /// `--vmdk-desc=X`: where to write a VMDK descriptor.
+    pub vmdk_desc: Option<PathBuf>,
     /// The image file.
     pub image: PathBuf,
     /// SOURCE(s): none (tar on standard input), a directory or a tar, or several
@@ -175,6 +177,7 @@ impl Args {
             fsalignblks: None,
             dsunit: None,
             oci: None,
+            vmdk_desc: None,
             image: PathBuf::new(),
             sources: Vec::new(),
         }
@@ -648,7 +651,7 @@ fn long(a: &mut Args, id: &str, v: Option<OsString>) -> Result<()> {
         "ovlfs-strip" => not_yet("overlayfs metadata stripping (rebuild mode)")?,
         "gzinfo" => not_yet("SOCI zinfo generation")?,
         "clean" | "incremental" => not_yet("choosing the data import mode")?,
-        "vmdk-desc" => not_yet("a VMDK descriptor")?,
+        "vmdk-desc" => a.vmdk_desc = Some(PathBuf::from(req()?)),
         "zD" => not_yet("directory compression")?,
         "MZ" => not_yet("a metadata zone")?,
         _ => unreachable!("LONG lists {id}"),

@@ -77,10 +77,17 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
  --max-extent-bytes=#   largest decompressed extent, in bytes
  --mount-point=X        where the image will be mounted (only labelling rules
                         use it; accepted, no effect here)
+ --oci[=f|i][,platform=X][,layer=#|blob=X]
+                        SOURCE is a local OCI image layout (directory or tar
+                        archive, optionally :REF): its layers applied in order,
+                        whiteouts resolved; i = a tar index of one plain layer;
+                        registries are not supported
  --offset=#             write the image # bytes into FILE
  --root-xattr-isize=#   reserve at least # bytes of inline xattrs in the root
  --aufs                 turn AUFS whiteouts in a tar into overlayfs ones
  --sort=<path,none>     order of tar data (path: by path; none: as in the tar)
+ --vmdk-desc=X          write a VMDK descriptor X joining the image and its
+                        tar (--tar=i) into one virtual disk
  --tar=X                build from a tar: X = f (full image), i (index: the
                         image refers to the tar's data, which is appended to the
                         image or given as a device) or headerball (the stream
@@ -102,8 +109,8 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
 
 Refused with a clear error (not implemented by ishare yet): SOURCEs that are
 EROFS images (rebuild mode), --blobdev, --clean, --incremental, --ovlfs-strip,
---zD, --MZ, -m, --gzinfo, --vmdk-desc, --oci, --file-contexts, --tar=MODE,MAP;
---s3 (a network service) is not supported.
+--zD, --MZ, -m, --gzinfo, --file-contexts, --tar=MODE,MAP;
+--s3 and remote --oci images (network services) are not supported.
 "
     )
 }

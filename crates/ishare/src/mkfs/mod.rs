@@ -16,6 +16,7 @@ use ishare_builder::{
 
 pub mod args;
 pub(crate) mod help;
+mod vmdk;
 
 pub use args::Flavor;
 use args::{Args, Command, TarMode, TimeScope};
@@ -89,6 +90,22 @@ pub fn run(a: &Args) -> Result<()> {
     if !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         opts.progress = Some(std::sync::Arc::new(Bar(indicatif::ProgressBar::hidden())));
     }
+    // The VMDK descriptor names every device: the tar of an index must be a path.
+    let index_tar = match (a.tar, a.sources.first()) {
+        (Some(TarMode::Index), Some(s)) if s.as_os_str() != "-" => Some(s.clone()),
+        (Some(TarMode::Index), _) => None,
+        _ => None,
+    };
+    if a.vmdk_desc.is_some() {
+        if a.tar == Some(TarMode::Index) && index_tar.is_none() {
+            bail!(
+                "--vmdk-desc names the tar of a --tar=i index: give it as SOURCE, not on standard input"
+            );
+        }
+        if a.oci.as_ref().is_some_and(|o| o.index) {
+            bail!("--vmdk-desc with --oci=i is not supported: index the layer blob with --tar=i");
+        }
+    }
     let start = Instant::now();
     let r = match a.tar {
         None if a.oci.is_some() => {
@@ -121,6 +138,19 @@ pub fn run(a: &Args) -> Result<()> {
         }
     }
     .with_context(|| format!("building {}", a.image.display()))?;
+    if let Some(to) = &a.vmdk_desc {
+        let mut devices = vec![(
+            a.image.display().to_string(),
+            r.blocks * u64::from(opts.block_size) / 512,
+        )];
+        if let Some(t) = &index_tar {
+            let len = std::fs::metadata(t)
+                .with_context(|| format!("--vmdk-desc: {}", t.display()))?
+                .len();
+            devices.push((t.display().to_string(), len.div_ceil(512)));
+        }
+        vmdk::write(to, &opts.uuid, &devices)?;
+    }
     if !quiet {
         println!(
             "{}: {} inodes, {} blocks of {} bytes ({} bytes); {} files, {} bytes of data, {} fingerprints; {:.2}s",
