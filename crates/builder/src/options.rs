@@ -131,6 +131,10 @@ pub struct BuildOptions {
     pub tar_data: TarData,
     /// Tar input: keep a copy of the (decompressed) archive here (`--ungzip=X`).
     pub keep_tar: Option<std::path::PathBuf>,
+    /// Tar input, gzip-compressed: write its random-access checkpoints here, as an
+    /// AWS SOCI zinfo file (`--gzinfo=X`); a tar index (`--tar=i`) may then refer
+    /// to the uncompressed stream the zinfo gives access to.
+    pub gzinfo: Option<std::path::PathBuf>,
     /// Told how far the data pass is (for a progress bar).
     pub progress: Option<Arc<dyn Progress>>,
 }
@@ -181,6 +185,7 @@ impl Default for BuildOptions {
             dsunit: 0,
             tar_data: TarData::Copy,
             keep_tar: None,
+            gzinfo: None,
             progress: None,
         }
     }

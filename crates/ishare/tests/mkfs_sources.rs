@@ -622,3 +622,71 @@ fn vmdk_descriptor() {
     let e = mkfs_fails(&["--tar=i", "--vmdk-desc=x.vmdk", s(&img)]);
     assert!(e.contains("standard input"), "{e}");
 }
+
+/// `--gzinfo=X`: the SOCI zinfo of a gzip tar is byte for byte erofs-utils' (the
+/// same checkpoints, offsets, bits and windows); with it `--tar=i` indexes a gzip
+/// tar, and the index mounted over the decompressed tar shows the tar's tree.
+#[test]
+fn gzinfo_like_erofs_utils() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let mut rng = ishare_testkit::rng::Rng::new(11);
+    for i in 0..14 {
+        let mut data = rng.text(700_000);
+        data.extend(rng.bytes(300_000));
+        ishare_testkit::tree::write_file(&src, &format!("d/f{i}"), &data);
+    }
+    let tarball = tmp.path().join("l.tar");
+    tar_of(&src, &tarball);
+    run(Command::new("gzip").arg("-k").arg(&tarball));
+    let gz = tmp.path().join("l.tar.gz");
+    let (ours, theirs) = (
+        tmp.path().join("ours.zinfo"),
+        tmp.path().join("theirs.zinfo"),
+    );
+    let img = tmp.path().join("f.erofs");
+    mkfs(&[
+        "--tar=f",
+        &format!("--gzinfo={}", s(&ours)),
+        s(&img),
+        s(&gz),
+    ]);
+    run(Command::new(mkfs_194())
+        .args(["--quiet", "--tar=f"])
+        .arg(format!("--gzinfo={}", s(&theirs)))
+        .arg(tmp.path().join("ref.erofs"))
+        .arg(&gz));
+    let (o, t) = (fs::read(&ours).unwrap(), fs::read(&theirs).unwrap());
+    let checkpoints = u32::from_le_bytes(o[..4].try_into().unwrap());
+    assert!(checkpoints >= 3, "{checkpoints} checkpoints");
+    assert_eq!(o.len(), 12 + checkpoints as usize * (17 + 32768));
+    assert!(o == t, "zinfo differs from erofs-utils'");
+    fsck_ok(&img);
+
+    // A tar index of the gzip tar, through the zinfo's view: the decompressed tar is
+    // its device.
+    let idx = tmp.path().join("i.erofs");
+    mkfs(&[
+        "--tar=i",
+        &format!("--gzinfo={}", s(&ours)),
+        s(&idx),
+        s(&gz),
+    ]);
+    assert!(fs::read(&ours).unwrap() == t);
+    {
+        use ishare_testkit::mounts::ErofsMount;
+        let m = ErofsMount::new(&idx, std::slice::from_ref(&tarball));
+        ishare_testkit::assert_trees_eq(
+            "--tar=i --gzinfo of l.tar.gz, device=l.tar",
+            &snapshot(m.path()),
+            "--tar=f of l.tar.gz",
+            &mounted(&img),
+            &CompareOpts::ALL,
+        );
+    }
+    let e = mkfs_fails(&["--tar=f", "--gzinfo=x", s(&img), s(&tarball)]);
+    assert!(e.contains(s(&tarball)) && e.contains("gzip"), "{e}");
+    let e = mkfs_fails(&["--gzinfo=x", s(&img), s(&src)]);
+    assert!(e.contains("needs --tar"), "{e}");
+}

@@ -127,6 +127,8 @@ pub struct Args {
     pub oci: Option<OciArgs>,
     /// `--vmdk-desc=X`: where to write a VMDK descriptor.
     pub vmdk_desc: Option<PathBuf>,
+    /// `--gzinfo[=X]`: where to write the gzip tar's SOCI zinfo (`Some(None)`: none).
+    pub gzinfo: Option<Option<PathBuf>>,
     /// The image file.
     pub image: PathBuf,
     /// SOURCE(s): none (tar on standard input), a directory or a tar, or several
@@ -178,6 +180,7 @@ impl Args {
             dsunit: None,
             oci: None,
             vmdk_desc: None,
+            gzinfo: None,
             image: PathBuf::new(),
             sources: Vec::new(),
         }
@@ -409,6 +412,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, flavor: Flavor) -> Result
         if a.sources.len() != 1 {
             bail!("--oci takes one SOURCE, the OCI image layout (directory or archive)");
         }
+    }
+    if a.gzinfo.is_some() && a.tar.is_none() {
+        bail!("--gzinfo describes a gzip-compressed tar: it needs --tar");
     }
     if a.tar.is_some() && a.sources.len() > 1 {
         bail!(
@@ -649,7 +655,7 @@ fn long(a: &mut Args, id: &str, v: Option<OsString>) -> Result<()> {
         "file-contexts" => not_yet("SELinux labelling")?,
         "blobdev" => not_yet("an extra blob device")?,
         "ovlfs-strip" => not_yet("overlayfs metadata stripping (rebuild mode)")?,
-        "gzinfo" => not_yet("SOCI zinfo generation")?,
+        "gzinfo" => a.gzinfo = Some(v.map(PathBuf::from)),
         "clean" | "incremental" => not_yet("choosing the data import mode")?,
         "vmdk-desc" => a.vmdk_desc = Some(PathBuf::from(req()?)),
         "zD" => not_yet("directory compression")?,

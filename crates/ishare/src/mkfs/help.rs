@@ -93,6 +93,8 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
                         image or given as a device) or headerball (the stream
                         holds headers only; files read as zeros)
  --quiet                print nothing on success
+ --gzinfo[=X]           write the gzip tar's random-access checkpoints to X as an
+                        AWS SOCI zinfo; --tar=i may then index a gzip tar
  --ungzip[=X]           the tar may be gzip-compressed (detected anyway); keep
                         the decompressed tar as X
  --unxz[=X]             the tar may be xz-compressed (detected anyway); keep
@@ -109,7 +111,7 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
 
 Refused with a clear error (not implemented by ishare yet): SOURCEs that are
 EROFS images (rebuild mode), --blobdev, --clean, --incremental, --ovlfs-strip,
---zD, --MZ, -m, --gzinfo, --file-contexts, --tar=MODE,MAP;
+--zD, --MZ, -m, --file-contexts, --tar=MODE,MAP;
 --s3 and remote --oci images (network services) are not supported.
 "
     )

@@ -207,6 +207,7 @@ fn options(a: &Args) -> Result<BuildOptions> {
         fsalign_blocks: a.fsalignblks.unwrap_or(0),
         dsunit: a.dsunit.unwrap_or(0),
         keep_tar: a.dump_tar.clone(),
+        gzinfo: a.gzinfo.clone().flatten(),
         ..BuildOptions::default()
     };
     if let Some(n) = a.root_xattr_isize {

@@ -29,6 +29,7 @@
 //! (`path`), the header sequence and the tree built from it (`parser`, over the
 //! archive's own inode model in `inode`).
 
+mod gzran;
 mod inode;
 mod parser;
 mod path;
@@ -95,6 +96,17 @@ pub(crate) fn index(input: &TarInput, image: &Path, opts: &BuildOptions) -> Resu
             stream(Box::new(io::stdin().lock()), name, &spool_dir, opts)
         }
     }
+}
+
+/// `--gzinfo` describes a gzip stream: any other input is refused.
+fn not_gzip_for_gzinfo(c: Compressed, name: &Path, opts: &BuildOptions) -> Result<()> {
+    if opts.gzinfo.is_some() && c != Compressed::Gzip {
+        return Err(Error::Tar {
+            archive: name.to_path_buf(),
+            what: "is not gzip-compressed: --gzinfo describes a gzip stream".into(),
+        });
+    }
+    Ok(())
 }
 
 /// One layer of an OCI image: a tar archive, maybe compressed.
@@ -191,6 +203,7 @@ fn regular_file(
     let n = read_full(&mut ReadAt(&file, 0), &mut magic).map_err(|e| Error::io(name, "read", e))?;
     let c = detect(&magic[..n]).map_err(|n| unsupported(name, n))?;
     if c == Compressed::None {
+        not_gzip_for_gzinfo(c, name, opts)?;
         return index_file(file, len, name, opts);
     }
     index_stream(Box::new(ReadAt(&file, 0)), c, name, spool_dir, opts)
@@ -251,9 +264,15 @@ fn index_stream(
     spool_dir: &Path,
     opts: &BuildOptions,
 ) -> Result<Tree> {
+    not_gzip_for_gzinfo(c, name, opts)?;
     // `--tar=i` refers to the tar's own bytes: a compressed archive's would be the
-    // decompressed stream's, which exists only if it is kept (`--ungzip=FILE`).
-    if c != Compressed::None && opts.tar_data == TarData::Index && opts.keep_tar.is_none() {
+    // decompressed stream's, which exists only if it is kept (`--ungzip=FILE`) or
+    // reachable through a zinfo (`--gzinfo=FILE`).
+    if c != Compressed::None
+        && opts.tar_data == TarData::Index
+        && opts.keep_tar.is_none()
+        && opts.gzinfo.is_none()
+    {
         return Err(Error::Tar {
             archive: name.to_path_buf(),
             what: "is compressed, and a tar index (--tar=i) refers to the bytes of the \
@@ -266,8 +285,14 @@ fn index_stream(
         archive: name.to_path_buf(),
         what: format!("cannot start decompressing: {e}"),
     };
+    let mut checkpoints = None;
     let inner: Box<dyn Read> = match c {
         Compressed::None => input,
+        Compressed::Gzip if opts.gzinfo.is_some() => {
+            let (r, points) = gzran::GzRan::new(input).map_err(decompress_err)?;
+            checkpoints = Some(points);
+            Box::new(r)
+        }
         Compressed::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
         Compressed::Zstd => {
             Box::new(zstd::stream::read::Decoder::new(input).map_err(decompress_err)?)
@@ -321,6 +346,11 @@ fn index_stream(
         .map(|sp| sp.into_inner())
         .transpose()
         .map_err(|e| Error::io(spool_dir, "write a temporary file in", e.into_error()))?;
+    if let (Some(points), Some(to)) = (checkpoints, &opts.gzinfo) {
+        File::create(to)
+            .and_then(|mut f| gzran::write_zinfo(&points.borrow(), &mut f))
+            .map_err(|e| Error::io(to, "write the zinfo (--gzinfo) to", e))?;
+    }
     let digests = parser.take_digests();
     parser.into_tree(Archive {
         file,
