@@ -18,6 +18,7 @@
 
 #![deny(missing_docs)]
 
+mod blockmap;
 mod compress;
 mod data;
 mod dir;

@@ -135,6 +135,9 @@ pub struct BuildOptions {
     /// AWS SOCI zinfo file (`--gzinfo=X`); a tar index (`--tar=i`) may then refer
     /// to the uncompressed stream the zinfo gives access to.
     pub gzinfo: Option<std::path::PathBuf>,
+    /// Tar input: write the block map of the regular files' data (image blocks and
+    /// tar offsets) here (`--tar=MODE,MAPFILE`).
+    pub block_map: Option<std::path::PathBuf>,
     /// Told how far the data pass is (for a progress bar).
     pub progress: Option<Arc<dyn Progress>>,
 }
@@ -186,6 +189,7 @@ impl Default for BuildOptions {
             tar_data: TarData::Copy,
             keep_tar: None,
             gzinfo: None,
+            block_map: None,
             progress: None,
         }
     }

@@ -332,6 +332,9 @@ fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildRepo
         w.write(&crc.to_le_bytes(), SUPER_OFFSET + 4)?;
         w.flush()?;
     }
+    if let Some(to) = &opts.block_map {
+        crate::blockmap::write(&tree, &lay, bs, to)?;
+    }
     commit(out, image, opts.offset)?;
     Ok(report)
 }

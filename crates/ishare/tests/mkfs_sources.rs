@@ -690,3 +690,77 @@ fn gzinfo_like_erofs_utils() {
     let e = mkfs_fails(&["--gzinfo=x", s(&img), s(&src)]);
     assert!(e.contains("needs --tar"), "{e}");
 }
+
+/// The lines of a block map: (first block, blocks, tar offset, zeroed tail).
+fn map_lines(p: &Path) -> Vec<(u64, u64, u64, u64)> {
+    fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert!(f.len() == 3 || f.len() == 4, "bad map line {l:?}");
+            let hex = |s: &str| u64::from_str_radix(s, 16).unwrap();
+            let zeroed = f.get(3).map_or(0, |z| z.parse().unwrap());
+            (hex(f[0]), hex(f[1]), hex(f[2]), zeroed)
+        })
+        .collect()
+}
+
+/// `--tar=i,MAPFILE`: every regular file's data has whole image blocks, listed with
+/// its tar offset as erofs-utils lists them (the same files and offsets; blocks may
+/// be in another order), and the image holds that data (the kernel shows the tar's
+/// tree); `--tar=f,MAPFILE` leaves the map empty, as erofs-utils does.
+#[test]
+fn tar_block_map() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = compressible_source(tmp.path());
+    let tarball = tmp.path().join("l.tar");
+    tar_of(&src, &tarball);
+    let tar = fs::read(&tarball).unwrap();
+    let (img, ref_img) = (tmp.path().join("i.erofs"), tmp.path().join("r.erofs"));
+    let (map, ref_map) = (tmp.path().join("ours.map"), tmp.path().join("theirs.map"));
+    mkfs(&[&format!("--tar=i,{}", s(&map)), s(&img), s(&tarball)]);
+    run(Command::new(mkfs_194())
+        .args(["--quiet", &format!("--tar=i,{}", s(&ref_map))])
+        .arg(&ref_img)
+        .arg(&tarball));
+    let (ours, theirs) = (map_lines(&map), map_lines(&ref_map));
+    let key = |v: &[(u64, u64, u64, u64)]| {
+        let mut k: Vec<(u64, u64, u64)> = v.iter().map(|l| (l.2, l.1, l.3)).collect();
+        k.sort();
+        k
+    };
+    assert!(!ours.is_empty());
+    assert_eq!(key(&ours), key(&theirs));
+    // The mapped blocks hold the tar's bytes, then zeros.
+    let image = fs::read(&img).unwrap();
+    for &(blk, n, off, zeroed) in &ours {
+        let (at, len) = ((blk * 4096) as usize, (n * 4096 - zeroed) as usize);
+        assert!(image[at..at + len] == tar[off as usize..off as usize + len]);
+        assert!(
+            image[at + len..at + (n * 4096) as usize]
+                .iter()
+                .all(|&b| b == 0)
+        );
+    }
+    let full = tmp.path().join("f.erofs");
+    let fmap = tmp.path().join("f.map");
+    mkfs(&[&format!("--tar=f,{}", s(&fmap)), s(&full), s(&tarball)]);
+    assert_eq!(fs::read(&fmap).unwrap(), b"");
+    ishare_testkit::assert_trees_eq(
+        "--tar=i,MAP",
+        &mounted(&img),
+        "--tar=f",
+        &mounted(&full),
+        &CompareOpts::ALL,
+    );
+    fsck_ok(&img);
+    let e = mkfs_fails(&[
+        &format!("--tar=i,{}", s(&map)),
+        "-zlz4",
+        s(&img),
+        s(&tarball),
+    ]);
+    assert!(e.contains("-z"), "{e}");
+}

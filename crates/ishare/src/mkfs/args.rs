@@ -127,6 +127,8 @@ pub struct Args {
     pub oci: Option<OciArgs>,
     /// `--vmdk-desc=X`: where to write a VMDK descriptor.
     pub vmdk_desc: Option<PathBuf>,
+    /// `--tar=MODE,MAPFILE`: where to write the block map.
+    pub tar_map: Option<PathBuf>,
     /// `--gzinfo[=X]`: where to write the gzip tar's SOCI zinfo (`Some(None)`: none).
     pub gzinfo: Option<Option<PathBuf>>,
     /// The image file.
@@ -181,6 +183,7 @@ impl Args {
             oci: None,
             vmdk_desc: None,
             gzinfo: None,
+            tar_map: None,
             image: PathBuf::new(),
             sources: Vec::new(),
         }
@@ -589,10 +592,12 @@ fn long(a: &mut Args, id: &str, v: Option<OsString>) -> Result<()> {
         "uid-offset" => a.uid_offset = c_uint(s()?, "uid offset", u64::from(u32::MAX))? as u32,
         "gid-offset" => a.gid_offset = c_uint(s()?, "gid offset", u64::from(u32::MAX))? as u32,
         "tar" => {
-            let mode = v.as_ref().map(text).transpose()?.unwrap_or("f");
-            // `MODE,MAPFILE` writes a block list for a later remap; not done here.
-            if let Some((_, map)) = mode.split_once(',') {
-                bail!("{mode}: a map file ({map}) is not supported by ishare yet");
+            let mut mode = v.as_ref().map(text).transpose()?.unwrap_or("f");
+            // `MODE,MAPFILE`: a block map of the files' data (an empty name: none).
+            a.tar_map = None;
+            if let Some((m, map)) = mode.split_once(',') {
+                mode = m;
+                a.tar_map = (!map.is_empty()).then(|| PathBuf::from(map));
             }
             a.tar = Some(match mode {
                 "f" => TarMode::Full,

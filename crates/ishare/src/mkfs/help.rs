@@ -88,10 +88,12 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
  --sort=<path,none>     order of tar data (path: by path; none: as in the tar)
  --vmdk-desc=X          write a VMDK descriptor X joining the image and its
                         tar (--tar=i) into one virtual disk
- --tar=X                build from a tar: X = f (full image), i (index: the
+ --tar=X[,MAP]          build from a tar: X = f (full image), i (index: the
                         image refers to the tar's data, which is appended to the
                         image or given as a device) or headerball (the stream
-                        holds headers only; files read as zeros)
+                        holds headers only; files read as zeros); with i,MAP the
+                        files' data gets whole image blocks, listed in MAP with
+                        their tar offsets
  --quiet                print nothing on success
  --gzinfo[=X]           write the gzip tar's random-access checkpoints to X as an
                         AWS SOCI zinfo; --tar=i may then index a gzip tar
@@ -111,7 +113,7 @@ Build an EROFS image FILE from a directory or a tar archive SOURCE
 
 Refused with a clear error (not implemented by ishare yet): SOURCEs that are
 EROFS images (rebuild mode), --blobdev, --clean, --incremental, --ovlfs-strip,
---zD, --MZ, -m, --file-contexts, --tar=MODE,MAP;
+--zD, --MZ, -m, --file-contexts;
 --s3 and remote --oci images (network services) are not supported.
 "
     )

@@ -92,6 +92,8 @@ pub fn run(a: &Args) -> Result<()> {
     }
     // The VMDK descriptor names every device: the tar of an index must be a path.
     let index_tar = match (a.tar, a.sources.first()) {
+        // With a block map the data is in the image: there is no device.
+        _ if a.tar_map.is_some() => None,
         (Some(TarMode::Index), Some(s)) if s.as_os_str() != "-" => Some(s.clone()),
         (Some(TarMode::Index), _) => None,
         _ => None,
@@ -138,6 +140,12 @@ pub fn run(a: &Args) -> Result<()> {
         }
     }
     .with_context(|| format!("building {}", a.image.display()))?;
+    // erofs-utils maps only an index's files; other modes leave the map empty.
+    if let Some(map) = &a.tar_map
+        && opts.block_map.is_none()
+    {
+        std::fs::write(map, b"").with_context(|| format!("--tar: writing {}", map.display()))?;
+    }
     if let Some(to) = &a.vmdk_desc {
         let mut devices = vec![(
             a.image.display().to_string(),
@@ -231,6 +239,14 @@ fn options(a: &Args) -> Result<BuildOptions> {
     };
     o.aufs = a.aufs && tar.is_some();
     o.tar_data = match tar {
+        // `--tar=i,MAPFILE`: as erofs-utils, the index keeps the block size and the
+        // files' data gets whole blocks of the image, listed with their tar offsets
+        // in the map (ishare also copies the data in, so the image is complete).
+        Some(TarMode::Index) if a.tar_map.is_some() => {
+            o.inline_data = false;
+            o.block_map = a.tar_map.clone();
+            TarData::Copy
+        }
         Some(TarMode::Index) => {
             // The tar's data blocks are addressed in 512-byte units, whatever -b
             // says (mkfs.erofs does the same: containerd passes -b4096 here too).
@@ -324,11 +340,15 @@ fn options(a: &Args) -> Result<BuildOptions> {
     for e in &a.extended {
         z.parse(&mut o, e)?;
     }
+    // A mapped file's data is whole blocks (no inline tail), whatever -E says.
+    if o.block_map.is_some() {
+        o.inline_data = false;
+    }
     if let Some(bits) = a.zfeature_bits {
         z.apply_bits(bits)?;
     }
     match &a.compression {
-        Some(_) if o.tar_data != TarData::Copy => {
+        Some(_) if o.tar_data != TarData::Copy || o.block_map.is_some() => {
             bail!("-z: --tar=i and --tar=headerball images hold no data to compress")
         }
         Some(spec) => {
