@@ -383,6 +383,13 @@ fn oci_codecs_and_selection() {
             &want,
         );
     }
+    // A single image whose index gives no platform: its config says.
+    let e = mkfs_fails(&[
+        "--oci=platform=linux/s390x",
+        s(&img),
+        &format!("{}:small", dir.display()),
+    ]);
+    assert!(e.contains("not linux/s390x"), "{e}");
     let e = mkfs_fails(&["--oci=platform=linux/s390x", s(&img), &multi]);
     assert!(
         e.contains("linux/s390x") && e.contains("linux/arm64/v8"),

@@ -129,6 +129,8 @@ struct Index {
 #[derive(Debug, Deserialize)]
 struct Manifest {
     #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
     layers: Vec<Descriptor>,
 }
 
@@ -172,6 +174,16 @@ pub(crate) fn resolve(src: &OciSource, work_dir: &Path) -> Result<Resolved> {
     layout.check_version()?;
     let manifest = layout.pick_manifest(reference.as_deref(), src.platform.as_deref())?;
     let m: Manifest = layout.json(&manifest, "image manifest")?;
+    // A platform asked for, and an index that did not say: the image config does.
+    if let (Some(want), None, Some(config)) = (&src.platform, &manifest.platform, &m.config) {
+        let p: Platform = layout.json(config, "image config")?;
+        if !p.matches(want) {
+            return Err(err(
+                &path,
+                format!("the image is for platform {}, not {want}", p.spec()),
+            ));
+        }
+    }
     let mut descs = m.layers;
     for (i, d) in descs.iter().enumerate() {
         if !LAYER_TYPES.contains(&d.media_type.as_str()) {

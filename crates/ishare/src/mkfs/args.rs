@@ -657,7 +657,10 @@ fn long(a: &mut Args, id: &str, v: Option<OsString>) -> Result<()> {
         }
         "s3" => bail!("reading from S3 (a network service) is not supported"),
         "oci" => a.oci = Some(oci(v.as_ref().map(text).transpose()?)?),
-        "file-contexts" => not_yet("SELinux labelling")?,
+        "file-contexts" => bail!(
+            "SELinux labelling from a file_contexts file is not supported by ishare; \
+             set security.selinux xattrs on the source (or in the tar) instead"
+        ),
         "blobdev" => not_yet("an extra blob device")?,
         "ovlfs-strip" => not_yet("overlayfs metadata stripping (rebuild mode)")?,
         "gzinfo" => a.gzinfo = Some(v.map(PathBuf::from)),
