@@ -60,14 +60,21 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// The directory `umoci unpack` makes of `layout:name` in `dir`.
+fn unpack_dir(layout: &Path, name: &str, dir: &Path) -> PathBuf {
+    let bundle = dir.join(format!("bundle-{name}"));
+    if !bundle.exists() {
+        run(Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:{name}", layout.display()))
+            .arg(&bundle));
+    }
+    bundle.join("rootfs")
+}
+
 /// What `umoci unpack` makes of `layout:name`: the reference tree.
 fn unpacked(layout: &Path, name: &str, dir: &Path) -> Tree {
-    let bundle = dir.join(format!("bundle-{name}"));
-    run(Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:{name}", layout.display()))
-        .arg(&bundle));
-    snapshot(&bundle.join("rootfs"))
+    snapshot(&unpack_dir(layout, name, dir))
 }
 
 fn assert_same(what: &str, ours: &Tree, want: &Tree) {
@@ -110,6 +117,10 @@ fn layered_image(layout: &OciLayout, name: &str, tmp: &Path) {
                 fs::write(r.join("opq/sub/deep"), b"also hidden").unwrap();
                 fs::write(r.join("swap/f"), b"a file in a directory").unwrap();
                 fs::write(r.join("tofile"), b"x").unwrap();
+                let mut rng = ishare_testkit::rng::Rng::new(3);
+                for i in 0..60 {
+                    fs::write(r.join(format!("usr/lib/t{i}")), rng.text(20_000)).unwrap();
+                }
                 fs::hard_link(r.join("etc/conf"), r.join("etc/conf.link")).unwrap();
                 symlink("../usr/lib/big", r.join("etc/big")).unwrap();
                 rustix::fs::setxattr(
@@ -173,6 +184,33 @@ fn oci_layers_applied_in_order() {
     let img2 = tmp.path().join("app2.erofs");
     mkfs(&["--oci", s(&img2), &format!("{}:app", archive.display())]);
     assert_same("layout archive", &mounted(&img2), &want);
+    // No larger than mkfs.erofs 1.9.4's image of the unpacked tree (which has no
+    // --oci here), fingerprints in both.
+    let rootfs = unpack_dir(&dir, "app", tmp.path());
+    let theirs = tmp.path().join("theirs.erofs");
+    for z in [None, Some("-zlz4hc")] {
+        let mut args = vec!["-T0", "-Uclear"];
+        args.extend(z);
+        mkfs(
+            &[
+                &args[..],
+                &["--oci", s(&img), &format!("{}:app", dir.display())],
+            ]
+            .concat(),
+        );
+        run(Command::new(mkfs_194())
+            .args(["--quiet", "--xattr-inode-digest"])
+            .args(&args)
+            .arg(&theirs)
+            .arg(&rootfs));
+        let (a, b) = (
+            fs::metadata(&img).unwrap().len(),
+            fs::metadata(&theirs).unwrap().len(),
+        );
+        eprintln!("--oci {z:?}: ishare {a} bytes, mkfs.erofs 1.9.4 of the unpacked tree {b}");
+        assert!(a * 100 <= b * 101, "{z:?}: {a} > 1.01 × {b}");
+        fsck_ok(&img);
+    }
     // Reproducible: the same image from either form.
     mkfs(&[
         "--oci",
