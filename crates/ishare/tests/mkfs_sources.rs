@@ -381,6 +381,35 @@ fn oci_codecs_and_selection() {
             &CompareOpts::ALL,
         );
     }
+    // The gzip layer 2 indexed through its zinfo (`--oci=i --gzinfo`, as
+    // erofs-utils): mounted over the decompressed layer, the same tree as --tar=f.
+    let gz2 = blob(&dir, m["layers"][2]["digest"].as_str().unwrap());
+    let plain2 = tmp.path().join("layer2.tar");
+    fs::write(
+        &plain2,
+        run(Command::new("gzip").arg("-dc").arg(&gz2)).stdout,
+    )
+    .unwrap();
+    let zinfo = tmp.path().join("layer2.zinfo");
+    mkfs(&[
+        "--oci=i,layer=2",
+        &format!("--gzinfo={}", s(&zinfo)),
+        s(&idx),
+        &format!("{}:recoded", dir.display()),
+    ]);
+    assert!(fs::metadata(&zinfo).unwrap().len() > 12);
+    mkfs(&["--tar=f", s(&img_tar), s(&plain2)]);
+    {
+        use ishare_testkit::mounts::ErofsMount;
+        let a = ErofsMount::new(&idx, std::slice::from_ref(&plain2));
+        ishare_testkit::assert_trees_eq(
+            "--oci=i,layer=2 --gzinfo",
+            &snapshot(a.path()),
+            "--tar=f of layer 2",
+            &mounted(&img_tar),
+            &CompareOpts::ALL,
+        );
+    }
     let e = mkfs_fails(&["--oci=i", s(&idx), &format!("{}:recoded", dir.display())]);
     assert!(e.contains("layer=N or blob=DIGEST"), "{e}");
 

@@ -416,8 +416,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, flavor: Flavor) -> Result
             bail!("--oci takes one SOURCE, the OCI image layout (directory or archive)");
         }
     }
-    if a.gzinfo.is_some() && a.tar.is_none() {
-        bail!("--gzinfo describes a gzip-compressed tar: it needs --tar");
+    // As erofs-utils: the zinfo of a tar, or of the one OCI layer an index refers to.
+    if a.gzinfo.is_some() && a.tar.is_none() && !a.oci.as_ref().is_some_and(|o| o.index) {
+        bail!("--gzinfo describes a gzip-compressed tar: it needs --tar, or --oci=i");
     }
     if a.tar.is_some() && a.sources.len() > 1 {
         bail!(
