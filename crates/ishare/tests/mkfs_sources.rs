@@ -320,12 +320,20 @@ fn oci_codecs_and_selection() {
     recoded["digest"] = mdigest.clone().into();
     recoded["size"] = msize.into();
     recoded["annotations"]["org.opencontainers.image.ref.name"] = "recoded".into();
+    recoded["annotations"]["io.containerd.image.name"] = "example.com/app:v1".into();
     let img = tmp.path().join("img.erofs");
     let mut manifests = vec![app.clone(), small.clone(), recoded.clone()];
     write_index(&dir, manifests.clone());
     mkfs(&["--oci", s(&img), &format!("{}:recoded", dir.display())]);
     assert_same("zstd and plain layers", &mounted(&img), &want);
     fsck_ok(&img);
+    // containerd's full image name works as REF too, `:` and `/` included.
+    mkfs(&[
+        "--oci",
+        s(&img),
+        &format!("{}:example.com/app:v1", dir.display()),
+    ]);
+    assert_same("containerd image name", &mounted(&img), &want);
 
     // One layer: layer=0 is the first layer's tree, as its tar alone gives it;
     // blob= names the same layer.

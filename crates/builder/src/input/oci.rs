@@ -240,17 +240,19 @@ pub(crate) fn resolve(src: &OciSource, work_dir: &Path) -> Result<Resolved> {
     })
 }
 
-/// `PATH` or `PATH:REF`: the whole string if it exists, else split at the last `:`.
+/// `PATH` or `PATH:REF`: the whole string if it exists, else split at the first `:`
+/// after which the rest names something that exists (REF may itself hold `:` and
+/// `/`, as containerd's full image names do).
 fn split_reference(p: &Path) -> Result<(PathBuf, Option<String>)> {
     if p.exists() {
         return Ok((p.to_path_buf(), None));
     }
     let s = p.to_string_lossy();
-    if let Some((path, r)) = s.rsplit_once(':')
-        && !r.contains('/')
-        && Path::new(path).exists()
-    {
-        return Ok((PathBuf::from(path), Some(r.to_owned())));
+    for (i, _) in s.match_indices(':') {
+        let (path, r) = (&s[..i], &s[i + 1..]);
+        if !path.is_empty() && !r.is_empty() && Path::new(path).exists() {
+            return Ok((PathBuf::from(path), Some(r.to_owned())));
+        }
     }
     Err(err(
         p,
