@@ -1,7 +1,8 @@
 //! `ishare mkfs` and `mkfs.erofs` (this program called by that name): build an EROFS
-//! image, uncompressed or compressed (`-z`), from a directory or a tar archive (in
-//! full, or as an index into the tar), with mkfs.erofs 1.9.4's command line
-//! (`args`), help and version (`help`). Under `ishare mkfs` page-cache-share
+//! image, uncompressed or compressed (`-z`), from a directory, a tar archive (in
+//! full, or as an index into the tar) or a local OCI image (`--oci`), with
+//! mkfs.erofs 1.9.4's command line (`args`), help and version (`help`), and the side
+//! files it can write (`--vmdk-desc`: `vmdk`). Under `ishare mkfs` page-cache-share
 //! fingerprints are on by default; under `mkfs.erofs`, as there, only when asked.
 
 use std::ffi::OsString;
