@@ -20,6 +20,7 @@
 
 #![deny(missing_docs)]
 
+mod blockmap;
 mod compress;
 mod data;
 mod dir;
@@ -38,6 +39,7 @@ mod zdir;
 pub use compress::config::{Codec, Compression, Compressor, parse_size};
 pub use error::{Error, Result};
 pub use extended::ExtendedOptions;
+pub use input::oci::{OciLayer, OciSource};
 pub use input::tar::TarInput;
 pub use metabox::{MetaZone, Metabox, MetaboxAlgorithm};
 pub use options::{
@@ -45,4 +47,4 @@ pub use options::{
     MAX_INLINE_XATTR_SIZE, Progress, TarData, TimePolicy,
 };
 pub use rebuild::{RebuildData, RebuildOptions, build_rebuild};
-pub use writer::{BuildReport, build, build_tar};
+pub use writer::{BuildReport, build, build_oci, build_tar};
