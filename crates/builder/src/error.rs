@@ -64,6 +64,15 @@ pub enum Error {
         /// What is wrong, with the path in the layer where it applies.
         what: String,
     },
+    /// An OCI image layout that cannot be read: missing or corrupt files, no image
+    /// for the platform, a layer that is not a tar.
+    #[error("{}: {what}", path.display())]
+    Oci {
+        /// The layout, or the file in it at fault.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
     /// The image would exceed a limit of the on-disk format.
     #[error("image too large: {0}")]
     TooLarge(String),

@@ -21,6 +21,7 @@
 
 #![deny(missing_docs)]
 
+mod blockmap;
 mod chunk;
 mod compress;
 mod data;
@@ -41,6 +42,7 @@ mod zdir;
 pub use compress::config::{Codec, Compression, Compressor, FragDedupe, parse_size};
 pub use error::{Error, Result};
 pub use extended::ExtendedOptions;
+pub use input::oci::{OciLayer, OciSource};
 pub use input::tar::TarInput;
 pub use metabox::{MetaZone, Metabox, MetaboxAlgorithm};
 pub use options::{
@@ -48,4 +50,4 @@ pub use options::{
     MAX_INLINE_XATTR_SIZE, Progress, TarData, TimePolicy,
 };
 pub use rebuild::{RebuildData, RebuildOptions, build_rebuild};
-pub use writer::{BuildReport, build, build_tar};
+pub use writer::{BuildReport, build, build_oci, build_tar};

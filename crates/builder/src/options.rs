@@ -142,6 +142,13 @@ pub struct BuildOptions {
     pub tar_data: TarData,
     /// Tar input: keep a copy of the (decompressed) archive here (`--ungzip=X`).
     pub keep_tar: Option<std::path::PathBuf>,
+    /// Tar input, gzip-compressed: write its random-access checkpoints here, as an
+    /// AWS SOCI zinfo file (`--gzinfo=X`); a tar index (`--tar=i`) may then refer
+    /// to the uncompressed stream the zinfo gives access to.
+    pub gzinfo: Option<std::path::PathBuf>,
+    /// Tar input: write the block map of the regular files' data (image blocks and
+    /// tar offsets) here (`--tar=MODE,MAPFILE`).
+    pub block_map: Option<std::path::PathBuf>,
     /// Told how far the data pass is (for a progress bar).
     pub progress: Option<Arc<dyn Progress>>,
     /// `-m`: inodes and the long prefix table in the metabox inode.
@@ -203,6 +210,8 @@ impl Default for BuildOptions {
             dsunit: 0,
             tar_data: TarData::Copy,
             keep_tar: None,
+            gzinfo: None,
+            block_map: None,
             progress: None,
             metabox: None,
             metazone: crate::metabox::MetaZone::default(),

@@ -19,6 +19,7 @@ use crate::data::{DataPass, copy_all};
 use crate::dir::{DirEntry, DirLayout};
 use crate::error::{Error, Result};
 use crate::input::dir::scan;
+use crate::input::oci::OciSource;
 use crate::input::tar::TarInput;
 use crate::layout::{ChunkTarget, Layout, NULL_STARTBLK, Placed, Placement, Prescan, layout};
 use crate::options::{BuildOptions, TarData};
@@ -72,6 +73,44 @@ pub fn build_tar(input: &TarInput, image: &Path, opts: &BuildOptions) -> Result<
             keep_archive(f, keep)?;
         }
         finish(tree, image, opts)
+    })
+}
+
+/// Builds an image from a local OCI image (`mkfs.erofs --oci`): its layers applied
+/// in order, whiteouts resolved; with `TarData::Index`, an index of its one chosen
+/// layer, which must be an uncompressed tar.
+pub fn build_oci(src: &OciSource, image: &Path, opts: &BuildOptions) -> Result<BuildReport> {
+    in_pool(opts, || {
+        let work_dir = match image.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let r = crate::input::oci::resolve(src, work_dir)?;
+        let tree = match opts.tar_data {
+            TarData::Index => {
+                let [layer] = r.layers.as_slice() else {
+                    return Err(Error::Oci {
+                        path: r.name.clone(),
+                        what: format!(
+                            "a tar index (--oci=i) refers to one layer, and the image has {}:                              choose one with layer=N or blob=DIGEST",
+                            r.layers.len()
+                        ),
+                    });
+                };
+                if r.unpacked.is_some() {
+                    return Err(Error::Oci {
+                        path: r.name.clone(),
+                        what: "a tar index (--oci=i) refers to the layer blob, which must stay:                                give the layout directory, not an archive of it"
+                            .into(),
+                    });
+                }
+                crate::input::tar::index(&TarInput::Path(layer.path.clone()), image, opts)?
+            }
+            _ => crate::input::tar::index_layers(&r.layers, &r.name, image, opts)?,
+        };
+        let report = finish(tree, image, opts);
+        drop(r);
+        report
     })
 }
 
@@ -502,6 +541,9 @@ pub(crate) fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Resul
         let crc = ishare_erofs::superblock_checksum(&first, bits).expect("block 0 was read");
         w.write(&crc.to_le_bytes(), SUPER_OFFSET + 4)?;
         w.flush()?;
+    }
+    if let Some(to) = &opts.block_map {
+        crate::blockmap::write(&tree, &lay, bs, to)?;
     }
     commit(out, image, opts.offset)?;
     if let (Some(b), Some(path)) = (blob, &opts.blob_device) {

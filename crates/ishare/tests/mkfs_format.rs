@@ -521,6 +521,21 @@ fn refused_combinations() {
         !out.status.success() && err.contains("--blobdev cannot"),
         "{err}"
     );
+    // A block map lists files stored whole in image blocks, not chunk-based ones.
+    let map = format!("--tar=i,{}", dir.path().join("map").display());
+    for extra in ["--chunksize=4096", "-Ededupe"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ishare"))
+            .args(["mkfs", &map, extra])
+            .arg(dir.path().join("x.img"))
+            .arg(&tarball)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("block map"),
+            "{extra}: {err}"
+        );
+    }
     for (args, want) in [
         (&["-zlz4", "-E48bit"][..], "48bit"),
         (&["-zlz4", "-Edot-omitted"], "48bit"),

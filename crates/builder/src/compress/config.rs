@@ -90,17 +90,21 @@ pub enum Codec {
     Lzma,
     /// Raw DEFLATE (`deflate`).
     Deflate,
+    /// Raw DEFLATE by libdeflate (`libdeflate`), with its levels 0-12; the same
+    /// on-disk algorithm as `deflate`.
+    Libdeflate,
     /// Zstandard (`zstd`).
     Zstd,
 }
 
 impl Codec {
     /// Every algorithm.
-    pub const ALL: [Codec; 5] = [
+    pub const ALL: [Codec; 6] = [
         Codec::Lz4,
         Codec::Lz4hc,
         Codec::Lzma,
         Codec::Deflate,
+        Codec::Libdeflate,
         Codec::Zstd,
     ];
 
@@ -111,6 +115,7 @@ impl Codec {
             Codec::Lz4hc => "lz4hc",
             Codec::Lzma => "lzma",
             Codec::Deflate => "deflate",
+            Codec::Libdeflate => "libdeflate",
             Codec::Zstd => "zstd",
         }
     }
@@ -120,7 +125,7 @@ impl Codec {
         match self {
             Codec::Lz4 | Codec::Lz4hc => COMPRESSION_LZ4,
             Codec::Lzma => COMPRESSION_LZMA,
-            Codec::Deflate => COMPRESSION_DEFLATE,
+            Codec::Deflate | Codec::Libdeflate => COMPRESSION_DEFLATE,
             Codec::Zstd => COMPRESSION_ZSTD,
         }
     }
@@ -132,6 +137,7 @@ impl Codec {
             Codec::Lz4hc => (&[0..=12], 9),
             Codec::Lzma => (&[0..=9, 100..=109], 6),
             Codec::Deflate => (&[0..=9], 1),
+            Codec::Libdeflate => (&[0..=12], 1),
             Codec::Zstd => (&[1..=22], 3),
         }
     }
@@ -145,7 +151,7 @@ impl std::str::FromStr for Codec {
             .find(|a| a.name() == s)
             .ok_or_else(|| {
                 Error::InvalidOption(format!(
-                    "unknown compression algorithm {s:?} (known: lz4, lz4hc, lzma, deflate, zstd)"
+                    "unknown compression algorithm {s:?} (known: lz4, lz4hc, lzma, deflate, libdeflate, zstd)"
                 ))
             })
     }
@@ -160,19 +166,29 @@ pub struct Compressor {
     pub level: Option<i32>,
     /// Dictionary (LZMA) or window (Zstandard, DEFLATE) size; `None` = automatic.
     pub dict_size: Option<u32>,
+    /// LZMA's literal context bits, literal position bits and position bits
+    /// (`lc=`, `lp=`, `pb=`); `None` = the preset's.
+    pub lzma_lc_lp_pb: [Option<u32>; 3],
 }
 
 impl Compressor {
-    /// Parses `ALG[,LEVEL]`, `ALG[,level=N][,dictsize=N]` (mkfs.erofs's forms).
+    /// `algorithm` with its default settings.
+    pub fn new(algorithm: Codec) -> Self {
+        Compressor {
+            algorithm,
+            level: None,
+            dict_size: None,
+            lzma_lc_lp_pb: [None; 3],
+        }
+    }
+
+    /// Parses `ALG[,LEVEL]`, `ALG[,level=N][,dictsize=N]` (mkfs.erofs's forms), and
+    /// for `lzma` also `lc=N`, `lp=N`, `pb=N`.
     pub fn parse(spec: &str) -> Result<Self> {
         let bad = |m: String| Error::InvalidOption(format!("-z {spec}: {m}"));
         let mut parts = spec.split(',');
         let algorithm: Codec = parts.next().unwrap_or_default().parse()?;
-        let mut c = Compressor {
-            algorithm,
-            level: None,
-            dict_size: None,
-        };
+        let mut c = Compressor::new(algorithm);
         for (i, p) in parts.enumerate() {
             let num = |v: &str| {
                 v.parse::<i64>()
@@ -184,6 +200,16 @@ impl Compressor {
                 let n = parse_size(v).ok_or_else(|| bad(format!("bad dictionary size {v:?}")))?;
                 c.dict_size = Some(
                     u32::try_from(n).map_err(|_| bad(format!("dictionary size {n} too large")))?,
+                );
+            } else if let Some(slot) = ["lc=", "lp=", "pb="]
+                .iter()
+                .position(|k| p.starts_with(k))
+                .filter(|_| algorithm == Codec::Lzma)
+            {
+                let v = &p[3..];
+                c.lzma_lc_lp_pb[slot] = Some(
+                    u32::try_from(num(v)?)
+                        .map_err(|_| bad(format!("{p:?}: out of range (0 to 4)")))?,
                 );
             } else if i == 0 && p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() {
                 c.level = Some(num(p)? as i32);
@@ -218,7 +244,7 @@ impl Compressor {
                     d.is_power_of_two() && (1024..=PCLUSTER_MAX_SIZE as u32).contains(&d)
                 }
                 // The DEFLATE encoder always uses the full 32 KiB window.
-                Codec::Deflate => d == 32768,
+                Codec::Deflate | Codec::Libdeflate => d == 32768,
                 Codec::Lz4 | Codec::Lz4hc => false,
             };
             if !ok {
@@ -227,6 +253,15 @@ impl Compressor {
                     a.name()
                 )));
             }
+        }
+        // liblzma's limits (LZMA_LCLP_MAX, LZMA_PB_MAX), which the kernel's
+        // MicroLZMA decoder shares; every preset has lc=3, lp=0, pb=2.
+        let [lc, lp, pb] = self.lzma_lc_lp_pb;
+        let (lc, lp, pb) = (lc.unwrap_or(3), lp.unwrap_or(0), pb.unwrap_or(2));
+        if lc > 4 || lp > 4 || pb > 4 || lc + lp > 4 {
+            return Err(Error::InvalidOption(format!(
+                "lzma: lc={lc}, lp={lp}, pb={pb}: each must be 0 to 4, and lc + lp at most 4"
+            )));
         }
         Ok(())
     }
@@ -248,7 +283,7 @@ impl Compressor {
                 let d = pcluster_max.saturating_mul(8).min(PCLUSTER_MAX_SIZE as u32);
                 1 << d.ilog2()
             }
-            Codec::Deflate => 32768,
+            Codec::Deflate | Codec::Libdeflate => 32768,
             Codec::Lz4 | Codec::Lz4hc => 0,
         }
     }
@@ -521,11 +556,7 @@ mod tests {
 
     #[test]
     fn default_dictionaries_follow_the_pcluster_size() {
-        let c = |a| Compressor {
-            algorithm: a,
-            level: None,
-            dict_size: None,
-        };
+        let c = Compressor::new;
         assert_eq!(c(Codec::Lzma).dict_size(4096), 32768);
         assert_eq!(c(Codec::Lzma).dict_size(65536), 262144);
         assert_eq!(c(Codec::Zstd).dict_size(4096), 32768);

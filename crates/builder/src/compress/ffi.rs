@@ -119,8 +119,9 @@ impl std::fmt::Debug for MicroLzma {
 }
 
 impl MicroLzma {
-    /// `preset` is liblzma's (0-9, `| LZMA_PRESET_EXTREME`); `None` if invalid.
-    pub(crate) fn new(preset: u32, dict_size: u32) -> Option<Self> {
+    /// `preset` is liblzma's (0-9, `| LZMA_PRESET_EXTREME`), `lc_lp_pb` overrides of
+    /// its literal context, literal position and position bits; `None` if invalid.
+    pub(crate) fn new(preset: u32, dict_size: u32, lc_lp_pb: [Option<u32>; 3]) -> Option<Self> {
         // SAFETY: lzma_options_lzma is plain data (integers, enums, one pointer that
         // lzma_lzma_preset sets to null); all-zero is a valid value to overwrite.
         let mut opts: liblzma_sys::lzma_options_lzma = unsafe { std::mem::zeroed() };
@@ -129,6 +130,10 @@ impl MicroLzma {
             return None;
         }
         opts.dict_size = dict_size;
+        let [lc, lp, pb] = lc_lp_pb;
+        opts.lc = lc.unwrap_or(opts.lc);
+        opts.lp = lp.unwrap_or(opts.lp);
+        opts.pb = pb.unwrap_or(opts.pb);
         Some(Self {
             opts,
             // SAFETY: an all-zero lzma_stream is LZMA_STREAM_INIT.

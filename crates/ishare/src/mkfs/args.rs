@@ -45,6 +45,17 @@ pub enum TarMode {
     Headerball,
 }
 
+/// `--oci[=f|i][,platform=X][,layer=N|blob=DIGEST]`: SOURCE is a local OCI image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OciArgs {
+    /// `i`: a tar index of one (uncompressed) layer instead of a full image.
+    pub index: bool,
+    /// `platform=OS/ARCH[/VARIANT]`.
+    pub platform: Option<String>,
+    /// `layer=N` or `blob=DIGEST`.
+    pub layer: Option<ishare_builder::OciLayer>,
+}
+
 /// `--all-time` / `--mkfs-time`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeScope {
@@ -138,6 +149,14 @@ pub struct Args {
     pub data_import: Option<DataImport>,
     /// `--incremental[=X]`: add to an existing image.
     pub incremental: bool,
+    /// `--oci[=...]`.
+    pub oci: Option<OciArgs>,
+    /// `--vmdk-desc=X`: where to write a VMDK descriptor.
+    pub vmdk_desc: Option<PathBuf>,
+    /// `--tar=MODE,MAPFILE`: where to write the block map.
+    pub tar_map: Option<PathBuf>,
+    /// `--gzinfo[=X]`: where to write the gzip tar's SOCI zinfo (`Some(None)`: none).
+    pub gzinfo: Option<Option<PathBuf>>,
     /// The image file.
     pub image: PathBuf,
     /// SOURCE(s): none (tar on standard input), a directory or a tar, or several
@@ -194,6 +213,10 @@ impl Args {
             ovlfs_strip: false,
             data_import: None,
             incremental: false,
+            oci: None,
+            vmdk_desc: None,
+            gzinfo: None,
+            tar_map: None,
             image: PathBuf::new(),
             sources: Vec::new(),
         }
@@ -418,6 +441,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, flavor: Flavor) -> Result
     if a.sources.is_empty() && a.tar.is_none() {
         bail!("missing argument: SOURCE(s)");
     }
+    if a.oci.is_some() {
+        if a.tar.is_some() {
+            bail!("--oci and --tar cannot be combined: the OCI image's layers are the tars");
+        }
+        if a.sources.len() != 1 {
+            bail!("--oci takes one SOURCE, the OCI image layout (directory or archive)");
+        }
+    }
+    // As erofs-utils: the zinfo of a tar, or of the one OCI layer an index refers to.
+    if a.gzinfo.is_some() && a.tar.is_none() && !a.oci.as_ref().is_some_and(|o| o.index) {
+        bail!("--gzinfo describes a gzip-compressed tar: it needs --tar, or --oci=i");
+    }
     if a.tar.is_some() && a.sources.len() > 1 {
         bail!(
             "--tar takes one SOURCE (a tar archive, or none for standard input), not {}",
@@ -543,8 +578,48 @@ fn c_number(s: &str) -> Option<i64> {
     }
 }
 
-fn not_yet(what: &str) -> Result<()> {
-    bail!("{what} is not supported by ishare yet")
+/// `--oci`'s value: `[f|i][,platform=X][,layer=N|blob=DIGEST]`, comma-separated
+/// as erofs-utils reads it; its registry options are refused.
+fn oci(v: Option<&str>) -> Result<OciArgs> {
+    use ishare_builder::OciLayer;
+    let mut o = OciArgs::default();
+    let Some(v) = v else {
+        return Ok(o);
+    };
+    let mut opts = v.split(',').peekable();
+    if let Some(&m @ ("f" | "i")) = opts.peek() {
+        o.index = m == "i";
+        opts.next();
+    }
+    for opt in opts {
+        if let Some(p) = opt.strip_prefix("platform=") {
+            o.platform = Some(p.to_owned());
+        } else if let Some(b) = opt.strip_prefix("blob=") {
+            if matches!(o.layer, Some(OciLayer::Index(_))) {
+                bail!("blob= and layer= cannot be set together");
+            }
+            o.layer = Some(OciLayer::Blob(b.to_owned()));
+        } else if let Some(n) = opt.strip_prefix("layer=") {
+            if matches!(o.layer, Some(OciLayer::Blob(_))) {
+                bail!("layer= and blob= cannot be set together");
+            }
+            let n = n
+                .parse::<usize>()
+                .with_context(|| format!("layer={n}: not a layer index (0 = lowest)"))?;
+            o.layer = Some(OciLayer::Index(n));
+        } else if ["username=", "password=", "insecure"]
+            .iter()
+            .any(|k| opt.starts_with(k))
+        {
+            bail!(
+                "{opt}: pulling from a registry is not supported; ishare reads local OCI \
+                 image layouts only (e.g. made with `skopeo copy docker://... oci:DIR:TAG`)"
+            );
+        } else {
+            bail!("invalid value {opt:?} (f, i, platform=, layer=, blob=)");
+        }
+    }
+    Ok(o)
 }
 
 fn long(a: &mut Args, id: &str, v: Option<OsString>) -> Result<()> {
@@ -572,10 +647,12 @@ fn long(a: &mut Args, id: &str, v: Option<OsString>) -> Result<()> {
         "uid-offset" => a.uid_offset = c_uint(s()?, "uid offset", u64::from(u32::MAX))? as u32,
         "gid-offset" => a.gid_offset = c_uint(s()?, "gid offset", u64::from(u32::MAX))? as u32,
         "tar" => {
-            let mode = v.as_ref().map(text).transpose()?.unwrap_or("f");
-            // `MODE,MAPFILE` writes a block list for a later remap; not done here.
-            if let Some((_, map)) = mode.split_once(',') {
-                bail!("{mode}: a map file ({map}) is not supported by ishare yet");
+            let mut mode = v.as_ref().map(text).transpose()?.unwrap_or("f");
+            // `MODE,MAPFILE`: a block map of the files' data (an empty name: none).
+            a.tar_map = None;
+            if let Some((m, map)) = mode.split_once(',') {
+                mode = m;
+                a.tar_map = (!map.is_empty()).then(|| PathBuf::from(map));
             }
             a.tar = Some(match mode {
                 "f" => TarMode::Full,
@@ -634,17 +711,20 @@ fn long(a: &mut Args, id: &str, v: Option<OsString>) -> Result<()> {
             a.no_fingerprint = true;
         }
         "s3" => bail!("reading from S3 (a network service) is not supported"),
-        "oci" => not_yet("an OCI image source")?,
-        "file-contexts" => not_yet("SELinux labelling")?,
+        "oci" => a.oci = Some(oci(v.as_ref().map(text).transpose()?)?),
+        "file-contexts" => bail!(
+            "SELinux labelling from a file_contexts file is not supported by ishare; \
+             set security.selinux xattrs on the source (or in the tar) instead"
+        ),
         "blobdev" => a.blobdev = Some(PathBuf::from(req()?)),
         // As mkfs.erofs: no value or `1` strips, anything else keeps.
         "ovlfs-strip" => a.ovlfs_strip = v.as_deref().is_none_or(|x| x == "1"),
-        "gzinfo" => not_yet("SOCI zinfo generation")?,
+        "gzinfo" => a.gzinfo = Some(v.map(PathBuf::from)),
         "clean" | "incremental" => {
             a.incremental = id == "incremental";
             a.data_import = data_import(v.as_deref().map(|x| x.to_string_lossy()), id)?;
         }
-        "vmdk-desc" => not_yet("a VMDK descriptor")?,
+        "vmdk-desc" => a.vmdk_desc = Some(PathBuf::from(req()?)),
         // As `--help` documents it (1.9.4's binary inverts 0 and 1).
         "zD" => {
             a.compress_dirs = Some(match v.as_ref().map(text).transpose()? {

@@ -10,7 +10,7 @@ use super::args::Flavor;
 pub const COMPAT_VERSION: &str = "1.9.4";
 
 /// The compressors `-z` takes.
-const COMPRESSORS: &str = "lz4, lz4hc, lzma, deflate, zstd";
+const COMPRESSORS: &str = "lz4, lz4hc, lzma, deflate, libdeflate, zstd";
 
 pub fn version(flavor: Flavor) -> String {
     let ours = env!("CARGO_PKG_VERSION");
@@ -45,8 +45,10 @@ data stays in them, which become FILE's devices, unless --clean=data).
  -x#                    xattr tolerance: < 0 = no xattrs; an xattr carried by
                         more than # inodes is shared (default 2)
  -zX[,level=Y][,dictsize=Z][:...]
-                        compress with X = lz4, lz4hc, lzma, deflate or zstd;
-                        a second algorithm after ':'
+                        compress with X = lz4, lz4hc, lzma, deflate,
+                        libdeflate (levels 0-12) or zstd; a second algorithm
+                        after ':'; lzma also takes lc=#, lp=#, pb=# (literal
+                        context, literal position and position bits)
  -C#                    largest physical cluster, in bytes
  -EX[,...]              extended options: noinline_data, force-inode-compact,
                         force-inode-extended, force-chunk-indexes,
@@ -92,17 +94,28 @@ data stays in them, which become FILE's devices, unless --clean=data).
                         metadata zone after the data (no value: both)
  --mount-point=X        where the image will be mounted (only labelling rules
                         use it; accepted, no effect here)
+ --oci[=f|i][,platform=X][,layer=#|blob=X]
+                        SOURCE is a local OCI image layout (directory or tar
+                        archive, optionally :REF): its layers applied in order,
+                        whiteouts resolved; i = a tar index of one plain layer;
+                        registries are not supported
  --offset=#             write the image # bytes into FILE
  --ovlfs-strip=<0,1>    rebuild mode: drop overlayfs whiteouts and opaque
                         marks (1) or keep them (0, the default)
  --root-xattr-isize=#   reserve at least # bytes of inline xattrs in the root
  --aufs                 turn AUFS whiteouts in a tar into overlayfs ones
  --sort=<path,none>     order of tar data (path: by path; none: as in the tar)
- --tar=X                build from a tar: X = f (full image), i (index: the
+ --vmdk-desc=X          write a VMDK descriptor X joining the image and its
+                        tar (--tar=i) into one virtual disk
+ --tar=X[,MAP]          build from a tar: X = f (full image), i (index: the
                         image refers to the tar's data, which is appended to the
                         image or given as a device) or headerball (the stream
-                        holds headers only; files read as zeros)
+                        holds headers only; files read as zeros); with i,MAP the
+                        files' data gets whole image blocks, listed in MAP with
+                        their tar offsets
  --quiet                print nothing on success
+ --gzinfo[=X]           write the gzip tar's random-access checkpoints to X as an
+                        AWS SOCI zinfo; --tar=i may then index a gzip tar
  --ungzip[=X]           the tar may be gzip-compressed (detected anyway); keep
                         the decompressed tar as X
  --unxz[=X]             the tar may be xz-compressed (detected anyway); keep
@@ -117,11 +130,11 @@ data stays in them, which become FILE's devices, unless --clean=data).
  --zfeature-bits=#      set the compression features by bits: legacy-compress,
                         ztailpacking, fragments, all-fragments, dedupe, ...
 
-Refused with a clear error (not implemented by ishare yet): --gzinfo,
---vmdk-desc, --oci, --file-contexts, --tar=MODE,MAP; -E48bit or -Edot-omitted
-with -z or -m; --chunksize or --blobdev in rebuild mode; --blobdev with --tar=i
-or headerball; -m with --tar=i;
---s3 (a network service) is not supported.
+Refused with a clear error (not implemented by ishare yet): --file-contexts;
+-E48bit or -Edot-omitted with -z or -m; --chunksize or --blobdev in rebuild mode
+or with a --tar=MODE,MAP block map; --blobdev with --tar=i, headerball or
+--oci=i; -m with --tar=i;
+--s3 and remote --oci images (network services) are not supported.
 "
     )
 }

@@ -1,7 +1,8 @@
 //! `ishare mkfs` and `mkfs.erofs` (this program called by that name): build an EROFS
-//! image, uncompressed or compressed (`-z`), from a directory or a tar archive (in
-//! full, or as an index into the tar), with mkfs.erofs 1.9.4's command line
-//! (`args`), help and version (`help`). Under `ishare mkfs` page-cache-share
+//! image, uncompressed or compressed (`-z`), from a directory, a tar archive (in
+//! full, or as an index into the tar) or a local OCI image (`--oci`), with
+//! mkfs.erofs 1.9.4's command line (`args`), help and version (`help`), and the side
+//! files it can write (`--vmdk-desc`: `vmdk`). Under `ishare mkfs` page-cache-share
 //! fingerprints are on by default; under `mkfs.erofs`, as there, only when asked.
 
 use std::ffi::OsString;
@@ -10,12 +11,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use ishare_builder::{
-    BuildOptions, Compression, DEFAULT_FINGERPRINT_NAME, ExtendedOptions, TarData, TarInput,
-    TimePolicy,
+    BuildOptions, Compression, DEFAULT_FINGERPRINT_NAME, ExtendedOptions, OciSource, TarData,
+    TarInput, TimePolicy,
 };
 
 pub mod args;
 pub(crate) mod help;
+mod vmdk;
 
 pub use args::Flavor;
 use args::{Args, Command, TarMode, TimeScope};
@@ -95,8 +97,36 @@ pub fn run(a: &Args) -> Result<()> {
     if !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         opts.progress = Some(std::sync::Arc::new(Bar(indicatif::ProgressBar::hidden())));
     }
+    // The VMDK descriptor names every device: the tar of an index must be a path (a
+    // `--blobdev` blob is one).
+    let index_tar = match (a.tar, a.sources.first()) {
+        // With a block map the data is in the image: there is no device.
+        _ if a.tar_map.is_some() => None,
+        (Some(TarMode::Index), Some(s)) if s.as_os_str() != "-" => Some(s.clone()),
+        (Some(TarMode::Index), _) => None,
+        _ => None,
+    };
+    if a.vmdk_desc.is_some() {
+        if a.tar == Some(TarMode::Index) && index_tar.is_none() {
+            bail!(
+                "--vmdk-desc names the tar of a --tar=i index: give it as SOURCE, not on standard input"
+            );
+        }
+        if a.oci.as_ref().is_some_and(|o| o.index) {
+            bail!("--vmdk-desc with --oci=i is not supported: index the layer blob with --tar=i");
+        }
+    }
     let start = Instant::now();
     let r = match a.tar {
+        None if a.oci.is_some() => {
+            let o = a.oci.as_ref().expect("checked");
+            let src = OciSource {
+                path: a.sources[0].clone(),
+                platform: o.platform.clone(),
+                layer: o.layer.clone(),
+            };
+            ishare_builder::build_oci(&src, &a.image, &opts)
+        }
         None => {
             let source = &a.sources[0];
             // As mkfs.erofs: a SOURCE that is not a directory, or several, are
@@ -121,6 +151,32 @@ pub fn run(a: &Args) -> Result<()> {
         }
     }
     .with_context(|| format!("building {}", a.image.display()))?;
+    // erofs-utils maps only an index's files; other modes leave the map empty.
+    if let Some(map) = &a.tar_map
+        && opts.block_map.is_none()
+    {
+        std::fs::write(map, b"").with_context(|| format!("--tar: writing {}", map.display()))?;
+    }
+    if let Some(to) = &a.vmdk_desc {
+        let mut devices = vec![(
+            a.image.display().to_string(),
+            r.blocks * u64::from(opts.block_size) / 512,
+        )];
+        if let Some(t) = &index_tar {
+            let len = std::fs::metadata(t)
+                .with_context(|| format!("--vmdk-desc: {}", t.display()))?
+                .len();
+            devices.push((t.display().to_string(), len.div_ceil(512)));
+        }
+        // `--blobdev`: the blob is the image's extra device.
+        if let Some(b) = &a.blobdev {
+            let len = std::fs::metadata(b)
+                .with_context(|| format!("--vmdk-desc: {}", b.display()))?
+                .len();
+            devices.push((b.display().to_string(), len.div_ceil(512)));
+        }
+        vmdk::write(to, &opts.uuid, &devices)?;
+    }
     if !quiet {
         println!(
             "{}: {} inodes, {} blocks of {} bytes ({} bytes); {} files, {} bytes of data, {} fingerprints; {:.2}s",
@@ -215,6 +271,7 @@ fn options(a: &Args) -> Result<BuildOptions> {
         fsalign_blocks: a.fsalignblks.unwrap_or(0),
         dsunit: a.dsunit.unwrap_or(0),
         keep_tar: a.dump_tar.clone(),
+        gzinfo: a.gzinfo.clone().flatten(),
         ..BuildOptions::default()
     };
     if let Some(n) = a.root_xattr_isize {
@@ -230,8 +287,22 @@ fn options(a: &Args) -> Result<BuildOptions> {
     }
     // `--aufs` only means something for tar input (directories carry overlayfs
     // whiteouts as they are); mkfs.erofs accepts and ignores it there.
-    o.aufs = a.aufs && a.tar.is_some();
-    o.tar_data = match a.tar {
+    // `--oci` reads tar layers: `--oci=i` is a tar index of one.
+    let tar = match &a.oci {
+        Some(oci) if oci.index => Some(TarMode::Index),
+        Some(_) => Some(TarMode::Full),
+        None => a.tar,
+    };
+    o.aufs = a.aufs && tar.is_some();
+    o.tar_data = match tar {
+        // `--tar=i,MAPFILE`: as erofs-utils, the index keeps the block size and the
+        // files' data gets whole blocks of the image, listed with their tar offsets
+        // in the map (ishare also copies the data in, so the image is complete).
+        Some(TarMode::Index) if a.tar_map.is_some() => {
+            o.inline_data = false;
+            o.block_map = a.tar_map.clone();
+            TarData::Copy
+        }
         Some(TarMode::Index) => {
             // The tar's data blocks are addressed in 512-byte units, whatever -b
             // says (mkfs.erofs does the same: containerd passes -b4096 here too).
@@ -326,6 +397,10 @@ fn options(a: &Args) -> Result<BuildOptions> {
     for e in &a.extended {
         z.parse(&mut o, e)?;
     }
+    // A mapped file's data is whole blocks (no inline tail), whatever -E says.
+    if o.block_map.is_some() {
+        o.inline_data = false;
+    }
     if let Some(bits) = a.zfeature_bits {
         z.apply_bits(&mut o, bits)?;
     }
@@ -335,7 +410,7 @@ fn options(a: &Args) -> Result<BuildOptions> {
         );
     }
     match &a.compression {
-        Some(_) if o.tar_data != TarData::Copy => {
+        Some(_) if o.tar_data != TarData::Copy || o.block_map.is_some() => {
             bail!("-z: --tar=i and --tar=headerball images hold no data to compress")
         }
         Some(spec) => {
@@ -369,6 +444,12 @@ fn options(a: &Args) -> Result<BuildOptions> {
     }
     if let Some(zone) = &a.metazone {
         o.metazone = ishare_builder::MetaZone::parse(zone.as_deref())?;
+    }
+    // (After -E: `-Ededupe` without -z means a chunk size of one block.)
+    if o.block_map.is_some() && o.chunk_size.is_some() {
+        bail!(
+            "--chunksize (or -Ededupe) cannot be used with a --tar=MODE,MAPFILE block map: the map lists files stored whole in image blocks"
+        );
     }
     Ok(o)
 }

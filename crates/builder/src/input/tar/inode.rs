@@ -43,6 +43,9 @@ pub(super) struct Inode {
     pub(super) mtime: i64,
     pub(super) nsec: u32,
     pub(super) xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The image layer that last wrote this inode (OCI input; 0 for a plain tar),
+    /// so that an opaque directory hides only what lower layers put in it.
+    pub(super) layer: u32,
     // No path: an inode is reached through its parents' `children`, and a path
     // kept per inode would make N nested directories cost O(N²) bytes.
 }

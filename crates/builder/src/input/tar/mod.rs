@@ -29,6 +29,7 @@
 //! (`path`), the header sequence and the tree built from it (`parser`, over the
 //! archive's own inode model in `inode`).
 
+mod gzran;
 mod inode;
 mod parser;
 mod path;
@@ -97,6 +98,99 @@ pub(crate) fn index(input: &TarInput, image: &Path, opts: &BuildOptions) -> Resu
     }
 }
 
+/// `--gzinfo` describes a gzip stream: any other input is refused.
+fn not_gzip_for_gzinfo(c: Compressed, name: &Path, opts: &BuildOptions) -> Result<()> {
+    if opts.gzinfo.is_some() && c != Compressed::Gzip {
+        return Err(Error::Tar {
+            archive: name.to_path_buf(),
+            what: "is not gzip-compressed: --gzinfo describes a gzip stream".into(),
+        });
+    }
+    Ok(())
+}
+
+/// One layer of an OCI image: a tar archive, maybe compressed.
+#[derive(Debug, Clone)]
+pub(crate) struct Layer {
+    /// The blob.
+    pub(crate) path: PathBuf,
+}
+
+/// Indexes OCI image layers, lowest first, into one tree, as a container runtime
+/// unpacks them: later entries replace earlier ones and whiteouts are resolved.
+/// Every layer is decompressed into one temporary file in the image's directory,
+/// which plays the archive's part; errors name the layer's blob.
+pub(crate) fn index_layers(
+    layers: &[Layer],
+    name: &Path,
+    image: &Path,
+    opts: &BuildOptions,
+) -> Result<Tree> {
+    let spool_dir = match image.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let spool_dir = spool_dir.as_path();
+    let mut spool = Some(BufWriter::with_capacity(
+        SPOOL_BUF,
+        tempfile::tempfile_in(spool_dir)
+            .map_err(|e| Error::io(spool_dir, "create a temporary file in", e))?,
+    ));
+    let mut parser = Parser::new(name, true, opts);
+    let mut pos = 0u64;
+    for layer in layers {
+        let p = layer.path.as_path();
+        let mut file = File::open(p).map_err(|e| Error::io(p, "open", e))?;
+        let mut magic = vec![0u8; 10];
+        let n = read_full(&mut file, &mut magic).map_err(|e| Error::io(p, "read", e))?;
+        magic.truncate(n);
+        let c = detect(&magic).map_err(|n| unsupported(p, n))?;
+        let input = Box::new(io::Cursor::new(magic).chain(file));
+        let inner: Box<dyn Read> =
+            match c {
+                Compressed::None => input,
+                Compressed::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+                Compressed::Zstd => Box::new(zstd::stream::read::Decoder::new(input).map_err(
+                    |e| Error::Tar {
+                        archive: p.to_path_buf(),
+                        what: format!("cannot start decompressing: {e}"),
+                    },
+                )?),
+                Compressed::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(input)),
+            };
+        let mut s = TeeStream {
+            inner,
+            spool: spool.take(),
+            spool_dir,
+            pos,
+        };
+        parser.begin_layer(p, pos, c != Compressed::None);
+        parser.run(&mut s)?;
+        // The rest of the layer (padding after the end-of-archive marker) is read
+        // so that the decompressor checks it, and not kept: the next layer's bytes
+        // follow this one's entries in the temporary file.
+        io::copy(&mut s.inner, &mut io::sink()).map_err(|e| Error::Tar {
+            archive: p.to_path_buf(),
+            what: format!(
+                "after the end of the archive (at {}): corrupt or truncated data: {e}",
+                parser.at(s.pos)
+            ),
+        })?;
+        pos = s.pos;
+        spool = s.spool.take();
+    }
+    let file = spool
+        .map(|sp| sp.into_inner())
+        .transpose()
+        .map_err(|e| Error::io(spool_dir, "write a temporary file in", e.into_error()))?;
+    parser.into_tree(Archive {
+        file,
+        name: name.to_path_buf(),
+        len: pos,
+        digests: Default::default(),
+    })
+}
+
 /// An archive in a regular file: indexed in place when uncompressed.
 fn regular_file(
     file: File,
@@ -109,6 +203,7 @@ fn regular_file(
     let n = read_full(&mut ReadAt(&file, 0), &mut magic).map_err(|e| Error::io(name, "read", e))?;
     let c = detect(&magic[..n]).map_err(|n| unsupported(name, n))?;
     if c == Compressed::None {
+        not_gzip_for_gzinfo(c, name, opts)?;
         return index_file(file, len, name, opts);
     }
     index_stream(Box::new(ReadAt(&file, 0)), c, name, spool_dir, opts)
@@ -169,9 +264,15 @@ fn index_stream(
     spool_dir: &Path,
     opts: &BuildOptions,
 ) -> Result<Tree> {
+    not_gzip_for_gzinfo(c, name, opts)?;
     // `--tar=i` refers to the tar's own bytes: a compressed archive's would be the
-    // decompressed stream's, which exists only if it is kept (`--ungzip=FILE`).
-    if c != Compressed::None && opts.tar_data == TarData::Index && opts.keep_tar.is_none() {
+    // decompressed stream's, which exists only if it is kept (`--ungzip=FILE`) or
+    // reachable through a zinfo (`--gzinfo=FILE`).
+    if c != Compressed::None
+        && opts.tar_data == TarData::Index
+        && opts.keep_tar.is_none()
+        && opts.gzinfo.is_none()
+    {
         return Err(Error::Tar {
             archive: name.to_path_buf(),
             what: "is compressed, and a tar index (--tar=i) refers to the bytes of the \
@@ -184,8 +285,14 @@ fn index_stream(
         archive: name.to_path_buf(),
         what: format!("cannot start decompressing: {e}"),
     };
+    let mut checkpoints = None;
     let inner: Box<dyn Read> = match c {
         Compressed::None => input,
+        Compressed::Gzip if opts.gzinfo.is_some() => {
+            let (r, points) = gzran::GzRan::new(input).map_err(decompress_err)?;
+            checkpoints = Some(points);
+            Box::new(r)
+        }
         Compressed::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
         Compressed::Zstd => {
             Box::new(zstd::stream::read::Decoder::new(input).map_err(decompress_err)?)
@@ -239,6 +346,11 @@ fn index_stream(
         .map(|sp| sp.into_inner())
         .transpose()
         .map_err(|e| Error::io(spool_dir, "write a temporary file in", e.into_error()))?;
+    if let (Some(points), Some(to)) = (checkpoints, &opts.gzinfo) {
+        File::create(to)
+            .and_then(|mut f| gzran::write_zinfo(&points.borrow(), &mut f))
+            .map_err(|e| Error::io(to, "write the zinfo (--gzinfo) to", e))?;
+    }
     let digests = parser.take_digests();
     parser.into_tree(Archive {
         file,

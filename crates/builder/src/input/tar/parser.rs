@@ -37,11 +37,15 @@ struct Loc<'a> {
     name: &'a Path,
     /// Offsets are in the decompressed stream.
     decompressed: bool,
+    /// Where this archive starts in the stream read (OCI layers follow each other
+    /// in one temporary file); positions in messages are relative to it.
+    base: u64,
 }
 
 impl Loc<'_> {
     /// "byte N", or "byte N of the decompressed stream".
     pub(super) fn at(&self, pos: u64) -> String {
+        let pos = pos - self.base.min(pos);
         if self.decompressed {
             format!("byte {pos} of the decompressed stream")
         } else {
@@ -78,6 +82,10 @@ pub(super) struct Parser<'a> {
     pub(super) hash_data: bool,
     /// Those digests, by data offset.
     digests: std::collections::HashMap<u64, [u8; 32]>,
+    /// OCI image layers (`--oci`): whiteouts are resolved, not kept; the layer
+    /// being read (1 for the first).
+    oci: bool,
+    layer: u32,
 }
 
 /// Extension headers waiting for the entry they describe.
@@ -104,16 +112,40 @@ impl<'a> Parser<'a> {
             mtime: i64::try_from(opts.build_time).unwrap_or(i64::MAX),
             nsec: 0,
             xattrs: BTreeMap::new(),
+            layer: 0,
         };
         Self {
             opts,
-            loc: Loc { name, decompressed },
+            loc: Loc {
+                name,
+                decompressed,
+                base: 0,
+            },
             inodes: vec![root],
             global: Pax::default(),
             last: None,
             hash_data: false,
             digests: Default::default(),
+            oci: false,
+            layer: 0,
         }
+    }
+
+    /// Starts the next OCI image layer, the archive `name`, whose bytes start at
+    /// `base` of the stream: entries from here on are applied over the tree so far,
+    /// `.wh.NAME` removes NAME and `.wh..wh..opq` hides what lower layers put in its
+    /// directory, as a container runtime unpacks an image.
+    pub(super) fn begin_layer(&mut self, name: &'a Path, base: u64, decompressed: bool) {
+        self.oci = true;
+        self.layer += 1;
+        self.loc = Loc {
+            name,
+            decompressed,
+            base,
+        };
+        // Global PAX headers hold for the rest of their own archive only.
+        self.global = Pax::default();
+        self.last = None;
     }
 
     /// The digests taken while parsing ([`Parser::hash_data`]).
@@ -205,7 +237,8 @@ impl<'a> Parser<'a> {
             let n = s
                 .read_full(&mut block)
                 .map_err(|e| self.stream_err(at, format!("cannot read a header: {e}")))?;
-            if n == 0 && at == 0 {
+            let first = at == self.loc.base;
+            if n == 0 && first {
                 return Err(self.err("is empty, not a tar archive"));
             }
             // A headerball (`--tar=headerball`) may end without the marker, as
@@ -233,7 +266,7 @@ impl<'a> Parser<'a> {
             }
             let h = tar::Header::from_byte_slice(&block);
             if !checksum_ok(&block) {
-                return Err(if at == 0 {
+                return Err(if first {
                     self.err("not a tar archive (the first header's checksum does not match)")
                 } else {
                     self.stream_err(at, "header checksum mismatch: corrupt")
@@ -374,6 +407,10 @@ impl<'a> Parser<'a> {
             }
         }
 
+        if self.oci && self.oci_whiteout(&mut comps, path, at)? {
+            return Ok(());
+        }
+
         // Whiteouts (--aufs).
         let mut whiteout = false;
         if self.opts.aufs
@@ -477,10 +514,12 @@ impl<'a> Parser<'a> {
             && let Some(e) = existing
             && let IKind::Dir { .. } = self.inodes[e].kind
         {
+            let layer = self.layer;
             let d = &mut self.inodes[e];
             d.mode = S_IFDIR | perm;
             (d.uid, d.gid, d.mtime, d.nsec) = (uid, gid, mtime, nsec);
             d.xattrs.extend(xattrs);
+            d.layer = layer;
             return Ok(());
         }
 
@@ -551,12 +590,73 @@ impl<'a> Parser<'a> {
             mtime,
             nsec,
             xattrs,
+            layer: self.layer,
         });
         self.set_child(parent, name, idx);
         if whiteout && let IKind::Dir { whiteouts, .. } = &mut self.inodes[parent].kind {
             *whiteouts = true;
         }
         Ok(())
+    }
+
+    /// An OCI whiteout entry applied to the tree (`true`), or not a whiteout.
+    /// `.wh.NAME` removes NAME with everything below it, whatever layer it came from
+    /// (as containerd applies a layer); `.wh..wh..opq` removes, recursively, what
+    /// lower layers put in its directory, which is what overlayfs shows of an
+    /// opaque directory.
+    fn oci_whiteout(&mut self, comps: &mut Vec<&[u8]>, path: &[u8], at: u64) -> Result<bool> {
+        let Some(&last) = comps.last() else {
+            return Ok(false);
+        };
+        if last == WH_OPAQUE {
+            comps.pop();
+            if self.is_excluded(comps) {
+                return Ok(true);
+            }
+            let dir = self.dir(comps, path, at)?;
+            self.hide_lower(dir);
+            return Ok(true);
+        }
+        let Some(name) = last.strip_prefix(WH_PREFIX) else {
+            return Ok(false);
+        };
+        if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+            return Err(self.entry_err(path, at, "a whiteout that names no file"));
+        }
+        // The parent, if there is one: a whiteout of something absent is a no-op.
+        let mut cur = 0;
+        for &c in &comps[..comps.len() - 1] {
+            match self.inodes[cur].children().and_then(|m| m.get(c)) {
+                Some(&n) if self.inodes[n].children().is_some() => cur = n,
+                _ => return Ok(true),
+            }
+        }
+        if let IKind::Dir { children, .. } = &mut self.inodes[cur].kind {
+            children.remove(name);
+        }
+        Ok(true)
+    }
+
+    /// Removes from the directory `dir`, and from its subdirectories written by
+    /// the current layer, every entry that a lower layer wrote.
+    fn hide_lower(&mut self, dir: usize) {
+        let layer = self.layer;
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            let IKind::Dir { children, .. } = &mut self.inodes[d].kind else {
+                continue;
+            };
+            let mut kept = std::mem::take(children);
+            kept.retain(|_, &mut n| self.inodes[n].layer >= layer);
+            stack.extend(
+                kept.values()
+                    .copied()
+                    .filter(|&n| self.inodes[n].children().is_some()),
+            );
+            if let IKind::Dir { children, .. } = &mut self.inodes[d].kind {
+                *children = kept;
+            }
+        }
     }
 
     fn is_excluded(&self, comps: &[&[u8]]) -> bool {
@@ -613,6 +713,7 @@ impl<'a> Parser<'a> {
                         mtime: p.mtime,
                         nsec: p.nsec,
                         xattrs: BTreeMap::new(),
+                        layer: self.layer,
                     };
                     let idx = self.inodes.len();
                     self.inodes.push(d);
