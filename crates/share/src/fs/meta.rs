@@ -22,8 +22,8 @@ use super::FileState;
 /// entry is weighed by its size plus a fixed overhead). Names only make log lines
 /// readable, and a stat walk looks up every entry: they get their own, smaller share,
 /// so a walk never pushes out the states of the files in use.
-const FILES_BUDGET: u64 = 8 << 20;
-const NAMES_BUDGET: u64 = 2 << 20;
+const FILES_BUDGET: u64 = 4 << 20;
+const NAMES_BUDGET: u64 = 1 << 20;
 /// Per-entry overhead beyond the entry's own size: the cache's slot, key and
 /// allocator headers.
 const OVERHEAD: u64 = 64;
