@@ -38,9 +38,8 @@ pub(crate) fn tune() {
 
 /// Hands the free memory of malloc's arenas back to the system (`malloc_trim`). Caches
 /// evict and requests end, but the pages they freed stay resident in the arenas until
-/// reused; after a burst (a mount's first reads, which prepare objects) that was a
-/// third of the daemon's memory. Costs a walk over the arenas: called after bursts,
-/// not per request.
+/// reused (a mount's first reads prepare objects: copies, hashes, records). Costs a
+/// walk over the arenas: called after such bursts, not per request.
 pub(crate) fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
