@@ -35,16 +35,3 @@ pub(crate) fn tune() {
         libc::mallopt(libc::M_ARENA_MAX, ARENA_MAX);
     }
 }
-
-/// Hands the free memory of malloc's arenas back to the system (`malloc_trim`). Caches
-/// evict and requests end, but the pages they freed stay resident in the arenas until
-/// reused (a mount's first reads prepare objects: copies, hashes, records). Costs a
-/// walk over the arenas: called after such bursts, not per request.
-pub(crate) fn trim() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[allow(unsafe_code)]
-    // SAFETY: malloc_trim only returns free memory to the system.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}

@@ -18,10 +18,10 @@
 //! it is once linked, so later mounts trust it without hashing it again.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, warn};
 
@@ -234,32 +234,8 @@ fn run_checker(rx: &Mutex<Receiver<Job>>, to: &SyncSender<Job>, stats: &Stats, t
     }
 }
 
-/// How long the publisher waits idle after publishing before it hands freed memory
-/// back to the system (see [`crate::malloc::trim`]).
-const TRIM_AFTER: Duration = Duration::from_secs(2);
-
 fn run(store: &Store, stats: &Stats, trust: &Trust, rx: &Receiver<Job>, bound: usize) {
-    // Published since the last trim: preparing objects (copies, reads, records) churns
-    // through memory that stays with malloc until trimmed.
-    let mut busy = false;
-    loop {
-        let first = if busy {
-            match rx.recv_timeout(TRIM_AFTER) {
-                Ok(job) => job,
-                Err(RecvTimeoutError::Timeout) => {
-                    crate::malloc::trim();
-                    busy = false;
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-        } else {
-            match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            }
-        };
-        busy = true;
+    while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < bound {
             match rx.try_recv() {
