@@ -230,7 +230,7 @@ pub(crate) fn mount_with(
         });
     }
     raise_fd_limit();
-    crate::malloc::fix_mmap_threshold();
+    crate::malloc::tune();
     let image = absolute(image)?;
     // Canonical: the daemon later opens it to find its own mount there.
     let mountpoint = if resume.is_some() {

@@ -65,6 +65,7 @@ use sha2::Sha256;
 
 use crate::options::DomainId;
 
+mod compact;
 pub mod gc;
 mod identity;
 mod record;

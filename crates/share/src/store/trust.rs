@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 use ishare_erofs::Image;
 use log::warn;
 
+use super::compact::Entries;
 use super::identity::FileId;
 use super::record::{self, Key, Update};
 use super::{Store, hex};
@@ -59,9 +60,6 @@ const IMAGE_PREFIX: &str = "image.";
 
 /// Prefix of seal shards' names.
 const SEALS_PREFIX: &str = "seals.";
-
-/// A record's entries.
-type Entries = HashMap<Key, Vec<u8>>;
 
 /// Which entries of a record a rewrite keeps.
 type Keep = Box<dyn Fn(&Key, &[u8]) -> bool>;
@@ -183,10 +181,7 @@ impl Trust {
     /// True when the record says the inode `nid` of image `id` matched `fp`.
     pub fn is_verified(&self, id: &ImageId, nid: u64, fp: &[u8]) -> bool {
         let key = self.verified_key(id, nid, fp);
-        let want = id.generation.as_slice();
-        self.find(&id.record, Some(id.generation), &|e| {
-            e.get(&key).is_some_and(|v| v == want)
-        })
+        self.find(&id.record, Some(id.generation), &key, &id.generation)
     }
 
     /// Records that the inode `nid` of image `id` matched `fp`.
@@ -208,8 +203,7 @@ impl Trust {
             return false;
         };
         let (name, key) = self.seal_key(fp);
-        let want = id.encode();
-        self.find(&name, None, &|e| e.get(&key).is_some_and(|v| v[..] == want))
+        self.find(&name, None, &key, &id.encode())
     }
 
     /// Seals the open object `file` of fingerprint `fp` as it is now.
@@ -220,19 +214,15 @@ impl Trust {
         Ok(())
     }
 
-    /// Whether `test` holds for record `name` (for image records: of `generation`),
-    /// reading the record again when it misses and the file changed since it was read.
-    fn find(
-        &self,
-        name: &str,
-        generation: Option<[u8; 16]>,
-        test: &dyn Fn(&Entries) -> bool,
-    ) -> bool {
+    /// Whether record `name` (for image records: of `generation`) has `key` set to
+    /// `want`, reading the record again when it misses and the file changed since it
+    /// was read.
+    fn find(&self, name: &str, generation: Option<[u8; 16]>, key: &Key, want: &[u8]) -> bool {
         let mut st = self.lock();
         if let Some(r) = st.records.get(name)
             && r.generation == generation
         {
-            if test(&r.entries) {
+            if r.entries.matches(key, want) {
                 return true;
             }
             let now = self.record_file_id(name);
@@ -241,7 +231,7 @@ impl Trust {
             }
         }
         let fresh = self.load(&mut st, name, generation);
-        let hit = test(&fresh.entries);
+        let hit = fresh.entries.matches(key, want);
         let st = &mut *st;
         match st.records.get_mut(name) {
             // Keep what this process has not written yet (same generation only).
@@ -300,11 +290,13 @@ impl Trust {
                 loaded.rejected
             );
         }
-        let entries = loaded
-            .entries
-            .into_iter()
-            .filter(|(_, v)| generation.is_none_or(|g| v[..] == g))
-            .collect();
+        let entries = Entries::from_pairs(
+            loaded
+                .entries
+                .iter()
+                .filter(|(_, v)| generation.is_none_or(|g| v[..] == g))
+                .map(|(k, v)| (k, v.as_slice())),
+        );
         Cached {
             entries,
             pending: Vec::new(),
@@ -325,7 +317,7 @@ impl Trust {
                     ..Cached::default()
                 };
             }
-            r.entries.insert(key, value.clone());
+            r.entries.insert(&key, &value);
             r.pending.push((key, value));
             st.unwritten += 1;
             let oldest = *st.oldest.get_or_insert_with(Instant::now);
