@@ -29,6 +29,10 @@
 #                 (--clean=data); results in bench/results/mkfs-rebuild.md
 #   LAYERS        with REBUILD: the family's trees, lowest first (default
 #                 "minbase minbase-r2 curl python perl git web")
+#   TARI=1        measure tar index mode instead (containerd's enable_tar_index):
+#                 `--tar=i IMAGE TAR` on a tar of the dev tree (~600 MiB); ishare
+#                 without and with fingerprints (mkfs.erofs writes none in this
+#                 mode); results in bench/results/mkfs-tar-index.md
 set -euo pipefail
 
 BENCH_NAME=mkfs.sh
@@ -150,6 +154,80 @@ if [ "${REBUILD:-}" = 1 ]; then
         label=$([ "$mode" = blob ] && echo "in the layers (default)" || echo "copied (--clean=data)")
         echo "| $label | $tool | $wall | $cpu | ${size[$mode.$tool]} | $(awk -v a="$wall" -v b="$m_wall" 'BEGIN { printf "%.2f", a / b }') | $(awk -v a="${size[$mode.$tool]}" -v b="${size[$mode.mkfs]}" 'BEGIN { printf "%.4f", a / b }') |"
       done
+    done
+  } >"$RESULTS"
+  cat "$RESULTS"
+  exit 0
+fi
+
+# --- tar index mode (TARI=1) ----------------------------------------------------
+# Each tool indexes the same uncompressed tar of the dev tree, RUNS times, warm
+# (the tar was just read); every index must be byte-identical to the tool's first
+# one, pass fsck.erofs with the tar as its device, and the kernel must mount it
+# (device=TAR) with the same tree as mkfs.erofs's index.
+if [ "${TARI:-}" = 1 ]; then
+  RESULTS=$ROOT/bench/results/mkfs-tar-index.md
+  mkdir -p "$WORK/log"
+  bootstrap_rootfs "$(src_of dev)" --include=$DEV_PACKAGES
+  TAR=$WORK/mnt/layer.tar
+  tar -C "$(src_of dev)" --xattrs --numeric-owner -cf "$TAR" .
+  TOPTS=(--quiet -b 4096 -T 0 --mkfs-time -U "$UUID" --aufs)
+  declare -A size=()
+  for v in ishare-nofp ishare-fp mkfs; do
+    for ((n = 1; n <= RUNS; n++)); do
+      img=$WORK/mnt/index.$v.erofs
+      rm -f "$img"
+      case $v in
+        ishare-nofp) CMD=("$ISHARE" mkfs --tar=i "${TOPTS[@]}" --no-xattr-inode-digest "$img" "$TAR") ;;
+        ishare-fp) CMD=("$ISHARE" mkfs --tar=i "${TOPTS[@]}" "$img" "$TAR") ;;
+        mkfs) CMD=("$MKFS" --tar=i "${TOPTS[@]}" "$img" "$TAR") ;;
+      esac
+      cat "$TAR" >/dev/null
+      timed "$v --tar=i (run $n)" "$WORK/log/tari.$v" "$WORK/log/out" "${CMD[@]}" || die "$v failed"
+      if [ "$n" = 1 ]; then
+        cp "$img" "$img.ref"
+      elif ! cmp -s "$img" "$img.ref"; then
+        die "$v built an index that differs from its first one"
+      fi
+    done
+    "$FSCK" --device="$TAR" "$img" >"$WORK/log/fsck" 2>&1 ||
+      die "fsck.erofs rejects the $v index: $(tail -3 "$WORK/log/fsck")"
+    mkdir -p "$WORK/mnt/m.$v"
+    # On a loop device `device=` needs a block device too (a file only works when
+    # mount(2) is given the image file itself).
+    [ -n "${TARDEV:-}" ] || TARDEV=$(losetup -f --show -r "$TAR")
+    mount -t erofs -o ro,device="$TARDEV" "$(losetup -f --show -r "$img")" "$WORK/mnt/m.$v"
+    size[$v]=$(stat -c %s "$img")
+  done
+  # diff -r cannot compare device nodes and FIFOs: those lines are not differences.
+  diff -r --no-dereference "$WORK/mnt/m.ishare-fp" "$WORK/mnt/m.mkfs" >"$WORK/log/diff.r" 2>&1 || true
+  if grep -Eqv '^File .* while file .* is a (character special file|block special file|fifo|socket)$' "$WORK/log/diff.r"; then
+    head -20 "$WORK/log/diff.r"
+    die "the indexes' trees differ"
+  fi
+  for v in ishare-nofp ishare-fp mkfs; do
+    dev=$(findmnt -n -o SOURCE "$WORK/mnt/m.$v")
+    umount "$WORK/mnt/m.$v" && losetup -d "$dev" 2>/dev/null || true
+  done
+  losetup -d "$TARDEV" 2>/dev/null || true
+  m_wall=$(awk '{ print $1 }' "$WORK/log/tari.mkfs" | median)
+  {
+    echo "### mkfs --tar=i: an index of a $(($(stat -c %s "$TAR") >> 20)) MiB layer tar (the dev tree)"
+    echo
+    echo "- options: \`--tar=i ${TOPTS[*]}\` IMAGE TAR; warm (the tar read just before), median of $RUNS runs, all cores; $(nproc) CPUs, load at start $(loadavg)"
+    echo "- every run's index is byte-identical to the tool's first; each passes \`fsck.erofs --device=TAR\` and mounts (\`-o device=TAR\`) with the same tree as mkfs.erofs's"
+    echo
+    echo "| tool | wall median (s) | CPU user+sys median (s) | index (bytes) | time / mkfs.erofs | size / mkfs.erofs |"
+    echo "|---|---|---|---|---|---|"
+    for v in ishare-nofp ishare-fp mkfs; do
+      wall=$(awk '{ print $1 }' "$WORK/log/tari.$v" | median)
+      cpu=$(awk '{ print $2 + $3 }' "$WORK/log/tari.$v" | median)
+      case $v in
+        ishare-nofp) label='`ishare mkfs --no-xattr-inode-digest`' ;;
+        ishare-fp) label='`ishare mkfs` (fingerprints: SHA-256 of every file)' ;;
+        mkfs) label='`mkfs.erofs` (no fingerprints in this mode)' ;;
+      esac
+      echo "| $label | $wall | $cpu | ${size[$v]} | $(awk -v a="$wall" -v b="$m_wall" 'BEGIN { printf "%.2f", a / b }') | $(awk -v a="${size[$v]}" -v b="${size[mkfs]}" 'BEGIN { printf "%.4f", a / b }') |"
     done
   } >"$RESULTS"
   cat "$RESULTS"
