@@ -189,7 +189,9 @@ pub(crate) fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Resul
     // mode referring to the layers in place: one per layer.
     let devt_off = (SUPER_OFFSET + sb_size + zcfgs.len() as u64).next_multiple_of(DEVT_SLOT);
     let devt_slots = match &tree.layers {
-        Some(l) if l.data == crate::rebuild::RebuildData::BlobIndex => l.images.len() as u64,
+        Some(l) if l.data == crate::rebuild::layers::RebuildData::BlobIndex => {
+            l.images.len() as u64
+        }
         _ => u64::from(opts.tar_data == TarData::Index || opts.blob_device.is_some()),
     };
     let devt = devt_slots > 0;
@@ -443,7 +445,7 @@ pub(crate) fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Resul
             Some(slot)
         }
         (true, _, Some(l)) => {
-            let slots = crate::rebuild::device_slots(l, lay.blocks)?;
+            let slots = crate::rebuild::layers::device_slots(l, lay.blocks)?;
             for (k, slot) in slots.iter().enumerate() {
                 w.write(slot.as_bytes(), devt_off + k as u64 * DEVT_SLOT)?;
             }

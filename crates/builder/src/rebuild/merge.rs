@@ -20,9 +20,10 @@ use std::path::PathBuf;
 use ishare_erofs::format::{S_IFCHR, S_IFMT};
 use ishare_erofs::{FileType, Inode};
 
+use super::RebuildOptions;
 use super::chunks;
+use super::layers::{LayerFile, Layers, RebuildData};
 use super::open::{Layer, bad};
-use super::{LayerFile, Layers, RebuildData, RebuildOptions};
 use crate::error::{Error, Result};
 use crate::options::BuildOptions;
 use crate::tree::{Kind, Node, OVL_ORIGIN, Origin, Tree};

@@ -70,7 +70,7 @@ pub(crate) struct Tree {
     /// `archive_offset`.
     pub archive: Option<Archive>,
     /// Rebuild mode: the layer images that hold regular files' data.
-    pub layers: Option<crate::rebuild::Layers>,
+    pub layers: Option<crate::rebuild::layers::Layers>,
 }
 
 /// An uncompressed tar archive, the data source of a tree built from tar input.

@@ -1,0 +1,123 @@
+//! The layers behind a merged tree, as the rest of the pipeline (layout, data,
+//! writer) sees them: where each regular file's data is, and the device table that
+//! names the layers. Kept apart from `rebuild/mod.rs`, which drives the pipeline, so
+//! that the pipeline's imports of this file make no circle.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ishare_erofs::{Image, Inode};
+
+use super::{chunks, open};
+use crate::error::Result;
+
+/// What becomes of the layers' file data (`--clean=X` / `--incremental=X`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebuildData {
+    /// The default: the image holds metadata only; each regular file is
+    /// chunk-indexed into its layer, which is an extra device of the image (its
+    /// device table lists the layers in the order given; mount with
+    /// `-o device=LAYER1,device=LAYER2,...`).
+    BlobIndex,
+    /// `=data`: the data is copied into the image, which stands alone.
+    Full,
+    /// `=rvsp`: room for the data is reserved in the image but not written (the
+    /// files read as zeros until a later tool fills the blocks in).
+    Reserve,
+}
+
+/// The layers behind a merged tree, and where each regular file's data is.
+pub(crate) struct Layers {
+    /// Opened layer images, lowest first (device `i + 1` is layer `i`).
+    pub images: Vec<open::Layer>,
+    /// Regular file nodes with data (by node index).
+    pub files: HashMap<usize, LayerFile>,
+    pub data: RebuildData,
+    /// Layer 0 is the image being added to (`--incremental`).
+    pub base: bool,
+}
+
+impl std::fmt::Debug for Layers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layers")
+            .field("layers", &self.images.len())
+            .field("files", &self.files.len())
+            .field("data", &self.data)
+            .finish()
+    }
+}
+
+/// A regular file of the merged tree, as it is in its layer.
+#[derive(Debug)]
+pub(crate) struct LayerFile {
+    /// Index into [`Layers::images`].
+    pub layer: usize,
+    pub inode: Inode,
+    /// The layer's fingerprint of it, when it had a well-formed one.
+    pub digest: Option<[u8; 32]>,
+    /// [`RebuildData::BlobIndex`]: the chunk size shift over the block size and
+    /// each chunk's first block in the layer (`None` = a hole).
+    pub chunks: Option<chunks::ChunkMap>,
+}
+
+impl Layers {
+    /// Whether node `node` only gets room for its data (`rvsp`), not the data:
+    /// the files of an incremental build's base image keep theirs.
+    pub(crate) fn reserved(&self, node: usize) -> bool {
+        self.data == RebuildData::Reserve
+            && self
+                .files
+                .get(&node)
+                .is_some_and(|f| !(self.base && f.layer == 0))
+    }
+
+    /// The layer image of node `node`, with its inode and path, if it is a
+    /// regular file taken from a layer.
+    pub(crate) fn file(&self, node: usize) -> Option<(&Image, &Inode, &Path)> {
+        let f = self.files.get(&node)?;
+        let l = &self.images[f.layer];
+        Some((&l.image, &f.inode, &l.path))
+    }
+}
+
+/// The device table of a merged image: one slot per layer, in the order given
+/// (device `i + 1` is layer `i`), tagged with the layer's UUID in hex as mkfs.erofs
+/// does, its blocks following the image's own (`primary_blocks`) and each other's
+/// in the unified address space.
+pub(crate) fn device_slots(
+    layers: &Layers,
+    primary_blocks: u64,
+) -> Result<Vec<ishare_erofs::format::DeviceSlot>> {
+    use zerocopy::little_endian::{U16, U32};
+    let mut uniaddr = primary_blocks;
+    let mut out = Vec::with_capacity(layers.images.len());
+    for l in &layers.images {
+        let blocks = chunks::layer_blocks(l);
+        if uniaddr + blocks > u64::from(u32::MAX) {
+            return Err(crate::error::Error::TooLarge(format!(
+                "the image and its layers take {} blocks; a device table holds 2^32 - 1",
+                uniaddr + blocks
+            )));
+        }
+        let mut tag = [0u8; 64];
+        let hex: String = l
+            .image
+            .superblock()
+            .raw
+            .uuid
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        tag[..32].copy_from_slice(hex.as_bytes());
+        out.push(ishare_erofs::format::DeviceSlot {
+            tag,
+            blocks_lo: U32::new(blocks as u32),
+            uniaddr_lo: U32::new(uniaddr as u32),
+            blocks_hi: U16::new(0),
+            uniaddr_hi: U16::new(0),
+            reserved: [0; 52],
+        });
+        uniaddr += blocks;
+    }
+    Ok(out)
+}
