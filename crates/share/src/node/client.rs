@@ -18,6 +18,9 @@ pub const DEFAULT_SOCKET: &str = "/run/ishare/daemon.sock";
 /// its root and the kernel's INIT; an unmount waits for the session's end).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long a mount keeps trying to reach a daemon it (or another client) started.
+const START_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Sends `req` to the daemon at `socket` and returns its reply (an error reply as
 /// [`Error::Daemon`]); [`Error::NoDaemon`] when no daemon listens there.
 pub fn request(socket: &Path, req: &Request) -> Result<Reply> {
@@ -71,7 +74,7 @@ pub fn start(mut daemon: Command) -> Result<()> {
 /// the socket.
 pub fn mount_via_daemon(
     socket: &Path,
-    daemon: impl FnOnce() -> Command,
+    daemon: impl Fn() -> Command,
     image: &Path,
     mountpoint: &Path,
     lists: &[String],
@@ -83,12 +86,22 @@ pub fn mount_via_daemon(
         options: lists.to_vec(),
         domain: env_domain.as_deref().map(protocol::hex),
     };
-    let reply = match request(socket, &req) {
-        Err(Error::NoDaemon { .. }) => {
-            start(daemon())?;
-            request(socket, &req)?
+    // Started here, or by whoever won the race to start one. The lock that decides
+    // the race can still be held by a daemon that is exiting (its socket already
+    // gone, its last threads not yet): the start then reports a daemon that never
+    // listens, so it is tried again until START_PATIENCE has passed.
+    let deadline = std::time::Instant::now() + START_PATIENCE;
+    let reply = loop {
+        match request(socket, &req) {
+            Err(Error::NoDaemon { .. }) if std::time::Instant::now() < deadline => {
+                start(daemon())?;
+                match request(socket, &req) {
+                    Err(Error::NoDaemon { .. }) => std::thread::sleep(Duration::from_millis(100)),
+                    other => break other?,
+                }
+            }
+            other => break other?,
         }
-        other => other?,
     };
     reply
         .mount
