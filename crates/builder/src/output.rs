@@ -1,0 +1,122 @@
+//! The image file: a temporary file next to it, metadata writes merged into few
+//! syscalls, and the commit (permissions, the
+//! `--offset`, the rename) that makes a finished build appear under its name.
+
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// A temporary file next to `image`, so the final rename stays on one file system.
+pub(crate) fn create_temp(image: &Path) -> Result<tempfile::NamedTempFile> {
+    if let Ok(m) = std::fs::metadata(image)
+        && !m.is_file()
+    {
+        {
+            return Err(Error::InvalidOption(format!(
+                "{}: exists and is not a regular file (writing to devices is not supported yet)",
+                image.display()
+            )));
+        }
+    }
+    let dir = match image.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = image.file_name().unwrap_or_default().to_string_lossy();
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, "create a temporary file in", e))
+}
+
+/// Gives the image the usual permissions and moves it to its final name, `offset`
+/// bytes into the file (`--offset`; the bytes before it are zeros).
+pub(crate) fn commit(out: tempfile::NamedTempFile, image: &Path, offset: u64) -> Result<()> {
+    let out = if offset > 0 {
+        // Rare enough that one more copy (in the kernel where it can) is simpler
+        // than offsetting every write of the build.
+        let shifted = create_temp(image)?;
+        let len = out
+            .as_file()
+            .metadata()
+            .map_err(|e| Error::io(out.path(), "stat", e))?
+            .len();
+        let total = offset
+            .checked_add(len)
+            .ok_or_else(|| Error::TooLarge("--offset".into()))?;
+        shifted
+            .as_file()
+            .set_len(total)
+            .map_err(|e| Error::io(shifted.path(), "resize", e))?;
+        let mut done =
+            crate::data::copy_range(out.as_file(), 0, shifted.as_file(), offset, len).unwrap_or(0);
+        let mut buf = vec![0u8; 1 << 20];
+        while done < len {
+            let n = out
+                .as_file()
+                .read_at(&mut buf, done)
+                .map_err(|e| Error::io(out.path(), "read back", e))?;
+            if n == 0 {
+                break;
+            }
+            shifted
+                .as_file()
+                .write_all_at(&buf[..n], offset + done)
+                .map_err(|e| Error::io(shifted.path(), "write", e))?;
+            done += n as u64;
+        }
+        shifted
+    } else {
+        out
+    };
+    let umask = rustix::process::umask(rustix::fs::Mode::empty());
+    rustix::process::umask(umask);
+    let mode = 0o666 & !umask.bits();
+    out.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(out.path(), "set permissions of", e))?;
+    out.persist(image)
+        .map_err(|e| Error::io(image, "rename the finished image to", e.error))?;
+    Ok(())
+}
+
+/// Writes metadata pieces at their offsets, merging adjacent ones into one write.
+pub(crate) struct MetaWriter<'a> {
+    file: &'a std::fs::File,
+    path: &'a Path,
+    buf: Vec<u8>,
+    start: u64,
+}
+
+impl<'a> MetaWriter<'a> {
+    const FLUSH_AT: usize = 1 << 20;
+
+    pub(crate) fn new(file: &'a std::fs::File, path: &'a Path) -> Self {
+        Self {
+            file,
+            path,
+            buf: Vec::new(),
+            start: 0,
+        }
+    }
+
+    pub(crate) fn write(&mut self, data: &[u8], off: u64) -> Result<()> {
+        if self.start + self.buf.len() as u64 != off || self.buf.len() >= Self::FLUSH_AT {
+            self.flush()?;
+            self.start = off;
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        self.file
+            .write_all_at(&self.buf, self.start)
+            .map_err(|e| Error::io(self.path, "write", e))?;
+        self.start += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
