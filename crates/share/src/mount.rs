@@ -19,7 +19,7 @@ use log::{info, warn};
 
 use crate::direct::DirectSource;
 use crate::error::{Error, Result};
-use crate::fs::{BackingLog, Counters, ImageFs, PassthroughState};
+use crate::fs::{BackingLog, Counters, ImageFs, MountFs, PassthroughState};
 use crate::fusemount::{self, FuseMountSpec, MountId, OwnUnmount};
 use crate::options::{DomainId, MountBackend, MountOptions, Passthrough};
 use crate::registry::{self, Registration};
@@ -93,7 +93,7 @@ pub(crate) struct Resume {
 
 /// A mounted image, not yet serving.
 pub struct Mounted {
-    session: Session<ImageFs>,
+    session: Session<MountFs>,
     sharing: Option<Arc<Sharing>>,
     /// The sharing state is this mount's alone: publishing ends with the session.
     owns_sharing: bool,
@@ -328,8 +328,8 @@ pub(crate) fn mount_with(
             if !r.passthrough {
                 init.capabilities &= !InitFlags::FUSE_PASSTHROUGH;
             }
-            let session =
-                Session::from_initialized_fd(fs, r.conn, acl, config, init).map_err(mount_err)?;
+            let session = Session::from_initialized_fd(MountFs::new(fs), r.conn, acl, config, init)
+                .map_err(mount_err)?;
             (session, r.id, conn)
         }
         None => {
@@ -352,7 +352,7 @@ pub(crate) fn mount_with(
             let conn = Arc::new(dev.try_clone().map_err(mount_err)?);
             // On any failure from here, the mount must go (it is surely ours: just made).
             let made = (|| {
-                let session = Session::from_fd(fs, dev, acl, config)?;
+                let session = Session::from_fd(MountFs::new(fs), dev, acl, config)?;
                 let root = fusemount::open_mount_root(&mountpoint)?;
                 let id = fusemount::identify(root.as_fd())?;
                 Ok((session, id))
@@ -434,7 +434,7 @@ pub(crate) fn mount_with(
     })
 }
 
-fn probe_passthrough(session: &Session<ImageFs>, store: &Store) -> std::io::Result<()> {
+fn probe_passthrough(session: &Session<MountFs>, store: &Store) -> std::io::Result<()> {
     let f = store.probe_file()?;
     // The id stays registered until the connection ends (fuser can close only ids it
     // wraps itself); it pins one empty file.

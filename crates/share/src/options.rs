@@ -91,7 +91,7 @@ pub struct MountOptions {
     /// `allow_other`: let every user access the mount (FUSE restricts it to the mounter
     /// otherwise).
     pub allow_other: bool,
-    /// `threads=N`: FUSE worker threads.
+    /// `threads=N`: FUSE worker threads (default 1).
     pub threads: usize,
     /// `log=FILE`: where a detached daemon writes its log (default: syslog's `/dev/log`
     /// when present, else nowhere).
@@ -127,11 +127,11 @@ impl Default for MountOptions {
     }
 }
 
+/// One FUSE thread per mount: a second one reading the same connection only adds
+/// wake-ups to every request, and slow first opens run on the open pool (see
+/// `crate::fs`), not on this thread.
 fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 8)
+    1
 }
 
 /// The warning for `domain_id=` given in `-o` lists that stood on a command line (which

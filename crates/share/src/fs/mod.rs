@@ -20,8 +20,8 @@
 //!   gc`) up to half its open file limit; past that, an object stays open only while
 //!   a file is open from it (with passthrough, the kernel holds it), so a mount never
 //!   runs out of descriptors, whatever the number of files in the image. A backing
-//!   file registered for passthrough stays registered after its last close (up to
-//!   [`IDLE_BACKING`] per mount), so opening the file again costs no registration.
+//!   file registered for passthrough stays registered after its last close (see
+//!   [`backing`]), so opening the file again is answered from a table.
 //! * The image never changes, so what the kernel may cache, it caches for good:
 //!   entries, attributes and negative lookups for a day, file pages (`keep_cache`)
 //!   and directory listings (`cache_dir`); directories are not opened (the kernel's
@@ -36,7 +36,8 @@
 //! This module holds the mount's state and how a file is opened and read; [`attr`]
 //! maps inodes to what `stat` shows, [`ops`] answers the FUSE requests.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -51,27 +52,16 @@ use crate::sharing::{Decision, Sharing};
 use crate::store::Object;
 
 mod attr;
+mod backing;
 mod meta;
 mod ops;
+mod pool;
 
 /// An xattr name and value.
 type NameValue = (Vec<u8>, Vec<u8>);
 
 /// File handle of opens that pass through to a backing file.
 const FH_PASSTHROUGH: u64 = 1;
-
-/// Backing files a mount keeps registered after their files' last close.
-const IDLE_BACKING: usize = 2048;
-
-/// A mount's registered backing files.
-#[derive(Debug, Default)]
-struct Backing {
-    /// By NID: the id and how many open files use it.
-    ids: HashMap<u64, (BackingId, u64)>,
-    /// NIDs whose files were all closed, oldest first (may repeat: checked again when
-    /// taken).
-    idle: VecDeque<u64>,
-}
 
 /// Told of every backing file registration of a mount (the node id and the kernel's
 /// id) and of its end (`None`): the fd holder keeps them for the next daemon, which must
@@ -130,7 +120,7 @@ pub struct ImageFs {
     /// Passthrough wanted at all (sharing on and `passthrough` not `off`).
     want_passthrough: bool,
     stack_depth: u32,
-    backing: Mutex<Backing>,
+    backing: Mutex<backing::Backing>,
     /// Told of registrations (see [`BackingLog`]).
     backing_log: Option<BackingLog>,
     /// Objects of open files the daemon reads from (no passthrough), by file handle.
@@ -153,6 +143,23 @@ pub struct ImageFs {
 impl std::fmt::Debug for ImageFs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ImageFs").field("img", &self.img).finish()
+    }
+}
+
+/// What a FUSE session runs: the mount's state behind an `Arc`, so that a first open
+/// can finish on the open pool ([`pool`]) while the session's thread serves on.
+pub struct MountFs(Arc<ImageFs>);
+
+impl MountFs {
+    pub fn new(fs: ImageFs) -> MountFs {
+        MountFs(Arc::new(fs))
+    }
+}
+
+impl Deref for MountFs {
+    type Target = ImageFs;
+    fn deref(&self) -> &ImageFs {
+        &self.0
     }
 }
 
@@ -184,7 +191,7 @@ impl ImageFs {
             sharing,
             passthrough,
             stack_depth,
-            backing: Mutex::new(Backing::default()),
+            backing: Mutex::new(backing::Backing::default()),
             backing_log: None,
             handles: Mutex::new(HashMap::new()),
             direct: DirectReader::default(),
@@ -217,8 +224,7 @@ impl ImageFs {
     pub fn inherit_backing(&mut self, ids: &[(u64, u32)]) {
         let b = self.backing.get_mut().unwrap_or_else(|e| e.into_inner());
         for &(nid, id) in ids {
-            b.ids.insert(nid, (BackingId::inherited(id), 0));
-            b.idle.push_back(nid);
+            b.inherit(nid, BackingId::inherited(id));
         }
     }
 
@@ -378,28 +384,49 @@ impl ImageFs {
             .collect())
     }
 
+    /// The open of a file that has no backing file registration (the first open, or
+    /// any open without passthrough): decides how it is served.
+    fn open_first(&self, nid: u64, state: &FileState, passthrough: bool, reply: ReplyOpen) {
+        let reply = if passthrough {
+            match self.open_passthrough(nid, state, reply) {
+                None => return,
+                Some(r) => r,
+            }
+        } else {
+            reply
+        };
+        self.open_daemon(nid, state, reply);
+    }
+
+    /// Answers an open of `nid` from its backing file registration, if it has one:
+    /// the warm path, which needs nothing else of the file.
+    fn open_registered(&self, nid: u64, reply: ReplyOpen) -> Option<ReplyOpen> {
+        let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
+        match backing.acquire(nid) {
+            Some(id) => {
+                reply.opened_passthrough(
+                    FileHandle(self.fh_passthrough()),
+                    FopenFlags::empty(),
+                    id,
+                );
+                None
+            }
+            None => Some(reply),
+        }
+    }
+
     /// Opens a shared file with passthrough to its object; gives the reply back when
     /// passthrough fails (the mount then reads objects in the daemon).
     fn open_passthrough(&self, nid: u64, state: &FileState, reply: ReplyOpen) -> Option<ReplyOpen> {
-        let opened = |reply: ReplyOpen, id: &BackingId| {
-            reply.opened_passthrough(FileHandle(self.fh_passthrough()), FopenFlags::empty(), id);
-        };
-        let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((id, count)) = backing.ids.get_mut(&nid) {
-            *count += 1;
-            opened(reply, id);
-            return None;
-        }
-        drop(backing);
+        let reply = self.open_registered(nid, reply)?;
         let Some(obj) = self.shared_object(nid, state) else {
             reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
             return None;
         };
         let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((id, count)) = backing.ids.get_mut(&nid) {
+        if let Some(id) = backing.acquire(nid) {
             // Another open registered it meanwhile.
-            *count += 1;
-            opened(reply, id);
+            reply.opened_passthrough(FileHandle(self.fh_passthrough()), FopenFlags::empty(), id);
             return None;
         }
         // The kernel holds the object file (and with it the flock marking it in use)
@@ -410,8 +437,12 @@ impl ImageFs {
                 if let Some(log) = &self.backing_log {
                     log(nid, Some(id.id()));
                 }
-                opened(reply, &id);
-                backing.ids.insert(nid, (id, 1));
+                let id = backing.insert(nid, id);
+                reply.opened_passthrough(
+                    FileHandle(self.fh_passthrough()),
+                    FopenFlags::empty(),
+                    id,
+                );
                 None
             }
             Err(e) => {
@@ -428,27 +459,15 @@ impl ImageFs {
     }
 
     /// The last open file of `nid` passing through was closed: its backing file stays
-    /// registered for the next open, the oldest idle one beyond [`IDLE_BACKING`] goes.
+    /// registered for the next open (within [`backing::IDLE_LIMIT`]).
     fn release_backing(&self, nid: u64) {
-        let mut b = self.backing.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((_, count)) = b.ids.get_mut(&nid) else {
-            return;
-        };
-        *count = count.saturating_sub(1);
-        if *count > 0 {
-            return;
-        }
-        b.idle.push_back(nid);
-        while b.idle.len() > IDLE_BACKING {
-            let Some(old) = b.idle.pop_front() else {
-                break;
-            };
-            // Dropping the BackingId closes it in the kernel.
-            if b.ids.get(&old).is_some_and(|(_, c)| *c == 0) {
-                b.ids.remove(&old);
-                if let Some(log) = &self.backing_log {
-                    log(old, None);
-                }
+        // Logged under the lock, so the holder hears of a close before a new
+        // registration of the same file.
+        let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
+        let closed = backing.release(nid);
+        if let Some(log) = &self.backing_log {
+            for old in closed {
+                log(old, None);
             }
         }
     }

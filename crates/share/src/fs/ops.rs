@@ -6,6 +6,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -17,51 +18,19 @@ use fuser::{
 };
 use ishare_erofs::FileType;
 
-use super::ImageFs;
 use super::attr::{dirent_kind, negative_attr};
+use super::{ImageFs, MountFs, pool};
 
 /// Entry and attribute timeout: the image never changes.
 const TTL: Duration = Duration::from_secs(24 * 3600);
 
-impl Filesystem for ImageFs {
+impl Filesystem for MountFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        let caps = config.capabilities();
-        let optional = InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_POSIX_ACL
-            | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
-        let _ = config.add_capabilities(caps & optional);
-        // Refusing the first OPENDIR (OPEN) with ENOSYS tells the kernel to send none
-        // again; it then caches listings (and pages) as `cache_dir` (`keep_cache`).
-        self.no_opendir = caps.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
-        // Passthrough and daemon reads from objects need the open: only a mount that
-        // shares nothing can do without.
-        self.no_open = self.sharing.is_none() && caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
-        if let Err(max) = config.set_max_readahead(u32::MAX) {
-            let _ = config.set_max_readahead(max);
-        }
-        let offers = caps.contains(InitFlags::FUSE_PASSTHROUGH);
-        self.passthrough
-            .kernel_offers
-            .store(offers, Ordering::Relaxed);
-        if self.want_passthrough && offers {
-            let depth = match config.set_max_stack_depth(self.stack_depth) {
-                Ok(_) => self.stack_depth,
-                Err(max) => {
-                    let _ = config.set_max_stack_depth(max);
-                    max
-                }
-            };
-            if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() {
-                self.passthrough
-                    .stack_depth
-                    .store(u64::from(depth), Ordering::Relaxed);
-                self.passthrough.active.store(true, Ordering::Relaxed);
-            }
-        }
-        Ok(())
+        // The session calls init before any request: nothing else holds the state yet.
+        let Some(this) = Arc::get_mut(&mut self.0) else {
+            return Err(io::Error::other("FUSE init after the first request"));
+        };
+        this.negotiate(config)
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -133,20 +102,30 @@ impl Filesystem for ImageFs {
             if self.no_open {
                 return reply.error(Errno::ENOSYS);
             }
-            let state = match self.file_state(nid) {
-                Ok(s) => s,
-                Err(e) => return reply.error(e),
-            };
-            let reply = if self.sharing.is_some() && self.passthrough.active.load(Ordering::Relaxed)
-            {
-                match self.open_passthrough(nid, &state, reply) {
+            let passthrough =
+                self.sharing.is_some() && self.passthrough.active.load(Ordering::Relaxed);
+            // A file opened before is answered from its registration alone.
+            let reply = if passthrough {
+                match self.open_registered(nid, reply) {
                     None => return,
                     Some(r) => r,
                 }
             } else {
                 reply
             };
-            self.open_daemon(nid, &state, reply);
+            let state = match self.file_state(nid) {
+                Ok(s) => s,
+                Err(e) => return reply.error(e),
+            };
+            if self.sharing.is_none() || state.inode.size < pool::MIN_SIZE {
+                return self.open_first(nid, &state, passthrough, reply);
+            }
+            // The first open of a large file may read all of it (to copy or hash it):
+            // the pool finishes it, this mount's thread goes on serving.
+            let fs = Arc::clone(&self.0);
+            pool::spawn(move || {
+                fs.contained("open", || fs.open_first(nid, &state, passthrough, reply))
+            });
         });
     }
 
@@ -413,5 +392,48 @@ fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
         reply.error(Errno::ERANGE);
     } else {
         reply.data(value);
+    }
+}
+
+impl ImageFs {
+    /// What the mount asks of the kernel at FUSE_INIT, and what it learns from it.
+    fn negotiate(&mut self, config: &mut KernelConfig) -> io::Result<()> {
+        let caps = config.capabilities();
+        let optional = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
+        let _ = config.add_capabilities(caps & optional);
+        // Refusing the first OPENDIR (OPEN) with ENOSYS tells the kernel to send none
+        // again; it then caches listings (and pages) as `cache_dir` (`keep_cache`).
+        self.no_opendir = caps.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
+        // Passthrough and daemon reads from objects need the open: only a mount that
+        // shares nothing can do without.
+        self.no_open = self.sharing.is_none() && caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
+        if let Err(max) = config.set_max_readahead(u32::MAX) {
+            let _ = config.set_max_readahead(max);
+        }
+        let offers = caps.contains(InitFlags::FUSE_PASSTHROUGH);
+        self.passthrough
+            .kernel_offers
+            .store(offers, Ordering::Relaxed);
+        if self.want_passthrough && offers {
+            let depth = match config.set_max_stack_depth(self.stack_depth) {
+                Ok(_) => self.stack_depth,
+                Err(max) => {
+                    let _ = config.set_max_stack_depth(max);
+                    max
+                }
+            };
+            if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() {
+                self.passthrough
+                    .stack_depth
+                    .store(u64::from(depth), Ordering::Relaxed);
+                self.passthrough.active.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 }

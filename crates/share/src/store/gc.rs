@@ -282,8 +282,15 @@ mod tests {
         publish(&s, b"a", &[1; 10000], true);
         publish(&s, b"b", &[2; 20000], true);
         publish(&s, b"c", &[3; 30000], false);
-        // A lock file left by a killed mount, a held preparation lock.
-        drop(s.lock(b"stale").unwrap());
+        // A lock file of an earlier version, a held preparation lock.
+        let stale = s.object_name(b"stale");
+        let odir = s.dir().join(&stale[..2]);
+        std::fs::create_dir_all(&odir).unwrap();
+        std::fs::write(
+            odir.join(format!("{stale}{}", crate::store::LOCK_SUFFIX)),
+            b"",
+        )
+        .unwrap();
         let held_lock = s.lock(b"busy").unwrap();
         // "a" is used by a mount (this process): held by the lookup.
         let used = s.lookup(b"a", true).unwrap().unwrap();

@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::{LOCK_SUFFIX, PROBE_NAME, RECORDS_DIR, TMP_PREFIX, UNVERIFIED_SUFFIX, VERSION_DIR};
+use super::{
+    LOCK_SUFFIX, LOCKS_NAME, PROBE_NAME, RECORDS_DIR, TMP_PREFIX, UNVERIFIED_SUFFIX, VERSION_DIR,
+};
 use crate::error::{Error, Result};
 
 /// What a file in the store is.
@@ -26,7 +28,8 @@ use crate::error::{Error, Result};
 pub(super) enum Kind {
     /// A published object.
     Object { verified: bool },
-    /// A preparation lock (`<name>.lock`).
+    /// A preparation lock file (the domain's `prepare.lock`, or an earlier version's
+    /// `<name>.lock`).
     Lock,
     /// A named temporary object (`.tmp.*`; only where `O_TMPFILE` is missing).
     Tmp,
@@ -233,6 +236,8 @@ impl Scan {
             } else if !is_dir {
                 let kind = if name == PROBE_NAME {
                     Kind::Probe
+                } else if name == LOCKS_NAME {
+                    Kind::Lock
                 } else {
                     Kind::Other
                 };
