@@ -104,6 +104,10 @@ struct Twin {
     /// Buffered reads happened since the last drop at an extent's end: only then can
     /// readahead have left pages behind (short extents never read buffered).
     buffered: AtomicBool,
+    /// Its size when opened (images do not change).
+    size: u64,
+    /// Its key in the process's data windows.
+    key: (u64, u64),
 }
 
 /// By device and inode number of the reader library's descriptor: its twins.
@@ -121,6 +125,17 @@ impl std::fmt::Debug for DirectReader {
     }
 }
 
+impl Drop for DirectReader {
+    /// Its images' data windows go with it: once no mount holds an image open, its
+    /// inode number may name another file.
+    fn drop(&mut self) {
+        let twins = self.twins.get_mut().unwrap_or_else(|e| e.into_inner());
+        if !twins.is_empty() {
+            data_windows().retain(|k, _| !twins.contains_key(&k.0));
+        }
+    }
+}
+
 impl DirectReader {
     /// The twins of `f`, opened at first use.
     fn twin(&self, f: &File) -> io::Result<Arc<Twin>> {
@@ -134,6 +149,8 @@ impl DirectReader {
             direct: open_direct(f).ok(),
             bulk,
             buffered: Default::default(),
+            size: md.len(),
+            key: (md.dev(), md.ino()),
         });
         twins.insert((md.dev(), md.ino()), t.clone());
         Ok(t)
@@ -156,7 +173,12 @@ impl DirectReader {
         {
             // Whatever readahead brought in of the rest of the extent.
             drop_cache(&t.bulk, off, extent_end.saturating_sub(off));
-            match read_direct(direct, *align, off, len, buf) {
+            let read = if len <= SMALL_READ {
+                read_windowed(&t, direct, *align, off, len, buf)
+            } else {
+                read_direct(direct, *align, off, len, buf)
+            };
+            match read {
                 Ok(()) => {
                     if end >= extent_end && t.buffered.swap(false, Ordering::Relaxed) {
                         // Readahead still in flight at the drop above (its pages were
@@ -194,6 +216,85 @@ impl DirectReader {
         }
         Ok(())
     }
+}
+
+/// Reads of file data up to this size go through the data windows.
+const SMALL_READ: usize = 64 << 10;
+
+/// Bytes per data window: an image lays small files out one after another, so the
+/// first open of each file of a directory (copying or hashing it) finds it in the
+/// window its neighbour's read brought in, instead of waiting for a read of its own
+/// (a cold read of the ten-image family made 117,145 `O_DIRECT` reads of 23 KiB on
+/// average, each a round trip to the disk).
+const DATA_WINDOW: u64 = 128 << 10;
+
+/// Bytes of data windows the process keeps: a few per image being read at once.
+const DATA_WINDOWS_BUDGET: u64 = 2 << 20;
+
+/// ((device, inode) of the image file, window start).
+type DataKey = ((u64, u64), u64);
+
+#[derive(Clone)]
+struct DataWeight;
+
+impl quick_cache::Weighter<DataKey, Arc<AlignedBuf>> for DataWeight {
+    fn weight(&self, _key: &DataKey, val: &Arc<AlignedBuf>) -> u64 {
+        val.vec.len() as u64
+    }
+}
+
+type DataWindows = quick_cache::sync::Cache<DataKey, Arc<AlignedBuf>, DataWeight>;
+
+fn data_windows() -> &'static DataWindows {
+    static CACHE: std::sync::OnceLock<DataWindows> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| {
+        DataWindows::with_weighter(
+            (DATA_WINDOWS_BUDGET / DATA_WINDOW) as usize,
+            DATA_WINDOWS_BUDGET,
+            DataWeight,
+        )
+    })
+}
+
+/// Reads `len` bytes of the twin's image at `off` through the data windows.
+fn read_windowed(
+    t: &Twin,
+    direct: &File,
+    align: usize,
+    off: u64,
+    len: usize,
+    buf: &mut AlignedBuf,
+) -> io::Result<()> {
+    let end = off
+        .checked_add(len as u64)
+        .filter(|&e| e <= t.size)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+    let out = buf.unaligned(len);
+    let mut pos = off;
+    while pos < end {
+        let start = pos / DATA_WINDOW * DATA_WINDOW;
+        let key = (t.key, start);
+        let w = match data_windows().get(&key) {
+            Some(w) => w,
+            None => {
+                let n = DATA_WINDOW.min(t.size - start) as usize;
+                let mut w = AlignedBuf::default();
+                read_direct(direct, align, start, n, &mut w)?;
+                let w = Arc::new(w);
+                data_windows().insert(key, w.clone());
+                w
+            }
+        };
+        let from = (pos - start) as usize;
+        let n = ((end - pos) as usize).min(w.as_slice().len().saturating_sub(from));
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        let at = (pos - off) as usize;
+        out[at..at + n].copy_from_slice(&w.as_slice()[from..from + n]);
+        pos += n as u64;
+    }
+    Ok(())
 }
 
 /// Bytes per cached window of [`DirectSource`]: inodes, xattrs and directories
