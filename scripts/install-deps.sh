@@ -33,7 +33,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if [ ! -x "$EU_DIR/bin/mkfs.erofs" ]; then
+# --- erofs-utils 1.9.4 --------------------------------------------------------------------
+# Built with libselinux (--with-selinux) so that its mkfs.erofs honours --file-contexts,
+# the oracle of crates/ishare/tests/mkfs_file_contexts.rs; an older cached build without
+# it is rebuilt. Without --file-contexts the selinux build behaves exactly as before.
+eu_ok() {
+  [ -x "$EU_DIR/bin/mkfs.erofs" ] && ldd "$EU_DIR/bin/mkfs.erofs" | grep -q libselinux
+}
+if ! eu_ok; then
   work=$(mktemp -d)
   (
     cd "$work"
@@ -42,12 +49,21 @@ if [ ! -x "$EU_DIR/bin/mkfs.erofs" ]; then
     cd src
     ./autogen.sh >/dev/null 2>&1
     ./configure -q --prefix="$EU_DIR" --enable-fuse --with-libzstd --with-libdeflate \
-      --with-xxhash --enable-lzma >/dev/null
+      --with-xxhash --enable-lzma --with-selinux >/dev/null
     make -s -j"$(nproc)" >/dev/null 2>&1
-    make -s install >/dev/null
+    make -s install DESTDIR="$work/stage" >/dev/null
+    # Each file renamed into place: tools already running (another test, a
+    # benchmark) keep their old copy instead of failing with "text file busy".
+    cd "$work/stage$EU_DIR"
+    find . -type f -o -type l | while read -r f; do
+      mkdir -p "$EU_DIR/$(dirname "$f")"
+      cp -a "$f" "$EU_DIR/$f.new.$$" && mv -f "$EU_DIR/$f.new.$$" "$EU_DIR/$f"
+    done
   )
   rm -rf "$work"
+  eu_ok || { echo "erofs-utils $EU_VER: mkfs.erofs was not built with libselinux" >&2; exit 1; }
 fi
+# --- end of erofs-utils 1.9.4 -------------------------------------------------------------
 # --- minbase tree (crates/ishare/tests/minbase_compressed.rs) ---------------------------
 # A Debian bookworm minbase root filesystem, bootstrapped once (debootstrap is in the package
 # list above) into the benchmarks' cache with bench/lib.sh's conventions (DIR.options), so
