@@ -872,6 +872,40 @@ mod tests {
     }
 
     #[test]
+    fn file_contexts_and_mount_point() {
+        // As mkfs.erofs: the first --file-contexts is kept, later ones ignored; the
+        // mount point loses its trailing '/' and keeps non-UTF-8 bytes.
+        let a = build(&[
+            "--file-contexts=a",
+            "--file-contexts",
+            "b",
+            "--mount-point=/system//",
+            "i",
+            "s",
+        ])
+        .unwrap();
+        assert_eq!(a.file_contexts, Some(PathBuf::from("a")));
+        assert_eq!(
+            a.mount_point.as_deref(),
+            Some(std::ffi::OsStr::new("/system"))
+        );
+        let raw = [
+            OsString::from("--mount-point"),
+            std::os::unix::ffi::OsStringExt::from_vec(b"/m\xff/".to_vec()),
+            OsString::from("i"),
+            OsString::from("s"),
+        ];
+        match parse(raw, Flavor::MkfsErofs).unwrap() {
+            Command::Build(a) => assert_eq!(
+                a.mount_point.map(std::os::unix::ffi::OsStringExt::into_vec),
+                Some(b"/m\xff".to_vec())
+            ),
+            c => panic!("not a build: {c:?}"),
+        }
+        assert!(build(&["--file-contexts", "i"]).is_err());
+    }
+
+    #[test]
     fn c_numbers() {
         assert_eq!(c_int("0x10"), Some(16));
         assert_eq!(c_int("010"), Some(8));
