@@ -255,13 +255,20 @@ fn parse_specs(file: &Path, text: &[u8]) -> Result<Vec<Spec>> {
                 )
             })?;
         // PCRE2 without UTF, with DOTALL: bytes, `.` matching newlines too.
-        let regex = RegexBuilder::new(&format!("^{re_text}$"))
+        let regex = RegexBuilder::new(&format!("^{}$", pcre_literals(&re_text)))
             .unicode(false)
             .dot_matches_new_line(true)
             .build()
             .map_err(|e| {
+                // The crate's message spans lines (pattern, caret, error): keep the
+                // error line.
                 let why = match e {
-                    regex::Error::Syntax(s) => s,
+                    regex::Error::Syntax(s) => s
+                        .lines()
+                        .last()
+                        .unwrap_or_default()
+                        .trim_start_matches("error: ")
+                        .to_owned(),
                     e => e.to_string(),
                 };
                 bad(
@@ -279,6 +286,81 @@ fn parse_specs(file: &Path, text: &[u8]) -> Result<Vec<Spec>> {
         });
     }
     Ok(specs)
+}
+
+/// `re` with the characters PCRE2 (10.42, Debian bookworm's) reads as literals but
+/// the `regex` crate does not escaped: a `{` that does not start a `{n}`, `{n,}` or
+/// `{n,m}` quantifier (`%{USERID}` in Debian's reference policy) and the `}` after
+/// it, and inside a class a `[` not starting a POSIX class, and `&`, `~` (set
+/// operators to the crate).
+fn pcre_literals(re: &str) -> String {
+    let b = re.as_bytes();
+    let mut out = String::with_capacity(re.len() + 8);
+    let mut i = 0;
+    let mut class = false;
+    while i < b.len() {
+        let c = b[i] as char;
+        match c {
+            '\\' if i + 1 < b.len() => {
+                out.push(c);
+                out.push(b[i + 1] as char);
+                i += 2;
+                continue;
+            }
+            '[' if !class => {
+                class = true;
+                out.push('[');
+                i += 1;
+                // `[^` and a leading `]`, which is a literal.
+                if b.get(i) == Some(&b'^') {
+                    out.push('^');
+                    i += 1;
+                }
+                if b.get(i) == Some(&b']') {
+                    out.push_str("\\]");
+                    i += 1;
+                }
+                continue;
+            }
+            '[' if b.get(i + 1) == Some(&b':') => {
+                // A POSIX class `[:name:]`: copied whole.
+                let end = re[i + 2..].find(":]").map(|e| i + 2 + e + 2);
+                let end = end.unwrap_or(i + 1);
+                out.push_str(&re[i..end]);
+                i = end;
+                continue;
+            }
+            '[' | '&' | '~' if class => out.push('\\'),
+            ']' if class => class = false,
+            '{' if !class => match quantifier(&b[i..]) {
+                Some(len) => {
+                    out.push_str(&re[i..i + len]);
+                    i += len;
+                    continue;
+                }
+                None => out.push('\\'),
+            },
+            '}' if !class => out.push('\\'),
+            _ => {}
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// The length of the `{n}`, `{n,}` or `{n,m}` quantifier `s` starts with.
+fn quantifier(s: &[u8]) -> Option<usize> {
+    let digits = |from: usize| s[from..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let n = digits(1);
+    if n == 0 {
+        return None;
+    }
+    let mut i = 1 + n;
+    if s.get(i) == Some(&b',') {
+        i += 1 + digits(i + 1);
+    }
+    (s.get(i) == Some(&b'}')).then_some(i + 1)
 }
 
 /// libselinux's `spec_hasMetaChars`: any of `.^$?*+|[({` outside a `\` escape.
@@ -591,6 +673,25 @@ mod tests {
             e.contains("missing") && e.contains("read the file contexts"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn pcre_literal_braces_and_classes() {
+        assert_eq!(
+            pcre_literals("/run/user/%{USERID}/x"),
+            r"/run/user/%\{USERID\}/x"
+        );
+        assert_eq!(pcre_literals("/a{2}b{1,}c{1,3}"), "/a{2}b{1,}c{1,3}");
+        assert_eq!(pcre_literals("/a{,3}"), r"/a\{,3\}");
+        assert_eq!(
+            pcre_literals(r"/a\{[]a[:digit:]&~[]"),
+            r"/a\{[\]a[:digit:]\&\~\[]"
+        );
+        assert_eq!(pcre_literals("[^]x]"), r"[^\]x]");
+        let (_d, fc) = load("/run/user/%{USERID}(/.*)?  u:r:run:s0\n/x[[]  u:r:b:s0\n");
+        let fc = fc.unwrap();
+        assert_eq!(label(&fc, "/run/user/%{USERID}/a", REG), Some("u:r:run:s0"));
+        assert_eq!(label(&fc, "/x[", REG), Some("u:r:b:s0"));
     }
 
     #[test]

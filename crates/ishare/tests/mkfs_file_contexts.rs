@@ -71,7 +71,10 @@ fn source(dir: &Path) -> PathBuf {
     }
     t.random_file(b"etc/init.d/rc", 300, x);
     t.random_file(b"usr/bin/sh", 5000, x);
+    // Hard links whose names the rules label differently: the inode gets the label
+    // of the name met first, in a breadth-first walk in name order (as mkfs.erofs).
     t.hardlink(b"usr/bin/sh", b"usr/bin/dash");
+    t.hardlink(b"etc/init.d/rc", b"run/rc");
     t.symlink(b"usr/bin/bash", b"sh", BASE);
     t.symlink(b"srv/www/link", b"index.html", BASE);
     t.symlink(b"etc/localtime", b"/usr/share/zoneinfo/UTC", BASE);
@@ -101,6 +104,7 @@ const CONTEXTS: &str = r"# test policy
 /etc/init\.d/.*    --          system_u:object_r:initrc_exec_t:s0
 /usr/bin(/.*)?                 system_u:object_r:bin_t:s0
 /usr/bin/.*        -l          system_u:object_r:bin_link_t:s0
+/usr/bin/dash                  system_u:object_r:dash_t:s0
 /usr/lib/ld-[^/]*\.so(\.[^/]*)*  system_u:object_r:ld_so_t:s0
 /usr/lib/lib.*\.so.*  --       system_u:object_r:lib_t:s0
 /dev/.*            -c          system_u:object_r:chr_t:s0
@@ -232,10 +236,13 @@ fn file_contexts_labels_as_mkfs_erofs() {
         ("etc/ld.so.cache", Some("ld_cache_t")),
         ("etc/localtime", Some("etc_t")),
         ("etc/init.d", Some("etc_t")),
-        ("etc/init.d/rc", Some("initrc_exec_t")),
+        // A hard link with run/rc, which is met first (one level up).
+        ("etc/init.d/rc", Some("default_t")),
+        ("run/rc", Some("default_t")),
         ("usr", Some("default_t")),
-        ("usr/bin/sh", Some("bin_t")),
-        ("usr/bin/dash", Some("bin_t")),
+        // A hard link with usr/bin/dash, which comes first by name.
+        ("usr/bin/sh", Some("dash_t")),
+        ("usr/bin/dash", Some("dash_t")),
         ("usr/bin/bash", Some("bin_link_t")),
         ("usr/lib/ld-linux-x86-64.so.2", Some("ld_so_t")),
         ("usr/lib/libc.so.6", Some("lib_t")),
