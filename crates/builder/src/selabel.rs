@@ -21,14 +21,17 @@
 //!   the substitutions of `FILE.subs` and `FILE.subs_dist`;
 //! - `FILE.homedirs` and `FILE.local`, when present, add specs after FILE's.
 //!
-//! The regexes are compiled by the `regex` crate, up front: an invalid one, or one
-//! using PCRE syntax it lacks (back-references, look-around), is an error naming the
-//! file and line (libselinux only fails when a lookup reaches it). Two known
-//! differences remain, neither met by real paths: PCRE's `$` also matches before a
-//! final newline, and a compiled `FILE.bin` newer than FILE is not read (libselinux
-//! would prefer it; it is FILE compiled, so the labels are the same).
+//! The regexes are the `regex` crate's, with what PCRE2 reads as literals escaped
+//! (`pcre_literals`), each compiled once when the file is read, to check it: an
+//! invalid one, or one using PCRE syntax the crate lacks (back-references,
+//! look-around), is an error naming the file and line (libselinux only fails when a
+//! lookup reaches it). Two known differences remain, neither met by real paths:
+//! PCRE's `$` also matches before a final newline, and a compiled `FILE.bin` newer
+//! than FILE is not read (libselinux would prefer it; it is FILE compiled, so the
+//! labels are the same).
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use regex::bytes::{Regex, RegexBuilder};
 
@@ -58,8 +61,11 @@ pub(crate) const SELINUX_XATTR: &[u8] = b"security.selinux";
 /// One line of a file_contexts file.
 #[derive(Debug)]
 struct Spec {
-    /// `^REGEX$`.
-    regex: Regex,
+    /// `^REGEX$` in the `regex` crate's syntax.
+    pattern: String,
+    /// `pattern` compiled, at the first lookup that needs it: a policy's specs are
+    /// mostly never run on a given tree, and each compiled regex takes ~10 KiB.
+    regex: OnceLock<Regex>,
     /// Text every path REGEX matches starts with: a cheap test before the regex.
     prefix: Vec<u8>,
     /// The literal leading directory of REGEX (`/usr`), if it has one.
@@ -132,7 +138,7 @@ impl FileContexts {
             s.stem.as_deref().is_none_or(|st| Some(st) == stem)
                 && (mode == 0 || s.mode.is_none_or(|m| m == mode))
                 && key.starts_with(&s.prefix)
-                && s.regex.is_match(&key)
+                && s.regex().is_match(&key)
         })?;
         spec.context.as_deref()
     }
@@ -257,31 +263,29 @@ fn parse_specs(file: &Path, text: &[u8]) -> Result<Vec<Spec>> {
                     ),
                 )
             })?;
-        // PCRE2 without UTF, with DOTALL: bytes, `.` matching newlines too.
-        let regex = RegexBuilder::new(&format!("^{}$", pcre_literals(&re_text)))
-            .unicode(false)
-            .dot_matches_new_line(true)
-            .build()
-            .map_err(|e| {
-                // The crate's message spans lines (pattern, caret, error): keep the
-                // error line.
-                let why = match e {
-                    regex::Error::Syntax(s) => s
-                        .lines()
-                        .last()
-                        .unwrap_or_default()
-                        .trim_start_matches("error: ")
-                        .to_owned(),
-                    e => e.to_string(),
-                };
-                bad(
-                    file,
-                    n,
-                    format!("invalid or unsupported regex {re_text:?}: {why}"),
-                )
-            })?;
+        // Compiled once here to check it (and dropped), again when first needed.
+        let pattern = format!("^{}$", pcre_literals(&re_text));
+        compile(&pattern).map_err(|e| {
+            // The crate's message spans lines (pattern, caret, error): keep the
+            // error line.
+            let why = match e {
+                regex::Error::Syntax(s) => s
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ")
+                    .to_owned(),
+                e => e.to_string(),
+            };
+            bad(
+                file,
+                n,
+                format!("invalid or unsupported regex {re_text:?}: {why}"),
+            )
+        })?;
         specs.push(Spec {
-            regex,
+            pattern,
+            regex: OnceLock::new(),
             prefix: literal_prefix(re).to_vec(),
             stem: spec_stem(re).map(<[u8]>::to_vec),
             mode,
@@ -432,6 +436,24 @@ fn top_level_alternation(re: &[u8]) -> bool {
         i += 1;
     }
     depth != 0
+}
+
+/// PCRE2 without UTF, with DOTALL, as libselinux compiles: bytes, `.` matching
+/// newlines too.
+fn compile(pattern: &str) -> std::result::Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern)
+        .unicode(false)
+        .dot_matches_new_line(true)
+        .build()
+}
+
+impl Spec {
+    fn regex(&self) -> &Regex {
+        self.regex.get_or_init(|| {
+            // Deterministic: it compiled when the file was read.
+            compile(&self.pattern).expect("checked when the file was read")
+        })
+    }
 }
 
 /// libselinux's `spec_hasMetaChars`: any of `.^$?*+|[({` outside a `\` escape.
