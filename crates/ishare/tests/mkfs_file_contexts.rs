@@ -304,6 +304,10 @@ fn file_contexts_labels_as_mkfs_erofs() {
             );
         }
     }
+
+    // `-x -1` (no xattrs from the source) drops the labels too, as in mkfs.erofs.
+    let t = both(tmp.path(), "no-xattrs", &[&fc_arg, "-x", "-1"], &src);
+    assert!(t.values().all(|e| e.xattrs.is_empty()), "xattrs with -x -1");
 }
 
 /// mkfs.erofs only labels directory input: a tar keeps the labels it carries, and
