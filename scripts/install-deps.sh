@@ -33,7 +33,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if [ ! -x "$EU_DIR/bin/mkfs.erofs" ]; then
+# --- erofs-utils 1.9.4 --------------------------------------------------------------------
+# Built with libselinux (--with-selinux) so that its mkfs.erofs honours --file-contexts,
+# the oracle of crates/ishare/tests/mkfs_file_contexts.rs; an older cached build without
+# it is rebuilt. Without --file-contexts the selinux build behaves exactly as before.
+eu_ok() {
+  [ -x "$EU_DIR/bin/mkfs.erofs" ] && ldd "$EU_DIR/bin/mkfs.erofs" | grep -q libselinux
+}
+if ! eu_ok; then
   work=$(mktemp -d)
   (
     cd "$work"
@@ -42,12 +49,54 @@ if [ ! -x "$EU_DIR/bin/mkfs.erofs" ]; then
     cd src
     ./autogen.sh >/dev/null 2>&1
     ./configure -q --prefix="$EU_DIR" --enable-fuse --with-libzstd --with-libdeflate \
-      --with-xxhash --enable-lzma >/dev/null
+      --with-xxhash --enable-lzma --with-selinux >/dev/null
     make -s -j"$(nproc)" >/dev/null 2>&1
-    make -s install >/dev/null
+    make -s install DESTDIR="$work/stage" >/dev/null
+    # Each file renamed into place: tools already running (another test, a
+    # benchmark) keep their old copy instead of failing with "text file busy".
+    cd "$work/stage$EU_DIR"
+    find . -type f -o -type l | while read -r f; do
+      mkdir -p "$EU_DIR/$(dirname "$f")"
+      cp -a "$f" "$EU_DIR/$f.new.$$" && mv -f "$EU_DIR/$f.new.$$" "$EU_DIR/$f"
+    done
+  )
+  rm -rf "$work"
+  eu_ok || { echo "erofs-utils $EU_VER: mkfs.erofs was not built with libselinux" >&2; exit 1; }
+fi
+# --- end of erofs-utils 1.9.4 -------------------------------------------------------------
+# --- SELinux reference policy file_contexts (crates/ishare/tests/mkfs_file_contexts.rs) ---
+# A real-world file_contexts (5,600 specs) for --file-contexts: the file contexts of
+# Debian's selinux-policy-default modules, unpacked with semodule_unpackage into one
+# file (the package is not installed: that would build and load a policy), with the
+# package's file_contexts.subs_dist next to it.
+FC_DIR=$CACHE/selinux-refpolicy
+if [ ! -s "$FC_DIR/file_contexts" ]; then
+  dpkg-query -W -f='${Status}' semodule-utils 2>/dev/null | grep -q 'install ok installed' ||
+    apt-get install -y -qq --no-install-recommends semodule-utils >/dev/null
+  work=$(mktemp -d)
+  (
+    cd "$work"
+    apt-get download -qq selinux-policy-default >/dev/null 2>&1
+    dpkg-deb -x selinux-policy-default_*.deb x
+    mods=x/usr/share/selinux/default
+    unpack() {
+      bzcat "$1" >m.pp
+      semodule_unpackage m.pp m.mod m.fc
+      cat m.fc >>file_contexts
+    }
+    # The base module first, as the policy's own file_contexts lists it.
+    unpack "$mods/base.pp.bz2"
+    for pp in "$mods"/*.pp.bz2; do
+      [ "$pp" = "$mods/base.pp.bz2" ] || unpack "$pp"
+    done
+    mkdir -p "$FC_DIR"
+    cp x/etc/selinux/default/contexts/files/file_contexts.subs_dist "$FC_DIR/"
+    mv file_contexts "$FC_DIR/file_contexts.new"
+    mv "$FC_DIR/file_contexts.new" "$FC_DIR/file_contexts"
   )
   rm -rf "$work"
 fi
+# --- end of SELinux reference policy file_contexts ------------------------------------------
 # --- minbase tree (crates/ishare/tests/minbase_compressed.rs) ---------------------------
 # A Debian bookworm minbase root filesystem, bootstrapped once (debootstrap is in the package
 # list above) into the benchmarks' cache with bench/lib.sh's conventions (DIR.options), so

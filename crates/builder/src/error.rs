@@ -73,6 +73,17 @@ pub enum Error {
         /// What is wrong.
         what: String,
     },
+    /// A `--file-contexts` file that cannot be used: malformed, or a regex the
+    /// `regex` crate does not support.
+    #[error("{}{}: {what}", path.display(), line.map(|n| format!(":{n}")).unwrap_or_default())]
+    FileContexts {
+        /// The file (or its `.local`/`.homedirs` companion) at fault.
+        path: PathBuf,
+        /// The line, counted from 1, when one is at fault.
+        line: Option<usize>,
+        /// What is wrong.
+        what: String,
+    },
     /// The image would exceed a limit of the on-disk format.
     #[error("image too large: {0}")]
     TooLarge(String),

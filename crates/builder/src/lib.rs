@@ -7,6 +7,7 @@
 //!   `input::tar` indexes an archive and leaves each file's data where it is in it;
 //!   `rebuild` merges EROFS layer images into their overlay, whose files stay in,
 //!   or are read from, the layers);
+//! - `selabel` gives directory entries their `--file-contexts` SELinux label;
 //! - `xattr` plans xattrs, `dir` directory blocks;
 //! - `chunk` cuts uncompressed files into deduplicated chunks (`--chunksize`);
 //! - `compress` compresses regular files (settings and the `-z`/hints grammar in
@@ -34,6 +35,7 @@ mod metabox;
 mod options;
 mod output;
 mod rebuild;
+mod selabel;
 mod serialize;
 mod tree;
 mod wide;
@@ -52,4 +54,5 @@ pub use options::{
     MAX_INLINE_XATTR_SIZE, Progress, TarData, TimePolicy,
 };
 pub use rebuild::{RebuildData, RebuildOptions, build_rebuild};
+pub use selabel::FileContexts;
 pub use writer::{BuildReport, build, build_oci, build_tar};

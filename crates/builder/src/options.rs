@@ -158,6 +158,11 @@ pub struct BuildOptions {
     /// `--zD`: directories compressed, their data in the packed inode (needs
     /// `compression`).
     pub compress_dirs: bool,
+    /// Directory input: label every entry from this file_contexts
+    /// (`--file-contexts`, under its `--mount-point`), replacing the source's own
+    /// `security.selinux`. Tar, OCI and rebuild inputs are left as they are, as
+    /// mkfs.erofs does.
+    pub file_contexts: Option<Arc<crate::selabel::FileContexts>>,
 }
 
 /// Receives the progress of the data pass, which dominates a build's time.
@@ -216,6 +221,7 @@ impl Default for BuildOptions {
             metabox: None,
             metazone: crate::metabox::MetaZone::default(),
             compress_dirs: false,
+            file_contexts: None,
         }
     }
 }

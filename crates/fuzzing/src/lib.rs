@@ -7,6 +7,7 @@
 //! bad input with an error is never a bug.
 
 pub mod build_tree;
+pub mod file_contexts;
 pub mod read_image;
 pub mod serve_image;
 pub mod tar_input;
@@ -20,4 +21,5 @@ pub const TARGETS: &[Target] = &[
     ("tar_input", tar_input::run),
     ("build_tree", build_tree::run),
     ("serve_image", serve_image::run),
+    ("file_contexts", file_contexts::run),
 ];

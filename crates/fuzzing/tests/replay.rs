@@ -74,6 +74,14 @@ fn serve_image_seeds_and_regressions() {
 }
 
 #[test]
+fn file_contexts_seeds_and_regressions() {
+    assert!(
+        replay("file_contexts", &["file_contexts"]) >= 3,
+        "the file_contexts seeds are missing"
+    );
+}
+
+#[test]
 fn every_target_has_a_test_here() {
     for (name, _) in TARGETS {
         assert!(

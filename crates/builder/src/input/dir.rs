@@ -36,10 +36,15 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn read_entry(&self, name: Vec<u8>, path: PathBuf, rel: &[u8]) -> Result<Raw> {
         let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, "stat", e))?;
+        // `-x -1` drops labels too: mkfs.erofs looks them up with the source's xattrs.
         let xattrs = if self.opts.xattr_tolerance < 0 {
             Vec::new()
         } else {
-            read_xattrs(&path)?
+            let mut x = read_xattrs(&path)?;
+            if let Some(fc) = &self.opts.file_contexts {
+                fc.relabel(&mut x, rel, meta.mode());
+            }
+            x
         };
         let ft = meta.file_type();
         let target = if ft.is_symlink() {

@@ -136,6 +136,8 @@ pub struct Args {
     pub ignore_mtime: bool,
     pub hard_dereference: bool,
     pub mount_point: Option<OsString>,
+    /// `--file-contexts=X`: label directory entries from this SELinux file_contexts.
+    pub file_contexts: Option<PathBuf>,
     pub async_queue_limit: Option<u64>,
     pub zfeature_bits: Option<i64>,
     pub root_xattr_isize: Option<u64>,
@@ -204,6 +206,7 @@ impl Args {
             ignore_mtime: false,
             hard_dereference: false,
             mount_point: None,
+            file_contexts: None,
             async_queue_limit: None,
             zfeature_bits: None,
             root_xattr_isize: None,
@@ -669,7 +672,7 @@ fn long(a: &mut Args, id: &str, v: Option<OsString>) -> Result<()> {
                 m.pop();
             }
             // The bytes came from an OsString and only ASCII '/' was removed.
-            a.mount_point = Some(OsString::from(String::from_utf8_lossy(&m).into_owned()));
+            a.mount_point = Some(std::os::unix::ffi::OsStringExt::from_vec(m));
         }
         "offset" => a.offset = c_uint(s()?, "disk offset", u64::MAX >> 1)?,
         "ungzip" | "unxz" => {
@@ -712,10 +715,11 @@ fn long(a: &mut Args, id: &str, v: Option<OsString>) -> Result<()> {
         }
         "s3" => bail!("reading from S3 (a network service) is not supported"),
         "oci" => a.oci = Some(oci(v.as_ref().map(text).transpose()?)?),
-        "file-contexts" => bail!(
-            "SELinux labelling from a file_contexts file is not supported by ishare; \
-             set security.selinux xattrs on the source (or in the tar) instead"
-        ),
+        // As mkfs.erofs: a second one is ignored (it only keeps the first handle).
+        "file-contexts" => {
+            let f = PathBuf::from(req()?);
+            a.file_contexts.get_or_insert(f);
+        }
         "blobdev" => a.blobdev = Some(PathBuf::from(req()?)),
         // As mkfs.erofs: no value or `1` strips, anything else keeps.
         "ovlfs-strip" => a.ovlfs_strip = v.as_deref().is_none_or(|x| x == "1"),
@@ -865,6 +869,40 @@ mod tests {
             let e = format!("{:#}", p(bad).unwrap_err());
             assert!(e.contains(want), "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn file_contexts_and_mount_point() {
+        // As mkfs.erofs: the first --file-contexts is kept, later ones ignored; the
+        // mount point loses its trailing '/' and keeps non-UTF-8 bytes.
+        let a = build(&[
+            "--file-contexts=a",
+            "--file-contexts",
+            "b",
+            "--mount-point=/system//",
+            "i",
+            "s",
+        ])
+        .unwrap();
+        assert_eq!(a.file_contexts, Some(PathBuf::from("a")));
+        assert_eq!(
+            a.mount_point.as_deref(),
+            Some(std::ffi::OsStr::new("/system"))
+        );
+        let raw = [
+            OsString::from("--mount-point"),
+            std::os::unix::ffi::OsStringExt::from_vec(b"/m\xff/".to_vec()),
+            OsString::from("i"),
+            OsString::from("s"),
+        ];
+        match parse(raw, Flavor::MkfsErofs).unwrap() {
+            Command::Build(a) => assert_eq!(
+                a.mount_point.map(std::os::unix::ffi::OsStringExt::into_vec),
+                Some(b"/m\xff".to_vec())
+            ),
+            c => panic!("not a build: {c:?}"),
+        }
+        assert!(build(&["--file-contexts", "i"]).is_err());
     }
 
     #[test]

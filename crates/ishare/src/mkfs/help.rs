@@ -78,6 +78,8 @@ data stays in them, which become FILE's devices, unless --clean=data).
  --dsunit=#             align the start of each file's data to # blocks
  --exclude-path=X       leave out the file X (an exact path)
  --exclude-regex=X      leave out files matching the regular expression X
+ --file-contexts=X      label files with SELinux contexts from file_contexts X
+                        (directory SOURCE; paths under --mount-point)
  --force-uid=#          every file's uid is #
  --force-gid=#          every file's gid is #
  --fsalignblks=#        round the image's size up to a multiple of # blocks
@@ -92,8 +94,8 @@ data stays in them, which become FILE's devices, unless --clean=data).
                         needs -z)
  --MZ[=<0|[id]>]        put inodes ('i') and/or directory blocks ('d') into a
                         metadata zone after the data (no value: both)
- --mount-point=X        where the image will be mounted (only labelling rules
-                        use it; accepted, no effect here)
+ --mount-point=X        where the image will be mounted: the prefix of the
+                        paths --file-contexts looks up (default: /)
  --oci[=f|i][,platform=X][,layer=#|blob=X]
                         SOURCE is a local OCI image layout (directory or tar
                         archive, optionally :REF): its layers applied in order,
@@ -130,10 +132,10 @@ data stays in them, which become FILE's devices, unless --clean=data).
  --zfeature-bits=#      set the compression features by bits: legacy-compress,
                         ztailpacking, fragments, all-fragments, dedupe, ...
 
-Refused with a clear error (not implemented by ishare yet): --file-contexts;
--E48bit or -Edot-omitted with -z or -m; --chunksize or --blobdev in rebuild mode
-or with a --tar=MODE,MAP block map; --blobdev with --tar=i, headerball or
---oci=i; -m with --tar=i;
+Refused with a clear error (not implemented by ishare yet): -E48bit or
+-Edot-omitted with -z or -m; --chunksize or --blobdev in rebuild mode or with a
+--tar=MODE,MAP block map; --blobdev with --tar=i, headerball or --oci=i; -m with
+--tar=i;
 --s3 and remote --oci images (network services) are not supported.
 "
     )

@@ -6,7 +6,7 @@
 //! fingerprints are on by default; under `mkfs.erofs`, as there, only when asked.
 
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -321,9 +321,17 @@ fn options(a: &Args) -> Result<BuildOptions> {
     // ishare's workers take files from a fixed list, with no such queue: accepted
     // (and range-checked) for compatibility, no effect.
     let _ = a.async_queue_limit;
-    // `--mount-point` only feeds SELinux file-context and Android fs_config lookups,
-    // neither of which ishare has.
-    let _ = &a.mount_point;
+    // `--file-contexts`: read (and checked) whatever the source, as mkfs.erofs opens
+    // it while parsing options; only a directory SOURCE gets its labels, the tar,
+    // OCI and rebuild inputs keep their own xattrs, as with mkfs.erofs.
+    // `--mount-point` is the prefix of the paths looked up (it also feeds Android's
+    // fs_config in erofs-utils, which ishare does not have).
+    if let Some(f) = &a.file_contexts {
+        let mp = a.mount_point.as_ref().map(|m| m.as_bytes());
+        o.file_contexts = Some(std::sync::Arc::new(
+            ishare_builder::FileContexts::open(f, mp).context("--file-contexts")?,
+        ));
+    }
     // -T beats SOURCE_DATE_EPOCH; without either the build time is now.
     let env_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => Some(
