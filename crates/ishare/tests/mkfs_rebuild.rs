@@ -707,3 +707,363 @@ fn incremental_adds_layers() {
     );
     assert!(e.contains("incremental"), "{e}");
 }
+
+/// What overlayfs shows for tar-index layer images stacked (lowest first), each
+/// mounted with its tar as its device (none when the tar is appended to it).
+fn overlay_of_indexes(images: &[PathBuf], tars: &[Option<PathBuf>]) -> Tree {
+    let mounts: Vec<ErofsMount> = images
+        .iter()
+        .zip(tars)
+        .map(|(i, t)| ErofsMount::new(i, t.as_slice()))
+        .collect();
+    let lowers: Vec<&Path> = mounts.iter().rev().map(|m| m.path()).collect();
+    let o = Overlay::new(&lowers);
+    visible(snapshot(o.0.path()))
+}
+
+/// The tars of the three layers of [`layers`] (their xattrs kept), lowest first.
+fn layer_tars(w: &Work) -> Vec<PathBuf> {
+    let _ = layers(w);
+    let dir = w.tmp.path();
+    let mut out = Vec::new();
+    for l in ["l1", "l2", "l3"] {
+        let tar = w.path().join(format!("{l}.tar"));
+        // Layer 2 is an AUFS tar (whiteouts as .wh. files), as layers() made it.
+        let mut c = Command::new(host_tool("tar"));
+        c.args(["--format=pax", "--numeric-owner", "--xattrs"])
+            .arg("--xattrs-include=*")
+            .arg("-C")
+            .arg(dir.join(l))
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".");
+        // GNU tar skips the block tree's socket (exit status 0, a warning).
+        ok(&mut c);
+        out.push(tar);
+    }
+    out
+}
+
+/// Tar-index layers (`--tar=i`), made by mkfs.erofs 1.9.4 with the tar kept apart
+/// and by ishare with the tar appended (as containerd stores them), merged by
+/// ishare: the merged image refers to the tars themselves (the layers' own devices,
+/// flattened as mkfs.erofs does) and, mounted with `device=` for each tar, shows
+/// exactly the overlay of the layers; fsck.erofs accepts it; it is at most 1.01x
+/// mkfs.erofs's merge of the same layers; `--clean=data` copies the data out of
+/// appended tars.
+#[test]
+fn tar_index_layers_merge_in_place() {
+    let tmp = Work::new();
+    let tars = layer_tars(&tmp);
+    let dir = tmp.path();
+
+    // mkfs.erofs 1.9.4's tar indexes, tars apart.
+    let theirs: Vec<PathBuf> = (0..3).map(|k| dir.join(format!("t{k}.erofs"))).collect();
+    for (img, tar) in theirs.iter().zip(&tars) {
+        ok(Command::new(mkfs_194())
+            .args(["--quiet", "--tar=i", "--aufs"])
+            .arg(img)
+            .arg(tar));
+    }
+    let devs: Vec<Option<PathBuf>> = tars.iter().cloned().map(Some).collect();
+    let want = overlay_of_indexes(&theirs, &devs);
+    for (path, present) in [
+        (&b"ovl/gone"[..], false),
+        (b"ovl/dir/back", true),
+        (b"ovl/opq/y", false),
+        (b"ovl/op3/new", true),
+        (b"ovl/keep", true),
+    ] {
+        assert_eq!(
+            want.entries.contains_key(path),
+            present,
+            "{}",
+            String::from_utf8_lossy(path)
+        );
+    }
+    // Their files have no fingerprints and their tars are not at hand: ishare
+    // says so rather than leave fingerprints out.
+    let merged = dir.join("merged-theirs.erofs");
+    let e = fails(ishare(&["mkfs", "--quiet"]).arg(&merged).args(&theirs));
+    assert!(
+        e.contains("not appended") && e.contains("--no-xattr-inode-digest"),
+        "{e}"
+    );
+    ok(ishare(&[
+        "mkfs",
+        "--quiet",
+        "--ovlfs-strip=1",
+        "--no-xattr-inode-digest",
+    ])
+    .arg(&merged)
+    .args(&theirs));
+    let m = ErofsMount::new(&merged, &tars);
+    let got = visible(snapshot(m.path()));
+    drop(m);
+    ishare_testkit::assert_trees_eq(
+        "merged tar indexes",
+        &got,
+        "overlayfs",
+        &want,
+        &CompareOpts::EXACT,
+    );
+    // No fingerprints to check (fsck.erofs --xattr-inode-digest wants some).
+    let mut c = Command::new(fsck_194());
+    for d in &tars {
+        c.arg(format!("--device={}", d.display()));
+    }
+    ok(c.arg(&merged));
+    // The slots are the tars: mkfs.erofs's size for each (blocks of 512 bytes).
+    let b = std::fs::read(&merged).unwrap();
+    assert_eq!(u16::from_le_bytes([b[1024 + 0x56], b[1024 + 0x57]]), 3);
+    let slotoff = 128 * usize::from(u16::from_le_bytes([b[1024 + 0x58], b[1024 + 0x59]]));
+    for (k, t) in theirs.iter().enumerate() {
+        let l = std::fs::read(t).unwrap();
+        let lslot = 128 * usize::from(u16::from_le_bytes([l[1024 + 0x58], l[1024 + 0x59]]));
+        let s = slotoff + k * 128;
+        assert_eq!(
+            b[s + 64..s + 68],
+            l[lslot + 64..lslot + 68],
+            "device {k} blocks"
+        );
+    }
+    // Within 1.01x of mkfs.erofs's merge, which mounts the same way.
+    let eu = dir.join("merged-eu.erofs");
+    ok(Command::new(mkfs_194())
+        .args(["--quiet", "--ovlfs-strip=1"])
+        .arg(&eu)
+        .args(&theirs));
+    assert!(
+        size(&merged) * 100 <= size(&eu) * 101,
+        "{} bytes vs mkfs.erofs's {}",
+        size(&merged),
+        size(&eu)
+    );
+    let m = ErofsMount::new(&eu, &tars);
+    let mut eu_tree = visible(snapshot(m.path()));
+    drop(m);
+    let mut ours = got.clone();
+    // mkfs.erofs 1.9.4 gives the root a fresh inode (see the first test).
+    ours.entries.remove(&b""[..]);
+    eu_tree.entries.remove(&b""[..]);
+    let regular = |t: &Tree, g: &Vec<Vec<u8>>| t.entries[&g[0]].kind == ishare_testkit::Kind::File;
+    let kept: Vec<_> = ours
+        .hardlinks
+        .iter()
+        .filter(|g| regular(&ours, g))
+        .cloned()
+        .collect();
+    ours.hardlinks = kept.into_iter().collect();
+    ishare_testkit::assert_trees_eq(
+        "ishare",
+        &ours,
+        "mkfs.erofs 1.9.4",
+        &eu_tree,
+        &CompareOpts::EXACT,
+    );
+
+    // ishare's tar indexes with the tars appended, as containerd keeps them: the
+    // data is at hand, so fingerprints are computed, and --clean=data copies it.
+    let appended: Vec<PathBuf> = (0..3).map(|k| dir.join(format!("a{k}.erofs"))).collect();
+    for (img, tar) in appended.iter().zip(&tars) {
+        ok(ishare(&["mkfs", "--quiet", "--tar=i", "--aufs"])
+            .arg(img)
+            .arg(tar));
+        let mut f = std::fs::OpenOptions::new().append(true).open(img).unwrap();
+        std::io::copy(&mut File::open(tar).unwrap(), &mut f).unwrap();
+    }
+    let strip_fp = |mut t: Tree| {
+        for e in t.entries.values_mut() {
+            e.xattrs
+                .retain(|(n, _)| !n.ends_with(b"erofs.fingerprint.v1"));
+        }
+        t
+    };
+    let want2 = overlay_of_indexes(&appended, &[None, None, None]);
+    ishare_testkit::assert_trees_eq(
+        "ishare's tar indexes",
+        &strip_fp(want2),
+        "mkfs.erofs's",
+        &strip_fp(want.clone()),
+        &CompareOpts::EXACT,
+    );
+    let merged = dir.join("merged-ours.erofs");
+    ok(ishare(&["mkfs", "--quiet", "--ovlfs-strip=1"])
+        .arg(&merged)
+        .args(&appended));
+    let m = ErofsMount::new(&merged, &tars);
+    let got = visible(snapshot(m.path()));
+    drop(m);
+    ishare_testkit::assert_trees_eq(
+        "merged appended tar indexes",
+        &strip_fp(got),
+        "overlayfs",
+        &strip_fp(want.clone()),
+        &CompareOpts::EXACT,
+    );
+    fsck_ok(&merged, &tars);
+    let out = ok(ishare(&["fsck", "--xattr-inode-digest", "--device"])
+        .arg(&tars[0])
+        .arg("--device")
+        .arg(&tars[1])
+        .arg("--device")
+        .arg(&tars[2])
+        .arg(&merged));
+    assert!(out.contains("0 files without one"), "{out}");
+
+    // A merged image of one tar index is itself a layer with one device.
+    let one = dir.join("one.erofs");
+    ok(ishare(&["mkfs", "--quiet"]).arg(&one).arg(&appended[0]));
+    let merged2 = dir.join("merged-one.erofs");
+    ok(ishare(&["mkfs", "--quiet", "--ovlfs-strip=1"])
+        .arg(&merged2)
+        .arg(&one)
+        .args(&appended[1..]));
+    let m = ErofsMount::new(&merged2, &tars);
+    let got = visible(snapshot(m.path()));
+    drop(m);
+    ishare_testkit::assert_trees_eq(
+        "merged with a merged layer",
+        &strip_fp(got),
+        "overlayfs",
+        &strip_fp(want.clone()),
+        &CompareOpts::EXACT,
+    );
+
+    // --clean=data: the data copied out of the appended tars; the image stands alone.
+    let full = dir.join("full.erofs");
+    ok(
+        ishare(&["mkfs", "--quiet", "--clean=data", "--ovlfs-strip=1"])
+            .arg(&full)
+            .args(&appended),
+    );
+    fsck_ok(&full, &[]);
+    let m = ErofsMount::new(&full, &[]);
+    let got = visible(snapshot(m.path()));
+    drop(m);
+    ishare_testkit::assert_trees_eq(
+        "--clean=data of tar indexes",
+        &strip_fp(got),
+        "overlayfs",
+        &strip_fp(want),
+        &CompareOpts::EXACT,
+    );
+}
+
+/// Tar-index layers that cannot be merged, or are damaged, fail with the layer's
+/// name and what is wrong, never a panic; nothing is left at the image's name.
+#[test]
+fn hostile_tar_index_layers_error_clearly() {
+    let tmp = Work::new();
+    let src = tmp.tmp.path().join("src");
+    write(&src, "a/b", &[1u8; 5000]);
+    write(&src, "c", b"small");
+    let dir = tmp.path();
+    let tar = dir.join("src.tar");
+    ok(Command::new(host_tool("tar"))
+        .args(["--format=pax", "-C"])
+        .arg(&src)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    // Index with the tar apart, and with the tar appended (no superblock checksum,
+    // so that the device table can be changed below).
+    let apart = dir.join("apart.erofs");
+    ok(ishare(&["mkfs", "--quiet", "--tar=i", "-Enosbcrc"])
+        .arg(&apart)
+        .arg(&tar));
+    let joined = dir.join("joined.erofs");
+    let mut b = std::fs::read(&apart).unwrap();
+    b.extend(std::fs::read(&tar).unwrap());
+    std::fs::write(&joined, &b).unwrap();
+    let out = dir.join("out.erofs");
+    let check = |args: &[&str], layers: &[&Path], culprit: &Path, want: &str| {
+        let mut c = ishare(&["mkfs", "--quiet"]);
+        c.args(args).arg(&out);
+        for l in layers {
+            c.arg(l);
+        }
+        let e = fails(&mut c);
+        assert!(
+            e.contains(&format!("layer {}", culprit.display())) && e.contains(want),
+            "{}: {e}",
+            culprit.display()
+        );
+        assert!(!e.contains("panicked"), "{e}");
+        assert!(!out.exists(), "a failed build left {}", out.display());
+    };
+    // The device table says the tar is shorter than the data the index names.
+    let slot = |b: &[u8]| 128 * usize::from(u16::from_le_bytes([b[1024 + 0x58], b[1024 + 0x59]]));
+    let short = dir.join("short.erofs");
+    let mut b = std::fs::read(&joined).unwrap();
+    let s = slot(&b);
+    b[s + 64..s + 68].copy_from_slice(&2u32.to_le_bytes());
+    std::fs::write(&short, &b).unwrap();
+    check(&[], &[&joined, &short], &short, "inside");
+    // ... or puts it past the end of the 32-bit address space.
+    let far = dir.join("far.erofs");
+    let mut b = std::fs::read(&apart).unwrap();
+    let s = slot(&b);
+    b[s + 64..s + 68].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&far, &b).unwrap();
+    check(&["--no-xattr-inode-digest"], &[&apart, &far], &far, "");
+    // The appended tar cut short.
+    let cut = dir.join("cut.erofs");
+    let b = std::fs::read(&joined).unwrap();
+    std::fs::write(&cut, &b[..b.len() - 4096]).unwrap();
+    check(&[], &[&joined, &cut], &cut, "cut short");
+    // The tar kept apart: its data cannot be copied.
+    check(
+        &["--clean=data"],
+        &[&joined, &apart],
+        &apart,
+        "not appended",
+    );
+    // A tar index among layers holding their own data (mkfs.erofs refuses too).
+    let plain = dir.join("plain.erofs");
+    ok(ishare(&["mkfs", "--quiet", "-b512", "-Enoinline_data"])
+        .arg(&plain)
+        .arg(&src));
+    check(&[], &[&joined, &plain], &plain, "extra device");
+    // A merged image of two layers has two devices.
+    let two = dir.join("two.erofs");
+    ok(ishare(&["mkfs", "--quiet"])
+        .arg(&two)
+        .arg(&joined)
+        .arg(&joined));
+    check(&[], &[&joined, &two], &two, "2 extra devices");
+    // Flipped bytes over the index's metadata and device table: an error naming the
+    // layer or a good image, never a panic or a hang.
+    let orig = std::fs::read(&joined).unwrap();
+    let meta = std::fs::metadata(&apart).unwrap().len();
+    let mut rng = ishare_testkit::Rng::new(11);
+    let bad = dir.join("bad.erofs");
+    let mut refused = 0;
+    for _ in 0..60 {
+        let mut b = orig.clone();
+        for _ in 0..4 {
+            let at = 1024 + rng.below(meta - 1024) as usize;
+            b[at] ^= 1 << rng.below(8);
+        }
+        std::fs::write(&bad, &b).unwrap();
+        for mode in ["--clean=data", "--clean=rvsp", "--ovlfs-strip"] {
+            let o = timeout_cmd(
+                ishare(&["mkfs", "--quiet", mode])
+                    .arg(&out)
+                    .arg(&joined)
+                    .arg(&bad),
+            );
+            let e = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                !e.contains("panicked") && o.status.code() != Some(101),
+                "{mode}: {e}"
+            );
+            if !o.status.success() {
+                assert!(e.contains("bad.erofs"), "{mode}: {e}");
+                refused += 1;
+            }
+            let _ = std::fs::remove_file(&out);
+        }
+    }
+    assert!(refused > 0, "no damaged layer was refused");
+}

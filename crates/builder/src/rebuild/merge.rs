@@ -367,6 +367,32 @@ fn number(
                     RebuildData::BlobIndex => Some(chunks::map(layer, &m.inode, &path)?),
                     _ => None,
                 };
+                // The data is read to be copied (`data`, and an incremental build's
+                // base with `rvsp`) or for a digest the layer lacks; it must be there.
+                let read = match ro.data {
+                    RebuildData::Full => true,
+                    RebuildData::Reserve => ro.incremental && m.layer == 0,
+                    RebuildData::BlobIndex => opts.fingerprint.is_some() && digest.is_none(),
+                };
+                if read && let Some(why) = layer.unreadable() {
+                    let also = if ro.data == RebuildData::BlobIndex {
+                        "; or build without fingerprints (--no-xattr-inode-digest)"
+                    } else {
+                        ""
+                    };
+                    return Err(bad(
+                        &layer.path,
+                        format!(
+                            "{}: its data is needed ({}) but cannot be read: {why}{also}",
+                            show(&path),
+                            if ro.data == RebuildData::BlobIndex {
+                                "for its fingerprint, which the layer lacks"
+                            } else {
+                                "to copy it"
+                            }
+                        ),
+                    ));
+                }
                 files.insert(
                     t,
                     LayerFile {

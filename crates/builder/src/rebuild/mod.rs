@@ -68,7 +68,7 @@ pub fn build_rebuild(
                 .into(),
         ));
     }
-    let layers = open::open_all(&ro.layers)?;
+    let layers = open::open_all(&ro.layers, ro.data)?;
     let mut opts = opts.clone();
     if ro.incremental && ro.keep_uuid {
         opts.uuid = layers[0].image.superblock().raw.uuid;
