@@ -59,8 +59,9 @@ pub(crate) enum ChunkTarget {
     /// In the chunk blob (`--chunksize`): after the image's other data, or on
     /// extra device 1 (`--blobdev`); the map's entries are in the chunk plan.
     Blob { device: bool },
-    /// In its layer image, extra device `layer + 1`, at the blocks of the tree's
-    /// chunk map (rebuild mode).
+    /// In a layer image (rebuild mode), at the blocks of the tree's chunk map, on
+    /// this device: extra device `layer + 1`, or 0 for the image itself (the base
+    /// of an incremental build in place).
     Layer(u16),
 }
 
@@ -277,7 +278,19 @@ fn shape(
                     blocks_per_chunk: 1 << c.rel,
                     count: c.blocks.len() as u64,
                     unit: size_of::<ChunkIndex>() as u64,
-                    target: ChunkTarget::Layer(f.layer as u16),
+                    target: ChunkTarget::Layer(f.layer as u16 + 1),
+                })
+            }
+            // An incremental build in place: the base image's files keep their
+            // blocks, which are this image's own (a block map, device 0).
+            Some((_, f)) if f.chunks.is_some() => {
+                let c = f.chunks.as_ref().expect("checked");
+                Some(Chunks {
+                    format: c.rel,
+                    blocks_per_chunk: 1 << c.rel,
+                    count: c.blocks.len() as u64,
+                    unit: BLOCK_MAP_ENTRY_SIZE as u64,
+                    target: ChunkTarget::Layer(0),
                 })
             }
             _ => None,

@@ -1,6 +1,7 @@
 //! The image file: a temporary file next to it, metadata writes merged into few
 //! syscalls, and the commit (permissions, the
-//! `--offset`, the rename) that makes a finished build appear under its name.
+//! `--offset`, the rename) that makes a finished build appear under its name; or,
+//! for an incremental build in place, the image itself, opened for writing.
 
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
@@ -80,6 +81,72 @@ pub(crate) fn commit(out: tempfile::NamedTempFile, image: &Path, offset: u64) ->
     out.persist(image)
         .map_err(|e| Error::io(image, "rename the finished image to", e.error))?;
     Ok(())
+}
+
+/// Where a build writes: a temporary file renamed over the image at the end, or the
+/// existing image itself (an incremental build in place, which writes only past the
+/// image's blocks until its superblock, written last).
+pub(crate) enum Output {
+    Temp(tempfile::NamedTempFile),
+    InPlace {
+        file: std::fs::File,
+        path: std::path::PathBuf,
+    },
+}
+
+impl Output {
+    /// The temporary file next to `image` (see [`create_temp`]).
+    pub(crate) fn temp(image: &Path) -> Result<Output> {
+        create_temp(image).map(Output::Temp)
+    }
+
+    /// `image` itself, opened for writing (not truncated).
+    pub(crate) fn in_place(image: &Path) -> Result<Output> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(image)
+            .map_err(|e| Error::io(image, "open for writing", e))?;
+        Ok(Output::InPlace {
+            file,
+            path: image.to_path_buf(),
+        })
+    }
+
+    pub(crate) fn as_file(&self) -> &std::fs::File {
+        match self {
+            Output::Temp(t) => t.as_file(),
+            Output::InPlace { file, .. } => file,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        match self {
+            Output::Temp(t) => t.path(),
+            Output::InPlace { path, .. } => path,
+        }
+    }
+
+    pub(crate) fn is_in_place(&self) -> bool {
+        matches!(self, Output::InPlace { .. })
+    }
+
+    /// Makes everything written so far durable (before an in-place build writes
+    /// the superblock that makes it visible).
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.as_file()
+            .sync_data()
+            .map_err(|e| Error::io(self.path(), "sync", e))
+    }
+
+    /// Finishes the build: the temporary file is renamed over `image` (see
+    /// [`commit`]); the image written in place is synced.
+    pub(crate) fn commit(self, image: &Path, offset: u64) -> Result<()> {
+        match self {
+            Output::Temp(t) => commit(t, image, offset),
+            o @ Output::InPlace { .. } => o.sync(),
+        }
+    }
 }
 
 /// Writes metadata pieces at their offsets, merging adjacent ones into one write.

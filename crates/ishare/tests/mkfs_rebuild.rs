@@ -1067,3 +1067,103 @@ fn hostile_tar_index_layers_error_clearly() {
     }
     assert!(refused > 0, "no damaged layer was refused");
 }
+
+/// `--incremental` writes in place, as mkfs.erofs does: the base image's blocks
+/// are kept byte for byte (all but its superblock), its files keep their data there
+/// (not copied again), and the new metadata and data follow. Until the new
+/// superblock is written the image is the old one: putting the old superblock
+/// back (a crash just before that write) gives the old tree, well-formed.
+#[test]
+fn incremental_in_place_keeps_the_base_blocks() {
+    let tmp = Work::new();
+    let images = layers(&tmp);
+    let want = overlay_of(&images);
+    let base = tmp.path().join("base.erofs");
+    ok(ishare(&[
+        "mkfs",
+        "--quiet",
+        "--clean=data",
+        "--ovlfs-strip",
+        "-Enoinline_data",
+    ])
+    .arg(&base)
+    .arg(&images[0]));
+    let before = std::fs::read(&base).unwrap();
+    let m = ErofsMount::new(&base, &[]);
+    let old_tree = snapshot(m.path());
+    drop(m);
+    ok(
+        ishare(&["mkfs", "--quiet", "--incremental=data", "--ovlfs-strip"])
+            .arg(&base)
+            .args(&images[1..]),
+    );
+    let after = std::fs::read(&base).unwrap();
+    assert!(after.len() > before.len());
+    let sb = 1024..1024 + 128;
+    for (i, (a, b)) in before.iter().zip(&after).enumerate() {
+        assert!(a == b || sb.contains(&i), "byte {i} of the base changed");
+    }
+    // The base's data was not copied again: what was added is far less than the
+    // base's own data (layer 1 holds the most).
+    let added = (after.len() - before.len()) as u64;
+    assert!(
+        added < before.len() as u64 / 2,
+        "{added} bytes added to a {}-byte base",
+        before.len()
+    );
+    fsck_ok(&base, &[]);
+    let m = ErofsMount::new(&base, &[]);
+    let got = visible(snapshot(m.path()));
+    drop(m);
+    ishare_testkit::assert_trees_eq(
+        "incremental in place",
+        &got,
+        "overlayfs",
+        &want,
+        &CompareOpts::EXACT,
+    );
+    // A crash before the superblock: the old image, whole.
+    let crashed = tmp.path().join("crashed.erofs");
+    let mut c = after.clone();
+    c[sb.clone()].copy_from_slice(&before[sb]);
+    std::fs::write(&crashed, &c).unwrap();
+    fsck_ok(&crashed, &[]);
+    let m = ErofsMount::new(&crashed, &[]);
+    let got = snapshot(m.path());
+    drop(m);
+    ishare_testkit::assert_trees_eq(
+        "crashed incremental",
+        &got,
+        "the base",
+        &old_tree,
+        &CompareOpts::EXACT,
+    );
+    // Compressed builds still write afresh (the configs after the superblock
+    // would overwrite the base's metadata): same tree.
+    let zb = tmp.path().join("zbase.erofs");
+    ok(
+        ishare(&["mkfs", "--quiet", "--clean=data", "--ovlfs-strip"])
+            .arg(&zb)
+            .arg(&images[0]),
+    );
+    ok(ishare(&[
+        "mkfs",
+        "--quiet",
+        "--incremental=data",
+        "--ovlfs-strip",
+        "-zlz4",
+    ])
+    .arg(&zb)
+    .args(&images[1..]));
+    fsck_ok(&zb, &[]);
+    let m = ErofsMount::new(&zb, &[]);
+    let got = visible(snapshot(m.path()));
+    drop(m);
+    ishare_testkit::assert_trees_eq(
+        "compressed incremental",
+        &got,
+        "overlayfs",
+        &want,
+        &CompareOpts::EXACT,
+    );
+}
