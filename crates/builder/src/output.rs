@@ -88,10 +88,25 @@ pub(crate) fn commit(out: tempfile::NamedTempFile, image: &Path, offset: u64) ->
 /// image's blocks until its superblock, written last).
 pub(crate) enum Output {
     Temp(tempfile::NamedTempFile),
-    InPlace {
-        file: std::fs::File,
-        path: std::path::PathBuf,
-    },
+    InPlace(InPlace),
+}
+
+/// The image being added to in place. Until [`Output::seal`], dropping it (a failed
+/// build) cuts the file back to its old length, so the image is as it was.
+pub(crate) struct InPlace {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    old_len: u64,
+    sealed: std::cell::Cell<bool>,
+}
+
+impl Drop for InPlace {
+    fn drop(&mut self) {
+        if !self.sealed.get() {
+            // Best effort: the bytes past the old length are unused either way.
+            let _ = self.file.set_len(self.old_len);
+        }
+    }
 }
 
 impl Output {
@@ -107,36 +122,43 @@ impl Output {
             .write(true)
             .open(image)
             .map_err(|e| Error::io(image, "open for writing", e))?;
-        Ok(Output::InPlace {
+        let old_len = file
+            .metadata()
+            .map_err(|e| Error::io(image, "stat", e))?
+            .len();
+        Ok(Output::InPlace(InPlace {
             file,
             path: image.to_path_buf(),
-        })
+            old_len,
+            sealed: std::cell::Cell::new(false),
+        }))
     }
 
     pub(crate) fn as_file(&self) -> &std::fs::File {
         match self {
             Output::Temp(t) => t.as_file(),
-            Output::InPlace { file, .. } => file,
+            Output::InPlace(p) => &p.file,
         }
     }
 
     pub(crate) fn path(&self) -> &Path {
         match self {
             Output::Temp(t) => t.path(),
-            Output::InPlace { path, .. } => path,
+            Output::InPlace(p) => &p.path,
         }
     }
 
-    pub(crate) fn is_in_place(&self) -> bool {
-        matches!(self, Output::InPlace { .. })
-    }
-
-    /// Makes everything written so far durable (before an in-place build writes
-    /// the superblock that makes it visible).
-    pub(crate) fn sync(&self) -> Result<()> {
-        self.as_file()
-            .sync_data()
-            .map_err(|e| Error::io(self.path(), "sync", e))
+    /// In place: makes everything written so far durable, and keeps it whatever
+    /// happens next; called just before the superblock that makes it the image is
+    /// written.
+    pub(crate) fn seal(&self) -> Result<()> {
+        if let Output::InPlace(p) = self {
+            p.file
+                .sync_data()
+                .map_err(|e| Error::io(&p.path, "sync", e))?;
+            p.sealed.set(true);
+        }
+        Ok(())
     }
 
     /// Finishes the build: the temporary file is renamed over `image` (see
@@ -144,7 +166,10 @@ impl Output {
     pub(crate) fn commit(self, image: &Path, offset: u64) -> Result<()> {
         match self {
             Output::Temp(t) => commit(t, image, offset),
-            o @ Output::InPlace { .. } => o.sync(),
+            Output::InPlace(p) => p
+                .file
+                .sync_data()
+                .map_err(|e| Error::io(&p.path, "sync", e)),
         }
     }
 }

@@ -558,9 +558,7 @@ pub(crate) fn finish_at(
     // crash up to here leaves the old superblock, which describes the old image in
     // its untouched blocks (the new bytes after them are ignored), and the
     // superblock itself is one write of a few hundred bytes inside one sector.
-    if out.is_in_place() {
-        out.sync()?;
-    }
+    out.seal()?;
     let mut sb_bytes = sb.as_bytes()[..sb_size as usize].to_vec();
     if opts.sb_checksum {
         // The checksum covers the rest of the superblock's block, metadata included

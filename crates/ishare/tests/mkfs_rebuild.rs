@@ -1138,6 +1138,21 @@ fn incremental_in_place_keeps_the_base_blocks() {
         &old_tree,
         &CompareOpts::EXACT,
     );
+    // A build that fails once writing has begun (a layer whose data is cut off,
+    // found while copying) leaves the image as it was, its length too.
+    let cut = tmp.path().join("cut.erofs");
+    let l = std::fs::read(&images[1]).unwrap();
+    std::fs::write(&cut, &l[..l.len() - 4096]).unwrap();
+    let e = fails(
+        ishare(&["mkfs", "--quiet", "--incremental=data"])
+            .arg(&base)
+            .arg(&cut),
+    );
+    assert!(e.contains("cut.erofs"), "{e}");
+    assert!(
+        std::fs::read(&base).unwrap() == after,
+        "a failed build changed the image"
+    );
     // Compressed builds still write afresh (the configs after the superblock
     // would overwrite the base's metadata): same tree.
     let zb = tmp.path().join("zbase.erofs");
