@@ -237,7 +237,15 @@ fn shape(
     let (size, inline_ok) = match &n.kind {
         Kind::Dir { .. } => (dirs[node].as_ref().map_or(0, |d| d.size), true),
         Kind::Symlink(t) => (t.len() as u64, true),
-        Kind::File => (n.size, opts.inline_data),
+        // A base file kept in place by an incremental build keeps its tail inline.
+        Kind::File => (
+            n.size,
+            opts.inline_data
+                || tree
+                    .layers
+                    .as_ref()
+                    .is_some_and(|l| l.files.get(&node).is_some_and(|f| f.keep.is_some())),
+        ),
         Kind::Special => (0, false),
     };
     let fits_compact = size <= u64::from(u32::MAX)
@@ -490,6 +498,13 @@ pub(crate) fn layout(
             let nblocks = s.full_blocks + u64::from(s.tail > 0);
             (INODE_FLAT_PLAIN, alloc.place(meta_len), 0, nblocks)
         };
+        // An incremental build in place: a base file whose tail stays inline keeps
+        // its whole blocks where they are.
+        let keep = tree
+            .layers
+            .as_ref()
+            .and_then(|l| l.files.get(&node)?.keep)
+            .filter(|_| layout == INODE_FLAT_INLINE && nblocks == s.full_blocks);
         inodes.push(Placed {
             extended: s.extended,
             layout,
@@ -498,7 +513,7 @@ pub(crate) fn layout(
             meta_len,
             tail,
             nblocks,
-            startblk: NULL_STARTBLK,
+            startblk: keep.unwrap_or(NULL_STARTBLK),
             chunks: s.chunks,
             z: None,
             in_box,
@@ -527,6 +542,10 @@ pub(crate) fn layout(
             .nodes
             .get(node)
             .is_some_and(|n| matches!(n.kind, Kind::File));
+        // Blocks already placed (kept where they are in the image).
+        if p.startblk != NULL_STARTBLK {
+            return Ok(());
+        }
         if p.nblocks > 0 && is_file && opts.dsunit > 1 {
             *next = next.next_multiple_of(opts.dsunit);
         }

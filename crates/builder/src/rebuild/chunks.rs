@@ -167,3 +167,22 @@ fn on_own_device(layer: &Layer, device: u16, offset: u64) -> Option<u64> {
         _ => None,
     }
 }
+
+/// A base file of an incremental build in place whose data is whole blocks and an
+/// inline tail (`FlatInline`): the first of its whole blocks, when they lie inside
+/// the image, so that they are kept and only the tail is written anew.
+pub(crate) fn kept_blocks(layer: &Layer, inode: &Inode) -> Option<u32> {
+    let bs = u64::from(layer.image.superblock().block_size());
+    let full = inode.size / bs;
+    if layer.device.is_some()
+        || inode.layout != DataLayout::FlatInline
+        || full == 0
+        || inode.size.is_multiple_of(bs)
+    {
+        return None;
+    }
+    let start = inode.start_block()?;
+    (start.checked_add(full)? <= layer.blocks())
+        .then(|| u32::try_from(start).ok())
+        .flatten()
+}

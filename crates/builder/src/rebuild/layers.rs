@@ -58,6 +58,17 @@ pub(crate) struct LayerFile {
     /// [`RebuildData::BlobIndex`]: the chunk size shift over the block size and
     /// each chunk's first block in the layer (`None` = a hole).
     pub chunks: Option<chunks::ChunkMap>,
+    /// An incremental build in place: the first block of this base file's whole
+    /// blocks, which it keeps (its inline tail is written anew with its inode).
+    pub keep: Option<u32>,
+}
+
+impl LayerFile {
+    /// Whether the placed inode `p` keeps this file's blocks where they are.
+    pub(crate) fn kept(&self, p: &crate::layout::Placed) -> bool {
+        self.keep.is_some_and(|b| b == p.startblk)
+            && p.layout == ishare_erofs::format::INODE_FLAT_INLINE
+    }
 }
 
 impl Layers {

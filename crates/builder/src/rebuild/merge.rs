@@ -406,6 +406,10 @@ fn number(
                         ),
                     ));
                 }
+                let keep = match &chunks {
+                    None if in_place && m.layer == 0 => chunks::kept_blocks(layer, &m.inode),
+                    _ => None,
+                };
                 files.insert(
                     t,
                     LayerFile {
@@ -413,6 +417,7 @@ fn number(
                         inode: m.inode.clone(),
                         digest,
                         chunks,
+                        keep,
                     },
                 );
             }
