@@ -185,4 +185,14 @@ pub(crate) fn kept_blocks(layer: &Layer, inode: &Inode) -> Option<u32> {
     (start.checked_add(full)? <= layer.blocks())
         .then(|| u32::try_from(start).ok())
         .flatten()
+        .filter(|&b| keepable(layer, b))
+}
+
+/// Whether block `blk` of the base image (or a hole) can stay where it is in an
+/// incremental build in place: not the superblock's block or one before it, which
+/// the build rewrites (only a damaged base puts file data there).
+pub(crate) fn keepable(layer: &Layer, blk: u32) -> bool {
+    let bs = u64::from(layer.image.superblock().block_size());
+    let sb_end = ishare_erofs::format::SUPER_OFFSET + 128;
+    blk == HOLE || u64::from(blk) * bs >= sb_end.next_multiple_of(bs)
 }

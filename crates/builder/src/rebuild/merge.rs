@@ -377,7 +377,9 @@ fn number(
                     RebuildData::BlobIndex => Some(chunks::map(layer, &m.inode, &path)?),
                     // What cannot be referred to (an inline tail, compressed data, a
                     // damaged map) is copied, and reading it reports any damage.
-                    _ if in_place && m.layer == 0 => chunks::map(layer, &m.inode, &path).ok(),
+                    _ if in_place && m.layer == 0 => chunks::map(layer, &m.inode, &path)
+                        .ok()
+                        .filter(|c| c.blocks.iter().all(|&b| chunks::keepable(layer, b))),
                     _ => None,
                 };
                 // The data is read to be copied (`data`, and an incremental build's
