@@ -914,6 +914,44 @@ fn tar_index_layers_merge_in_place() {
         &CompareOpts::EXACT,
     );
     fsck_ok(&merged, &tars);
+    // As containerd keeps them, the tars are inside the layer files: loop devices
+    // over their parts serve as the devices of a loop mount (docs/mkfs.md).
+    struct Loop(String);
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+        }
+    }
+    let loops: Vec<Loop> = appended
+        .iter()
+        .map(|img| {
+            let b = std::fs::read(img).unwrap();
+            let s = 128 * usize::from(u16::from_le_bytes([b[1024 + 0x58], b[1024 + 0x59]]));
+            let uniaddr = u32::from_le_bytes(b[s + 68..s + 72].try_into().unwrap());
+            let dev = ok(Command::new("losetup")
+                .args(["-r", "-f", "--show", "-o"])
+                .arg((u64::from(uniaddr) * 512).to_string())
+                .arg(img));
+            Loop(dev.trim().to_owned())
+        })
+        .collect();
+    let at = mount_point("ishare-loopdev-");
+    let devs: Vec<String> = loops.iter().map(|l| format!("device={}", l.0)).collect();
+    ok(Command::new("mount")
+        .args(["-t", "erofs", "-o"])
+        .arg(format!("ro,loop,{}", devs.join(",")))
+        .arg(&merged)
+        .arg(at.path()));
+    let got = visible(snapshot(at.path()));
+    unmount(at.path());
+    drop(loops);
+    ishare_testkit::assert_trees_eq(
+        "merged appended tar indexes, loop devices",
+        &strip_fp(got),
+        "overlayfs",
+        &strip_fp(want.clone()),
+        &CompareOpts::EXACT,
+    );
     let out = ok(ishare(&["fsck", "--xattr-inode-digest", "--device"])
         .arg(&tars[0])
         .arg("--device")
