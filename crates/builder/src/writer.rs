@@ -461,7 +461,10 @@ pub(crate) fn finish_at(
             }
         }
     }
-    w.write(&zcfgs, SUPER_OFFSET + sb_size)?;
+    // In place, the configs there are the base's, the same (`rebuild::in_place_start`).
+    if append.is_none() {
+        w.write(&zcfgs, SUPER_OFFSET + sb_size)?;
+    }
     let device_blocks = match (devt, &tree.archive, &tree.layers) {
         // `--blobdev`: its slot is written once the image's size is known (below).
         (true, _, _) if opts.blob_device.is_some() => None,

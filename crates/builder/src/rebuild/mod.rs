@@ -123,12 +123,24 @@ pub fn build_rebuild(
 /// Returns the block to start at, or `None` when the image is written afresh
 /// instead (temporary file and rename): when the base has extra devices or a
 /// metabox, or the build needs more than the superblock in block 0 (compression
-/// configs, a metadata zone, a metabox, `--offset`).
+/// configs other than the base's, a metadata zone, a metabox, `--offset`).
+/// (mkfs.erofs refuses compression the base lacks; ishare writes afresh then.)
 fn in_place_start(base: &open::Layer, image: &Path, opts: &BuildOptions) -> Option<u64> {
     let sb = base.image.superblock();
+    // The compression configs follow the superblock: those of the base, or none.
+    let cfgs_kept = opts.compression.as_ref().is_none_or(|c| {
+        let want = crate::compress::config::compr_cfgs(c, opts.block_size);
+        let mut have = vec![0u8; want.len()];
+        let at = ishare_erofs::format::SUPER_OFFSET + 128;
+        want.is_empty()
+            || (std::fs::File::open(image)
+                .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut have, at))
+                .is_ok()
+                && have == want)
+    });
     let simple = base.device.is_none()
         && sb.metabox_nid.is_none()
-        && opts.compression.is_none()
+        && cfgs_kept
         && opts.metabox.is_none()
         && opts.metazone == crate::metabox::MetaZone::default()
         && opts.offset == 0
