@@ -112,8 +112,20 @@ fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
         .and_then(|l| l.files.get(&node)?.digest)
         .filter(|_| pass.hash);
     let mut hasher = (pass.hash && known.is_none()).then(Sha256::new);
-    let mut pos = 0u64;
-    if let (None, true, Some(src)) = (&hasher, to_blocks > 0, source.file()) {
+    // An incremental build in place: the whole blocks are in the image already,
+    // only the tail is written (all is read when a digest is to be taken).
+    let kept = pass
+        .tree
+        .layers
+        .as_ref()
+        .and_then(|l| l.files.get(&node))
+        .is_some_and(|f| f.kept(p));
+    let mut pos = if kept && hasher.is_none() {
+        to_blocks
+    } else {
+        0
+    };
+    if let (None, true, Some(src), false) = (&hasher, to_blocks > 0, source.file(), kept) {
         pos =
             copy_range(src, source.base, pass.image, dst_off, to_blocks).map_err(|e| match e {
                 CopyError::Src(e) => read_err(e),
@@ -135,7 +147,7 @@ fn copy_one(pass: &DataPass<'_>, node: usize) -> Result<Option<[u8; 32]>> {
         }
         // Split the chunk at the start of the inline tail.
         let in_blocks = (to_blocks.saturating_sub(pos)).min(got as u64) as usize;
-        if in_blocks > 0 {
+        if in_blocks > 0 && !kept {
             pass.image
                 .write_all_at(&chunk[..in_blocks], dst_off + pos)
                 .map_err(write_err)?;

@@ -59,8 +59,9 @@ pub(crate) enum ChunkTarget {
     /// In the chunk blob (`--chunksize`): after the image's other data, or on
     /// extra device 1 (`--blobdev`); the map's entries are in the chunk plan.
     Blob { device: bool },
-    /// In its layer image, extra device `layer + 1`, at the blocks of the tree's
-    /// chunk map (rebuild mode).
+    /// In a layer image (rebuild mode), at the blocks of the tree's chunk map, on
+    /// this device: extra device `layer + 1`, or 0 for the image itself (the base
+    /// of an incremental build in place).
     Layer(u16),
 }
 
@@ -236,7 +237,15 @@ fn shape(
     let (size, inline_ok) = match &n.kind {
         Kind::Dir { .. } => (dirs[node].as_ref().map_or(0, |d| d.size), true),
         Kind::Symlink(t) => (t.len() as u64, true),
-        Kind::File => (n.size, opts.inline_data),
+        // A base file kept in place by an incremental build keeps its tail inline.
+        Kind::File => (
+            n.size,
+            opts.inline_data
+                || tree
+                    .layers
+                    .as_ref()
+                    .is_some_and(|l| l.files.get(&node).is_some_and(|f| f.keep.is_some())),
+        ),
         Kind::Special => (0, false),
     };
     let fits_compact = size <= u64::from(u32::MAX)
@@ -277,7 +286,19 @@ fn shape(
                     blocks_per_chunk: 1 << c.rel,
                     count: c.blocks.len() as u64,
                     unit: size_of::<ChunkIndex>() as u64,
-                    target: ChunkTarget::Layer(f.layer as u16),
+                    target: ChunkTarget::Layer(f.layer as u16 + 1),
+                })
+            }
+            // An incremental build in place: the base image's files keep their
+            // blocks, which are this image's own (a block map, device 0).
+            Some((_, f)) if f.chunks.is_some() => {
+                let c = f.chunks.as_ref().expect("checked");
+                Some(Chunks {
+                    format: c.rel,
+                    blocks_per_chunk: 1 << c.rel,
+                    count: c.blocks.len() as u64,
+                    unit: BLOCK_MAP_ENTRY_SIZE as u64,
+                    target: ChunkTarget::Layer(0),
                 })
             }
             _ => None,
@@ -477,6 +498,13 @@ pub(crate) fn layout(
             let nblocks = s.full_blocks + u64::from(s.tail > 0);
             (INODE_FLAT_PLAIN, alloc.place(meta_len), 0, nblocks)
         };
+        // An incremental build in place: a base file whose tail stays inline keeps
+        // its whole blocks where they are.
+        let keep = tree
+            .layers
+            .as_ref()
+            .and_then(|l| l.files.get(&node)?.keep)
+            .filter(|_| layout == INODE_FLAT_INLINE && nblocks == s.full_blocks);
         inodes.push(Placed {
             extended: s.extended,
             layout,
@@ -485,7 +513,7 @@ pub(crate) fn layout(
             meta_len,
             tail,
             nblocks,
-            startblk: NULL_STARTBLK,
+            startblk: keep.unwrap_or(NULL_STARTBLK),
             chunks: s.chunks,
             z: None,
             in_box,
@@ -514,6 +542,10 @@ pub(crate) fn layout(
             .nodes
             .get(node)
             .is_some_and(|n| matches!(n.kind, Kind::File));
+        // Blocks already placed (kept where they are in the image).
+        if p.startblk != NULL_STARTBLK {
+            return Ok(());
+        }
         if p.nblocks > 0 && is_file && opts.dsunit > 1 {
             *next = next.next_multiple_of(opts.dsunit);
         }

@@ -1,6 +1,7 @@
 //! The image file: a temporary file next to it, metadata writes merged into few
 //! syscalls, and the commit (permissions, the
-//! `--offset`, the rename) that makes a finished build appear under its name.
+//! `--offset`, the rename) that makes a finished build appear under its name; or,
+//! for an incremental build in place, the image itself, opened for writing.
 
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
@@ -80,6 +81,97 @@ pub(crate) fn commit(out: tempfile::NamedTempFile, image: &Path, offset: u64) ->
     out.persist(image)
         .map_err(|e| Error::io(image, "rename the finished image to", e.error))?;
     Ok(())
+}
+
+/// Where a build writes: a temporary file renamed over the image at the end, or the
+/// existing image itself (an incremental build in place, which writes only past the
+/// image's blocks until its superblock, written last).
+pub(crate) enum Output {
+    Temp(tempfile::NamedTempFile),
+    InPlace(InPlace),
+}
+
+/// The image being added to in place. Until [`Output::seal`], dropping it (a failed
+/// build) cuts the file back to its old length, so the image is as it was.
+pub(crate) struct InPlace {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    old_len: u64,
+    sealed: std::cell::Cell<bool>,
+}
+
+impl Drop for InPlace {
+    fn drop(&mut self) {
+        if !self.sealed.get() {
+            // Best effort: the bytes past the old length are unused either way.
+            let _ = self.file.set_len(self.old_len);
+        }
+    }
+}
+
+impl Output {
+    /// The temporary file next to `image` (see [`create_temp`]).
+    pub(crate) fn temp(image: &Path) -> Result<Output> {
+        create_temp(image).map(Output::Temp)
+    }
+
+    /// `image` itself, opened for writing (not truncated).
+    pub(crate) fn in_place(image: &Path) -> Result<Output> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(image)
+            .map_err(|e| Error::io(image, "open for writing", e))?;
+        let old_len = file
+            .metadata()
+            .map_err(|e| Error::io(image, "stat", e))?
+            .len();
+        Ok(Output::InPlace(InPlace {
+            file,
+            path: image.to_path_buf(),
+            old_len,
+            sealed: std::cell::Cell::new(false),
+        }))
+    }
+
+    pub(crate) fn as_file(&self) -> &std::fs::File {
+        match self {
+            Output::Temp(t) => t.as_file(),
+            Output::InPlace(p) => &p.file,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        match self {
+            Output::Temp(t) => t.path(),
+            Output::InPlace(p) => &p.path,
+        }
+    }
+
+    /// In place: makes everything written so far durable, and keeps it whatever
+    /// happens next; called just before the superblock that makes it the image is
+    /// written.
+    pub(crate) fn seal(&self) -> Result<()> {
+        if let Output::InPlace(p) = self {
+            p.file
+                .sync_data()
+                .map_err(|e| Error::io(&p.path, "sync", e))?;
+            p.sealed.set(true);
+        }
+        Ok(())
+    }
+
+    /// Finishes the build: the temporary file is renamed over `image` (see
+    /// [`commit`]); the image written in place is synced.
+    pub(crate) fn commit(self, image: &Path, offset: u64) -> Result<()> {
+        match self {
+            Output::Temp(t) => commit(t, image, offset),
+            Output::InPlace(p) => p
+                .file
+                .sync_data()
+                .map_err(|e| Error::io(&p.path, "sync", e)),
+        }
+    }
 }
 
 /// Writes metadata pieces at their offsets, merging adjacent ones into one write.

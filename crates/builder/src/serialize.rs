@@ -187,7 +187,7 @@ pub(crate) fn inode_bytes(
                 // Checked against the layer by `rebuild::chunks`.
                 ChunkTarget::Layer(l) => match layer_chunks.map(|c| c[k as usize]) {
                     Some(u32::MAX) | None => (0, u32::MAX),
-                    Some(b) => (l + 1, b),
+                    Some(b) => (l, b),
                 },
             };
             if c.format & CHUNK_FORMAT_INDEXES != 0 {

@@ -21,7 +21,7 @@ use crate::input::oci::OciSource;
 use crate::input::tar::TarInput;
 use crate::layout::{Layout, Placement, Prescan, layout};
 use crate::options::{BuildOptions, TarData};
-use crate::output::{MetaWriter, commit, create_temp};
+use crate::output::{MetaWriter, Output, commit, create_temp};
 use crate::serialize::{DEVT_SLOT, Encoding, Packing, device_slot, inode_record, superblock};
 use crate::tree::{Kind, Node, Tree};
 use crate::wide::InodeFormat;
@@ -153,7 +153,22 @@ pub(crate) fn in_pool<T: Send>(
 }
 
 /// Plans, writes and commits the image of a scanned tree.
-pub(crate) fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildReport> {
+pub(crate) fn finish(tree: Tree, image: &Path, opts: &BuildOptions) -> Result<BuildReport> {
+    finish_at(tree, image, opts, None)
+}
+
+/// Like [`finish`]; with `append = Some(n)`, the image is written in place after its
+/// first `n` blocks, which are left as they are (an incremental build in place):
+/// shared xattrs, prefixes, metadata and data all go from block `n` on, and the
+/// superblock, written last, makes them the image. The caller has checked that
+/// nothing else is needed in block 0 (no device table, no compression configs,
+/// no metabox, no metadata zone, no `--offset`).
+pub(crate) fn finish_at(
+    mut tree: Tree,
+    image: &Path,
+    opts: &BuildOptions,
+    append: Option<u64>,
+) -> Result<BuildReport> {
     let bits = opts.blkszbits()?;
     let bs = u64::from(opts.block_size);
     let prefixes = Prefixes::new(opts)?;
@@ -195,7 +210,10 @@ pub(crate) fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Resul
         _ => u64::from(opts.tar_data == TarData::Index || opts.blob_device.is_some()),
     };
     let devt = devt_slots > 0;
-    let shared_start = if devt {
+    let shared_start = if let Some(n) = append {
+        n.checked_mul(bs)
+            .ok_or_else(|| Error::TooLarge("the image to add to".into()))?
+    } else if devt {
         devt_off + devt_slots * DEVT_SLOT
     } else {
         SUPER_OFFSET + sb_size + zcfgs.len() as u64
@@ -219,9 +237,17 @@ pub(crate) fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Resul
         &prefix_table[..]
     };
     let meta_start = prefix_off + plain_prefixes.len() as u64;
+    if !plain_prefixes.is_empty() && prefix_off / 4 > u64::from(u32::MAX) {
+        return Err(Error::TooLarge(
+            "the long xattr prefix table lies past 16 GiB, beyond the superblock's reach".into(),
+        ));
+    }
     let real_nodes = tree.nodes.len();
 
-    let out = create_temp(image)?;
+    let out = match append {
+        Some(_) => Output::in_place(image)?,
+        None => Output::temp(image)?,
+    };
     let file = out.as_file();
     let dir = out.path().parent().unwrap_or(Path::new("."));
     let (mut zfiles, spill, mut packed) = match &opts.compression {
@@ -435,7 +461,10 @@ pub(crate) fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Resul
             }
         }
     }
-    w.write(&zcfgs, SUPER_OFFSET + sb_size)?;
+    // In place, the configs there are the base's, the same (`rebuild::in_place_start`).
+    if append.is_none() {
+        w.write(&zcfgs, SUPER_OFFSET + sb_size)?;
+    }
     let device_blocks = match (devt, &tree.archive, &tree.layers) {
         // `--blobdev`: its slot is written once the image's size is known (below).
         (true, _, _) if opts.blob_device.is_some() => None,
@@ -527,11 +556,17 @@ pub(crate) fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Resul
         sb.extra_devices = U16::new(devt_slots as u16);
         sb.devt_slotoff = U16::new((devt_off / DEVT_SLOT) as u16);
     }
-    w.write(&sb.as_bytes()[..sb_size as usize], SUPER_OFFSET)?;
     w.flush()?;
+    // In place, everything the superblock will point at is made durable first: a
+    // crash up to here leaves the old superblock, which describes the old image in
+    // its untouched blocks (the new bytes after them are ignored), and the
+    // superblock itself is one write of a few hundred bytes inside one sector.
+    out.seal()?;
+    let mut sb_bytes = sb.as_bytes()[..sb_size as usize].to_vec();
     if opts.sb_checksum {
-        // The checksum covers the rest of the superblock's block, metadata included,
-        // so it is computed from the finished bytes.
+        // The checksum covers the rest of the superblock's block, metadata included
+        // (in place, the old image's bytes there), so it is computed from the
+        // finished bytes with the new superblock laid over them.
         let end = if bs > SUPER_OFFSET {
             bs
         } else {
@@ -540,14 +575,16 @@ pub(crate) fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Resul
         let mut first = vec![0u8; end as usize];
         file.read_exact_at(&mut first, 0)
             .map_err(|e| Error::io(out.path(), "read back", e))?;
+        first[SUPER_OFFSET as usize..][..sb_bytes.len()].copy_from_slice(&sb_bytes);
         let crc = ishare_erofs::superblock_checksum(&first, bits).expect("block 0 was read");
-        w.write(&crc.to_le_bytes(), SUPER_OFFSET + 4)?;
-        w.flush()?;
+        sb_bytes[4..8].copy_from_slice(&crc.to_le_bytes());
     }
+    file.write_all_at(&sb_bytes, SUPER_OFFSET)
+        .map_err(|e| Error::io(out.path(), "write", e))?;
     if let Some(to) = &opts.block_map {
         crate::blockmap::write(&tree, &lay, bs, to)?;
     }
-    commit(out, image, opts.offset)?;
+    out.commit(image, opts.offset)?;
     if let (Some(b), Some(path)) = (blob, &opts.blob_device) {
         commit(b, path, 0)?;
     }

@@ -707,3 +707,605 @@ fn incremental_adds_layers() {
     );
     assert!(e.contains("incremental"), "{e}");
 }
+
+/// What overlayfs shows for tar-index layer images stacked (lowest first), each
+/// mounted with its tar as its device (none when the tar is appended to it).
+fn overlay_of_indexes(images: &[PathBuf], tars: &[Option<PathBuf>]) -> Tree {
+    let mounts: Vec<ErofsMount> = images
+        .iter()
+        .zip(tars)
+        .map(|(i, t)| ErofsMount::new(i, t.as_slice()))
+        .collect();
+    let lowers: Vec<&Path> = mounts.iter().rev().map(|m| m.path()).collect();
+    let o = Overlay::new(&lowers);
+    visible(snapshot(o.0.path()))
+}
+
+/// The tars of the three layers of [`layers`] (their xattrs kept), lowest first.
+fn layer_tars(w: &Work) -> Vec<PathBuf> {
+    let _ = layers(w);
+    let dir = w.tmp.path();
+    let mut out = Vec::new();
+    for l in ["l1", "l2", "l3"] {
+        let tar = w.path().join(format!("{l}.tar"));
+        // Layer 2 is an AUFS tar (whiteouts as .wh. files), as layers() made it.
+        let mut c = Command::new(host_tool("tar"));
+        c.args(["--format=pax", "--numeric-owner", "--xattrs"])
+            .arg("--xattrs-include=*")
+            .arg("-C")
+            .arg(dir.join(l))
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".");
+        // GNU tar skips the block tree's socket (exit status 0, a warning).
+        ok(&mut c);
+        out.push(tar);
+    }
+    out
+}
+
+/// Tar-index layers (`--tar=i`), made by mkfs.erofs 1.9.4 with the tar kept apart
+/// and by ishare with the tar appended (as containerd stores them), merged by
+/// ishare: the merged image refers to the tars themselves (the layers' own devices,
+/// flattened as mkfs.erofs does) and, mounted with `device=` for each tar, shows
+/// exactly the overlay of the layers; fsck.erofs accepts it; it is at most 1.01x
+/// mkfs.erofs's merge of the same layers; `--clean=data` copies the data out of
+/// appended tars.
+#[test]
+fn tar_index_layers_merge_in_place() {
+    let tmp = Work::new();
+    let tars = layer_tars(&tmp);
+    let dir = tmp.path();
+
+    // mkfs.erofs 1.9.4's tar indexes, tars apart.
+    let theirs: Vec<PathBuf> = (0..3).map(|k| dir.join(format!("t{k}.erofs"))).collect();
+    for (img, tar) in theirs.iter().zip(&tars) {
+        ok(Command::new(mkfs_194())
+            .args(["--quiet", "--tar=i", "--aufs"])
+            .arg(img)
+            .arg(tar));
+    }
+    let devs: Vec<Option<PathBuf>> = tars.iter().cloned().map(Some).collect();
+    let want = overlay_of_indexes(&theirs, &devs);
+    for (path, present) in [
+        (&b"ovl/gone"[..], false),
+        (b"ovl/dir/back", true),
+        (b"ovl/opq/y", false),
+        (b"ovl/op3/new", true),
+        (b"ovl/keep", true),
+    ] {
+        assert_eq!(
+            want.entries.contains_key(path),
+            present,
+            "{}",
+            String::from_utf8_lossy(path)
+        );
+    }
+    // Their files have no fingerprints and their tars are not at hand: ishare
+    // says so rather than leave fingerprints out.
+    let merged = dir.join("merged-theirs.erofs");
+    let e = fails(ishare(&["mkfs", "--quiet"]).arg(&merged).args(&theirs));
+    assert!(
+        e.contains("not appended") && e.contains("--no-xattr-inode-digest"),
+        "{e}"
+    );
+    ok(ishare(&[
+        "mkfs",
+        "--quiet",
+        "--ovlfs-strip=1",
+        "--no-xattr-inode-digest",
+    ])
+    .arg(&merged)
+    .args(&theirs));
+    let m = ErofsMount::new(&merged, &tars);
+    let got = visible(snapshot(m.path()));
+    drop(m);
+    ishare_testkit::assert_trees_eq(
+        "merged tar indexes",
+        &got,
+        "overlayfs",
+        &want,
+        &CompareOpts::EXACT,
+    );
+    // No fingerprints to check (fsck.erofs --xattr-inode-digest wants some).
+    let mut c = Command::new(fsck_194());
+    for d in &tars {
+        c.arg(format!("--device={}", d.display()));
+    }
+    ok(c.arg(&merged));
+    // The slots are the tars: mkfs.erofs's size for each (blocks of 512 bytes).
+    let b = std::fs::read(&merged).unwrap();
+    assert_eq!(u16::from_le_bytes([b[1024 + 0x56], b[1024 + 0x57]]), 3);
+    let slotoff = 128 * usize::from(u16::from_le_bytes([b[1024 + 0x58], b[1024 + 0x59]]));
+    for (k, t) in theirs.iter().enumerate() {
+        let l = std::fs::read(t).unwrap();
+        let lslot = 128 * usize::from(u16::from_le_bytes([l[1024 + 0x58], l[1024 + 0x59]]));
+        let s = slotoff + k * 128;
+        assert_eq!(
+            b[s + 64..s + 68],
+            l[lslot + 64..lslot + 68],
+            "device {k} blocks"
+        );
+    }
+    // Within 1.01x of mkfs.erofs's merge, which mounts the same way.
+    let eu = dir.join("merged-eu.erofs");
+    ok(Command::new(mkfs_194())
+        .args(["--quiet", "--ovlfs-strip=1"])
+        .arg(&eu)
+        .args(&theirs));
+    eprintln!(
+        "merged tar indexes: ishare {} bytes, mkfs.erofs 1.9.4 {} bytes",
+        size(&merged),
+        size(&eu)
+    );
+    assert!(
+        size(&merged) * 100 <= size(&eu) * 101,
+        "{} bytes vs mkfs.erofs's {}",
+        size(&merged),
+        size(&eu)
+    );
+    let m = ErofsMount::new(&eu, &tars);
+    let mut eu_tree = visible(snapshot(m.path()));
+    drop(m);
+    let mut ours = got.clone();
+    // mkfs.erofs 1.9.4 gives the root a fresh inode (see the first test).
+    ours.entries.remove(&b""[..]);
+    eu_tree.entries.remove(&b""[..]);
+    let regular = |t: &Tree, g: &Vec<Vec<u8>>| t.entries[&g[0]].kind == ishare_testkit::Kind::File;
+    let kept: Vec<_> = ours
+        .hardlinks
+        .iter()
+        .filter(|g| regular(&ours, g))
+        .cloned()
+        .collect();
+    ours.hardlinks = kept.into_iter().collect();
+    ishare_testkit::assert_trees_eq(
+        "ishare",
+        &ours,
+        "mkfs.erofs 1.9.4",
+        &eu_tree,
+        &CompareOpts::EXACT,
+    );
+
+    // --clean=rvsp needs no data, so tars kept apart will do (as with mkfs.erofs).
+    let rvsp = dir.join("rvsp.erofs");
+    ok(ishare(&["mkfs", "--quiet", "--clean=rvsp"])
+        .arg(&rvsp)
+        .args(&theirs));
+    ok(Command::new(fsck_194()).arg(&rvsp));
+
+    // ishare's tar indexes with the tars appended, as containerd keeps them: the
+    // data is at hand, so fingerprints are computed, and --clean=data copies it.
+    let appended: Vec<PathBuf> = (0..3).map(|k| dir.join(format!("a{k}.erofs"))).collect();
+    for (img, tar) in appended.iter().zip(&tars) {
+        ok(ishare(&["mkfs", "--quiet", "--tar=i", "--aufs"])
+            .arg(img)
+            .arg(tar));
+        let mut f = std::fs::OpenOptions::new().append(true).open(img).unwrap();
+        std::io::copy(&mut File::open(tar).unwrap(), &mut f).unwrap();
+    }
+    let strip_fp = |mut t: Tree| {
+        for e in t.entries.values_mut() {
+            e.xattrs
+                .retain(|(n, _)| !n.ends_with(b"erofs.fingerprint.v1"));
+        }
+        t
+    };
+    let want2 = overlay_of_indexes(&appended, &[None, None, None]);
+    ishare_testkit::assert_trees_eq(
+        "ishare's tar indexes",
+        &strip_fp(want2),
+        "mkfs.erofs's",
+        &strip_fp(want.clone()),
+        &CompareOpts::EXACT,
+    );
+    let merged = dir.join("merged-ours.erofs");
+    ok(ishare(&["mkfs", "--quiet", "--ovlfs-strip=1"])
+        .arg(&merged)
+        .args(&appended));
+    let m = ErofsMount::new(&merged, &tars);
+    let got = visible(snapshot(m.path()));
+    drop(m);
+    ishare_testkit::assert_trees_eq(
+        "merged appended tar indexes",
+        &strip_fp(got),
+        "overlayfs",
+        &strip_fp(want.clone()),
+        &CompareOpts::EXACT,
+    );
+    fsck_ok(&merged, &tars);
+    // As containerd keeps them, the tars are inside the layer files: loop devices
+    // over their parts serve as the devices of a loop mount (docs/mkfs.md).
+    struct Loop(String);
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+        }
+    }
+    let loops: Vec<Loop> = appended
+        .iter()
+        .map(|img| {
+            let b = std::fs::read(img).unwrap();
+            let s = 128 * usize::from(u16::from_le_bytes([b[1024 + 0x58], b[1024 + 0x59]]));
+            let uniaddr = u32::from_le_bytes(b[s + 68..s + 72].try_into().unwrap());
+            let dev = ok(Command::new("losetup")
+                .args(["-r", "-f", "--show", "-o"])
+                .arg((u64::from(uniaddr) * 512).to_string())
+                .arg(img));
+            Loop(dev.trim().to_owned())
+        })
+        .collect();
+    let at = mount_point("ishare-loopdev-");
+    let devs: Vec<String> = loops.iter().map(|l| format!("device={}", l.0)).collect();
+    ok(Command::new("mount")
+        .args(["-t", "erofs", "-o"])
+        .arg(format!("ro,loop,{}", devs.join(",")))
+        .arg(&merged)
+        .arg(at.path()));
+    let got = visible(snapshot(at.path()));
+    unmount(at.path());
+    drop(loops);
+    ishare_testkit::assert_trees_eq(
+        "merged appended tar indexes, loop devices",
+        &strip_fp(got),
+        "overlayfs",
+        &strip_fp(want.clone()),
+        &CompareOpts::EXACT,
+    );
+    let out = ok(ishare(&["fsck", "--xattr-inode-digest", "--device"])
+        .arg(&tars[0])
+        .arg("--device")
+        .arg(&tars[1])
+        .arg("--device")
+        .arg(&tars[2])
+        .arg(&merged));
+    assert!(out.contains("0 files without one"), "{out}");
+
+    // A merged image of one tar index is itself a layer with one device.
+    let one = dir.join("one.erofs");
+    ok(ishare(&["mkfs", "--quiet"]).arg(&one).arg(&appended[0]));
+    let merged2 = dir.join("merged-one.erofs");
+    ok(ishare(&["mkfs", "--quiet", "--ovlfs-strip=1"])
+        .arg(&merged2)
+        .arg(&one)
+        .args(&appended[1..]));
+    let m = ErofsMount::new(&merged2, &tars);
+    let got = visible(snapshot(m.path()));
+    drop(m);
+    ishare_testkit::assert_trees_eq(
+        "merged with a merged layer",
+        &strip_fp(got),
+        "overlayfs",
+        &strip_fp(want.clone()),
+        &CompareOpts::EXACT,
+    );
+
+    // --clean=data: the data copied out of the appended tars; the image stands alone.
+    let full = dir.join("full.erofs");
+    ok(
+        ishare(&["mkfs", "--quiet", "--clean=data", "--ovlfs-strip=1"])
+            .arg(&full)
+            .args(&appended),
+    );
+    fsck_ok(&full, &[]);
+    let m = ErofsMount::new(&full, &[]);
+    let got = visible(snapshot(m.path()));
+    drop(m);
+    ishare_testkit::assert_trees_eq(
+        "--clean=data of tar indexes",
+        &strip_fp(got),
+        "overlayfs",
+        &strip_fp(want),
+        &CompareOpts::EXACT,
+    );
+}
+
+/// Tar-index layers that cannot be merged, or are damaged, fail with the layer's
+/// name and what is wrong, never a panic; nothing is left at the image's name.
+#[test]
+fn hostile_tar_index_layers_error_clearly() {
+    let tmp = Work::new();
+    let src = tmp.tmp.path().join("src");
+    write(&src, "a/b", &[1u8; 5000]);
+    write(&src, "c", b"small");
+    let dir = tmp.path();
+    let tar = dir.join("src.tar");
+    ok(Command::new(host_tool("tar"))
+        .args(["--format=pax", "-C"])
+        .arg(&src)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    // Index with the tar apart, and with the tar appended (no superblock checksum,
+    // so that the device table can be changed below).
+    let apart = dir.join("apart.erofs");
+    ok(ishare(&["mkfs", "--quiet", "--tar=i", "-Enosbcrc"])
+        .arg(&apart)
+        .arg(&tar));
+    let joined = dir.join("joined.erofs");
+    let mut b = std::fs::read(&apart).unwrap();
+    b.extend(std::fs::read(&tar).unwrap());
+    std::fs::write(&joined, &b).unwrap();
+    let out = dir.join("out.erofs");
+    let check = |args: &[&str], layers: &[&Path], culprit: &Path, want: &str| {
+        let mut c = ishare(&["mkfs", "--quiet"]);
+        c.args(args).arg(&out);
+        for l in layers {
+            c.arg(l);
+        }
+        let e = fails(&mut c);
+        assert!(
+            e.contains(&format!("layer {}", culprit.display())) && e.contains(want),
+            "{}: {e}",
+            culprit.display()
+        );
+        assert!(!e.contains("panicked"), "{e}");
+        assert!(!out.exists(), "a failed build left {}", out.display());
+    };
+    // The device table says the tar is shorter than the data the index names.
+    let slot = |b: &[u8]| 128 * usize::from(u16::from_le_bytes([b[1024 + 0x58], b[1024 + 0x59]]));
+    let short = dir.join("short.erofs");
+    let mut b = std::fs::read(&joined).unwrap();
+    let s = slot(&b);
+    b[s + 64..s + 68].copy_from_slice(&2u32.to_le_bytes());
+    std::fs::write(&short, &b).unwrap();
+    check(&[], &[&joined, &short], &short, "inside");
+    // ... or puts it past the end of the 32-bit address space.
+    let far = dir.join("far.erofs");
+    let mut b = std::fs::read(&apart).unwrap();
+    let s = slot(&b);
+    b[s + 64..s + 68].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&far, &b).unwrap();
+    check(&["--no-xattr-inode-digest"], &[&apart, &far], &far, "");
+    // The appended tar cut short.
+    let cut = dir.join("cut.erofs");
+    let b = std::fs::read(&joined).unwrap();
+    std::fs::write(&cut, &b[..b.len() - 4096]).unwrap();
+    check(&[], &[&joined, &cut], &cut, "cut short");
+    // The tar kept apart: its data cannot be copied.
+    check(
+        &["--clean=data"],
+        &[&joined, &apart],
+        &apart,
+        "not appended",
+    );
+    // A tar index among layers holding their own data (mkfs.erofs refuses too).
+    let plain = dir.join("plain.erofs");
+    ok(ishare(&["mkfs", "--quiet", "-b512", "-Enoinline_data"])
+        .arg(&plain)
+        .arg(&src));
+    check(&[], &[&joined, &plain], &plain, "extra device");
+    // A merged image of two layers has two devices.
+    let two = dir.join("two.erofs");
+    ok(ishare(&["mkfs", "--quiet"])
+        .arg(&two)
+        .arg(&joined)
+        .arg(&joined));
+    check(&[], &[&joined, &two], &two, "2 extra devices");
+    // Flipped bytes over the index's metadata and device table: an error naming the
+    // layer or a good image, never a panic or a hang.
+    let orig = std::fs::read(&joined).unwrap();
+    let meta = std::fs::metadata(&apart).unwrap().len();
+    let mut rng = ishare_testkit::Rng::new(11);
+    let bad = dir.join("bad.erofs");
+    let mut refused = 0;
+    for _ in 0..60 {
+        let mut b = orig.clone();
+        for _ in 0..4 {
+            let at = 1024 + rng.below(meta - 1024) as usize;
+            b[at] ^= 1 << rng.below(8);
+        }
+        std::fs::write(&bad, &b).unwrap();
+        for mode in ["--clean=data", "--clean=rvsp", "--ovlfs-strip"] {
+            let o = timeout_cmd(
+                ishare(&["mkfs", "--quiet", mode])
+                    .arg(&out)
+                    .arg(&joined)
+                    .arg(&bad),
+            );
+            let e = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                !e.contains("panicked") && o.status.code() != Some(101),
+                "{mode}: {e}"
+            );
+            if !o.status.success() {
+                assert!(e.contains("bad.erofs"), "{mode}: {e}");
+                refused += 1;
+            }
+            let _ = std::fs::remove_file(&out);
+        }
+    }
+    assert!(refused > 0, "no damaged layer was refused");
+}
+
+/// `--incremental` writes in place, as mkfs.erofs does: the base image's blocks
+/// are kept byte for byte (all but its superblock), its files keep their data there
+/// (not copied again), and the new metadata and data follow. Until the new
+/// superblock is written the image is the old one: putting the old superblock
+/// back (a crash just before that write) gives the old tree, well-formed.
+#[test]
+fn incremental_in_place_keeps_the_base_blocks() {
+    let tmp = Work::new();
+    let images = layers(&tmp);
+    let want = overlay_of(&images);
+    // Base files of whole blocks become block maps of them; files with an inline
+    // tail keep their whole blocks, the tail written anew with the inode.
+    for inline in [true, false] {
+        let base = tmp.path().join(format!("base-{inline}.erofs"));
+        let mut c = ishare(&["mkfs", "--quiet", "--clean=data", "--ovlfs-strip"]);
+        if !inline {
+            c.arg("-Enoinline_data");
+        }
+        ok(c.arg(&base).arg(&images[0]));
+        let before = std::fs::read(&base).unwrap();
+        ok(
+            ishare(&["mkfs", "--quiet", "--incremental=data", "--ovlfs-strip"])
+                .arg(&base)
+                .args(&images[1..]),
+        );
+        let after = std::fs::read(&base).unwrap();
+        assert!(after.len() > before.len());
+        for (i, (a, b)) in before.iter().zip(&after).enumerate() {
+            assert!(
+                a == b || (1024..1024 + 128).contains(&i),
+                "byte {i} of the base changed (inline {inline})"
+            );
+        }
+        // The base's data was not copied again: what was added is far less than
+        // the base's own data (layer 1 holds the most).
+        let added = (after.len() - before.len()) as u64;
+        eprintln!(
+            "incremental in place (inline {inline}): base {} bytes, {added} added",
+            before.len()
+        );
+        assert!(
+            added < before.len() as u64 / 2,
+            "{added} bytes added to a {}-byte base (inline {inline})",
+            before.len()
+        );
+        fsck_ok(&base, &[]);
+        let m = ErofsMount::new(&base, &[]);
+        let got = visible(snapshot(m.path()));
+        drop(m);
+        ishare_testkit::assert_trees_eq(
+            "incremental in place",
+            &got,
+            "overlayfs",
+            &want,
+            &CompareOpts::EXACT,
+        );
+    }
+    let base = tmp.path().join("base.erofs");
+    ok(ishare(&[
+        "mkfs",
+        "--quiet",
+        "--clean=data",
+        "--ovlfs-strip",
+        "-Enoinline_data",
+    ])
+    .arg(&base)
+    .arg(&images[0]));
+    let before = std::fs::read(&base).unwrap();
+    let m = ErofsMount::new(&base, &[]);
+    let old_tree = snapshot(m.path());
+    drop(m);
+    ok(
+        ishare(&["mkfs", "--quiet", "--incremental=data", "--ovlfs-strip"])
+            .arg(&base)
+            .args(&images[1..]),
+    );
+    let after = std::fs::read(&base).unwrap();
+    let sb = 1024..1024 + 128;
+    // mkfs.erofs 1.9.4 can add to the result in turn (its format is plain EROFS).
+    // Without fingerprints of ishare's own: 1.9.4's --incremental fails (EINVAL
+    // when placing the root) on ishare images whose fingerprints ishare computed,
+    // written in place or not; not looked into here.
+    let theirs = tmp.path().join("theirs-incr.erofs");
+    ok(ishare(&[
+        "mkfs",
+        "--quiet",
+        "--clean=data",
+        "--ovlfs-strip",
+        "-Enoinline_data",
+        "--no-xattr-inode-digest",
+    ])
+    .arg(&theirs)
+    .arg(&images[0]));
+    ok(ishare(&[
+        "mkfs",
+        "--quiet",
+        "--incremental=data",
+        "--ovlfs-strip",
+        "--no-xattr-inode-digest",
+    ])
+    .arg(&theirs)
+    .args(&images[1..]));
+    let extra = tmp.tmp.path().join("extra");
+    write(&extra, "ovl/added", b"added by mkfs.erofs");
+    let extra_img = tmp.path().join("extra.erofs");
+    ok(Command::new(mkfs_194())
+        .args(["--quiet", "-Enoinline_data"])
+        .arg(&extra_img)
+        .arg(&extra));
+    ok(Command::new(mkfs_194())
+        .args(["--quiet", "--incremental=data"])
+        .arg(&theirs)
+        .arg(&extra_img));
+    ok(Command::new(fsck_194()).arg(&theirs));
+    let m = ErofsMount::new(&theirs, &[]);
+    assert_eq!(
+        std::fs::read(m.path().join("ovl/added")).unwrap(),
+        b"added by mkfs.erofs"
+    );
+    assert_eq!(
+        std::fs::read(m.path().join("ovl/keep")).unwrap(),
+        vec![7u8; 10000]
+    );
+    drop(m);
+    // A crash before the superblock: the old image, whole.
+    let crashed = tmp.path().join("crashed.erofs");
+    let mut c = after.clone();
+    c[sb.clone()].copy_from_slice(&before[sb]);
+    std::fs::write(&crashed, &c).unwrap();
+    fsck_ok(&crashed, &[]);
+    let m = ErofsMount::new(&crashed, &[]);
+    let got = snapshot(m.path());
+    drop(m);
+    ishare_testkit::assert_trees_eq(
+        "crashed incremental",
+        &got,
+        "the base",
+        &old_tree,
+        &CompareOpts::EXACT,
+    );
+    // A build that fails once writing has begun (a layer whose data is cut off,
+    // found while copying) leaves the image as it was, its length too.
+    let cut = tmp.path().join("cut.erofs");
+    let l = std::fs::read(&images[1]).unwrap();
+    std::fs::write(&cut, &l[..l.len() - 4096]).unwrap();
+    let e = fails(
+        ishare(&["mkfs", "--quiet", "--incremental=data"])
+            .arg(&base)
+            .arg(&cut),
+    );
+    assert!(e.contains("cut.erofs"), "{e}");
+    assert!(
+        std::fs::read(&base).unwrap() == after,
+        "a failed build changed the image"
+    );
+    // Compression that needs no configs after the superblock (LZ4 in one-block
+    // pclusters) is added in place; with configs the base lacks (LZMA), the image
+    // is written afresh: the same tree either way.
+    for (z, in_place) in [("-zlz4", true), ("-zlzma", false)] {
+        let zb = tmp.path().join(format!("zbase{z}.erofs"));
+        ok(
+            ishare(&["mkfs", "--quiet", "--clean=data", "--ovlfs-strip"])
+                .arg(&zb)
+                .arg(&images[0]),
+        );
+        let before = std::fs::read(&zb).unwrap();
+        ok(
+            ishare(&["mkfs", "--quiet", "--incremental=data", "--ovlfs-strip", z])
+                .arg(&zb)
+                .args(&images[1..]),
+        );
+        let after = std::fs::read(&zb).unwrap();
+        let kept = before
+            .iter()
+            .zip(&after)
+            .enumerate()
+            .all(|(i, (a, b))| a == b || (1024..1024 + 128).contains(&i));
+        assert_eq!(kept, in_place, "{z}: base blocks kept");
+        fsck_ok(&zb, &[]);
+        let m = ErofsMount::new(&zb, &[]);
+        let got = visible(snapshot(m.path()));
+        drop(m);
+        ishare_testkit::assert_trees_eq(
+            &format!("{z} incremental"),
+            &got,
+            "overlayfs",
+            &want,
+            &CompareOpts::EXACT,
+        );
+    }
+}

@@ -7,6 +7,10 @@
 //! checked against the layer, since the kernel would otherwise read past a device:
 //! extents must be block-aligned, contiguous over each chunk and inside the layer.
 //!
+//! A layer with an extra device of its own (a tar index's tar) is referred to
+//! through that device: its files' chunks must all be there, and keep their block
+//! numbers on it, as mkfs.erofs flattens them.
+//!
 //! [`RebuildData::BlobIndex`]: super::RebuildData::BlobIndex
 
 use ishare_erofs::format::CHUNK_FORMAT_BLKBITS_MASK;
@@ -70,7 +74,7 @@ pub(crate) fn map(layer: &Layer, inode: &Inode, path: &[u8]) -> Result<ChunkMap>
     let chunk = bs << rel;
     let count = size.div_ceil(chunk);
     // One index per chunk: a hostile size could ask for billions.
-    let limit = layer_blocks(layer).max(1);
+    let limit = layer.blocks().max(1);
     if count > limit {
         return Err(bad(
             &layer.path,
@@ -80,45 +84,65 @@ pub(crate) fn map(layer: &Layer, inode: &Inode, path: &[u8]) -> Result<ChunkMap>
             ),
         ));
     }
-    let mut blocks = Vec::with_capacity(count as usize);
+    // A device's size is the layer's word (a tar kept apart is not seen): grow the
+    // map as the chunks prove to be there rather than trusting the count.
+    let mut blocks = Vec::with_capacity(count.min(1 << 16) as usize);
     for k in 0..count {
         let pos = k * chunk;
         let want = chunk.min(size - pos);
         let ext = img
             .map(inode, pos)
             .map_err(|e| bad(&layer.path, format!("{}: {e}", name())))?;
-        match ext.kind {
-            ExtentKind::Hole => blocks.push(HOLE),
-            ExtentKind::Mapped { device: 0, offset } => {
-                let covered = ext.logical + ext.len - pos;
-                let end = offset.checked_add(want.next_multiple_of(bs));
-                if !offset.is_multiple_of(bs)
-                    || ext.logical != pos
-                    || covered < want
-                    || end.is_none_or(|e| e > layer_blocks(layer) * bs)
-                {
-                    return Err(bad(
-                        &layer.path,
-                        format!(
-                            "{}: its data at byte {offset} is not block-aligned, contiguous \
-                             and inside the layer",
-                            name()
-                        ),
-                    ));
-                }
-                let blk = u32::try_from(offset / bs).map_err(|_| {
-                    Error::TooLarge(format!("block {} of {}", offset / bs, layer.path.display()))
-                })?;
-                blocks.push(blk);
+        let (device, offset) = match ext.kind {
+            ExtentKind::Hole => {
+                blocks.push(HOLE);
+                continue;
             }
+            ExtentKind::Mapped { device, offset } => (device, offset),
             ExtentKind::Inline { .. } => return Err(inline_msg()),
             _ => {
                 return Err(bad(
                     &layer.path,
-                    format!("{}: its data is not on the layer's own device", name()),
+                    format!("{}: its data is not stored plainly", name()),
                 ));
             }
+        };
+        let offset = on_own_device(layer, device, offset).ok_or_else(|| {
+            bad(
+                &layer.path,
+                format!(
+                    "{}: its data is in the layer image, not on the layer's extra device \
+                     (its tar or blob) that the merged image refers to; use --clean=data",
+                    name()
+                ),
+            )
+        })?;
+        let covered = ext.logical + ext.len - pos;
+        let end = offset.checked_add(want.next_multiple_of(bs));
+        if !offset.is_multiple_of(bs)
+            || ext.logical != pos
+            || covered < want
+            || end.is_none_or(|e| e > layer.blocks() * bs)
+        {
+            return Err(bad(
+                &layer.path,
+                format!(
+                    "{}: its data at byte {offset} of {} is not block-aligned, contiguous \
+                     and inside it ({} blocks)",
+                    name(),
+                    if layer.device.is_some() {
+                        "the layer's extra device"
+                    } else {
+                        "the layer"
+                    },
+                    layer.blocks()
+                ),
+            ));
         }
+        let blk = u32::try_from(offset / bs).map_err(|_| {
+            Error::TooLarge(format!("block {} of {}", offset / bs, layer.path.display()))
+        })?;
+        blocks.push(blk);
     }
     Ok(ChunkMap {
         rel: rel as u16,
@@ -126,9 +150,49 @@ pub(crate) fn map(layer: &Layer, inode: &Inode, path: &[u8]) -> Result<ChunkMap>
     })
 }
 
-/// Blocks of the layer's own device: its superblock's count, or the file's length
-/// if that is shorter (a truncated layer).
-pub(crate) fn layer_blocks(layer: &Layer) -> u64 {
-    let sb = layer.image.superblock();
-    sb.blocks.min(layer.image.size() >> sb.blkszbits)
+/// Byte `offset` of device `device` of the layer as an offset on the device the
+/// merged image refers to for it: the layer image (device 0) when it has no extra
+/// device; else its extra device, addressed directly (device 1) or through the
+/// layer's unified address space. `None` when the data is elsewhere.
+fn on_own_device(layer: &Layer, device: u16, offset: u64) -> Option<u64> {
+    let bs = u64::from(layer.image.superblock().block_size());
+    match (&layer.device, device) {
+        (None, 0) => Some(offset),
+        (Some(_), 1) => Some(offset),
+        (Some(d), 0) => {
+            let start = d.uniaddr.checked_mul(bs)?;
+            let local = offset.checked_sub(start)?;
+            (d.uniaddr != 0 && local < d.blocks.checked_mul(bs)?).then_some(local)
+        }
+        _ => None,
+    }
+}
+
+/// A base file of an incremental build in place whose data is whole blocks and an
+/// inline tail (`FlatInline`): the first of its whole blocks, when they lie inside
+/// the image, so that they are kept and only the tail is written anew.
+pub(crate) fn kept_blocks(layer: &Layer, inode: &Inode) -> Option<u32> {
+    let bs = u64::from(layer.image.superblock().block_size());
+    let full = inode.size / bs;
+    if layer.device.is_some()
+        || inode.layout != DataLayout::FlatInline
+        || full == 0
+        || inode.size.is_multiple_of(bs)
+    {
+        return None;
+    }
+    let start = inode.start_block()?;
+    (start.checked_add(full)? <= layer.blocks())
+        .then(|| u32::try_from(start).ok())
+        .flatten()
+        .filter(|&b| keepable(layer, b))
+}
+
+/// Whether block `blk` of the base image (or a hole) can stay where it is in an
+/// incremental build in place: not the superblock's block or one before it, which
+/// the build rewrites (only a damaged base puts file data there).
+pub(crate) fn keepable(layer: &Layer, blk: u32) -> bool {
+    let bs = u64::from(layer.image.superblock().block_size());
+    let sb_end = ishare_erofs::format::SUPER_OFFSET + 128;
+    blk == HOLE || u64::from(blk) * bs >= sb_end.next_multiple_of(bs)
 }

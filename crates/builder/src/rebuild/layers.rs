@@ -58,6 +58,17 @@ pub(crate) struct LayerFile {
     /// [`RebuildData::BlobIndex`]: the chunk size shift over the block size and
     /// each chunk's first block in the layer (`None` = a hole).
     pub chunks: Option<chunks::ChunkMap>,
+    /// An incremental build in place: the first block of this base file's whole
+    /// blocks, which it keeps (its inline tail is written anew with its inode).
+    pub keep: Option<u32>,
+}
+
+impl LayerFile {
+    /// Whether the placed inode `p` keeps this file's blocks where they are.
+    pub(crate) fn kept(&self, p: &crate::layout::Placed) -> bool {
+        self.keep.is_some_and(|b| b == p.startblk)
+            && p.layout == ishare_erofs::format::INODE_FLAT_INLINE
+    }
 }
 
 impl Layers {
@@ -81,9 +92,11 @@ impl Layers {
 }
 
 /// The device table of a merged image: one slot per layer, in the order given
-/// (device `i + 1` is layer `i`), tagged with the layer's UUID in hex as mkfs.erofs
-/// does, its blocks following the image's own (`primary_blocks`) and each other's
-/// in the unified address space.
+/// (device `i + 1` is layer `i`), its blocks following the image's own
+/// (`primary_blocks`) and each other's in the unified address space. A slot is the
+/// layer image, tagged with its UUID in hex; or, for a layer that keeps its data on
+/// an extra device of its own (a tar index), that device, with its size and its tag
+/// (the layer's UUID in hex when it has none), as mkfs.erofs flattens them.
 pub(crate) fn device_slots(
     layers: &Layers,
     primary_blocks: u64,
@@ -92,23 +105,32 @@ pub(crate) fn device_slots(
     let mut uniaddr = primary_blocks;
     let mut out = Vec::with_capacity(layers.images.len());
     for l in &layers.images {
-        let blocks = chunks::layer_blocks(l);
+        let blocks = l.blocks();
         if uniaddr + blocks > u64::from(u32::MAX) {
-            return Err(crate::error::Error::TooLarge(format!(
-                "the image and its layers take {} blocks; a device table holds 2^32 - 1",
-                uniaddr + blocks
-            )));
+            return Err(open::bad(
+                &l.path,
+                format!(
+                    "with its {blocks} blocks the image and its layers take {} blocks; \
+                     a device table addresses 2^32 - 1",
+                    uniaddr + blocks
+                ),
+            ));
         }
         let mut tag = [0u8; 64];
-        let hex: String = l
-            .image
-            .superblock()
-            .raw
-            .uuid
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        tag[..32].copy_from_slice(hex.as_bytes());
+        match &l.device {
+            Some(d) if !d.tag.is_empty() => tag[..d.tag.len()].copy_from_slice(&d.tag),
+            _ => {
+                let hex: String = l
+                    .image
+                    .superblock()
+                    .raw
+                    .uuid
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                tag[..32].copy_from_slice(hex.as_bytes());
+            }
+        }
         out.push(ishare_erofs::format::DeviceSlot {
             tag,
             blocks_lo: U32::new(blocks as u32),

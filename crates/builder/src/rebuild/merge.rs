@@ -202,7 +202,16 @@ fn show(path: &[u8]) -> String {
 }
 
 /// Merges `layers` (lowest first) into a tree.
-pub(crate) fn merge(layers: Vec<Layer>, ro: &RebuildOptions, opts: &BuildOptions) -> Result<Tree> {
+///
+/// `in_place`: an incremental build writing after the base image's blocks, whose
+/// files then keep their data where it is when it can be referred to (whole blocks
+/// of the image, uncompressed); the others are copied.
+pub(crate) fn merge(
+    layers: Vec<Layer>,
+    ro: &RebuildOptions,
+    opts: &BuildOptions,
+    in_place: bool,
+) -> Result<Tree> {
     let mut m = Merger {
         layers: &layers,
         nodes: Vec::new(),
@@ -222,7 +231,7 @@ pub(crate) fn merge(layers: Vec<Layer>, ro: &RebuildOptions, opts: &BuildOptions
         }
         m.layer(layer, root)?;
     }
-    number(m.nodes, layers, ro, opts)
+    number(m.nodes, layers, ro, opts, in_place)
 }
 
 /// Numbers the merged nodes breadth-first (entries in name order, so the image does
@@ -233,6 +242,7 @@ fn number(
     layers: Vec<Layer>,
     ro: &RebuildOptions,
     opts: &BuildOptions,
+    in_place: bool,
 ) -> Result<Tree> {
     let mut nodes: Vec<Node> = Vec::with_capacity(mnodes.len());
     let mut index: Vec<Option<usize>> = vec![None; mnodes.len()];
@@ -365,6 +375,41 @@ fn number(
                 }
                 let chunks = match ro.data {
                     RebuildData::BlobIndex => Some(chunks::map(layer, &m.inode, &path)?),
+                    // What cannot be referred to (an inline tail, compressed data, a
+                    // damaged map) is copied, and reading it reports any damage.
+                    _ if in_place && m.layer == 0 => chunks::map(layer, &m.inode, &path)
+                        .ok()
+                        .filter(|c| c.blocks.iter().all(|&b| chunks::keepable(layer, b))),
+                    _ => None,
+                };
+                // The data is read to be copied (`data`, and an incremental build's
+                // base with `rvsp`) or for a digest the layer lacks; it must be there.
+                let read = match ro.data {
+                    RebuildData::Full => true,
+                    RebuildData::Reserve => ro.incremental && m.layer == 0,
+                    RebuildData::BlobIndex => opts.fingerprint.is_some() && digest.is_none(),
+                };
+                if read && let Some(why) = layer.unreadable() {
+                    let also = if ro.data == RebuildData::BlobIndex {
+                        "; or build without fingerprints (--no-xattr-inode-digest)"
+                    } else {
+                        ""
+                    };
+                    return Err(bad(
+                        &layer.path,
+                        format!(
+                            "{}: its data is needed ({}) but cannot be read: {why}{also}",
+                            show(&path),
+                            if ro.data == RebuildData::BlobIndex {
+                                "for its fingerprint, which the layer lacks"
+                            } else {
+                                "to copy it"
+                            }
+                        ),
+                    ));
+                }
+                let keep = match &chunks {
+                    None if in_place && m.layer == 0 => chunks::kept_blocks(layer, &m.inode),
                     _ => None,
                 };
                 files.insert(
@@ -374,6 +419,7 @@ fn number(
                         inode: m.inode.clone(),
                         digest,
                         chunks,
+                        keep,
                     },
                 );
             }

@@ -40,9 +40,10 @@ pub struct RebuildOptions {
     /// result (they are resolved against the layers below either way); without it
     /// they stay, so the image can itself be a layer of an overlay.
     pub ovlfs_strip: bool,
-    /// `--incremental`: the first layer is the image being added to, which is
-    /// replaced by the result. Its files are always copied (with `Reserve` too:
-    /// their data is there already), and its UUID is kept unless `keep_uuid` is
+    /// `--incremental`: the first layer is the image being added to, which becomes
+    /// the result: written in place after its blocks when it can be (its files
+    /// keep their data there), else afresh over it (see `in_place_start`). Its
+    /// files' data is kept (with `Reserve` too), and its UUID unless `keep_uuid` is
     /// false. [`RebuildData::BlobIndex`] cannot be combined with it.
     pub incremental: bool,
     /// With `incremental`: the result takes the base image's UUID.
@@ -68,7 +69,7 @@ pub fn build_rebuild(
                 .into(),
         ));
     }
-    let layers = open::open_all(&ro.layers)?;
+    let layers = open::open_all(&ro.layers, ro.data)?;
     let mut opts = opts.clone();
     if ro.incremental && ro.keep_uuid {
         opts.uuid = layers[0].image.superblock().raw.uuid;
@@ -100,8 +101,52 @@ pub fn build_rebuild(
             }
         }
     }
+    let append = if ro.incremental {
+        in_place_start(&layers[0], image, &opts)
+    } else {
+        None
+    };
     crate::writer::in_pool(&opts, || {
-        let tree = merge::merge(layers, ro, &opts)?;
-        crate::writer::finish(tree, image, &opts)
+        let tree = merge::merge(layers, ro, &opts, append.is_some())?;
+        crate::writer::finish_at(tree, image, &opts, append)
     })
+}
+
+/// `--incremental`, as mkfs.erofs does it: the new metadata and data are written
+/// after the base image's blocks, which stay as they are (its files keep their
+/// data there), and the new superblock, written last, points at them. Unlike
+/// mkfs.erofs, which rewrites the root inode and the `..` entries of kept
+/// directories inside the old blocks, every inode is written anew after them, so
+/// the old blocks are never written to: a crash before the superblock leaves the
+/// old image (with unused bytes after it), and the superblock is one small write.
+///
+/// Returns the block to start at, or `None` when the image is written afresh
+/// instead (temporary file and rename): when the base has extra devices or a
+/// metabox, or the build needs more than the superblock in block 0 (compression
+/// configs other than the base's, a metadata zone, a metabox, `--offset`).
+/// (mkfs.erofs refuses compression the base lacks; ishare writes afresh then.)
+fn in_place_start(base: &open::Layer, image: &Path, opts: &BuildOptions) -> Option<u64> {
+    let sb = base.image.superblock();
+    // The compression configs follow the superblock: those of the base, or none.
+    let cfgs_kept = opts.compression.as_ref().is_none_or(|c| {
+        let want = crate::compress::config::compr_cfgs(c, opts.block_size);
+        let mut have = vec![0u8; want.len()];
+        let at = ishare_erofs::format::SUPER_OFFSET + 128;
+        want.is_empty()
+            || (std::fs::File::open(image)
+                .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut have, at))
+                .is_ok()
+                && have == want)
+    });
+    let simple = base.device.is_none()
+        && sb.metabox_nid.is_none()
+        && cfgs_kept
+        && opts.metabox.is_none()
+        && opts.metazone == crate::metabox::MetaZone::default()
+        && opts.offset == 0
+        && opts.block_map.is_none()
+        && base.path == image;
+    // The file as it is now: its blocks, rounded up, are kept.
+    let len = std::fs::metadata(image).ok()?.len();
+    simple.then(|| len.div_ceil(u64::from(sb.block_size())))
 }

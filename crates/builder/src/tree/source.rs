@@ -44,14 +44,16 @@ impl<'a> Source<'a> {
         let n = &tree.nodes[node];
         if let Some(l) = tree.layers.as_ref().and_then(|l| l.file(node)) {
             let (img, inode, _) = l;
-            let bs = u64::from(img.superblock().block_size());
-            let contiguous = inode.layout == ishare_erofs::DataLayout::FlatPlain
-                || inode.size.is_multiple_of(bs);
-            let direct = match inode.start_block() {
-                Some(blk) if contiguous => img
-                    .device_file(0, blk.saturating_mul(bs), inode.size)
-                    .ok()
-                    .flatten(),
+            // One extent over the whole file, on the layer image or on its extra
+            // device appended to it (a tar index's tar): read from the file.
+            let direct = match img.map(inode, 0) {
+                Ok(ishare_erofs::Extent {
+                    logical: 0,
+                    len,
+                    kind: ishare_erofs::ExtentKind::Mapped { device, offset },
+                }) if inode.size > 0 && len >= inode.size => {
+                    img.device_file(device, offset, inode.size).ok().flatten()
+                }
                 _ => None,
             };
             return Ok(Self {

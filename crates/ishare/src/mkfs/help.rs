@@ -36,7 +36,8 @@ pub fn usage(program: &str, flavor: Flavor) -> String {
 Build an EROFS image FILE from a directory or a tar archive SOURCE
 (with --tar and no SOURCE, the tar is read from standard input), or from
 EROFS images SOURCE(s) (rebuild mode: their overlay, later ones on top; the
-data stays in them, which become FILE's devices, unless --clean=data).
+data stays in them, which become FILE's devices (for tar indexes, their tars),
+unless --clean=data).
 
  -V, --version          print the version and exit
  -h, --help             print this help and exit
@@ -72,8 +73,8 @@ data stays in them, which become FILE's devices, unless --clean=data).
  --clean=X              rebuild mode, X = data (copy the data into FILE) or
                         rvsp (reserve room for it); by default it stays in the
                         SOURCE images
- --incremental=X        rebuild mode: add the SOURCE images to FILE, X = data
-                        or rvsp as with --clean
+ --incremental=X        rebuild mode: add the SOURCE images to FILE, in place
+                        after its blocks; X = data or rvsp as with --clean
  --compress-hints=X     per-file compression settings from file X
  --dsunit=#             align the start of each file's data to # blocks
  --exclude-path=X       leave out the file X (an exact path)

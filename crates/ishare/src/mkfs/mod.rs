@@ -208,11 +208,9 @@ fn rebuild_options(a: &Args) -> Result<ishare_builder::RebuildOptions> {
             )
         }
     };
-    // `--incremental`: the image is the lowest layer of its own rebuild. Unlike
-    // mkfs.erofs, which appends new metadata and data after the image's blocks
-    // and rewrites its root in place, the result is written afresh (temporary file
-    // and rename, as every build): the same tree, and the image is never left
-    // half-updated.
+    // `--incremental`: the image is the lowest layer of its own rebuild, written
+    // in place after its blocks as mkfs.erofs does (or afresh where that cannot
+    // be; see ishare_builder's rebuild mode).
     let mut layers = a.sources.clone();
     if a.incremental {
         if !a.image.is_file() {
