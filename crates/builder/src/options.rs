@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::compress::config::Compression;
+use crate::compress::config::{Codec, Compression};
 use crate::error::{Error, Result};
 
 /// Default name of the page-cache-share fingerprint xattr, as erofs-utils 1.9.2+.
@@ -221,6 +221,11 @@ impl Default for BuildOptions {
 }
 
 impl BuildOptions {
+    /// The 48-bit layout (`-E 48bit`, implied by `-E dot-omitted`).
+    pub(crate) fn wide_layout(&self) -> bool {
+        self.format_48bit || self.dot_omitted
+    }
+
     /// Whether the entry at `rel` (relative to the source root, no leading `/`) is
     /// left out by `--exclude-path` or `--exclude-regex`.
     pub(crate) fn excluded(&self, rel: &[u8]) -> bool {
@@ -298,12 +303,18 @@ impl BuildOptions {
             ));
         }
         if let Some(c) = &self.compression {
-            // Compressed files in the 48-bit layout use byte-aligned extents, which
-            // this builder does not write.
-            if self.format_48bit || self.dot_omitted {
-                return Err(Error::InvalidOption(
-                    "-E 48bit (also implied by dot-omitted) with compression (-z) is not supported by ishare yet".into(),
-                ));
+            // With zstd and libdeflate, mkfs.erofs compresses files in the 48-bit
+            // layout into byte-aligned pclusters, which this builder does not write.
+            if self.wide_layout()
+                && let Some(a) = c
+                    .algorithms
+                    .iter()
+                    .find(|a| matches!(a.algorithm, Codec::Zstd | Codec::Libdeflate))
+            {
+                return Err(Error::InvalidOption(format!(
+                    "-E 48bit (also implied by dot-omitted) with -z {} is not supported by ishare yet",
+                    a.algorithm.name()
+                )));
             }
             c.validate(self.block_size)?;
         }

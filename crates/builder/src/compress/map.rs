@@ -4,18 +4,23 @@
 
 use super::extent::{At, ZFile};
 use super::index::{Ext, Map, MapSpec, encode};
+use super::records::RecordSpec;
 use crate::options::BuildOptions;
 
 /// The map of compressed file `z` whose data starts at block `startblk`, for a map
 /// at byte `map_pos` (only its value modulo 32 matters); `start_of(node)` gives the
-/// first data block of another file whose pclusters `z` reuses.
+/// first data block of another file whose pclusters `z` reuses; `far`: data may
+/// lie past 4 GiB (48-bit layout, see `records`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn zmap(
     z: &ZFile,
+    size: u64,
     use_inline: bool,
     startblk: u32,
     start_of: &dyn Fn(usize) -> u32,
     opts: &BuildOptions,
     map_pos: u64,
+    far: bool,
 ) -> Map {
     use ishare_erofs::format::{
         FULL_INDEX_PAD, INODE_COMPRESSED_FULL, LCLUSTER_TYPE_HEAD1, LCLUSTER_TYPE_PLAIN,
@@ -42,26 +47,30 @@ pub(crate) fn zmap(
             LCLUSTER_TYPE_PLAIN
         }
     };
+    let bs = u64::from(opts.block_size);
     let mut blk = startblk;
     let mut exts: Vec<Ext> = used
         .iter()
         .map(|e| {
-            let blkaddr = match e.at {
+            let (blkaddr, shared) = match e.at {
                 At::Own { .. } => {
                     let b = blk;
                     blk = blk.wrapping_add(e.blocks);
-                    b
+                    (b, false)
                 }
-                At::Shared { node, blk } => start_of(node).wrapping_add(blk),
+                At::Shared { node, blk } => (start_of(node).wrapping_add(blk), true),
             };
             Ext {
                 len: u64::from(e.len),
                 typ: typ(e.compressed),
                 blkaddr,
                 blocks: e.blocks,
+                pstart: u64::from(blkaddr) * bs,
+                plen: (u64::from(e.blocks) * bs) as u32,
                 inline: false,
                 fragment: false,
                 partial: e.partial,
+                shared,
             }
         })
         .collect();
@@ -73,9 +82,12 @@ pub(crate) fn zmap(
             typ: typ(t.compressed),
             blkaddr: blk,
             blocks: 1,
+            pstart: u64::from(blk) * bs,
+            plen: t.data.len() as u32,
             inline: true,
             fragment: false,
             partial: false,
+            shared: false,
         });
     }
     if let Some(f) = &z.frag {
@@ -86,9 +98,12 @@ pub(crate) fn zmap(
             typ: LCLUSTER_TYPE_HEAD1,
             blkaddr: (f.offset >> 32) as u32,
             blocks: 0,
+            pstart: u64::from(blk) * bs,
+            plen: 0,
             inline: false,
             fragment: true,
             partial: false,
+            shared: false,
         });
     }
     encode(
@@ -103,6 +118,11 @@ pub(crate) fn zmap(
             interlaced: c.interlaced(),
             fragmentoff: z.frag.map(|f| f.offset),
             force_full: z.dedupe,
+            records: opts.wide_layout().then_some(RecordSpec {
+                size,
+                far,
+                unaligned: false,
+            }),
         },
         map_pos,
     )

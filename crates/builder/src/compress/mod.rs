@@ -18,6 +18,7 @@ pub(crate) mod index;
 pub(crate) mod map;
 mod pass;
 mod pool;
+pub(crate) mod records;
 mod schedule;
 mod segment;
 pub(crate) mod spill;
