@@ -473,7 +473,7 @@ pub(crate) fn layout(
                 off,
                 meta_len,
                 tail: if use_inline { inline } else { 0 },
-                nblocks: z.blocks(use_inline),
+                nblocks: z.blocks(use_inline, bs),
                 startblk: NULL_STARTBLK,
                 chunks: None,
                 z: Some(ZPlaced {

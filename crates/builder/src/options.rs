@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::compress::config::{Codec, Compression};
+use crate::compress::config::Compression;
 use crate::error::{Error, Result};
 
 /// Default name of the page-cache-share fingerprint xattr, as erofs-utils 1.9.2+.
@@ -303,16 +303,14 @@ impl BuildOptions {
             ));
         }
         if let Some(c) = &self.compression {
-            // With zstd and libdeflate, mkfs.erofs compresses files in the 48-bit
-            // layout into byte-aligned pclusters, which this builder does not write.
+            // With zstd and libdeflate, files in the 48-bit layout get byte-aligned
+            // pclusters; dedupe here indexes whole blocks.
             if self.wide_layout()
-                && let Some(a) = c
-                    .algorithms
-                    .iter()
-                    .find(|a| matches!(a.algorithm, Codec::Zstd | Codec::Libdeflate))
+                && c.dedupe
+                && let Some(a) = c.algorithms.iter().find(|a| a.algorithm.encodes_whole())
             {
                 return Err(Error::InvalidOption(format!(
-                    "-E 48bit (also implied by dot-omitted) with -z {} is not supported by ishare yet",
+                    "-E dedupe with -E 48bit (also implied by dot-omitted) and -z {} is not supported by ishare yet",
                     a.algorithm.name()
                 )));
             }

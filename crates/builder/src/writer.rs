@@ -229,7 +229,7 @@ pub(crate) fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Resul
             let spill = Spill::new(dir)?;
             let mut z = compress_files(&tree, cfg, opts, &spill, prefixes.fingerprint.is_some())?;
             let in_packed = if frags { &prefix_table[..] } else { &[][..] };
-            let packed = merge(&tree, &mut z, cfg, &spill, in_packed, dir, bs)?;
+            let packed = merge(&tree, &mut z, cfg, &spill, in_packed, dir)?;
             (z, Some(spill), packed)
         }
         None => (vec![None; tree.nodes.len()], None, None),

@@ -48,25 +48,26 @@ pub(crate) fn zmap(
         }
     };
     let bs = u64::from(opts.block_size);
-    let mut blk = startblk;
+    // The file's own pclusters follow each other from its first data block.
+    let mut own = u64::from(startblk) * bs;
     let mut exts: Vec<Ext> = used
         .iter()
         .map(|e| {
-            let (blkaddr, shared) = match e.at {
+            let (pstart, shared) = match e.at {
                 At::Own { .. } => {
-                    let b = blk;
-                    blk = blk.wrapping_add(e.blocks);
-                    (b, false)
+                    let p = own;
+                    own += u64::from(e.plen);
+                    (p, false)
                 }
-                At::Shared { node, blk } => (start_of(node).wrapping_add(blk), true),
+                At::Shared { node, pos } => (u64::from(start_of(node)) * bs + pos, true),
             };
             Ext {
                 len: u64::from(e.len),
                 typ: typ(e.compressed),
-                blkaddr,
+                blkaddr: (pstart / bs) as u32,
                 blocks: e.blocks,
-                pstart: u64::from(blkaddr) * bs,
-                plen: (u64::from(e.blocks) * bs) as u32,
+                pstart,
+                plen: e.plen,
                 inline: false,
                 fragment: false,
                 partial: e.partial,
@@ -80,9 +81,9 @@ pub(crate) fn zmap(
         exts.push(Ext {
             len: u64::from(t.len),
             typ: typ(t.compressed),
-            blkaddr: blk,
+            blkaddr: (own / bs) as u32,
             blocks: 1,
-            pstart: u64::from(blk) * bs,
+            pstart: own,
             plen: t.data.len() as u32,
             inline: true,
             fragment: false,
@@ -98,7 +99,7 @@ pub(crate) fn zmap(
             typ: LCLUSTER_TYPE_HEAD1,
             blkaddr: (f.offset >> 32) as u32,
             blocks: 0,
-            pstart: u64::from(blk) * bs,
+            pstart: own,
             plen: 0,
             inline: false,
             fragment: true,
@@ -115,13 +116,14 @@ pub(crate) fn zmap(
             // Each file uses one algorithm, as HEAD1 (mkfs.erofs writes no HEAD2).
             algorithmtype: c.algorithms[z.algorithm].algorithm.id(),
             inline_size,
-            interlaced: c.interlaced(),
+            // Byte-aligned plain pclusters are never rotated (mkfs.erofs).
+            interlaced: c.interlaced() && !z.unaligned,
             fragmentoff: z.frag.map(|f| f.offset),
             force_full: z.dedupe,
             records: opts.wide_layout().then_some(RecordSpec {
                 size,
                 far,
-                unaligned: false,
+                unaligned: z.unaligned,
             }),
         },
         map_pos,

@@ -23,4 +23,6 @@ pub(crate) struct Pass<'a> {
     pub interlaced: bool,
     /// Hash each pcluster's encoded bytes (to find identical ones).
     pub pcluster_hashes: bool,
+    /// The 48-bit layout (byte-aligned pclusters for some algorithms).
+    pub wide: bool,
 }
