@@ -6,7 +6,9 @@
 //!   `device=`);
 //! - `-E48bit`, `-Edot-omitted` and their `--zfeature-bits`;
 //! - `-Efragdedupe=...`;
-//! - the chunk blob and the 48-bit layout with `-m` and `--MZ`.
+//! - the chunk blob and the 48-bit layout with `-m` and `--MZ`;
+//! - compression in the 48-bit layout (extent records; byte-aligned pclusters with
+//!   zstd), with fragments, dedupe and ztailpacking.
 //!
 //! For each: the host kernel mounts the image and shows the source tree (and exactly
 //! what it shows of mkfs.erofs's image); `fsck.erofs --xattr-inode-digest` 1.9.4
@@ -439,6 +441,59 @@ fn wide_layout_and_dot_omitted() {
     assert_eq!(root_size("48bit") - root_size("dot-omitted"), 13);
 }
 
+/// Compressed files in the 48-bit layout: extent records instead of lcluster indexes
+/// (not for inline tails), and with zstd byte-aligned pclusters of a whole pcluster
+/// of input each.
+#[test]
+fn compressed_wide_layout() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(dir.path());
+    let want = source_tree(&src, dir.path());
+    for (name, args, features) in [
+        ("48bit-lz4hc", &["-zlz4hc", "-E48bit"][..], &["48bit"][..]),
+        (
+            "dot-omitted-lz4hc-fragments",
+            &["-zlz4hc", "-Edot-omitted,fragments"],
+            &["48bit", "fragments"],
+        ),
+        (
+            "48bit-lz4hc-dedupe",
+            &["-zlz4hc", "-E48bit,dedupe"],
+            &["48bit"],
+        ),
+        (
+            "48bit-lz4hc-ztailpacking",
+            &["-zlz4hc", "-E48bit,ztailpacking"],
+            &["48bit", "ztailpacking"],
+        ),
+        (
+            "48bit-lzma-c16-fragments-dedupe",
+            &["-zlzma", "-C16384", "-E48bit,fragments,dedupe"],
+            &["48bit", "fragments"],
+        ),
+        ("48bit-zstd", &["-zzstd", "-E48bit"], &["48bit"]),
+        (
+            "dot-omitted-zstd-c16-fragments",
+            &["-zzstd", "-C16384", "-Edot-omitted,fragments"],
+            &["48bit", "fragments"],
+        ),
+        (
+            "48bit-libdeflate-fragments",
+            &["-zlibdeflate", "-E48bit,fragments"],
+            &["48bit", "fragments"],
+        ),
+    ] {
+        let case = Case {
+            args,
+            features,
+            nsec_lost: true,
+            blobdev: false,
+        };
+        check(dir.path(), &src, &want, name, &case);
+    }
+}
+
 #[test]
 fn fragment_deduplication_modes() {
     require_root();
@@ -537,8 +592,11 @@ fn refused_combinations() {
         );
     }
     for (args, want) in [
-        (&["-zlz4", "-E48bit"][..], "48bit"),
-        (&["-zlz4", "-Edot-omitted"], "48bit"),
+        (&["-zzstd", "-E48bit,dedupe"][..], "dedupe with -E 48bit"),
+        (
+            &["-zlibdeflate", "-Edot-omitted,dedupe"],
+            "dedupe with -E 48bit",
+        ),
         (&["--blobdev=b"], "--chunksize"),
         (
             &["--blobdev=b", "--chunksize=4096", "-Eforce-inode-blockmap"],
