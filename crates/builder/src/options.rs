@@ -221,9 +221,11 @@ impl Default for BuildOptions {
 }
 
 impl BuildOptions {
-    /// The 48-bit layout (`-E 48bit`, implied by `-E dot-omitted`).
-    pub(crate) fn wide_layout(&self) -> bool {
-        self.format_48bit || self.dot_omitted
+    /// The superblock has the 48-bit feature: `-E 48bit`, implied by
+    /// `-E dot-omitted`, and metabox images (`-m`). Compressed files then get
+    /// extent records, as mkfs.erofs 1.9.4 writes them.
+    pub(crate) fn extent_records(&self) -> bool {
+        self.format_48bit || self.dot_omitted || self.metabox.is_some()
     }
 
     /// Whether the entry at `rel` (relative to the source root, no leading `/`) is
@@ -295,7 +297,8 @@ impl BuildOptions {
             ));
         }
         // A metabox image is 48-bit already, but with the epoch and link counts of
-        // the usual layout (and a compressed metabox would need byte-aligned extents).
+        // the usual layout. With -E 48bit too, Linux 6.18 lists wrong inline xattrs
+        // for some inodes of ishare's images (not of mkfs.erofs's; not understood yet).
         if self.metabox.is_some() && (self.format_48bit || self.dot_omitted) {
             return Err(Error::InvalidOption(
                 "-m (metabox) with -E 48bit or -E dot-omitted is not supported by ishare yet"
@@ -303,17 +306,6 @@ impl BuildOptions {
             ));
         }
         if let Some(c) = &self.compression {
-            // With zstd and libdeflate, files in the 48-bit layout get byte-aligned
-            // pclusters; dedupe here indexes whole blocks.
-            if self.wide_layout()
-                && c.dedupe
-                && let Some(a) = c.algorithms.iter().find(|a| a.algorithm.encodes_whole())
-            {
-                return Err(Error::InvalidOption(format!(
-                    "-E dedupe with -E 48bit (also implied by dot-omitted) and -z {} is not supported by ishare yet",
-                    a.algorithm.name()
-                )));
-            }
             c.validate(self.block_size)?;
         }
         let prefixes = self.xattr_prefixes.iter().chain(self.fingerprint.iter());

@@ -411,12 +411,15 @@ impl Compression {
 
     /// Whether files compressed with algorithm `alg` (index in the `-z` list) get
     /// byte-aligned pclusters: in the 48-bit layout (`wide`), with the algorithms
-    /// that compress whole inputs (mkfs.erofs's `data_unaligned`).
+    /// that compress whole inputs (mkfs.erofs's `data_unaligned`). Not with dedupe,
+    /// whose index addresses whole blocks: those files keep block-aligned pclusters
+    /// (extent records describe both).
     pub(crate) fn unaligned(&self, alg: usize, wide: bool) -> bool {
-        wide && self
-            .algorithms
-            .get(alg)
-            .is_some_and(|c| c.algorithm.encodes_whole())
+        wide && !self.dedupe
+            && self
+                .algorithms
+                .get(alg)
+                .is_some_and(|c| c.algorithm.encodes_whole())
     }
 
     /// Pcluster size of the packed inode.

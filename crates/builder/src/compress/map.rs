@@ -120,7 +120,7 @@ pub(crate) fn zmap(
             interlaced: c.interlaced() && !z.unaligned,
             fragmentoff: z.frag.map(|f| f.offset),
             force_full: z.dedupe,
-            records: opts.wide_layout().then_some(RecordSpec {
+            records: opts.extent_records().then_some(RecordSpec {
                 size,
                 far,
                 unaligned: z.unaligned,

@@ -85,7 +85,7 @@ pub(crate) fn compress_files(
         // Identical pclusters are found by their hashes when fragments are on
         // (mkfs.erofs's multithreaded path); dedupe finds them by content.
         pcluster_hashes: cfg.fragments && !cfg.dedupe,
-        wide: opts.wide_layout(),
+        wide: opts.extent_records(),
     };
     let files: Vec<Option<ZFile>> = if cfg.all_fragments {
         schedule::compress_all_fragments(&pass, &nodes)?
@@ -151,7 +151,7 @@ pub(crate) fn compress_special(
         tailpacking: cfg.ztailpacking,
         interlaced: cfg.interlaced(),
         pcluster_hashes: false,
-        wide: opts.wide_layout(),
+        wide: opts.extent_records(),
     };
     let z = schedule::compress_all(&pass, &[(node, pcluster, 0)])?
         .pop()
