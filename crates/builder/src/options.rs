@@ -296,15 +296,6 @@ impl BuildOptions {
                 "--blobdev cannot be used with --tar=i or --tar=headerball".into(),
             ));
         }
-        // A metabox image is 48-bit already, but with the epoch and link counts of
-        // the usual layout. With -E 48bit too, Linux 6.18 lists wrong inline xattrs
-        // for some inodes of ishare's images (not of mkfs.erofs's; not understood yet).
-        if self.metabox.is_some() && (self.format_48bit || self.dot_omitted) {
-            return Err(Error::InvalidOption(
-                "-m (metabox) with -E 48bit or -E dot-omitted is not supported by ishare yet"
-                    .into(),
-            ));
-        }
         if let Some(c) = &self.compression {
             c.validate(self.block_size)?;
         }

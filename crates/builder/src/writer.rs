@@ -289,8 +289,13 @@ pub(crate) fn finish(mut tree: Tree, image: &Path, opts: &BuildOptions) -> Resul
     };
     let placement = Placement {
         metabox: opts.metabox.as_ref().map(|_| {
+            // The inodes start at the block after the long prefix table, as with
+            // mkfs.erofs (Linux 6.18 misreads the inline xattrs of some inodes in the
+            // table's block when they are compact, -E 48bit).
             let start = if boxed_prefixes {
-                prefix_table.len()
+                prefix_table
+                    .len()
+                    .next_multiple_of(opts.block_size as usize)
             } else {
                 0
             };

@@ -443,7 +443,8 @@ fn wide_layout_and_dot_omitted() {
 
 /// Compressed files in the 48-bit layout: extent records instead of lcluster indexes
 /// (not for inline tails), and with zstd byte-aligned pclusters of a whole pcluster
-/// of input each; the same in metabox images (which have the 48-bit feature).
+/// of input each; the same in metabox images (which have the 48-bit feature), also
+/// with `-E48bit`.
 #[test]
 fn compressed_wide_layout() {
     require_root();
@@ -500,6 +501,22 @@ fn compressed_wide_layout() {
         (
             "metabox-lz4hc-fragments",
             &["-m4096", "-zlz4hc", "-Efragments"],
+            &["48bit", "metabox", "fragments"],
+        ),
+        // With the 48-bit layout's compact inodes and epoch too.
+        (
+            "metabox-48bit",
+            &["-m4096", "-E48bit"],
+            &["48bit", "metabox"],
+        ),
+        (
+            "metabox-48bit-lz4hc",
+            &["-m4096", "-zlz4hc", "-E48bit"],
+            &["48bit", "metabox"],
+        ),
+        (
+            "metabox-dot-omitted-zstd-fragments",
+            &["-m4096", "-zzstd", "-C16384", "-Edot-omitted,fragments"],
             &["48bit", "metabox", "fragments"],
         ),
     ] {
@@ -617,11 +634,6 @@ fn refused_combinations() {
             "block map",
         ),
         (&["-E48bit=1"], "48bit=1"),
-        (&["-m4096", "-E48bit"], "-m (metabox) with -E 48bit"),
-        (
-            &["-m4096", "-zlz4", "-Edot-omitted"],
-            "-m (metabox) with -E 48bit",
-        ),
         (&["-Edot-omitted=1"], "dot-omitted=1"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_ishare"))
