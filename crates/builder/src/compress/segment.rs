@@ -221,9 +221,7 @@ impl<'p, 'a> Cutter<'p, 'a> {
         let pcluster = s.pcluster as usize;
         let frag = pass.fragments && s.last;
         let unaligned = pass.cfg.unaligned(s.alg, pass.wide);
-        // Byte-aligned files do not fit their data before a matched fragment end
-        // (the end becomes a fragment of its own).
-        let (matched, matched_node) = s.matched.filter(|_| frag && !unaligned).unwrap_or((0, 0));
+        let (matched, matched_node) = s.matched.filter(|_| frag).unwrap_or((0, 0));
         Cutter {
             pass,
             s,
@@ -376,9 +374,18 @@ impl<'p, 'a> Cutter<'p, 'a> {
     /// One extent of a byte-aligned file (mkfs.erofs's `data_unaligned`): a whole
     /// pcluster of input compressed at once, kept if its encoding is any shorter,
     /// else stored a block at a time; the end that fits a pcluster is the tail
-    /// fragment when fragments are on.
+    /// fragment when fragments are on. With a matched end, the data before it is
+    /// cut so; its last piece (up to a pcluster) is then compressed together with
+    /// the matched bytes, a pcluster of input at a time into at most the piece's
+    /// blocks, until what is left lies within the match (the end of that fragment)
+    /// or fits, or compresses into, those blocks (a new fragment).
     fn step_unaligned(&mut self, enc: &mut Encoder, rem: usize, lstart: u64) -> Result<Step> {
         let bs = self.bs;
+        if self.matched > 0 && !self.fixing && rem <= self.pc {
+            self.fit_before_match(rem);
+            return Ok(Step::Next);
+        }
+        let rem = self.limit - self.head;
         if self.frag && rem <= self.pc {
             return Ok(Step::Tail { shared: false });
         }
@@ -386,14 +393,42 @@ impl<'p, 'a> Cutter<'p, 'a> {
             self.enc.raw(&self.input[self.head..self.limit], lstart);
             return Ok(Step::Done);
         }
-        let take = rem.min(self.pc).min(self.max_extent);
+        let take = rem.min(self.pcluster).min(self.max_extent);
         let data = &self.input[self.head..self.head + take];
         match enc.whole(data, &mut self.dst[..self.pc]) {
+            // The rest compresses into less than the pcluster: a fragment.
+            Some(n) if self.frag && take == rem && n < self.pc => {
+                return Ok(Step::Tail { shared: false });
+            }
             Some(n) if n < take => {
                 self.enc.packed(&self.dst[..n], lstart, take);
                 self.head += take;
             }
-            _ => self.raw_blocks(take.div_ceil(bs), None),
+            _ => {
+                // mkfs.erofs's uncompressed extents: blocks while at least two
+                // blocks of the attempt are left, then one more.
+                let mut processed = take.min(self.pc);
+                loop {
+                    let count = (self.limit - self.head).min(bs);
+                    self.raw_blocks(1, None);
+                    if processed < bs + count {
+                        break;
+                    }
+                    processed -= count;
+                }
+            }
+        }
+        if self.fixing {
+            let left = self.input.len() - self.head;
+            if left == 0 {
+                return Ok(Step::Done);
+            }
+            if left <= self.matched {
+                return Ok(Step::Tail { shared: true });
+            }
+            self.pc = self
+                .pcluster
+                .min((left - self.matched).next_multiple_of(bs));
         }
         Ok(Step::Next)
     }
