@@ -569,11 +569,19 @@ fn fragment_deduplication_modes() {
         ("fragdedupe-off", &["-zlz4hc", "-Efragments,^fragdedupe"]),
         // Bits 2 (fragments) and 5 (fragdedupe).
         ("fragdedupe-bits", &["-zlz4hc", "--zfeature-bits=36"]),
+        // Byte-aligned pclusters (48-bit layout): the data before a matched end is
+        // cut a pcluster of input at a time.
+        ("fragdedupe-zstd-48bit", &["-zzstd", "-E48bit,fragments"]),
+        (
+            "fragdedupe-zstd-c16-48bit",
+            &["-zzstd", "-C16384", "-E48bit,fragments"],
+        ),
     ] {
         let case = Case {
             args,
             features: &["fragments"],
-            nsec_lost: false,
+            // Compact inodes in the 48-bit layout.
+            nsec_lost: name.ends_with("48bit"),
             blobdev: false,
         };
         sizes.push(check(dir.path(), &src, &want, name, &case));
