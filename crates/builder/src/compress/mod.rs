@@ -6,7 +6,8 @@
 //! extents (`segment`, with `dedupe` and the shapes of its output in `extent`);
 //! which segments and files run where (`schedule`, `pool`, tail matching in `tail`);
 //! the spill file that holds encoded blocks (`spill`); the packed inode of fragments
-//! (`frag`); the lcluster map on disk (`index`); the codecs (`codec`, over `ffi`).
+//! (`frag`); the map on disk: lcluster indexes (`index`) or, with the 48-bit
+//! feature, extent records (`records`); the codecs (`codec`, over `ffi`).
 
 mod codec;
 pub(crate) mod config;
