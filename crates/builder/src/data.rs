@@ -221,7 +221,7 @@ fn copy_compressed(
         let At::Own { spill: off, .. } = e.at else {
             continue;
         };
-        let n = u64::from(e.blocks) * bs;
+        let n = u64::from(e.plen);
         run = match run {
             Some((o, l)) if o + l == off => Some((o, l + n)),
             Some(r) => {

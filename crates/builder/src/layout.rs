@@ -129,6 +129,8 @@ pub(crate) struct Layout {
     /// First free byte of the metadata before the data (the rest of its last block
     /// is unused).
     pub meta_free: u64,
+    /// Data may lie past 4 GiB: extent records keep the high half of addresses.
+    pub far: bool,
 }
 
 /// Where the metadata goes besides the usual area before the data.
@@ -421,6 +423,17 @@ pub(crate) fn layout(
     // Pclusters shared with other files: their address does not change the map's
     // form (such maps use full indexes).
     let provisional = |_| PROVISIONAL_STARTBLK;
+    // Whether pclusters may start past 4 GiB, from a bound on the image size (every
+    // node's data and metadata, each rounded up), so that the form of extent records
+    // is fixed before the data is placed.
+    let bound = tree
+        .nodes
+        .iter()
+        .zip(bodies)
+        .fold(meta_start, |acc, (n, b)| {
+            acc.saturating_add(n.size.next_multiple_of(bs) + 2 * bs + u64::from(b.size))
+        });
+    let far = bound > u64::from(u32::MAX);
     for (node, body) in bodies.iter().enumerate() {
         let in_box = node < box_nodes;
         let alloc = if in_box { &mut boxed } else { &mut primary };
@@ -442,11 +455,13 @@ pub(crate) fn layout(
             let map_len = |use_inline| {
                 zmap(
                     z,
+                    s.size,
                     use_inline,
                     PROVISIONAL_STARTBLK,
                     &provisional,
                     opts,
                     map_rel,
+                    far,
                 )
                 .bytes
                 .len() as u64
@@ -466,18 +481,20 @@ pub(crate) fn layout(
                 extended: s.extended,
                 layout: zmap(
                     z,
+                    s.size,
                     use_inline,
                     PROVISIONAL_STARTBLK,
                     &provisional,
                     opts,
                     map_rel,
+                    far,
                 )
                 .layout,
                 size: s.size,
                 off,
                 meta_len,
                 tail: if use_inline { inline } else { 0 },
-                nblocks: z.blocks(use_inline),
+                nblocks: z.blocks(use_inline, bs),
                 startblk: NULL_STARTBLK,
                 chunks: None,
                 z: Some(ZPlaced {
@@ -636,6 +653,7 @@ pub(crate) fn layout(
         box_base,
         box_len,
         meta_free,
+        far,
     })
 }
 

@@ -227,6 +227,13 @@ impl Default for BuildOptions {
 }
 
 impl BuildOptions {
+    /// The superblock has the 48-bit feature: `-E 48bit`, implied by
+    /// `-E dot-omitted`, and metabox images (`-m`). Compressed files then get
+    /// extent records, as mkfs.erofs 1.9.4 writes them.
+    pub(crate) fn extent_records(&self) -> bool {
+        self.format_48bit || self.dot_omitted || self.metabox.is_some()
+    }
+
     /// Whether the entry at `rel` (relative to the source root, no leading `/`) is
     /// left out by `--exclude-path` or `--exclude-regex`.
     pub(crate) fn excluded(&self, rel: &[u8]) -> bool {
@@ -295,22 +302,7 @@ impl BuildOptions {
                 "--blobdev cannot be used with --tar=i or --tar=headerball".into(),
             ));
         }
-        // A metabox image is 48-bit already, but with the epoch and link counts of
-        // the usual layout (and a compressed metabox would need byte-aligned extents).
-        if self.metabox.is_some() && (self.format_48bit || self.dot_omitted) {
-            return Err(Error::InvalidOption(
-                "-m (metabox) with -E 48bit or -E dot-omitted is not supported by ishare yet"
-                    .into(),
-            ));
-        }
         if let Some(c) = &self.compression {
-            // Compressed files in the 48-bit layout use byte-aligned extents, which
-            // this builder does not write.
-            if self.format_48bit || self.dot_omitted {
-                return Err(Error::InvalidOption(
-                    "-E 48bit (also implied by dot-omitted) with compression (-z) is not supported by ishare yet".into(),
-                ));
-            }
             c.validate(self.block_size)?;
         }
         let prefixes = self.xattr_prefixes.iter().chain(self.fingerprint.iter());

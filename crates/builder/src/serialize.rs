@@ -45,7 +45,9 @@ pub(crate) fn inode_record(
     if let (Some(z), Some(zp)) = (z, &p.z) {
         buf.resize((zp.map_off - p.off) as usize, 0);
         let start_of = |n: usize| lay.inodes[n].startblk;
-        let map = zmap(z, zp.inline, p.startblk, &start_of, opts, zp.map_off);
+        let map = zmap(
+            z, p.size, zp.inline, p.startblk, &start_of, opts, zp.map_off, lay.far,
+        );
         buf.extend_from_slice(&map.bytes);
         // The form (so the size) cannot depend on where the data starts (see
         // PROVISIONAL_STARTBLK); writing past the placed length would corrupt the

@@ -255,7 +255,7 @@ pub(crate) fn finish_at(
             let spill = Spill::new(dir)?;
             let mut z = compress_files(&tree, cfg, opts, &spill, prefixes.fingerprint.is_some())?;
             let in_packed = if frags { &prefix_table[..] } else { &[][..] };
-            let packed = merge(&tree, &mut z, cfg, &spill, in_packed, dir, bs)?;
+            let packed = merge(&tree, &mut z, cfg, &spill, in_packed, dir)?;
             (z, Some(spill), packed)
         }
         None => (vec![None; tree.nodes.len()], None, None),
@@ -315,8 +315,13 @@ pub(crate) fn finish_at(
     };
     let placement = Placement {
         metabox: opts.metabox.as_ref().map(|_| {
+            // The inodes start at the block after the long prefix table, as with
+            // mkfs.erofs (Linux 6.18 misreads the inline xattrs of some inodes in the
+            // table's block when they are compact, -E 48bit).
             let start = if boxed_prefixes {
-                prefix_table.len()
+                prefix_table
+                    .len()
+                    .next_multiple_of(opts.block_size as usize)
             } else {
                 0
             };

@@ -37,6 +37,11 @@ const SEED_SPECS: &[(&str, &[&str])] = &[
     ("zstd-c64", &["-zzstd", "-C65536", "-Eztailpacking"]),
     ("legacy-c16", &["-zlz4hc", "-C16384", "-Elegacy-compress"]),
     ("extents-48bit", &["-zlz4hc", "-E48bit"]),
+    // Byte-aligned pclusters: 4-byte records after a start address, the tail
+    // fragment in the last record; and 16-byte records (zstd and plain extents of
+    // different lengths).
+    ("extents-zstd-frag", &["-zzstd", "-E48bit,fragments"]),
+    ("extents-zstd-c16", &["-zzstd", "-C16384", "-E48bit"]),
     ("allfrag-b1024", &["-b1024", "-zlz4", "-Eall-fragments"]),
 ];
 
@@ -322,6 +327,112 @@ fn absurd_full_indexes() {
         Err(e) => assert!(e.is_corruption(), "{e}"),
         Ok(r) => panic!("CBLKCNT 2047 accepted: {r:?}"),
     }
+}
+
+/// A named edit that owns what it needs.
+type OwnedEdit = (&'static str, Box<dyn Fn(&mut Vec<u8>)>);
+
+/// Files of an image whose map is extent records: (path, inode, map header offset,
+/// record size).
+fn extent_files(img: &Image, bytes: &[u8]) -> Vec<(String, Inode, usize, usize)> {
+    files(img)
+        .into_iter()
+        .filter(|(_, i)| i.layout == DataLayout::CompressedFull)
+        .filter_map(|(name, ino)| {
+            let isize = if ino.extended { 64 } else { 32 };
+            let h =
+                (ino.location() + isize + u64::from(ino.xattr_isize)).next_multiple_of(8) as usize;
+            let advise = u16::from_le_bytes([bytes[h + 4], bytes[h + 5]]);
+            // Bit 7 of byte 7: a whole-file fragment, no records.
+            (advise & 1 != 0 && bytes[h + 7] & 0x80 == 0)
+                .then(|| (name, ino, h, 4usize << ((advise >> 1) & 3)))
+        })
+        .collect()
+}
+
+/// Damaged extent records (48-bit layout): each gives an error naming the inode,
+/// never a panic, a hang or a huge read.
+#[test]
+fn absurd_extent_records() {
+    let mut sizes = Vec::new();
+    for name in ["extents-48bit", "extents-zstd-frag", "extents-zstd-c16"] {
+        let s = seed(name);
+        let img = open(name, s.bytes.clone()).unwrap();
+        let list = extent_files(&img, &s.bytes);
+        // Records: counted in the header, or one per lcluster.
+        let records = |&(_, ref i, h, recsz): &(String, Inode, usize, usize)| {
+            if recsz >= 16 {
+                u64::from(u32::from_le_bytes(s.bytes[h..h + 4].try_into().unwrap()))
+            } else {
+                i.size >> (12 + u32::from(s.bytes[h + 7] & 15))
+            }
+        };
+        let (path, ino, h, recsz) = list
+            .into_iter()
+            .filter(|f| records(f) >= 3)
+            .max_by_key(|(_, i, ..)| i.size)
+            .unwrap_or_else(|| panic!("{name}: no file with several extent records"));
+        sizes.push(recsz);
+        // The first record (after the start address of 4-byte records).
+        let r = (h + 8).next_multiple_of(recsz) + if recsz == 4 { 8 } else { 0 };
+        let set32 =
+            |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        let plen = u32::from_le_bytes(s.bytes[r..r + 4].try_into().unwrap());
+        let mut edits: Vec<OwnedEdit> = vec![
+            // An encoded length of 2 MiB - 1: more than a pcluster may hold.
+            (
+                "huge length",
+                Box::new(move |b| set32(b, r, plen | 0x1F_FFFF)),
+            ),
+            // Format 15: no such algorithm.
+            (
+                "unknown format",
+                Box::new(move |b| set32(b, r, plen | 0xF000_0000)),
+            ),
+        ];
+        if recsz == 4 {
+            edits.push((
+                "start past the image",
+                Box::new(move |b| b[r - 8..r].copy_from_slice(&(1u64 << 44).to_le_bytes())),
+            ));
+            edits.push(("lcluster bits", Box::new(move |b| b[h + 7] = 0x0F)));
+        } else {
+            edits.push((
+                "start past the image",
+                Box::new(move |b| set32(b, r + 4, 0xFFFF_F000)),
+            ));
+        }
+        if recsz >= 16 {
+            // The second record starts before the first: out of order.
+            edits.push((
+                "records out of order",
+                Box::new(move |b| {
+                    set32(b, r + 12, 60_000);
+                    set32(b, r + recsz + 12, 1);
+                }),
+            ));
+            edits.push(("absurd count", Box::new(move |b| set32(b, h, u32::MAX))));
+        }
+        for (what, edit) in &edits {
+            let mut bytes = s.bytes.clone();
+            edit(&mut bytes);
+            fix_checksum(&mut bytes);
+            let e = check(bytes).expect_err(&format!("{name} {path} {what}: accepted"));
+            assert!(
+                e.is_corruption() || matches!(e.kind(), ErrorKind::Unsupported(_)),
+                "{name} {what}: {e}"
+            );
+            assert!(e.to_string().contains("nid "), "{name} {what}: {e}");
+        }
+        // The same file, undamaged, reads back through the records.
+        let mut buf = vec![0u8; ino.size as usize];
+        assert_eq!(img.read_at(&ino, 0, &mut buf).unwrap(), buf.len());
+    }
+    sizes.sort_unstable();
+    assert!(
+        sizes.contains(&4) && sizes.contains(&16),
+        "record sizes {sizes:?}"
+    );
 }
 
 const FLIP_TIME: Duration = Duration::from_secs(16);

@@ -6,7 +6,9 @@
 //!   `device=`);
 //! - `-E48bit`, `-Edot-omitted` and their `--zfeature-bits`;
 //! - `-Efragdedupe=...`;
-//! - the chunk blob and the 48-bit layout with `-m` and `--MZ`.
+//! - the chunk blob and the 48-bit layout with `-m` and `--MZ`;
+//! - compression in the 48-bit layout (extent records; byte-aligned pclusters with
+//!   zstd), with fragments, dedupe and ztailpacking.
 //!
 //! For each: the host kernel mounts the image and shows the source tree (and exactly
 //! what it shows of mkfs.erofs's image); `fsck.erofs --xattr-inode-digest` 1.9.4
@@ -439,6 +441,95 @@ fn wide_layout_and_dot_omitted() {
     assert_eq!(root_size("48bit") - root_size("dot-omitted"), 13);
 }
 
+/// Compressed files in the 48-bit layout: extent records instead of lcluster indexes
+/// (not for inline tails), and with zstd byte-aligned pclusters of a whole pcluster
+/// of input each; the same in metabox images (which have the 48-bit feature), also
+/// with `-E48bit`.
+#[test]
+fn compressed_wide_layout() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(dir.path());
+    let want = source_tree(&src, dir.path());
+    for (name, args, features) in [
+        ("48bit-lz4hc", &["-zlz4hc", "-E48bit"][..], &["48bit"][..]),
+        (
+            "dot-omitted-lz4hc-fragments",
+            &["-zlz4hc", "-Edot-omitted,fragments"],
+            &["48bit", "fragments"],
+        ),
+        (
+            "48bit-lz4hc-dedupe",
+            &["-zlz4hc", "-E48bit,dedupe"],
+            &["48bit"],
+        ),
+        (
+            "48bit-lz4hc-ztailpacking",
+            &["-zlz4hc", "-E48bit,ztailpacking"],
+            &["48bit", "ztailpacking"],
+        ),
+        (
+            "48bit-lzma-c16-fragments-dedupe",
+            &["-zlzma", "-C16384", "-E48bit,fragments,dedupe"],
+            &["48bit", "fragments"],
+        ),
+        ("48bit-zstd", &["-zzstd", "-E48bit"], &["48bit"]),
+        (
+            "dot-omitted-zstd-c16-fragments",
+            &["-zzstd", "-C16384", "-Edot-omitted,fragments"],
+            &["48bit", "fragments"],
+        ),
+        (
+            "48bit-libdeflate-fragments",
+            &["-zlibdeflate", "-E48bit,fragments"],
+            &["48bit", "fragments"],
+        ),
+        // Dedupe keeps zstd's pclusters block-aligned here (mkfs.erofs's are not).
+        (
+            "48bit-zstd-dedupe",
+            &["-zzstd", "-E48bit,dedupe"],
+            &["48bit"],
+        ),
+        // Metabox images have the 48-bit feature: their files get extent records
+        // (and zstd byte-aligned pclusters) without -E48bit too.
+        ("metabox-zstd", &["-m4096", "-zzstd"], &["48bit", "metabox"]),
+        (
+            "metabox-zstd-c16-fragments",
+            &["-m4096", "-zzstd", "-C16384", "-Efragments"],
+            &["48bit", "metabox", "fragments"],
+        ),
+        (
+            "metabox-lz4hc-fragments",
+            &["-m4096", "-zlz4hc", "-Efragments"],
+            &["48bit", "metabox", "fragments"],
+        ),
+        // With the 48-bit layout's compact inodes and epoch too.
+        (
+            "metabox-48bit",
+            &["-m4096", "-E48bit"],
+            &["48bit", "metabox"],
+        ),
+        (
+            "metabox-48bit-lz4hc",
+            &["-m4096", "-zlz4hc", "-E48bit"],
+            &["48bit", "metabox"],
+        ),
+        (
+            "metabox-dot-omitted-zstd-fragments",
+            &["-m4096", "-zzstd", "-C16384", "-Edot-omitted,fragments"],
+            &["48bit", "metabox", "fragments"],
+        ),
+    ] {
+        let case = Case {
+            args,
+            features,
+            nsec_lost: true,
+            blobdev: false,
+        };
+        check(dir.path(), &src, &want, name, &case);
+    }
+}
+
 #[test]
 fn fragment_deduplication_modes() {
     require_root();
@@ -478,11 +569,19 @@ fn fragment_deduplication_modes() {
         ("fragdedupe-off", &["-zlz4hc", "-Efragments,^fragdedupe"]),
         // Bits 2 (fragments) and 5 (fragdedupe).
         ("fragdedupe-bits", &["-zlz4hc", "--zfeature-bits=36"]),
+        // Byte-aligned pclusters (48-bit layout): the data before a matched end is
+        // cut a pcluster of input at a time.
+        ("fragdedupe-zstd-48bit", &["-zzstd", "-E48bit,fragments"]),
+        (
+            "fragdedupe-zstd-c16-48bit",
+            &["-zzstd", "-C16384", "-E48bit,fragments"],
+        ),
     ] {
         let case = Case {
             args,
             features: &["fragments"],
-            nsec_lost: false,
+            // Compact inodes in the 48-bit layout.
+            nsec_lost: name.ends_with("48bit"),
             blobdev: false,
         };
         sizes.push(check(dir.path(), &src, &want, name, &case));
@@ -537,16 +636,12 @@ fn refused_combinations() {
         );
     }
     for (args, want) in [
-        (&["-zlz4", "-E48bit"][..], "48bit"),
-        (&["-zlz4", "-Edot-omitted"], "48bit"),
-        (&["--blobdev=b"], "--chunksize"),
+        (&["--blobdev=b"][..], "--chunksize"),
         (
             &["--blobdev=b", "--chunksize=4096", "-Eforce-inode-blockmap"],
             "block map",
         ),
         (&["-E48bit=1"], "48bit=1"),
-        (&["-m4096", "-E48bit"], "-m (metabox) with -E 48bit"),
-        (&["-m4096", "-Edot-omitted"], "-m (metabox) with -E 48bit"),
         (&["-Edot-omitted=1"], "dot-omitted=1"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_ishare"))

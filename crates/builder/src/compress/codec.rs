@@ -136,6 +136,27 @@ impl Encoder {
     }
 }
 
+impl Encoder {
+    /// Compresses all of `src` into `dst`; `None` if the encoding does not fit, or
+    /// the codec has no such mode here (see [`Codec::encodes_whole`]).
+    pub(crate) fn whole(&mut self, src: &[u8], dst: &mut [u8]) -> Option<usize> {
+        match &mut self.inner {
+            Inner::Zstd(z) => z.compress_to_buffer(src, dst).ok(),
+            Inner::Libdeflate(z, _) => {
+                let n = z.deflate_compress(src, dst).ok().filter(|&n| n > 0)?;
+                // A stream starting with a zero byte (a non-final stored block) would
+                // lose it to the kernel's skipping of zero padding; the bits after
+                // the 3-bit block header are unused there (erofs-utils sets one too).
+                if dst[0] == 0 {
+                    dst[0] = 1 << 3;
+                }
+                Some(n)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Fixed-output compression by search, for compressors that can only compress a
 /// whole input: find the longest prefix whose encoding fits, guessing each next
 /// length from the last ratio, as erofs-utils does for zstd and libdeflate.

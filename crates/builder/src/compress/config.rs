@@ -120,6 +120,12 @@ impl Codec {
         }
     }
 
+    /// Whether erofs-utils also compresses whole inputs with it (not only "as much
+    /// as fits"): in the 48-bit layout its pclusters are then byte-aligned.
+    pub fn encodes_whole(self) -> bool {
+        matches!(self, Codec::Libdeflate | Codec::Zstd)
+    }
+
     /// The on-disk algorithm id.
     pub fn id(self) -> u8 {
         match self {
@@ -401,6 +407,19 @@ impl Compression {
     /// lcluster (mkfs.erofs does so with fragments, unless deduplicating).
     pub(crate) fn interlaced(&self) -> bool {
         self.fragments && !self.dedupe
+    }
+
+    /// Whether files compressed with algorithm `alg` (index in the `-z` list) get
+    /// byte-aligned pclusters: in the 48-bit layout (`wide`), with the algorithms
+    /// that compress whole inputs (mkfs.erofs's `data_unaligned`). Not with dedupe,
+    /// whose index addresses whole blocks: those files keep block-aligned pclusters
+    /// (extent records describe both).
+    pub(crate) fn unaligned(&self, alg: usize, wide: bool) -> bool {
+        wide && !self.dedupe
+            && self
+                .algorithms
+                .get(alg)
+                .is_some_and(|c| c.algorithm.encodes_whole())
     }
 
     /// Pcluster size of the packed inode.

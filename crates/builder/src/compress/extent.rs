@@ -9,9 +9,9 @@ pub(crate) enum At {
     /// spill file until copied. `hash` (xxh3 of those bytes) finds identical
     /// pclusters when fragments are on.
     Own { spill: u64, hash: u64 },
-    /// Blocks written for another extent: `blk` blocks after the start of node
+    /// Bytes written for another extent: `pos` bytes after the start of node
     /// `node`'s data blocks (deduplicated).
-    Shared { node: usize, blk: u32 },
+    Shared { node: usize, pos: u64 },
 }
 
 /// One extent of a compressed file.
@@ -23,6 +23,9 @@ pub(crate) struct ZExtent {
     pub len: u32,
     /// Encoded length in blocks.
     pub blocks: u32,
+    /// Encoded length in bytes: `blocks` whole blocks, except for byte-aligned
+    /// pclusters (48-bit layout, see `segment`), which follow each other unpadded.
+    pub plen: u32,
     /// Compressed with the file's algorithm; else stored uncompressed.
     pub compressed: bool,
     /// Only a prefix of the pcluster's decoded data belongs to this extent.
@@ -70,6 +73,8 @@ pub(crate) struct ZFile {
     pub digest: Option<[u8; 32]>,
     /// Index of its algorithm in the `-z` list.
     pub algorithm: usize,
+    /// Its pclusters are byte-aligned (48-bit layout with zstd or libdeflate).
+    pub unaligned: bool,
 }
 
 impl ZFile {
@@ -87,13 +92,18 @@ impl ZFile {
         &self.extents[..n]
     }
 
-    /// Blocks of the file's own extents (the ones it lists).
-    pub(crate) fn blocks(&self, use_inline: bool) -> u64 {
+    /// Bytes of the file's own extents (the ones it lists).
+    pub(crate) fn own_bytes(&self, use_inline: bool) -> u64 {
         self.used(use_inline)
             .iter()
             .filter(|e| matches!(e.at, At::Own { .. }))
-            .map(|e| u64::from(e.blocks))
+            .map(|e| u64::from(e.plen))
             .sum()
+    }
+
+    /// Blocks of the file's own extents.
+    pub(crate) fn blocks(&self, use_inline: bool, bs: u64) -> u64 {
+        self.own_bytes(use_inline).div_ceil(bs)
     }
 }
 
@@ -105,6 +115,12 @@ pub(crate) fn worth_keeping(z: &ZFile, size: u64, bs: u64) -> bool {
         return true;
     }
     let inline = z.inline.as_ref().map_or(0, |t| t.data.len() as u64);
-    let cost = z.blocks(inline > 0) * bs + inline + super::index::full_size(size.div_ceil(bs));
+    let cost = if z.unaligned {
+        // Byte-aligned pclusters count in bytes, with their extent records
+        // (mkfs.erofs's rule; 16 bytes a record bounds them).
+        z.own_bytes(false) + 16 + 16 * z.extents.len() as u64
+    } else {
+        z.blocks(inline > 0, bs) * bs + inline + super::index::full_size(size.div_ceil(bs))
+    };
     cost < size
 }

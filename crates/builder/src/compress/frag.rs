@@ -137,7 +137,6 @@ pub(crate) fn merge(
     spill: &Spill,
     prefix_table: &[u8],
     dir: &Path,
-    bs: u64,
 ) -> Result<Option<Packed>> {
     if !cfg.fragments {
         return Ok(None);
@@ -154,9 +153,9 @@ pub(crate) fn merge(
     };
     pk.write(prefix_table)?;
     let share_pclusters = !cfg.dedupe;
-    // (hash, blocks, compressed, algorithm) → (node, first block in it, spill offset)
+    // (hash, bytes, compressed, algorithm) → (node, first byte in it, spill offset)
     type Key = (u64, u32, bool, usize);
-    let mut seen: HashMap<Key, Vec<(usize, u32, u64)>> = HashMap::new();
+    let mut seen: HashMap<Key, Vec<(usize, u64, u64)>> = HashMap::new();
     let mut a = Vec::new();
     let mut b = Vec::new();
     // Where each node's fragment ends in the packed inode, once placed.
@@ -164,18 +163,18 @@ pub(crate) fn merge(
     for (node, slot) in zfiles.iter_mut().enumerate() {
         let Some(z) = slot.as_mut() else { continue };
         if share_pclusters && z.inline.is_none() {
-            let mut own = 0u32;
+            let mut own = 0u64;
             for e in z.extents.iter_mut() {
                 let At::Own { spill: at, hash } = e.at else {
                     continue;
                 };
                 let key = (
                     hash,
-                    e.blocks,
+                    e.plen,
                     e.compressed,
                     if e.compressed { z.algorithm } else { 0 },
                 );
-                let n = u64::from(e.blocks) * bs;
+                let n = u64::from(e.plen);
                 let cands = seen.entry(key).or_default();
                 let mut hit = None;
                 for &(other, blk, sp) in cands.iter() {
@@ -190,12 +189,15 @@ pub(crate) fn merge(
                 }
                 match hit {
                     Some((other, blk)) => {
-                        e.at = At::Shared { node: other, blk };
+                        e.at = At::Shared {
+                            node: other,
+                            pos: blk,
+                        };
                         z.dedupe = true;
                     }
                     None => {
                         cands.push((node, own, at));
-                        own = own.wrapping_add(e.blocks);
+                        own += u64::from(e.plen);
                     }
                 }
             }

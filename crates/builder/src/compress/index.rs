@@ -13,6 +13,8 @@ use ishare_erofs::format::*;
 use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32};
 
+use super::records::RecordSpec;
+
 /// One extent as the index sees it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ext {
@@ -23,12 +25,18 @@ pub(crate) struct Ext {
     pub blkaddr: u32,
     /// Blocks of the pcluster.
     pub blocks: u32,
+    /// Byte address and encoded length of the pcluster (extent records).
+    pub pstart: u64,
+    pub plen: u32,
     /// Stored inline after the indexes: its address is not checked.
     pub inline: bool,
     /// The tail fragment (in the packed inode): its address is not checked.
     pub fragment: bool,
     /// Only a prefix of the pcluster's data is this extent's (`LI_PARTIAL_REF`).
     pub partial: bool,
+    /// The pcluster is another extent's (deduplicated): not contiguous with the
+    /// file's own.
+    pub shared: bool,
 }
 
 /// A legacy (full) index entry before encoding.
@@ -127,6 +135,8 @@ pub(crate) struct MapSpec<'a> {
     /// Full indexes even where compact ones would do (deduplicated files, as
     /// mkfs.erofs; partial references and fragment offsets past 4 GiB need them).
     pub force_full: bool,
+    /// The 48-bit layout: extent records where mkfs.erofs writes them.
+    pub records: Option<RecordSpec>,
 }
 
 /// The map (header and indexes), and the inode layout it needs.
@@ -140,6 +150,13 @@ pub(crate) struct Map {
 /// Encodes the map, which starts at `map_pos` (the 8-aligned end of the inode and
 /// its xattrs; only its value modulo 32 matters).
 pub(crate) fn encode(spec: &MapSpec<'_>, map_pos: u64) -> Map {
+    // mkfs.erofs writes no records for a file with an inline tail.
+    if let Some(rs) = spec.records
+        && spec.inline_size == 0
+        && let Some(m) = super::records::encode(spec, rs, map_pos)
+    {
+        return m;
+    }
     let bits = spec.blkszbits;
     let ents = entries(spec.exts, bits, spec.big_pcluster);
     let mut advise = 0u16;

@@ -4,18 +4,23 @@
 
 use super::extent::{At, ZFile};
 use super::index::{Ext, Map, MapSpec, encode};
+use super::records::RecordSpec;
 use crate::options::BuildOptions;
 
 /// The map of compressed file `z` whose data starts at block `startblk`, for a map
 /// at byte `map_pos` (only its value modulo 32 matters); `start_of(node)` gives the
-/// first data block of another file whose pclusters `z` reuses.
+/// first data block of another file whose pclusters `z` reuses; `far`: data may
+/// lie past 4 GiB (48-bit layout, see `records`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn zmap(
     z: &ZFile,
+    size: u64,
     use_inline: bool,
     startblk: u32,
     start_of: &dyn Fn(usize) -> u32,
     opts: &BuildOptions,
     map_pos: u64,
+    far: bool,
 ) -> Map {
     use ishare_erofs::format::{
         FULL_INDEX_PAD, INODE_COMPRESSED_FULL, LCLUSTER_TYPE_HEAD1, LCLUSTER_TYPE_PLAIN,
@@ -42,26 +47,31 @@ pub(crate) fn zmap(
             LCLUSTER_TYPE_PLAIN
         }
     };
-    let mut blk = startblk;
+    let bs = u64::from(opts.block_size);
+    // The file's own pclusters follow each other from its first data block.
+    let mut own = u64::from(startblk) * bs;
     let mut exts: Vec<Ext> = used
         .iter()
         .map(|e| {
-            let blkaddr = match e.at {
+            let (pstart, shared) = match e.at {
                 At::Own { .. } => {
-                    let b = blk;
-                    blk = blk.wrapping_add(e.blocks);
-                    b
+                    let p = own;
+                    own += u64::from(e.plen);
+                    (p, false)
                 }
-                At::Shared { node, blk } => start_of(node).wrapping_add(blk),
+                At::Shared { node, pos } => (u64::from(start_of(node)) * bs + pos, true),
             };
             Ext {
                 len: u64::from(e.len),
                 typ: typ(e.compressed),
-                blkaddr,
+                blkaddr: (pstart / bs) as u32,
                 blocks: e.blocks,
+                pstart,
+                plen: e.plen,
                 inline: false,
                 fragment: false,
                 partial: e.partial,
+                shared,
             }
         })
         .collect();
@@ -71,11 +81,14 @@ pub(crate) fn zmap(
         exts.push(Ext {
             len: u64::from(t.len),
             typ: typ(t.compressed),
-            blkaddr: blk,
+            blkaddr: (own / bs) as u32,
             blocks: 1,
+            pstart: own,
+            plen: t.data.len() as u32,
             inline: true,
             fragment: false,
             partial: false,
+            shared: false,
         });
     }
     if let Some(f) = &z.frag {
@@ -86,9 +99,12 @@ pub(crate) fn zmap(
             typ: LCLUSTER_TYPE_HEAD1,
             blkaddr: (f.offset >> 32) as u32,
             blocks: 0,
+            pstart: own,
+            plen: 0,
             inline: false,
             fragment: true,
             partial: false,
+            shared: false,
         });
     }
     encode(
@@ -100,9 +116,15 @@ pub(crate) fn zmap(
             // Each file uses one algorithm, as HEAD1 (mkfs.erofs writes no HEAD2).
             algorithmtype: c.algorithms[z.algorithm].algorithm.id(),
             inline_size,
-            interlaced: c.interlaced(),
+            // Byte-aligned plain pclusters are never rotated (mkfs.erofs).
+            interlaced: c.interlaced() && !z.unaligned,
             fragmentoff: z.frag.map(|f| f.offset),
             force_full: z.dedupe,
+            records: opts.extent_records().then_some(RecordSpec {
+                size,
+                far,
+                unaligned: z.unaligned,
+            }),
         },
         map_pos,
     )

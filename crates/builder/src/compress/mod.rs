@@ -6,7 +6,8 @@
 //! extents (`segment`, with `dedupe` and the shapes of its output in `extent`);
 //! which segments and files run where (`schedule`, `pool`, tail matching in `tail`);
 //! the spill file that holds encoded blocks (`spill`); the packed inode of fragments
-//! (`frag`); the lcluster map on disk (`index`); the codecs (`codec`, over `ffi`).
+//! (`frag`); the map on disk: lcluster indexes (`index`) or, with the 48-bit
+//! feature, extent records (`records`); the codecs (`codec`, over `ffi`).
 
 mod codec;
 pub(crate) mod config;
@@ -18,6 +19,7 @@ pub(crate) mod index;
 pub(crate) mod map;
 mod pass;
 mod pool;
+pub(crate) mod records;
 mod schedule;
 mod segment;
 pub(crate) mod spill;
@@ -84,6 +86,7 @@ pub(crate) fn compress_files(
         // Identical pclusters are found by their hashes when fragments are on
         // (mkfs.erofs's multithreaded path); dedupe finds them by content.
         pcluster_hashes: cfg.fragments && !cfg.dedupe,
+        wide: opts.extent_records(),
     };
     let files: Vec<Option<ZFile>> = if cfg.all_fragments {
         schedule::compress_all_fragments(&pass, &nodes)?
@@ -149,6 +152,7 @@ pub(crate) fn compress_special(
         tailpacking: cfg.ztailpacking,
         interlaced: cfg.interlaced(),
         pcluster_hashes: false,
+        wide: opts.extent_records(),
     };
     let z = schedule::compress_all(&pass, &[(node, pcluster, 0)])?
         .pop()

@@ -23,4 +23,7 @@ pub(crate) struct Pass<'a> {
     pub interlaced: bool,
     /// Hash each pcluster's encoded bytes (to find identical ones).
     pub pcluster_hashes: bool,
+    /// The superblock has the 48-bit feature: extent records, and byte-aligned
+    /// pclusters for some algorithms.
+    pub wide: bool,
 }

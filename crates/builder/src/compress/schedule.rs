@@ -88,6 +88,7 @@ fn assemble(nodes: &[(usize, u32, usize)], results: Vec<(usize, ZFile)>) -> Vec<
                 z.frag = s.frag;
             }
             z.dedupe |= s.dedupe;
+            z.unaligned |= s.unaligned;
             if s.digest.is_some() {
                 z.digest = s.digest;
             }

@@ -91,6 +91,7 @@ impl Encoded {
             lstart,
             len: data.len() as u32,
             blocks: 1,
+            plen: bs as u32,
             compressed: false,
             partial: false,
             at: a,
@@ -110,6 +111,26 @@ impl Encoded {
             lstart,
             len: used as u32,
             blocks: (plen / bs) as u32,
+            plen: plen as u32,
+            compressed: true,
+            partial: false,
+            at: a,
+        });
+    }
+}
+
+impl Encoded {
+    /// Appends a byte-aligned compressed extent: its encoding right after the
+    /// previous pcluster, unpadded (48-bit layout).
+    fn packed(&mut self, enc: &[u8], lstart: u64, used: usize) {
+        let at = self.out.len();
+        self.out.extend_from_slice(enc);
+        let a = self.own(at);
+        self.extents.push(ZExtent {
+            lstart,
+            len: used as u32,
+            blocks: enc.len().div_ceil(self.bs) as u32,
+            plen: enc.len() as u32,
             compressed: true,
             partial: false,
             at: a,
@@ -166,6 +187,8 @@ struct Cutter<'p, 'a> {
     frag: bool,
     /// Last segment with ztailpacking: its last extent may go inline.
     tailpack: bool,
+    /// Byte-aligned pclusters, each of a whole pcluster of input (48-bit layout).
+    unaligned: bool,
     enc: Encoded,
     /// The encoder's output, up to a pcluster.
     dst: Vec<u8>,
@@ -197,6 +220,7 @@ impl<'p, 'a> Cutter<'p, 'a> {
         let len = input.len();
         let pcluster = s.pcluster as usize;
         let frag = pass.fragments && s.last;
+        let unaligned = pass.cfg.unaligned(s.alg, pass.wide);
         let (matched, matched_node) = s.matched.filter(|_| frag).unwrap_or((0, 0));
         Cutter {
             pass,
@@ -211,12 +235,14 @@ impl<'p, 'a> Cutter<'p, 'a> {
                 .unwrap_or(MAX_EXTENT)
                 .min(MAX_EXTENT) as usize,
             frag,
-            tailpack: pass.tailpacking && s.last,
+            // No inline tails with byte-aligned pclusters (mkfs.erofs).
+            tailpack: pass.tailpacking && s.last && !unaligned,
+            unaligned,
             enc: Encoded {
                 out: Vec::with_capacity(len / 2),
                 extents: Vec::new(),
                 bs: pass.block_size as usize,
-                interlaced: pass.interlaced,
+                interlaced: pass.interlaced && !unaligned,
                 hashes: pass.pcluster_hashes,
             },
             dst: vec![0u8; pcluster],
@@ -274,6 +300,9 @@ impl<'p, 'a> Cutter<'p, 'a> {
         }
         let rem = self.limit - self.head;
         let lstart = self.start + self.head as u64;
+        if self.unaligned {
+            return self.step_unaligned(enc, rem, lstart);
+        }
         if self.frag && rem <= self.pc {
             if self.matched > 0 && !self.fixing {
                 self.fit_before_match(rem);
@@ -330,6 +359,68 @@ impl<'p, 'a> Cutter<'p, 'a> {
                 // An empty fragment cannot be expressed: its index entry would take
                 // the place of this pcluster's head, and its data would be read from
                 // the packed inode.
+                return Ok(Step::Done);
+            }
+            if left <= self.matched {
+                return Ok(Step::Tail { shared: true });
+            }
+            self.pc = self
+                .pcluster
+                .min((left - self.matched).next_multiple_of(bs));
+        }
+        Ok(Step::Next)
+    }
+
+    /// One extent of a byte-aligned file (mkfs.erofs's `data_unaligned`): a whole
+    /// pcluster of input compressed at once, kept if its encoding is any shorter,
+    /// else stored a block at a time; the end that fits a pcluster is the tail
+    /// fragment when fragments are on. With a matched end, the data before it is
+    /// cut so; its last piece (up to a pcluster) is then compressed together with
+    /// the matched bytes, a pcluster of input at a time into at most the piece's
+    /// blocks, until what is left lies within the match (the end of that fragment)
+    /// or fits, or compresses into, those blocks (a new fragment).
+    fn step_unaligned(&mut self, enc: &mut Encoder, rem: usize, lstart: u64) -> Result<Step> {
+        let bs = self.bs;
+        if self.matched > 0 && !self.fixing && rem <= self.pc {
+            self.fit_before_match(rem);
+            return Ok(Step::Next);
+        }
+        let rem = self.limit - self.head;
+        if self.frag && rem <= self.pc {
+            return Ok(Step::Tail { shared: false });
+        }
+        if rem <= bs {
+            self.enc.raw(&self.input[self.head..self.limit], lstart);
+            return Ok(Step::Done);
+        }
+        let take = rem.min(self.pcluster).min(self.max_extent);
+        let data = &self.input[self.head..self.head + take];
+        match enc.whole(data, &mut self.dst[..self.pc]) {
+            // The rest compresses into less than the pcluster: a fragment.
+            Some(n) if self.frag && take == rem && n < self.pc => {
+                return Ok(Step::Tail { shared: false });
+            }
+            Some(n) if n < take => {
+                self.enc.packed(&self.dst[..n], lstart, take);
+                self.head += take;
+            }
+            _ => {
+                // mkfs.erofs's uncompressed extents: blocks while at least two
+                // blocks of the attempt are left, then one more.
+                let mut processed = take.min(self.pc);
+                loop {
+                    let count = (self.limit - self.head).min(bs);
+                    self.raw_blocks(1, None);
+                    if processed < bs + count {
+                        break;
+                    }
+                    processed -= count;
+                }
+            }
+        }
+        if self.fixing {
+            let left = self.input.len() - self.head;
+            if left == 0 {
                 return Ok(Step::Done);
             }
             if left <= self.matched {
@@ -483,6 +574,7 @@ impl<'p, 'a> Cutter<'p, 'a> {
             digest,
             // Set when the file's segments are put together.
             algorithm: 0,
+            unaligned: self.unaligned,
         })
     }
 }
@@ -553,11 +645,12 @@ fn dedupe_at(
             lstart,
             len: m.len as u32,
             blocks: m.item.blocks,
+            plen: m.item.blocks * bs as u32,
             compressed: m.item.compressed,
             partial: m.item.compressed && m.len < m.item.len as usize,
             at: At::Shared {
                 node: m.item.node,
-                blk: m.item.blk,
+                pos: u64::from(m.item.blk) * bs64,
             },
         });
         *deduped = true;
