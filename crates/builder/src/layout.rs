@@ -22,7 +22,7 @@ use crate::compress::map::zmap;
 use crate::dir::DirLayout;
 use crate::error::{Error, Result};
 use crate::options::{BuildOptions, InodeVersion, TarData};
-use crate::rebuild::layers::RebuildData;
+use crate::rebuild::mode::RebuildData;
 use crate::tree::{Kind, Tree};
 use crate::wide::InodeFormat;
 use crate::xattr::Body;

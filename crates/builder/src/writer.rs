@@ -204,9 +204,7 @@ pub(crate) fn finish_at(
     // mode referring to the layers in place: one per layer.
     let devt_off = (SUPER_OFFSET + sb_size + zcfgs.len() as u64).next_multiple_of(DEVT_SLOT);
     let devt_slots = match &tree.layers {
-        Some(l) if l.data == crate::rebuild::layers::RebuildData::BlobIndex => {
-            l.images.len() as u64
-        }
+        Some(l) if l.data == crate::rebuild::mode::RebuildData::BlobIndex => l.images.len() as u64,
         _ => u64::from(opts.tar_data == TarData::Index || opts.blob_device.is_some()),
     };
     let devt = devt_slots > 0;

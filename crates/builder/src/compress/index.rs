@@ -13,8 +13,6 @@ use ishare_erofs::format::*;
 use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32};
 
-use super::records::RecordSpec;
-
 /// One extent as the index sees it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ext {
@@ -118,6 +116,18 @@ fn entries(exts: &[Ext], bits: u32, big_pcluster: bool) -> Vec<Entry> {
     v
 }
 
+/// What the record form needs beyond the common map settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordSpec {
+    /// The file's size.
+    pub size: u64,
+    /// Pclusters may start past 4 GiB (decided once per image, before addresses are
+    /// known, so the form does not change when they are).
+    pub far: bool,
+    /// Pclusters are byte-aligned (always records).
+    pub unaligned: bool,
+}
+
 /// What to encode.
 #[derive(Debug)]
 pub(crate) struct MapSpec<'a> {
@@ -147,16 +157,10 @@ pub(crate) struct Map {
     pub layout: u16,
 }
 
-/// Encodes the map, which starts at `map_pos` (the 8-aligned end of the inode and
-/// its xattrs; only its value modulo 32 matters).
+/// Encodes the map as lcluster indexes, which start at `map_pos` (the 8-aligned
+/// end of the inode and its xattrs; only its value modulo 32 matters). The extent
+/// record form is `records::encode`; `map.rs` chooses.
 pub(crate) fn encode(spec: &MapSpec<'_>, map_pos: u64) -> Map {
-    // mkfs.erofs writes no records for a file with an inline tail.
-    if let Some(rs) = spec.records
-        && spec.inline_size == 0
-        && let Some(m) = super::records::encode(spec, rs, map_pos)
-    {
-        return m;
-    }
     let bits = spec.blkszbits;
     let ents = entries(spec.exts, bits, spec.big_pcluster);
     let mut advise = 0u16;

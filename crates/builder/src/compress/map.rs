@@ -3,8 +3,8 @@
 //! its inline tail and its fragment, handed to the lcluster index encoder (`index`).
 
 use super::extent::{At, ZFile};
-use super::index::{Ext, Map, MapSpec, encode};
-use super::records::RecordSpec;
+use super::index::{Ext, Map, MapSpec, RecordSpec};
+use super::{index, records};
 use crate::options::BuildOptions;
 
 /// The map of compressed file `z` whose data starts at block `startblk`, for a map
@@ -107,25 +107,30 @@ pub(crate) fn zmap(
             shared: false,
         });
     }
-    encode(
-        &MapSpec {
-            exts: &exts,
-            blkszbits: opts.block_size.trailing_zeros(),
-            big_pcluster: c.max_pcluster() > opts.block_size,
-            allow_compact: !c.legacy_indexes,
-            // Each file uses one algorithm, as HEAD1 (mkfs.erofs writes no HEAD2).
-            algorithmtype: c.algorithms[z.algorithm].algorithm.id(),
-            inline_size,
-            // Byte-aligned plain pclusters are never rotated (mkfs.erofs).
-            interlaced: c.interlaced() && !z.unaligned,
-            fragmentoff: z.frag.map(|f| f.offset),
-            force_full: z.dedupe,
-            records: opts.extent_records().then_some(RecordSpec {
-                size,
-                far,
-                unaligned: z.unaligned,
-            }),
-        },
-        map_pos,
-    )
+    let spec = MapSpec {
+        exts: &exts,
+        blkszbits: opts.block_size.trailing_zeros(),
+        big_pcluster: c.max_pcluster() > opts.block_size,
+        allow_compact: !c.legacy_indexes,
+        // Each file uses one algorithm, as HEAD1 (mkfs.erofs writes no HEAD2).
+        algorithmtype: c.algorithms[z.algorithm].algorithm.id(),
+        inline_size,
+        // Byte-aligned plain pclusters are never rotated (mkfs.erofs).
+        interlaced: c.interlaced() && !z.unaligned,
+        fragmentoff: z.frag.map(|f| f.offset),
+        force_full: z.dedupe,
+        records: opts.extent_records().then_some(RecordSpec {
+            size,
+            far,
+            unaligned: z.unaligned,
+        }),
+    };
+    // mkfs.erofs writes no records for a file with an inline tail.
+    if let Some(rs) = spec.records
+        && spec.inline_size == 0
+        && let Some(m) = records::encode(&spec, rs, map_pos)
+    {
+        return m;
+    }
+    index::encode(&spec, map_pos)
 }

@@ -15,19 +15,7 @@ use ishare_erofs::format::*;
 use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32};
 
-use super::index::{Map, MapSpec, full_size};
-
-/// What the record form needs beyond the common map settings.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RecordSpec {
-    /// The file's size.
-    pub size: u64,
-    /// Pclusters may start past 4 GiB (decided once per image, before addresses are
-    /// known, so the form does not change when they are).
-    pub far: bool,
-    /// Pclusters are byte-aligned (always records).
-    pub unaligned: bool,
-}
+use super::index::{Map, MapSpec, RecordSpec, full_size};
 
 /// The record-form map, or `None` where mkfs.erofs would write lcluster indexes
 /// (block-aligned data whose records would take more room than full indexes).

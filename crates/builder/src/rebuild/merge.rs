@@ -22,7 +22,8 @@ use ishare_erofs::{FileType, Inode};
 
 use super::RebuildOptions;
 use super::chunks;
-use super::layers::{LayerFile, Layers, RebuildData};
+use super::layers::{LayerFile, Layers};
+use super::mode::RebuildData;
 use super::open::{Layer, bad};
 use crate::error::{Error, Result};
 use crate::options::BuildOptions;

@@ -19,6 +19,7 @@
 mod chunks;
 pub(crate) mod layers;
 mod merge;
+pub(crate) mod mode;
 mod open;
 
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ use crate::error::Result;
 use crate::options::BuildOptions;
 use crate::writer::BuildReport;
 
-pub use layers::RebuildData;
+pub use mode::RebuildData;
 
 /// How to rebuild.
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use ishare_erofs::{DeviceInfo, Image};
 
-use super::layers::RebuildData;
+use super::mode::RebuildData;
 use crate::error::{Error, Result};
 
 /// One opened layer.
