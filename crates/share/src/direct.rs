@@ -234,26 +234,45 @@ const DATA_WINDOWS_BUDGET: u64 = 2 << 20;
 /// ((device, inode) of the image file, window start).
 type DataKey = ((u64, u64), u64);
 
-#[derive(Clone)]
-struct DataWeight;
+/// Cached `O_DIRECT` windows, weighed by their buffers' size.
+type WindowCache<K> = quick_cache::sync::Cache<K, Arc<AlignedBuf>, BufWeight>;
 
-impl quick_cache::Weighter<DataKey, Arc<AlignedBuf>> for DataWeight {
-    fn weight(&self, _key: &DataKey, val: &Arc<AlignedBuf>) -> u64 {
+#[derive(Clone)]
+struct BufWeight;
+
+impl<K> quick_cache::Weighter<K, Arc<AlignedBuf>> for BufWeight {
+    fn weight(&self, _key: &K, val: &Arc<AlignedBuf>) -> u64 {
         val.vec.len() as u64
     }
 }
 
-type DataWindows = quick_cache::sync::Cache<DataKey, Arc<AlignedBuf>, DataWeight>;
+fn window_cache<K: Eq + std::hash::Hash + Clone>(budget: u64, window: u64) -> WindowCache<K> {
+    WindowCache::with_weighter((budget / window) as usize, budget, BufWeight)
+}
 
-fn data_windows() -> &'static DataWindows {
-    static CACHE: std::sync::OnceLock<DataWindows> = std::sync::OnceLock::new();
-    CACHE.get_or_init(|| {
-        DataWindows::with_weighter(
-            (DATA_WINDOWS_BUDGET / DATA_WINDOW) as usize,
-            DATA_WINDOWS_BUDGET,
-            DataWeight,
-        )
-    })
+/// The window of `cache` at `key`, read (`len` bytes of `direct` from `start`) when
+/// not cached.
+fn cached_window<K: Eq + std::hash::Hash + Clone>(
+    cache: &WindowCache<K>,
+    key: K,
+    direct: &File,
+    align: usize,
+    start: u64,
+    len: usize,
+) -> io::Result<Arc<AlignedBuf>> {
+    if let Some(w) = cache.get(&key) {
+        return Ok(w);
+    }
+    let mut w = AlignedBuf::default();
+    read_direct(direct, align, start, len, &mut w)?;
+    let w = Arc::new(w);
+    cache.insert(key, w.clone());
+    Ok(w)
+}
+
+fn data_windows() -> &'static WindowCache<DataKey> {
+    static CACHE: std::sync::OnceLock<WindowCache<DataKey>> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| window_cache(DATA_WINDOWS_BUDGET, DATA_WINDOW))
 }
 
 /// Reads `len` bytes of the twin's image at `off` through the data windows.
@@ -273,18 +292,8 @@ fn read_windowed(
     let mut pos = off;
     while pos < end {
         let start = pos / DATA_WINDOW * DATA_WINDOW;
-        let key = (t.key, start);
-        let w = match data_windows().get(&key) {
-            Some(w) => w,
-            None => {
-                let n = DATA_WINDOW.min(t.size - start) as usize;
-                let mut w = AlignedBuf::default();
-                read_direct(direct, align, start, n, &mut w)?;
-                let w = Arc::new(w);
-                data_windows().insert(key, w.clone());
-                w
-            }
-        };
+        let n = DATA_WINDOW.min(t.size - start) as usize;
+        let w = cached_window(data_windows(), (t.key, start), direct, align, start, n)?;
         let from = (pos - start) as usize;
         let n = ((end - pos) as usize).min(w.as_slice().len().saturating_sub(from));
         if n == 0 {
@@ -315,27 +324,10 @@ const WINDOWS_BUDGET: u64 = 6 << 20;
 /// (source, window start).
 type WindowKey = (u64, u64);
 
-#[derive(Clone)]
-struct WindowWeight;
-
-impl quick_cache::Weighter<WindowKey, Arc<AlignedBuf>> for WindowWeight {
-    fn weight(&self, _key: &WindowKey, val: &Arc<AlignedBuf>) -> u64 {
-        val.vec.len() as u64
-    }
-}
-
-type Windows = quick_cache::sync::Cache<WindowKey, Arc<AlignedBuf>, WindowWeight>;
-
 /// The process's windows, of every [`DirectSource`].
-fn windows() -> &'static Windows {
-    static CACHE: std::sync::OnceLock<Windows> = std::sync::OnceLock::new();
-    CACHE.get_or_init(|| {
-        Windows::with_weighter(
-            (WINDOWS_BUDGET / WINDOW) as usize,
-            WINDOWS_BUDGET,
-            WindowWeight,
-        )
-    })
+fn windows() -> &'static WindowCache<WindowKey> {
+    static CACHE: std::sync::OnceLock<WindowCache<WindowKey>> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| window_cache(WINDOWS_BUDGET, WINDOW))
 }
 
 /// An image file as the reader library sees it: metadata (and compressed or inline
@@ -386,16 +378,8 @@ impl DirectSource {
 
     /// The window starting at `start`, read if not cached.
     fn window(&self, direct: &File, align: usize, start: u64) -> io::Result<Arc<AlignedBuf>> {
-        let key = (self.id, start);
-        if let Some(buf) = windows().get(&key) {
-            return Ok(buf);
-        }
         let len = WINDOW.min(self.size.saturating_sub(start)) as usize;
-        let mut buf = AlignedBuf::default();
-        read_direct(direct, align, start, len, &mut buf)?;
-        let buf = Arc::new(buf);
-        windows().insert(key, buf.clone());
-        Ok(buf)
+        cached_window(windows(), (self.id, start), direct, align, start, len)
     }
 }
 

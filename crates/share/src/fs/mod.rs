@@ -398,17 +398,17 @@ impl ImageFs {
         self.open_daemon(nid, state, reply);
     }
 
+    fn reply_passthrough(&self, reply: ReplyOpen, id: &BackingId) {
+        reply.opened_passthrough(FileHandle(self.fh_passthrough()), FopenFlags::empty(), id);
+    }
+
     /// Answers an open of `nid` from its backing file registration, if it has one:
     /// the warm path, which needs nothing else of the file.
     fn open_registered(&self, nid: u64, reply: ReplyOpen) -> Option<ReplyOpen> {
         let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
         match backing.acquire(nid) {
             Some(id) => {
-                reply.opened_passthrough(
-                    FileHandle(self.fh_passthrough()),
-                    FopenFlags::empty(),
-                    id,
-                );
+                self.reply_passthrough(reply, id);
                 None
             }
             None => Some(reply),
@@ -417,8 +417,8 @@ impl ImageFs {
 
     /// Opens a shared file with passthrough to its object; gives the reply back when
     /// passthrough fails (the mount then reads objects in the daemon).
+    /// (The caller found no registration; one made meanwhile is found under the lock.)
     fn open_passthrough(&self, nid: u64, state: &FileState, reply: ReplyOpen) -> Option<ReplyOpen> {
-        let reply = self.open_registered(nid, reply)?;
         let Some(obj) = self.shared_object(nid, state) else {
             reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
             return None;
@@ -426,7 +426,7 @@ impl ImageFs {
         let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(id) = backing.acquire(nid) {
             // Another open registered it meanwhile.
-            reply.opened_passthrough(FileHandle(self.fh_passthrough()), FopenFlags::empty(), id);
+            self.reply_passthrough(reply, id);
             return None;
         }
         // The kernel holds the object file (and with it the flock marking it in use)
@@ -438,11 +438,7 @@ impl ImageFs {
                     log(nid, Some(id.id()));
                 }
                 let id = backing.insert(nid, id);
-                reply.opened_passthrough(
-                    FileHandle(self.fh_passthrough()),
-                    FopenFlags::empty(),
-                    id,
-                );
+                self.reply_passthrough(reply, id);
                 None
             }
             Err(e) => {
