@@ -40,7 +40,9 @@ pub struct Args {
     /// or 0400; or ISHARE_DOMAIN_ID; domain_id=ID works but draws a warning, as command
     /// lines are world-readable); store=DIR (the object store, default
     /// /var/cache/ishare/store); verify=on|off (check fingerprints before sharing,
-    /// default on); passthrough=auto|on|off (FUSE passthrough); mode=auto|fuse|kernel
+    /// default on); passthrough=auto|on|off (FUSE passthrough); prepare=mount|open
+    /// (verify shared files and copy them into the store in the background from the
+    /// mount on, the default, or at each one's first open); mode=auto|fuse|kernel
     /// (who serves the mount: auto takes the kernel's EROFS where it has inode_share);
     /// device=PATH (an extra device, repeatable); allow_other (every user may enter;
     /// implies nosuid,nodev unless suid/dev are given); [no]dev, [no]suid, [no]exec;

@@ -198,9 +198,11 @@ fn assert_growth(name: &str, second_shared: bool, mut scenario: impl FnMut() -> 
     );
 }
 
+/// With `prepare=open`: the page cache a read adds is what these tests measure, and a
+/// preparation ahead would have made (and cached) the objects before the reads.
 fn share_opts(store: &Path, domain: &str, extra: &str) -> String {
     format!(
-        "inode_share,domain_id={domain},store={}{extra}",
+        "inode_share,domain_id={domain},store={},prepare=open{extra}",
         store.display()
     )
 }

@@ -424,7 +424,9 @@ fn a_verified_image_is_not_hashed_again_by_the_daemon() {
     let points = MountPoints::new("ishare-node-", 1);
     let files = ["d0/common", "etc/small", "own-0"];
     for round in 0..2 {
-        let out = node_mount(&node, &images[0], points.path(0), &opts(store.path()));
+        // prepare=open: what is hashed is then what these reads ask for.
+        let o = format!("{},prepare=open", opts(store.path()));
+        let out = node_mount(&node, &images[0], points.path(0), &o);
         assert!(out.status.success(), "{out:?}");
         for f in files {
             fs::read(points.path(0).join(f)).unwrap();

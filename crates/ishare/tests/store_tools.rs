@@ -86,9 +86,10 @@ impl Scratch {
     }
 }
 
+/// With `prepare=open`: the objects these tests count are those of the files read.
 fn share_opts(store: &Path, domain: &str, extra: &str) -> String {
     format!(
-        "inode_share,domain_id={domain},store={}{extra}",
+        "inode_share,domain_id={domain},store={},prepare=open{extra}",
         store.display()
     )
 }

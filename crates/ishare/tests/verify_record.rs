@@ -8,7 +8,8 @@
 //!   damaged object, and the object is rebuilt.
 //!
 //! What was hashed is read from the line each mount logs when it ends ("N files hashed
-//! for verification, M verified by the record").
+//! for verification, M verified by the record"). Also: `prepare=mount` (the default)
+//! verifies and copies every file in the background before anything opens it.
 //!
 //! Needs root and /dev/fuse.
 
@@ -38,10 +39,23 @@ fn image(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
     img
 }
 
-/// Mounts `img` (detached, verify=on by default), checks that every file reads as
-/// `files` says, unmounts with `ishare umount` (which waits for the daemon), and
-/// returns the daemon's log.
+/// Mounts `img` (detached, verify=on by default) with `prepare=open` (what is hashed
+/// is then what the reads below ask for), checks that every file reads as `files`
+/// says, unmounts with `ishare umount` (which waits for the daemon), and returns the
+/// daemon's log.
 fn mount_read_unmount(img: &Path, store: &Path, files: &[(&str, &[u8])]) -> String {
+    mount_read_unmount_with(img, store, files, "prepare=open", |_, _| {})
+}
+
+/// As [`mount_read_unmount`], with the extra mount options `extra`, calling
+/// `before_reads(mount point, log file)` first.
+fn mount_read_unmount_with(
+    img: &Path,
+    store: &Path,
+    files: &[(&str, &[u8])],
+    extra: &str,
+    before_reads: impl FnOnce(&Path, &Path),
+) -> String {
     let mp = tempfile::Builder::new()
         .prefix("ishare-mnt-")
         .tempdir()
@@ -53,13 +67,14 @@ fn mount_read_unmount(img: &Path, store: &Path, files: &[(&str, &[u8])]) -> Stri
             "--dedicated",
             "-o",
             &format!(
-                "inode_share,domain_id=verify-record-test,store={},log={}",
+                "inode_share,domain_id=verify-record-test,store={},log={},{extra}",
                 store.display(),
                 log.display()
             ),
         ])
         .arg(img)
         .arg(mp.path()));
+    before_reads(mp.path(), &log);
     let mut wrong = Vec::new();
     for (rel, want) in files {
         let got = fs::read(mp.path().join(rel));
@@ -242,4 +257,71 @@ fn a_tampered_object_is_detected_and_never_served() {
     assert_eq!(hashed(&log), (0, 1), "{log}");
     let log = mount_read_unmount(&img_b, store.path(), &files_b);
     assert_eq!(hashed(&log), (0, 2), "{log}");
+}
+
+#[test]
+fn prepare_mount_verifies_and_copies_every_file_before_any_open() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(12);
+    let contents: Vec<Vec<u8>> = [3_000, 90_000, 2_000_000, 1]
+        .iter()
+        .map(|&n| rng.bytes(n))
+        .collect();
+    let names = ["a", "d/b", "d/e/big", "one"];
+    let files: Vec<(&str, &[u8])> = names
+        .iter()
+        .zip(&contents)
+        .map(|(n, c)| (*n, c.as_slice()))
+        .collect();
+    let img = image(dir.path(), "i", &files);
+    let n = files.len() as u64;
+
+    // The default: nothing is opened until every object is published.
+    let log = mount_read_unmount_with(&img, store.path(), &files, "", |_, log| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let text = fs::read_to_string(log).unwrap_or_default();
+            if text.contains("prepared ahead") && objects(store.path()).len() == files.len() {
+                assert!(
+                    text.contains(&format!("{n} copied into new objects")),
+                    "{text}"
+                );
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not prepared after 60 s: {} objects\n{text}",
+                objects(store.path()).len()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
+    // Each copy hashed once, ahead; the opens found their files in the record.
+    assert_eq!(hashed(&log), (n, n), "{log}");
+
+    // A second mount prepares again: the record and the store have it all.
+    let log = mount_read_unmount_with(&img, store.path(), &files, "prepare=mount", |_, log| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("prepared ahead")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not prepared after 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
+    assert!(
+        log.contains(&format!(
+            "0 copied into new objects, 0 verified, {n} ready already"
+        )),
+        "{log}"
+    );
+    assert_eq!(hashed(&log), (0, n), "{log}");
 }

@@ -294,6 +294,7 @@ pub(crate) fn mount_with(
         counters.clone(),
     );
 
+    fs.set_prepare_ahead(opts.prepare_ahead);
     let generation = resume.as_ref().map_or(0, |r| r.generation);
     fs.set_generation(generation);
     if let Some(r) = &resume {

@@ -1,6 +1,6 @@
 //! `ishare mount -o OPTIONS`: the kernel's EROFS option names where they exist
 //! (`inode_share`, `domain_id=`, `device=`, `ro`), plus ours (`domain_id_file=`,
-//! `store=`, `verify=`, `passthrough=`, `allow_other`, `threads=`, `log=`).
+//! `store=`, `verify=`, `passthrough=`, `prepare=`, `allow_other`, `threads=`, `log=`).
 
 use std::fmt;
 use std::io::Read;
@@ -88,6 +88,9 @@ pub struct MountOptions {
     pub passthrough: Passthrough,
     /// `mode=auto|fuse|kernel`.
     pub mode: MountBackend,
+    /// `prepare=mount|open`: verify shared files and make their objects in the
+    /// background from mount on (`mount`, the default), or at each file's first open.
+    pub prepare_ahead: bool,
     /// `allow_other`: let every user access the mount (FUSE restricts it to the mounter
     /// otherwise).
     pub allow_other: bool,
@@ -117,6 +120,7 @@ impl Default for MountOptions {
             verify: true,
             passthrough: Passthrough::Auto,
             mode: MountBackend::Auto,
+            prepare_ahead: true,
             allow_other: false,
             threads: default_threads(),
             log: None,
@@ -286,6 +290,13 @@ impl MountOptions {
                             }
                         }
                     }
+                    "prepare" => {
+                        o.prepare_ahead = match need()? {
+                            "mount" => true,
+                            "open" => false,
+                            v => return Err(bad(format!("prepare={v}: expected mount or open"))),
+                        }
+                    }
                     "allow_other" => {
                         flag(value)?;
                         o.allow_other = true;
@@ -355,7 +366,7 @@ mod tests {
         let o = MountOptions::parse(
             &[
                 "ro,inode_share,domain_id=abc",
-                "device=/a,device=/b,store=/s,verify=off,passthrough=off,allow_other,threads=3",
+                "device=/a,device=/b,store=/s,verify=off,passthrough=off,allow_other,threads=3,prepare=open",
             ],
             None,
         )
@@ -367,6 +378,7 @@ mod tests {
         assert!(!o.verify);
         assert_eq!(o.passthrough, Passthrough::Off);
         assert_eq!(o.mode, MountBackend::Auto);
+        assert!(!o.prepare_ahead);
         assert!(o.allow_other);
         assert_eq!(o.threads, 3);
         assert!(
@@ -456,6 +468,7 @@ mod tests {
             "verify=maybe",
             "threads=0",
             "passthrough=x",
+            "prepare=later",
             "mode=bogus",
             "mode",
             "inode_share=1",

@@ -28,7 +28,7 @@ use log::{debug, warn};
 use crate::content::hash_file;
 use crate::stats::Stats;
 use crate::store::trust::{ImageId, Trust};
-use crate::store::{ObjectLock, Published, Store, TmpObject};
+use crate::store::{Object, ObjectLock, Published, Store, TmpObject};
 
 /// Most objects queued at once.
 const MAX_QUEUE: u64 = 256;
@@ -119,6 +119,10 @@ pub struct Job {
     pub replace: bool,
     /// The preparation lock, released once published.
     pub lock: Option<ObjectLock>,
+    /// Prepared ahead of any open (see [`crate::fs::ahead`]): the object served from,
+    /// held until published; its pages are dropped from the page cache then (written
+    /// and synced, nobody asked for them yet).
+    pub ahead: Option<Arc<Object>>,
     /// Image and path, for log lines.
     pub shown: String,
     /// When its first open asked for it.
@@ -297,6 +301,7 @@ fn publish(store: &Store, stats: &Stats, trust: &Trust, job: Job, synced: bool) 
         check,
         replace,
         lock,
+        ahead,
         shown,
         started,
     } = job;
@@ -329,6 +334,11 @@ fn publish(store: &Store, stats: &Stats, trust: &Trust, job: Job, synced: bool) 
     }
     if let Some(l) = lock {
         l.release_published();
+    }
+    if let Some(obj) = ahead {
+        // Clean once synced (`Store::publish` syncs when the batch was not): dropped,
+        // unless mapped. A reader that opened it meanwhile reads it again from disk.
+        let _ = rustix::fs::fadvise(&obj.file, 0, None, rustix::fs::Advice::DontNeed);
     }
 }
 

@@ -123,6 +123,29 @@ fn keep_budget() -> usize {
     (soft / 2).saturating_sub(64).min(1 << 20) as usize
 }
 
+/// Who asks for a decision.
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    /// A file's open, which serves from the object.
+    Open,
+    /// The background preparation of a mount's files ([`Sharing::prepare`]).
+    Ahead,
+}
+
+/// What [`Sharing::prepare`] did for one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ahead {
+    /// Verified and in the store already.
+    Done,
+    /// Its object existed; its content was verified now.
+    Verified,
+    /// Copied into a new object, being checked and published.
+    Copied,
+    /// Not shared (no usable fingerprint, a mismatch, an error: logged), or left to the
+    /// open deciding it right now.
+    Unshared,
+}
+
 /// How an object is prepared.
 enum Prepare {
     /// A new one, under its preparation lock.
@@ -212,6 +235,50 @@ impl Sharing {
         checked: bool,
         path: &dyn Fn() -> String,
     ) -> Decision {
+        self.decide_for(img, direct, inode, checked, path, Purpose::Open)
+    }
+
+    /// Prepares `inode` ahead of its first open (see [`crate::fs::ahead`]): verifies its
+    /// content and makes its object when the store has none, keeping nothing open
+    /// afterwards. What is done already costs a record lookup and a store lookup; a
+    /// file whose first open is being decided right now is left to that open.
+    pub fn prepare(
+        &self,
+        img: &Image,
+        direct: &DirectReader,
+        inode: &Inode,
+        path: &dyn Fn() -> String,
+    ) -> Ahead {
+        let Some(fp) = Self::fingerprint(img, inode) else {
+            return Ahead::Unshared;
+        };
+        let recorded = !self.verify
+            || sha256_digest(&fp).is_some_and(|_| {
+                self.trust
+                    .image_id(img)
+                    .is_some_and(|id| self.trust.is_verified(&id, inode.nid, &fp))
+            });
+        if recorded
+            && matches!(self.store.lookup(&fp, self.verify), Ok(Some(o)) if o.size == inode.size)
+        {
+            return Ahead::Done;
+        }
+        match self.decide_for(img, direct, inode, false, path, Purpose::Ahead) {
+            Decision::Unshared => Ahead::Unshared,
+            Decision::Own(..) => Ahead::Copied,
+            Decision::Shared(_) => Ahead::Verified,
+        }
+    }
+
+    fn decide_for(
+        &self,
+        img: &Image,
+        direct: &DirectReader,
+        inode: &Inode,
+        checked: bool,
+        path: &dyn Fn() -> String,
+        purpose: Purpose,
+    ) -> Decision {
         let Some(fp) = Self::fingerprint(img, inode) else {
             debug!(
                 "{}: {}: no usable fingerprint; unshared",
@@ -236,7 +303,15 @@ impl Sharing {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             slots.get(&fp)
         };
-        let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = match purpose {
+            Purpose::Open => slot.lock().unwrap_or_else(|e| e.into_inner()),
+            // Being decided by an open (or another preparation) right now.
+            Purpose::Ahead => match slot.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Decision::Unshared,
+            },
+        };
         if let Some(verdict) = guard.pending.take()
             && verdict.wait() != Some(true)
         {
@@ -306,7 +381,8 @@ impl Sharing {
                 } else {
                     // This file's content is verified: rebuild the object from it.
                     drop(obj);
-                    self.materialize(img, direct, inode, &fp, Some(*sha), Prepare::Replace, path)
+                    let how = (Prepare::Replace, purpose);
+                    self.materialize(img, direct, inode, &fp, Some(*sha), how, path)
                 }
             }
             Some(obj) if self.verify && obj.verified => {
@@ -321,7 +397,15 @@ impl Sharing {
                     obj.size,
                     inode.size
                 );
-                self.materialize(img, direct, inode, &fp, sha, Prepare::Replace, path)
+                self.materialize(
+                    img,
+                    direct,
+                    inode,
+                    &fp,
+                    sha,
+                    (Prepare::Replace, purpose),
+                    path,
+                )
             }
             Some(obj) => {
                 warn!(
@@ -334,14 +418,26 @@ impl Sharing {
                 return Decision::Unshared;
             }
             None => match lock {
-                Some(l) => self.materialize(img, direct, inode, &fp, sha, Prepare::New(l), path),
+                Some(l) => self.materialize(
+                    img,
+                    direct,
+                    inode,
+                    &fp,
+                    sha,
+                    (Prepare::New(l), purpose),
+                    path,
+                ),
                 None => unreachable!("locked when no object exists"),
             },
         };
+        // Prepared ahead, an object is not kept open: an open will look it up.
+        let keep = matches!(purpose, Purpose::Open);
         match &decision {
             Decision::Shared(obj) => {
                 guard.obj = Arc::downgrade(obj);
-                self.keep(obj);
+                if keep {
+                    self.keep(obj);
+                }
             }
             // Not for other files until checked: in this process they wait for the
             // check; other processes look in the store, waiting for the preparation
@@ -349,7 +445,9 @@ impl Sharing {
             Decision::Own(obj, verdict) => {
                 guard.obj = Arc::downgrade(obj);
                 guard.pending = Some(verdict.clone());
-                self.keep(obj);
+                if keep {
+                    self.keep(obj);
+                }
             }
             Decision::Unshared => {}
         }
@@ -451,13 +549,14 @@ impl Sharing {
         inode: &Inode,
         fp: &[u8],
         sha: Option<[u8; 32]>,
-        how: Prepare,
+        (how, purpose): (Prepare, Purpose),
         path: &dyn Fn() -> String,
     ) -> Decision {
         let (replace, lock) = match how {
             Prepare::New(l) => (false, Some(l)),
             Prepare::Replace => (true, None),
         };
+        let ahead = matches!(purpose, Purpose::Ahead);
         let image = img.name();
         let started = std::time::Instant::now();
         let res = (|| -> Result<Decision> {
@@ -478,6 +577,9 @@ impl Sharing {
                 size: inode.size,
                 verified: false,
             });
+            // Prepared ahead: held until published (an open meanwhile finds it in its
+            // slot rather than waiting for the store), then its pages go.
+            let held = ahead.then(|| obj.clone());
             let want = if self.verify { sha } else { None };
             let check = want.map(|want| Check {
                 want,
@@ -495,6 +597,7 @@ impl Sharing {
                 check,
                 replace,
                 lock,
+                ahead: held,
                 shown: format!("{image}: {}", path()),
                 started,
             });

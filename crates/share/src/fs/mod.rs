@@ -51,6 +51,7 @@ use crate::publish::Verdict;
 use crate::sharing::{Decision, Sharing};
 use crate::store::Object;
 
+pub(crate) mod ahead;
 mod attr;
 mod backing;
 mod meta;
@@ -138,6 +139,8 @@ pub struct ImageFs {
     /// The kernel sends no OPEN (refused: `no_open`; only when nothing is shared).
     no_open: bool,
     counters: Arc<Counters>,
+    /// `prepare=mount`: queued for [`ahead`] once the session starts.
+    prepare_ahead: bool,
 }
 
 impl std::fmt::Debug for ImageFs {
@@ -201,6 +204,7 @@ impl ImageFs {
             no_opendir: false,
             no_open: false,
             counters,
+            prepare_ahead: false,
         }
     }
 
@@ -211,6 +215,12 @@ impl ImageFs {
     pub fn set_generation(&mut self, generation: u64) {
         self.fh_base = generation << 40;
         self.next_fh = AtomicU64::new(self.fh_base + 2);
+    }
+
+    /// Prepares the shared files in the background (see [`ahead`]) from the session's
+    /// start until they are all prepared or the mount ends.
+    pub fn set_prepare_ahead(&mut self, on: bool) {
+        self.prepare_ahead = on && self.sharing.is_some();
     }
 
     /// Tells `log` of every backing file registration from now on.

@@ -30,7 +30,12 @@ impl Filesystem for MountFs {
         let Some(this) = Arc::get_mut(&mut self.0) else {
             return Err(io::Error::other("FUSE init after the first request"));
         };
-        this.negotiate(config)
+        this.negotiate(config)?;
+        // Only now: the preparation holds the state now and then.
+        if self.prepare_ahead {
+            super::ahead::enqueue(&self.0);
+        }
+        Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

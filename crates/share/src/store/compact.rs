@@ -54,6 +54,12 @@ impl Entries {
         }
     }
 
+    /// About how many entries (an entry both merged and changed since counts twice),
+    /// at no cost.
+    pub fn approx_len(&self) -> usize {
+        self.sorted.len() + self.recent.len()
+    }
+
     /// How many entries.
     #[cfg(test)]
     pub fn len(&self) -> usize {
