@@ -259,6 +259,19 @@ fn a_tampered_object_is_detected_and_never_served() {
     assert_eq!(hashed(&log), (0, 2), "{log}");
 }
 
+/// Waits (up to 60 s) until `done(log text)` holds.
+fn wait_for(log: &Path, done: impl Fn(&str) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        if done(&text) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "waited 60 s:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn prepare_mount_verifies_and_copies_every_file_before_any_open() {
     if skip() {
@@ -267,61 +280,32 @@ fn prepare_mount_verifies_and_copies_every_file_before_any_open() {
     let dir = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
     let mut rng = Rng::new(12);
-    let contents: Vec<Vec<u8>> = [3_000, 90_000, 2_000_000, 1]
-        .iter()
-        .map(|&n| rng.bytes(n))
-        .collect();
-    let names = ["a", "d/b", "d/e/big", "one"];
-    let files: Vec<(&str, &[u8])> = names
-        .iter()
-        .zip(&contents)
-        .map(|(n, c)| (*n, c.as_slice()))
-        .collect();
+    let owned = [
+        ("a", 3_000),
+        ("d/b", 90_000),
+        ("d/e/big", 2_000_000),
+        ("one", 1),
+    ]
+    .map(|(name, len)| (name, rng.bytes(len)));
+    let files: Vec<(&str, &[u8])> = owned.iter().map(|(n, c)| (*n, c.as_slice())).collect();
     let img = image(dir.path(), "i", &files);
-    let n = files.len() as u64;
+    let n = files.len();
 
-    // The default: nothing is opened until every object is published.
+    // The default: every object is published before anything is read.
+    let copied = format!("{n} copied into new objects");
     let log = mount_read_unmount_with(&img, store.path(), &files, "", |_, log| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let text = fs::read_to_string(log).unwrap_or_default();
-            if text.contains("prepared ahead") && objects(store.path()).len() == files.len() {
-                assert!(
-                    text.contains(&format!("{n} copied into new objects")),
-                    "{text}"
-                );
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "not prepared after 60 s: {} objects\n{text}",
-                objects(store.path()).len()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_for(log, |t| {
+            t.contains(&copied) && objects(store.path()).len() == n
+        })
     });
     // Each copy hashed once, ahead; the opens found their files in the record.
-    assert_eq!(hashed(&log), (n, n), "{log}");
+    assert_eq!(hashed(&log), (n as u64, n as u64), "{log}");
 
     // A second mount prepares again: the record and the store have it all.
+    let ready = format!("0 copied into new objects, 0 verified, {n} ready already");
     let log = mount_read_unmount_with(&img, store.path(), &files, "prepare=mount", |_, log| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !fs::read_to_string(log)
-            .unwrap_or_default()
-            .contains("prepared ahead")
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "not prepared after 60 s"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_for(log, |t| t.contains("prepared ahead"))
     });
-    assert!(
-        log.contains(&format!(
-            "0 copied into new objects, 0 verified, {n} ready already"
-        )),
-        "{log}"
-    );
-    assert_eq!(hashed(&log), (0, n), "{log}");
+    assert!(log.contains(&ready), "{log}");
+    assert_eq!(hashed(&log), (0, n as u64), "{log}");
 }
