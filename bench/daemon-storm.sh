@@ -36,7 +36,7 @@ trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"
 for n in $IMGS; do
   mkdir -p "$W/m/$n"
-  "$B" mount -o "inode_share,store=$W/store,log=$W/log.$n" "$DATA/$n.erofs" "$W/m/$n"
+  "$B" mount -o "inode_share,store=$W/store,log=$W/log.$n${STORM_OPTS:+,$STORM_OPTS}" "$DATA/$n.erofs" "$W/m/$n"
 done
 PID=$(cat "$W/daemon.sock.lock")
 mem() { awk '/^Rss:/ { r = $2 } /^Pss:/ { p = $2 } END { printf "RSS %.1f MiB, PSS %.1f MiB", r / 1024, p / 1024 }' "/proc/$PID/smaps_rollup"; }

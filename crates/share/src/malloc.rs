@@ -35,3 +35,16 @@ pub(crate) fn tune() {
         libc::mallopt(libc::M_ARENA_MAX, ARENA_MAX);
     }
 }
+
+/// Gives the memory malloc holds free back to the system (glibc; nothing elsewhere).
+/// After a burst of work on threads of its own (the preparation ahead of a mount's
+/// files), the arenas keep what that work freed: measured, 2.7 MiB more daemon PSS
+/// with ten family images.
+pub(crate) fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: malloc_trim only releases free memory of the allocator; any pad is valid.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

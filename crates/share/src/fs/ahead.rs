@@ -68,35 +68,49 @@ pub(crate) fn enqueue(fs: &Arc<ImageFs>) {
 }
 
 fn run(q: &Queue) {
-    let pool = match rayon::ThreadPoolBuilder::new()
-        .num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .thread_name(|i| format!("ahead-{i}"))
-        // setpriority on a thread's own id sets that thread's nice value (Linux).
-        .start_handler(|_| {
-            let _ = rustix::process::setpriority_process(None, NICE);
-        })
-        .build()
-    {
-        Ok(p) => p,
-        Err(e) => {
-            warn!(
-                "cannot start the threads that prepare shared files ahead: {e}; they are prepared at their first open"
-            );
-            return;
-        }
-    };
     loop {
-        let next = {
-            let mut m = q.mounts.lock().unwrap_or_else(|e| e.into_inner());
-            loop {
-                match m.pop_front() {
-                    Some(w) => break w,
-                    None => m = q.ready.wait(m).unwrap_or_else(|e| e.into_inner()),
-                }
+        let mut next = Some(wait(q));
+        // A pool while there is work: its threads (and what they hold) go when the
+        // queue is empty.
+        let pool = match rayon::ThreadPoolBuilder::new()
+            .num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .thread_name(|i| format!("ahead-{i}"))
+            // setpriority on a thread's own id sets that thread's nice value (Linux).
+            .start_handler(|_| {
+                let _ = rustix::process::setpriority_process(None, NICE);
+            })
+            .build()
+        {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(
+                    "cannot start the threads that prepare shared files ahead: {e}; they are prepared at their first open"
+                );
+                return;
             }
         };
-        if let Some(fs) = next.upgrade() {
-            pool.install(|| prepare_mount(&fs));
+        while let Some(w) = next {
+            if let Some(fs) = w.upgrade() {
+                pool.install(|| prepare_mount(&fs));
+            }
+            next = q
+                .mounts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
+        }
+        drop(pool);
+        crate::malloc::trim();
+    }
+}
+
+/// The next mount to prepare, waiting for one.
+fn wait(q: &Queue) -> Weak<ImageFs> {
+    let mut m = q.mounts.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        match m.pop_front() {
+            Some(w) => return w,
+            None => m = q.ready.wait(m).unwrap_or_else(|e| e.into_inner()),
         }
     }
 }

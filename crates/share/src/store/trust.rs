@@ -49,8 +49,12 @@ use super::identity::FileId;
 use super::record::{self, Key, Update};
 use super::{Store, hex};
 
-/// Unwritten entries that make the next addition write them.
+/// Unwritten entries that make the next addition write them, at least (see
+/// [`Trust::add`]).
 const FLUSH_EVERY: usize = 256;
+
+/// ... and at most.
+const FLUSH_MOST: usize = 4096;
 
 /// How long the oldest unwritten entry waits at most (checked at the next addition).
 const FLUSH_AFTER: Duration = Duration::from_secs(5);
@@ -336,9 +340,11 @@ impl Trust {
             // A write rewrites whole records: waiting for a quarter of what the records
             // hold keeps the work of writing n entries, batch by batch, at a few times
             // n (every FLUSH_EVERY entries, preparing a 31,000-file image rewrote its
-            // record 120 times: 2 million entry MACs, most of a core for 5 s).
+            // record 120 times: 2 million entry MACs, most of a core for 5 s); up to
+            // FLUSH_MOST, as unwritten entries cost memory (~90 bytes each: 2.7 MiB
+            // more daemon PSS with ten family images when uncapped).
             let held: usize = st.records.values().map(|r| r.entries.approx_len()).sum();
-            let every = FLUSH_EVERY.max(held / 4);
+            let every = (held / 4).clamp(FLUSH_EVERY, FLUSH_MOST);
             st.unwritten += 1;
             let oldest = *st.oldest.get_or_insert_with(Instant::now);
             st.unwritten >= every || oldest.elapsed() >= FLUSH_AFTER
