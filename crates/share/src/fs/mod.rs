@@ -32,6 +32,9 @@
 //! * What the mount remembers of files and names is in the process's one metadata
 //!   budget ([`meta`]); evicted entries are found again in the image.
 //! * Errors from the reader are EIO with a log line naming the image and the path.
+//! * With `prepare=mount` (the default) the shared files are verified and their
+//!   objects made in the background from the session's start ([`ahead`]), so that a
+//!   first open finds them ready instead of hashing or copying on the mount's thread.
 //!
 //! This module holds the mount's state and how a file is opened and read; [`attr`]
 //! maps inodes to what `stat` shows, [`ops`] answers the FUSE requests.
