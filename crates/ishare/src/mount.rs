@@ -242,9 +242,17 @@ pub fn mounts(args: MountsArgs) -> Result<()> {
     };
     writeln!(out, "ishare daemon pid {pid}: {} mounts", mounts.len())?;
     for m in mounts {
+        let prepared = if m.prepare.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\tprepared ahead: {} ({} files)",
+                m.prepare, m.prepared_files
+            )
+        };
         writeln!(
             out,
-            "{}\t{}\t{}\t{} shared files\t{}",
+            "{}\t{}\t{}\t{} shared files\t{}{prepared}",
             m.mountpoint.display(),
             m.image.display(),
             m.mode,

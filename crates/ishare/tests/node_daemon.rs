@@ -127,6 +127,24 @@ fn eight_images_one_process_one_page_cache() {
     );
     let list = listed(&node);
     assert_eq!(list["mounts"].as_array().unwrap().len(), 8, "{list}");
+    // prepare=mount, the default: each mount's three files are prepared in the
+    // background, and `ishare mounts` says so.
+    let start = Instant::now();
+    loop {
+        let list = listed(&node);
+        let mounts = list["mounts"].as_array().unwrap();
+        if mounts.iter().all(|m| m["prepare"] == "done") {
+            for m in mounts {
+                assert_eq!(m["prepared_files"], 3, "{m}");
+            }
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not prepared after 60 s: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // The first opens prepare the object and verify each image's copy (reading the
     // images); what is measured is serving from then on.

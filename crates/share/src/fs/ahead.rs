@@ -33,6 +33,25 @@ use crate::sharing::Ahead;
 /// which readers wait for, go first.
 const NICE: i32 = 10;
 
+/// [`super::Counters::prepare`] (0, its default: no preparation, as with
+/// `prepare=open`, nothing shared, or a kernel mount): waiting for earlier mounts.
+const QUEUED: u8 = 1;
+const RUNNING: u8 = 2;
+const DONE: u8 = 3;
+/// Ended early: the mount ended, or the image could not be walked (logged).
+const STOPPED: u8 = 4;
+
+/// A [`super::Counters::prepare`] value as `ishare mounts` shows it ("" for none).
+pub(crate) fn state_name(state: u8) -> &'static str {
+    match state {
+        QUEUED => "queued",
+        RUNNING => "running",
+        DONE => "done",
+        STOPPED => "stopped",
+        _ => "",
+    }
+}
+
 /// Mounts waiting for their preparation, oldest first.
 struct Queue {
     mounts: Mutex<VecDeque<Weak<ImageFs>>>,
@@ -59,6 +78,7 @@ pub(crate) fn enqueue(fs: &Arc<ImageFs>) {
         }
     });
     if let Some(q) = queue {
+        fs.counters.prepare.store(QUEUED, Ordering::Relaxed);
         q.mounts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -153,10 +173,13 @@ fn mounted(fs: &Arc<ImageFs>) -> bool {
 fn prepare_mount(fs: &Arc<ImageFs>) {
     let Some(sharing) = &fs.sharing else { return };
     let started = Instant::now();
+    let state = &fs.counters.prepare;
+    state.store(RUNNING, Ordering::Relaxed);
     let root = match fs.img.root() {
         Ok(r) => r,
         Err(e) => {
             warn!("{}: cannot prepare its files ahead: {e}", fs.image());
+            state.store(STOPPED, Ordering::Relaxed);
             return;
         }
     };
@@ -172,6 +195,7 @@ fn prepare_mount(fs: &Arc<ImageFs>) {
             if let Err(e) = step {
                 // Its opens report it; the rest of the tree is left to them.
                 warn!("{}: preparing its files ahead stopped: {e}", fs.image());
+                stopped.store(true, Ordering::Relaxed);
                 return false;
             }
             true
@@ -192,8 +216,18 @@ fn prepare_mount(fs: &Arc<ImageFs>) {
                 stopped.store(true, Ordering::Relaxed);
                 return;
             }
-            tally.add(sharing.prepare(&fs.img, &fs.direct, &e.inode, &|| e.path_str()));
+            let done = sharing.prepare(&fs.img, &fs.direct, &e.inode, &|| e.path_str());
+            if done != Ahead::Unshared {
+                fs.counters.prepared_files.fetch_add(1, Ordering::Relaxed);
+            }
+            tally.add(done);
         });
+    let ended = if stopped.load(Ordering::Relaxed) || !mounted(fs) {
+        STOPPED
+    } else {
+        DONE
+    };
+    state.store(ended, Ordering::Relaxed);
     info!(
         "{}: shared files prepared ahead in {:.1?}: {} copied into new objects, {} verified, \
          {} ready already, {} not shared or left to their opens",

@@ -90,6 +90,10 @@ pub struct Counters {
     pub shared_files: AtomicU64,
     /// Their bytes.
     pub shared_bytes: AtomicU64,
+    /// Where the preparation ahead stands (see [`ahead::state_name`]).
+    pub prepare: std::sync::atomic::AtomicU8,
+    /// Files the preparation ahead found ready, verified or copied.
+    pub prepared_files: AtomicU64,
 }
 
 /// How one regular file is served.

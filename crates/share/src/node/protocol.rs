@@ -95,6 +95,13 @@ pub struct MountInfo {
     pub shared_files: u64,
     /// Their bytes.
     pub shared_bytes: u64,
+    /// The preparation ahead (`prepare=mount`): `queued`, `running`, `done` or
+    /// `stopped`; empty (and left out) without one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prepare: String,
+    /// Files it found ready, verified or copied so far.
+    #[serde(default)]
+    pub prepared_files: u64,
 }
 
 /// A reply.

@@ -74,6 +74,9 @@ impl Entry {
             detail: self.detail.clone(),
             shared_files: self.counters.shared_files.load(Ordering::Relaxed),
             shared_bytes: self.counters.shared_bytes.load(Ordering::Relaxed),
+            prepare: crate::fs::ahead::state_name(self.counters.prepare.load(Ordering::Relaxed))
+                .to_string(),
+            prepared_files: self.counters.prepared_files.load(Ordering::Relaxed),
         }
     }
 }
