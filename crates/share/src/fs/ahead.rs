@@ -7,10 +7,10 @@
 //! spent five times the kernel's time there (117,145 first opens, each a few hundred
 //! microseconds of reads, hashing, a new store file and records). Done ahead, on every
 //! core at a lower priority, in the order a reader walks the tree, a first open finds
-//! its file verified and its object made and costs what a later open costs. The price
-//! is paid once per image file and domain (the records remember it across mounts and
-//! reboots): one read of the image's shared files, and store space for all of them
-//! rather than for those opened. Objects made ahead leave no pages cached (see
+//! its file verified and its object made: a store lookup and a registration, no reading
+//! or hashing. The price is paid once per image file and domain (the records remember
+//! it across mounts and reboots): one read of the image's shared files, and store space
+//! for all of them rather than for those opened. Objects made ahead leave no pages cached (see
 //! [`crate::publish::Job::ahead`]). `prepare=open` keeps the work at first opens.
 //!
 //! One queue per process: mounts are prepared one after the other, in the order they
@@ -58,26 +58,29 @@ struct Queue {
     ready: Condvar,
 }
 
+/// The process's queue.
+static QUEUE: Queue = Queue {
+    mounts: Mutex::new(VecDeque::new()),
+    ready: Condvar::new(),
+};
+
 /// Queues `fs` for preparation (starting the process's preparing thread at the first).
 pub(crate) fn enqueue(fs: &Arc<ImageFs>) {
-    static QUEUE: OnceLock<Option<&'static Queue>> = OnceLock::new();
-    let queue = QUEUE.get_or_init(|| {
-        let q: &'static Queue = Box::leak(Box::new(Queue {
-            mounts: Mutex::new(VecDeque::new()),
-            ready: Condvar::new(),
-        }));
+    static STARTED: OnceLock<bool> = OnceLock::new();
+    let started = *STARTED.get_or_init(|| {
         match std::thread::Builder::new()
             .name("ahead".into())
-            .spawn(move || run(q))
+            .spawn(|| run(&QUEUE))
         {
-            Ok(_) => Some(q),
+            Ok(_) => true,
             Err(e) => {
                 warn!("cannot start the thread that prepares shared files ahead: {e}; they are prepared at their first open");
-                None
+                false
             }
         }
     });
-    if let Some(q) = queue {
+    if started {
+        let q = &QUEUE;
         fs.counters.prepare.store(QUEUED, Ordering::Relaxed);
         q.mounts
             .lock()
