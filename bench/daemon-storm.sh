@@ -9,7 +9,8 @@
 # stay flat after the first read. Run as root.
 #
 # Environment: ISHARE_BIN (default target/release/ishare), BENCH (default
-# /var/cache/ishare/bench), STORMS (default 3).
+# /var/cache/ishare/bench), STORMS (default 3), STORM_OPTS (more mount options, such
+# as prepare=open).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${ISHARE_BIN:-$ROOT/target/release/ishare}

@@ -235,7 +235,15 @@ impl Sharing {
         checked: bool,
         path: &dyn Fn() -> String,
     ) -> Decision {
-        self.decide_for(img, direct, inode, checked, path, Purpose::Open)
+        let Some(fp) = Self::fingerprint(img, inode) else {
+            debug!(
+                "{}: {}: no usable fingerprint; unshared",
+                img.name(),
+                path()
+            );
+            return Decision::Unshared;
+        };
+        self.decide_for(img, direct, inode, fp, checked, path, Purpose::Open)
     }
 
     /// Prepares `inode` ahead of its first open (see [`crate::fs::ahead`]): verifies its
@@ -263,30 +271,25 @@ impl Sharing {
         {
             return Ahead::Done;
         }
-        match self.decide_for(img, direct, inode, false, path, Purpose::Ahead) {
+        match self.decide_for(img, direct, inode, fp, false, path, Purpose::Ahead) {
             Decision::Unshared => Ahead::Unshared,
             Decision::Own(..) => Ahead::Copied,
             Decision::Shared(_) => Ahead::Verified,
         }
     }
 
+    /// [`Sharing::decide`] for `purpose`, `fp` being the file's fingerprint.
+    #[allow(clippy::too_many_arguments)]
     fn decide_for(
         &self,
         img: &Image,
         direct: &DirectReader,
         inode: &Inode,
+        fp: Vec<u8>,
         checked: bool,
         path: &dyn Fn() -> String,
         purpose: Purpose,
     ) -> Decision {
-        let Some(fp) = Self::fingerprint(img, inode) else {
-            debug!(
-                "{}: {}: no usable fingerprint; unshared",
-                img.name(),
-                path()
-            );
-            return Decision::Unshared;
-        };
         let image = img.name();
         let sha = sha256_digest(&fp);
         if self.verify && sha.is_none() {

@@ -10,8 +10,9 @@
 //! its file verified and its object made: a store lookup and a registration, no reading
 //! or hashing. The price is paid once per image file and domain (the records remember
 //! it across mounts and reboots): one read of the image's shared files, and store space
-//! for all of them rather than for those opened. Objects made ahead leave no pages cached (see
-//! [`crate::publish::Job::ahead`]). `prepare=open` keeps the work at first opens.
+//! for all of them rather than for those opened. Objects made ahead leave no pages
+//! cached (see [`crate::publish::Job::ahead`]). `prepare=open` keeps the work at first
+//! opens.
 //!
 //! One queue per process: mounts are prepared one after the other, in the order they
 //! were made (the node daemon's mounts share it), each on a pool of one thread per
@@ -80,13 +81,13 @@ pub(crate) fn enqueue(fs: &Arc<ImageFs>) {
         }
     });
     if started {
-        let q = &QUEUE;
         fs.counters.prepare.store(QUEUED, Ordering::Relaxed);
-        q.mounts
+        QUEUE
+            .mounts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push_back(Arc::downgrade(fs));
-        q.ready.notify_one();
+        QUEUE.ready.notify_one();
     }
 }
 
@@ -143,24 +144,21 @@ fn wait(q: &Queue) -> Weak<ImageFs> {
 struct Tally([AtomicU64; 4]);
 
 impl Tally {
-    fn add(&self, a: Ahead) {
-        let i = match a {
+    fn count(&self, a: Ahead) -> &AtomicU64 {
+        &self.0[match a {
             Ahead::Done => 0,
             Ahead::Verified => 1,
             Ahead::Copied => 2,
             Ahead::Unshared => 3,
-        };
-        self.0[i].fetch_add(1, Ordering::Relaxed);
+        }]
+    }
+
+    fn add(&self, a: Ahead) {
+        self.count(a).fetch_add(1, Ordering::Relaxed);
     }
 
     fn get(&self, a: Ahead) -> u64 {
-        let i = match a {
-            Ahead::Done => 0,
-            Ahead::Verified => 1,
-            Ahead::Copied => 2,
-            Ahead::Unshared => 3,
-        };
-        self.0[i].load(Ordering::Relaxed)
+        self.count(a).load(Ordering::Relaxed)
     }
 }
 
