@@ -109,6 +109,8 @@ pub struct Mounted {
     kernel_init: Option<KernelInit>,
     /// Daemons that served the connection before this one.
     generation: u64,
+    /// The preparation ahead (`prepare=mount`), started when the mount is served.
+    ahead: crate::fs::ahead::Start,
     /// How files are served.
     pub mode: String,
     /// The same, in one word.
@@ -294,7 +296,10 @@ pub(crate) fn mount_with(
         counters.clone(),
     );
 
-    fs.set_prepare_ahead(opts.prepare_ahead);
+    let ahead = crate::fs::ahead::Start::default();
+    if opts.prepare_ahead {
+        fs.set_prepare_ahead(ahead.clone());
+    }
     let generation = resume.as_ref().map_or(0, |r| r.generation);
     fs.set_generation(generation);
     if let Some(r) = &resume {
@@ -428,6 +433,7 @@ pub(crate) fn mount_with(
         _registration: registration,
         kernel_init: session_init,
         generation,
+        ahead,
         mode,
         kind,
         image,
@@ -480,9 +486,11 @@ impl Mounted {
         self.sharing.as_ref()
     }
 
-    /// Serves requests until the file system is unmounted, then (when the sharing
-    /// state is its own) waits for shared objects still being published.
+    /// Starts the preparation ahead (`prepare=mount`), serves requests until the file
+    /// system is unmounted, then (when the sharing state is its own) waits for shared
+    /// objects still being published.
     pub fn run(self) -> Result<()> {
+        self.ahead.start();
         let res = self.session.run();
         if let (Some(s), true) = (&self.sharing, self.owns_sharing) {
             s.wait_published();

@@ -65,8 +65,31 @@ static QUEUE: Queue = Queue {
     ready: Condvar::new(),
 };
 
+/// A mount's preparation, armed at the session's INIT (the mount's state is complete
+/// from then on) and started once the mount is served ([`crate::mount::Mounted::run`]):
+/// its work and its log line come after the mount's own, and a detached daemon points
+/// its log at the file only once the launcher has its answer (a preparation started at
+/// INIT could finish, and log, before that).
+#[derive(Debug, Clone, Default)]
+pub struct Start(Arc<Mutex<Option<Weak<ImageFs>>>>);
+
+impl Start {
+    /// The session's state is `fs`.
+    pub(crate) fn arm(&self, fs: &Arc<ImageFs>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::downgrade(fs));
+    }
+
+    /// Queues the armed mount (once; nothing when never armed).
+    pub(crate) fn start(&self) {
+        let armed = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(fs) = armed.and_then(|w| w.upgrade()) {
+            enqueue(&fs);
+        }
+    }
+}
+
 /// Queues `fs` for preparation (starting the process's preparing thread at the first).
-pub(crate) fn enqueue(fs: &Arc<ImageFs>) {
+fn enqueue(fs: &Arc<ImageFs>) {
     static STARTED: OnceLock<bool> = OnceLock::new();
     let started = *STARTED.get_or_init(|| {
         match std::thread::Builder::new()

@@ -146,8 +146,8 @@ pub struct ImageFs {
     /// The kernel sends no OPEN (refused: `no_open`; only when nothing is shared).
     no_open: bool,
     counters: Arc<Counters>,
-    /// `prepare=mount`: queued for [`ahead`] once the session starts.
-    prepare_ahead: bool,
+    /// `prepare=mount`: armed at INIT, started when the mount is served.
+    prepare_ahead: Option<ahead::Start>,
 }
 
 impl std::fmt::Debug for ImageFs {
@@ -211,7 +211,7 @@ impl ImageFs {
             no_opendir: false,
             no_open: false,
             counters,
-            prepare_ahead: false,
+            prepare_ahead: None,
         }
     }
 
@@ -224,10 +224,11 @@ impl ImageFs {
         self.next_fh = AtomicU64::new(self.fh_base + 2);
     }
 
-    /// Prepares the shared files in the background (see [`ahead`]) from the session's
-    /// start until they are all prepared or the mount ends.
-    pub fn set_prepare_ahead(&mut self, on: bool) {
-        self.prepare_ahead = on && self.sharing.is_some();
+    /// Prepares the shared files in the background (see [`ahead`]) once `start` is
+    /// started, until they are all prepared or the mount ends (nothing when no file is
+    /// shared).
+    pub(crate) fn set_prepare_ahead(&mut self, start: ahead::Start) {
+        self.prepare_ahead = self.sharing.is_some().then_some(start);
     }
 
     /// Tells `log` of every backing file registration from now on.

@@ -32,8 +32,8 @@ impl Filesystem for MountFs {
         };
         this.negotiate(config)?;
         // Only now: the preparation holds the state now and then.
-        if self.prepare_ahead {
-            super::ahead::enqueue(&self.0);
+        if let Some(start) = &self.prepare_ahead {
+            start.arm(&self.0);
         }
         Ok(())
     }
