@@ -175,10 +175,6 @@ fn bytes_str(b: &[u8]) -> String {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// An xattr value for display: the fingerprint as `sha256:<hex>`, printable text
 /// as is, anything else as `0x<hex>`.
 pub fn value_str(img: &Image, x: &Xattr) -> String {
@@ -190,16 +186,16 @@ pub fn value_str(img: &Image, x: &Xattr) -> String {
         .strip_prefix(b"sha256:")
         .filter(|d| is_fp && d.len() == 32)
     {
-        return format!("sha256:{}", hex(d));
+        return format!("sha256:{}", hex::encode(d));
     }
     match std::str::from_utf8(&x.value) {
         Ok(s) if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => format!("{s:?}"),
-        _ => format!("0x{}", hex(&x.value)),
+        _ => format!("0x{}", hex::encode(&x.value)),
     }
 }
 
 fn uuid_str(u: &[u8; 16]) -> String {
-    let h = hex(u);
+    let h = hex::encode(u);
     format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],

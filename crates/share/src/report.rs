@@ -387,10 +387,9 @@ pub fn whole_blocks(size: u64, block: u32) -> u64 {
 
 /// A fingerprint for people: `sha256:<hex>` or the value in hex.
 pub fn show_fingerprint(v: &[u8]) -> String {
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     match sha256_digest(v) {
-        Some(d) => format!("sha256:{}", hex(&d)),
-        None => hex(v),
+        Some(d) => format!("sha256:{}", hex::encode(d)),
+        None => hex::encode(v),
     }
 }
 

@@ -583,8 +583,7 @@ fn hash(r: &mut impl Read, sha512: bool) -> io::Result<String> {
         true => ("sha512", run(r, sha2::Sha512::new())?),
         false => ("sha256", run(r, sha2::Sha256::new())?),
     };
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("{alg}:{hex}"))
+    Ok(format!("{alg}:{}", hex::encode(bytes)))
 }
 
 fn list_or_none(v: &[String]) -> String {

@@ -106,14 +106,7 @@ pub(crate) fn device_slots(
         match &l.device {
             Some(d) if !d.tag.is_empty() => tag[..d.tag.len()].copy_from_slice(&d.tag),
             _ => {
-                let hex: String = l
-                    .image
-                    .superblock()
-                    .raw
-                    .uuid
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
+                let hex = hex::encode(l.image.superblock().raw.uuid);
                 tag[..32].copy_from_slice(hex.as_bytes());
             }
         }

@@ -109,11 +109,7 @@ pub(crate) fn kernel_domain(domain: &DomainId, verify: bool) -> String {
         Hmac::<Sha256>::new_from_slice(domain.expose()).expect("HMAC takes keys of any length");
     m.update(b"ishare kernel domain");
     m.update(if verify { b"\x01" } else { b"\x00" });
-    m.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(m.finalize().into_bytes())
 }
 
 /// The kernel side of the mode decision of a mount daemon (`mode=auto|fuse|kernel`):

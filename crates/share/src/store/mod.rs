@@ -141,10 +141,6 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn mkdir_private(path: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(path)
 }
@@ -278,7 +274,7 @@ impl Store {
     /// had `0755`), so that only the store's owner can reach the objects.
     pub fn open(root: &Path, domain: &DomainId) -> io::Result<Store> {
         let key = hmac(domain.expose(), &[b"ishare store v1"]);
-        let tag = hex(&hmac(&key, &[b"domain"])[..16]);
+        let tag = hex::encode(&hmac(&key, &[b"domain"])[..16]);
         let mut fd = safe::open_root(root, true)?;
         for name in [VERSION_DIR, tag.as_str()] {
             fd = private_subdir(&fd, name)?;
@@ -349,7 +345,7 @@ impl Store {
 
     /// The object name of a fingerprint value (hex of a keyed hash).
     pub fn object_name(&self, fingerprint: &[u8]) -> String {
-        hex(&hmac(&self.key, &[b"object", &[0], fingerprint]))
+        hex::encode(hmac(&self.key, &[b"object", &[0], fingerprint]))
     }
 
     fn object_dir(&self, name: &str) -> PathBuf {

@@ -44,10 +44,10 @@ use std::time::{Duration, Instant};
 use ishare_erofs::Image;
 use log::warn;
 
+use super::Store;
 use super::compact::Entries;
 use super::identity::FileId;
 use super::record::{self, Key, Update};
-use super::{Store, hex};
 
 /// Unwritten entries that make the next addition write them, at least (see
 /// [`Trust::add`]).
@@ -116,7 +116,16 @@ pub(crate) struct Trust {
     store: Arc<Store>,
     mac_key: [u8; 32],
     state: Mutex<State>,
+    /// Image identities computed lately, by the states of the image's files: every
+    /// decision asks for its image's identity (and again after reading, to see that the
+    /// image did not change), and the keyed MACs of an identity cost more than the
+    /// `statx` that tells whether it still holds.
+    ids: Mutex<HashMap<Vec<FileId>, ImageId>>,
 }
+
+/// How many image identities [`Trust::image_id`] keeps (emptied when full): more than
+/// the images a daemon prepares or opens files of at once.
+const IDS_KEPT: usize = 256;
 
 impl std::fmt::Debug for Trust {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,6 +147,7 @@ impl Trust {
             mac_key: store.keyed(&[b"record mac"]),
             store,
             state: Mutex::new(State::default()),
+            ids: Mutex::new(HashMap::new()),
         }
     }
 
@@ -162,14 +172,32 @@ impl Trust {
                 Err(_) => {}
             }
         }
+        let kept = || self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = kept().get(&ids) {
+            return Some(id.clone());
+        }
+        let id = self.compute_image_id(&ids)?;
+        let mut kept = kept();
+        if kept.len() >= IDS_KEPT {
+            kept.clear();
+        }
+        kept.insert(ids, id.clone());
+        Some(id)
+    }
+
+    /// The identity of an image whose files are in the states `ids` (the first being
+    /// the primary device's).
+    fn compute_image_id(&self, ids: &[FileId]) -> Option<ImageId> {
         let primary = ids.first()?;
         let record = format!(
             "{IMAGE_PREFIX}{}",
-            hex(&self.store.keyed(&[
-                b"image record",
-                &primary.dev.to_le_bytes(),
-                &primary.ino.to_le_bytes()
-            ])[..16])
+            hex::encode(
+                &self.store.keyed(&[
+                    b"image record",
+                    &primary.dev.to_le_bytes(),
+                    &primary.ino.to_le_bytes()
+                ])[..16]
+            )
         );
         let mut parts: Vec<&[u8]> = vec![b"image generation"];
         let encoded: Vec<_> = ids.iter().map(FileId::encode).collect();
