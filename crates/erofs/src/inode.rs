@@ -218,6 +218,68 @@ impl Image {
         self.inode(self.sb.root_nid)
     }
 
+    /// Where the next inode on disk would start after `inode`, as a NID: past the
+    /// inode, its inline xattrs and what follows them (an inline tail, a chunk table),
+    /// in 32-byte slots. Mkfs tools lay the inodes of a directory's entries out one
+    /// after another, so this is the order to read files ahead in. A hint only: the
+    /// slot may hold padding (the next inode then starts at a block boundary, see
+    /// [`Image::nid_at_next_block`]). `None` for compressed inodes (their index
+    /// arrays' size takes the whole map to tell), those in the metabox, and sizes past
+    /// the address space.
+    pub fn nid_after(&self, inode: &Inode) -> Option<u64> {
+        if inode.loc & META_IN_METABOX != 0 {
+            return None;
+        }
+        let bs = u64::from(self.sb.block_size());
+        let end = match inode.layout {
+            DataLayout::FlatPlain => inode.meta_end(),
+            DataLayout::FlatInline => {
+                // The last block's worth of data is inline (as `map` reads it).
+                let full = inode.size.div_ceil(bs).saturating_sub(1) * bs;
+                inode.meta_end().checked_add(inode.size - full)?
+            }
+            DataLayout::ChunkBased => {
+                let unit = if inode.chunkformat & CHUNK_FORMAT_INDEXES != 0 {
+                    size_of::<ChunkIndex>() as u64
+                } else {
+                    BLOCK_MAP_ENTRY_SIZE as u64
+                };
+                let chunks = inode.size.div_ceil(inode.chunk_size(self.sb.blkszbits)?);
+                // mkfs.erofs reserves the table from an 8-byte boundary whatever its
+                // entries' size (the kernel reads block maps from a 4-byte one).
+                inode
+                    .meta_end()
+                    .next_multiple_of(8)
+                    .checked_add(chunks.checked_mul(unit)?)?
+            }
+            DataLayout::CompressedFull | DataLayout::CompressedCompact => return None,
+        };
+        self.slot_nid(end.checked_next_multiple_of(1 << ISLOTBITS)?)
+    }
+
+    /// The NID of the first slot of the block after the one holding `nid`'s slot
+    /// (where an inode that did not fit the rest of a block starts).
+    pub fn nid_at_next_block(&self, nid: u64) -> Option<u64> {
+        let bs = u64::from(self.sb.block_size());
+        let loc = self
+            .meta_base()?
+            .checked_add(nid.checked_mul(1 << ISLOTBITS)?)?;
+        self.slot_nid((loc / bs).checked_add(1)?.checked_mul(bs)?)
+    }
+
+    /// Byte offset of NID 0 (outside the metabox).
+    fn meta_base(&self) -> Option<u64> {
+        self.sb
+            .meta_blkaddr
+            .checked_mul(u64::from(self.sb.block_size()))
+    }
+
+    /// The NID of the slot at byte offset `loc`.
+    fn slot_nid(&self, loc: u64) -> Option<u64> {
+        let nid = loc.checked_sub(self.meta_base()?)? >> ISLOTBITS;
+        (nid >> DIRENT_NID_METABOX_BIT == 0).then_some(nid)
+    }
+
     /// Reads and decodes the inode `nid`.
     pub fn inode(&self, nid: u64) -> Result<Inode> {
         self.read_inode(nid).map_err(|e| e.at_nid(nid))

@@ -340,7 +340,10 @@ pub struct DirectSource {
     /// Buffered: the reader's [`ishare_erofs::ReadAt::as_file`], for [`DirectReader`],
     /// and the fallback without `O_DIRECT`.
     file: File,
+    /// For reads past the windows' size (compressed clusters).
     direct: Option<(File, usize)>,
+    /// Where windows are read from: the page cache while the image is busy.
+    burst: Option<Arc<crate::burst::Burst>>,
     size: u64,
     /// Its key in the process's windows (unique in the process).
     id: u64,
@@ -367,6 +370,7 @@ impl DirectSource {
         let size = file.metadata()?.len();
         Ok(DirectSource {
             direct: open_direct(&file).ok(),
+            burst: crate::burst::Burst::new(&file).ok(),
             file,
             size,
             id: {
@@ -376,10 +380,23 @@ impl DirectSource {
         })
     }
 
-    /// The window starting at `start`, read if not cached.
+    /// The window starting at `start`, read if not cached (from the page cache while
+    /// the image is busy, see [`crate::burst`]; else with `O_DIRECT`).
     fn window(&self, direct: &File, align: usize, start: u64) -> io::Result<Arc<AlignedBuf>> {
         let len = WINDOW.min(self.size.saturating_sub(start)) as usize;
-        cached_window(windows(), (self.id, start), direct, align, start, len)
+        let Some(burst) = &self.burst else {
+            return cached_window(windows(), (self.id, start), direct, align, start, len);
+        };
+        let key = (self.id, start);
+        if let Some(w) = windows().get(&key) {
+            return Ok(w);
+        }
+        let mut w = AlignedBuf::default();
+        let got = burst.read_window(w.unaligned(len), start)?;
+        w.filled(0, got);
+        let w = Arc::new(w);
+        windows().insert(key, w.clone());
+        Ok(w)
     }
 }
 
@@ -424,7 +441,7 @@ impl ishare_erofs::ReadAt for DirectSource {
 }
 
 /// A new open file description of `f` (so flags and readahead state are its own).
-fn reopen(f: &File, flags: OFlags) -> io::Result<File> {
+pub(crate) fn reopen(f: &File, flags: OFlags) -> io::Result<File> {
     let path = format!("/proc/self/fd/{}", f.as_raw_fd());
     Ok(File::from(rustix::fs::open(
         path.as_str(),
@@ -554,8 +571,8 @@ mod tests {
     }
 
     /// The source returns the same bytes as the file for reads within, across and
-    /// beyond windows, refuses reads past the end, and caches nothing in the page
-    /// cache where O_DIRECT works.
+    /// beyond windows, refuses reads past the end, and leaves nothing in the page
+    /// cache once closed where O_DIRECT works.
     #[test]
     fn source_reads_like_the_file() {
         use ishare_erofs::ReadAt;
@@ -583,7 +600,11 @@ mod tests {
         }
         let mut buf = vec![0u8; 2];
         assert!(src.read_exact_at(&mut buf, data.len() as u64 - 1).is_err());
-        if src.direct.is_some() && cached(tmp.path()) != 0 {
+        // Its windows stay in the page cache while it is busy (see `crate::burst`),
+        // never past its end.
+        let direct = src.direct.is_some();
+        drop(src);
+        if direct && cached(tmp.path()) != 0 {
             panic!("the source left pages in the page cache");
         }
     }

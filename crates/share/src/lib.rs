@@ -87,6 +87,7 @@
 //! * `report`: `ishare report`, what a set of images would share (public: a
 //!   library of its own, sans-IO but for reading the images).
 
+mod burst;
 mod content;
 mod daemon;
 mod direct;

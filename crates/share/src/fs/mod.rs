@@ -60,6 +60,7 @@ mod backing;
 mod meta;
 mod ops;
 mod pool;
+mod prefetch;
 
 /// An xattr name and value.
 type NameValue = (Vec<u8>, Vec<u8>);
@@ -148,6 +149,8 @@ pub struct ImageFs {
     counters: Arc<Counters>,
     /// `prepare=mount`: armed at INIT, started when the mount is served.
     prepare_ahead: Option<ahead::Start>,
+    /// The files read ahead of the last first open (see [`prefetch`]).
+    prefetch: prefetch::Window,
 }
 
 impl std::fmt::Debug for ImageFs {
@@ -212,6 +215,7 @@ impl ImageFs {
             no_open: false,
             counters,
             prepare_ahead: None,
+            prefetch: prefetch::Window::default(),
         }
     }
 

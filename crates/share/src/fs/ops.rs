@@ -19,7 +19,7 @@ use fuser::{
 use ishare_erofs::FileType;
 
 use super::attr::{dirent_kind, negative_attr};
-use super::{ImageFs, MountFs, pool};
+use super::{ImageFs, MountFs, pool, prefetch};
 
 /// Entry and attribute timeout: the image never changes.
 const TTL: Duration = Duration::from_secs(24 * 3600);
@@ -113,7 +113,12 @@ impl Filesystem for MountFs {
             let reply = if passthrough {
                 match self.open_registered(nid, reply) {
                     None => return,
-                    Some(r) => r,
+                    Some(r) => {
+                        // Not opened before in this process: the next files likely
+                        // are not either.
+                        prefetch::first_open(&self.0, nid);
+                        r
+                    }
                 }
             } else {
                 reply

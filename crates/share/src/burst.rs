@@ -1,0 +1,188 @@
+//! An image's metadata read through the page cache while reads of it keep coming, and
+//! dropped from it once they stop.
+//!
+//! The daemon keeps a few metadata windows of its own (see [`crate::direct`]), a
+//! budget sized for steady service. A cold walk, or the first opens after a reboot,
+//! go over a whole metadata area (42 MiB for the family's largest image) in the
+//! order of the tree, not of the disk, and several at once (the FUSE thread, the
+//! preparation ahead, the files read ahead): with windows read by `O_DIRECT` they
+//! were read from the disk again and again (measured, ten images, caches dropped: the
+//! walk read 271–414 MiB against the kernel's 136 MiB, and the opens of minbase after
+//! it another 450 MiB). Read buffered instead, a window pushed out of the budget is
+//! found again in the page cache, as a kernel mount finds its metadata.
+//!
+//! A kernel mount keeps those pages for good; the daemon only while they are in use:
+//! the windows read are recorded, and [`IDLE`] after the image's last window read
+//! they are dropped (`POSIX_FADV_DONTNEED` on exactly those ranges; readahead is off
+//! on this descriptor, so nothing else came in with them).
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io;
+use std::num::NonZeroU64;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use log::warn;
+use rustix::fs::Advice;
+
+/// Quiet time after which an image's windows leave the page cache.
+const IDLE: Duration = Duration::from_secs(2);
+
+/// How often the dropping thread looks.
+const TICK: Duration = Duration::from_millis(500);
+
+/// One image file's metadata windows held in the page cache.
+#[derive(Debug)]
+pub struct Burst {
+    /// A descriptor of its own: readahead off without changing the others'.
+    file: File,
+    /// (start, length) of the windows read since the last drop.
+    windows: Mutex<BTreeSet<(u64, u64)>>,
+    /// When a window was last read, in milliseconds since [`epoch`].
+    last: AtomicU64,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+/// Every live [`Burst`] of the process, for the dropping thread.
+static LIVE: Mutex<Vec<Weak<Burst>>> = Mutex::new(Vec::new());
+
+impl Burst {
+    /// Reads `f` through a descriptor of its own without readahead.
+    pub fn new(f: &File) -> io::Result<Arc<Burst>> {
+        let file = crate::direct::reopen(f, rustix::fs::OFlags::empty())?;
+        rustix::fs::fadvise(&file, 0, None, Advice::Random)?;
+        let b = Arc::new(Burst {
+            file,
+            windows: Mutex::new(BTreeSet::new()),
+            last: AtomicU64::new(now_ms()),
+        });
+        static STARTED: OnceLock<bool> = OnceLock::new();
+        let started = *STARTED.get_or_init(|| {
+            std::thread::Builder::new()
+                .name("drop-meta".into())
+                .spawn(run)
+                .map_err(|e| warn!("cannot start the thread that drops idle metadata: {e}"))
+                .is_ok()
+        });
+        if !started {
+            return Err(io::Error::other("no thread to drop idle metadata"));
+        }
+        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|w| w.strong_count() > 0);
+        live.push(Arc::downgrade(&b));
+        Ok(b)
+    }
+
+    /// Reads `buf.len()` bytes at `off` (a whole window), keeping them cached until
+    /// the image goes quiet.
+    pub fn read_window(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        self.last.store(now_ms(), Ordering::Relaxed);
+        self.windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((off, buf.len() as u64));
+        let mut got = 0;
+        while got < buf.len() {
+            match self.file.read_at(&mut buf[got..], off + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(got)
+    }
+
+    /// Drops every window read so far from the page cache.
+    pub fn drop_all(&self) {
+        let windows = std::mem::take(&mut *self.windows.lock().unwrap_or_else(|e| e.into_inner()));
+        for (off, len) in windows {
+            if let Some(len) = NonZeroU64::new(len) {
+                let _ = rustix::fs::fadvise(&self.file, off, Some(len), Advice::DontNeed);
+            }
+        }
+    }
+
+    fn idle(&self, now: u64) -> bool {
+        now.saturating_sub(self.last.load(Ordering::Relaxed)) >= IDLE.as_millis() as u64
+    }
+}
+
+impl Drop for Burst {
+    /// The image is closed (its mount ended): nothing of it stays cached.
+    fn drop(&mut self) {
+        self.drop_all();
+    }
+}
+
+/// The dropping thread: every [`TICK`], drops the windows of images quiet for [`IDLE`].
+fn run() {
+    loop {
+        std::thread::sleep(TICK);
+        let live: Vec<Arc<Burst>> = LIVE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let now = now_ms();
+        for b in live {
+            if b.idle(now) {
+                b.drop_all();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn cached(path: &std::path::Path) -> u64 {
+        let out = std::process::Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--output", "RES"])
+            .arg(path)
+            .output()
+            .expect("fincore (util-linux) runs");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
+    /// Windows read stay cached while reads go on, and leave the page cache once the
+    /// image is quiet, or closed; nothing past them is read ahead.
+    #[test]
+    fn windows_stay_while_read_and_go_when_quiet() {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.write_all(&vec![7u8; 8 << 20]).unwrap();
+        tmp.as_file().sync_all().unwrap();
+        let f = tmp.reopen().unwrap();
+        crate::direct::drop_cache(&f, 0, 8 << 20);
+        if cached(tmp.path()) != 0 {
+            eprintln!("skipped: the page cache of a synced file cannot be dropped here");
+            return;
+        }
+        let b = Burst::new(&f).unwrap();
+        let mut buf = vec![0u8; 256 << 10];
+        assert_eq!(b.read_window(&mut buf, 1 << 20).unwrap(), buf.len());
+        assert!(buf.iter().all(|&x| x == 7));
+        assert_eq!(cached(tmp.path()), 256 << 10, "the window alone is cached");
+        // Quiet long enough: dropped by the thread.
+        std::thread::sleep(IDLE + 3 * TICK);
+        assert_eq!(cached(tmp.path()), 0, "dropped once quiet");
+        b.read_window(&mut buf, 0).unwrap();
+        assert_eq!(cached(tmp.path()), 256 << 10);
+        drop(b);
+        assert_eq!(cached(tmp.path()), 0, "dropped with the image");
+    }
+}
