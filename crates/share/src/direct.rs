@@ -318,8 +318,10 @@ const WINDOW: u64 = 256 << 10;
 /// and 0.17 s, against 58 reads and 0.08 s; the kernel 0.07 s), so the budget holds
 /// a whole such area and then some; mounts walked one after another share it.
 /// Cut to 6 MiB for the node daemon's 40 MiB target (issue 11): a cold walk of a
-/// large image reads some windows twice, a warm one sends the daemon nothing.
-const WINDOWS_BUDGET: u64 = 6 << 20;
+/// large image reads some windows twice, a warm one sends the daemon nothing. Then
+/// to 4 MiB once windows pushed out during a burst of reads were found again in the
+/// page cache (see [`crate::burst`]) rather than read from the disk again.
+const WINDOWS_BUDGET: u64 = 4 << 20;
 
 /// (source, window start).
 type WindowKey = (u64, u64);
