@@ -250,21 +250,17 @@ fn window_cache<K: Eq + std::hash::Hash + Clone>(budget: u64, window: u64) -> Wi
     WindowCache::with_weighter((budget / window) as usize, budget, BufWeight)
 }
 
-/// The window of `cache` at `key`, read (`len` bytes of `direct` from `start`) when
-/// not cached.
+/// The window of `cache` at `key`, filled by `read` when not cached.
 fn cached_window<K: Eq + std::hash::Hash + Clone>(
     cache: &WindowCache<K>,
     key: K,
-    direct: &File,
-    align: usize,
-    start: u64,
-    len: usize,
+    read: impl FnOnce(&mut AlignedBuf) -> io::Result<()>,
 ) -> io::Result<Arc<AlignedBuf>> {
     if let Some(w) = cache.get(&key) {
         return Ok(w);
     }
     let mut w = AlignedBuf::default();
-    read_direct(direct, align, start, len, &mut w)?;
+    read(&mut w)?;
     let w = Arc::new(w);
     cache.insert(key, w.clone());
     Ok(w)
@@ -293,7 +289,9 @@ fn read_windowed(
     while pos < end {
         let start = pos / DATA_WINDOW * DATA_WINDOW;
         let n = DATA_WINDOW.min(t.size - start) as usize;
-        let w = cached_window(data_windows(), (t.key, start), direct, align, start, n)?;
+        let w = cached_window(data_windows(), (t.key, start), |w| {
+            read_direct(direct, align, start, n, w)
+        })?;
         let from = (pos - start) as usize;
         let n = ((end - pos) as usize).min(w.as_slice().len().saturating_sub(from));
         if n == 0 {
@@ -333,11 +331,12 @@ fn windows() -> &'static WindowCache<WindowKey> {
 }
 
 /// An image file as the reader library sees it: metadata (and compressed or inline
-/// data) read with `O_DIRECT` through a few cached windows, so that a mount keeps its
-/// own small cache instead of page cache under every image: with file data shared,
-/// the images' metadata was most of what the mounts added (measured: 330 MiB for ten
-/// images, half as much as all their distinct content). FUSE caches attributes and
-/// entries; the windows serve the reader's bursts.
+/// data) read through a few cached windows, so that a mount keeps its own small cache
+/// instead of page cache under every image: with file data shared, the images'
+/// metadata was most of what the mounts added (measured: 330 MiB for ten images, half
+/// as much as all their distinct content). FUSE caches attributes and entries; the
+/// windows serve the reader's bursts. Windows are read through the page cache only
+/// while the image is busy ([`crate::burst`]); large reads with `O_DIRECT`.
 pub struct DirectSource {
     /// Buffered: the reader's [`ishare_erofs::ReadAt::as_file`], for [`DirectReader`],
     /// and the fallback without `O_DIRECT`.
@@ -382,23 +381,19 @@ impl DirectSource {
         })
     }
 
-    /// The window starting at `start`, read if not cached (from the page cache while
-    /// the image is busy, see [`crate::burst`]; else with `O_DIRECT`).
+    /// The window starting at `start`, read if not cached: buffered, kept in the page
+    /// cache while the image is busy ([`crate::burst`]); with `O_DIRECT` where no
+    /// [`crate::burst::Burst`] could be set up.
     fn window(&self, direct: &File, align: usize, start: u64) -> io::Result<Arc<AlignedBuf>> {
         let len = WINDOW.min(self.size.saturating_sub(start)) as usize;
-        let Some(burst) = &self.burst else {
-            return cached_window(windows(), (self.id, start), direct, align, start, len);
-        };
-        let key = (self.id, start);
-        if let Some(w) = windows().get(&key) {
-            return Ok(w);
-        }
-        let mut w = AlignedBuf::default();
-        let got = burst.read_window(w.unaligned(len), start)?;
-        w.filled(0, got);
-        let w = Arc::new(w);
-        windows().insert(key, w.clone());
-        Ok(w)
+        cached_window(windows(), (self.id, start), |w| match &self.burst {
+            Some(burst) => {
+                let got = burst.read_window(w.unaligned(len), start)?;
+                w.filled(0, got);
+                Ok(())
+            }
+            None => read_direct(direct, align, start, len, w),
+        })
     }
 }
 
