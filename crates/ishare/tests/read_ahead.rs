@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ishare_testkit::ishare_bin;
-use ishare_testkit::pagecache::drop_caches;
+use ishare_testkit::pagecache::{drop_caches, resident_bytes as cached};
 use ishare_testkit::rng::Rng;
 use ishare_testkit::snapshot::files_under;
 use ishare_testkit::tools::run;
@@ -26,17 +26,6 @@ const FILES: usize = 40;
 /// Size of file `k`: distinct, so that its object is known by its size.
 fn size(k: usize) -> usize {
     20_000 + 100 * k
-}
-
-/// Bytes of `path` in the page cache, by fincore.
-fn cached(path: &Path) -> u64 {
-    let out = Command::new("fincore")
-        .args(["--bytes", "--noheadings", "--output", "RES"])
-        .arg(path)
-        .output()
-        .expect("fincore (util-linux) runs");
-    assert!(out.status.success(), "fincore failed: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 fn mount(img: &Path, mp: &Path, store: &Path, log: &Path, extra: &str) {

@@ -58,9 +58,8 @@ fn now_ms() -> u64 {
 static LIVE: Mutex<Vec<Weak<Burst>>> = Mutex::new(Vec::new());
 
 impl Burst {
-    /// Reads `f` through a descriptor of its own without readahead.
-    pub fn new(f: &File) -> io::Result<Arc<Burst>> {
-        let file = crate::direct::reopen(f, rustix::fs::OFlags::empty())?;
+    /// Reads through `file`, a descriptor of its own (its readahead is turned off).
+    pub fn new(file: File) -> io::Result<Arc<Burst>> {
         rustix::fs::fadvise(&file, 0, None, Advice::Random)?;
         let b = Arc::new(Burst {
             file,
@@ -146,16 +145,18 @@ fn run() {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
-    fn cached(path: &std::path::Path) -> u64 {
+    /// Bytes of `path` in the page cache, by util-linux's fincore.
+    pub(crate) fn cached(path: &std::path::Path) -> u64 {
         let out = std::process::Command::new("fincore")
             .args(["--bytes", "--noheadings", "--output", "RES"])
             .arg(path)
             .output()
             .expect("fincore (util-linux) runs");
+        assert!(out.status.success(), "fincore failed");
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     }
 
@@ -167,12 +168,12 @@ mod tests {
         tmp.write_all(&vec![7u8; 8 << 20]).unwrap();
         tmp.as_file().sync_all().unwrap();
         let f = tmp.reopen().unwrap();
-        crate::direct::drop_cache(&f, 0, 8 << 20);
+        rustix::fs::fadvise(&f, 0, None, Advice::DontNeed).unwrap();
         if cached(tmp.path()) != 0 {
             eprintln!("skipped: the page cache of a synced file cannot be dropped here");
             return;
         }
-        let b = Burst::new(&f).unwrap();
+        let b = Burst::new(f).unwrap();
         let mut buf = vec![0u8; 256 << 10];
         assert_eq!(b.read_window(&mut buf, 1 << 20).unwrap(), buf.len());
         assert!(buf.iter().all(|&x| x == 7));

@@ -371,7 +371,9 @@ impl DirectSource {
         let size = file.metadata()?.len();
         Ok(DirectSource {
             direct: open_direct(&file).ok(),
-            burst: crate::burst::Burst::new(&file).ok(),
+            burst: reopen(&file, OFlags::empty())
+                .and_then(crate::burst::Burst::new)
+                .ok(),
             file,
             size,
             id: {
@@ -438,7 +440,7 @@ impl ishare_erofs::ReadAt for DirectSource {
 }
 
 /// A new open file description of `f` (so flags and readahead state are its own).
-pub(crate) fn reopen(f: &File, flags: OFlags) -> io::Result<File> {
+fn reopen(f: &File, flags: OFlags) -> io::Result<File> {
     let path = format!("/proc/self/fd/{}", f.as_raw_fd());
     Ok(File::from(rustix::fs::open(
         path.as_str(),
@@ -513,6 +515,7 @@ pub fn drop_cache(f: &File, off: u64, len: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::burst::tests::cached;
     use std::io::Write;
 
     fn pattern(n: usize) -> Vec<u8> {
@@ -604,17 +607,6 @@ mod tests {
         if direct && cached(tmp.path()) != 0 {
             panic!("the source left pages in the page cache");
         }
-    }
-
-    /// Bytes of `path` in the page cache, by util-linux's fincore.
-    fn cached(path: &std::path::Path) -> u64 {
-        let out = std::process::Command::new("fincore")
-            .args(["--bytes", "--noheadings", "--output", "RES"])
-            .arg(path)
-            .output()
-            .expect("fincore (util-linux) runs");
-        assert!(out.status.success(), "fincore failed");
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     }
 
     /// On the temp dir's filesystem (ext4 in CI), reading short extents, reading a

@@ -80,6 +80,17 @@ pub fn cached_kib() -> i64 {
         .expect("Cached: in /proc/meminfo")
 }
 
+/// Bytes of `path` in the page cache, by util-linux's fincore.
+pub fn resident_bytes(path: &Path) -> u64 {
+    let out = run(Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path));
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("fincore {}: {out:?}", path.display()))
+}
+
 pub fn drop_caches() {
     rustix::fs::sync();
     fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
