@@ -34,13 +34,30 @@ const IDLE: Duration = Duration::from_secs(2);
 /// How often the dropping thread looks.
 const TICK: Duration = Duration::from_millis(500);
 
+/// Bytes of windows one image keeps cached at most: a whole metadata area (42 MiB for
+/// the family's largest image) and then some. Compressed data is read through the
+/// windows too: a long run of it (the preparation of a compressed image) would
+/// otherwise keep up to the whole image cached until it ends. Past this, what the
+/// image holds is dropped and held anew.
+#[cfg(not(test))]
+const HELD_MAX: u64 = 64 << 20;
+#[cfg(test)]
+const HELD_MAX: u64 = 1 << 20;
+
+/// The windows one image holds and their bytes.
+#[derive(Debug, Default)]
+struct Held {
+    windows: BTreeSet<(u64, u64)>,
+    bytes: u64,
+}
+
 /// One image file's metadata windows held in the page cache.
 #[derive(Debug)]
 pub struct Burst {
     /// A descriptor of its own: readahead off without changing the others'.
     file: File,
     /// (start, length) of the windows read since the last drop.
-    windows: Mutex<BTreeSet<(u64, u64)>>,
+    held: Mutex<Held>,
     /// When a window was last read, in milliseconds since [`epoch`].
     last: AtomicU64,
 }
@@ -63,7 +80,7 @@ impl Burst {
         rustix::fs::fadvise(&file, 0, None, Advice::Random)?;
         let b = Arc::new(Burst {
             file,
-            windows: Mutex::new(BTreeSet::new()),
+            held: Mutex::new(Held::default()),
             last: AtomicU64::new(now_ms()),
         });
         static STARTED: OnceLock<bool> = OnceLock::new();
@@ -87,10 +104,20 @@ impl Burst {
     /// the image goes quiet.
     pub fn read_window(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
         self.last.store(now_ms(), Ordering::Relaxed);
-        self.windows
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((off, buf.len() as u64));
+        let full = {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            if held.windows.insert((off, buf.len() as u64)) {
+                held.bytes += buf.len() as u64;
+            }
+            held.bytes > HELD_MAX
+        };
+        if full {
+            self.drop_all();
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            if held.windows.insert((off, buf.len() as u64)) {
+                held.bytes += buf.len() as u64;
+            }
+        }
         let mut got = 0;
         while got < buf.len() {
             match self.file.read_at(&mut buf[got..], off + got as u64) {
@@ -105,8 +132,8 @@ impl Burst {
 
     /// Drops every window read so far from the page cache.
     pub fn drop_all(&self) {
-        let windows = std::mem::take(&mut *self.windows.lock().unwrap_or_else(|e| e.into_inner()));
-        for (off, len) in windows {
+        let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
+        for (off, len) in held.windows {
             if let Some(len) = NonZeroU64::new(len) {
                 let _ = rustix::fs::fadvise(&self.file, off, Some(len), Advice::DontNeed);
             }
@@ -185,5 +212,30 @@ pub(crate) mod tests {
         assert_eq!(cached(tmp.path()), 256 << 10);
         drop(b);
         assert_eq!(cached(tmp.path()), 0, "dropped with the image");
+    }
+
+    /// Past [`HELD_MAX`] an image's windows are dropped and held anew: a long run of
+    /// reads keeps at most that much cached.
+    #[test]
+    fn an_image_holds_at_most_its_share() {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.write_all(&vec![3u8; 4 << 20]).unwrap();
+        tmp.as_file().sync_all().unwrap();
+        let f = tmp.reopen().unwrap();
+        rustix::fs::fadvise(&f, 0, None, Advice::DontNeed).unwrap();
+        if cached(tmp.path()) != 0 {
+            eprintln!("skipped: the page cache of a synced file cannot be dropped here");
+            return;
+        }
+        let b = Burst::new(f).unwrap();
+        let len: u64 = 256 << 10;
+        let mut buf = vec![0u8; len as usize];
+        let windows = HELD_MAX / len;
+        for i in 0..windows {
+            b.read_window(&mut buf, i * len).unwrap();
+        }
+        assert_eq!(cached(tmp.path()), HELD_MAX, "all held up to the limit");
+        b.read_window(&mut buf, windows * len).unwrap();
+        assert_eq!(cached(tmp.path()), len, "dropped, the last one held");
     }
 }
