@@ -83,7 +83,14 @@ fn mount_read_unmount_with(
         }
     }
     run(Command::new(ishare_bin!()).arg("umount").arg(mp.path()));
-    let text = fs::read_to_string(&log).unwrap_or_default();
+    // The daemon logs its summary as it ends; `ishare umount` waits for a daemon it
+    // finds registered, so this is at once but for a slow machine's race.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut text = fs::read_to_string(&log).unwrap_or_default();
+    while !text.contains("files hashed for verification") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        text = fs::read_to_string(&log).unwrap_or_default();
+    }
     let _ = fs::remove_file(&log);
     assert!(wrong.is_empty(), "wrong bytes in {wrong:?}\n{text}");
     text
