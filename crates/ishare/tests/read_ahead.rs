@@ -1,8 +1,8 @@
 //! Reading ahead across files: the first open of a shared file in a daemon has the
 //! objects of the few files that follow it in the image's inode order read into the
-//! page cache, so that a walk of a directory finds most of its files cached before it
-//! opens them; nothing is read before the first open, nor at opens of files opened
-//! before.
+//! page cache (small files decided ahead, their objects held until opened), so that a
+//! walk of a directory finds most of its files cached before it opens them; nothing is
+//! read before the first open, nor at opens of files opened before.
 //!
 //! Needs root (dropping caches), /dev/fuse and util-linux's `fincore`.
 
@@ -116,6 +116,14 @@ fn first_opens_read_the_next_files_ahead_and_later_opens_do_not() {
         after_first.len() > 1 && after_first.len() <= 1 + 8,
         "cached after opening d/f00 alone: {after_first:?}"
     );
+    // Small files read ahead are decided ahead: their objects found and held (marked
+    // in use, as at an open) until they are opened; the others are not touched.
+    let in_use = |k: usize| {
+        let f = fs::File::open(object(k)).unwrap();
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
+    };
+    let held: Vec<usize> = (0..FILES).filter(|&k| in_use(k)).collect();
+    assert_eq!(held, after_first, "objects in use after opening d/f00 alone");
 
     // A walk in name order finds most files read ahead before it opens them, whole.
     let whole = |k: usize| (size(k) as u64).div_ceil(4096) * 4096;

@@ -44,10 +44,14 @@ const HELD_MAX: u64 = 64 << 20;
 #[cfg(test)]
 const HELD_MAX: u64 = 1 << 20;
 
-/// The windows one image holds and their bytes.
+/// Bytes brought into the page cache at once: metadata clusters (a directory's
+/// inodes and blocks lie together), so one disk read serves many lookups.
+pub const UNIT: u64 = 256 << 10;
+
+/// The units one image holds (by start) and their bytes.
 #[derive(Debug, Default)]
 struct Held {
-    windows: BTreeSet<(u64, u64)>,
+    units: BTreeSet<u64>,
     bytes: u64,
 }
 
@@ -56,7 +60,7 @@ struct Held {
 pub struct Burst {
     /// A descriptor of its own: readahead off without changing the others'.
     file: File,
-    /// (start, length) of the windows read since the last drop.
+    /// The units read since the last drop.
     held: Mutex<Held>,
     /// When a window was last read, in milliseconds since [`epoch`].
     last: AtomicU64,
@@ -100,23 +104,30 @@ impl Burst {
         Ok(b)
     }
 
-    /// Reads `buf.len()` bytes at `off` (a whole window), keeping them cached until
-    /// the image goes quiet.
-    pub fn read_window(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    /// Reads `buf.len()` bytes at `off`, keeping the [`UNIT`]s they lie in cached
+    /// until the image goes quiet. A unit read for the first time since the last drop
+    /// is asked for whole (one disk read for its metadata neighbours too), so callers
+    /// copy out only the slice they need.
+    pub fn read(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
         self.last.store(now_ms(), Ordering::Relaxed);
-        let full = {
-            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-            if held.windows.insert((off, buf.len() as u64)) {
-                held.bytes += buf.len() as u64;
-            }
-            held.bytes > HELD_MAX
-        };
+        let end = off.saturating_add(buf.len() as u64).max(off + 1);
+        let units = (off / UNIT..end.div_ceil(UNIT)).map(|u| u * UNIT);
+        let (new, full) = self.hold(units.clone());
         if full {
+            // Everything held goes, then this read's units are held anew.
             self.drop_all();
-            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-            if held.windows.insert((off, buf.len() as u64)) {
-                held.bytes += buf.len() as u64;
-            }
+            self.hold(units.clone());
+        }
+        if new || full {
+            // Readahead is off on this descriptor: WILLNEED brings in exactly these
+            // units, their disk reads started before the copy below waits on them.
+            let start = off / UNIT * UNIT;
+            let _ = rustix::fs::fadvise(
+                &self.file,
+                start,
+                NonZeroU64::new(end.div_ceil(UNIT) * UNIT - start),
+                Advice::WillNeed,
+            );
         }
         let mut got = 0;
         while got < buf.len() {
@@ -130,13 +141,25 @@ impl Burst {
         Ok(got)
     }
 
-    /// Drops every window read so far from the page cache.
+    /// Records `units` (their starts) as held: whether one was not before, and
+    /// whether the image now holds more than [`HELD_MAX`].
+    fn hold(&self, units: impl Iterator<Item = u64>) -> (bool, bool) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut new = false;
+        for u in units {
+            if held.units.insert(u) {
+                held.bytes += UNIT;
+                new = true;
+            }
+        }
+        (new, held.bytes > HELD_MAX)
+    }
+
+    /// Drops every unit read so far from the page cache.
     pub fn drop_all(&self) {
         let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
-        for (off, len) in held.windows {
-            if let Some(len) = NonZeroU64::new(len) {
-                let _ = rustix::fs::fadvise(&self.file, off, Some(len), Advice::DontNeed);
-            }
+        for off in held.units {
+            let _ = rustix::fs::fadvise(&self.file, off, NonZeroU64::new(UNIT), Advice::DontNeed);
         }
     }
 
@@ -187,8 +210,9 @@ pub(crate) mod tests {
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     }
 
-    /// Windows read stay cached while reads go on, and leave the page cache once the
-    /// image is quiet, or closed; nothing past them is read ahead.
+    /// A read brings in its whole unit, which stays cached while reads go on and
+    /// leaves the page cache once the image is quiet, or closed; nothing past it is
+    /// read ahead.
     #[test]
     fn windows_stay_while_read_and_go_when_quiet() {
         let mut tmp = tempfile::NamedTempFile::new().unwrap();
@@ -201,20 +225,20 @@ pub(crate) mod tests {
             return;
         }
         let b = Burst::new(f).unwrap();
-        let mut buf = vec![0u8; 256 << 10];
-        assert_eq!(b.read_window(&mut buf, 1 << 20).unwrap(), buf.len());
+        let mut buf = vec![0u8; 32 << 10];
+        assert_eq!(b.read(&mut buf, (1 << 20) + 4096).unwrap(), buf.len());
         assert!(buf.iter().all(|&x| x == 7));
-        assert_eq!(cached(tmp.path()), 256 << 10, "the window alone is cached");
+        assert_eq!(cached(tmp.path()), UNIT, "its unit alone is cached");
         // Quiet long enough: dropped by the thread.
         std::thread::sleep(IDLE + 3 * TICK);
         assert_eq!(cached(tmp.path()), 0, "dropped once quiet");
-        b.read_window(&mut buf, 0).unwrap();
-        assert_eq!(cached(tmp.path()), 256 << 10);
+        b.read(&mut buf, 0).unwrap();
+        assert_eq!(cached(tmp.path()), UNIT);
         drop(b);
         assert_eq!(cached(tmp.path()), 0, "dropped with the image");
     }
 
-    /// Past [`HELD_MAX`] an image's windows are dropped and held anew: a long run of
+    /// Past [`HELD_MAX`] an image's units are dropped and held anew: a long run of
     /// reads keeps at most that much cached.
     #[test]
     fn an_image_holds_at_most_its_share() {
@@ -228,14 +252,13 @@ pub(crate) mod tests {
             return;
         }
         let b = Burst::new(f).unwrap();
-        let len: u64 = 256 << 10;
-        let mut buf = vec![0u8; len as usize];
-        let windows = HELD_MAX / len;
-        for i in 0..windows {
-            b.read_window(&mut buf, i * len).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let units = HELD_MAX / UNIT;
+        for i in 0..units {
+            b.read(&mut buf, i * UNIT + 8192).unwrap();
         }
         assert_eq!(cached(tmp.path()), HELD_MAX, "all held up to the limit");
-        b.read_window(&mut buf, windows * len).unwrap();
-        assert_eq!(cached(tmp.path()), len, "dropped, the last one held");
+        b.read(&mut buf, units * UNIT).unwrap();
+        assert_eq!(cached(tmp.path()), UNIT, "dropped, the last one held");
     }
 }

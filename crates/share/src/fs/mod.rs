@@ -115,6 +115,8 @@ enum Served {
 struct FileState {
     inode: Inode,
     served: Mutex<Served>,
+    /// Counted in the mount's shared files (at its first open served shared).
+    counted: AtomicBool,
 }
 
 /// One image served over FUSE.
@@ -325,13 +327,14 @@ impl ImageFs {
             Arc::new(FileState {
                 inode,
                 served: Mutex::new(Served::Undecided),
+                counted: AtomicBool::new(false),
             }),
         ))
     }
 
     /// The object a file is served from, or `None` when it is served from the image;
-    /// decides at the first open, and opens the object again when no open file of
-    /// this mount holds it any more.
+    /// decides at the first open (or when read ahead, see [`prefetch`]), and opens the
+    /// object again when nothing of this mount holds it any more.
     fn shared_object(&self, nid: u64, state: &FileState) -> Option<Arc<Object>> {
         let sharing = self.sharing.as_ref()?;
         let mut served = state.served.lock().unwrap_or_else(|e| e.into_inner());
@@ -353,18 +356,15 @@ impl ImageFs {
             },
             Served::Undecided => false,
         };
-        let first = matches!(&*served, Served::Undecided);
         match sharing.decide(&self.img, &self.direct, &state.inode, checked, &|| {
             self.path(nid)
         }) {
             Decision::Shared(o) => {
                 *served = Served::Shared(Arc::downgrade(&o));
-                self.count_shared(first, state);
                 Some(o)
             }
             Decision::Own(o, verdict) => {
                 *served = Served::Own(Arc::downgrade(&o), verdict);
-                self.count_shared(first, state);
                 Some(o)
             }
             Decision::Unshared => {
@@ -383,8 +383,9 @@ impl ImageFs {
         }
     }
 
-    fn count_shared(&self, first: bool, state: &FileState) {
-        if first {
+    /// An open of a file served shared: the file is counted once.
+    fn count_shared(&self, state: &FileState) {
+        if !state.counted.swap(true, Ordering::Relaxed) {
             self.counters.shared_files.fetch_add(1, Ordering::Relaxed);
             self.counters
                 .shared_bytes
@@ -445,6 +446,7 @@ impl ImageFs {
             reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
             return None;
         };
+        self.count_shared(state);
         let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(id) = backing.acquire(nid) {
             // Another open registered it meanwhile.
@@ -495,6 +497,7 @@ impl ImageFs {
     fn open_daemon(&self, nid: u64, state: &FileState, reply: ReplyOpen) {
         match self.shared_object(nid, state) {
             Some(obj) => {
+                self.count_shared(state);
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
                 self.handles
                     .lock()

@@ -113,12 +113,7 @@ impl Filesystem for MountFs {
             let reply = if passthrough {
                 match self.open_registered(nid, reply) {
                     None => return,
-                    Some(r) => {
-                        // Not opened before in this process: the next files likely
-                        // are not either.
-                        prefetch::first_open(&self.0, nid);
-                        r
-                    }
+                    Some(r) => r,
                 }
             } else {
                 reply
@@ -127,9 +122,19 @@ impl Filesystem for MountFs {
                 Ok(s) => s,
                 Err(e) => return reply.error(e),
             };
+            // Not opened before in this process: the next files likely are not either.
+            // (Asked once this file has its object: the files read ahead are held
+            // only until the first of them is opened.)
+            let read_ahead = || {
+                if passthrough {
+                    prefetch::first_open(&self.0, nid);
+                }
+            };
             if self.sharing.is_none() || state.inode.size < pool::MIN_SIZE {
-                return self.open_first(nid, &state, passthrough, reply);
+                self.open_first(nid, &state, passthrough, reply);
+                return read_ahead();
             }
+            read_ahead();
             // The first open of a large file may read all of it (to copy or hash it):
             // the pool finishes it, this mount's thread goes on serving.
             let fs = Arc::clone(&self.0);
