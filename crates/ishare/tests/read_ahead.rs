@@ -123,7 +123,10 @@ fn first_opens_read_the_next_files_ahead_and_later_opens_do_not() {
         rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
     };
     let held: Vec<usize> = (0..FILES).filter(|&k| in_use(k)).collect();
-    assert_eq!(held, after_first, "objects in use after opening d/f00 alone");
+    assert_eq!(
+        held, after_first,
+        "objects in use after opening d/f00 alone"
+    );
 
     // A walk in name order finds most files read ahead before it opens them, whole.
     let whole = |k: usize| (size(k) as u64).div_ceil(4096) * 4096;

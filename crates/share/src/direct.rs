@@ -41,6 +41,28 @@ pub struct AlignedBuf {
     vec: Vec<u8>,
     start: usize,
     len: usize,
+    /// Its buffer goes to [`SPARE`] when dropped.
+    spare: bool,
+}
+
+/// Buffers of [`SLICE`] windows that left the cache, for the next ones. A walk makes
+/// and drops windows by the thousand: freed to malloc, their buffers stayed in
+/// whichever of its arenas the freeing thread used (measured: the node daemon's PSS
+/// 4–6 MiB over its windows' budget), and new ones were zeroed each time.
+static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Spare buffers kept at most: as many as the windows' budget holds.
+const SPARE_MAX: usize = (WINDOWS_BUDGET / SLICE) as usize;
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        if self.spare {
+            let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+            if spare.len() < SPARE_MAX {
+                spare.push(std::mem::take(&mut self.vec));
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for AlignedBuf {
@@ -52,6 +74,20 @@ impl std::fmt::Debug for AlignedBuf {
 }
 
 impl AlignedBuf {
+    /// An empty buffer made of a spare one if there is one, given back when dropped.
+    fn spare() -> AlignedBuf {
+        let vec = SPARE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        AlignedBuf {
+            vec,
+            spare: true,
+            ..AlignedBuf::default()
+        }
+    }
+
     /// The bytes of the last read.
     pub fn as_slice(&self) -> &[u8] {
         &self.vec[self.start..self.start + self.len]
@@ -250,16 +286,17 @@ fn window_cache<K: Eq + std::hash::Hash + Clone>(budget: u64, window: u64) -> Wi
     WindowCache::with_weighter((budget / window) as usize, budget, BufWeight)
 }
 
-/// The window of `cache` at `key`, filled by `read` when not cached.
+/// The window of `cache` at `key`, filled by `read` into `new()` when not cached.
 fn cached_window<K: Eq + std::hash::Hash + Clone>(
     cache: &WindowCache<K>,
     key: K,
+    new: fn() -> AlignedBuf,
     read: impl FnOnce(&mut AlignedBuf) -> io::Result<()>,
 ) -> io::Result<Arc<AlignedBuf>> {
     if let Some(w) = cache.get(&key) {
         return Ok(w);
     }
-    let mut w = AlignedBuf::default();
+    let mut w = new();
     read(&mut w)?;
     let w = Arc::new(w);
     cache.insert(key, w.clone());
@@ -289,7 +326,7 @@ fn read_windowed(
     while pos < end {
         let start = pos / DATA_WINDOW * DATA_WINDOW;
         let n = DATA_WINDOW.min(t.size - start) as usize;
-        let w = cached_window(data_windows(), (t.key, start), |w| {
+        let w = cached_window(data_windows(), (t.key, start), AlignedBuf::default, |w| {
             read_direct(direct, align, start, n, w)
         })?;
         let from = (pos - start) as usize;
@@ -397,7 +434,11 @@ impl DirectSource {
     /// [`crate::burst::Burst`] could be set up.
     fn window(&self, direct: &File, align: usize, start: u64) -> io::Result<Arc<AlignedBuf>> {
         let len = self.window_len().min(self.size.saturating_sub(start)) as usize;
-        cached_window(windows(), (self.id, start), |w| match &self.burst {
+        let new = match self.burst {
+            Some(_) => AlignedBuf::spare,
+            None => AlignedBuf::default,
+        };
+        cached_window(windows(), (self.id, start), new, |w| match &self.burst {
             Some(burst) => {
                 let got = burst.read(w.unaligned(len), start)?;
                 w.filled(0, got);
