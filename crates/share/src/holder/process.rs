@@ -22,6 +22,13 @@ pub(super) const ALREADY: &str = "a holder already runs";
 const FIRST_CLIENT: Duration = Duration::from_secs(30);
 /// Clients served at once (the daemon uses one at a time).
 const MAX_CLIENTS: usize = 16;
+/// After a round that only took registrations in, the holder waits this long before
+/// looking again. A registration sent is queued in the holder's socket, the holder's
+/// whatever becomes of the daemon, so nothing waits for it to be read; a burst of
+/// first opens then wakes the holder once per pause rather than once per file (each
+/// wake-up an interrupt to the other CPU in the middle of the daemon's answer to an
+/// open).
+const REGISTRATIONS_PAUSE: Duration = Duration::from_millis(5);
 
 /// Runs the holder on `socket` until it holds nothing and no client is connected.
 /// Prints `ready` (or `error: MESSAGE`) on standard output once listening, then points
@@ -108,7 +115,11 @@ fn serve(listener: &OwnedFd) {
     let mut served = false;
     let mut held: Held = BTreeMap::new();
     let mut clients: Vec<Client> = Vec::new();
+    let mut only_registrations = false;
     loop {
+        if only_registrations {
+            std::thread::sleep(REGISTRATIONS_PAUSE);
+        }
         // A daemon's connection that only reports registrations does not keep an
         // empty holder alive.
         let busy = clients.iter().any(|c| !c.log_only);
@@ -156,9 +167,15 @@ fn serve(listener: &OwnedFd) {
         // it died) are taken in before a new daemon's `take`. Clients whose connection
         // ended or misbehaved are dropped.
         let mut kept = Vec::with_capacity(clients.len());
+        only_registrations = !ready_listener && !ready_clients.is_empty();
         for (i, mut c) in clients.drain(..).enumerate() {
-            if !ready_clients.contains(&i) || answer(&mut c, &mut held) {
+            if !ready_clients.contains(&i) {
                 kept.push(c);
+            } else if answer(&mut c, &mut held) {
+                only_registrations &= c.log_only;
+                kept.push(c);
+            } else {
+                only_registrations = false;
             }
         }
         clients = kept;
