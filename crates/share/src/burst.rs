@@ -11,10 +11,12 @@
 //! it another 450 MiB). Read buffered instead, a window pushed out of the budget is
 //! found again in the page cache, as a kernel mount finds its metadata.
 //!
-//! A kernel mount keeps those pages for good; the daemon only while they are in use:
-//! the windows read are recorded, and [`IDLE`] after the image's last window read
-//! they are dropped (`POSIX_FADV_DONTNEED` on exactly those ranges; readahead is off
-//! on this descriptor, so nothing else came in with them).
+//! Pages come in by [`UNIT`] (one disk read for a cluster of metadata), while the
+//! windows copied out of them are small (see [`crate::direct`]). A kernel mount keeps
+//! those pages for good; the daemon only while they are in use: the units read are
+//! recorded, and [`IDLE`] after the image's last read they are dropped
+//! (`POSIX_FADV_DONTNEED` on exactly those ranges; readahead is off on this
+//! descriptor, so nothing else came in with them).
 
 use std::collections::BTreeSet;
 use std::fs::File;

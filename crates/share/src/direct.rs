@@ -447,9 +447,7 @@ impl DirectSource {
             None => read_direct(direct, align, start, len, w),
         })
     }
-}
 
-impl DirectSource {
     /// Its windows' size (fixed: the same start always names the same window).
     fn window_len(&self) -> u64 {
         if self.burst.is_some() { SLICE } else { WINDOW }
