@@ -121,7 +121,7 @@ pub struct Job {
     pub lock: Option<ObjectLock>,
     /// Prepared ahead of any open (see [`crate::fs::ahead`]): the object served from,
     /// held until published; its pages are dropped from the page cache then (written
-    /// and synced, nobody asked for them yet).
+    /// and synced, nobody asked for them yet), unless a reader opened it meanwhile.
     pub ahead: Option<Arc<Object>>,
     /// Image and path, for log lines.
     pub shown: String,
@@ -335,9 +335,12 @@ fn publish(store: &Store, stats: &Stats, trust: &Trust, job: Job, synced: bool) 
     if let Some(l) = lock {
         l.release_published();
     }
-    if let Some(obj) = ahead {
+    if let Some(obj) = ahead
+        && !obj.opened.load(Ordering::Relaxed)
+    {
         // Clean once synced (`Store::publish` syncs when the batch was not): dropped,
-        // unless mapped. A reader that opened it meanwhile reads it again from disk.
+        // unless mapped. (Kept when a reader opened it first: the other mounts of
+        // its content read it next. A reader opening it right now reads it from disk.)
         let _ = rustix::fs::fadvise(&obj.file, 0, None, rustix::fs::Advice::DontNeed);
     }
 }
@@ -345,6 +348,51 @@ fn publish(store: &Store, stats: &Stats, trust: &Trust, job: Job, synced: bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::sync::atomic::AtomicBool;
+
+    /// Publishes an object made ahead, opened by a reader first or not; whether its
+    /// pages are still cached afterwards.
+    fn cached_after_publication(opened: bool) -> bool {
+        let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let store = Arc::new(Store::open(dir.path(), &crate::options::DomainId::new("p")).unwrap());
+        let trust = Trust::new(store.clone());
+        let fp = format!("sha256:{opened}").into_bytes();
+        let mut tmp = store.create_tmp(&fp).unwrap();
+        tmp.file.write_all(&vec![9u8; 1 << 20]).unwrap();
+        let obj = Arc::new(Object {
+            file: tmp.reopen_read_only().unwrap(),
+            size: 1 << 20,
+            verified: false,
+            opened: AtomicBool::new(opened),
+        });
+        let job = Job {
+            tmp,
+            size: 1 << 20,
+            check: None,
+            replace: false,
+            lock: None,
+            ahead: Some(obj),
+            shown: "test".into(),
+            started: Instant::now(),
+        };
+        publish(&store, &Stats::default(), &trust, job, false);
+        crate::burst::tests::cached(&store.object_path(&fp, false)) > 0
+    }
+
+    /// An object made ahead leaves the page cache when published, unless a reader
+    /// opened it meanwhile (the other mounts of its content read it next).
+    #[test]
+    fn publication_drops_the_pages_of_objects_nobody_opened() {
+        if cached_after_publication(false) {
+            eprintln!("skipped: the page cache of a synced file cannot be dropped here");
+            return;
+        }
+        assert!(
+            cached_after_publication(true),
+            "an opened object's pages were dropped"
+        );
+    }
 
     fn check(verdict: &Arc<Verdict>) -> Check {
         Check {

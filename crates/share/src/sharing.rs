@@ -579,6 +579,7 @@ impl Sharing {
                 file: tmp.reopen_read_only()?,
                 size: inode.size,
                 verified: false,
+                opened: Default::default(),
             });
             // Prepared ahead: held until published (an open meanwhile finds it in its
             // slot rather than waiting for the store), then its pages go.

@@ -383,8 +383,10 @@ impl ImageFs {
         }
     }
 
-    /// An open of a file served shared: the file is counted once.
-    fn count_shared(&self, state: &FileState) {
+    /// An open of a file served shared from `obj`: the file is counted once, the
+    /// object marked as read.
+    fn serving(&self, state: &FileState, obj: &Object) {
+        obj.opened.store(true, Ordering::Relaxed);
         if !state.counted.swap(true, Ordering::Relaxed) {
             self.counters.shared_files.fetch_add(1, Ordering::Relaxed);
             self.counters
@@ -446,7 +448,7 @@ impl ImageFs {
             reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
             return None;
         };
-        self.count_shared(state);
+        self.serving(state, &obj);
         let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(id) = backing.acquire(nid) {
             // Another open registered it meanwhile.
@@ -497,7 +499,7 @@ impl ImageFs {
     fn open_daemon(&self, nid: u64, state: &FileState, reply: ReplyOpen) {
         match self.shared_object(nid, state) {
             Some(obj) => {
-                self.count_shared(state);
+                self.serving(state, &obj);
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
                 self.handles
                     .lock()

@@ -112,6 +112,9 @@ pub struct Object {
     pub size: u64,
     /// Its content was checked against a `sha256:` fingerprint when published.
     pub verified: bool,
+    /// Served to a reader (set by whoever served it): an object made ahead of any open
+    /// keeps its pages once published (see [`crate::publish`]).
+    pub opened: std::sync::atomic::AtomicBool,
 }
 
 /// The store directory of one domain.
@@ -394,6 +397,7 @@ impl Store {
                 file,
                 size,
                 verified,
+                opened: Default::default(),
             }));
         }
         Err(io::Error::other(format!(
