@@ -212,7 +212,7 @@ impl DirectReader {
             let read = if len <= SMALL_READ {
                 read_windowed(&t, direct, *align, off, len, buf)
             } else {
-                read_direct(direct, *align, off, len, buf)
+                read_past_window(&t, direct, *align, off, len, buf)
             };
             match read {
                 Ok(()) => {
@@ -338,6 +338,37 @@ fn read_windowed(
         out[at..at + n].copy_from_slice(&w.as_slice()[from..from + n]);
         pos += n as u64;
     }
+    Ok(())
+}
+
+/// Reads `len` bytes of the twin's image at `off` with `O_DIRECT`, except what a cached
+/// data window holds of their start: the window read for the small file before often
+/// runs into this one (measured, preparing minbase with a fresh store: 14 of the 48
+/// MiB read twice from disk).
+fn read_past_window(
+    t: &Twin,
+    direct: &File,
+    align: usize,
+    off: u64,
+    len: usize,
+    buf: &mut AlignedBuf,
+) -> io::Result<()> {
+    let start = off / DATA_WINDOW * DATA_WINDOW;
+    let from = (off - start) as usize;
+    let cached = data_windows()
+        .get(&(t.key, start))
+        .filter(|w| w.as_slice().len() > from);
+    let Some(w) = cached else {
+        return read_direct(direct, align, off, len, buf);
+    };
+    let have = (w.as_slice().len() - from).min(len);
+    let mut rest = AlignedBuf::default();
+    if have < len {
+        read_direct(direct, align, off + have as u64, len - have, &mut rest)?;
+    }
+    let out = buf.unaligned(len);
+    out[..have].copy_from_slice(&w.as_slice()[from..from + have]);
+    out[have..].copy_from_slice(rest.as_slice());
     Ok(())
 }
 
@@ -606,6 +637,10 @@ mod tests {
                 (0, data.len()),
                 (data.len() - 123, 123),
                 (data.len() - 1, 1),
+                // Longer reads starting in a data window read before: its part from it.
+                (100_000, 100_000),
+                (3, 200_000),
+                (data.len() - 70_000, 70_000),
                 (1 << 20, 2 << 20),
                 (1 << 20, 17 << 20),
             ] {
