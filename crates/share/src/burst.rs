@@ -24,7 +24,7 @@ use std::io;
 use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use log::warn;
@@ -79,6 +79,21 @@ fn now_ms() -> u64 {
 
 /// Every live [`Burst`] of the process, for the dropping thread.
 static LIVE: Mutex<Vec<Weak<Burst>>> = Mutex::new(Vec::new());
+
+/// How many [`Burst`]s hold units: the dropping thread sleeps while none does (a
+/// daemon with nothing held is not woken every [`TICK`]).
+static HOLDING: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// Counts one more (`true`) or one less [`Burst`] holding units.
+fn holding(more: bool) {
+    let mut n = HOLDING.0.lock().unwrap_or_else(|e| e.into_inner());
+    if more {
+        *n += 1;
+        HOLDING.1.notify_one();
+    } else {
+        *n = n.saturating_sub(1);
+    }
+}
 
 impl Burst {
     /// Reads through `file`, a descriptor of its own (its readahead is turned off).
@@ -147,6 +162,7 @@ impl Burst {
     /// whether the image now holds more than [`HELD_MAX`].
     fn hold(&self, units: impl Iterator<Item = u64>) -> (bool, bool) {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let was_empty = held.units.is_empty();
         let mut new = false;
         for u in units {
             if held.units.insert(u) {
@@ -154,12 +170,21 @@ impl Burst {
                 new = true;
             }
         }
+        if was_empty && new {
+            holding(true);
+        }
         (new, held.bytes > HELD_MAX)
     }
 
     /// Drops every unit read so far from the page cache.
     pub fn drop_all(&self) {
-        let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
+        let held = {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            if !held.units.is_empty() {
+                holding(false);
+            }
+            std::mem::take(&mut *held)
+        };
         for off in held.units {
             let _ = rustix::fs::fadvise(&self.file, off, NonZeroU64::new(UNIT), Advice::DontNeed);
         }
@@ -177,9 +202,16 @@ impl Drop for Burst {
     }
 }
 
-/// The dropping thread: every [`TICK`], drops the windows of images quiet for [`IDLE`].
+/// The dropping thread: every [`TICK`] while some image holds units, drops those of
+/// images quiet for [`IDLE`].
 fn run() {
     loop {
+        {
+            let mut n = HOLDING.0.lock().unwrap_or_else(|e| e.into_inner());
+            while *n == 0 {
+                n = HOLDING.1.wait(n).unwrap_or_else(|e| e.into_inner());
+            }
+        }
         std::thread::sleep(TICK);
         let live: Vec<Arc<Burst>> = LIVE
             .lock()
