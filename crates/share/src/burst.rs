@@ -229,19 +229,24 @@ fn run() {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use ishare_testkit::pagecache::resident_bytes as cached;
     use std::io::Write;
 
-    /// Bytes of `path` in the page cache, by util-linux's fincore.
-    pub(crate) fn cached(path: &std::path::Path) -> u64 {
-        let out = std::process::Command::new("fincore")
-            .args(["--bytes", "--noheadings", "--output", "RES"])
-            .arg(path)
-            .output()
-            .expect("fincore (util-linux) runs");
-        assert!(out.status.success(), "fincore failed");
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    /// A synced file of `len` bytes `byte` with nothing of it cached, and a [`Burst`]
+    /// reading it; `None` (the test skipped) where its page cache cannot be dropped.
+    fn uncached(byte: u8, len: usize) -> Option<(tempfile::NamedTempFile, Arc<Burst>)> {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.write_all(&vec![byte; len]).unwrap();
+        tmp.as_file().sync_all().unwrap();
+        let f = tmp.reopen().unwrap();
+        rustix::fs::fadvise(&f, 0, None, Advice::DontNeed).unwrap();
+        if cached(tmp.path()) != 0 {
+            eprintln!("skipped: the page cache of a synced file cannot be dropped here");
+            return None;
+        }
+        Some((tmp, Burst::new(f).unwrap()))
     }
 
     /// A read brings in its whole unit, which stays cached while reads go on and
@@ -249,16 +254,9 @@ pub(crate) mod tests {
     /// read ahead.
     #[test]
     fn windows_stay_while_read_and_go_when_quiet() {
-        let mut tmp = tempfile::NamedTempFile::new().unwrap();
-        tmp.write_all(&vec![7u8; 8 << 20]).unwrap();
-        tmp.as_file().sync_all().unwrap();
-        let f = tmp.reopen().unwrap();
-        rustix::fs::fadvise(&f, 0, None, Advice::DontNeed).unwrap();
-        if cached(tmp.path()) != 0 {
-            eprintln!("skipped: the page cache of a synced file cannot be dropped here");
+        let Some((tmp, b)) = uncached(7, 8 << 20) else {
             return;
-        }
-        let b = Burst::new(f).unwrap();
+        };
         let mut buf = vec![0u8; 32 << 10];
         assert_eq!(b.read(&mut buf, (1 << 20) + 4096).unwrap(), buf.len());
         assert!(buf.iter().all(|&x| x == 7));
@@ -276,16 +274,9 @@ pub(crate) mod tests {
     /// reads keeps at most that much cached.
     #[test]
     fn an_image_holds_at_most_its_share() {
-        let mut tmp = tempfile::NamedTempFile::new().unwrap();
-        tmp.write_all(&vec![3u8; 4 << 20]).unwrap();
-        tmp.as_file().sync_all().unwrap();
-        let f = tmp.reopen().unwrap();
-        rustix::fs::fadvise(&f, 0, None, Advice::DontNeed).unwrap();
-        if cached(tmp.path()) != 0 {
-            eprintln!("skipped: the page cache of a synced file cannot be dropped here");
+        let Some((tmp, b)) = uncached(3, 4 << 20) else {
             return;
-        }
-        let b = Burst::new(f).unwrap();
+        };
         let mut buf = vec![0u8; 4096];
         let units = HELD_MAX / UNIT;
         for i in 0..units {

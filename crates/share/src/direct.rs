@@ -602,7 +602,7 @@ pub fn drop_cache(f: &File, off: u64, len: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::burst::tests::cached;
+    use ishare_testkit::pagecache::resident_bytes as cached;
     use std::io::Write;
 
     fn pattern(n: usize) -> Vec<u8> {

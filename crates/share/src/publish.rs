@@ -377,7 +377,7 @@ mod tests {
             started: Instant::now(),
         };
         publish(&store, &Stats::default(), &trust, job, false);
-        crate::burst::tests::cached(&store.object_path(&fp, false)) > 0
+        ishare_testkit::pagecache::resident_bytes(&store.object_path(&fp, false)) > 0
     }
 
     /// An object made ahead leaves the page cache when published, unless a reader
