@@ -46,8 +46,10 @@ pub struct Args {
     /// (who serves the mount: auto takes the kernel's EROFS where it has inode_share);
     /// device=PATH (an extra device, repeatable); allow_other (every user may enter;
     /// implies nosuid,nodev unless suid/dev are given); [no]dev, [no]suid, [no]exec;
-    /// threads=N (FUSE worker threads); log=FILE (a started daemon's log); ro and
-    /// mount(8)'s generic options are accepted, rw is refused.
+    /// threads=N (FUSE worker threads); spin=MICROSECONDS (how long a FUSE thread
+    /// keeps asking for the next request before it sleeps, default 50, 0: at once);
+    /// log=FILE (a started daemon's log); ro and mount(8)'s generic options are
+    /// accepted, rw is refused.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Internal: run as the detached daemon (options on stdin).

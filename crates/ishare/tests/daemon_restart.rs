@@ -208,22 +208,6 @@ fn listed(node: &NodeDaemon) -> Vec<(String, String)> {
     m
 }
 
-/// Pids of fd holders of `node`'s socket.
-fn holders(node: &NodeDaemon) -> Vec<u32> {
-    let sock = ishare_share::holder_socket(&node.socket());
-    let needle = sock.as_os_str().as_encoded_bytes().to_vec();
-    fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                c.windows(b"fd-holder".len()).any(|w| w == b"fd-holder")
-                    && c.windows(needle.len()).any(|w| w == needle.as_slice())
-            })
-        })
-        .collect()
-}
-
 /// (RSS, PSS) of `pid` in KiB.
 fn rss_pss(pid: u32) -> (u64, u64) {
     let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
@@ -292,7 +276,7 @@ fn restart_under_load() {
     }
     let before = listed(&node);
     assert_eq!(before.len(), MOUNTS, "{before:?}");
-    let holder = holders(&node);
+    let holder = node.holders();
     assert_eq!(holder.len(), 1, "one fd holder: {holder:?}");
     let (rss, pss) = rss_pss(holder[0]);
 
@@ -384,7 +368,7 @@ fn restart_under_load() {
         "{log}"
     );
     assert!(!log.contains("cannot send pending requests again"), "{log}");
-    assert_eq!(holders(&node), holder, "the same fd holder throughout");
+    assert_eq!(node.holders(), holder, "the same fd holder throughout");
 
     // Unmounting after the restarts works; the holder goes with the last mount.
     for i in 0..MOUNTS {
@@ -397,7 +381,7 @@ fn restart_under_load() {
         assert!(!is_mounted(points.path(i), "fuse.ishare"), "mount {i} left");
     }
     let t = Instant::now();
-    while !holders(&node).is_empty() {
+    while !node.holders().is_empty() {
         assert!(
             t.elapsed() < Duration::from_secs(10),
             "the fd holder outlives the last mount"

@@ -13,7 +13,9 @@
 //!   naming the image; an image whose file data is corrupt answers EIO for that file
 //!   while the other mounts keep serving right bytes; the control socket refuses
 //!   non-root peers, malformed, oversized and slow requests with clear errors, and
-//!   answers others meanwhile.
+//!   answers others meanwhile;
+//! * warm opens wake neither the fd holder nor, with `spin=` (the default), the mount's
+//!   FUSE thread (sleeps counted in /proc; `spin=0` is the control).
 //!
 //! Needs root and /dev/fuse. The tests of this file run one at a time (they measure the
 //! machine's page cache).
@@ -470,4 +472,96 @@ fn a_verified_image_is_not_hashed_again_by_the_daemon() {
     let s = summaries(&node);
     assert_eq!(s[0], (3, 0), "first mount: {s:?}");
     assert_eq!(s[1], (0, 3), "second mount hashed again: {s:?}");
+}
+
+/// Voluntary context switches (sleeps) of the tasks `tasks`, summed.
+fn sleeps(tasks: &[PathBuf]) -> u64 {
+    tasks
+        .iter()
+        .filter_map(|t| fs::read_to_string(t.join("status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// The /proc/PID/task/TID directories of `pid` whose thread is named `name`.
+fn tasks_named(pid: u32, name: &str) -> Vec<PathBuf> {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|t| fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim_end() == name))
+        .collect()
+}
+
+/// Warm opens wake neither the fd holder (which keeps the connections, and must not
+/// wait on their request queues while a daemon serves them) nor, with `spin=` (the
+/// default), the mount's FUSE thread, which takes the next request before it sleeps.
+/// `spin=0` on a second mount is the control: there, the thread sleeps between
+/// requests, as the sleep count shows.
+#[test]
+fn warm_opens_wake_neither_the_holder_nor_a_spinning_fuse_thread() {
+    require_root();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (images, _) = family(dir.path(), 2);
+    let store = tempfile::tempdir().unwrap();
+    let node = NodeDaemon::start(&ishare_bin!());
+    let points = MountPoints::new("ishare-node-", 2);
+    for (i, extra) in ["", ",spin=0"].iter().enumerate() {
+        let o = format!("{}{extra}", opts(store.path()));
+        let out = node_mount(&node, &images[i], points.path(i), &o);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let holder = match node.holders()[..] {
+        [pid] => PathBuf::from(format!("/proc/{pid}")),
+        ref h => panic!("fd holders: {h:?}"),
+    };
+    // One FUSE thread per mount (started once the mount is answered).
+    let start = Instant::now();
+    let fuse_threads = loop {
+        let t = tasks_named(node.pid().expect("daemon pid"), "fuser-0");
+        if t.len() == 2 {
+            break t;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "FUSE threads: {t:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    const OPENS: u64 = 2000;
+    let mut slept = Vec::new();
+    for i in 0..2 {
+        let file = points.path(i).join("etc/small");
+        // Warm: the first open registers the backing file.
+        drop(fs::File::open(&file).unwrap());
+        let (holder0, fuse0) = (sleeps(std::slice::from_ref(&holder)), sleeps(&fuse_threads));
+        for _ in 0..OPENS {
+            drop(fs::File::open(&file).unwrap());
+        }
+        let holder1 = sleeps(std::slice::from_ref(&holder));
+        slept.push((holder1 - holder0, sleeps(&fuse_threads) - fuse0));
+    }
+    // Each open is an OPEN and a RELEASE request.
+    let (holder_spin, fuse_spin) = slept[0];
+    let (holder_nospin, fuse_nospin) = slept[1];
+    eprintln!(
+        "sleeps in {OPENS} opens: fd holder {holder_spin} + {holder_nospin}, FUSE thread {fuse_spin} (spin), {fuse_nospin} (spin=0)"
+    );
+    assert!(
+        fuse_nospin >= OPENS / 4,
+        "control: with spin=0 the FUSE thread slept only {fuse_nospin} times in {OPENS} opens"
+    );
+    assert!(
+        fuse_spin < OPENS / 4,
+        "with spin the FUSE thread slept {fuse_spin} times in {OPENS} opens"
+    );
+    assert!(
+        holder_spin + holder_nospin < OPENS / 10,
+        "the fd holder was woken {holder_spin} + {holder_nospin} times by {} opens",
+        2 * OPENS
+    );
 }

@@ -319,6 +319,7 @@ pub(crate) fn mount_with(
         SessionACL::Owner
     };
     config.n_threads = Some(opts.threads);
+    config.spin = std::time::Duration::from_micros(opts.spin_us.into());
     // A clone of the connection ends the requests it has read and not answered
     // (ECONNABORTED) when it is closed, so a daemon whose connections outlive it (the
     // node daemon's, kept by the fd holder) reads them all on the one descriptor the

@@ -446,6 +446,22 @@ impl NodeDaemon {
         fs::read_to_string(lock).ok()?.trim().parse().ok()
     }
 
+    /// Pids of the fd holders of its socket (`ishare fd-holder --socket S.holder`).
+    pub fn holders(&self) -> Vec<u32> {
+        let mut needle = self.socket().into_os_string().into_encoded_bytes();
+        needle.extend_from_slice(b".holder");
+        fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                    args.get(1) == Some(&&b"fd-holder"[..]) && args.contains(&needle.as_slice())
+                })
+            })
+            .collect()
+    }
+
     /// Sends `sig` to the daemon.
     pub fn signal(&self, sig: rustix::process::Signal) {
         if let Some(pid) = self

@@ -31,17 +31,52 @@ impl Channel {
         nix::unistd::read(&self.0, buffer)
     }
 
-    /// Receives data up to the capacity of the given buffer (can block),
-    /// retrying on errors that are safe to retry (ENOENT, EINTR, EAGAIN).
+    // ISHARE PATCH: spinning receive (see ISHARE-PATCH.md).
+    /// Makes reads return EAGAIN instead of sleeping when `nonblocking`, or sleep
+    /// otherwise. The flag belongs to the open file, which other processes holding
+    /// the same descriptor share: a session sets it either way when it starts.
+    pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> nix::Result<()> {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let flags = OFlag::from_bits_truncate(fcntl(&self.0, FcntlArg::F_GETFL)?);
+        let flags = if nonblocking {
+            flags | OFlag::O_NONBLOCK
+        } else {
+            flags - OFlag::O_NONBLOCK
+        };
+        fcntl(&self.0, FcntlArg::F_SETFL(flags)).map(drop)
+    }
+
+    /// Receives the next request into `buffer`, retrying on errors that are safe to
+    /// retry (ENOENT: the request was interrupted; EINTR).
     ///
-    /// - ENOENT: Operation interrupted. According to FUSE, this is safe to retry.
-    /// - EINTR: Interrupted system call, retry.
-    /// - EAGAIN: Explicitly instructed to try again.
-    pub(crate) fn receive_retrying(&self, buffer: &mut [u8]) -> nix::Result<usize> {
+    /// On a channel made non-blocking, asks again (yielding the CPU between asks)
+    /// until `spin` has passed, then sleeps in `poll` until a request, or the end of
+    /// the connection, is there. A request that comes while the thread still asks
+    /// costs no wake-up: on a virtual machine whose idle CPUs halt, waking a thread
+    /// on another CPU takes several microseconds, paid on every round trip. A
+    /// blocking channel sleeps in `read` (EAGAIN, should another process sharing the
+    /// descriptor have made it non-blocking, also sleeps in `poll`).
+    pub(crate) fn receive_next(
+        &self,
+        buffer: &mut [u8],
+        spin: std::time::Duration,
+    ) -> nix::Result<usize> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let until = (!spin.is_zero()).then(|| std::time::Instant::now() + spin);
         loop {
             match self.receive(buffer) {
                 Ok(size) => return Ok(size),
-                Err(Errno::ENOENT | Errno::EINTR | Errno::EAGAIN) => continue,
+                Err(Errno::ENOENT | Errno::EINTR) => {}
+                Err(Errno::EAGAIN) if until.is_some_and(|u| std::time::Instant::now() < u) => {
+                    std::thread::yield_now();
+                }
+                Err(Errno::EAGAIN) => {
+                    let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+                    match poll(&mut fds, PollTimeout::NONE) {
+                        Ok(_) | Err(Errno::EINTR) => {}
+                        Err(err) => return Err(err),
+                    }
+                }
                 Err(err) => return Err(err),
             }
         }

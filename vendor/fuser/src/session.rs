@@ -365,6 +365,7 @@ impl<FS: Filesystem> Session<FS> {
                 ch,
                 allowed,
                 session_owner,
+                spin: config.spin,
             };
             threads.push(
                 thread::Builder::new()
@@ -405,7 +406,7 @@ impl<FS: Filesystem> Session<FS> {
 
         loop {
             // Read the init request from the kernel
-            let size = match self.ch.receive_retrying(buf) {
+            let size = match self.ch.receive_next(buf, std::time::Duration::ZERO) {
                 Ok(size) => size,
                 Err(nix::errno::Errno::ENODEV) => {
                     return Err(io::Error::new(
@@ -591,6 +592,8 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
     pub(crate) filesystem: Arc<FilesystemHolder<FS>>,
     pub(crate) allowed: SessionACL,
     pub(crate) session_owner: Uid,
+    // ISHARE PATCH: spinning receive (see ISHARE-PATCH.md).
+    pub(crate) spin: std::time::Duration,
 }
 
 impl<FS: Filesystem> SessionEventLoop<FS> {
@@ -599,10 +602,13 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         // it is reused immediately after dispatching to conserve memory and allocations.
         let mut buf = FuseReadBuf::new();
         let buf = buf.as_mut();
+        // ISHARE PATCH: spinning receive (see ISHARE-PATCH.md).
+        let spin = self.spin;
+        self.ch.set_nonblocking(!spin.is_zero())?;
         loop {
             // Read the next request from the given channel to kernel driver
             // The kernel driver makes sure that we get exactly one request per read
-            match self.ch.receive_retrying(buf) {
+            match self.ch.receive_next(buf, spin) {
                 Ok(size) => match RequestWithSender::new(self.ch.sender(), &buf[..size]) {
                     // Dispatch request
                     Some(req) => {

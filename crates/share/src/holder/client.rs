@@ -25,7 +25,8 @@ pub(crate) type Taken = (HeldMount, OwnedFd, Vec<(u64, u32)>);
 #[derive(Debug)]
 pub(crate) struct HolderClient {
     socket: PathBuf,
-    /// The connection registrations go on (opened at the first).
+    /// The connection registrations go on, which also says that this daemon serves
+    /// the held mounts (opened at the first mount handed over or taken back).
     log: Mutex<Option<OwnedFd>>,
 }
 
@@ -141,7 +142,11 @@ impl HolderClient {
             tries += 1;
             match res {
                 Err(_) if tries < 3 => std::thread::sleep(Duration::from_millis(50)),
-                other => return other.map(|_| ()),
+                Ok(_) => {
+                    self.serving();
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -162,7 +167,32 @@ impl HolderClient {
         let Ok(sock) = self.connect() else {
             return Ok(Vec::new());
         };
-        self.request(&sock, &Msg::Take {}, None)
+        let taken = self.request(&sock, &Msg::Take {}, None)?;
+        if !taken.is_empty() {
+            self.serving();
+        }
+        Ok(taken)
+    }
+
+    /// Makes sure the holder knows that we serve its mounts: a registrations'
+    /// connection is open (the holder exits with its last mount, and a new one may
+    /// have started since).
+    fn serving(&self) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let alive = log.as_ref().is_some_and(|s| {
+            let mut fds = [rustix::event::PollFd::new(
+                s,
+                rustix::event::PollFlags::empty(),
+            )];
+            let zero = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            rustix::event::poll(&mut fds, Some(&zero)).is_ok() && fds[0].revents().is_empty()
+        });
+        if !alive {
+            *log = self.open_log();
+        }
     }
 
     /// Tells the holder that the mount `mount_id` registered backing file `id` for node
@@ -170,16 +200,33 @@ impl HolderClient {
     /// answered, so even a daemon killed right after has told it); lost when no holder
     /// runs, which only matters to a mount the holder does not keep.
     pub(crate) fn note_backing(&self, mount_id: u64, nid: u64, id: Option<u32>) {
-        let msg = Msg::Backing { mount_id, nid, id };
+        self.send_log(&Msg::Backing { mount_id, nid, id });
+    }
+
+    /// A new registrations' connection, on which the holder has taken [`Msg::Serving`]
+    /// (it then leaves watching the connections to us). A holder from before that
+    /// message (started by an earlier version, kept across an upgrade) refuses it and
+    /// drops the connection: the next one only takes registrations.
+    fn open_log(&self) -> Option<OwnedFd> {
+        let sock = self.connect().ok()?;
+        match self.request(&sock, &Msg::Serving {}, None) {
+            Ok(_) => Some(sock),
+            Err(_) => self.connect().ok(),
+        }
+    }
+
+    /// Sends `msg` on the registrations' connection without waiting, connecting it
+    /// when there is none or the holder went.
+    fn send_log(&self, msg: &Msg) {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         for _ in 0..2 {
             if log.is_none() {
-                *log = self.connect().ok();
+                *log = self.open_log();
             }
             let Some(sock) = log.as_ref() else {
                 return;
             };
-            if wire::send(sock.as_fd(), &msg, None).is_ok() {
+            if wire::send(sock.as_fd(), msg, None).is_ok() {
                 return;
             }
             // The holder went (it exits with its last mount); a new one may run.

@@ -130,11 +130,18 @@ fn serve(listener: &OwnedFd) {
             let mut fds = Vec::with_capacity(1 + clients.len() + held.len());
             fds.push(PollFd::new(listener, PollFlags::IN));
             fds.extend(clients.iter().map(|c| PollFd::new(&c.fd, PollFlags::IN)));
-            // Nothing asked of a connection: its end shows as POLLERR (or POLLHUP).
-            fds.extend(
-                held.values()
-                    .map(|h| PollFd::new(&h.conn, PollFlags::empty())),
-            );
+            // Nothing asked of a connection: its end shows as POLLERR (or POLLHUP). But
+            // a poll that sleeps waits on the connection's request queue, and the kernel
+            // wakes every such waiter for every request it queues: while a daemon
+            // serves the mounts (and says when one ends), the connections are looked at
+            // only without sleeping on them, after each wake-up.
+            let watch = !clients.iter().any(|c| c.serving);
+            if watch {
+                fds.extend(
+                    held.values()
+                        .map(|h| PollFd::new(&h.conn, PollFlags::empty())),
+                );
+            }
             let timeout = (!served).then(|| Timespec {
                 tv_sec: FIRST_CLIENT.saturating_sub(started.elapsed()).as_secs() as i64 + 1,
                 tv_nsec: 0,
@@ -147,17 +154,27 @@ fn serve(listener: &OwnedFd) {
                     continue;
                 }
             }
-            let ended = PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL;
             let ready_listener = fds[0].revents().contains(PollFlags::IN);
             let ready_clients: Vec<usize> = (0..clients.len())
                 .filter(|i| !fds[1 + i].revents().is_empty())
                 .collect();
-            let gone: Vec<u64> = held
-                .keys()
-                .enumerate()
-                .filter(|(i, _)| fds[1 + clients.len() + i].revents().intersects(ended))
-                .map(|(_, k)| *k)
-                .collect();
+            let gone = if watch {
+                ended(held.keys().copied(), &fds[1 + clients.len()..])
+            } else {
+                // A zero timeout registers no waiter.
+                let mut conns: Vec<PollFd> = held
+                    .values()
+                    .map(|h| PollFd::new(&h.conn, PollFlags::empty()))
+                    .collect();
+                let zero = Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                match poll(&mut conns, Some(&zero)) {
+                    Ok(_) => ended(held.keys().copied(), &conns),
+                    Err(_) => Vec::new(),
+                }
+            };
             (ready_listener, ready_clients, gone)
         };
         for k in gone {
@@ -208,6 +225,7 @@ fn serve(listener: &OwnedFd) {
                 clients.push(Client {
                     fd: conn,
                     log_only: false,
+                    serving: false,
                 });
             }
         }
@@ -225,11 +243,22 @@ struct Entry {
 
 type Held = BTreeMap<u64, Entry>;
 
+/// The keys whose connection (polled in `fds`, in the same order) has ended.
+fn ended(keys: impl Iterator<Item = u64>, fds: &[PollFd]) -> Vec<u64> {
+    let ended = PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL;
+    keys.zip(fds)
+        .filter(|(_, f)| f.revents().intersects(ended))
+        .map(|(k, _)| k)
+        .collect()
+}
+
 /// A connected client.
 struct Client {
     fd: OwnedFd,
     /// It has sent registrations only (see [`Msg::Backing`]).
     log_only: bool,
+    /// It serves the held mounts (see [`Msg::Serving`]).
+    serving: bool,
 }
 
 /// Answers every message `c` has queued; false when the client is done (closed, or
@@ -254,6 +283,14 @@ fn answer(c: &mut Client, held: &mut Held) -> bool {
                 return false;
             }
         };
+        if let Msg::Serving {} = msg {
+            c.log_only = true;
+            c.serving = true;
+            if wire::send(c.fd.as_fd(), &Msg::Done {}, None).is_err() {
+                return false;
+            }
+            continue;
+        }
         if let Msg::Backing { mount_id, nid, id } = msg {
             c.log_only = true;
             if let Some(e) = held.get_mut(&mount_id) {

@@ -41,6 +41,9 @@ pub(super) enum Msg {
         /// The kernel's backing id.
         id: Option<u32>,
     },
+    /// The sender serves the held mounts and says when one ends (`Drop`) for as long
+    /// as it stays connected.
+    Serving {},
     /// Send every held mount (each `Held` followed by its `Backing` registrations).
     Take {},
     /// One held mount (its connection attached), in answer to `Take`.

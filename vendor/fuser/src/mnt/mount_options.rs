@@ -18,6 +18,11 @@ pub struct Config {
     /// This enables more efficient request processing
     /// when multiple threads are used. Requires Linux 4.5+.
     pub clone_fd: bool,
+    // ISHARE PATCH: spinning receive (see ISHARE-PATCH.md).
+    /// How long an event loop thread keeps asking for the next request, without
+    /// sleeping, after its last one (zero: it sleeps in `read` at once). A request
+    /// that arrives within it is taken without the kernel having to wake the thread.
+    pub spin: std::time::Duration,
 }
 
 /// Mount options accepted by the FUSE filesystem type
