@@ -50,26 +50,22 @@ impl Channel {
     /// retry (ENOENT: the request was interrupted; EINTR).
     ///
     /// On a channel made non-blocking, asks again (yielding the CPU between asks)
-    /// until `spin` has passed, then sleeps in `poll` until a request, or the end of
-    /// the connection, is there. A request that comes while the thread still asks
-    /// costs no wake-up: on a virtual machine whose idle CPUs halt, waking a thread
-    /// on another CPU takes several microseconds, paid on every round trip. A
-    /// blocking channel sleeps in `read` (EAGAIN, should another process sharing the
-    /// descriptor have made it non-blocking, also sleeps in `poll`).
-    pub(crate) fn receive_next(
-        &self,
-        buffer: &mut [u8],
-        spin: std::time::Duration,
-    ) -> nix::Result<usize> {
+    /// for as long as `spin` says, then sleeps in `poll` until a request, or the end
+    /// of the connection, is there. A blocking channel sleeps in `read` (EAGAIN,
+    /// should another process sharing the descriptor have made it non-blocking,
+    /// also sleeps in `poll`).
+    pub(crate) fn receive_next(&self, buffer: &mut [u8], spin: &mut Spin) -> nix::Result<usize> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        let until = (!spin.is_zero()).then(|| std::time::Instant::now() + spin);
+        let start = std::time::Instant::now();
+        let spin_for = spin.next();
         loop {
             match self.receive(buffer) {
-                Ok(size) => return Ok(size),
-                Err(Errno::ENOENT | Errno::EINTR) => {}
-                Err(Errno::EAGAIN) if until.is_some_and(|u| std::time::Instant::now() < u) => {
-                    std::thread::yield_now();
+                Ok(size) => {
+                    spin.record(!spin_for.is_zero(), start.elapsed() < spin.time);
+                    return Ok(size);
                 }
+                Err(Errno::ENOENT | Errno::EINTR) => {}
+                Err(Errno::EAGAIN) if start.elapsed() < spin_for => std::thread::yield_now(),
                 Err(Errno::EAGAIN) => {
                     let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
                     match poll(&mut fds, PollTimeout::NONE) {
@@ -111,6 +107,56 @@ impl Channel {
         }
 
         Ok(Channel::new(Arc::new(new_dev)))
+    }
+}
+
+// ISHARE PATCH: spinning receive (see ISHARE-PATCH.md).
+/// When an event loop thread spins for its next request (see
+/// [`Channel::receive_next`]). A request that comes while the thread still asks
+/// costs no wake-up of it: on a virtual machine whose idle CPUs halt, waking a
+/// thread on another CPU takes several microseconds, paid on every round trip. But
+/// a spin in vain is CPU taken from whatever else could run there (a process
+/// between its opens, say), and its CPU looks busy to the scheduler meanwhile. So
+/// the thread spins only while most requests come within `time` of the answer
+/// before: a moving average (in 1/256) over the requests received spinning, as a
+/// thread woken from its sleep cannot tell how long its request waited; one request
+/// in 8 is received spinning anyway, to sample.
+#[derive(Debug)]
+pub(crate) struct Spin {
+    time: std::time::Duration,
+    soon_rate: u32,
+    requests: u32,
+}
+
+impl Spin {
+    /// Spins of up to `time` (zero: never).
+    pub(crate) fn new(time: std::time::Duration) -> Spin {
+        Spin {
+            time,
+            soon_rate: 0,
+            requests: 0,
+        }
+    }
+
+    /// How long to spin for the next request.
+    fn next(&mut self) -> std::time::Duration {
+        self.requests = self.requests.wrapping_add(1);
+        if self.soon_rate >= 160 || self.requests % 8 == 0 {
+            self.time
+        } else {
+            std::time::Duration::ZERO
+        }
+    }
+
+    /// A request came, `soon` or not; counted when `spun` for.
+    fn record(&mut self, spun: bool, soon: bool) {
+        if spun {
+            self.soon_rate = if soon {
+                self.soon_rate + (256 - self.soon_rate) / 8
+            } else {
+                self.soon_rate - self.soon_rate / 8
+            };
+        }
     }
 }
 

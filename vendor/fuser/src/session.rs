@@ -32,6 +32,7 @@ use crate::ReplyEmpty;
 use crate::Request;
 use crate::channel::Channel;
 use crate::channel::ChannelSender;
+use crate::channel::Spin;
 use crate::dev_fuse::DevFuse;
 use crate::ll;
 use crate::ll::Operation;
@@ -406,7 +407,7 @@ impl<FS: Filesystem> Session<FS> {
 
         loop {
             // Read the init request from the kernel
-            let size = match self.ch.receive_next(buf, std::time::Duration::ZERO) {
+            let size = match self.ch.receive_next(buf, &mut Spin::new(std::time::Duration::ZERO)) {
                 Ok(size) => size,
                 Err(nix::errno::Errno::ENODEV) => {
                     return Err(io::Error::new(
@@ -603,12 +604,12 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         let mut buf = FuseReadBuf::new();
         let buf = buf.as_mut();
         // ISHARE PATCH: spinning receive (see ISHARE-PATCH.md).
-        let spin = self.spin;
-        self.ch.set_nonblocking(!spin.is_zero())?;
+        self.ch.set_nonblocking(!self.spin.is_zero())?;
+        let mut spin = Spin::new(self.spin);
         loop {
             // Read the next request from the given channel to kernel driver
             // The kernel driver makes sure that we get exactly one request per read
-            match self.ch.receive_next(buf, spin) {
+            match self.ch.receive_next(buf, &mut spin) {
                 Ok(size) => match RequestWithSender::new(self.ch.sender(), &buf[..size]) {
                     // Dispatch request
                     Some(req) => {
