@@ -15,7 +15,8 @@
 //!   non-root peers, malformed, oversized and slow requests with clear errors, and
 //!   answers others meanwhile;
 //! * warm opens wake neither the fd holder nor, with `spin=` (the default), the mount's
-//!   FUSE thread (sleeps counted in /proc; `spin=0` is the control).
+//!   FUSE thread (sleeps counted in /proc; `spin=0` is the control), and opens far
+//!   apart do not keep it spinning (its CPU time).
 //!
 //! Needs root and /dev/fuse. The tests of this file run one at a time (they measure the
 //! machine's page cache).
@@ -500,7 +501,8 @@ fn tasks_named(pid: u32, name: &str) -> Vec<PathBuf> {
 /// wait on their request queues while a daemon serves them) nor, with `spin=` (the
 /// default), the mount's FUSE thread, which takes the next request before it sleeps.
 /// `spin=0` on a second mount is the control: there, the thread sleeps between
-/// requests, as the sleep count shows.
+/// requests, as the sleep count shows. Opens far apart do not keep the thread
+/// spinning in vain (its CPU time against the control's).
 #[test]
 fn warm_opens_wake_neither_the_holder_nor_a_spinning_fuse_thread() {
     require_root();
@@ -564,4 +566,39 @@ fn warm_opens_wake_neither_the_holder_nor_a_spinning_fuse_thread() {
         "the fd holder was woken {holder_spin} + {holder_nospin} times by {} opens",
         2 * OPENS
     );
+
+    // Opens 1 ms apart (as between a process's work): each would be a 50 µs spin in
+    // vain, 50 ms in all; the thread stops spinning instead.
+    const SLOW: u32 = 1000;
+    let mut cpu = Vec::new();
+    for i in 0..2 {
+        let file = points.path(i).join("etc/small");
+        let before = cpu_time(&fuse_threads);
+        for _ in 0..SLOW {
+            drop(fs::File::open(&file).unwrap());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        cpu.push(cpu_time(&fuse_threads) - before);
+    }
+    eprintln!(
+        "FUSE threads' CPU for {SLOW} opens 1 ms apart: {:?} (spin), {:?} (spin=0)",
+        cpu[0], cpu[1]
+    );
+    let vain = Duration::from_micros(50) * SLOW;
+    assert!(
+        cpu[0].saturating_sub(cpu[1]) < vain / 2,
+        "a spinning FUSE thread kept spinning in vain: {:?} of CPU against {:?} with spin=0",
+        cpu[0],
+        cpu[1]
+    );
+}
+
+/// CPU time of the tasks `tasks`, summed (`schedstat`: nanoseconds on a CPU).
+fn cpu_time(tasks: &[PathBuf]) -> Duration {
+    let ns: u64 = tasks
+        .iter()
+        .filter_map(|t| fs::read_to_string(t.join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
 }
