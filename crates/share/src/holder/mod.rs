@@ -15,8 +15,12 @@
 //!   ([`HeldMount`]: image, mount point, options, the domain id, what the kernel's INIT
 //!   offered): in memory only, never in an argument vector, a file or a log.
 //! * An entry goes when the daemon says so (the mount ended) or when its connection
-//!   ends (polls `POLLERR`/`POLLHUP`: someone unmounted it). With no entry and no
-//!   client left, the holder exits: it never outlives the last mount.
+//!   ends (`POLLERR`/`POLLHUP`: someone unmounted it). A daemon that serves the held
+//!   mounts says so ([`HolderClient`] sends `Serving` on its registrations
+//!   connection); while one is connected, the holder looks at the connections only
+//!   without sleeping on them (a sleeping `poll` would be woken by every request the
+//!   kernel queues on them), after each wake-up; with none, it watches them. With no
+//!   entry and no client left, the holder exits: it never outlives the last mount.
 //! * [`HolderClient::take`] gives a starting daemon every held mount, each with a
 //!   duplicate of its connection; the holder keeps its own until told otherwise.
 
