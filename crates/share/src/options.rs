@@ -98,7 +98,7 @@ pub struct MountOptions {
     /// `threads=N`: FUSE worker threads (default 1).
     pub threads: usize,
     /// `spin=MICROSECONDS`: how long a FUSE thread keeps asking for the next request
-    /// before it sleeps (default [`DEFAULT_SPIN_US`]; 0: it sleeps at once).
+    /// before it sleeps (default 50; 0: it sleeps at once; see `DEFAULT_SPIN_US`).
     pub spin_us: u32,
     /// `log=FILE`: where a detached daemon writes its log (default: syslog's `/dev/log`
     /// when present, else nowhere).
