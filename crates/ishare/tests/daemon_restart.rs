@@ -395,3 +395,59 @@ fn restart_under_load() {
     drop(node);
     let _ = daemon.wait();
 }
+
+/// While a daemon serves, the fd holder leaves watching the connections to it; once
+/// the daemon is gone (killed: it says nothing), the holder watches them again: a
+/// mount unmounted meanwhile is dropped, and the holder exits with the last.
+#[test]
+fn the_holder_drops_mounts_unmounted_while_no_daemon_runs() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let points = MountPoints::new("ishare-restart-", 2);
+    let node = NodeDaemon::at();
+    let src = dir.path().join("src");
+    write_file(&src, "a", &Rng::new(5).bytes(100_000));
+    let img = dir.path().join("a.erofs");
+    run(Command::new(ishare_bin!())
+        .args(["mkfs", "--quiet"])
+        .arg(&img)
+        .arg(&src));
+    let mut daemon = start_daemon(&node);
+    for i in 0..2 {
+        let out = run_unchecked(
+            Command::new(ishare_bin!())
+                .env("ISHARE_DOMAIN_ID", DOMAIN)
+                .arg("mount")
+                .arg("--socket")
+                .arg(node.socket())
+                .args([
+                    "-o",
+                    &format!("inode_share,store={}", store.path().display()),
+                ])
+                .arg(&img)
+                .arg(points.path(i)),
+        );
+        assert!(out.status.success(), "mount {i}: {out:?}");
+        // A first open: a registration, so the daemon has said it serves.
+        fs::read(points.path(i).join("a")).unwrap();
+    }
+    let holder = node.holders();
+    assert_eq!(holder.len(), 1, "one fd holder: {holder:?}");
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    // umount(2) itself: umount(8) asks the filesystem's statfs first, which waits for
+    // a daemon like every request.
+    for i in 0..2 {
+        rustix::mount::unmount(points.path(i), rustix::mount::UnmountFlags::empty())
+            .unwrap_or_else(|e| panic!("umount {i}: {e}"));
+    }
+    let t = Instant::now();
+    while !node.holders().is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the fd holder kept the mounts unmounted while no daemon ran"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -500,8 +500,10 @@ fn tasks_named(pid: u32, name: &str) -> Vec<PathBuf> {
 /// Warm opens wake neither the fd holder (which keeps the connections, and must not
 /// wait on their request queues while a daemon serves them) nor, with `spin=` (the
 /// default), the mount's FUSE thread, which takes the next request before it sleeps.
-/// `spin=0` on a second mount is the control: there, the thread sleeps between
-/// requests, as the sleep count shows. Opens far apart do not keep the thread
+/// `spin=0` on a second mount is printed for comparison (not asserted: on a busy
+/// machine where the reader and the daemon's thread share a CPU, the thread finds the
+/// next request waiting without spinning, e.g. 27 sleeps in 2,000 opens during a
+/// build; 740–1,900 on an idle machine). Opens far apart do not keep the thread
 /// spinning in vain (its CPU time against the control's).
 #[test]
 fn warm_opens_wake_neither_the_holder_nor_a_spinning_fuse_thread() {
@@ -552,10 +554,6 @@ fn warm_opens_wake_neither_the_holder_nor_a_spinning_fuse_thread() {
     let (holder_nospin, fuse_nospin) = slept[1];
     eprintln!(
         "sleeps in {OPENS} opens: fd holder {holder_spin} + {holder_nospin}, FUSE thread {fuse_spin} (spin), {fuse_nospin} (spin=0)"
-    );
-    assert!(
-        fuse_nospin >= OPENS / 4,
-        "control: with spin=0 the FUSE thread slept only {fuse_nospin} times in {OPENS} opens"
     );
     assert!(
         fuse_spin < OPENS / 4,
