@@ -10,6 +10,10 @@
 //!   started again 3 times: no wrong byte, no failed read (Linux 6.9+ resends the
 //!   requests in flight); then `ishare mounts --json` lists the same mounts, `ishare
 //!   umount` works, and the fd holder exits with the last mount.
+//! * `the_holder_drops_mounts_unmounted_while_no_daemon_runs`: after a SIGKILL of the
+//!   daemon (which then says nothing), mounts unmounted meanwhile are dropped by the
+//!   holder, which exits with the last (it watches the connections again once no
+//!   serving daemon is connected).
 //!
 //! Prints the longest single read (the pause a reader sees) and the holder's RSS/PSS.
 //! Needs root and /dev/fuse.
