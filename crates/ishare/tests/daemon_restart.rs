@@ -212,6 +212,15 @@ fn listed(node: &NodeDaemon) -> Vec<(String, String)> {
     m
 }
 
+/// Waits up to 10 s for `node`'s fd holder to exit; fails with `why` if it does not.
+fn wait_no_holder(node: &NodeDaemon, why: &str) {
+    let t = Instant::now();
+    while !node.holders().is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(10), "{why}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// (RSS, PSS) of `pid` in KiB.
 fn rss_pss(pid: u32) -> (u64, u64) {
     let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
@@ -384,14 +393,7 @@ fn restart_under_load() {
         assert!(out.status.success(), "umount {i}: {out:?}");
         assert!(!is_mounted(points.path(i), "fuse.ishare"), "mount {i} left");
     }
-    let t = Instant::now();
-    while !node.holders().is_empty() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the fd holder outlives the last mount"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_no_holder(&node, "the fd holder outlives the last mount");
     assert!(
         !ishare_share::holder_socket(&node.socket()).exists(),
         "holder socket left"
@@ -446,12 +448,8 @@ fn the_holder_drops_mounts_unmounted_while_no_daemon_runs() {
         rustix::mount::unmount(points.path(i), rustix::mount::UnmountFlags::empty())
             .unwrap_or_else(|e| panic!("umount {i}: {e}"));
     }
-    let t = Instant::now();
-    while !node.holders().is_empty() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the fd holder kept the mounts unmounted while no daemon ran"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_no_holder(
+        &node,
+        "the fd holder kept the mounts unmounted while no daemon ran",
+    );
 }
