@@ -28,6 +28,30 @@ bench_tools() {
   fi
 }
 
+# fuse_wakeup_as_deployed: the host setting dist/systemd/ishare.service makes before
+# the daemon starts: where the kernel has the fuse module parameter wake_here, FUSE
+# threads are woken on the CPU of the process that asked (see crates/share/src/wakeup.rs).
+# FUSE_WAKE_HERE=Y (default, as the unit), N, or keep (the host's as it is). Sets
+# WAKE_HERE_BEFORE (what to restore with fuse_wakeup_restore) and WAKE_HERE_NOTE (for
+# the results).
+WAKE_HERE_PARAM=/sys/module/fuse/parameters/wake_here
+fuse_wakeup_as_deployed() {
+  local want=${FUSE_WAKE_HERE:-Y}
+  WAKE_HERE_BEFORE=
+  if [ ! -e "$WAKE_HERE_PARAM" ]; then
+    WAKE_HERE_NOTE="the kernel has no fuse.wake_here (ishare's FUSE threads spin, spin=auto)"
+    return 0
+  fi
+  if [ "$want" != keep ] && [ "$(cat "$WAKE_HERE_PARAM")" != "$want" ]; then
+    WAKE_HERE_BEFORE=$(cat "$WAKE_HERE_PARAM")
+    echo "$want" >"$WAKE_HERE_PARAM" || die "cannot set $WAKE_HERE_PARAM"
+  fi
+  WAKE_HERE_NOTE="fuse.wake_here=$(cat "$WAKE_HERE_PARAM") during the run (FUSE_WAKE_HERE=$want; Y is what ishare.service sets; the host had ${WAKE_HERE_BEFORE:-the same})"
+}
+fuse_wakeup_restore() {
+  [ -z "${WAKE_HERE_BEFORE:-}" ] || echo "$WAKE_HERE_BEFORE" >"$WAKE_HERE_PARAM"
+}
+
 # bench_build BINARY: `cargo build --release -p ishare` unless SKIP_BUILD=1
 # (retried twice after a pause: the work tree may be in the middle of an edit),
 # then checks that BINARY, the ishare to time, is there.

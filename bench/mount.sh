@@ -38,6 +38,9 @@
 #   EXECS         execs of `chroot M apt-config dump` per timed run (default 200)
 #   RESULTS       where the report goes (default bench/results/mount[-PARTS].md)
 #   SKIP_BUILD=1  do not run `cargo build --release -p ishare`
+#   FUSE_WAKE_HERE  Y (default: what ishare.service sets where the kernel has the fuse
+#                 module parameter wake_here), N, or keep (the host's setting); restored
+#                 at the end
 #   ISHARE_BIN    ishare binary (default $CARGO_TARGET_DIR/release/ishare, or
 #                 target/release/ishare)
 #   MKFS_ISHARE   the ishare binary that makes the images (default: ISHARE_BIN's
@@ -96,10 +99,12 @@ cleanup() {
     left=$(ishare_stop "$ISHARE" 60)
     [ -z "$left" ] || warn "ishare processes still running after their mounts were gone, sent SIGTERM: $left"
   fi
+  fuse_wakeup_restore
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 mkdir -p "$WORK/mnt" "$WORK/log" "$DATA"
+fuse_wakeup_as_deployed
 
 # A private copy of the binary: a rebuild during the runs changes nothing (and
 # its processes are ours: ishare_pids finds them by this path).
@@ -1258,6 +1263,7 @@ fi
   echo "- load average at the start / end: $started_load / $(loadavg)"
   echo "- runs repeated because something else on the machine dropped the page cache meanwhile: $DISTURBED"
   echo "- ishare processes: found by their executable (this run's private copy of the binary); measurements that found some still running 10 s after their last unmount (then sent SIGTERM): $LEFTOVER"
+  echo "- FUSE wake-ups: $WAKE_HERE_NOTE"
   echo "- open files limit (RLIMIT_NOFILE) of the mount daemons: $(ulimit -Sn) (was $NOFILE_BEFORE; fs.nr_open $(cat /proc/sys/fs/nr_open)): each daemon keeps one open file per shared object it has served"
   echo
   cat "$REPORT"

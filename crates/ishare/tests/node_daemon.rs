@@ -14,9 +14,10 @@
 //!   while the other mounts keep serving right bytes; the control socket refuses
 //!   non-root peers, malformed, oversized and slow requests with clear errors, and
 //!   answers others meanwhile;
-//! * warm opens wake neither the fd holder nor, with `spin=` (the default), the mount's
-//!   FUSE thread (sleeps counted in /proc; `spin=0` is the control), and opens far
-//!   apart do not keep it spinning (its CPU time).
+//! * warm opens wake neither the fd holder nor, with `spin=50`, the mount's FUSE thread
+//!   (sleeps counted in /proc; `spin=0` is the control), and opens far apart do not keep
+//!   it spinning (its CPU time); `spin=auto` does not spin where the kernel wakes FUSE
+//!   threads on the reader's CPU (`wake_here`).
 //!
 //! Needs root and /dev/fuse. The tests of this file run one at a time (they measure the
 //! machine's page cache).
@@ -498,8 +499,9 @@ fn tasks_named(pid: u32, name: &str) -> Vec<PathBuf> {
 }
 
 /// Warm opens wake neither the fd holder (which keeps the connections, and must not
-/// wait on their request queues while a daemon serves them) nor, with `spin=` (the
-/// default), the mount's FUSE thread, which takes the next request before it sleeps.
+/// wait on their request queues while a daemon serves them) nor, with `spin=50` (what
+/// `spin=auto` picks where the kernel wakes FUSE threads on any CPU), the mount's FUSE
+/// thread, which takes the next request before it sleeps.
 /// `spin=0` on a second mount is printed for comparison (not asserted: on a busy
 /// machine where the reader and the daemon's thread share a CPU, the thread finds the
 /// next request waiting without spinning, e.g. 27 sleeps in 2,000 opens during a
@@ -514,7 +516,7 @@ fn warm_opens_wake_neither_the_holder_nor_a_spinning_fuse_thread() {
     let store = tempfile::tempdir().unwrap();
     let node = NodeDaemon::start(&ishare_bin!());
     let points = MountPoints::new("ishare-node-", 2);
-    for (i, extra) in ["", ",spin=0"].iter().enumerate() {
+    for (i, extra) in [",spin=50", ",spin=0"].iter().enumerate() {
         let o = format!("{}{extra}", opts(store.path()));
         let out = node_mount(&node, &images[i], points.path(i), &o);
         assert!(out.status.success(), "{out:?}");
@@ -588,6 +590,63 @@ fn warm_opens_wake_neither_the_holder_nor_a_spinning_fuse_thread() {
         "a spinning FUSE thread kept spinning in vain: {:?} of CPU against {:?} with spin=0",
         cpu[0],
         cpu[1]
+    );
+}
+
+/// `spin=auto` (the default) does not spin where the kernel wakes a FUSE thread on the
+/// CPU of the process that asked (the `fuse` module parameter `wake_here`, set for the
+/// test and put back): the thread sleeps between requests, as with `spin=0`, and the
+/// next request wakes it where the reader waits. Skipped (said) on kernels without the
+/// parameter.
+#[test]
+fn spin_auto_does_not_spin_where_the_kernel_wakes_fuse_threads_on_the_readers_cpu() {
+    require_root();
+    let _g = serial();
+    const PARAM: &str = "/sys/module/fuse/parameters/wake_here";
+    let Ok(before) = fs::read_to_string(PARAM) else {
+        eprintln!("skipped: this kernel has no {PARAM}");
+        return;
+    };
+    struct Restore(String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = fs::write(PARAM, &self.0);
+        }
+    }
+    let _restore = Restore(before);
+    fs::write(PARAM, "Y").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (images, _) = family(dir.path(), 1);
+    let store = tempfile::tempdir().unwrap();
+    let node = NodeDaemon::start(&ishare_bin!());
+    let points = MountPoints::new("ishare-node-", 1);
+    let out = node_mount(&node, &images[0], points.path(0), &opts(store.path()));
+    assert!(out.status.success(), "{out:?}");
+    let start = Instant::now();
+    let fuse_thread = loop {
+        let t = tasks_named(node.pid().expect("daemon pid"), "fuser-0");
+        if t.len() == 1 {
+            break t;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "FUSE threads: {t:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let file = points.path(0).join("etc/small");
+    drop(fs::File::open(&file).unwrap());
+    const OPENS: u64 = 2000;
+    let before = sleeps(&fuse_thread);
+    for _ in 0..OPENS {
+        drop(fs::File::open(&file).unwrap());
+    }
+    let slept = sleeps(&fuse_thread) - before;
+    eprintln!("wake_here=Y, spin=auto: the FUSE thread slept {slept} times in {OPENS} opens");
+    // Spinning, it would sleep on few of them (< OPENS / 4, the test above).
+    assert!(
+        slept > OPENS / 2,
+        "spin=auto spun although the kernel wakes FUSE threads on the reader's CPU: {slept} sleeps in {OPENS} opens"
     );
 }
 

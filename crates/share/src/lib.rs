@@ -111,6 +111,7 @@ mod stats;
 mod store;
 mod umount;
 mod units;
+mod wakeup;
 
 pub use daemon::{launch_detached, run_detached, run_foreground};
 pub use doctor::{

@@ -319,7 +319,15 @@ pub(crate) fn mount_with(
         SessionACL::Owner
     };
     config.n_threads = Some(opts.threads);
-    config.spin = std::time::Duration::from_micros(opts.spin_us.into());
+    let spin_us = opts.spin_us.unwrap_or_else(crate::wakeup::auto_spin_us);
+    config.spin = std::time::Duration::from_micros(spin_us.into());
+    // A RELEASE (sent without waiting when a reader closes a file) would otherwise wake
+    // this thread ahead of the reader on the reader's CPU (see `crate::wakeup`): two
+    // context switches per file. Under SCHED_BATCH it waits until the reader next
+    // sleeps, typically in its next OPEN, and answers both at once. One open and close
+    // 7.45 → 6.57 µs on this project's VM; requests someone waits for are unaffected
+    // (the waiting process sleeps, the thread runs).
+    config.batch = true;
     // A clone of the connection ends the requests it has read and not answered
     // (ECONNABORTED) when it is closed, so a daemon whose connections outlive it (the
     // node daemon's, kept by the fd holder) reads them all on the one descriptor the

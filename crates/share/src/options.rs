@@ -97,9 +97,11 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// `threads=N`: FUSE worker threads (default 1).
     pub threads: usize,
-    /// `spin=MICROSECONDS`: how long a FUSE thread keeps asking for the next request
-    /// before it sleeps (default 50; 0: it sleeps at once; see `DEFAULT_SPIN_US`).
-    pub spin_us: u32,
+    /// `spin=MICROSECONDS|auto`: how long a FUSE thread keeps asking for the next
+    /// request before it sleeps (0: it sleeps at once). `None` is `auto` (the default):
+    /// no spinning where the kernel wakes FUSE threads on the reader's CPU, else
+    /// `DEFAULT_SPIN_US` (see `crate::wakeup`).
+    pub spin_us: Option<u32>,
     /// `log=FILE`: where a detached daemon writes its log (default: syslog's `/dev/log`
     /// when present, else nowhere).
     pub log: Option<PathBuf>,
@@ -127,7 +129,7 @@ impl Default for MountOptions {
             prepare_ahead: true,
             allow_other: false,
             threads: default_threads(),
-            spin_us: DEFAULT_SPIN_US,
+            spin_us: None,
             log: None,
             dev: true,
             suid: true,
@@ -144,7 +146,8 @@ fn default_threads() -> usize {
 }
 
 /// How long a mount's FUSE thread keeps asking for the next request after one, in
-/// microseconds. A process opening file after file sends the next request a few
+/// microseconds, where the kernel does not wake it on the reader's CPU (`spin=auto`; see
+/// `crate::wakeup`). A process opening file after file sends the next request a few
 /// microseconds after the last answer: taken while the thread still asks, it costs no
 /// wake-up of the thread (on this project's 2-vCPU virtual machine, whose idle CPUs
 /// halt, one open and close 70–74 → 24–27 µs, reading the ten-image family warm
@@ -329,15 +332,17 @@ impl MountOptions {
                     }
                     "spin" => {
                         let v = need()?;
-                        o.spin_us =
-                            v.parse()
-                                .ok()
-                                .filter(|n| *n <= MAX_SPIN_US)
-                                .ok_or_else(|| {
+                        o.spin_us = if v == "auto" {
+                            None
+                        } else {
+                            Some(v.parse().ok().filter(|n| *n <= MAX_SPIN_US).ok_or_else(
+                                || {
                                     bad(format!(
-                                        "spin={v}: expected 0 to {MAX_SPIN_US} (microseconds)"
+                                        "spin={v}: expected auto or 0 to {MAX_SPIN_US} (microseconds)"
                                     ))
-                                })?;
+                                },
+                            )?)
+                        };
                     }
                     "log" => o.log = Some(PathBuf::from(need()?)),
                     "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" => {
@@ -420,11 +425,13 @@ mod tests {
     #[test]
     fn spin_is_microseconds_within_bounds() {
         let o = MountOptions::parse(&["ro"], None).unwrap();
-        assert_eq!(o.spin_us, DEFAULT_SPIN_US);
+        assert_eq!(o.spin_us, None);
         let o = MountOptions::parse(&["spin=0"], None).unwrap();
-        assert_eq!(o.spin_us, 0);
+        assert_eq!(o.spin_us, Some(0));
         let o = MountOptions::parse(&["spin=1000"], None).unwrap();
-        assert_eq!(o.spin_us, 1000);
+        assert_eq!(o.spin_us, Some(1000));
+        let o = MountOptions::parse(&["spin=1000", "spin=auto"], None).unwrap();
+        assert_eq!(o.spin_us, None);
         for bad in ["spin=", "spin=-1", "spin=1ms", "spin=100001"] {
             let e = MountOptions::parse(&[bad], None).unwrap_err();
             assert!(e.to_string().contains("spin="), "{bad}: {e}");

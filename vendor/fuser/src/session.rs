@@ -367,6 +367,7 @@ impl<FS: Filesystem> Session<FS> {
                 allowed,
                 session_owner,
                 spin: config.spin,
+                batch: config.batch,
             };
             threads.push(
                 thread::Builder::new()
@@ -595,6 +596,8 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
     pub(crate) session_owner: Uid,
     // ISHARE PATCH: spinning receive (see ISHARE-PATCH.md).
     pub(crate) spin: std::time::Duration,
+    // ISHARE PATCH: batch scheduling (see ISHARE-PATCH.md).
+    pub(crate) batch: bool,
 }
 
 impl<FS: Filesystem> SessionEventLoop<FS> {
@@ -603,6 +606,10 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         // it is reused immediately after dispatching to conserve memory and allocations.
         let mut buf = FuseReadBuf::new();
         let buf = buf.as_mut();
+        // ISHARE PATCH: batch scheduling (see ISHARE-PATCH.md).
+        if self.batch {
+            set_batch_scheduling();
+        }
         // ISHARE PATCH: spinning receive (see ISHARE-PATCH.md).
         self.ch.set_nonblocking(!self.spin.is_zero())?;
         let mut spin = Spin::new(self.spin);
@@ -670,5 +677,21 @@ impl BackgroundSession {
                     "filesystem background thread panicked",
                 )
             })?
+    }
+}
+
+// ISHARE PATCH: batch scheduling (see ISHARE-PATCH.md).
+/// Puts the calling thread under `SCHED_BATCH` (no privilege needed). A failure (a
+/// seccomp policy refusing it, say) leaves the thread as it was: only slower.
+fn set_batch_scheduling() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: FFI; `param` is a valid `sched_param` for the call's duration, and pid 0
+    // names the calling thread.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    if rc != 0 {
+        log::debug!(
+            "SCHED_BATCH for a FUSE thread: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }

@@ -54,7 +54,7 @@ impl CheckStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostCheck {
     /// Short stable name (`kernel`, `erofs`, `erofs_compressors`, `erofs_inode_share`,
-    /// `fuse_device`, `fuse_mount`, `passthrough`, `store`).
+    /// `fuse_device`, `fuse_mount`, `fuse_wakeup`, `passthrough`, `store`).
     pub name: &'static str,
     /// The outcome.
     pub status: CheckStatus,
@@ -406,6 +406,34 @@ pub fn examine_host(store: &Path) -> HostReport {
         ),
     };
     check("fuse_mount", status, true, detail);
+
+    // Informative: where the kernel wakes a mount's FUSE thread (see `crate::wakeup`).
+    let (status, detail) = match crate::wakeup::wakes_on_requesting_cpu() {
+        Some(true) => (
+            CheckStatus::Ok,
+            format!(
+                "the kernel wakes FUSE threads on the reader's CPU ({}=Y): they do not spin (spin=auto)",
+                crate::wakeup::WAKE_HERE_PARAM
+            ),
+        ),
+        Some(false) => (
+            CheckStatus::Warn,
+            format!(
+                "{}=N: FUSE threads spin {} µs after each request (spin=auto); echo Y > {} (as the systemd unit does) makes warm opens cheaper on hosts whose idle CPUs halt",
+                crate::wakeup::WAKE_HERE_PARAM,
+                crate::options::DEFAULT_SPIN_US,
+                crate::wakeup::WAKE_HERE_PARAM
+            ),
+        ),
+        None => (
+            CheckStatus::Ok,
+            format!(
+                "this kernel wakes FUSE threads on any CPU: they spin {} µs after each request (spin=auto)",
+                crate::options::DEFAULT_SPIN_US
+            ),
+        ),
+    };
+    check("fuse_wakeup", status, false, detail);
 
     let (status, detail) = if pt.usable() {
         (

@@ -23,6 +23,12 @@ pub struct Config {
     /// sleeping, after its last one (zero: it sleeps in `read` at once). A request
     /// that arrives within it is taken without the kernel having to wake the thread.
     pub spin: std::time::Duration,
+    // ISHARE PATCH: batch scheduling (see ISHARE-PATCH.md).
+    /// Run the event loop threads under `SCHED_BATCH`: a thread woken by a request does
+    /// not preempt the task running on its CPU (a process that sent a background
+    /// request such as RELEASE goes on; one that waits for its answer sleeps, and the
+    /// thread runs at once).
+    pub batch: bool,
 }
 
 /// Mount options accepted by the FUSE filesystem type
