@@ -46,8 +46,10 @@ pub struct Args {
     /// (who serves the mount: auto takes the kernel's EROFS where it has inode_share);
     /// device=PATH (an extra device, repeatable); allow_other (every user may enter;
     /// implies nosuid,nodev unless suid/dev are given); [no]dev, [no]suid, [no]exec;
-    /// threads=N (FUSE worker threads); spin=MICROSECONDS (how long a FUSE thread
-    /// keeps asking for the next request before it sleeps, default 50, 0: at once);
+    /// threads=N (FUSE worker threads); spin=MICROSECONDS|auto (how long a FUSE thread
+    /// keeps asking for the next request before it sleeps, 0: at once; auto, the
+    /// default: none where the kernel wakes FUSE threads on the reader's CPU, the fuse
+    /// parameter wake_here, else 50);
     /// log=FILE (a started daemon's log); ro and mount(8)'s generic options are
     /// accepted, rw is refused.
     #[arg(short = 'o', value_name = "OPTIONS")]
