@@ -23,14 +23,17 @@
 //!   family images: 1.5 s with `wake_here` alone, 1.77 s spinning as well (kernel 0.95 s).
 //!
 //! The parameter is the host's to set (it changes every FUSE file system of the host):
-//! the systemd unit turns it on where the kernel has it, `ishare doctor` reports it.
+//! `dist/systemd/ishare.service` turns it on where the kernel has it (`ExecStartPre=`),
+//! `ishare doctor` reports it (`fuse_wakeup`). The threads also run under `SCHED_BATCH`
+//! (`crate::mount`), so that a request nobody waits for (RELEASE) does not preempt the
+//! reader on its CPU.
 
 use std::path::Path;
 
+use crate::options::DEFAULT_SPIN_US;
+
 /// The parameter of the kernel's `fuse` module (built in or loaded).
 pub const WAKE_HERE_PARAM: &str = "/sys/module/fuse/parameters/wake_here";
-
-use crate::options::DEFAULT_SPIN_US;
 
 /// Whether the kernel wakes FUSE threads on the CPU of the process that asked: `None`
 /// when it has no such parameter (or it cannot be read).
