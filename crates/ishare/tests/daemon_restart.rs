@@ -21,8 +21,8 @@
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -233,6 +233,20 @@ fn rss_pss(pid: u32) -> (u64, u64) {
     (field("Rss:"), field("Pss:"))
 }
 
+/// `ishare mount --socket NODE -o OPTS IMAGE DIR` with the test's domain id.
+fn node_mount(node: &NodeDaemon, image: &Path, dir: &Path, opts: &str) -> Output {
+    run_unchecked(
+        Command::new(ishare_bin!())
+            .env("ISHARE_DOMAIN_ID", DOMAIN)
+            .arg("mount")
+            .arg("--socket")
+            .arg(node.socket())
+            .args(["-o", opts])
+            .arg(image)
+            .arg(dir),
+    )
+}
+
 #[test]
 fn restart_under_load() {
     require_root();
@@ -275,16 +289,7 @@ fn restart_under_load() {
                 store.path().display()
             )
         };
-        let out = run_unchecked(
-            Command::new(ishare_bin!())
-                .env("ISHARE_DOMAIN_ID", DOMAIN)
-                .arg("mount")
-                .arg("--socket")
-                .arg(node.socket())
-                .args(["-o", &opts])
-                .arg(img)
-                .arg(points.path(i)),
-        );
+        let out = node_mount(&node, img, points.path(i), &opts);
         assert!(out.status.success(), "mount {i}: {out:?}");
     }
     let before = listed(&node);
@@ -421,19 +426,8 @@ fn the_holder_drops_mounts_unmounted_while_no_daemon_runs() {
         .arg(&src));
     let mut daemon = start_daemon(&node);
     for i in 0..2 {
-        let out = run_unchecked(
-            Command::new(ishare_bin!())
-                .env("ISHARE_DOMAIN_ID", DOMAIN)
-                .arg("mount")
-                .arg("--socket")
-                .arg(node.socket())
-                .args([
-                    "-o",
-                    &format!("inode_share,store={}", store.path().display()),
-                ])
-                .arg(&img)
-                .arg(points.path(i)),
-        );
+        let opts = format!("inode_share,store={}", store.path().display());
+        let out = node_mount(&node, &img, points.path(i), &opts);
         assert!(out.status.success(), "mount {i}: {out:?}");
         // A first open: a registration, so the daemon has said it serves.
         fs::read(points.path(i).join("a")).unwrap();
