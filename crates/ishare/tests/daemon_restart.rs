@@ -233,18 +233,9 @@ fn rss_pss(pid: u32) -> (u64, u64) {
     (field("Rss:"), field("Pss:"))
 }
 
-/// `ishare mount --socket NODE -o OPTS IMAGE DIR` with the test's domain id.
+/// `ishare mount` through the daemon, with this file's domain id.
 fn node_mount(node: &NodeDaemon, image: &Path, dir: &Path, opts: &str) -> Output {
-    run_unchecked(
-        Command::new(ishare_bin!())
-            .env("ISHARE_DOMAIN_ID", DOMAIN)
-            .arg("mount")
-            .arg("--socket")
-            .arg(node.socket())
-            .args(["-o", opts])
-            .arg(image)
-            .arg(dir),
-    )
+    node.mount(&ishare_bin!(), DOMAIN, image, dir, opts)
 }
 
 #[test]

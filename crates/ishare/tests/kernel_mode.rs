@@ -27,7 +27,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use ishare_testkit::ishare_bin;
 use ishare_testkit::mounts::{ErofsMount, LoopMount, NodeDaemon, is_mounted};
@@ -343,17 +343,9 @@ fn small_image(dir: &Path) -> std::path::PathBuf {
     img
 }
 
-fn node_mount(node: &NodeDaemon, image: &Path, dir: &Path, opts: &str) -> std::process::Output {
-    run_unchecked(
-        Command::new(ishare_bin!())
-            .env("ISHARE_DOMAIN_ID", "host-kernel-mode")
-            .arg("mount")
-            .arg("--socket")
-            .arg(node.socket())
-            .args(["-o", opts])
-            .arg(image)
-            .arg(dir),
-    )
+/// `ishare mount` through the daemon, with this file's domain id.
+fn node_mount(node: &NodeDaemon, image: &Path, dir: &Path, opts: &str) -> Output {
+    node.mount(&ishare_bin!(), "host-kernel-mode", image, dir, opts)
 }
 
 fn host_has_inode_share() -> bool {

@@ -73,18 +73,9 @@ fn opts(store: &Path) -> String {
     format!("inode_share,store={}", store.display())
 }
 
-/// `ishare mount --socket S -o OPTS IMAGE DIR`, the domain id in the environment.
+/// `ishare mount` through the daemon, with this file's domain id.
 fn node_mount(node: &NodeDaemon, image: &Path, dir: &Path, opts: &str) -> Output {
-    run_unchecked(
-        Command::new(ishare_bin!())
-            .env("ISHARE_DOMAIN_ID", DOMAIN)
-            .arg("mount")
-            .arg("--socket")
-            .arg(node.socket())
-            .args(["-o", opts])
-            .arg(image)
-            .arg(dir),
-    )
+    node.mount(&ishare_bin!(), DOMAIN, image, dir, opts)
 }
 
 /// `ishare mounts --json` of the daemon.

@@ -9,12 +9,12 @@
 use std::ffi::CString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rustix::mount::MountFlags;
 
-use crate::tools::{require_root, run, try_run};
+use crate::tools::{require_root, run, run_unchecked, try_run};
 
 /// A fresh temporary directory to mount on, named `prefix...`.
 pub fn mount_point(prefix: &str) -> tempfile::TempDir {
@@ -422,6 +422,21 @@ impl NodeDaemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         d
+    }
+
+    /// `BIN mount --socket SOCKET -o OPTS IMAGE DIR`, the domain id in the
+    /// environment (never on a command line): its output, whatever its status.
+    pub fn mount(&self, bin: &Path, domain: &str, image: &Path, dir: &Path, opts: &str) -> Output {
+        run_unchecked(
+            Command::new(bin)
+                .env("ISHARE_DOMAIN_ID", domain)
+                .arg("mount")
+                .arg("--socket")
+                .arg(self.socket())
+                .args(["-o", opts])
+                .arg(image)
+                .arg(dir),
+        )
     }
 
     /// Its control socket.
